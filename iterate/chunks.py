@@ -1,0 +1,46 @@
+"""The chunk plan: the manifest's D and fractions → per-chunk targets, filled in order by labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ledger import Ledger
+from .manifest import Manifest
+
+
+@dataclass(frozen=True)
+class ChunkProgress:
+    index: int          # 1-based
+    fraction: float
+    target: int
+    labeled: int
+    pending: int
+
+    @property
+    def done(self) -> bool:
+        return self.labeled >= self.target
+
+
+def chunk_progress(m: Manifest, ledger: Ledger) -> list[ChunkProgress]:
+    """Labeled training frames (pool + train splits) and pending tasks fill the chunks in order."""
+    labeled = len({f.id for f, _ in ledger.current_labels(("pool", "train"))})
+    pending = len(ledger.pending_frame_ids())
+    out = []
+    for i, (frac, target) in enumerate(zip(m.chunks, m.chunk_targets()), 1):
+        lab = min(labeled, target)
+        pen = min(pending, target - lab)
+        labeled -= lab
+        pending -= pen
+        out.append(ChunkProgress(i, frac, target, lab, pen))
+    if labeled or pending:  # beyond D: shown on the last chunk
+        last = out[-1]
+        out[-1] = ChunkProgress(last.index, last.fraction, last.target, last.labeled + labeled, last.pending + pending)
+    return out
+
+
+def current_chunk(progress: list[ChunkProgress]) -> ChunkProgress:
+    """The first chunk not yet filled by labels and pending tasks (the last one when all are)."""
+    for c in progress:
+        if c.labeled + c.pending < c.target:
+            return c
+    return progress[-1]

@@ -1,0 +1,56 @@
+"""The `iterate` command line: one Typer app, one module per command group under `iterate/commands/`.
+
+Known errors (:class:`iterate.errors.IterateError`) become one line on stderr and exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from .errors import IterateError
+
+err_console = Console(stderr=True)
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except IterateError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted: the ledger keeps every completed step; re-run to continue")
+            sys.exit(130)
+
+
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Active-learning data loop for keypoint models: select → label in Label Studio → sync-labels → retrain → report.",
+)
+
+
+def _register() -> None:
+    from .commands import data, demo
+
+    data.register(app)
+    demo.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

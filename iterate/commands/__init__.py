@@ -1,0 +1,1 @@
+"""Command groups of the `iterate` CLI; each module has a `register(app)`."""

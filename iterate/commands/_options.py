@@ -1,0 +1,32 @@
+"""Option aliases shared by every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..ledger import Ledger
+from ..manifest import DEFAULT_MANIFEST, Manifest, load_manifest
+
+console = Console()
+
+ManifestOpt = Annotated[
+    Path, typer.Option("--manifest", "-m", help="the data manifest", show_default=True)
+]
+DEFAULT = Path(DEFAULT_MANIFEST)
+
+
+def open_project(manifest: Path, *, write: bool = False, command: str = "iterate") -> tuple[Manifest, Ledger]:
+    """Load the manifest and open its ledger; with ``write``, take the workspace lock."""
+    m = load_manifest(manifest)
+    ledger = Ledger(m.workspace_dir)
+    if write:
+        try:
+            ledger.lock(command)
+        except Exception:
+            ledger.close()
+            raise
+    return m, ledger

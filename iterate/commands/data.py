@@ -1,0 +1,109 @@
+"""Data commands: `init`, `ingest`, `status`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..chunks import chunk_progress, current_chunk
+from ..ingest import ingest
+from ..init import write_manifest
+from ._options import DEFAULT, ManifestOpt, console, open_project
+
+
+def init(
+    manifest: ManifestOpt = DEFAULT,
+    project: Annotated[str, typer.Option(help="project name")] = "my-pose-project",
+    from_coco: Annotated[Optional[Path], typer.Option("--from-coco", help="take joints and skeleton from this COCO file")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing manifest")] = False,
+) -> None:
+    """Write a commented manifest to edit.
+
+    Example: iterate init --project babies --from-coco labels/coco.json
+    """
+    path = write_manifest(manifest, project, from_coco, force)
+    console.print(f"wrote {path}: edit sources, strata and target_size, then run [bold]iterate ingest[/]")
+
+
+def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
+    """Register the manifest's images, video frames and COCO labels in the ledger (re-running adds only what is new).
+
+    Example: iterate ingest --manifest data_manifest.yaml
+    """
+    m, ledger = open_project(manifest, write=True, command="iterate ingest")
+    with ledger, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"ingest {name}", total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        summaries = ingest(m, ledger, progress)
+    t = Table(title="ingest")
+    for col in ("source", "kind", "split", "added", "already there", "near-duplicates", "unreadable", "labels added"):
+        t.add_column(col, justify="right" if col not in ("source", "kind", "split") else "left")
+    for s in summaries:
+        t.add_row(s.source, s.kind, s.split, str(s.added), str(s.existing), str(s.duplicates),
+                  str(len(s.unreadable)), str(s.labels_added))
+    console.print(t)
+    for s in summaries:
+        for p in s.unreadable:
+            console.print(f"[yellow]skipped unreadable:[/] {p}", highlight=False)
+        for k, n in s.unknown_strata.items():
+            console.print(f"[yellow]{s.source}: stratum value {k} is not in the manifest ({n} labels; reported as 'other')[/]")
+
+
+def status(manifest: ManifestOpt = DEFAULT) -> None:
+    """Show the chunk plan, labels per stratum and the current model.
+
+    Example: iterate status
+    """
+    m, ledger = open_project(manifest)
+    with ledger:
+        prog = chunk_progress(m, ledger)
+        cur = current_chunk(prog)
+        t = Table(title=f"{m.project}: chunk plan (D = {m.target_size})")
+        for col in ("chunk", "fraction", "target", "labeled", "pending", ""):
+            t.add_column(col, justify="right")
+        for c in prog:
+            mark = "done" if c.done else ("← current" if c is cur else "")
+            t.add_row(str(c.index), f"{c.fraction:.0%}", str(c.target), str(c.labeled), str(c.pending), mark)
+        console.print(t)
+        counts = ledger.count_frames()
+        console.print("frames: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none — run `iterate ingest`"))
+        labels = ledger.current_labels()
+        for key, allowed in m.strata.items():
+            st = Table(title=f"labels per {key}")
+            splits = ("pool", "train", "val", "test")
+            st.add_column(key)
+            for sp in splits:
+                st.add_column(sp, justify="right")
+            rows: dict[str, dict[str, int]] = {}
+            for f, lab in labels:
+                v = lab.attributes.get(key)
+                v = "(not set)" if v is None else (v if not allowed or v in allowed else "other")
+                rows.setdefault(v, {}).setdefault(f.split, 0)
+                rows[v][f.split] += 1
+            for v in list(allowed) + sorted(set(rows) - set(allowed)):
+                r = rows.get(v, {})
+                st.add_row(v, *(str(r.get(sp, 0)) for sp in splits))
+            console.print(st)
+        model = ledger.latest_model()
+        if model:
+            score = model["metrics"].get("val_pckh01")
+            score_s = f"val PCKh@0.1 {score:.1f} %" if isinstance(score, (int, float)) else "not scored"
+            console.print(f"model #{model['id']}: {model['path']} ({score_s}, {model['n_train']} train labels)")
+        else:
+            console.print("model: none yet (run `iterate retrain`)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("ingest")(ingest_cmd)
+    app.command("status")(status)

@@ -1,0 +1,293 @@
+"""Register frames (image folders, sampled video frames, COCO-keypoints files) and existing labels.
+
+Re-running adds only what is new: a frame's id is a hash of its source, relative path and frame index;
+labels equal to the current version are not added again. Near-duplicate pool frames (difference hash
+within ``selection.dedup_hamming`` bits of a frame already registered) are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from .errors import IterateError
+from .ledger import Frame, Ledger
+from .manifest import Manifest, Source
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+_BATCH = 256
+
+Progress = Callable[[str, int, int | None], None]  # (source, done, total)
+
+
+@dataclass
+class SourceSummary:
+    source: str
+    kind: str
+    split: str
+    added: int = 0
+    existing: int = 0
+    duplicates: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    labels_added: int = 0
+    labels_skipped: int = 0
+    unknown_strata: dict[str, int] = field(default_factory=dict)
+
+
+def dhash(gray: np.ndarray) -> int:
+    """64-bit difference hash of a grey image (robust to resizing and small intensity changes)."""
+    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+class _NearDuplicates:
+    """Hamming-distance index over 64-bit hashes; vectorised, grows as frames are added."""
+
+    def __init__(self, hashes: Iterable[int], max_distance: int):
+        self.max_distance = max_distance
+        self._h = np.array(list(hashes), dtype=np.uint64)
+        self._n = len(self._h)
+
+    def is_duplicate(self, h: int) -> bool:
+        if self._n == 0:
+            return False
+        x = np.bitwise_xor(self._h[: self._n], np.uint64(h))
+        d = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+        return bool(d.min() <= self.max_distance)
+
+    def add(self, h: int) -> None:
+        if self._n == len(self._h):
+            self._h = np.concatenate([self._h, np.zeros(max(64, self._n), dtype=np.uint64)])
+        self._h[self._n] = np.uint64(h)
+        self._n += 1
+
+
+def _frame_id(source: str, rel: str, index: int | None) -> str:
+    return hashlib.sha1(f"{source}\0{rel}\0{index}".encode()).hexdigest()[:16]
+
+
+def _rel(m: Manifest, p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(m.root))
+    except ValueError:
+        return str(p.resolve())
+
+
+def _decode(path: Path) -> tuple[bytes, np.ndarray] | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    return (data, img) if img is not None else None
+
+
+def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None) -> list[SourceSummary]:
+    """Ingest every source of the manifest. Raises IterateError on a COCO file that does not fit the schema."""
+    index = _NearDuplicates((h for _, h in ledger.phashes()), manifest.selection.dedup_hamming)
+    by_hash = ledger.frame_ids_by_hash()
+    out = []
+    for src in manifest.sources:
+        s = SourceSummary(src.label, src.kind, src.split)
+        if src.kind == "images":
+            _ingest_frames(manifest, ledger, src, _image_items(manifest, src), s, index, by_hash, progress)
+        elif src.kind == "video":
+            _ingest_frames(manifest, ledger, src, _video_items(manifest, src, s), s, index, by_hash, progress)
+        else:
+            _ingest_coco(manifest, ledger, src, s, index, by_hash, progress)
+        out.append(s)
+    return out
+
+
+# -- image folders and videos -----------------------------------------------------------------------
+_Item = tuple[str, int | None, Path | None, bytes | None, np.ndarray | None]  # rel, index, path, bytes, image
+
+
+def _image_items(m: Manifest, src: Source) -> Iterator[tuple[int, _Item]]:
+    files = sorted(p for p in m.resolve(src.path).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    for p in files:  # decoded lazily, after the "already registered" check
+        yield len(files), (_rel(m, p), None, p, None, None)
+
+
+def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[int, _Item]]:
+    path = m.resolve(src.path)
+    cap = cv2.VideoCapture(str(path))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    if not cap.isOpened() or n <= 0:
+        s.unreadable.append(f"{path} (cannot open video)")
+        cap.release()
+        return
+    step = src.every
+    if src.fps:
+        vfps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        step = max(1, int(round(vfps / src.fps)))
+    total = (n + step - 1) // step
+    out_dir = m.workspace_dir / "frames" / src.label
+    out_dir.mkdir(parents=True, exist_ok=True)
+    idx = 0
+    try:
+        while True:
+            ok = cap.grab()
+            if not ok:
+                if idx < n - 1:
+                    s.unreadable.append(f"{path} (stopped decoding at frame {idx} of {n})")
+                break
+            if idx % step == 0:
+                ok, img = cap.retrieve()
+                if not ok or img is None:
+                    s.unreadable.append(f"{path} frame {idx}")
+                else:
+                    ok, buf = cv2.imencode(".png", img)
+                    yield total, (_rel(m, path), idx, out_dir / f"{path.stem}_{idx:06d}.png", buf.tobytes(), img)
+            idx += 1
+    finally:
+        cap.release()
+
+
+def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
+    done = 0
+    pending: list[tuple[Frame, Path | None, bytes | None]] = []
+
+    def flush():
+        with ledger.transaction():
+            for f, write_to, data in pending:
+                if write_to is not None and data is not None and not write_to.exists():
+                    tmp = write_to.with_suffix(".tmp")
+                    tmp.write_bytes(data)
+                    tmp.replace(write_to)
+                ledger.add_frame(f)
+        pending.clear()
+
+    for total, (rel, fidx, path, data, img) in items:
+        done += 1
+        if progress:
+            progress(src.label, done, total)
+        fid = _frame_id(src.label, rel, fidx)
+        if ledger.frame(fid) is not None:
+            s.existing += 1
+            continue
+        if img is None:
+            dec = _decode(path)
+            if dec is None:
+                s.unreadable.append(str(path))
+                continue
+            data, img = dec
+        chash = hashlib.sha1(data).hexdigest() if fidx is None else hashlib.sha1(img.tobytes()).hexdigest()
+        h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+        if chash in by_hash or index.is_duplicate(h):
+            s.duplicates += 1
+            continue
+        is_video = fidx is not None
+        f = Frame(
+            id=fid, path=str(path.resolve()), source=src.label, video=str(m.resolve(src.path)) if is_video else None,
+            frame_index=fidx, width=img.shape[1], height=img.shape[0], content_hash=chash, phash=h, split=src.split,
+        )
+        pending.append((f, path if is_video else None, data if is_video else None))
+        by_hash[chash] = fid
+        index.add(h)
+        s.added += 1
+        if len(pending) >= _BATCH:
+            flush()
+    if pending:
+        flush()
+
+
+# -- COCO keypoints ----------------------------------------------------------------------------------
+def _coco_order(m: Manifest, coco: dict, path: Path) -> list[int] | None:
+    """Index into the file's joint order for each schema joint (None: same order as the schema)."""
+    cats = coco.get("categories") or []
+    names = (cats[0].get("keypoints") if cats else None) or []
+    if names and set(names) == set(m.keypoints.names) and len(names) == len(m.keypoints.names):
+        return [names.index(n) for n in m.keypoints.names]
+    return None
+
+
+def read_coco(m: Manifest, path: Path) -> tuple[dict, list[int] | None]:
+    try:
+        coco = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise IterateError(f"{path}: not a readable COCO JSON file ({e})") from None
+    for key in ("images", "annotations"):
+        if not isinstance(coco.get(key), list):
+            raise IterateError(f"{path}: missing the '{key}' list of a COCO keypoints file")
+    return coco, _coco_order(m, coco, path)
+
+
+def coco_keypoints(m: Manifest, ann: dict, order: list[int] | None, path: Path) -> list[list[float]]:
+    """One COCO annotation's keypoints as [[x, y, v], ...] in schema order; IterateError if it does not fit."""
+    kps = ann.get("keypoints")
+    k = m.keypoints.num_joints
+    if not isinstance(kps, list) or len(kps) % 3:
+        raise IterateError(f"{path}: annotation id {ann.get('id')}: 'keypoints' is not a list of x, y, v triplets")
+    if len(kps) // 3 != k:
+        raise IterateError(
+            f"{path}: annotation id {ann.get('id')}: {len(kps) // 3} keypoints, the manifest's schema has {k}"
+        )
+    trip = [[float(kps[3 * i]), float(kps[3 * i + 1]), int(kps[3 * i + 2])] for i in range(k)]
+    for i, (_, _, v) in enumerate(trip):
+        if v not in (0, 1, 2):
+            raise IterateError(f"{path}: annotation id {ann.get('id')}: joint {i} has visibility {v} (0, 1 or 2)")
+    if order is not None:
+        trip = [trip[j] for j in order]
+    return [[x, y, v] if v > 0 else [0.0, 0.0, 0] for x, y, v in trip]
+
+
+def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
+    path = m.resolve(src.path)
+    coco, order = read_coco(m, path)
+    img_dir = m.resolve(src.images) if src.images else path.parent
+    anns_by_image: dict = {}
+    for a in sorted(coco["annotations"], key=lambda a: a.get("id", 0)):
+        anns_by_image.setdefault(a.get("image_id"), []).append(a)
+    # validate every annotation before anything is written
+    parsed = {
+        iid: [(a, coco_keypoints(m, a, order, path)) for a in anns] for iid, anns in anns_by_image.items()
+    } if src.labels else {}
+    images = coco["images"]
+    with ledger.transaction():
+        for n, im in enumerate(images, 1):
+            if progress:
+                progress(src.label, n, len(images))
+            p = img_dir / str(im.get("file_name", ""))
+            dec = _decode(p)
+            if dec is None:
+                s.unreadable.append(str(p))
+                continue
+            data, img = dec
+            fid = _frame_id(src.label, _rel(m, p), None)
+            if ledger.frame(fid) is None:
+                chash = hashlib.sha1(data).hexdigest()
+                h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+                if chash in by_hash or (not src.labels and index.is_duplicate(h)):
+                    s.duplicates += 1
+                    continue
+                ledger.add_frame(Frame(
+                    id=fid, path=str(p.resolve()), source=src.label, video=None, frame_index=None,
+                    width=img.shape[1], height=img.shape[0], content_hash=chash, phash=h, split=src.split,
+                ))
+                by_hash[chash] = fid
+                index.add(h)
+                s.added += 1
+            else:
+                s.existing += 1
+            labeled = [(a, k) for a, k in parsed.get(im.get("id"), []) if any(v > 0 for _, _, v in k)]
+            for inst, (a, kps) in enumerate(labeled):
+                attrs = dict(a.get("attributes") or {})
+                for key, val in attrs.items():
+                    allowed = m.strata.get(key)
+                    if allowed and val not in allowed:
+                        s.unknown_strata[f"{key}={val}"] = s.unknown_strata.get(f"{key}={val}", 0) + 1
+                bbox = [float(x) for x in a["bbox"]] if a.get("bbox") else None
+                v = ledger.add_label(fid, kps, source="coco", instance=inst, bbox=bbox, attributes=attrs,
+                                     annotator=path.name)
+                if v is None:
+                    s.labels_skipped += 1
+                else:
+                    s.labels_added += 1

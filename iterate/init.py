@@ -1,0 +1,86 @@
+"""`iterate init`: write a commented manifest, optionally taking the keypoint schema from a COCO file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from .errors import IterateError
+
+_TEMPLATE = """\
+# iterate data manifest: what the data is, how labels are planned, and how the model trains.
+# Relative paths are relative to this file's folder. `iterate --help` lists the commands.
+project: {project}
+workspace: .iterate            # ledger, frames cut from videos, models, reports
+target_size: {target_size}     # D: labeled frames wanted in all
+chunks: [0.1, 0.4, 0.5]        # chunk plan: fractions of D, labeled in this order (must sum to 1)
+
+keypoints:
+  names: {names}
+  flip_pairs: {flip_pairs}     # left/right joints swapped by a horizontal flip
+  skeleton: {skeleton}
+  weights: {{}}                  # loss weight per joint (default 1), e.g. {{head_top: 2.0}}
+  height_joints: {height}      # MeanSmS: the joints that decide height
+  height_chain: []             # e.g. [[head_top, neck, right_hip, right_knee, right_ankle], [...left side]]
+  normalizer:                  # PCKh's l: head_box | head_segment (two joints) | person_box
+    kind: {norm_kind}
+    joints: {norm_joints}
+  init_from: {{}}                # new joint → nearest known joint when loading a checkpoint
+
+strata:                        # attributes every label carries; the report breaks figures down by them
+  posture: [upright, leaning, horizontal, inverted, unknown]
+  occlusion: [none, partial, heavy]
+
+sources:                       # images | video (every: N or fps: F) | coco (labels that exist)
+{sources}
+
+model:
+  backbone: hrnet_w18_small    # hrnet_w32 / hrnet_w48 on a GPU
+  input_size: 128
+  heatmap_size: 32
+  base: null                   # checkpoint to fine-tune from (a file path; nothing is downloaded)
+
+label_studio:
+  url: http://127.0.0.1:8080
+  project_title: {project}
+  token_env: LABEL_STUDIO_TOKEN   # the NAME of the variable that holds the token, never the token
+"""
+
+
+def _guess_flip_pairs(names: list[str]) -> list[list[str]]:
+    pairs = []
+    for n in names:
+        for a, b in (("left_", "right_"), ("l_", "r_"), ("left", "right")):
+            if n.startswith(a) and (b + n[len(a):]) in names:
+                pairs.append([n, b + n[len(a):]])
+                break
+    return pairs
+
+
+def manifest_text(project: str, coco: Path | None = None) -> str:
+    names, skeleton, sources = ["head_top", "neck"], [["head_top", "neck"]], "  - {kind: images, path: images/}"
+    if coco is not None:
+        try:
+            d = json.loads(coco.read_text())
+            cat = d["categories"][0]
+            names = list(cat["keypoints"])
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            raise IterateError(f"{coco}: no categories[0].keypoints to take the schema from") from None
+        skeleton = [[names[a - 1], names[b - 1]] for a, b in cat.get("skeleton", []) if 0 < a <= len(names) and 0 < b <= len(names)]
+        sources = f"  - {{kind: coco, path: {coco}, split: train}}"
+    flow = lambda x: yaml.safe_dump(x, default_flow_style=True, width=10_000).strip()  # noqa: E731
+    head = [n for n in ("neck", "head_top") if n in names]
+    return _TEMPLATE.format(
+        project=project, target_size=1000, names=flow(names), flip_pairs=flow(_guess_flip_pairs(names)),
+        skeleton=flow(skeleton), height=flow(names), sources=sources,
+        norm_kind="head_segment" if len(head) == 2 else "person_box", norm_joints=flow(head if len(head) == 2 else []),
+    )
+
+
+def write_manifest(path: Path, project: str, coco: Path | None = None, force: bool = False) -> Path:
+    if path.exists() and not force:
+        raise IterateError(f"{path}: already exists (use --force to overwrite)")
+    path.write_text(manifest_text(project, coco))
+    return path

@@ -1,0 +1,365 @@
+"""The ledger: one SQLite database in the workspace that every command reads and writes state through.
+
+* WAL journal, one ``BEGIN IMMEDIATE`` transaction per logical step (:meth:`Ledger.transaction`).
+* Schema version in ``meta``; :data:`_MIGRATIONS` upgrades an older database in place.
+* Labels are versioned: a new label for a frame gets ``version + 1``; older versions stay (history).
+* A write lock file in the workspace makes a second writing command fail with "busy" at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import BusyError, IterateError
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE frames (
+        id TEXT PRIMARY KEY,             -- stable: hash of source + relative path + frame index
+        path TEXT NOT NULL,              -- absolute path of the image file
+        source TEXT NOT NULL,
+        video TEXT,                      -- video path for frames cut from a video
+        frame_index INTEGER,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        content_hash TEXT NOT NULL,      -- sha1 of the file bytes
+        phash INTEGER NOT NULL,          -- 64-bit difference hash (near-duplicate test)
+        split TEXT NOT NULL CHECK (split IN ('pool','train','val','test')),
+        added_at REAL NOT NULL
+    );
+    CREATE INDEX frames_split ON frames(split);
+    CREATE UNIQUE INDEX frames_content ON frames(content_hash, source, frame_index);
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        frame_id TEXT NOT NULL REFERENCES frames(id),
+        instance INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL,
+        keypoints TEXT NOT NULL,         -- JSON [[x, y, v], ...] in image pixels, v in {0, 1, 2}
+        bbox TEXT,                       -- JSON [x, y, w, h] or null
+        attributes TEXT NOT NULL DEFAULT '{}',
+        source TEXT NOT NULL,            -- coco | labelstudio | oracle | ...
+        annotator TEXT,
+        ls_task_id INTEGER,
+        ls_annotation_id INTEGER,
+        created_at REAL NOT NULL,
+        UNIQUE (frame_id, instance, version)
+    );
+    CREATE INDEX labels_frame ON labels(frame_id);
+    CREATE TABLE rounds (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        chunk INTEGER NOT NULL,
+        budget INTEGER NOT NULL,
+        strategy TEXT NOT NULL,
+        model_id INTEGER REFERENCES models(id),
+        params TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE round_frames (
+        round_id INTEGER NOT NULL REFERENCES rounds(id),
+        frame_id TEXT NOT NULL REFERENCES frames(id),
+        rank INTEGER NOT NULL,
+        scores TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (round_id, frame_id)
+    );
+    CREATE TABLE tasks (
+        frame_id TEXT NOT NULL REFERENCES frames(id),
+        project_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        round_id INTEGER REFERENCES rounds(id),
+        status TEXT NOT NULL DEFAULT 'pending',   -- pending | labeled | skipped | invalid
+        note TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (project_id, task_id),
+        UNIQUE (project_id, frame_id)
+    );
+    CREATE TABLE models (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        path TEXT NOT NULL,
+        parent_id INTEGER REFERENCES models(id),
+        n_train INTEGER NOT NULL DEFAULT 0,
+        config TEXT NOT NULL DEFAULT '{}',
+        metrics TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        round INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        model_id INTEGER REFERENCES models(id),
+        summary TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+}
+
+
+@dataclass(frozen=True)
+class Frame:
+    id: str
+    path: str
+    source: str
+    video: str | None
+    frame_index: int | None
+    width: int
+    height: int
+    content_hash: str
+    phash: int
+    split: str
+
+
+@dataclass(frozen=True)
+class Label:
+    id: int
+    frame_id: str
+    instance: int
+    version: int
+    keypoints: list[list[float]]
+    bbox: list[float] | None
+    attributes: dict[str, Any]
+    source: str
+    annotator: str | None
+    ls_task_id: int | None
+    ls_annotation_id: int | None
+    created_at: float
+
+
+def _label(row: sqlite3.Row) -> Label:
+    return Label(
+        id=row["id"], frame_id=row["frame_id"], instance=row["instance"], version=row["version"],
+        keypoints=json.loads(row["keypoints"]), bbox=json.loads(row["bbox"]) if row["bbox"] else None,
+        attributes=json.loads(row["attributes"]), source=row["source"], annotator=row["annotator"],
+        ls_task_id=row["ls_task_id"], ls_annotation_id=row["ls_annotation_id"], created_at=row["created_at"],
+    )
+
+
+def _frame(row: sqlite3.Row) -> Frame:
+    return Frame(**{k: row[k] for k in Frame.__dataclass_fields__})
+
+
+class Ledger:
+    """Open (creating or migrating) the ledger database in ``workspace``."""
+
+    FILENAME = "ledger.sqlite"
+
+    def __init__(self, workspace: str | Path):
+        self.workspace = Path(workspace)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.path = self.workspace / self.FILENAME
+        self._lock_fd: int | None = None
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as e:
+            raise IterateError(f"{self.path}: cannot open the ledger ({e})") from None
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.unlock()
+        self.db.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise IterateError(
+                f"{self.path}: ledger schema v{current} is newer than this iterate (v{SCHEMA_VERSION}); upgrade iterate"
+            )
+        for v in range(current + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                for stmt in _MIGRATIONS[v].split(";"):
+                    if stmt.strip():
+                        self.db.execute(stmt)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(v),))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One logical step: everything inside commits together or not at all."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    def lock(self, command: str = "iterate") -> None:
+        """Take the workspace write lock or raise :class:`BusyError` naming who holds it."""
+        if self._lock_fd is not None:
+            return
+        lock_path = self.workspace / "write.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another iterate command"
+            os.close(fd)
+            raise BusyError(f"workspace {self.workspace} is busy: {holder} is writing; try again when it ends") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"`{command}` (pid {os.getpid()})".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- key/value (watermarks, project ids) ----------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- frames -------------------------------------------------------------------------------------
+    def add_frame(self, f: Frame) -> bool:
+        """Insert a frame; False when its id is already there (re-ingest adds nothing)."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (f.id, f.path, f.source, f.video, f.frame_index, f.width, f.height, f.content_hash,
+             _to_signed(f.phash), f.split, time.time()),
+        )
+        return cur.rowcount == 1
+
+    def frame(self, frame_id: str) -> Frame | None:
+        row = self.db.execute("SELECT * FROM frames WHERE id=?", (frame_id,)).fetchone()
+        return _frame(row) if row else None
+
+    def frames(self, split: str | None = None, source: str | None = None) -> list[Frame]:
+        q, args = "SELECT * FROM frames WHERE 1=1", []
+        if split:
+            q += " AND split=?"
+            args.append(split)
+        if source:
+            q += " AND source=?"
+            args.append(source)
+        return [_frame(r) for r in self.db.execute(q + " ORDER BY id", args)]
+
+    def frame_ids_by_hash(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT content_hash, id FROM frames")}
+
+    def phashes(self) -> list[tuple[str, int]]:
+        return [(r[0], _to_unsigned(r[1])) for r in self.db.execute("SELECT id, phash FROM frames")]
+
+    def count_frames(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT split, COUNT(*) FROM frames GROUP BY split")}
+
+    # -- labels -------------------------------------------------------------------------------------
+    def add_label(
+        self, frame_id: str, keypoints: list[list[float]], *, source: str, instance: int = 0,
+        bbox: list[float] | None = None, attributes: dict | None = None, annotator: str | None = None,
+        ls_task_id: int | None = None, ls_annotation_id: int | None = None,
+    ) -> int | None:
+        """Add a label version. Returns its version, or None when it equals the current one (no-op)."""
+        cur = self.current_label(frame_id, instance)
+        attributes = attributes or {}
+        if cur is not None and cur.keypoints == keypoints and cur.attributes == attributes and cur.bbox == bbox:
+            return None
+        version = 1 if cur is None else cur.version + 1
+        self.db.execute(
+            "INSERT INTO labels (frame_id, instance, version, keypoints, bbox, attributes, source, annotator,"
+            " ls_task_id, ls_annotation_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (frame_id, instance, version, json.dumps(keypoints), json.dumps(bbox) if bbox else None,
+             json.dumps(attributes, sort_keys=True), source, annotator, ls_task_id, ls_annotation_id, time.time()),
+        )
+        return version
+
+    def current_label(self, frame_id: str, instance: int = 0) -> Label | None:
+        row = self.db.execute(
+            "SELECT * FROM labels WHERE frame_id=? AND instance=? ORDER BY version DESC LIMIT 1",
+            (frame_id, instance),
+        ).fetchone()
+        return _label(row) if row else None
+
+    def label_history(self, frame_id: str, instance: int = 0) -> list[Label]:
+        rows = self.db.execute(
+            "SELECT * FROM labels WHERE frame_id=? AND instance=? ORDER BY version", (frame_id, instance)
+        )
+        return [_label(r) for r in rows]
+
+    def current_labels(self, splits: tuple[str, ...] | None = None) -> list[tuple[Frame, Label]]:
+        """Newest version of every labeled (frame, instance), optionally restricted to splits."""
+        q = (
+            "SELECT l.*, f.id AS f_id FROM labels l JOIN frames f ON f.id = l.frame_id"
+            " WHERE l.version = (SELECT MAX(version) FROM labels m WHERE m.frame_id=l.frame_id AND m.instance=l.instance)"
+        )
+        args: list[Any] = []
+        if splits:
+            q += f" AND f.split IN ({','.join('?' * len(splits))})"
+            args += list(splits)
+        rows = self.db.execute(q + " ORDER BY l.frame_id, l.instance", args).fetchall()
+        frames = {f.id: f for f in self.frames()} if rows else {}
+        return [(frames[r["frame_id"]], _label(r)) for r in rows]
+
+    def labeled_frame_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT DISTINCT frame_id FROM labels")}
+
+    def count_labels(self) -> int:
+        return self.db.execute("SELECT COUNT(DISTINCT frame_id) FROM labels").fetchone()[0]
+
+    # -- tasks (Label Studio) -----------------------------------------------------------------------
+    def pending_frame_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT frame_id FROM tasks WHERE status='pending'")}
+
+    # -- models -------------------------------------------------------------------------------------
+    def add_model(self, path: str, *, parent_id: int | None, n_train: int, config: dict, metrics: dict) -> int:
+        cur = self.db.execute(
+            "INSERT INTO models (created_at, path, parent_id, n_train, config, metrics) VALUES (?,?,?,?,?,?)",
+            (time.time(), path, parent_id, n_train, json.dumps(config), json.dumps(metrics)),
+        )
+        return int(cur.lastrowid)
+
+    def latest_model(self) -> dict | None:
+        row = self.db.execute("SELECT * FROM models ORDER BY id DESC LIMIT 1").fetchone()
+        return _model(row) if row else None
+
+    def models(self) -> list[dict]:
+        return [_model(r) for r in self.db.execute("SELECT * FROM models ORDER BY id")]
+
+    # -- rounds -------------------------------------------------------------------------------------
+    def rounds(self) -> list[dict]:
+        rows = self.db.execute("SELECT * FROM rounds ORDER BY id")
+        return [dict(r) | {"params": json.loads(r["params"])} for r in rows]
+
+
+def _model(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    d["metrics"] = json.loads(d["metrics"])
+    return d
+
+
+def _to_signed(h: int) -> int:
+    return h - (1 << 64) if h >= (1 << 63) else h
+
+
+def _to_unsigned(h: int) -> int:
+    return h + (1 << 64) if h < 0 else h

@@ -1,0 +1,266 @@
+"""The one manifest loader: `data_manifest.yaml` → a validated :class:`Manifest`.
+
+Every relative path in the manifest is relative to the manifest's own folder; :meth:`Manifest.resolve`
+turns one into an absolute path. Validation errors name the field path (``keypoints.flip_pairs[2][0]``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ManifestError
+
+DEFAULT_MANIFEST = "data_manifest.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Normalizer(_Strict):
+    """PCKh normaliser ``l``: MPII head size, a head segment between two joints, or the person box."""
+
+    kind: Literal["head_box", "head_segment", "person_box"] = "head_segment"
+    joints: list[str] = Field(default_factory=list, description="the two joints of a head_segment")
+    factor: float = Field(1.0, gt=0, description="l = factor × (segment length | box diagonal)")
+
+
+class KeypointSchema(_Strict):
+    names: list[str] = Field(min_length=1)
+    flip_pairs: list[tuple[str, str]] = Field(default_factory=list)
+    skeleton: list[tuple[str, str]] = Field(default_factory=list)
+    weights: dict[str, float] = Field(default_factory=dict, description="loss weight per joint, default 1")
+    height_joints: list[str] = Field(default_factory=list, description="joints of MeanSmS")
+    height_chain: list[list[str]] = Field(
+        default_factory=list, description="chains of joints whose summed segment lengths are the height"
+    )
+    normalizer: Normalizer = Field(default_factory=Normalizer)
+    init_from: dict[str, str] = Field(default_factory=dict, description="new joint → nearest known joint")
+
+    @field_validator("names")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({n for n in v if v.count(n) > 1})
+        if dup:
+            raise ValueError(f"joint names repeat: {', '.join(dup)}")
+        return v
+
+    @model_validator(mode="after")
+    def _known_joints(self) -> "KeypointSchema":
+        known = set(self.names)
+
+        def check(field: str, items):
+            for path, name in items:
+                if name not in known:
+                    raise ValueError(f"{field}{path}: unknown joint '{name}'")
+
+        check("flip_pairs", ((f"[{i}][{j}]", n) for i, p in enumerate(self.flip_pairs) for j, n in enumerate(p)))
+        check("skeleton", ((f"[{i}][{j}]", n) for i, p in enumerate(self.skeleton) for j, n in enumerate(p)))
+        check("weights", ((f".{n}", n) for n in self.weights))
+        check("height_joints", ((f"[{i}]", n) for i, n in enumerate(self.height_joints)))
+        check("height_chain", ((f"[{i}][{j}]", n) for i, c in enumerate(self.height_chain) for j, n in enumerate(c)))
+        check("normalizer.joints", ((f"[{i}]", n) for i, n in enumerate(self.normalizer.joints)))
+        check("init_from", ((f".{k}", v) for k, v in self.init_from.items()))
+        if self.normalizer.kind == "head_segment" and len(self.normalizer.joints) != 2:
+            raise ValueError("normalizer.joints: a head_segment needs exactly two joints")
+        for k, w in self.weights.items():
+            if w < 0 or not math.isfinite(w):
+                raise ValueError(f"weights.{k}: must be a finite number ≥ 0")
+        return self
+
+    # -- derived helpers -------------------------------------------------------------------------
+    @property
+    def num_joints(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def flip_index(self) -> list[int]:
+        """Permutation that swaps left/right joints (used by flip augmentation and flip TTA)."""
+        perm = list(range(self.num_joints))
+        for a, b in self.flip_pairs:
+            ia, ib = self.index(a), self.index(b)
+            perm[ia], perm[ib] = ib, ia
+        return perm
+
+    def joint_weights(self) -> list[float]:
+        return [float(self.weights.get(n, 1.0)) for n in self.names]
+
+
+class Source(_Strict):
+    """Where frames come from. ``split`` is ``pool`` (unlabeled, selectable), ``train``, ``val`` or ``test``."""
+
+    name: str | None = None
+    kind: Literal["images", "video", "coco"]
+    path: str
+    images: str | None = Field(None, description="coco: folder the file_name values are relative to")
+    split: Literal["pool", "train", "val", "test"] = "pool"
+    every: int = Field(1, ge=1, description="video: keep every Nth frame")
+    fps: float | None = Field(None, gt=0, description="video: sample at this rate instead of `every`")
+    labels: bool = Field(True, description="coco: import the labels (false: register the images only)")
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).stem
+
+
+class ModelSettings(_Strict):
+    backbone: str = "hrnet_w18_small"
+    input_size: int = Field(128, ge=32)
+    heatmap_size: int = Field(32, ge=8)
+    sigma: float = Field(2.0, gt=0)
+    base: str | None = Field(None, description="checkpoint the first round fine-tunes from")
+
+
+class AugmentSettings(_Strict):
+    n: int = Field(2, ge=0, description="RandAugment: ops per sample")
+    m: float = Field(0.5, ge=0, le=1, description="RandAugment: magnitude 0..1")
+    max_pixel: int = Field(1, ge=0)
+    max_noise: int = Field(1, ge=0)
+    flip: bool = True
+    rotate_deg: float = 30.0
+    scale: float = 0.25
+    head_up: bool = True
+
+
+class TrainSettings(_Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    schedule: Literal["cosine", "step"] = "cosine"
+    freeze: str = "none"
+    seed: int = 0
+    loss_scale: float = Field(1000.0, gt=0)
+    workers: int = Field(0, ge=0)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+
+
+class LabelStudioSettings(_Strict):
+    url: str = "http://127.0.0.1:8080"
+    project_title: str = "iterate"
+    token_env: str = "LABEL_STUDIO_TOKEN"
+    data_root: str = "."
+    batch_size: int = Field(500, ge=1)
+    agreement: bool = False
+
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not v.replace("_", "").isalnum() or v[0].isdigit():
+            raise ValueError("must be the NAME of an environment variable, not a token")
+        return v
+
+
+class SelectionSettings(_Strict):
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"confidence": 1.0, "flip": 1.0, "entropy": 1.0}
+    )
+    explore: float = Field(0.1, ge=0, le=1)
+    dedup_hamming: int = Field(4, ge=0, le=64)
+
+
+class Manifest(_Strict):
+    project: str
+    workspace: str = ".iterate"
+    target_size: int = Field(gt=0, description="D: labeled frames wanted in all")
+    chunks: list[float] = Field(default_factory=lambda: [0.1, 0.4, 0.5], min_length=1)
+    keypoints: KeypointSchema
+    strata: dict[str, list[str]] = Field(
+        default_factory=lambda: {"posture": [], "occlusion": []}
+    )
+    sources: list[Source] = Field(default_factory=list)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
+    selection: SelectionSettings = Field(default_factory=SelectionSettings)
+
+    # set by load_manifest; not part of the YAML
+    root: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("chunks")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(f <= 0 for f in v):
+            raise ValueError("every chunk fraction must be > 0")
+        if abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must sum to 1 (they sum to {sum(v):g})")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> "Manifest":
+        labels = [s.label for s in self.sources]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"sources: names repeat ({', '.join(dup)}); give each a distinct `name`")
+        return self
+
+    # -- paths ------------------------------------------------------------------------------------
+    def resolve(self, p: str | Path) -> Path:
+        p = Path(p).expanduser()
+        return (p if p.is_absolute() else self.root / p).resolve()
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.resolve(self.workspace)
+
+    def chunk_targets(self) -> list[int]:
+        """Frames per chunk; rounding error goes to the last chunk so the targets sum to D."""
+        t = [int(round(f * self.target_size)) for f in self.chunks]
+        t[-1] = self.target_size - sum(t[:-1])
+        return t
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "tagged-union") or str(part).startswith("function-"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def load_manifest(path: str | Path = DEFAULT_MANIFEST, *, check_sources: bool = True) -> Manifest:
+    """Read and validate a manifest. Raises :class:`ManifestError` with one line naming file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found (run `iterate init` to write one)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ManifestError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a mapping of fields at the top level")
+    try:
+        m = Manifest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ManifestError(f"{path}: {_loc(err['loc'])}: {msg}{more}") from None
+    m.root = path.resolve().parent
+    if check_sources:
+        for i, s in enumerate(m.sources):
+            p = m.resolve(s.path)
+            ok = p.is_dir() if s.kind == "images" else p.is_file()
+            if not ok:
+                what = "folder" if s.kind == "images" else "file"
+                raise ManifestError(f"{path}: sources[{i}].path: {what} not found: {p}")
+            if s.kind == "coco" and s.images and not m.resolve(s.images).is_dir():
+                raise ManifestError(f"{path}: sources[{i}].images: folder not found: {m.resolve(s.images)}")
+    for k, vals in m.strata.items():
+        if len(set(vals)) != len(vals):
+            raise ManifestError(f"{path}: strata.{k}: values repeat")
+    return m

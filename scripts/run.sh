@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up a fresh machine (idempotent) and run the demo or the tests.
+#   bash scripts/run.sh demo    # install everything, run the whole loop on the bundled demo data
+#   bash scripts/run.sh test    # install everything, run the test suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+  fi
+  # reinstall only when the dependency list changed
+  stamp="$VENV/.iterate-installed"
+  want=$(sha1sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    "$VENV/bin/pip" install -q -e '.[test]'
+    echo "$want" > "$stamp"
+  fi
+  # Label Studio server in its own venv (it pins its own SDK); only when the project uses it
+  if [ -f scripts/setup_studio.sh ]; then bash scripts/setup_studio.sh; fi
+}
+
+case "${1:-}" in
+  demo)
+    setup
+    shift
+    exec "$VENV/bin/iterate" demo "$@"
+    ;;
+  test)
+    setup
+    shift
+    exec "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/run.sh demo|test" >&2
+    exit 2
+    ;;
+esac

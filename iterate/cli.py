@@ -39,9 +39,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from .commands import data, demo
+    from .commands import data, demo, model, report
 
     data.register(app)
+    model.register(app)
+    report.register(app)
     demo.register(app)
 
 

@@ -116,6 +116,8 @@ class ModelSettings(_Strict):
     heatmap_size: int = Field(32, ge=8)
     sigma: float = Field(2.0, gt=0)
     base: str | None = Field(None, description="checkpoint the first round fine-tunes from")
+    refine: bool = Field(True, description="inference: second pass on the person box the first pass found")
+    head_up: bool = Field(False, description="inference: second pass rotated so the predicted head is up")
 
 
 class AugmentSettings(_Strict):
@@ -126,7 +128,8 @@ class AugmentSettings(_Strict):
     flip: bool = True
     rotate_deg: float = 30.0
     scale: float = 0.25
-    head_up: bool = True
+    head_up: bool = False
+    person_box: float = Field(0.5, ge=0, le=1, description="share of samples cropped to the labeled person's box")
 
 
 class TrainSettings(_Strict):
@@ -165,6 +168,10 @@ class SelectionSettings(_Strict):
     )
     explore: float = Field(0.1, ge=0, le=1)
     dedup_hamming: int = Field(4, ge=0, le=64)
+    focus_metric: Literal["pckh", "pckh05", "mean_sms"] = Field(
+        "pckh", description="figure whose per-stratum gaps steer the next chunk (pckh = PCKh@0.1)"
+    )
+    max_pool_for_report: int = Field(2000, ge=1, description="pool frames the report predicts to size strata")
 
 
 class Manifest(_Strict):

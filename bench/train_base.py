@@ -1,0 +1,94 @@
+"""Train the shipped base model with the project's own commands (`iterate ingest`, `iterate retrain`).
+
+Data: LSPET im00001–im05900 (train) and im05901–im06000 (val, best checkpoint); scored afterwards on the
+held-out im07001–im08000. Writes model/weights/lspet_w18s_128.pt (weights only, half the size) and its
+record model/weights/lspet_w18s_128.json.
+
+    python bench/train_base.py --minutes 60 [--workdir /tmp/base]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lspet import LSPET, REPO, lspet_samples  # noqa: E402
+
+from iterate.ledger import Ledger  # noqa: E402
+from iterate.manifest import load_manifest  # noqa: E402
+from model.checkpoints import load_file, model_from_checkpoint, save_atomic  # noqa: E402
+from model.codec import DarkCodec  # noqa: E402
+from model.evaluate import score  # noqa: E402
+from model.infer import Predictor  # noqa: E402
+
+OUT = REPO / "model" / "weights"
+
+
+def subset(coco: dict, lo: int, hi: int, path: Path) -> Path:
+    sub = {"images": [i for i in coco["images"] if lo <= i["id"] <= hi],
+           "annotations": [a for a in coco["annotations"] if lo <= a["image_id"] <= hi],
+           "categories": coco["categories"]}
+    path.write_text(json.dumps(sub))
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/iterate-base"))
+    args = ap.parse_args()
+    wd = args.workdir
+    wd.mkdir(parents=True, exist_ok=True)
+    coco = json.loads((LSPET / "annotations.coco.json").read_text())
+    man = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    man.update(project="lspet-base", workspace=str(wd / "ws"), sources=[
+        {"name": "lspet-train", "kind": "coco", "path": str(subset(coco, 1, 5900, wd / "train.json")),
+         "images": str(LSPET), "split": "train"},
+        {"name": "lspet-val", "kind": "coco", "path": str(subset(coco, 5901, 6000, wd / "val.json")),
+         "images": str(LSPET), "split": "val"}])
+    man["train"]["epochs"] = 1000  # the wall-time limit ends it; the schedule follows the time
+    mpath = wd / "data_manifest.yaml"
+    mpath.write_text(yaml.safe_dump(man, sort_keys=False))
+    iterate = str(Path(sys.executable).with_name("iterate"))
+    cmd = [iterate, "retrain", "-m", str(mpath), "--minutes", str(args.minutes)]
+    subprocess.run([iterate, "ingest", "-m", str(mpath)], check=True)
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    wall = time.time() - t0
+    m = load_manifest(mpath)
+    with Ledger(m.workspace_dir) as led:
+        rec = led.latest_model()
+    model, ck = model_from_checkpoint(rec["path"])
+    codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
+    held = lspet_samples(7001, 8000)
+    s = score(m, Predictor(model, codec, m.keypoints.flip_index(), flip=True).predict(held).keypoints, held)
+    OUT.mkdir(parents=True, exist_ok=True)
+    slim = {k: ck[k] for k in ("format", "joints", "backbone", "input_size", "heatmap_size", "sigma")}
+    slim["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    save_atomic(slim, OUT / "lspet_w18s_128.pt")
+    record = {
+        "command": " ".join(["iterate", "retrain", "-m", "<base manifest>", "--minutes", str(args.minutes)]),
+        "data": "LSPET im00001-im05900 train, im05901-im06000 val (best checkpoint)",
+        "held_out": "LSPET im07001-im08000, flip TTA + DARK",
+        "epochs": rec["metrics"].get("epochs"), "best_epoch": rec["metrics"].get("best_epoch"),
+        "steps": rec["metrics"].get("steps"), "train_seconds": round(wall, 1),
+        "machine": "2 CPU cores (no GPU)", "config": ck.get("config", {}),
+        "val": {k: v for k, v in rec["metrics"].items() if k.startswith("val_")},
+        "held_out_pckh05": s["pckh05"], "held_out_pckh01": s["pckh01"], "held_out_mean_sms01": s["mean_sms01"],
+    }
+    (OUT / "lspet_w18s_128.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    print(f"base_pckh05={s['pckh05']}")
+    print(f"base_pckh01={s['pckh01']}")
+
+
+if __name__ == "__main__":
+    main()

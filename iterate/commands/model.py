@@ -1,0 +1,86 @@
+"""Model commands: `retrain`, `predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import IterateError
+from ._options import DEFAULT, ManifestOpt, console, open_project
+
+
+def retrain(
+    manifest: ManifestOpt = DEFAULT,
+    epochs: Annotated[Optional[int], typer.Option(help="epochs (default: train.epochs)")] = None,
+    from_: Annotated[Optional[Path], typer.Option("--from", help="checkpoint to start from (default: last round's model, else model.base)")] = None,
+    freeze: Annotated[Optional[str], typer.Option(help="none | all_but_stage4 | comma-separated trunk modules")] = None,
+    heatmap_size: Annotated[Optional[int], typer.Option("--heatmap-size", help="heatmap side (e.g. 64 or 96 for a 256 input)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted retrain from its last checkpoint")] = False,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="load a checkpoint that only partly fits")] = False,
+    minutes: Annotated[Optional[float], typer.Option(help="stop after this wall time (the schedule follows it)")] = None,
+) -> None:
+    """Fine-tune the model on the ledger's labeled frames, keep the best by val PCKh@0.1, record it.
+
+    Example: iterate retrain --epochs 20 --from base.pt --freeze all_but_stage4
+    """
+    from model.retrain import retrain as run
+
+    m, ledger = open_project(manifest, write=True, command="iterate retrain")
+    with ledger, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                          TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("retrain", total=None, info="")
+        last = {"val": ""}
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, info=f"loss {loss:.3f} {last['val']}")
+
+        def on_epoch(rec: dict) -> None:
+            if "pckh01" in rec:
+                last["val"] = f"val PCKh@0.1 {rec['pckh01']:.1f} %  @0.5 {rec['pckh05']:.1f} %"
+            bar.console.print(f"epoch {rec['epoch'] + 1}: loss {rec['loss']:.3f} {last['val']}", highlight=False)
+
+        out = run(m, ledger, epochs=epochs, init=from_, freeze=freeze, heatmap_size=heatmap_size, resume=resume,
+                  allow_partial=allow_partial, time_limit_s=minutes * 60 if minutes else None,
+                  on_step=on_step, on_epoch=on_epoch)
+    if out is None:
+        return
+    if out.load_report:
+        console.print(f"start: {out.load_report}", highlight=False)
+    for p in out.bad_images:
+        console.print(f"[yellow]skipped unreadable training image:[/] {p}", highlight=False)
+    t = Table(title=f"model #{out.model_id}: {out.path}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in out.metrics.items():
+        t.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
+    console.print(t)
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="image files or folders")],
+    model: Annotated[Path, typer.Option("--model", help="an iterate checkpoint")],
+    out: Annotated[Path, typer.Option("--out", help="COCO results JSON to write")] = Path("preds.json"),
+    coco: Annotated[Optional[Path], typer.Option("--coco", help="take image ids from this COCO file (matched by file name)")] = None,
+    flip: Annotated[bool, typer.Option(help="flip test-time augmentation")] = True,
+    batch_size: Annotated[int, typer.Option(help="frames per batch")] = 32,
+) -> None:
+    """Predict keypoints for images and write COCO results (image_id, category_id, keypoints, score).
+
+    Example: iterate predict --model .iterate/models/model-002/best.pt frames/ --out preds.json
+    """
+    from model.predict import predict_files
+
+    n, bad = predict_files(model, images, out, coco=coco, flip=flip, batch_size=batch_size)
+    for p in bad:
+        console.print(f"[yellow]skipped unreadable:[/] {p}", highlight=False)
+    console.print(f"wrote {n} predictions to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("retrain")(retrain)
+    app.command("predict")(predict)

@@ -1,0 +1,89 @@
+"""Predicted strata for unlabeled frames (report focus, selection quotas).
+
+* ``posture``: the torso angle (mid-hip → neck, else mid-shoulder) against image-up, the rule LSPET's
+  attribute uses: upright ≤ 30°, leaning ≤ 60°, horizontal ≤ 120°, else inverted; ``unknown`` without a torso.
+* ``occlusion``: the number of joints whose confidence is below a threshold: none 0, partial 1–3, heavy ≥ 4;
+  the threshold is calibrated on labeled frames (the one that best reproduces their labels).
+* any other attribute (sensor, scene, …), or a posture/occlusion vocabulary other than those above:
+  a scikit-learn logistic regression on the pooled backbone embedding, trained on labeled frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .manifest import Manifest
+
+POSTURES = ["upright", "leaning", "horizontal", "inverted", "unknown"]
+OCCLUSIONS = ["none", "partial", "heavy"]
+
+
+def posture_of(kps: np.ndarray, ok: np.ndarray, names: list[str]) -> str:
+    hips = [i for i, n in enumerate(names) if "hip" in n and ok[i]]
+    top = [i for i, n in enumerate(names) if n in ("neck", "upper_neck", "thorax") and ok[i]]
+    if not top:
+        top = [i for i, n in enumerate(names) if "shoulder" in n and ok[i]]
+    if not hips or not top:
+        return "unknown"
+    v = kps[top].mean(0) - kps[hips].mean(0)
+    if not np.isfinite(v).all() or np.hypot(*v) < 1e-6:
+        return "unknown"
+    ang = math.degrees(math.acos(max(-1.0, min(1.0, -v[1] / np.hypot(*v)))))  # 0 = torso points up
+    return "upright" if ang <= 30 else "leaning" if ang <= 60 else "horizontal" if ang <= 120 else "inverted"
+
+
+def occlusion_of(n_missing: int) -> str:
+    return "none" if n_missing == 0 else "partial" if n_missing <= 3 else "heavy"
+
+
+class StrataPredictor:
+    def __init__(self, m: Manifest):
+        self.m = m
+        self.names = m.keypoints.names
+        self.threshold = 0.2
+        self.classifiers: dict = {}
+
+    def _rule(self, key: str) -> bool:
+        allowed = set(self.m.strata.get(key, []))
+        return (key == "posture" and allowed <= set(POSTURES)) or (key == "occlusion" and allowed <= set(OCCLUSIONS))
+
+    def fit(self, kps: np.ndarray, scores: np.ndarray, emb: np.ndarray, attrs: list[dict]) -> "StrataPredictor":
+        """Calibrate on labeled frames: predicted keypoints/scores/embeddings and their labeled attributes."""
+        if "occlusion" in self.m.strata and len(attrs):
+            truth = [a.get("occlusion") for a in attrs]
+            best = (-1.0, self.threshold)
+            for t in np.quantile(scores, np.linspace(0.02, 0.6, 30)):
+                got = [occlusion_of(int((s < t).sum())) for s in scores]
+                acc = np.mean([g == y for g, y in zip(got, truth) if y is not None] or [0])
+                if acc > best[0]:
+                    best = (float(acc), float(t))
+            self.threshold = best[1]
+        for key in self.m.strata:
+            if self._rule(key):
+                continue
+            y = [a.get(key) for a in attrs]
+            keep = [i for i, v in enumerate(y) if v is not None]
+            if len({y[i] for i in keep}) >= 2 and emb.shape[1]:
+                from sklearn.linear_model import LogisticRegression
+
+                clf = LogisticRegression(max_iter=500)
+                clf.fit(emb[keep].astype(np.float32), [y[i] for i in keep])
+                self.classifiers[key] = clf
+        return self
+
+    def predict(self, kps: np.ndarray, scores: np.ndarray, emb: np.ndarray) -> list[dict]:
+        n = len(kps)
+        out: list[dict] = [{} for _ in range(n)]
+        for key in self.m.strata:
+            if key == "posture" and self._rule(key):
+                for i in range(n):
+                    out[i][key] = posture_of(kps[i], scores[i] > 0.02, self.names)  # torso from every joint found
+            elif key == "occlusion" and self._rule(key):
+                for i in range(n):
+                    out[i][key] = occlusion_of(int((scores[i] < self.threshold).sum()))
+            elif key in self.classifiers and n:
+                for i, v in enumerate(self.classifiers[key].predict(emb.astype(np.float32))):
+                    out[i][key] = str(v)
+        return out

@@ -1,0 +1,165 @@
+"""Checkpoints: the project's own format, the official HRNet pose ``.pth`` and MMPose 1.x files.
+
+Every load is ``torch.load(..., weights_only=True)``. A load reports missing / unexpected / mis-shaped keys
+and refuses a partial load unless ``allow_partial``. Head channels are matched by joint name; a joint the
+checkpoint lacks is initialised from the manifest's ``init_from`` joint (the seed's "nearest joint").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from iterate.errors import IterateError
+
+from .hrnet import PoseHRNet, build_model
+
+FORMAT = "iterate-pose-v1"
+
+MPII_JOINTS = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "thorax",
+               "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder",
+               "left_elbow", "left_wrist"]
+COCO_JOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+               "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+               "right_knee", "left_ankle", "right_ankle"]
+# outputs the official pose model never computes (timm's trunk has them): missing on purpose
+_NEVER_IN_POSE_CKPT = re.compile(r"^stage4\.2\.fuse_layers\.[123]\.")
+
+
+@dataclass
+class LoadReport:
+    layout: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    joints_copied: list[str] = field(default_factory=list)
+    joints_from_nearest: dict[str, str] = field(default_factory=dict)
+    joints_new: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched or self.joints_new)
+
+    def describe(self, limit: int = 5) -> str:
+        parts = []
+        for name, items in (("missing", self.missing), ("unexpected", self.unexpected),
+                            ("shape mismatch", self.mismatched), ("joints with no source", self.joints_new)):
+            if items:
+                more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+                parts.append(f"{name}: {', '.join(items[:limit])}{more}")
+        return "; ".join(parts) or "all keys matched"
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise IterateError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise IterateError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(obj, dict):
+        raise IterateError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def split_layout(obj: dict, path: Path | str = "") -> tuple[str, dict, dict, list[str] | None]:
+    """→ (layout, trunk state dict, head {weight, bias}, head joint names or None)."""
+    if obj.get("format") == FORMAT:
+        sd = obj["model"]
+        trunk = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+        head = {k[len("final_layer."):]: v for k, v in sd.items() if k.startswith("final_layer.")}
+        return "iterate", trunk, head, list(obj["joints"])
+    if isinstance(obj.get("state_dict"), dict):  # MMPose 1.x
+        sd = obj["state_dict"]
+        trunk = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+        head = {k[len("head.final_layer."):]: v for k, v in sd.items() if k.startswith("head.final_layer.")}
+        if trunk:
+            return "mmpose", trunk, head, _known_joints(head)
+    if all(isinstance(v, torch.Tensor) for v in obj.values()) and "conv1.weight" in obj:  # official HRNet pose
+        trunk = {k: v for k, v in obj.items() if not k.startswith("final_layer.")}
+        head = {k[len("final_layer."):]: v for k, v in obj.items() if k.startswith("final_layer.")}
+        return "official", trunk, head, _known_joints(head)
+    keys = ", ".join(list(obj)[:6])
+    raise IterateError(
+        f"{path}: unknown checkpoint layout (top-level keys: {keys}); expected an iterate checkpoint, an official "
+        "HRNet pose state dict or an MMPose 1.x file"
+    )
+
+
+def _known_joints(head: dict) -> list[str] | None:
+    w = head.get("weight")
+    if w is None:
+        return None
+    return {16: MPII_JOINTS, 17: COCO_JOINTS}.get(w.shape[0])
+
+
+def load_into(model: PoseHRNet, obj: dict, joints: list[str], init_from: dict[str, str] | None = None,
+              allow_partial: bool = False, path: str | Path = "") -> LoadReport:
+    """Load a checkpoint dict into ``model`` whose head predicts ``joints``; raise IterateError on a partial load."""
+    layout, trunk, head, ck_joints = split_layout(obj, path)
+    rep = LoadReport(layout)
+    own = model.backbone.state_dict()
+    load = {}
+    for k, v in trunk.items():
+        if k not in own:
+            rep.unexpected.append(k)
+        elif own[k].shape != v.shape:
+            rep.mismatched.append(f"{k} {tuple(v.shape)}≠{tuple(own[k].shape)}")
+        else:
+            load[k] = v
+    rep.missing = [k for k in own if k not in trunk and not (layout != "iterate" and _NEVER_IN_POSE_CKPT.match(k))]
+    head_w, head_b = model.final_layer.weight.detach().clone(), model.final_layer.bias.detach().clone()
+    if "weight" in head and head["weight"].shape[1:] != head_w.shape[1:]:
+        rep.mismatched.append(f"final_layer.weight {tuple(head['weight'].shape)}≠{tuple(head_w.shape)}")
+    elif "weight" in head:
+        src_names = ck_joints or (joints if head["weight"].shape[0] == len(joints) else None)
+        for j, name in enumerate(joints):
+            src = name if src_names and name in src_names else None
+            if src is None and init_from and init_from.get(name) and src_names and init_from[name] in src_names:
+                src = init_from[name]
+                rep.joints_from_nearest[name] = src
+            if src is None:
+                rep.joints_new.append(name)
+                continue
+            i = src_names.index(src)
+            head_w[j] = head["weight"][i]
+            head_b[j] = head["bias"][i] if "bias" in head else 0.0
+            if src == name:
+                rep.joints_copied.append(name)
+    else:
+        rep.missing += ["final_layer.weight", "final_layer.bias"]
+    if not rep.complete and not allow_partial:
+        raise IterateError(f"{path}: {rep.layout} checkpoint does not fit the model ({rep.describe()}); "
+                           "pass --allow-partial to load what matches")
+    model.backbone.load_state_dict(load, strict=False)
+    with torch.no_grad():
+        model.final_layer.weight.copy_(head_w)
+        model.final_layer.bias.copy_(head_b)
+    return rep
+
+
+def save_atomic(obj: dict, path: str | Path) -> None:
+    """Write a checkpoint so that a crash leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[PoseHRNet, dict]:
+    """Rebuild an iterate model (architecture and weights) from one of its own checkpoints."""
+    obj = load_file(path)
+    if obj.get("format") != FORMAT:
+        raise IterateError(f"{path}: not an iterate model checkpoint (use it as --from/base to fine-tune instead)")
+    m = build_model(obj["backbone"], len(obj["joints"]), obj["input_size"], obj["heatmap_size"])
+    m.load_state_dict(obj["model"])
+    return m, obj

@@ -1,0 +1,129 @@
+"""Training / evaluation samples: image → (augmented) input crop → DARK targets, through one affine matrix."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import augment as aug
+from .codec import DarkCodec
+from .geometry import apply, compose, crop_matrix, image_box, keypoint_box, rotate_about_matrix
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    keypoints: np.ndarray | None = None  # (K, 3) x, y, v in image pixels
+    frame_id: str = ""
+
+
+def to_tensor(crop_bgr: np.ndarray) -> torch.Tensor:
+    """BGR uint8 crop → normalised RGB float tensor (3, H, W)."""
+    rgb = crop_bgr[:, :, ::-1].astype(np.float32)
+    return torch.from_numpy(((rgb - MEAN) / STD).transpose(2, 0, 1).copy())
+
+
+def up_angle(kps: np.ndarray, vis: np.ndarray, up: tuple[list[int], list[int]] | None) -> float | None:
+    """Rotation (multiple of 90°, counter-clockwise) that puts the head above the body, or None if unknown."""
+    if not up:
+        return None
+    lo, hi = up
+    a = [i for i in lo if vis[i] > 0]
+    b = [i for i in hi if vis[i] > 0]
+    if not a or not b:
+        return None
+    v = kps[b].mean(0) - kps[a].mean(0)
+    if not np.isfinite(v).all() or np.hypot(*v) < 1e-6:
+        return None
+    phi = math.degrees(math.atan2(-v[1], v[0]))  # screen y points down
+    return float((round((90.0 - phi) / 90.0) % 4) * 90)
+
+
+class PoseDataset(Dataset):
+    """``train=True`` samples augmentation per item; otherwise the plain whole-frame crop.
+
+    Returns a dict: ``image`` (3, I, I), ``heatmaps`` (K, H, W), ``weights`` (K,), ``matrix`` (2, 3) image → crop,
+    ``index``; a corrupt image gives ``{"bad": path}``, which :func:`collate` drops and reports.
+    """
+
+    def __init__(self, samples: list[Sample], codec: DarkCodec, *, flip_index: list[int], joint_weights: list[float],
+                 train: bool = False, augment=None, up_joints: tuple[list[int], list[int]] | None = None, seed: int = 0,
+                 rotations: dict[int, float] | None = None,
+                 boxes: dict[int, tuple[tuple[float, float], float]] | None = None, person_box_p: float = 0.0):
+        self.samples = samples
+        self.codec = codec
+        self.flip_index = np.asarray(flip_index)
+        self.joint_weights = np.asarray(joint_weights, dtype=np.float32)
+        self.train = train
+        self.augment = augment
+        self.up_joints = up_joints
+        self.seed = seed
+        self.epoch = 0
+        self.rotations = rotations or {}
+        self.boxes = boxes or {}
+        self.person_box_p = person_box_p
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        img = cv2.imread(s.path, cv2.IMREAD_COLOR)
+        if img is None:
+            return {"bad": s.path}
+        size = self.codec.input_size
+        k = len(self.joint_weights)
+        kps = s.keypoints[:, :2].astype(np.float64) if s.keypoints is not None else np.zeros((k, 2))
+        vis = s.keypoints[:, 2].copy() if s.keypoints is not None else np.zeros(k)
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        center, side = self.boxes.get(i) or image_box(img.shape[1], img.shape[0])
+        if self.train and self.person_box_p > 0 and rng.random() < self.person_box_p:
+            # train on person crops too, as the refinement pass of inference sees them
+            box = keypoint_box(kps, vis, margin=float(rng.uniform(1.15, 1.5)))
+            if box is not None:
+                center, side = box
+        m = crop_matrix(center, side, size)
+        plan = None
+        if self.rotations.get(i):
+            m = compose(rotate_about_matrix(self.rotations[i], size), m)
+        if self.train and self.augment is not None:
+            a = self.augment
+            if a.head_up:
+                ang = up_angle(kps, vis, self.up_joints)
+                if ang:
+                    m = compose(rotate_about_matrix(ang, size), m)
+            plan = aug.plan(rng, size, n=a.n, m=a.m, max_pixel=a.max_pixel, max_noise=a.max_noise, flip=a.flip,
+                            rotate_deg=a.rotate_deg, scale=a.scale)
+            m = compose(plan.crop_matrix, m)
+        crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        pts = apply(m, kps)
+        if plan is not None:
+            if plan.flip:
+                pts, vis = pts[self.flip_index], vis[self.flip_index]
+            crop = aug.apply_image_ops(rng, plan, crop)
+        hm, w = self.codec.encode(pts, vis)
+        return {
+            "image": to_tensor(crop),
+            "heatmaps": torch.from_numpy(hm),
+            "weights": torch.from_numpy(w * self.joint_weights),
+            "matrix": torch.from_numpy(m.astype(np.float64)),
+            "index": i,
+        }
+
+
+def collate(items: list[dict]) -> dict:
+    good = [x for x in items if "bad" not in x]
+    out: dict = {"bad": [x["bad"] for x in items if "bad" in x]}
+    if good:
+        for key in ("image", "heatmaps", "weights", "matrix"):
+            out[key] = torch.stack([x[key] for x in good])
+        out["index"] = torch.tensor([x["index"] for x in good])
+    return out

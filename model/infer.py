@@ -1,0 +1,164 @@
+"""Batched inference: flip TTA (flip, swap left/right channels, optional one-pixel shift, average), optional
+rotation TTA, optional head-up two-pass, DARK decoding back to original image pixels, per-joint confidence
+and a pooled backbone embedding per frame. Streams: memory does not grow with the number of frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .codec import DarkCodec
+from .data import PoseDataset, Sample, collate, up_angle
+from .geometry import apply, invert, keypoint_box
+from .hrnet import PoseHRNet
+
+
+@dataclass
+class Batch:
+    """One batch of raw outputs; ``heatmaps_flip`` is already flipped back and channel-swapped."""
+
+    index: np.ndarray            # sample indices
+    heatmaps: torch.Tensor       # (B, K, H, W)
+    heatmaps_flip: torch.Tensor | None
+    embedding: torch.Tensor      # (B, D)
+    matrix: np.ndarray           # (B, 2, 3) image → crop
+    bad: list[str]
+
+
+@dataclass
+class Predictions:
+    keypoints: np.ndarray   # (N, K, 2) image pixels (NaN for unreadable frames)
+    scores: np.ndarray      # (N, K) heatmap maxima
+    embeddings: np.ndarray  # (N, D) float16
+    bad: list[str]
+
+
+def _to_image(coords: np.ndarray, mats: np.ndarray) -> np.ndarray:
+    return np.stack([apply(invert(mt), c) for mt, c in zip(mats, coords)])
+
+
+class Predictor:
+    def __init__(self, model: PoseHRNet, codec: DarkCodec, flip_index: list[int], *, flip: bool = True,
+                 flip_shift: bool = False, rotations: tuple[float, ...] = (), head_up: tuple | None = None,
+                 refine: bool = False,
+                 device: str | None = None, batch_size: int = 32, workers: int = 0):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.codec = codec
+        self.flip_index = list(flip_index)
+        self.flip = flip
+        self.flip_shift = flip_shift
+        self.rotations = tuple(r for r in rotations if r)
+        self.head_up = head_up
+        self.refine = refine
+        self.batch_size = batch_size
+        self.workers = workers
+
+    def _loader(self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None) -> DataLoader:
+        ds = PoseDataset(samples, self.codec, flip_index=self.flip_index,
+                         joint_weights=[1.0] * len(self.flip_index), train=False, rotations=rotations, boxes=boxes)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
+                          collate_fn=collate, pin_memory=self.device.type == "cuda")
+
+    @torch.inference_mode()
+    def batches(self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None) -> Iterator[Batch]:
+        """Raw network outputs batch by batch (selection scores them without keeping heatmaps around)."""
+        for b in self._loader(samples, rotations, boxes):
+            if "image" not in b:
+                yield Batch(np.zeros(0, int), torch.zeros(0), None, torch.zeros(0), np.zeros((0, 2, 3)), b["bad"])
+                continue
+            x = b["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            hm, emb = self.model(x, with_embedding=True)
+            hf = None
+            if self.flip:
+                hf = self.model(torch.flip(x, dims=[3]))
+                hf = torch.flip(hf, dims=[3])[:, self.flip_index]
+                if self.flip_shift:  # HRNet's one-pixel shift of the flipped-back map
+                    hf = torch.cat([hf[..., :1], hf[..., :-1]], dim=-1)
+            yield Batch(b["index"].numpy(), hm.float().cpu(), None if hf is None else hf.float().cpu(),
+                        emb.float().cpu(), b["matrix"].numpy(), b["bad"])
+
+    def decode(self, b: Batch) -> tuple[np.ndarray, np.ndarray]:
+        hm = b.heatmaps if b.heatmaps_flip is None else 0.5 * (b.heatmaps + b.heatmaps_flip)
+        coords, scores = self.codec.decode(hm)
+        return _to_image(coords, b.matrix), scores
+
+    def predict(self, samples: list[Sample], progress: Callable[[int, int], None] | None = None) -> Predictions:
+        n, k = len(samples), len(self.flip_index)
+        kps = np.full((n, k, 2), np.nan)
+        scores = np.zeros((n, k), np.float32)
+        emb: np.ndarray | None = None
+        bad: list[str] = []
+        done = 0
+        for b in self.batches(samples):
+            bad += b.bad
+            done += len(b.index) + len(b.bad)
+            if len(b.index):
+                c, s = self.decode(b)
+                kps[b.index], scores[b.index] = c, s
+                if emb is None:
+                    emb = np.zeros((n, b.embedding.shape[1]), np.float16)
+                emb[b.index] = b.embedding.numpy().astype(np.float16)
+            if progress:
+                progress(done, n)
+        if emb is None:
+            emb = np.zeros((n, 0), np.float16)
+        if self.refine:
+            self._refine_pass(samples, kps, scores)
+        if self.head_up is not None:
+            self._head_up_pass(samples, kps, scores)
+        if self.rotations:
+            self._rotation_tta(samples, kps, scores)
+        return Predictions(kps, scores, emb, bad)
+
+    def _rerun(self, samples, rot: dict[int, float], kps, scores, average: bool, boxes=None) -> None:
+        idx = sorted(rot if boxes is None else boxes)
+        sub = [samples[i] for i in idx]
+        sub_rot = {j: rot[i] for j, i in enumerate(idx) if i in rot}
+        sub_box = {j: boxes[i] for j, i in enumerate(idx)} if boxes else None
+        for b in self.batches(sub, sub_rot, sub_box):
+            if not len(b.index):
+                continue
+            c, s = self.decode(b)
+            orig = np.array([idx[j] for j in b.index])
+            if average:
+                w0, w1 = scores[orig][..., None], s[..., None]
+                kps[orig] = (kps[orig] * w0 + c * w1) / np.maximum(w0 + w1, 1e-6)
+                scores[orig] = (scores[orig] + s) / 2
+            else:
+                kps[orig], scores[orig] = c, s
+
+    def _refine_pass(self, samples, kps, scores) -> None:
+        """Second pass on the person box that the first (whole-frame) pass found: the person fills the crop."""
+        boxes = {}
+        for i in range(len(samples)):
+            if np.isnan(kps[i]).any():
+                continue
+            conf = scores[i] >= max(0.05, 0.3 * float(scores[i].max()))
+            box = keypoint_box(kps[i], conf.astype(int), margin=1.35)
+            if box is not None and box[1] >= 16:
+                boxes[i] = box
+        if boxes:
+            self._rerun(samples, {}, kps, scores, average=False, boxes=boxes)
+
+    def _head_up_pass(self, samples, kps, scores) -> None:
+        """Second pass, rotated by the multiple of 90° that puts the predicted head up."""
+        rot = {}
+        for i in range(len(samples)):
+            if np.isnan(kps[i]).any():
+                continue
+            ang = up_angle(kps[i], (scores[i] > 0.1).astype(int), self.head_up)
+            if ang:
+                rot[i] = ang
+        if rot:
+            self._rerun(samples, rot, kps, scores, average=False)
+
+    def _rotation_tta(self, samples, kps, scores) -> None:
+        for r in self.rotations:
+            self._rerun(samples, {i: r for i in range(len(samples)) if not np.isnan(kps[i]).any()}, kps, scores, True)
+

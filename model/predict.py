@@ -1,0 +1,61 @@
+"""`iterate predict`: images → COCO keypoint results with an iterate checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from iterate.errors import IterateError
+from iterate.ingest import IMAGE_EXTS
+
+from .checkpoints import model_from_checkpoint
+from .codec import DarkCodec
+from .data import Sample
+from .infer import Predictor
+
+
+def _files(inputs: list[Path]) -> list[Path]:
+    out = []
+    for p in inputs:
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise IterateError(f"{p}: no such image or folder")
+    return out
+
+
+def flip_index_from(joints: list[str]) -> list[int]:
+    """Left/right swap from joint names (a checkpoint carries names, not the manifest's pairs)."""
+    idx = list(range(len(joints)))
+    for i, n in enumerate(joints):
+        for a, b in (("left", "right"), ("right", "left")):
+            if a in n and n.replace(a, b) in joints:
+                idx[i] = joints.index(n.replace(a, b))
+    return idx
+
+
+def predict_files(model_path: Path, inputs: list[Path], out: Path, *, coco: Path | None = None, flip: bool = True,
+                  batch_size: int = 32) -> tuple[int, list[str]]:
+    model, ck = model_from_checkpoint(model_path)
+    files = _files(inputs)
+    ids: dict[str, int] = {}
+    if coco is not None:
+        d = json.loads(coco.read_text())
+        ids = {Path(i["file_name"]).name: int(i["id"]) for i in d.get("images", [])}
+    codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
+    pred = Predictor(model, codec, flip_index_from(ck["joints"]), flip=flip, batch_size=batch_size)
+    res = pred.predict([Sample(str(f)) for f in files])
+    results = []
+    for i, f in enumerate(files):
+        if np.isnan(res.keypoints[i]).any():
+            continue
+        kp = np.concatenate([res.keypoints[i], res.scores[i][:, None]], axis=1)
+        results.append({"image_id": ids.get(f.name, i + 1), "file_name": str(f), "category_id": 1,
+                        "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
+                        "score": round(float(res.scores[i].mean()), 4)})
+    out.write_text(json.dumps(results))
+    return len(results), res.bad

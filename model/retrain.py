@@ -1,0 +1,112 @@
+"""`iterate retrain` as a library call: labeled frames from the ledger → train → score → a model row."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from iterate.errors import IterateError
+from iterate.ledger import Ledger
+from iterate.manifest import Manifest
+
+from .checkpoints import model_from_checkpoint
+from .codec import DarkCodec
+from .data import Sample
+from .evaluate import evaluator, predictor, score
+from .train import train
+
+_RUN_KEY = "training_run"
+
+
+def labeled_samples(ledger: Ledger, splits: tuple[str, ...]) -> list[Sample]:
+    """Current labels of the first person in each frame of ``splits`` (top-down, whole-frame box)."""
+    out = []
+    for f, lab in ledger.current_labels(splits):
+        if lab.instance == 0:
+            out.append(Sample(f.path, np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3), f.id))
+    return out
+
+
+def base_checkpoint(m: Manifest, ledger: Ledger) -> Path | None:
+    """Warm start: the previous round's model, else the manifest's base checkpoint, else none (from scratch)."""
+    prev = ledger.latest_model()
+    if prev is not None and Path(prev["path"]).is_file():
+        return Path(prev["path"])
+    if m.model.base:
+        p = m.resolve(m.model.base)
+        if not p.is_file():
+            raise IterateError(f"model.base: checkpoint not found: {p}")
+        return p
+    return None
+
+
+@dataclass
+class RetrainOutcome:
+    model_id: int
+    path: Path
+    metrics: dict
+    bad_images: list[str]
+    load_report: str
+
+
+def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str | Path | None = None,
+            freeze: str | None = None, heatmap_size: int | None = None, resume: bool = False,
+            allow_partial: bool = False, time_limit_s: float | None = None,
+            on_step: Callable[[int, int, float], None] | None = None,
+            on_epoch: Callable[[dict], None] | None = None) -> RetrainOutcome | None:
+    """Train on the ledger's labeled pool/train frames, keep the best by val PCKh@0.1, record the model.
+
+    Returns None on ranks other than 0 of a distributed run (rank 0 writes checkpoints and the ledger).
+    """
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank = dist.get_rank()
+    train_s = labeled_samples(ledger, ("pool", "train"))
+    val_s = labeled_samples(ledger, ("val",))
+    if not train_s:
+        raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
+    run = ledger.get(_RUN_KEY)
+    hm = heatmap_size or (run.get("heatmap_size") if resume and run else None) or m.model.heatmap_size
+    if resume:
+        if not run or not (Path(run["dir"]) / "last.pt").is_file():
+            raise IterateError("nothing to resume: no interrupted `iterate retrain` in this workspace")
+        out_dir, init = Path(run["dir"]), run.get("init") or None
+    else:
+        init = init or base_checkpoint(m, ledger)
+        out_dir = m.workspace_dir / "models" / f"model-{len(ledger.models()) + 1:03d}"
+        if rank == 0:
+            with ledger.transaction():
+                ledger.set(_RUN_KEY, {"dir": str(out_dir), "init": str(init) if init else "", "heatmap_size": hm})
+    codec = DarkCodec(m.model.input_size, hm, m.model.sigma)
+    res = train(m, train_s, val_s, out_dir, epochs=epochs, init=init, allow_partial=allow_partial, freeze=freeze,
+                heatmap_size=hm, resume=resume, time_limit_s=time_limit_s, evaluate=evaluator(m, codec),
+                on_step=on_step, on_epoch=on_epoch, distributed=distributed)
+    if rank != 0:
+        return None
+    best = res.best if res.best.is_file() else res.last
+    model, ck = model_from_checkpoint(best)
+    metrics: dict = {}
+    if val_s:
+        v = score(m, predictor(m, model, codec).predict(val_s).keypoints, val_s)
+        metrics.update({f"val_{k}": v[k] for k in v})
+    tr = score(m, predictor(m, model, codec).predict(train_s[:500]).keypoints, train_s[:500])
+    metrics.update({f"train_{k}": tr[k] for k in tr})
+    if "val_pckh01" in metrics:
+        metrics["overfit01"] = round(metrics["train_pckh01"] - metrics["val_pckh01"], 3)
+    metrics.update({"epochs": res.epochs, "steps": res.steps, "seconds": res.seconds, "best_epoch": ck.get("epoch")})
+    parent = ledger.latest_model()
+    with ledger.transaction():
+        mid = ledger.add_model(str(best), parent_id=parent["id"] if parent else None, n_train=len(train_s),
+                               config=ck.get("config", {}), metrics=metrics)
+        ledger.set(_RUN_KEY, None)
+    return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report)

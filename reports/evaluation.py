@@ -1,0 +1,161 @@
+"""One evaluation of predictions against labels: overall, per joint, per stratum (count + 95 % interval),
+MeanSmS, height error. Used by `iterate evaluate` (COCO files) and `iterate report` (the ledger's val split).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from iterate.errors import IterateError
+from iterate.manifest import Manifest
+
+from .metrics import height_error, normaliser_lengths, pck_hits, summarise, wilson
+
+SMALL = 20  # frames: a stratum smaller than this is shown as too small to judge
+
+
+@dataclass
+class EvalSet:
+    """Aligned arrays for N frames."""
+
+    pred: np.ndarray                 # (N, K, 2)
+    gt: np.ndarray                   # (N, K, 2)
+    vis: np.ndarray                  # (N, K)
+    attributes: list[dict]
+    ids: list
+    head_boxes: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    scores: np.ndarray | None = None  # (N, K) prediction confidence
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 2)
+
+
+def evaluate(m: Manifest, es: EvalSet, alpha: float = 0.1) -> dict:
+    """All tables as one JSON-able dict (percentages)."""
+    names = m.keypoints.names
+    norm = normaliser_lengths(es.gt, es.vis, m.keypoints.normalizer, names, es.head_boxes, es.boxes)
+    usable = (norm > 0) & ~np.isnan(es.pred).any(axis=(1, 2))
+    notes = list(es.notes)
+    dropped = int((~usable & (es.vis > 0).any(1)).sum())
+    if dropped:
+        notes.append(f"{dropped} labeled frame(s) without a usable normaliser or prediction were left out")
+    idx = np.flatnonzero(usable)
+    hits = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norm[idx], alpha)
+    hits05 = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norm[idx], 0.5)
+    hj = [names.index(j) for j in m.keypoints.height_joints]
+    overall = summarise(hits)
+    chains = [[names.index(j) for j in ch] for ch in m.keypoints.height_chain]
+    herr = height_error(es.pred[idx], es.gt[idx], es.vis[idx], chains) if chains else np.full(len(idx), np.nan)
+
+    def block(sel: np.ndarray) -> dict:
+        h, h5 = hits[sel], hits05[sel]
+        s = summarise(h)
+        k = float(np.nansum(h))
+        lo, hi = wilson(k, s.count)
+        s5 = summarise(h5)
+        lo5, hi5 = wilson(float(np.nansum(h5)), s5.count)
+        sms = summarise(h, hj).mean if hj else float("nan")
+        he = herr[sel]
+        he = he[~np.isnan(he)]
+        return {"frames": int(sel.sum()) if sel.dtype == bool else len(sel), "joints": s.count,
+                "pckh": _fmt(s.mean), "ci95": [_fmt(lo), _fmt(hi)], "pckh05": _fmt(s5.mean), "ci95_05": [_fmt(lo5), _fmt(hi5)],
+                "mean_sms": _fmt(sms), "height_err_pct": _fmt(float(np.median(he))) if len(he) else None,
+                "small": bool((sel.sum() if sel.dtype == bool else len(sel)) < SMALL)}
+
+    allsel = np.ones(len(idx), bool)
+    out = {"alpha": alpha, "frames": len(idx), "notes": notes, **block(allsel)}
+    out["per_joint"] = {n: _fmt(v) for n, v in zip(names, overall.per_joint)} if len(idx) else {}
+    out["per_joint_count"] = {n: int((~np.isnan(hits[:, j])).sum()) for j, n in enumerate(names)}
+    strata = {}
+    attrs = [es.attributes[i] for i in idx]
+    for key, allowed in m.strata.items():
+        vals = []
+        unknown: dict[str, int] = {}
+        for a in attrs:
+            v = a.get(key)
+            if v is None:
+                vals.append("(not set)")
+            elif allowed and v not in allowed:
+                unknown[str(v)] = unknown.get(str(v), 0) + 1
+                vals.append("other")
+            else:
+                vals.append(str(v))
+        if unknown:
+            notes.append(f"{key}: value(s) not in the manifest counted under 'other': "
+                         + ", ".join(f"{k} ({n})" for k, n in sorted(unknown.items())))
+        arr = np.array(vals, dtype=object)
+        rows = {}
+        for v in list(allowed) + sorted(set(vals) - set(allowed)):
+            sel = arr == v
+            if sel.any():
+                r = block(sel)
+                r["gap"] = _fmt(r["pckh"] - out["pckh"]) if r["pckh"] is not None and out["pckh"] is not None else None
+                rows[v] = r
+        strata[key] = rows
+    out["strata"] = strata
+    return out
+
+
+# -- COCO files (iterate evaluate) -------------------------------------------------------------------
+def _load(path: Path, what: str):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise IterateError(f"{path}: cannot read the {what} ({e})") from None
+
+
+def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
+    """Pair a COCO results file with COCO keypoint labels (by image id; several people: nearest prediction)."""
+    from iterate.ingest import coco_keypoints, read_coco
+
+    gt, order = read_coco(m, Path(gt_path))
+    preds = _load(pred_path, "predictions")
+    if isinstance(preds, dict) and "annotations" in preds:
+        preds = preds["annotations"]
+    if not isinstance(preds, list):
+        raise IterateError(f"{pred_path}: expected a COCO results list [{{image_id, keypoints, score}}, …]")
+    k = m.keypoints.num_joints
+    gt_ids = {im["id"] for im in gt["images"]}
+    bad_ids = sorted({p.get("image_id") for p in preds} - gt_ids, key=str)
+    if bad_ids:
+        raise IterateError(f"{pred_path}: {len(bad_ids)} prediction image id(s) not in {gt_path}: "
+                           + ", ".join(map(str, bad_ids[:5])))
+    by_img: dict = {}
+    for p in preds:
+        kp = p.get("keypoints") or []
+        if len(kp) != 3 * k:
+            raise IterateError(f"{pred_path}: prediction for image {p.get('image_id')} has {len(kp) // 3} joints, "
+                               f"the labels have {k}")
+        by_img.setdefault(p["image_id"], []).append(np.asarray(kp, float).reshape(k, 3))
+    P, G, V, A, I, HB = [], [], [], [], [], []
+    missing = 0
+    for a in sorted(gt["annotations"], key=lambda a: a.get("id", 0)):
+        kps = np.asarray(coco_keypoints(m, a, order, Path(gt_path)), float)
+        if not (kps[:, 2] > 0).any():
+            continue
+        cands = by_img.get(a["image_id"], [])
+        if cands:
+            d = [np.nanmean(np.linalg.norm(c[:, :2] - kps[:, :2], axis=1)[kps[:, 2] > 0]) for c in cands]
+            best = cands.pop(int(np.argmin(d)))
+            P.append(best[:, :2])
+        else:
+            missing += 1
+            P.append(np.full((k, 2), 1e9))  # no prediction: every joint is a miss
+        G.append(kps[:, :2])
+        V.append(kps[:, 2])
+        A.append(dict(a.get("attributes") or {}))
+        I.append(a.get("id"))
+        hb = a.get("bbox_head") or a.get("head_box")
+        HB.append(hb if hb else [np.nan] * 4)
+    if not G:
+        raise IterateError(f"{gt_path}: no labeled annotations to evaluate")
+    notes = [f"{missing} labeled person(s) had no prediction and count as misses"] if missing else []
+    return EvalSet(np.stack(P), np.stack(G), np.stack(V), A, I, np.asarray(HB, float), None, None, notes)

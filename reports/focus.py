@@ -1,0 +1,51 @@
+"""Next chunk focus: which strata hold the model back, and the budget share each should get.
+
+priority = gap × pool share × uncertainty, where
+* gap = overall figure − the stratum's upper 95 % bound (≥ 0): a small stratum must be clearly worse to count;
+* pool share = the share of the unlabeled pool predicted to be in the stratum;
+* uncertainty = the mean (1 − joint confidence) of those pool frames.
+Budget shares are per attribute (posture, occlusion, …) and sum to 1 − ``explore``; the rest stays random.
+Within an attribute, ``STEER`` of the share follows priority and the rest follows the pool, so one weak stratum
+does not take the whole chunk on a small gap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STEER = 0.7
+
+
+def next_chunk_focus(strata: dict, overall: float | None, pool_strata: list[dict], pool_uncertainty: np.ndarray,
+                     explore: float, metric: str) -> dict:
+    items = []
+    weights: dict[str, dict[str, float]] = {}
+    n_pool = len(pool_strata)
+    for key, rows in strata.items():
+        pool_vals = [p.get(key) for p in pool_strata]
+        key_items = []
+        for value, r in rows.items():
+            in_pool = np.array([v == value for v in pool_vals], bool) if n_pool else np.zeros(0, bool)
+            share = float(in_pool.mean()) if n_pool else 0.0
+            unc = float(pool_uncertainty[in_pool].mean()) if in_pool.any() else 0.0
+            fig = r.get(metric)
+            ci = r.get({"pckh": "ci95", "pckh05": "ci95_05"}.get(metric, ""), [None, None])
+            hi = ci[1] if ci[1] is not None else fig
+            gap = max(0.0, (overall or 0.0) - (hi if hi is not None else (fig or 0.0))) if fig is not None else 0.0
+            prio = gap * share * unc
+            reason = (f"{key}={value}: {metric} {fig if fig is not None else '–'} % vs {overall} % overall "
+                      f"(95 % up to {hi}), {share:.0%} of the pool, uncertainty {unc:.2f}"
+                      + (" — too few val frames to judge" if r.get("small") else ""))
+            key_items.append({"key": key, "value": value, "gap": round(gap, 2), "pool_share": round(share, 4),
+                              "uncertainty": round(unc, 4), "priority": round(prio, 5), "val_frames": r.get("frames"),
+                              "reason": reason})
+        total = sum(i["priority"] for i in key_items)
+        share_total = sum(i["pool_share"] for i in key_items)
+        for i in key_items:
+            pool = i["pool_share"] / share_total if share_total else 0.0
+            base = STEER * i["priority"] / total + (1 - STEER) * pool if total > 0 else pool
+            i["budget_share"] = round((1 - explore) * base, 4)
+        weights[key] = {i["value"]: i["budget_share"] for i in key_items}
+        items += key_items
+    items.sort(key=lambda i: (-i["priority"], -i["pool_share"]))
+    return {"metric": metric, "explore": explore, "pool_frames": n_pool, "items": items, "weights": weights}

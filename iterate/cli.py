@@ -39,11 +39,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from .commands import data, demo, model, report
+    from .commands import data, demo, model, report, select, studio
 
     data.register(app)
+    select.register(app)
     model.register(app)
     report.register(app)
+    studio.register(app)
     demo.register(app)
 
 

@@ -171,6 +171,7 @@ class SelectionSettings(_Strict):
     focus_metric: Literal["pckh", "pckh05", "mean_sms"] = Field(
         "pckh", description="figure whose per-stratum gaps steer the next chunk (pckh = PCKh@0.1)"
     )
+    video_gap: int = Field(15, ge=0, description="frames of one video closer than this are near duplicates in a batch")
     max_pool_for_report: int = Field(2000, ge=1, description="pool frames the report predicts to size strata")
 
 

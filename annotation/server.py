@@ -1,0 +1,162 @@
+"""`iterate studio start|stop|status`: a local Label Studio 1.23.2 from its own venv, bound to 127.0.0.1,
+its SQLite data under ``<workspace>/studio``.
+
+The admin user and its legacy API token are created on the first start from the token variable named by
+the manifest (``label_studio.token_env``); the token is passed through the environment only — never
+printed, logged or written to disk by iterate.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from iterate.errors import IterateError
+from iterate.manifest import Manifest
+
+from .client import StudioError, token_from_env
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_USER = "iterate@localhost"
+
+
+def studio_binary() -> Path:
+    for cand in (os.environ.get("ITERATE_STUDIO_BIN"), REPO / ".venv-studio" / "bin" / "label-studio",
+                 shutil.which("label-studio")):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+    raise StudioError("label-studio is not installed: run `bash scripts/setup_studio.sh` (it makes .venv-studio)")
+
+
+@dataclass
+class ServerState:
+    url: str
+    pid: int | None
+    running: bool
+    data_dir: Path
+
+
+def _port_of(url: str) -> tuple[str, int]:
+    u = urlparse(url)
+    host = u.hostname or "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost"):
+        raise StudioError(f"label_studio.url {url} is not local: `iterate studio` only runs a server on 127.0.0.1")
+    return host, u.port or 8080
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _healthy(url: str) -> bool:
+    try:
+        r = httpx.get(url.rstrip("/") + "/health", timeout=2)
+        return r.status_code == 200 and r.json().get("status") == "UP"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def data_dir(m: Manifest) -> Path:
+    return m.workspace_dir / "studio"
+
+
+def server_env(m: Manifest, data: Path, token: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT", "USERNAME", "PASSWORD", "DEBUG")}
+    env.update({
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
+        "LABEL_STUDIO_USERNAME": os.environ.get("LABEL_STUDIO_USERNAME", DEFAULT_USER),
+        "LABEL_STUDIO_PASSWORD": os.environ.get("LABEL_STUDIO_PASSWORD", token),
+        "LABEL_STUDIO_USER_TOKEN": token,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(m.resolve(m.label_studio.data_root)),
+        "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false",
+    })
+    return env
+
+
+def status(m: Manifest) -> ServerState:
+    d = data_dir(m)
+    pid = None
+    pf = d / "server.pid"
+    if pf.is_file():
+        try:
+            pid = int(pf.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pid = None
+    return ServerState(m.label_studio.url, pid, _healthy(m.label_studio.url), d)
+
+
+def start(m: Manifest, *, template: Path | None = None, timeout: float = 240.0) -> ServerState:
+    """Start the local server (no-op when ours already answers). ``template``: an initialised data dir to copy
+    (a fresh data dir runs migrations for about a minute; a copy starts in seconds)."""
+    token = token_from_env(m.label_studio.token_env)
+    if len(token) <= 5:
+        raise StudioError(f"{m.label_studio.token_env} must be longer than 5 characters for a local server")
+    _, port = _port_of(m.label_studio.url)
+    st = status(m)
+    if st.running and st.pid:
+        return st
+    if _port_busy(port):
+        raise StudioError(f"port {port} is busy with another program: change label_studio.url or stop it")
+    d = data_dir(m)
+    if template is not None and not (d / "label_studio.sqlite3").exists():
+        shutil.copytree(template, d, dirs_exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
+    log = open(d / "server.log", "ab")
+    proc = subprocess.Popen(
+        [str(studio_binary()), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
+        env=server_env(m, d, token), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, cwd=d,
+    )
+    (d / "server.pid").write_text(str(proc.pid))
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise StudioError(f"label-studio exited with code {proc.returncode}; see {d / 'server.log'}")
+        if _healthy(m.label_studio.url):
+            return ServerState(m.label_studio.url, proc.pid, True, d)
+        time.sleep(1.0)
+    stop(m)
+    raise StudioError(f"label-studio did not answer on {m.label_studio.url} within {timeout:.0f} s; see {d / 'server.log'}")
+
+
+def stop(m: Manifest, timeout: float = 20.0) -> bool:
+    st = status(m)
+    if not st.pid:
+        return False
+    try:
+        os.killpg(st.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            os.kill(st.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.3)
+    else:
+        try:
+            os.killpg(st.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    (st.data_dir / "server.pid").unlink(missing_ok=True)
+    return True
+
+
+def require_running(m: Manifest) -> None:
+    if not _healthy(m.label_studio.url):
+        raise IterateError(f"Label Studio at {m.label_studio.url} is not reachable: start it with `iterate studio start`")

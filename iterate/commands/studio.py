@@ -1,0 +1,130 @@
+"""Label Studio commands: `studio start|stop|status|autolabel`, `push`, `sync-labels`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..manifest import load_manifest
+from ._options import DEFAULT, ManifestOpt, console, open_project
+
+studio_app = typer.Typer(help="Run a local Label Studio and answer tasks with an oracle.", no_args_is_help=True)
+
+
+@studio_app.command("start")
+def start(manifest: ManifestOpt = DEFAULT) -> None:
+    """Start a local Label Studio (127.0.0.1, data under the workspace), user and token from the environment.
+
+    Example: export LABEL_STUDIO_TOKEN=<a secret> && iterate studio start
+    """
+    from annotation import server
+
+    m = load_manifest(manifest)
+    with console.status("starting Label Studio (the first start runs migrations, about a minute)…"):
+        st = server.start(m)
+    console.print(f"Label Studio is up at {st.url} (pid {st.pid}, data in {st.data_dir}); "
+                  f"log in as {server.DEFAULT_USER} with the password in LABEL_STUDIO_PASSWORD "
+                  f"(default: the value of {m.label_studio.token_env})", highlight=False)
+
+
+@studio_app.command("stop")
+def stop(manifest: ManifestOpt = DEFAULT) -> None:
+    """Stop the local Label Studio.
+
+    Example: iterate studio stop
+    """
+    from annotation import server
+
+    m = load_manifest(manifest)
+    console.print("stopped" if server.stop(m) else "no local Label Studio was running")
+
+
+@studio_app.command("status")
+def status(manifest: ManifestOpt = DEFAULT) -> None:
+    """Say whether the manifest's Label Studio answers.
+
+    Example: iterate studio status
+    """
+    from annotation import server
+
+    m = load_manifest(manifest)
+    st = server.status(m)
+    console.print(f"{st.url}: {'up' if st.running else 'down'}" + (f" (local pid {st.pid})" if st.pid else ""))
+
+
+@studio_app.command("autolabel")
+def autolabel(
+    from_: Annotated[Path, typer.Option("--from", help="COCO keypoint labels that answer the tasks")],
+    manifest: ManifestOpt = DEFAULT,
+    limit: Annotated[Optional[int], typer.Option(help="answer at most this many tasks")] = None,
+) -> None:
+    """Oracle annotator: answer pending tasks from existing labels, writing what the UI writes.
+
+    Example: iterate studio autolabel --from demo_data/pool.coco.json
+    """
+    from annotation.client import Studio
+    from annotation.oracle import autolabel as run
+
+    m, ledger = open_project(manifest)
+    with ledger:
+        studio = Studio.from_manifest(m)
+        s = run(m, ledger, studio, from_, limit=limit)
+    console.print(f"answered {s.answered} task(s); {s.already} already annotated; {len(s.no_label)} without a label in {from_}")
+
+
+def push(
+    round_: Annotated[int, typer.Option("--round", help="the selection round whose frames to push")],
+    manifest: ManifestOpt = DEFAULT,
+) -> None:
+    """Push a selection round's frames to Label Studio (with the round's model as pre-annotations); re-runs add nothing.
+
+    Example: iterate push --round 2
+    """
+    from annotation.push import frames_of_round
+
+    from ..select import push_round
+
+    m, ledger = open_project(manifest, write=True, command="iterate push")
+    with ledger:
+        s = push_round(m, ledger, round_, frames_of_round(ledger, round_))
+    _print_push(s)
+
+
+def _print_push(s) -> None:
+    console.print(f"project {s.project_id}: pushed {s.pushed} task(s) in {s.batches} batch(es); {s.already} already there"
+                  + (f"; {s.recovered} recovered from an interrupted push" if s.recovered else ""))
+    for r in s.refused:
+        console.print(f"[yellow]refused:[/] {r}", highlight=False)
+
+
+def sync_labels(
+    manifest: ManifestOpt = DEFAULT,
+    full: Annotated[bool, typer.Option(help="re-read every task, not only those updated since the last sync")] = False,
+) -> None:
+    """Pull finished annotations from Label Studio into the ledger, validated; bad tasks are named and left.
+
+    Example: iterate sync-labels
+    """
+    from annotation.client import Studio
+    from annotation.sync import sync_labels as run
+
+    m, ledger = open_project(manifest, write=True, command="iterate sync-labels")
+    with ledger:
+        with console.status("pulling annotations…"):
+            s = run(m, ledger, Studio.from_manifest(m), full=full)
+    t = Table(title="sync-labels")
+    for col in ("tasks read", "new labels", "new versions", "unchanged", "skipped", "still pending", "invalid"):
+        t.add_column(col, justify="right")
+    t.add_row(*(str(x) for x in (s.tasks, s.new, s.updated, s.unchanged, s.skipped, s.pending, len(s.invalid))))
+    console.print(t)
+    for line in s.invalid:
+        console.print(f"[yellow]invalid, not ingested:[/] {line}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(studio_app, name="studio")
+    app.command("push")(push)
+    app.command("sync-labels")(sync_labels)

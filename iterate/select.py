@@ -1,0 +1,507 @@
+"""`iterate select`: pick the next frames to label and push them to Label Studio.
+
+Strategies are compositions of the pieces in :mod:`iterate.selection`:
+
+    random       — uniform over the candidates
+    uncertainty  — top combined uncertainty (confidence, flip disagreement, multi-peak entropy, by rank)
+    diversity    — uncertainty, then k-center greedy on embeddings among the top candidates
+    full         — diversity inside per-stratum quotas from the last report's focus (+ a random share)
+
+With no model yet, every strategy but ``random`` is a cold start: k-center over cheap image features.
+Scores and embeddings are cached per model under ``<workspace>/cache/model-<id>/``; a second select with the
+same model scores nothing again. Never picks a val/test, labeled or pushed frame.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .chunks import chunk_progress, current_chunk
+from .errors import IterateError
+from .ledger import Frame, Ledger
+from .manifest import Manifest
+from .selection import balance, diversity, features
+from .selection import scores as sc
+from .strata import StrataPredictor
+
+STRATEGIES = ("random", "uncertainty", "diversity", "full")
+_POOL_FACTOR = 4  # diversity looks at the top budget × this many candidates
+
+
+@dataclass
+class Scored:
+    """Per-frame model outputs of the pool, aligned with ``frame_ids``."""
+
+    frame_ids: list[str]
+    scores: dict[str, np.ndarray]
+    keypoints: np.ndarray   # (N, K, 2)
+    kp_scores: np.ndarray   # (N, K)
+    embeddings: np.ndarray  # (N, D) float16
+    scored_now: int = 0
+
+
+@dataclass
+class Selection:
+    round_id: int | None
+    frame_ids: list[str]
+    strategy: str
+    cold_start: bool
+    table: list[dict]
+    notes: list[str] = field(default_factory=list)
+    scored_now: int = 0
+    csv: Path | None = None
+    markdown: Path | None = None
+    push: object | None = None
+
+
+# -- candidates ---------------------------------------------------------------------------------------
+def candidates(ledger: Ledger) -> list[Frame]:
+    taken = ledger.labeled_frame_ids() | {r[0] for r in ledger.db.execute("SELECT frame_id FROM tasks")}
+    return [f for f in ledger.frames("pool") if f.id not in taken]
+
+
+# -- model scoring with a per-model cache ----------------------------------------------------------------
+def _cache_dir(m: Manifest, model: dict) -> Path:
+    return m.workspace_dir / "cache" / f"model-{model['id']:03d}"
+
+
+def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None) -> Scored:
+    from model.checkpoints import model_from_checkpoint
+    from model.codec import DarkCodec
+    from model.data import Sample
+    from model.infer import Predictor
+    from reports.metrics import normaliser_lengths
+
+    ck_path = Path(model["path"])
+    if not ck_path.is_file():
+        raise IterateError(f"model #{model['id']}: checkpoint {ck_path} is gone (stale); run `iterate retrain`")
+    d = _cache_dir(m, model)
+    d.mkdir(parents=True, exist_ok=True)
+    stamp = {"checkpoint": str(ck_path), "mtime": ck_path.stat().st_mtime, "size": ck_path.stat().st_size}
+    idx_file = d / "index.json"
+    old_ids: list[str] = []
+    if idx_file.is_file():
+        idx = json.loads(idx_file.read_text())
+        if idx.get("stamp") == stamp:
+            old_ids = idx["frame_ids"]
+    have = set(old_ids)
+    todo = [f for f in frames if f.id not in have]
+    k = m.keypoints.num_joints
+    if todo:
+        net, ck = model_from_checkpoint(ck_path)
+        codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
+        pred = Predictor(net, codec, m.keypoints.flip_index(), flip=True, batch_size=32)
+        n = len(todo)
+        new_sc = np.zeros((n, 3), np.float32)
+        new_kp = np.zeros((n, k, 2), np.float32)
+        new_ks = np.zeros((n, k), np.float16)
+        emb = None
+        done = 0
+        for b in pred.batches([Sample(f.path, None, f.id) for f in todo]):
+            done += len(b.index) + len(b.bad)
+            if len(b.index):
+                avg = 0.5 * (b.heatmaps + b.heatmaps_flip)
+                xy, conf = codec.decode(avg)
+                from model.infer import _to_image
+
+                kp = _to_image(xy, b.matrix)
+                xp, _ = codec.decode(b.heatmaps)
+                xf, _ = codec.decode(b.heatmaps_flip)
+                kp_plain, kp_flip = _to_image(xp, b.matrix), _to_image(xf, b.matrix)
+                norm = normaliser_lengths(kp, np.ones(kp.shape[:2]), m.keypoints.normalizer, m.keypoints.names)
+                box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0
+                norm = np.where(np.isfinite(norm) & (norm > 1), norm, box)
+                new_sc[b.index, 0] = sc.confidence(avg)
+                new_sc[b.index, 1] = sc.flip_disagreement(kp_plain, kp_flip, norm)
+                new_sc[b.index, 2] = sc.peak_entropy(avg)
+                new_kp[b.index] = kp
+                new_ks[b.index] = conf
+                if emb is None:
+                    emb = np.lib.format.open_memmap(d / ".emb-new.npy", mode="w+", dtype=np.float16,
+                                                    shape=(n, b.embedding.shape[1]))
+                emb[b.index] = b.embedding.numpy().astype(np.float16)
+            for p in b.bad:  # unreadable: never selected
+                j = next(i for i, f in enumerate(todo) if f.path == p)
+                new_sc[j] = -1
+            if progress:
+                progress(done, n)
+        if emb is None:
+            raise IterateError("no pool frame could be read")
+        emb.flush()
+        _merge_cache(d, old_ids, [f.id for f in todo], new_sc, new_kp, new_ks, np.asarray(emb), stamp)
+        del emb
+        os.remove(d / ".emb-new.npy")
+    ids = json.loads(idx_file.read_text())["frame_ids"]
+    pos = {fid: i for i, fid in enumerate(ids)}
+    rows = np.array([pos[f.id] for f in frames], dtype=np.int64)
+    all_sc = np.load(d / "scores.npy")
+    emb_all = np.load(d / "emb.npy", mmap_mode="r")
+    return Scored([f.id for f in frames], {n: all_sc[rows, i] for i, n in enumerate(sc.NAMES)},
+                  np.load(d / "kps.npy")[rows], np.load(d / "kpconf.npy")[rows].astype(np.float32),
+                  np.asarray(emb_all[rows]), len(todo))
+
+
+def _merge_cache(d: Path, old_ids, new_ids, sc_new, kp_new, ks_new, emb_new, stamp) -> None:
+    def merged(name, new):
+        p = d / name
+        if old_ids and p.is_file():
+            return np.concatenate([np.load(p), new])
+        return new
+
+    arrays = {"scores.npy": merged("scores.npy", sc_new), "kps.npy": merged("kps.npy", kp_new),
+              "kpconf.npy": merged("kpconf.npy", ks_new), "emb.npy": merged("emb.npy", emb_new)}
+    for name, arr in arrays.items():
+        tmp = d / f".{name}.tmp.npy"
+        np.save(tmp, arr)
+        os.replace(tmp, d / name)
+    tmp = d / ".index.json.tmp"
+    tmp.write_text(json.dumps({"stamp": stamp, "frame_ids": list(old_ids) + list(new_ids)}))
+    os.replace(tmp, d / "index.json")
+
+
+def cold_start_features(m: Manifest, frames: list[Frame], progress=None) -> tuple[np.ndarray, list[int]]:
+    """Image features of every candidate (cached per frame id); → (features, rows that could be read)."""
+    d = m.workspace_dir / "cache" / "coldstart"
+    d.mkdir(parents=True, exist_ok=True)
+    feats, ok = [], []
+    for i, f in enumerate(frames):
+        p = d / f"{f.id}.npy"
+        if p.is_file():
+            x = np.load(p)
+        else:
+            x = features.image_features(f.path)
+            if x is not None:
+                np.save(p, x)
+        if x is not None:
+            feats.append(x)
+            ok.append(i)
+        if progress:
+            progress(i + 1, len(frames))
+    if not feats:
+        raise IterateError("no pool frame could be read")
+    return features.pca(np.stack(feats), 32, m.train.seed), ok
+
+
+# -- the selection itself -----------------------------------------------------------------------------------
+def choose(strategy: str, budget: int, *, combined: np.ndarray | None, emb: np.ndarray | None,
+           seeds: np.ndarray | None, blocked, strata: list[dict] | None, focus: dict | None, explore: float,
+           rng: np.random.Generator) -> tuple[list[int], dict[int, str], list[str]]:
+    """Row indices to label (in order) and why each was picked. Pure: no I/O, so `simulate` reuses it."""
+    n = len(emb) if emb is not None else len(combined)
+    why: dict[int, str] = {}
+    notes: list[str] = []
+    if strategy == "random" or (combined is None and emb is None):
+        rows = list(rng.choice(n, size=budget, replace=False))
+        return rows, {r: "random" for r in rows}, notes
+
+    def pick(pool_rows: np.ndarray, k: int, tag: str, chosen: set[int]) -> list[int]:
+        pool_rows = np.array([r for r in pool_rows if r not in chosen], dtype=np.int64)
+        if k <= 0 or not len(pool_rows):
+            return []
+        if combined is None:  # cold start: diversity only
+            sel = diversity.k_center_greedy(emb[pool_rows], k, seeds=seeds, rng=rng,
+                                            blocked=(lambda i: _local(blocked, pool_rows, i)) if blocked else None)
+            out = [int(pool_rows[i]) for i in sel]
+        else:
+            order = pool_rows[np.argsort(-combined[pool_rows], kind="stable")]
+            if strategy == "uncertainty":
+                out = [int(r) for r in order[:k]]
+            else:
+                top = order[: max(k * _POOL_FACTOR, k)]
+                sel = diversity.k_center_greedy(emb[top], k, seeds=seeds, rng=rng,
+                                                blocked=(lambda i: _local(blocked, top, i)) if blocked else None)
+                out = [int(top[i]) for i in sel]
+                if len(out) < k:  # near-duplicate suppression left too few: fill by score
+                    out += [int(r) for r in order if int(r) not in set(out)][: k - len(out)]
+        for r in out:
+            why[r] = tag
+        return out
+
+    all_rows = np.arange(n)
+    chosen: list[int] = []
+    if strategy == "full" and focus and strata is not None:
+        key = focus["key"]
+        shares = focus["weights"]
+        vals = np.array([s.get(key) for s in strata], dtype=object)
+        avail = {v: int((vals == v).sum()) for v in shares}
+        q, n_explore, qnotes = balance.quotas(budget, explore, shares, avail)
+        notes += qnotes
+        for v, k in sorted(q.items(), key=lambda kv: -kv[1]):
+            chosen += pick(all_rows[vals == v], k, f"focus {key}={v}", set(chosen))
+        rest = np.array([r for r in all_rows if r not in set(chosen)])
+        if n_explore and len(rest):
+            ex = list(rng.choice(rest, size=min(n_explore, len(rest)), replace=False))
+            for r in ex:
+                why[int(r)] = "explore (random)"
+            chosen += [int(r) for r in ex]
+    else:
+        chosen = pick(all_rows, budget, "uncertainty" if strategy == "uncertainty" else
+                      ("diversity (cold start)" if combined is None else "uncertainty + diversity"), set())
+    if len(chosen) < budget:  # anything still missing: the best remaining by score, else random
+        left = [r for r in all_rows if r not in set(chosen)]
+        if combined is not None:
+            left.sort(key=lambda r: -combined[r])
+        else:
+            rng.shuffle(left)
+        for r in left[: budget - len(chosen)]:
+            why[int(r)] = "fill"
+            chosen.append(int(r))
+    return chosen[:budget], why, notes
+
+
+def _local(blocked, rows: np.ndarray, i: int) -> list[int]:
+    """Translate a global near-duplicate list into positions within ``rows``."""
+    pos = {int(r): j for j, r in enumerate(rows)}
+    return [pos[r] for r in blocked(int(rows[i])) if r in pos]
+
+
+def read_focus(m: Manifest) -> dict | None:
+    """The latest report's focus for one attribute: the key of its top-ranked stratum, and that key's shares."""
+    p = m.workspace_dir / "reports" / "focus.json"
+    if not p.is_file():
+        return None
+    f = json.loads(p.read_text())
+    items = [i for i in f.get("items", []) if i.get("budget_share", 0) > 0]
+    if not items:
+        return None
+    key = items[0]["key"]
+    return {"key": key, "weights": f["weights"][key], "round": f.get("round"), "explore": f.get("explore")}
+
+
+def select(m: Manifest, ledger: Ledger, budget: int, *, strategy: str = "full", push: bool = True,
+           seed: int | None = None, progress: Callable | None = None) -> Selection:
+    if strategy not in STRATEGIES:
+        raise IterateError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+    if not ledger.frames():
+        raise IterateError("no frames ingested yet: run `iterate ingest`")
+    unpushed = _unpushed_round(ledger)
+    if unpushed is not None and push:
+        raise IterateError(f"round {unpushed} was selected but not fully pushed: run `iterate push --round {unpushed}` first")
+    cands = candidates(ledger)
+    if budget <= 0:
+        raise IterateError("--budget must be a positive number of frames")
+    if budget > len(cands):
+        raise IterateError(f"--budget {budget} is larger than the unlabeled pool ({len(cands)} frames)")
+    notes: list[str] = []
+    prog = chunk_progress(m, ledger)
+    cur = current_chunk(prog)
+    room = cur.target - cur.labeled - cur.pending
+    if budget > room:
+        notes.append(f"budget {budget} runs past chunk {cur.index} ({room} frames left of its {cur.target})")
+    rng = np.random.default_rng(m.train.seed if seed is None else seed)
+    model = ledger.latest_model()
+    combined = emb = seeds = strata = None
+    scored: Scored | None = None
+    cold = model is None and strategy != "random"
+    focus = None
+    if strategy != "random":
+        if model is None:
+            feats, ok = cold_start_features(m, cands, progress)
+            cands = [cands[i] for i in ok]
+            emb = feats
+        else:
+            scored = score_pool(m, ledger, model, cands, progress)
+            valid = scored.scores["confidence"] >= 0
+            keep = np.flatnonzero(valid)
+            cands = [cands[i] for i in keep]
+            scored = Scored([scored.frame_ids[i] for i in keep], {k: v[keep] for k, v in scored.scores.items()},
+                            scored.keypoints[keep], scored.kp_scores[keep], scored.embeddings[keep], scored.scored_now)
+            combined = sc.combine(scored.scores, m.selection.weights)
+            emb = scored.embeddings.astype(np.float32)
+            seeds = _labeled_embeddings(m, ledger, model)
+            if strategy == "full":
+                focus = read_focus(m)
+                if focus is None:
+                    notes.append("no report focus yet (run `iterate report`): selecting without gap focus")
+                else:
+                    strata = _predict_strata(m, ledger, scored)
+        blocked = diversity.video_neighbours([f.video for f in cands], [f.frame_index for f in cands],
+                                             m.selection.video_gap)
+    else:
+        blocked = None
+    if budget > len(cands):
+        raise IterateError(f"--budget {budget} is larger than the readable unlabeled pool ({len(cands)} frames)")
+    rows, why, qnotes = choose(strategy, budget, combined=combined, emb=emb, seeds=seeds, blocked=blocked,
+                               strata=strata, focus=focus, explore=m.selection.explore, rng=rng)
+    notes += qnotes
+    table = []
+    for rank, r in enumerate(rows, 1):
+        f = cands[r]
+        row = {"rank": rank, "frame_id": f.id, "path": f.path, "why": why.get(r, "")}
+        if scored is not None:
+            row.update({k: round(float(v[r]), 5) for k, v in scored.scores.items()})
+            row["combined"] = round(float(combined[r]), 5)
+        if strata is not None:
+            row.update({f"pred_{k}": v for k, v in strata[r].items()})
+        table.append(row)
+    params = {"budget": budget, "strategy": strategy, "cold_start": cold, "push": push,
+              "focus": focus, "notes": notes, "seed": seed}
+    with ledger.transaction():
+        cur_id = ledger.db.execute(
+            "INSERT INTO rounds (created_at, chunk, budget, strategy, model_id, params) VALUES (?,?,?,?,?,?)",
+            (time.time(), cur.index, budget, strategy, model["id"] if model else None, json.dumps(params))).lastrowid
+        for row in table:
+            ledger.db.execute("INSERT INTO round_frames (round_id, frame_id, rank, scores) VALUES (?,?,?,?)",
+                              (cur_id, row["frame_id"], row["rank"],
+                               json.dumps({k: v for k, v in row.items() if k not in ("frame_id", "path", "rank")})))
+    sel = Selection(int(cur_id), [r["frame_id"] for r in table], strategy, cold, table, notes,
+                    scored.scored_now if scored else 0)
+    sel.csv, sel.markdown = _write_outputs(m, sel, scored, rows)
+    if push:
+        sel.push = push_round(m, ledger, sel.round_id, sel.frame_ids)
+    return sel
+
+
+def _unpushed_round(ledger: Ledger) -> int | None:
+    for r in reversed(ledger.rounds()):
+        if not r["params"].get("push"):
+            continue
+        n = ledger.db.execute(
+            "SELECT COUNT(*) FROM round_frames rf WHERE rf.round_id=? AND rf.frame_id NOT IN (SELECT frame_id FROM tasks)"
+            " AND rf.frame_id NOT IN (SELECT frame_id FROM labels)", (r["id"],)).fetchone()[0]
+        return r["id"] if n else None
+    return None
+
+
+def _labeled_embeddings(m: Manifest, ledger: Ledger, model: dict) -> np.ndarray | None:
+    """Embeddings of labeled training frames from the cache when they were scored as pool frames."""
+    d = _cache_dir(m, model)
+    if not (d / "index.json").is_file():
+        return None
+    ids = json.loads((d / "index.json").read_text())["frame_ids"]
+    lab = ledger.labeled_frame_ids()
+    rows = [i for i, fid in enumerate(ids) if fid in lab]
+    if not rows:
+        return None
+    return np.asarray(np.load(d / "emb.npy", mmap_mode="r")[rows], dtype=np.float32)
+
+
+def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
+    """Predicted strata of the candidates; the occlusion threshold calibrated on labeled val frames."""
+    from model.checkpoints import model_from_checkpoint
+    from model.codec import DarkCodec
+    from model.data import Sample
+    from model.infer import Predictor
+
+    sp = StrataPredictor(m)
+    val = [(f, lab) for f, lab in ledger.current_labels(("val",)) if lab.instance == 0][:300]
+    model = ledger.latest_model()
+    if val and model:
+        net, ck = model_from_checkpoint(model["path"])
+        codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
+        p = Predictor(net, codec, m.keypoints.flip_index(), flip=True).predict([Sample(f.path, None, f.id) for f, _ in val])
+        sp.fit(p.keypoints, p.scores, p.embeddings, [lab.attributes for _, lab in val])
+    return sp.predict(scored.keypoints, scored.kp_scores, scored.embeddings)
+
+
+def _write_outputs(m: Manifest, sel: Selection, scored: Scored | None, rows: list[int]) -> tuple[Path, Path]:
+    d = m.workspace_dir / "rounds"
+    d.mkdir(parents=True, exist_ok=True)
+    stem = f"round-{sel.round_id:02d}"
+    csv_path = d / f"{stem}.csv"
+    cols = sorted({k for r in sel.table for k in r}, key=lambda k: ["rank", "frame_id", "path", "why"].index(k)
+                  if k in ("rank", "frame_id", "path", "why") else 10)
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(sel.table)
+    md = d / f"{stem}.md"
+    L = [f"# Why these frames — round {sel.round_id}", "",
+         f"{len(sel.frame_ids)} frames by strategy **{sel.strategy}**"
+         + (" (cold start: no model yet, diversity over image features)" if sel.cold_start else "") + ".", ""]
+    for n in sel.notes:
+        L.append(f"> {n}")
+    if sel.notes:
+        L.append("")
+    whys: dict[str, int] = {}
+    for r in sel.table:
+        whys[r["why"]] = whys.get(r["why"], 0) + 1
+    L += ["| picked because | frames |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in sorted(whys.items(), key=lambda kv: -kv[1])] + [""]
+    pred_keys = sorted({k for r in sel.table for k in r if k.startswith("pred_")})
+    for k in pred_keys:
+        cnt: dict[str, int] = {}
+        for r in sel.table:
+            cnt[r[k]] = cnt.get(r[k], 0) + 1
+        L += [f"| predicted {k[5:]} | frames |", "|---|---:|"] + [f"| {v} | {n} |" for v, n in sorted(cnt.items())] + [""]
+    if scored is not None:
+        png = d / f"{stem}-scores.png"
+        _plot_scores(scored, rows, png)
+        L += [f"![score distributions]({png.name})", ""]
+    thumbs = d / f"{stem}-thumbs.png"
+    _thumbs([r["path"] for r in sel.table[:24]], thumbs)
+    L += [f"![first frames]({thumbs.name})", "", f"Every score: `{csv_path.name}`.", ""]
+    md.write_text("\n".join(L))
+    return csv_path, md
+
+
+def _plot_scores(scored: Scored, rows: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(9, 2.6), dpi=100)
+    for ax, name in zip(axes, sc.NAMES):
+        v = scored.scores[name]
+        ax.hist(v, bins=30, alpha=0.5, label="pool", density=True)
+        ax.hist(v[rows], bins=30, alpha=0.6, label="selected", density=True)
+        ax.set_title(name, fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _thumbs(paths: list[str], out: Path, cell: int = 96, cols: int = 8) -> None:
+    import cv2
+
+    if not paths:
+        return
+    rows = (len(paths) + cols - 1) // cols
+    sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
+    for i, p in enumerate(paths):
+        img = cv2.imread(p)
+        if img is None:
+            continue
+        s = cell / max(img.shape[:2])
+        img = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))), interpolation=cv2.INTER_AREA)
+        r, c = divmod(i, cols)
+        sheet[r * cell:r * cell + img.shape[0], c * cell:c * cell + img.shape[1]] = img
+    cv2.imwrite(str(out), sheet)
+
+
+def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str]):
+    """Push a round's frames with the round's model keypoints (box-refined, flip TTA) as pre-annotations."""
+    from annotation.client import Studio
+    from annotation.push import push
+
+    row = ledger.db.execute("SELECT model_id FROM rounds WHERE id=?", (round_id,)).fetchone()
+    if row is None:
+        raise IterateError(f"no selection round {round_id}")
+    preds, version = None, None
+    model = next((md for md in ledger.models() if md["id"] == row[0]), None) if row[0] else None
+    if model is not None and Path(model["path"]).is_file():
+        from model.checkpoints import model_from_checkpoint
+        from model.codec import DarkCodec
+        from model.data import Sample
+        from model.evaluate import predictor
+
+        net, ck = model_from_checkpoint(model["path"])
+        codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
+        frames = [ledger.frame(fid) for fid in frame_ids]
+        p = predictor(m, net, codec).predict([Sample(f.path, None, f.id) for f in frames])
+        preds = {f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).any()}
+        version = f"iterate-model-{model['id']}"
+    studio = Studio.from_manifest(m)
+    try:
+        return push(m, ledger, studio, frame_ids, predictions=preds, round_id=round_id, model_version=version)
+    finally:
+        studio.close()

@@ -1,0 +1,62 @@
+"""Uncertainty scores from a batch of heatmaps (higher = the model is less sure).
+
+* ``confidence``: 1 − the mean over joints of the heatmap maximum;
+* ``flip``: flip-TTA disagreement — the mean distance between the plain and the flipped-back prediction,
+  divided by the PCKh normaliser measured on the prediction itself;
+* ``entropy``: multiple-peak entropy (Liu & Ferrari, ICCV 2017) — per joint, the local maxima of the heatmap
+  normalised into a distribution, its entropy; averaged over joints.
+Combined by rank (:func:`combine`), with the manifest's weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NAMES = ("confidence", "flip", "entropy")
+
+
+def confidence(hm: torch.Tensor) -> np.ndarray:
+    return (1.0 - hm.flatten(2).amax(-1).clamp(0, 1).mean(-1)).numpy()
+
+
+def peak_entropy(hm: torch.Tensor, rel_threshold: float = 0.1) -> np.ndarray:
+    """(N, K, H, W) → (N,) mean over joints of the entropy of the local-maximum values."""
+    h = hm.clamp_min(0)
+    mx = F.max_pool2d(h.flatten(0, 1).unsqueeze(1), 3, stride=1, padding=1).view_as(h)
+    top = h.flatten(2).amax(-1, keepdim=True).unsqueeze(-1)
+    peaks = torch.where((h == mx) & (h > rel_threshold * top) & (h > 1e-4), h, torch.zeros_like(h)).flatten(2)
+    p = peaks / peaks.sum(-1, keepdim=True).clamp_min(1e-12)
+    ent = -(p * torch.log(p.clamp_min(1e-12))).sum(-1)  # (N, K)
+    return ent.mean(-1).numpy()
+
+
+def flip_disagreement(plain: np.ndarray, flipped: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """plain/flipped (N, K, 2) image pixels, norm (N,) pixels → (N,) mean normalised distance."""
+    d = np.linalg.norm(plain - flipped, axis=-1).mean(-1)
+    return d / np.maximum(norm, 1.0)
+
+
+def rank01(x: np.ndarray) -> np.ndarray:
+    """Ranks scaled to [0, 1] (ties share their mean rank)."""
+    n = len(x)
+    if n <= 1:
+        return np.zeros(n)
+    order = np.argsort(x, kind="stable")
+    r = np.empty(n)
+    r[order] = np.arange(n)
+    xs = x[order]
+    # average ties
+    _, start, counts = np.unique(xs, return_index=True, return_counts=True)
+    for s0, c in zip(start, counts):
+        if c > 1:
+            r[order[s0:s0 + c]] = s0 + (c - 1) / 2
+    return r / (n - 1)
+
+
+def combine(scores: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    total = sum(w for k, w in weights.items() if k in scores and w > 0)
+    if total <= 0:
+        raise ValueError("selection.weights: every uncertainty weight is 0")
+    return sum(w * rank01(scores[k]) for k, w in weights.items() if k in scores and w > 0) / total

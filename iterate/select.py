@@ -191,11 +191,10 @@ def cold_start_features(m: Manifest, frames: list[Frame], progress=None) -> tupl
 
 
 # -- the selection itself -----------------------------------------------------------------------------------
-def choose(strategy: str, budget: int, *, combined: np.ndarray | None, emb: np.ndarray | None,
+def choose(strategy: str, budget: int, n: int, *, combined: np.ndarray | None, emb: np.ndarray | None,
            seeds: np.ndarray | None, blocked, strata: list[dict] | None, focus: dict | None, explore: float,
            rng: np.random.Generator) -> tuple[list[int], dict[int, str], list[str]]:
     """Row indices to label (in order) and why each was picked. Pure: no I/O, so `simulate` reuses it."""
-    n = len(emb) if emb is not None else len(combined)
     why: dict[int, str] = {}
     notes: list[str] = []
     if strategy == "random" or (combined is None and emb is None):
@@ -329,7 +328,7 @@ def select(m: Manifest, ledger: Ledger, budget: int, *, strategy: str = "full", 
         blocked = None
     if budget > len(cands):
         raise IterateError(f"--budget {budget} is larger than the readable unlabeled pool ({len(cands)} frames)")
-    rows, why, qnotes = choose(strategy, budget, combined=combined, emb=emb, seeds=seeds, blocked=blocked,
+    rows, why, qnotes = choose(strategy, budget, len(cands), combined=combined, emb=emb, seeds=seeds, blocked=blocked,
                                strata=strata, focus=focus, explore=m.selection.explore, rng=rng)
     notes += qnotes
     table = []

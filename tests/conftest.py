@@ -44,3 +44,48 @@ def lsp_manifest(tmp: Path, sources: list[dict], **over) -> Path:
     path = tmp / "data_manifest.yaml"
     path.write_text(yaml.safe_dump(m, sort_keys=False))
     return path
+
+
+# -- a real Label Studio server for the whole session ----------------------------------------------------
+STUDIO_TOKEN_ENV = "ITERATE_TEST_LS_TOKEN"
+STUDIO_TOKEN = "iterate-test-token-3f9a"  # a test server's own secret, not a real credential
+TEMPLATE = Path(os.environ.get("ITERATE_LS_TEMPLATE", Path.home() / ".cache" / "iterate-tests" / "ls-1.23.2"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def studio_manifest(tmp: Path, port: int, sources: list[dict], title: str, **over) -> Path:
+    ls = {"url": f"http://127.0.0.1:{port}", "project_title": title, "token_env": STUDIO_TOKEN_ENV,
+          "data_root": "/", "batch_size": 4}
+    return lsp_manifest(tmp, sources, label_studio=ls, **over)
+
+
+@pytest.fixture(scope="session")
+def studio(tmp_path_factory):
+    """A real local Label Studio 1.23.2 (from .venv-studio), started once; a template data dir makes it fast."""
+    from annotation import server
+    from iterate.manifest import load_manifest
+
+    os.environ[STUDIO_TOKEN_ENV] = STUDIO_TOKEN
+    if not (TEMPLATE / "label_studio.sqlite3").exists():  # first run on this machine: migrate once (≈ 1 min)
+        tdir = tmp_path_factory.mktemp("ls-template")
+        tm = load_manifest(studio_manifest(tdir, _free_port(), [], "template"))
+        server.start(tm)
+        server.stop(tm)
+        TEMPLATE.parent.mkdir(parents=True, exist_ok=True)
+        import shutil
+
+        shutil.copytree(server.data_dir(tm), TEMPLATE, ignore=shutil.ignore_patterns("server.pid", "server.log"),
+                        dirs_exist_ok=True)
+    tmp = tmp_path_factory.mktemp("studio")
+    port = _free_port()
+    m = load_manifest(studio_manifest(tmp, port, [], "session"))
+    server.start(m, template=TEMPLATE)
+    yield {"port": port, "manifest": m}
+    server.stop(m)

@@ -1,20 +1,110 @@
-"""`iterate demo`: the whole loop on the bundled demo data (what the README's first command runs)."""
+"""`iterate demo`: the whole loop on the bundled demo data (what the README's first command runs).
+
+Starts the local Label Studio (or uses the manifest's server when one answers), ingests the demo data, then
+two rounds of select → push → oracle annotator → sync-labels → retrain → report, and prints each round's
+figures. Every run starts from a fresh workspace, so running it twice is safe.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import IterateError
+from ..manifest import load_manifest
 from ._options import DEFAULT, ManifestOpt, console
-from . import data
 
 
-def demo(manifest: ManifestOpt = DEFAULT) -> None:
-    """Run the loop on the bundled demo data: ingest, then show the plan.
+def _fresh_workspace(ws: Path) -> None:
+    if ws.exists():
+        if any(ws.iterdir()) and not (ws / "ledger.sqlite").exists():
+            raise IterateError(f"{ws} is not empty and holds no iterate ledger: refusing to wipe it for the demo")
+        shutil.rmtree(ws)
+
+
+def demo(
+    manifest: ManifestOpt = DEFAULT,
+    labels: Annotated[Path, typer.Option(help="ground truth the oracle annotator answers from")] = Path("demo_data/pool.coco.json"),
+    minutes: Annotated[Optional[list[float]], typer.Option(help="retrain wall time per round (minutes)")] = None,
+    keep_server: Annotated[bool, typer.Option(help="leave the local Label Studio running at the end")] = False,
+) -> None:
+    """Run the loop on the bundled demo data: two rounds of select → Label Studio → sync → retrain → report.
 
     Example: iterate demo
     """
-    console.rule("ingest the bundled demo data")
-    data.ingest_cmd(manifest)
-    console.rule("status")
-    data.status(manifest)
+    from annotation import server
+    from annotation.client import Studio
+    from annotation.oracle import autolabel
+    from annotation.sync import sync_labels
+    from model.retrain import retrain
+    from reports.report import build
+
+    from ..chunks import chunk_progress, current_chunk
+    from ..ingest import ingest
+    from ..ledger import Ledger
+    from ..select import select
+
+    t0 = time.time()
+    m = load_manifest(manifest)
+    minutes = minutes or [2.5, 4.0]
+    token_var = m.label_studio.token_env
+    if not os.environ.get(token_var):
+        os.environ[token_var] = secrets.token_urlsafe(24)  # this process and its server only; never shown or stored
+    _fresh_workspace(m.workspace_dir)
+    started = False
+    if Studio.from_manifest(m).health():
+        console.print(f"using the Label Studio that answers at {m.label_studio.url}")
+    else:
+        with console.status("starting a local Label Studio (first start ≈ 1 min)…"):
+            server.start(m)
+        started = True
+        console.print(f"Label Studio is up at {m.label_studio.url}")
+    results = []
+    try:
+        ledger = Ledger(m.workspace_dir)
+        ledger.lock("iterate demo")
+        studio = Studio.from_manifest(m)
+        console.rule("ingest")
+        for s in ingest(m, ledger):
+            console.print(f"{s.source}: {s.added} frames, {s.labels_added} labels ({s.split})")
+        for rnd, mins in enumerate(minutes, 1):
+            cur = current_chunk(chunk_progress(m, ledger))
+            budget = cur.target - cur.labeled - cur.pending
+            console.rule(f"round {rnd}: chunk {cur.index} ({cur.fraction:.0%} of D = {budget} frames)")
+            with console.status("selecting…"):
+                sel = select(m, ledger, budget)
+            console.print(f"selected {len(sel.frame_ids)} frames ({'cold start' if sel.cold_start else sel.strategy}); "
+                          f"pushed {sel.push.pushed} tasks to Label Studio project {sel.push.project_id}")
+            a = autolabel(m, ledger, studio, m.resolve(labels) if not labels.is_absolute() else labels)
+            console.print(f"oracle annotator answered {a.answered} tasks in Label Studio")
+            s = sync_labels(m, ledger, studio)
+            console.print(f"sync-labels: {s.new} new labels, {len(s.invalid)} invalid, {s.skipped} skipped")
+            console.print(f"retrain ({mins:g} min on this machine)…")
+            out = retrain(m, ledger, time_limit_s=mins * 60, epochs=10_000,
+                          on_epoch=lambda r: console.print(
+                              f"  epoch {r['epoch'] + 1}: loss {r['loss']:.3f}, val PCKh@0.1 {r.get('pckh01', 0):.1f} %, "
+                              f"@0.5 {r.get('pckh05', 0):.1f} %", highlight=False))
+            with console.status("writing the report…"):
+                md = build(m, ledger)
+            mt = out.metrics
+            results.append((rnd, mt.get("val_pckh05"), mt.get("val_pckh01"), mt.get("val_mean_sms01"), out.model_id, md))
+            console.print(f"round {rnd}: val PCKh@0.5 {mt.get('val_pckh05'):.1f} %, PCKh@0.1 {mt.get('val_pckh01'):.1f} %, "
+                          f"MeanSmS@0.1 {mt.get('val_mean_sms01'):.1f} % — report {md}", highlight=False)
+        ledger.close()
+    finally:
+        if started and not keep_server:
+            server.stop(m)
+    console.rule("demo done")
+    for rnd, p05, p01, sms, mid, md in results:
+        console.print(f"round {rnd}: model #{mid}  PCKh@0.5 {p05:.1f} %  PCKh@0.1 {p01:.1f} %  MeanSmS@0.1 {sms:.1f} %  {md}",
+                      highlight=False)
+    console.print(f"reports: {m.workspace_dir / 'reports'} (latest.md); wall time {time.time() - t0:.0f} s")
 
 
 def register(app) -> None:

@@ -40,7 +40,8 @@ def lspet_subset(coco: dict, ids: list[int], out: Path) -> Path:
 def lsp_manifest(tmp: Path, sources: list[dict], **over) -> Path:
     """A manifest for the 14 LSP joints in `tmp` with the given sources."""
     repo_manifest = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
-    m = {**repo_manifest, "project": "test", "workspace": str(tmp / "ws"), "sources": sources, **over}
+    model = {**repo_manifest["model"], "base": None}  # tests train small nets from scratch
+    m = {**repo_manifest, "project": "test", "workspace": str(tmp / "ws"), "sources": sources, "model": model, **over}
     path = tmp / "data_manifest.yaml"
     path.write_text(yaml.safe_dump(m, sort_keys=False))
     return path

@@ -73,6 +73,9 @@ class DarkCodec:
     def decode_standard(self, heatmaps) -> tuple[np.ndarray, np.ndarray]:
         """Argmax + quarter-pixel shift. Returns (coords (N, K, 2) input pixels, maxvals (N, K))."""
         hm = _as_tensor(heatmaps)
+        return self._to_input(self._standard_xy(hm)), self._argmax(hm)[2].cpu().numpy()
+
+    def _standard_xy(self, hm: torch.Tensor) -> torch.Tensor:
         n, k, h, w = hm.shape
         px, py, maxval = self._argmax(hm)
         pxc, pyc = px.clamp(1, w - 2), py.clamp(1, h - 2)
@@ -83,51 +86,73 @@ class DarkCodec:
 
         dx = torch.sign(at(py, pxc + 1) - at(py, pxc - 1)) * ((px > 0) & (px < w - 1))
         dy = torch.sign(at(pyc + 1, px) - at(pyc - 1, px)) * ((py > 0) & (py < h - 1))
-        xy = torch.stack([px + 0.25 * dx, py + 0.25 * dy], -1).double()
-        return self._to_input(xy), maxval.cpu().numpy()
+        return torch.stack([px + 0.25 * dx, py + 0.25 * dy], -1).double()
 
     def modulate(self, hm: torch.Tensor) -> torch.Tensor:
-        """Gaussian modulation: blur each map, then rescale so its maximum stays the same."""
+        """Gaussian modulation of whole maps: blur each map, then rescale so its maximum stays the same."""
         n, k, h, w = hm.shape
-        x = hm.reshape(n * k, 1, h, w).float()
-        orig_max = x.amax(dim=(2, 3), keepdim=True)
-        kern = self._kernel1d.to(x.device)
         r = self.blur_kernel // 2
-        x = F.conv2d(F.pad(x, (r, r, 0, 0)), kern.view(1, 1, 1, -1))
-        x = F.conv2d(F.pad(x, (0, 0, r, r)), kern.view(1, 1, -1, 1))
-        new_max = x.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
-        return (x * orig_max / new_max).reshape(n, k, h, w)
+        out = self._blur_valid(F.pad(hm.reshape(n * k, h, w).float(), (r, r, r, r)), h, w)
+        orig = hm.reshape(n * k, -1).amax(-1).float()
+        new = out.reshape(n * k, -1).amax(-1).clamp_min(1e-12)
+        return (out * (orig / new)[:, None, None]).reshape(n, k, h, w)
+
+    def _blur_valid(self, x: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
+        """Separable blur of (M, oh + 2r, ow + 2r) maps → the valid (M, oh, ow) part (a loop over taps only)."""
+        kern = self._kernel1d.to(x.device, x.dtype)
+        t = torch.zeros(x.shape[0], x.shape[1], ow, dtype=x.dtype, device=x.device)
+        for i in range(self.blur_kernel):
+            t += kern[i] * x[:, :, i:i + ow]
+        out = torch.zeros(x.shape[0], oh, ow, dtype=x.dtype, device=x.device)
+        for i in range(self.blur_kernel):
+            out += kern[i] * t[:, i:i + oh, :]
+        return out
 
     def decode(self, heatmaps, modulate: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """DARK decoding. Returns (coords (N, K, 2) input pixels, maxvals (N, K) of the raw heatmaps)."""
+        """DARK decoding. Returns (coords (N, K, 2) input pixels, maxvals (N, K) of the raw heatmaps).
+
+        Only the 3×3 neighbourhood of each maximum enters the Taylor step, so the modulation is computed
+        there alone: the blur of a (kernel + 2)² patch around the argmax (zero outside the map, as a blur
+        of the whole map would see it). The rescale to the old maximum multiplies the map by a constant,
+        which the log turns into an offset that the gradient and Hessian do not see: it is skipped.
+        """
         hm = _as_tensor(heatmaps)
         n, k, h, w = hm.shape
         px, py, maxval = self._argmax(hm)
-        m = self.modulate(hm) if modulate else hm.float()
-        lg = torch.log(m.clamp_min(1e-10)).double().reshape(n, k, -1)
-        xc, yc = px.clamp(2, w - 3), py.clamp(2, h - 3)  # the ±2 neighbourhood must exist
-        idx = torch.stack([
-            yc * w + xc, yc * w + xc + 1, yc * w + xc - 1, (yc + 1) * w + xc, (yc - 1) * w + xc,
-            yc * w + xc + 2, yc * w + xc - 2, (yc + 2) * w + xc, (yc - 2) * w + xc,
-            (yc + 1) * w + xc + 1, (yc - 1) * w + xc + 1, (yc + 1) * w + xc - 1, (yc - 1) * w + xc - 1,
-        ], -1)
-        v = lg.gather(-1, idx.reshape(n, k, -1)).reshape(n, k, 13)
-        c, r_, l_, d_, u_, rr, ll, dd, uu, dr, ur, dl, ul = v.unbind(-1)
-        dx = 0.5 * (r_ - l_)
-        dy = 0.5 * (d_ - u_)
-        dxx = 0.25 * (rr - 2 * c + ll)
-        dyy = 0.25 * (dd - 2 * c + uu)
-        dxy = 0.25 * (dr - ur - dl + ul)
+        flat = hm.reshape(n * k, h * w)
+        r = self.blur_kernel // 2 if modulate else 0
+        off = torch.arange(-(r + 1), r + 2)
+        ys = py.reshape(-1, 1) + off  # (M, size) rows of the patch around the peak
+        xs = px.reshape(-1, 1) + off
+        inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
+        idx = (ys.clamp(0, h - 1) * w)[:, :, None] + xs.clamp(0, w - 1)[:, None, :]
+        patch = flat.gather(1, idx.reshape(n * k, -1)).reshape(idx.shape).float() * inside  # zero outside the map
+        nb = self._blur_valid(patch, 3, 3) if modulate else patch
+        if modulate:  # near the edge a blur sees the map's border as zeros and pulls the peak inward: raw map there
+            raw = patch[:, r:r + 3, r:r + 3]
+            near = ((px < r) | (px > w - 1 - r) | (py < r) | (py > h - 1 - r)).reshape(-1, 1, 1)
+            nb = torch.where(near, raw, nb)
+        lg = torch.log(nb.clamp_min(1e-10)).double()  # (M, 3, 3), centre at [1, 1]
+        c = lg[:, 1, 1]
+        dx = 0.5 * (lg[:, 1, 2] - lg[:, 1, 0])
+        dy = 0.5 * (lg[:, 2, 1] - lg[:, 0, 1])
+        dxx = lg[:, 1, 2] - 2 * c + lg[:, 1, 0]
+        dyy = lg[:, 2, 1] - 2 * c + lg[:, 0, 1]
+        dxy = 0.25 * (lg[:, 2, 2] - lg[:, 0, 2] - lg[:, 2, 0] + lg[:, 0, 0])
         det = dxx * dyy - dxy**2
-        ok = (det.abs() > 1e-12) & (px >= 2) & (px <= w - 3) & (py >= 2) & (py <= h - 3)
+        pxf, pyf = px.reshape(-1), py.reshape(-1)
+        inner = (pxf >= 1) & (pxf <= w - 2) & (pyf >= 1) & (pyf <= h - 2)
+        ok = (det.abs() > 1e-12) & inner & (dxx < 0) & (dyy < 0)
         safe = torch.where(ok, det, torch.ones_like(det))
         ox = -(dyy * dx - dxy * dy) / safe
         oy = -(-dxy * dx + dxx * dy) / safe
         ok = ok & (ox.abs() < 1) & (oy.abs() < 1)  # a step beyond the neighbouring pixel is not trusted
-        ox, oy = torch.where(ok, ox, torch.zeros_like(ox)), torch.where(ok, oy, torch.zeros_like(oy))
-        xy = torch.stack([xc.double() + ox, yc.double() + oy], -1)
-        xy = torch.where(ok.unsqueeze(-1), xy, torch.stack([px, py], -1).double())
-        return self._to_input(xy), maxval.cpu().numpy()
+        xy = torch.stack([pxf.double() + torch.where(ok, ox, torch.zeros_like(ox)),
+                          pyf.double() + torch.where(ok, oy, torch.zeros_like(oy))], -1)
+        if not bool(ok.all()):  # border peaks and flat maps: the standard quarter-pixel shift instead
+            std = self._standard_xy(hm).reshape(-1, 2)
+            xy = torch.where(ok.unsqueeze(-1), xy, std)
+        return self._to_input(xy.reshape(n, k, 2)), maxval.cpu().numpy()
 
 
 def _as_tensor(heatmaps) -> torch.Tensor:

@@ -128,7 +128,9 @@ def push(m: Manifest, ledger: Ledger, studio: Studio, frame_ids: list[str], *, p
         task: dict = {"data": {"image": url, "frame_id": fid}}
         if predictions and fid in predictions:
             kps, scores = predictions[fid]
-            k3 = [[float(x), float(y), 2] for x, y in np.asarray(kps)]
+            # a prediction slightly off the frame (a cut-off limb) is placed on its edge for the annotator
+            xy = np.clip(np.asarray(kps, dtype=np.float64), 0, [f.width - 1, f.height - 1])
+            k3 = [[float(x), float(y), 2] for x, y in xy]
             result = to_result(m, k3, f.width, f.height, origin="prediction", scores=scores)
             pred = {"model_version": model_version or "iterate", "score": float(np.mean(scores)), "result": result}
             errors = iface.validate_prediction(pred, return_errors=True)

@@ -39,12 +39,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from .commands import data, demo, model, report, select, studio
+    from .commands import data, demo, model, report, select, simulate, studio
 
     data.register(app)
     select.register(app)
     model.register(app)
     report.register(app)
+    simulate.register(app)
     studio.register(app)
     demo.register(app)
 

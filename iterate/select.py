@@ -314,7 +314,7 @@ def select(m: Manifest, ledger: Ledger, budget: int, *, strategy: str = "full", 
             scored = Scored([scored.frame_ids[i] for i in keep], {k: v[keep] for k, v in scored.scores.items()},
                             scored.keypoints[keep], scored.kp_scores[keep], scored.embeddings[keep], scored.scored_now)
             combined = sc.combine(scored.scores, m.selection.weights)
-            emb = scored.embeddings.astype(np.float32)
+            emb = scored.embeddings  # float16; diversity converts only the rows it looks at
             seeds = _labeled_embeddings(m, ledger, model)
             if strategy == "full":
                 focus = read_focus(m)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -23,6 +23,7 @@ class Sample:
     path: str
     keypoints: np.ndarray | None = None  # (K, 3) x, y, v in image pixels
     frame_id: str = ""
+    attributes: dict = field(default_factory=dict, compare=False)
 
 
 def to_tensor(crop_bgr: np.ndarray) -> torch.Tensor:

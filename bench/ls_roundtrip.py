@@ -1,0 +1,95 @@
+"""Against a real local Label Studio: push 500 tasks with predictions (goal ≤ 5 s), then sync 5,000 annotated
+tasks (goal ≤ 15 s; the annotations are bulk-imported with their tasks, in the shape the UI writes).
+
+    python bench/ls_roundtrip.py        (needs .venv-studio: bash scripts/setup_studio.sh)
+Last lines: push_500_s=…, sync_5000_s=…
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lspet import LSPET, REPO  # noqa: E402
+
+from annotation import server  # noqa: E402
+from annotation.client import Studio  # noqa: E402
+from annotation.labeling import to_result  # noqa: E402
+from annotation.push import ensure_project, image_url, push  # noqa: E402
+from annotation.sync import sync_labels  # noqa: E402
+from iterate.ingest import ingest  # noqa: E402
+from iterate.ledger import Ledger  # noqa: E402
+from iterate.manifest import load_manifest  # noqa: E402
+
+TEMPLATE = Path(os.environ.get("ITERATE_LS_TEMPLATE", Path.home() / ".cache" / "iterate-tests" / "ls-1.23.2"))
+
+
+def main() -> None:
+    # the test suite's throwaway server secret: the cached template data dir was created with it
+    os.environ["ITERATE_BENCH_LS_TOKEN"] = "iterate-test-token-3f9a"
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        man = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+        man.update(workspace=str(d / "ws"), model={**man["model"], "base": None},
+                   sources=[{"name": "pool", "kind": "images", "path": str(LSPET / "images"), "split": "pool"}],
+                   label_studio={"url": f"http://127.0.0.1:{port}", "project_title": "bench", "data_root": "/",
+                                 "token_env": "ITERATE_BENCH_LS_TOKEN", "batch_size": 500},
+                   selection={"dedup_hamming": 0})
+        (d / "m.yaml").write_text(yaml.safe_dump(man))
+        m = load_manifest(d / "m.yaml")
+        tmpl = TEMPLATE if (TEMPLATE / "label_studio.sqlite3").exists() else None
+        t0 = time.time()
+        server.start(m, template=tmpl)
+        print(f"server up in {time.time() - t0:.1f} s ({'template copy' if tmpl else 'fresh data dir'})")
+        try:
+            led = Ledger(m.workspace_dir)
+            ingest(m, led)
+            frames = led.frames("pool")
+            st = Studio.from_manifest(m)
+            rng = np.random.default_rng(0)
+            first = frames[:500]
+            preds = {f.id: (rng.uniform(0, 100, (14, 2)), rng.random(14)) for f in first}
+            ensure_project(m, led, st)
+            t0 = time.perf_counter()
+            s = push(m, led, st, [f.id for f in first], predictions=preds, model_version="bench")
+            t_push = time.perf_counter() - t0
+            assert s.pushed == 500, (s.pushed, s.refused[:3])
+            # 5,000 annotated tasks, bulk-imported with annotations in the UI's shape
+            pid = s.project_id
+            many = frames[500:5500]
+            for i in range(0, len(many), 1000):
+                batch = []
+                for f in many[i:i + 1000]:
+                    kps = [[float(x), float(y), int(v)] for x, y, v in zip(rng.uniform(1, f.width - 1, 14),
+                                                                           rng.uniform(1, f.height - 1, 14),
+                                                                           rng.choice([1, 2], 14))]
+                    batch.append({"data": {"image": image_url(m, f.path), "frame_id": f.id},
+                                  "annotations": [{"result": to_result(m, kps, f.width, f.height,
+                                                                       {"posture": "upright"})}]})
+                st.import_tasks(pid, batch)
+            t0 = time.perf_counter()
+            r = sync_labels(m, led, st)
+            t_sync = time.perf_counter() - t0
+            print(f"synced: {r.new} new labels from {r.tasks} tasks, {len(r.invalid)} invalid")
+            assert r.new == 5000, r
+            led.close()
+        finally:
+            server.stop(m)
+    print(f"push_500_s={t_push:.2f}")
+    print(f"sync_5000_s={t_sync:.2f}")
+
+
+if __name__ == "__main__":
+    main()

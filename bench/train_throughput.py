@@ -1,0 +1,102 @@
+"""Samples/s of a full training step with the real data pipeline (read, augment, encode, collate, forward,
+backward, AdamW) vs a bare forward+backward of the same net on the same batch shape, as a ratio.
+
+Last line: train_step_ratio=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lspet import lspet_samples, manifest  # noqa: E402
+
+from model.codec import DarkCodec  # noqa: E402
+from model.data import PoseDataset, collate  # noqa: E402
+from model.hrnet import build_model  # noqa: E402
+from model.train import heatmap_loss, up_joint_indices  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--backbone", default=None)
+    ap.add_argument("--input", type=int, default=None)
+    ap.add_argument("--heatmap", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    args = ap.parse_args()
+    m = manifest()
+    bb = args.backbone or m.model.backbone
+    size = args.input or m.model.input_size
+    hs = args.heatmap or m.model.heatmap_size
+    bs = args.batch or m.train.batch_size
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = build_model(bb, m.keypoints.num_joints, size, hs).to(dev).to(memory_format=torch.channels_last)
+    torch.nn.init.normal_(model.final_layer.weight, std=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    codec = DarkCodec(size, hs, m.model.sigma)
+    ds = PoseDataset(lspet_samples(1, 2000), codec, flip_index=m.keypoints.flip_index(),
+                     joint_weights=m.keypoints.joint_weights(), train=True, augment=m.train.augment,
+                     up_joints=up_joint_indices(m), person_box_p=m.train.augment.person_box)
+    workers = m.train.workers if dev.type == "cpu" else 8
+    loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers, collate_fn=collate,
+                        pin_memory=dev.type == "cuda", persistent_workers=workers > 0)
+    x = torch.randn(bs, 3, size, size, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.rand(bs, m.keypoints.num_joints, hs, hs, device=dev)
+    w = torch.ones(bs, m.keypoints.num_joints, device=dev)
+
+    def step(xb, yb, wb):
+        loss = heatmap_loss(model(xb), yb, wb, 1000.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    model.train()
+    for _ in range(3):
+        step(x, y, w)
+    sync()
+    it = iter(loader)
+    next(it)
+    # alternate pipeline and bare measurements so that machine noise hits both alike
+    t_pipe = t_bare = 0.0
+    n_pipe = n_bare = 0
+    for rep in range(4):
+        t0 = time.perf_counter()
+        for _ in range(args.steps // 4):
+            try:
+                b = next(it)
+            except StopIteration:
+                it = iter(loader)
+                b = next(it)
+            step(b["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last),
+                 b["heatmaps"].to(dev, non_blocking=True), b["weights"].to(dev, non_blocking=True))
+        sync()
+        t_pipe += time.perf_counter() - t0
+        n_pipe += (args.steps // 4) * bs
+        t0 = time.perf_counter()
+        for _ in range(args.steps // 4):
+            step(x, y, w)
+        sync()
+        t_bare += time.perf_counter() - t0
+        n_bare += (args.steps // 4) * bs
+    pipe, bare = n_pipe / t_pipe, n_bare / t_bare
+    print(f"device={torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'} backbone={bb} input={size} "
+          f"heatmap={hs} batch={bs} workers={workers}")
+    print(f"pipeline_samples_per_s={pipe:.1f} bare_samples_per_s={bare:.1f}")
+    print(f"train_step_ratio={pipe / bare:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -134,16 +134,15 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-    torch.manual_seed(tcfg.seed)
-    np.random.seed(tcfg.seed)
-
     rank, world = 0, 1
     if distributed:
         import torch.distributed as dist
 
         rank, world = dist.get_rank(), dist.get_world_size()
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.manual_seed(tcfg.seed)
+    np.random.seed(tcfg.seed)
 
     model = build_model(cfg.backbone, m.keypoints.num_joints, cfg.input_size, hm_size)
     load_report = ""
@@ -168,19 +167,22 @@ def train(
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=tcfg.seed, drop_last=True)
-    bs = tcfg.batch_size
+    bs = max(1, tcfg.batch_size // world)  # the global batch stays train.batch_size across ranks
     g = torch.Generator().manual_seed(tcfg.seed)
     loader = DataLoader(ds, batch_size=bs, shuffle=sampler is None, sampler=sampler, drop_last=len(ds) > bs,
                         num_workers=tcfg.workers, collate_fn=collate, generator=g,
                         persistent_workers=tcfg.workers > 0)
     net = model
     if distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        # the trunk also computes the lower-resolution outputs the heatmap head does not use
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                                  find_unused_parameters=True)
     steps_per_epoch = max(1, len(loader))
     total_steps = epochs * steps_per_epoch
     warmup_frac = min(0.3, tcfg.warmup_steps / max(1, total_steps))
 
     start_epoch, step, best_score, history = 0, 0, -1.0, []
+    best_key: list[float] = [-1e9, -1e9, -1e9]
     if resume:
         if not last_path.is_file():
             raise IterateError(f"{last_path}: nothing to resume (no last checkpoint in {out_dir})")
@@ -189,6 +191,7 @@ def train(
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step = int(ck["epoch"]) + 1, int(ck["step"])
         best_score, history = float(ck.get("best_score", -1.0)), list(ck.get("history", []))
+        best_key = list(ck.get("best_key", best_key))
         load_report = f"resumed from {last_path} after epoch {start_epoch}"
 
     bad: list[str] = []
@@ -223,7 +226,7 @@ def train(
             losses.append(float(loss.detach()))
             if on_step:
                 on_step(step, total_steps, losses[-1])
-            if time_limit_s and time.time() - t_start >= time_limit_s:
+            if time_limit_s and _stop_all(time.time() - t_start >= time_limit_s, distributed):
                 stop = True
                 break
         rec = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
@@ -232,13 +235,14 @@ def train(
             model.eval()
             rec.update(evaluate(model, val_samples))
             model.train()
-        score = rec.get("pckh01", -rec["loss"])
+        # best by val PCKh@0.1; ties (common on small val sets) go to PCKh@0.5, then to the lower train loss
+        key = [rec.get("pckh01", -1.0), rec.get("pckh05", -1.0), -rec["loss"]]
         history.append(rec)
-        improved = score > best_score
+        improved = key > best_key
         if improved:
-            best_score = score
+            best_key, best_score = key, rec.get("pckh01", -rec["loss"])
         if rank == 0:
-            extra = {"epoch": epoch, "step": step, "best_score": best_score, "history": history,
+            extra = {"epoch": epoch, "step": step, "best_score": best_score, "best_key": best_key, "history": history,
                      "optimizer": opt.state_dict(), "config": _config(m, epochs, hm_size, freeze, init)}
             save_atomic(checkpoint_dict(model, m, **extra), last_path)
             if improved:
@@ -250,6 +254,17 @@ def train(
             break
     return TrainResult(best_path, last_path, epoch + 1, step, best_score, history, bad, load_report,
                        round(time.time() - t0, 1))
+
+
+def _stop_all(local: bool, distributed: bool) -> bool:
+    """Every rank stops at the same step (else one would wait forever in the next all-reduce)."""
+    if not distributed:
+        return local
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if local else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def _config(m: Manifest, epochs: int, hm_size: int, freeze: str | None, init) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,7 @@ def open_project(manifest: Path, *, write: bool = False, command: str = "iterate
     """Load the manifest and open its ledger; with ``write``, take the workspace lock."""
     m = load_manifest(manifest)
     ledger = Ledger(m.workspace_dir)
-    if write:
+    if write and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
         try:
             ledger.lock(command)
         except Exception:

@@ -1,0 +1,55 @@
+"""Security review as tests: tokens only from the environment, never on disk or screen; weights_only loads;
+the local server bound to 127.0.0.1; the demo's files free of the token."""
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from iterate.cli import app
+from iterate.manifest import load_manifest
+
+from conftest import LSPET, REPO, STUDIO_TOKEN, lspet_subset, studio_manifest
+
+
+def test_every_torch_load_is_weights_only():
+    calls = []
+    for py in (p for d in ("iterate", "annotation", "model", "reports", "bench") for p in (REPO / d).rglob("*.py")):
+        for line in py.read_text().splitlines():
+            if "torch.load(" in line:
+                calls.append((py.name, line.strip()))
+    assert calls, "no torch.load found at all"
+    assert all("weights_only=True" in line for _, line in calls), calls
+
+
+def test_local_server_listens_on_loopback_only(studio):
+    port = studio["port"]
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            addr, p = local.split(":")
+            if int(p, 16) == port and state == "0A":  # LISTEN
+                listening.append(addr)
+    assert listening == ["0100007F"], listening  # 127.0.0.1, and nothing on other interfaces
+
+
+def test_demo_files_and_output_never_hold_the_token(tmp_path, lspet_coco, studio):
+    pool = lspet_subset(lspet_coco, list(range(7851, 7871)), tmp_path / "pool.json")
+    val = lspet_subset(lspet_coco, list(range(7871, 7877)), tmp_path / "val.json")
+    p = studio_manifest(tmp_path, studio["port"],
+                        [{"name": "pool", "kind": "coco", "path": str(pool), "images": str(LSPET), "split": "pool",
+                          "labels": False},
+                         {"name": "val", "kind": "coco", "path": str(val), "images": str(LSPET), "split": "val"}],
+                        "security-demo", target_size=10, selection={"dedup_hamming": 0},
+                        train={"batch_size": 4, "warmup_steps": 1})
+    r = CliRunner().invoke(app, ["demo", "-m", str(p), "--labels", str(pool), "--minutes", "0.05", "--minutes", "0.05"])
+    assert r.exit_code == 0, r.output
+    assert "round 2: model #2" in r.output
+    assert STUDIO_TOKEN not in r.output
+    m = load_manifest(p)
+    files = [f for f in m.workspace_dir.rglob("*") if f.is_file()]
+    assert len(files) > 10 and any(f.suffix == ".md" for f in files)
+    leaks = [f for f in files if STUDIO_TOKEN.encode() in f.read_bytes()]
+    assert leaks == []
+    assert (m.workspace_dir / "reports" / "round-02.md").is_file()

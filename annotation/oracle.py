@@ -52,7 +52,9 @@ def autolabel(m: Manifest, ledger: Ledger, studio: Studio, labels: Path, *, seed
             s.no_label.append(f"task {t['id']}: {f.path if f else fid}")
             continue
         _, ann = hit
-        kps = coco_keypoints(m, ann, order, labels)
+        # the UI cannot place a point off the image: a label just outside goes on the edge, as an annotator would
+        kps = [[min(max(x, 0.0), float(f.width)), min(max(y, 0.0), float(f.height)), v]
+               for x, y, v in coco_keypoints(m, ann, order, labels)]
         result = to_result(m, kps, f.width, f.height, ann.get("attributes") or {}, origin="manual", rng=rng)
         studio.create_annotation(t["id"], result, lead_time=round(rng.uniform(20, 60), 1))
         s.answered += 1

@@ -135,13 +135,16 @@ class AugmentSettings(_Strict):
 class TrainSettings(_Strict):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(3e-3, gt=0, description="learning rate from scratch")
+    finetune_lr: float = Field(5e-4, gt=0, description="learning rate when warm-starting from a checkpoint")
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
     schedule: Literal["cosine", "step"] = "cosine"
     freeze: str = "none"
     seed: int = 0
     loss_scale: float = Field(1000.0, gt=0)
+    best_metric: Literal["pckh01", "pckh05", "mean_sms01"] = Field(
+        "pckh01", description="val figure that picks the best checkpoint (ties: the other PCKh, then the loss)")
     workers: int = Field(0, ge=0)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 

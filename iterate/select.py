@@ -69,6 +69,25 @@ def candidates(ledger: Ledger) -> list[Frame]:
 
 
 # -- model scoring with a per-model cache ----------------------------------------------------------------
+def batch_scores(m: Manifest, codec, b) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """One predictor batch (plain + flipped-back heatmaps) → uncertainty scores, keypoints (image px), confidences."""
+    from model.infer import _to_image
+    from reports.metrics import normaliser_lengths
+
+    avg = 0.5 * (b.heatmaps + b.heatmaps_flip)
+    xy, conf = codec.decode(avg)
+    kp = _to_image(xy, b.matrix)
+    xp, _ = codec.decode(b.heatmaps)
+    xf, _ = codec.decode(b.heatmaps_flip)
+    norm = normaliser_lengths(kp, np.ones(kp.shape[:2]), m.keypoints.normalizer, m.keypoints.names)
+    box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0  # no head in view: a sixth of the person's extent
+    norm = np.where(np.isfinite(norm) & (norm > 1), norm, box)
+    scores = {"confidence": sc.confidence(avg),
+              "flip": sc.flip_disagreement(_to_image(xp, b.matrix), _to_image(xf, b.matrix), norm),
+              "entropy": sc.peak_entropy(avg)}
+    return scores, kp, conf
+
+
 def _cache_dir(m: Manifest, model: dict) -> Path:
     return m.workspace_dir / "cache" / f"model-{model['id']:03d}"
 
@@ -78,7 +97,6 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
     from model.codec import DarkCodec
     from model.data import Sample
     from model.infer import Predictor
-    from reports.metrics import normaliser_lengths
 
     ck_path = Path(model["path"])
     if not ck_path.is_file():
@@ -108,20 +126,8 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
         for b in pred.batches([Sample(f.path, None, f.id) for f in todo]):
             done += len(b.index) + len(b.bad)
             if len(b.index):
-                avg = 0.5 * (b.heatmaps + b.heatmaps_flip)
-                xy, conf = codec.decode(avg)
-                from model.infer import _to_image
-
-                kp = _to_image(xy, b.matrix)
-                xp, _ = codec.decode(b.heatmaps)
-                xf, _ = codec.decode(b.heatmaps_flip)
-                kp_plain, kp_flip = _to_image(xp, b.matrix), _to_image(xf, b.matrix)
-                norm = normaliser_lengths(kp, np.ones(kp.shape[:2]), m.keypoints.normalizer, m.keypoints.names)
-                box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0
-                norm = np.where(np.isfinite(norm) & (norm > 1), norm, box)
-                new_sc[b.index, 0] = sc.confidence(avg)
-                new_sc[b.index, 1] = sc.flip_disagreement(kp_plain, kp_flip, norm)
-                new_sc[b.index, 2] = sc.peak_entropy(avg)
+                bs, kp, conf = batch_scores(m, codec, b)
+                new_sc[b.index] = np.stack([bs[n] for n in sc.NAMES], axis=1)
                 new_kp[b.index] = kp
                 new_ks[b.index] = conf
                 if emb is None:

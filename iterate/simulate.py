@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .manifest import Manifest
-from .select import choose
+from .select import batch_scores, choose
 from .selection import scores as sc
 from .strata import StrataPredictor
 
@@ -35,8 +35,7 @@ class SimConfig:
 
 def _score(m: Manifest, model, codec, samples):
     """Per-frame uncertainty scores, keypoints and embeddings of unlabeled samples (one streamed pass)."""
-    from model.infer import Predictor, _to_image
-    from reports.metrics import normaliser_lengths
+    from model.infer import Predictor
 
     pr = Predictor(model, codec, m.keypoints.flip_index(), flip=True, batch_size=32)
     n, k = len(samples), m.keypoints.num_joints
@@ -45,17 +44,9 @@ def _score(m: Manifest, model, codec, samples):
     for b in pr.batches(samples):
         if not len(b.index):
             continue
-        avg = 0.5 * (b.heatmaps + b.heatmaps_flip)
-        xy, c = codec.decode(avg)
-        kp = _to_image(xy, b.matrix)
-        xp, _ = codec.decode(b.heatmaps)
-        xf, _ = codec.decode(b.heatmaps_flip)
-        norm = normaliser_lengths(kp, np.ones(kp.shape[:2]), m.keypoints.normalizer, m.keypoints.names)
-        box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0
-        norm = np.where(np.isfinite(norm) & (norm > 1), norm, box)
-        out["confidence"][b.index] = sc.confidence(avg)
-        out["flip"][b.index] = sc.flip_disagreement(_to_image(xp, b.matrix), _to_image(xf, b.matrix), norm)
-        out["entropy"][b.index] = sc.peak_entropy(avg)
+        bs, kp, c = batch_scores(m, codec, b)
+        for name in sc.NAMES:
+            out[name][b.index] = bs[name]
         kps[b.index], conf[b.index] = kp, c
         if emb is None:
             emb = np.zeros((n, b.embedding.shape[1]), np.float32)

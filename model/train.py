@@ -156,8 +156,9 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
+    base_lr = tcfg.finetune_lr if init else tcfg.lr  # a warm start fine-tunes gently
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=base_lr)
     codec = DarkCodec(cfg.input_size, hm_size, cfg.sigma)
     ds = PoseDataset(train_samples, codec, flip_index=m.keypoints.flip_index(), joint_weights=m.keypoints.joint_weights(),
                      train=True, augment=tcfg.augment, up_joints=up_joint_indices(m), seed=tcfg.seed,
@@ -214,7 +215,7 @@ def train(
             if time_limit_s:
                 frac = max(frac, (time.time() - t_start) / time_limit_s)
             for grp in opt.param_groups:
-                grp["lr"] = tcfg.lr * lr_factor(min(frac, 1.0), warmup_frac, tcfg.schedule)
+                grp["lr"] = base_lr * lr_factor(min(frac, 1.0), warmup_frac, tcfg.schedule)
             x = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = batch["heatmaps"].to(dev, non_blocking=True)
             w = batch["weights"].to(dev, non_blocking=True)
@@ -235,8 +236,10 @@ def train(
             model.eval()
             rec.update(evaluate(model, val_samples))
             model.train()
-        # best by val PCKh@0.1; ties (common on small val sets) go to PCKh@0.5, then to the lower train loss
-        key = [rec.get("pckh01", -1.0), rec.get("pckh05", -1.0), -rec["loss"]]
+        # best by the val figure train.best_metric (PCKh@0.1 by default); ties go to the other PCKh, then the loss
+        first = tcfg.best_metric
+        second = "pckh05" if first != "pckh05" else "pckh01"
+        key = [rec.get(first, -1.0), rec.get(second, -1.0), -rec["loss"]]
         history.append(rec)
         improved = key > best_key
         if improved:
@@ -270,7 +273,8 @@ def _stop_all(local: bool, distributed: bool) -> bool:
 def _config(m: Manifest, epochs: int, hm_size: int, freeze: str | None, init) -> dict:
     return {
         "backbone": m.model.backbone, "input_size": m.model.input_size, "heatmap_size": hm_size,
-        "sigma": m.model.sigma, "epochs": epochs, "batch_size": m.train.batch_size, "lr": m.train.lr,
+        "sigma": m.model.sigma, "epochs": epochs, "batch_size": m.train.batch_size,
+        "lr": m.train.finetune_lr if init else m.train.lr,
         "weight_decay": m.train.weight_decay, "schedule": m.train.schedule, "warmup_steps": m.train.warmup_steps,
         "freeze": freeze if freeze is not None else m.train.freeze, "loss_scale": m.train.loss_scale,
         "init": str(init) if init else "", "augment": m.train.augment.model_dump(),

@@ -31,6 +31,11 @@ case "${1:-}" in
     ;;
   test)
     setup
+    # the browser test drives Debian's Chromium; install it once (needs root or sudo)
+    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+      SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
+    fi
     shift
     exec "$VENV/bin/python" -m pytest -q "$@"
     ;;

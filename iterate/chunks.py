@@ -44,3 +44,18 @@ def current_chunk(progress: list[ChunkProgress]) -> ChunkProgress:
         if c.labeled + c.pending < c.target:
             return c
     return progress[-1]
+
+
+def labels_per_stratum(m: Manifest, ledger: Ledger) -> dict[str, dict[str, dict[str, int]]]:
+    """{attribute: {value: {split: labeled frames}}}, values in manifest order, unknown ones as "other"."""
+    labels = ledger.current_labels()
+    out: dict = {}
+    for key, allowed in m.strata.items():
+        rows: dict[str, dict[str, int]] = {}
+        for f, lab in labels:
+            v = lab.attributes.get(key)
+            v = "(not set)" if v is None else (v if not allowed or v in allowed else "other")
+            rows.setdefault(v, {}).setdefault(f.split, 0)
+            rows[v][f.split] += 1
+        out[key] = {v: rows.get(v, {}) for v in [*allowed, *sorted(set(rows) - set(allowed))]}
+    return out

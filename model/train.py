@@ -246,7 +246,7 @@ def train(
             best_key, best_score = key, rec.get("pckh01", -rec["loss"])
         if rank == 0:
             extra = {"epoch": epoch, "step": step, "best_score": best_score, "best_key": best_key, "history": history,
-                     "optimizer": opt.state_dict(), "config": _config(m, epochs, hm_size, freeze, init)}
+                     "optimizer": opt.state_dict(), "config": _config(m, epochs, hm_size, freeze, init, time_limit_s)}
             save_atomic(checkpoint_dict(model, m, **extra), last_path)
             if improved:
                 save_atomic(checkpoint_dict(model, m, epoch=epoch, step=step, best_score=best_score,
@@ -270,8 +270,8 @@ def _stop_all(local: bool, distributed: bool) -> bool:
     return bool(t.item() > 0)
 
 
-def _config(m: Manifest, epochs: int, hm_size: int, freeze: str | None, init) -> dict:
-    return {
+def _config(m: Manifest, epochs: int, hm_size: int, freeze: str | None, init, time_limit_s=None) -> dict:
+    return {"time_limit_s": time_limit_s,
         "backbone": m.model.backbone, "input_size": m.model.input_size, "heatmap_size": hm_size,
         "sigma": m.model.sigma, "epochs": epochs, "batch_size": m.train.batch_size,
         "lr": m.train.finetune_lr if init else m.train.lr,

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from iterate.chunks import chunk_progress, current_chunk
+from iterate.chunks import chunk_progress, current_chunk, labels_per_stratum
 from iterate.errors import IterateError
 from iterate.ledger import Ledger
 from iterate.manifest import Manifest
@@ -41,21 +41,12 @@ def _atomic_write(path: Path, text: str) -> None:
 def _data_side(m: Manifest, ledger: Ledger) -> dict:
     prog = chunk_progress(m, ledger)
     cur = current_chunk(prog)
-    labels = ledger.current_labels()
-    per: dict = {}
-    for key, allowed in m.strata.items():
-        rows: dict = {}
-        for f, lab in labels:
-            v = lab.attributes.get(key)
-            v = "(not set)" if v is None else (v if not allowed or v in allowed else "other")
-            rows.setdefault(v, {}).setdefault(f.split, 0)
-            rows[v][f.split] += 1
-        per[key] = {v: rows[v] for v in [*allowed, *sorted(set(rows) - set(allowed))] if v in rows}
     return {
         "chunks": [{"chunk": c.index, "fraction": c.fraction, "target": c.target, "labeled": c.labeled,
                     "pending": c.pending} for c in prog],
         "current_chunk": cur.index, "frames": ledger.count_frames(),
-        "labels_train": sum(1 for f, _ in labels if f.split in ("pool", "train")), "labels_per_stratum": per,
+        "labels_train": len(ledger.current_labels(("pool", "train"))),
+        "labels_per_stratum": {k: {v: r for v, r in rows.items() if r} for k, rows in labels_per_stratum(m, ledger).items()},
     }
 
 
@@ -250,6 +241,12 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
 
 
 # -- Markdown ---------------------------------------------------------------------------------------
+def _length(cfg: dict) -> str:
+    if cfg.get("time_limit_s"):
+        return f"{cfg['time_limit_s'] / 60:.1f} min of training"
+    return f"{cfg.get('epochs', '?')} epochs"
+
+
 def _pct(x) -> str:
     return "–" if x is None else f"{x:.1f}"
 
@@ -276,7 +273,7 @@ def render(d: dict) -> str:
         cfg = model.get("config", {})
         L.append(f"Model #{model['id']} (`{model['path']}`), trained on {model['n_train']} frames: "
                  f"{cfg.get('backbone', '?')} {cfg.get('input_size', '?')}² → {cfg.get('heatmap_size', '?')}² heatmaps, "
-                 f"{cfg.get('epochs', '?')} epochs, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
+                 f"{_length(cfg)}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
                  f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.")
         L.append("")
         v = d.get("val")

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..chunks import chunk_progress, current_chunk
+from ..chunks import chunk_progress, current_chunk, labels_per_stratum
 from ..ingest import ingest
 from ..init import write_manifest
 from ._options import DEFAULT, ManifestOpt, console, open_project
@@ -77,21 +77,13 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
         console.print(t)
         counts = ledger.count_frames()
         console.print("frames: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none — run `iterate ingest`"))
-        labels = ledger.current_labels()
-        for key, allowed in m.strata.items():
+        splits = ("pool", "train", "val", "test")
+        for key, rows in labels_per_stratum(m, ledger).items():
             st = Table(title=f"labels per {key}")
-            splits = ("pool", "train", "val", "test")
             st.add_column(key)
             for sp in splits:
                 st.add_column(sp, justify="right")
-            rows: dict[str, dict[str, int]] = {}
-            for f, lab in labels:
-                v = lab.attributes.get(key)
-                v = "(not set)" if v is None else (v if not allowed or v in allowed else "other")
-                rows.setdefault(v, {}).setdefault(f.split, 0)
-                rows[v][f.split] += 1
-            for v in list(allowed) + sorted(set(rows) - set(allowed)):
-                r = rows.get(v, {})
+            for v, r in rows.items():
                 st.add_row(v, *(str(r.get(sp, 0)) for sp in splits))
             console.print(st)
         model = ledger.latest_model()

@@ -49,7 +49,8 @@ label_studio:
 """
 
 
-def _guess_flip_pairs(names: list[str]) -> list[list[str]]:
+def guess_flip_pairs(names: list[str]) -> list[list[str]]:
+    """Left/right joint pairs from their names (left_x/right_x, l_x/r_x)."""
     pairs = []
     for n in names:
         for a, b in (("left_", "right_"), ("l_", "r_"), ("left", "right")):
@@ -73,7 +74,7 @@ def manifest_text(project: str, coco: Path | None = None) -> str:
     flow = lambda x: yaml.safe_dump(x, default_flow_style=True, width=10_000).strip()  # noqa: E731
     head = [n for n in ("neck", "head_top") if n in names]
     return _TEMPLATE.format(
-        project=project, target_size=1000, names=flow(names), flip_pairs=flow(_guess_flip_pairs(names)),
+        project=project, target_size=1000, names=flow(names), flip_pairs=flow(guess_flip_pairs(names)),
         skeleton=flow(skeleton), height=flow(names), sources=sources,
         norm_kind="head_segment" if len(head) == 2 else "person_box", norm_joints=flow(head if len(head) == 2 else []),
     )

@@ -9,6 +9,7 @@ import numpy as np
 
 from iterate.errors import IterateError
 from iterate.ingest import IMAGE_EXTS
+from iterate.init import guess_flip_pairs
 
 from .checkpoints import model_from_checkpoint
 from .codec import DarkCodec
@@ -31,10 +32,8 @@ def _files(inputs: list[Path]) -> list[Path]:
 def flip_index_from(joints: list[str]) -> list[int]:
     """Left/right swap from joint names (a checkpoint carries names, not the manifest's pairs)."""
     idx = list(range(len(joints)))
-    for i, n in enumerate(joints):
-        for a, b in (("left", "right"), ("right", "left")):
-            if a in n and n.replace(a, b) in joints:
-                idx[i] = joints.index(n.replace(a, b))
+    for a, b in guess_flip_pairs(joints):
+        idx[joints.index(a)], idx[joints.index(b)] = joints.index(b), joints.index(a)
     return idx
 
 

@@ -1,10 +1,10 @@
-"""Train the shipped base model with the project's own commands (`iterate ingest`, `iterate retrain`).
+"""Train a shipped base model with the project's own commands (`iterate ingest`, `iterate retrain`).
 
-Data: LSPET im00001–im05900 (train) and im05901–im06000 (val, best checkpoint); scored afterwards on the
-held-out im07001–im08000. Writes model/weights/lspet_w18s_128.pt (weights only, half the size) and its
-record model/weights/lspet_w18s_128.json.
+Data: LSPET im00001–im05900 (train) and im05901–im06000 (val, best checkpoint), optionally only the frames
+whose `posture` attribute is in --postures; scored afterwards on the held-out im07001–im08000 (overall and per
+posture). Writes model/weights/<name>.pt (weights only, half the size) and its record model/weights/<name>.json.
 
-    python bench/train_base.py --minutes 60 [--workdir /tmp/base]
+    python bench/train_base.py --minutes 60 [--postures upright,leaning] [--name lspet_w18s_128] [--workdir /tmp/base]
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ from model.infer import Predictor  # noqa: E402
 OUT = REPO / "model" / "weights"
 
 
-def subset(coco: dict, lo: int, hi: int, path: Path) -> Path:
-    sub = {"images": [i for i in coco["images"] if lo <= i["id"] <= hi],
-           "annotations": [a for a in coco["annotations"] if lo <= a["image_id"] <= hi],
+def subset(coco: dict, lo: int, hi: int, path: Path, postures: set[str] | None = None) -> Path:
+    anns = [a for a in coco["annotations"] if lo <= a["image_id"] <= hi
+            and (not postures or a.get("attributes", {}).get("posture") in postures)]
+    keep = {a["image_id"] for a in anns}
+    sub = {"images": [i for i in coco["images"] if i["id"] in keep], "annotations": anns,
            "categories": coco["categories"]}
     path.write_text(json.dumps(sub))
     return path
@@ -44,16 +46,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/iterate-base"))
+    ap.add_argument("--postures", default="", help="comma list: train/val only on frames of these postures")
+    ap.add_argument("--name", default="lspet_w18s_128")
     args = ap.parse_args()
+    postures = {p for p in args.postures.split(",") if p} or None
+    last_train = 5800 if postures else 5900  # keep ~100 val frames after the posture filter
     wd = args.workdir
     wd.mkdir(parents=True, exist_ok=True)
     coco = json.loads((LSPET / "annotations.coco.json").read_text())
     man = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
     man.update(project="lspet-base", workspace=str(wd / "ws"), sources=[
-        {"name": "lspet-train", "kind": "coco", "path": str(subset(coco, 1, 5900, wd / "train.json")),
+        {"name": "lspet-train", "kind": "coco", "path": str(subset(coco, 1, last_train, wd / "train.json", postures)),
          "images": str(LSPET), "split": "train"},
-        {"name": "lspet-val", "kind": "coco", "path": str(subset(coco, 5901, 6000, wd / "val.json")),
+        {"name": "lspet-val", "kind": "coco", "path": str(subset(coco, last_train + 1, 6000, wd / "val.json", postures)),
          "images": str(LSPET), "split": "val"}])
+    man["model"]["base"] = None  # from scratch
     man["train"].update(epochs=1000, lr=0.003)  # the wall-time limit ends it; the schedule follows the time
     mpath = wd / "data_manifest.yaml"
     mpath.write_text(yaml.safe_dump(man, sort_keys=False))
@@ -69,22 +76,31 @@ def main() -> None:
     model, ck = model_from_checkpoint(rec["path"])
     codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
     held = lspet_samples(7001, 8000)
-    s = score(m, Predictor(model, codec, m.keypoints.flip_index(), flip=True).predict(held).keypoints, held)
+    pred = Predictor(model, codec, m.keypoints.flip_index(), flip=True).predict(held).keypoints
+    s = score(m, pred, held)
+    posture = {a["image_id"]: a.get("attributes", {}).get("posture", "unknown") for a in coco["annotations"]}
+    per_posture = {}
+    for p in sorted({posture[int(h.frame_id)] for h in held}):
+        idx = [i for i, h in enumerate(held) if posture[int(h.frame_id)] == p]
+        sp = score(m, pred[idx], [held[i] for i in idx])
+        per_posture[p] = {"frames": len(idx), "pckh05": sp["pckh05"], "pckh01": sp["pckh01"]}
     OUT.mkdir(parents=True, exist_ok=True)
     slim = {k: ck[k] for k in ("format", "joints", "backbone", "input_size", "heatmap_size", "sigma")}
     slim["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    save_atomic(slim, OUT / "lspet_w18s_128.pt")
+    save_atomic(slim, OUT / f"{args.name}.pt")
     record = {
         "command": " ".join(["iterate", "retrain", "-m", "<base manifest>", "--minutes", str(args.minutes)]),
-        "data": "LSPET im00001-im05900 train, im05901-im06000 val (best checkpoint)",
+        "data": f"LSPET im00001-im{last_train:05d} train, im{last_train + 1:05d}-im06000 val (best checkpoint)"
+                + (f", only posture in {sorted(postures)}" if postures else ""),
         "held_out": "LSPET im07001-im08000, flip TTA + DARK",
         "epochs": rec["metrics"].get("epochs"), "best_epoch": rec["metrics"].get("best_epoch"),
         "steps": rec["metrics"].get("steps"), "train_seconds": round(wall, 1),
         "machine": "2 CPU cores (no GPU)", "config": ck.get("config", {}),
         "val": {k: v for k, v in rec["metrics"].items() if k.startswith("val_")},
         "held_out_pckh05": s["pckh05"], "held_out_pckh01": s["pckh01"], "held_out_mean_sms01": s["mean_sms01"],
+        "held_out_per_posture": per_posture,
     }
-    (OUT / "lspet_w18s_128.json").write_text(json.dumps(record, indent=2) + "\n")
+    (OUT / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     print(f"base_pckh05={s['pckh05']}")
     print(f"base_pckh01={s['pckh01']}")

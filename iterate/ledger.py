@@ -307,8 +307,9 @@ class Ledger:
 
     def current_labels(self, splits: tuple[str, ...] | None = None) -> list[tuple[Frame, Label]]:
         """Newest version of every labeled (frame, instance), optionally restricted to splits."""
+        fcols = ", ".join(f"f.{c} AS f_{c}" for c in Frame.__dataclass_fields__)
         q = (
-            "SELECT l.*, f.id AS f_id FROM labels l JOIN frames f ON f.id = l.frame_id"
+            f"SELECT l.*, {fcols} FROM labels l JOIN frames f ON f.id = l.frame_id"
             " WHERE l.version = (SELECT MAX(version) FROM labels m WHERE m.frame_id=l.frame_id AND m.instance=l.instance)"
         )
         args: list[Any] = []
@@ -316,8 +317,7 @@ class Ledger:
             q += f" AND f.split IN ({','.join('?' * len(splits))})"
             args += list(splits)
         rows = self.db.execute(q + " ORDER BY l.frame_id, l.instance", args).fetchall()
-        frames = {f.id: f for f in self.frames()} if rows else {}
-        return [(frames[r["frame_id"]], _label(r)) for r in rows]
+        return [(Frame(**{k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), _label(r)) for r in rows]
 
     def labeled_frame_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT DISTINCT frame_id FROM labels")}
@@ -343,6 +343,11 @@ class Ledger:
 
     def models(self) -> list[dict]:
         return [_model(r) for r in self.db.execute("SELECT * FROM models ORDER BY id")]
+
+    def report_summaries(self) -> dict[int, dict]:
+        """model id → the summary of the newest report written for it."""
+        rows = self.db.execute("SELECT model_id, summary FROM reports WHERE model_id IS NOT NULL ORDER BY id")
+        return {int(r[0]): json.loads(r[1]) for r in rows}
 
     # -- rounds -------------------------------------------------------------------------------------
     def rounds(self) -> list[dict]:

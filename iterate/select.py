@@ -400,10 +400,23 @@ def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
     val = [(f, lab) for f, lab in ledger.current_labels(("val",)) if lab.instance == 0][:300]
     model = ledger.latest_model()
     if val and model:
-        net, ck = model_from_checkpoint(model["path"])
-        codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
-        p = Predictor(net, codec, m.keypoints.flip_index(), flip=True).predict([Sample(f.path, None, f.id) for f, _ in val])
-        sp.fit(p.keypoints, p.scores, p.embeddings, [lab.attributes for _, lab in val])
+        # the calibration is cached with the model's scores: same checkpoint and same val labels → same state
+        ck_path = Path(model["path"])
+        key = {"checkpoint": str(ck_path), "mtime": ck_path.stat().st_mtime,
+               "val": [[f.id, lab.version] for f, lab in val]}
+        cache = _cache_dir(m, model) / "strata.json"
+        cached = json.loads(cache.read_text()) if cache.is_file() else {}
+        if cached.get("key") == key:
+            sp = StrataPredictor.from_state(m, cached["state"])
+        else:
+            net, ck = model_from_checkpoint(model["path"])
+            codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
+            p = Predictor(net, codec, m.keypoints.flip_index(), flip=True).predict([Sample(f.path, None, f.id) for f, _ in val])
+            sp.fit(p.keypoints, p.scores, p.embeddings, [lab.attributes for _, lab in val])
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(".strata.json.tmp")
+            tmp.write_text(json.dumps({"key": key, "state": sp.state()}))
+            os.replace(tmp, cache)
     return sp.predict(scored.keypoints, scored.kp_scores, scored.embeddings)
 
 

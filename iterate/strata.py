@@ -73,6 +73,27 @@ class StrataPredictor:
                 self.classifiers[key] = clf
         return self
 
+    def state(self) -> dict:
+        """The fitted calibration as JSON-able data (threshold, logistic-regression weights)."""
+        return {"threshold": self.threshold,
+                "classifiers": {k: {"classes": [str(c) for c in c_.classes_], "coef": c_.coef_.tolist(),
+                                    "intercept": c_.intercept_.tolist()} for k, c_ in self.classifiers.items()}}
+
+    @classmethod
+    def from_state(cls, m: Manifest, state: dict) -> "StrataPredictor":
+        from sklearn.linear_model import LogisticRegression
+
+        sp = cls(m)
+        sp.threshold = float(state["threshold"])
+        for key, c in state.get("classifiers", {}).items():
+            clf = LogisticRegression()
+            clf.classes_ = np.asarray(c["classes"], dtype=object)
+            clf.coef_ = np.asarray(c["coef"], dtype=np.float64)
+            clf.intercept_ = np.asarray(c["intercept"], dtype=np.float64)
+            clf.n_features_in_ = clf.coef_.shape[1]
+            sp.classifiers[key] = clf
+        return sp
+
     def predict(self, kps: np.ndarray, scores: np.ndarray, emb: np.ndarray) -> list[dict]:
         n = len(kps)
         out: list[dict] = [{} for _ in range(n)]

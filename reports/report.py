@@ -51,11 +51,15 @@ def _data_side(m: Manifest, ledger: Ledger) -> dict:
 
 
 def _timeline(ledger: Ledger) -> list[dict]:
+    """Each model's val figures (from training) and its test figures (from the report written for it)."""
+    tests = {mid: s.get("test") or {} for mid, s in ledger.report_summaries().items()}
     out = []
     for md in ledger.models():
         mt = md["metrics"]
+        t = tests.get(md["id"], {})
         out.append({"model": md["id"], "labels": md["n_train"], "pckh01": mt.get("val_pckh01"),
                     "pckh05": mt.get("val_pckh05"), "mean_sms01": mt.get("val_mean_sms01"),
+                    "test_pckh01": t.get("pckh"), "test_pckh05": t.get("pckh05"),
                     "overfit01": mt.get("overfit01"), "created_at": md["created_at"]})
     return out
 
@@ -68,13 +72,15 @@ def _plot_timeline(tl: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     x = [t["labels"] for t in tl]
-    for key, label in (("pckh01", "PCKh@0.1"), ("pckh05", "PCKh@0.5"), ("mean_sms01", "MeanSmS@0.1"),
-                       ("overfit01", "overfit (train − val PCKh@0.1)")):
-        y = [t[key] if t[key] is not None else np.nan for t in tl]
-        ax.plot(x, y, marker="o", label=label)
+    for key, label, ls in (("pckh01", "val PCKh@0.1", "-"), ("pckh05", "val PCKh@0.5", "-"),
+                           ("mean_sms01", "val MeanSmS@0.1", "-"), ("overfit01", "overfit (train − val PCKh@0.1)", "-"),
+                           ("test_pckh01", "test PCKh@0.1", "--"), ("test_pckh05", "test PCKh@0.5", "--")):
+        y = [t.get(key) if t.get(key) is not None else np.nan for t in tl]
+        if not np.isnan(y).all():
+            ax.plot(x, y, marker="o", ls=ls, label=label)
     ax.set_xlabel("labeled training frames")
     ax.set_ylabel("%")
-    ax.set_title("development timeline (val split)")
+    ax.set_title("development timeline")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -159,6 +165,9 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
         data["model"] = {"id": model["id"], "path": model["path"], "n_train": model["n_train"],
                          "config": model["config"], "metrics": model["metrics"]}
         data.update(_model_side(m, ledger, model, alpha, out_dir, stem, progress))
+        for t in tl:
+            if t["model"] == model["id"] and data.get("test"):
+                t["test_pckh01"], t["test_pckh05"] = data["test"]["pckh"], data["test"]["pckh05"]
         if len(tl) >= 1:
             _plot_timeline(tl, out_dir / f"{stem}-timeline.png")
             data["plots"]["timeline"] = f"{stem}-timeline.png"
@@ -176,8 +185,31 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
     with ledger.transaction():
         ledger.db.execute("INSERT INTO reports (round, path, model_id, summary, created_at) VALUES (?,?,?,?,?)",
                           (n, str(md), model["id"] if model else None,
-                           json.dumps({k: data.get("val", {}).get(k) for k in ("pckh", "pckh05", "mean_sms")}), time.time()))
+                           json.dumps(_summary(data)), time.time()))
     return md
+
+
+def _summary(data: dict) -> dict:
+    keys = ("pckh", "pckh05", "mean_sms", "frames")
+    out = {k: (data.get("val") or {}).get(k) for k in keys}
+    if data.get("test"):
+        out["test"] = {k: data["test"].get(k) for k in keys}
+    return out
+
+
+def _split_samples(ledger: Ledger, split: str):
+    from model.data import Sample
+
+    rows = [(f, lab) for f, lab in ledger.current_labels((split,)) if lab.instance == 0]
+    samples = [Sample(f.path, np.asarray(lab.keypoints, float).reshape(-1, 3), f.id) for f, lab in rows]
+    return rows, samples
+
+
+def _evaluate_split(m: Manifest, rows, samples, p, alpha: float) -> dict:
+    gt = np.stack([s.keypoints[:, :2] for s in samples])
+    vis = np.stack([s.keypoints[:, 2] for s in samples])
+    attrs = [lab.attributes for _, lab in rows]
+    return evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, [f.id for f, _ in rows], scores=p.scores), alpha)
 
 
 def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir: Path, stem: str, progress) -> dict:
@@ -189,18 +221,21 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
     net, ck = model_from_checkpoint(model["path"])
     codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
     pr = predictor(m, net, codec)
-    val = [(f, lab) for f, lab in ledger.current_labels(("val",)) if lab.instance == 0]
+    val, samples = _split_samples(ledger, "val")
     out: dict = {"plots": {}}
+    # the test split never picks a checkpoint or steers selection: its figures are the unbiased ones
+    test_rows, test_samples = _split_samples(ledger, "test")
+    if test_samples:
+        out["test"] = _evaluate_split(m, test_rows, test_samples, pr.predict(test_samples), alpha)
     if not val:
         out["val"] = None
         out["notes"] = ["no labeled val frames: add a `split: val` source to the manifest"]
         return out
-    samples = [Sample(f.path, np.asarray(lab.keypoints, float).reshape(-1, 3), f.id) for f, lab in val]
     p = pr.predict(samples)
+    res = _evaluate_split(m, val, samples, p, alpha)
     gt = np.stack([s.keypoints[:, :2] for s in samples])
     vis = np.stack([s.keypoints[:, 2] for s in samples])
     attrs = [lab.attributes for _, lab in val]
-    res = evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, [f.id for f, _ in val], scores=p.scores), alpha)
     out["val"] = res
     _plot_joints(res["per_joint"], res["pckh"] or 0.0, out_dir / f"{stem}-joints.png", alpha)
     out["plots"]["joints"] = f"{stem}-joints.png"
@@ -277,15 +312,24 @@ def render(d: dict) -> str:
                  f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.")
         L.append("")
         v = d.get("val")
-        if v:
+        t = d.get("test")
+        if v or t:
             mt = model.get("metrics", {})
-            L.append("## Summary (val split)")
+            L.append("## Summary")
             L.append("")
-            L.append("| PCKh@0.1 | PCKh@0.5 | MeanSmS@0.1 | height error (median) | overfit (train − val PCKh@0.1) | frames |")
-            L.append("|---:|---:|---:|---:|---:|---:|")
-            L.append(f"| {_pct(v['pckh'])} % [{_pct(v['ci95'][0])}, {_pct(v['ci95'][1])}] | {_pct(v['pckh05'])} % | "
-                     f"{_pct(v['mean_sms'])} % | {_pct(v['height_err_pct'])} % | {_gap(mt.get('overfit01'))} pts | {v['frames']} |")
+            L.append(f"| split | PCKh@{a} [95 %] | PCKh@0.5 [95 %] | MeanSmS@{a} | height error (median) | frames |")
+            L.append("|---|---:|---:|---:|---:|---:|")
+            for name, r in (("val", v), ("test", t)):
+                if r:
+                    L.append(f"| {name} | {_pct(r['pckh'])} % [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
+                             f"{_pct(r['pckh05'])} % [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
+                             f"{_pct(r['mean_sms'])} % | {_pct(r['height_err_pct'])} % | {r['frames']} |")
             L.append("")
+            L.append(f"Overfit (train − val PCKh@0.1): {_gap(mt.get('overfit01'))} pts. The val split picks the best "
+                     "checkpoint and the tables below steer the next chunk, so its figures lean optimistic; the test "
+                     "split is used for nothing else.")
+            L.append("")
+        if v:
             for note in v.get("notes", []):
                 L.append(f"> {note}")
             L.append("")
@@ -319,11 +363,12 @@ def render(d: dict) -> str:
     if tl:
         L.append("## Timeline")
         L.append("")
-        L.append("| model | labels | PCKh@0.1 | PCKh@0.5 | MeanSmS@0.1 | overfit |")
-        L.append("|---:|---:|---:|---:|---:|---:|")
+        L.append("| model | labels | val PCKh@0.1 | val PCKh@0.5 | val MeanSmS@0.1 | overfit | test PCKh@0.1 | test PCKh@0.5 |")
+        L.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
         for t in tl:
             L.append(f"| {t['model']} | {t['labels']} | {_pct(t['pckh01'])} | {_pct(t['pckh05'])} | "
-                     f"{_pct(t['mean_sms01'])} | {_gap(t['overfit01'])} |")
+                     f"{_pct(t['mean_sms01'])} | {_gap(t['overfit01'])} | {_pct(t.get('test_pckh01'))} | "
+                     f"{_pct(t.get('test_pckh05'))} |")
         L.append("")
         if d.get("plots", {}).get("timeline"):
             L.append(f"![timeline]({d['plots']['timeline']})")

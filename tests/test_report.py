@@ -19,7 +19,7 @@ def project(tmp_path_factory, lspet_coco):
     tmp = tmp_path_factory.mktemp("report")
     srcs = []
     for name, lo, hi, split, labels in (("tr", 7001, 7016, "train", True), ("va", 7101, 7130, "val", True),
-                                        ("pool", 7201, 7240, "pool", False)):
+                                        ("te", 7301, 7324, "test", True), ("pool", 7201, 7240, "pool", False)):
         f = lspet_subset(lspet_coco, list(range(lo, hi + 1)), tmp / f"{name}.json")
         srcs.append({"name": name, "kind": "coco", "path": str(f), "images": str(LSPET), "split": split, "labels": labels})
     p = lsp_manifest(tmp, srcs, train={"epochs": 1, "batch_size": 8, "warmup_steps": 1},
@@ -39,7 +39,13 @@ def test_report_without_model_shows_data_side(project):
     assert "labels per posture" in md
 
 
-def test_report_with_model_has_every_section_and_plots(project):
+def _scorable(coco: dict, lo: int, hi: int) -> int:
+    """frames whose neck and head_top are located (the head-segment normaliser exists)."""
+    return sum(1 for a in coco["annotations"] if lo <= a["image_id"] <= hi
+               and a["keypoints"][12 * 3 + 2] > 0 and a["keypoints"][13 * 3 + 2] > 0)
+
+
+def test_report_with_model_has_every_section_and_plots(project, lspet_coco):
     m = load_manifest(project)
     with Ledger(m.workspace_dir) as led:
         retrain(m, led)
@@ -47,12 +53,18 @@ def test_report_with_model_has_every_section_and_plots(project):
     assert r.exit_code == 0, r.output
     rdir = m.workspace_dir / "reports"
     md = (rdir / "latest.md").read_text()
-    for section in ("## Summary (val split)", "## Per joint", "## Per posture", "## Per occlusion", "## Timeline",
+    for section in ("## Summary", "| val |", "| test |", "## Per joint", "## Per posture", "## Per occlusion", "## Timeline",
                     "## Next chunk focus", "## Data", "MeanSmS", "height error", "overfit", "too small to judge"):
         assert section in md, section
     data = json.loads((rdir / "round-00.json").read_text())
-    for key in ("val", "timeline", "focus", "data", "model"):
+    for key in ("val", "test", "timeline", "focus", "data", "model"):
         assert data[key], key
+    # the held-out test split is scored on its own frames and carried into the timeline and the ledger
+    assert data["test"]["frames"] == _scorable(lspet_coco, 7301, 7324)
+    assert data["val"]["frames"] == _scorable(lspet_coco, 7101, 7130)
+    assert data["timeline"][-1]["test_pckh05"] == data["test"]["pckh05"]
+    with Ledger(m.workspace_dir) as led:
+        assert led.report_summaries()[data["model"]["id"]]["test"]["pckh05"] == data["test"]["pckh05"]
     for png in data["plots"].values():
         img = cv2.imread(str(rdir / png))
         assert img is not None and img.shape[0] > 50 and img.std() > 5, png  # decodes and is not blank

@@ -110,6 +110,33 @@ def test_strata_shares_follow_the_focus(proj):
         assert sum(got.values()) + whys.count("explore (random)") + whys.count("fill") == 20
     for v in got:  # every focus pick really is predicted in its stratum
         assert all(r["pred_posture"] == v for r in sel.table if r["why"] == f"focus posture={v}")
+    # the val calibration of the strata is cached with the model: the next select reads it instead of predicting val
+    cache = m.workspace_dir / "cache" / "model-001" / "strata.json"
+    state = json.loads(cache.read_text())
+    assert len(state["key"]["val"]) == 20 and 0 < state["state"]["threshold"] < 1
+    state["state"]["threshold"] = 2.0  # every joint below it: a calibration only this cache can have given
+    cache.write_text(json.dumps(state))
+    with Ledger(m.workspace_dir) as led:
+        sel = select(m, led, 10, strategy="full", push=False)
+    assert {r["pred_occlusion"] for r in sel.table} == {"heavy"}
+
+
+def test_strata_state_round_trip(tmp_path):
+    from iterate.strata import StrataPredictor
+
+    m = load_manifest(lsp_manifest(tmp_path, [], strata={"occlusion": ["none", "partial", "heavy"],
+                                                          "scene": ["indoor", "outdoor"]}))
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 8))
+    emb[:, 0] += np.where(emb[:, 0] > 0, 2.0, -2.0)  # two separable scenes
+    scores = rng.uniform(size=(40, 14))
+    attrs = [{"scene": "indoor" if e[0] > 0 else "outdoor", "occlusion": "partial"} for e in emb]
+    sp = StrataPredictor(m).fit(np.zeros((40, 14, 2)), scores, emb, attrs)
+    back = StrataPredictor.from_state(m, json.loads(json.dumps(sp.state())))
+    assert back.threshold == sp.threshold and "scene" in back.classifiers
+    kps = np.zeros((40, 14, 2))
+    assert back.predict(kps, scores, emb) == sp.predict(kps, scores, emb)
+    assert [p["scene"] for p in back.predict(kps, scores, emb)].count("indoor") == int((emb[:, 0] > 0).sum())
 
 
 def test_quotas_redistribute_an_empty_stratum():

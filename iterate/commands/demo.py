@@ -7,6 +7,7 @@ figures. Every run starts from a fresh workspace, so running it twice is safe.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -26,6 +27,13 @@ def _fresh_workspace(ws: Path) -> None:
         if any(ws.iterdir()) and not (ws / "ledger.sqlite").exists():
             raise IterateError(f"{ws} is not empty and holds no iterate ledger: refusing to wipe it for the demo")
         shutil.rmtree(ws)
+
+
+def _figures(r: dict | None, split: str) -> str:
+    if not r or r.get("pckh") is None:
+        return f"{split}: –"
+    return (f"{split} PCKh@0.5 {r['pckh05']:.1f} %, PCKh@0.1 {r['pckh']:.1f} %, MeanSmS@0.1 {r['mean_sms']:.1f} % "
+            f"({r['frames']} frames)")
 
 
 def demo(
@@ -92,18 +100,17 @@ def demo(
                               f"@0.5 {r.get('pckh05', 0):.1f} %", highlight=False))
             with console.status("writing the report…"):
                 md = build(m, ledger)
-            mt = out.metrics
-            results.append((rnd, mt.get("val_pckh05"), mt.get("val_pckh01"), mt.get("val_mean_sms01"), out.model_id, md))
-            console.print(f"round {rnd}: val PCKh@0.5 {mt.get('val_pckh05'):.1f} %, PCKh@0.1 {mt.get('val_pckh01'):.1f} %, "
-                          f"MeanSmS@0.1 {mt.get('val_mean_sms01'):.1f} % — report {md}", highlight=False)
+            rep = json.loads(md.with_suffix(".json").read_text())
+            results.append((rnd, out.model_id, rep.get("val") or {}, rep.get("test") or {}, md))
+            console.print(f"round {rnd}: {_figures(rep.get('val'), 'val')}; {_figures(rep.get('test'), 'test')} — report {md}",
+                          highlight=False)
         ledger.close()
     finally:
         if started and not keep_server:
             server.stop(m)
     console.rule("demo done")
-    for rnd, p05, p01, sms, mid, md in results:
-        console.print(f"round {rnd}: model #{mid}  PCKh@0.5 {p05:.1f} %  PCKh@0.1 {p01:.1f} %  MeanSmS@0.1 {sms:.1f} %  {md}",
-                      highlight=False)
+    for rnd, mid, val, test, md in results:
+        console.print(f"round {rnd}: model #{mid}  {_figures(val, 'val')}  |  {_figures(test, 'test')}  {md}", highlight=False)
     console.print(f"reports: {m.workspace_dir / 'reports'} (latest.md); wall time {time.time() - t0:.0f} s")
 
 

@@ -212,6 +212,20 @@ def _evaluate_split(m: Manifest, rows, samples, p, alpha: float) -> dict:
     return evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, [f.id for f, _ in rows], scores=p.scores), alpha)
 
 
+def evaluate_checkpoint(m: Manifest, ledger: Ledger, path: str | Path, split: str, alpha: float = 0.1) -> dict | None:
+    """One checkpoint (e.g. the base model, before any labels) on the ledger's labeled ``split``; None if empty."""
+    from model.checkpoints import model_from_checkpoint
+    from model.codec import DarkCodec
+    from model.evaluate import predictor
+
+    rows, samples = _split_samples(ledger, split)
+    if not samples:
+        return None
+    net, ck = model_from_checkpoint(path)
+    pr = predictor(m, net, DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"]))
+    return _evaluate_split(m, rows, samples, pr.predict(samples), alpha)
+
+
 def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir: Path, stem: str, progress) -> dict:
     from model.checkpoints import model_from_checkpoint
     from model.codec import DarkCodec

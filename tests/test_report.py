@@ -10,6 +10,7 @@ from iterate.ingest import ingest
 from iterate.ledger import Ledger
 from iterate.manifest import load_manifest
 from model.retrain import retrain
+from reports.report import evaluate_checkpoint
 
 from conftest import LSPET, lsp_manifest, lspet_subset
 
@@ -65,6 +66,9 @@ def test_report_with_model_has_every_section_and_plots(project, lspet_coco):
     assert data["timeline"][-1]["test_pckh05"] == data["test"]["pckh05"]
     with Ledger(m.workspace_dir) as led:
         assert led.report_summaries()[data["model"]["id"]]["test"]["pckh05"] == data["test"]["pckh05"]
+        # one checkpoint scored on its own (the demo's "base model, before any labels" line) gives the same figures
+        again = evaluate_checkpoint(m, led, data["model"]["path"], "test")
+        assert (again["pckh"], again["pckh05"]) == (data["test"]["pckh"], data["test"]["pckh05"])
     for png in data["plots"].values():
         img = cv2.imread(str(rdir / png))
         assert img is not None and img.shape[0] > 50 and img.std() > 5, png  # decodes and is not blank

@@ -51,7 +51,7 @@ def demo(
     from annotation.oracle import autolabel
     from annotation.sync import sync_labels
     from model.retrain import retrain
-    from reports.report import build
+    from reports.report import build, evaluate_checkpoint
 
     from ..chunks import chunk_progress, current_chunk
     from ..ingest import ingest
@@ -81,6 +81,12 @@ def demo(
         console.rule("ingest")
         for s in ingest(m, ledger):
             console.print(f"{s.source}: {s.added} frames, {s.labels_added} labels ({s.split})")
+        if m.model.base:
+            with console.status("scoring the base model on the val and test splits…"):
+                base = {sp: evaluate_checkpoint(m, ledger, m.resolve(m.model.base), sp) for sp in ("val", "test")}
+            results.append((0, "base", base["val"] or {}, base["test"] or {}, m.model.base))
+            console.print(f"base model, before any labels: {_figures(base['val'], 'val')}; {_figures(base['test'], 'test')}",
+                          highlight=False)
         for rnd, mins in enumerate(minutes, 1):
             cur = current_chunk(chunk_progress(m, ledger))
             budget = cur.target - cur.labeled - cur.pending
@@ -110,7 +116,8 @@ def demo(
             server.stop(m)
     console.rule("demo done")
     for rnd, mid, val, test, md in results:
-        console.print(f"round {rnd}: model #{mid}  {_figures(val, 'val')}  |  {_figures(test, 'test')}  {md}", highlight=False)
+        name = "base model" if rnd == 0 else f"round {rnd}: model #{mid}"
+        console.print(f"{name}  {_figures(val, 'val')}  |  {_figures(test, 'test')}  {md}", highlight=False)
     console.print(f"reports: {m.workspace_dir / 'reports'} (latest.md); wall time {time.time() - t0:.0f} s")
 
 

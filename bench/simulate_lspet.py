@@ -1,7 +1,7 @@
 """`iterate simulate` on LSPET images the base model never saw: pool im06001–im06900 (labels hidden),
 val im06901–im07000 (gap focus), test im07001–im07400; rounds follow the 10/40/50 % chunk plan of D = 300.
 
-    python bench/simulate_lspet.py [--seeds 0,1] [--minutes 0.75] [--out simulate-lspet]
+    python bench/simulate_lspet.py [--seeds 0,1] [--minutes 0.75] [--base CHECKPOINT] [--out simulate-lspet]
 Last lines: one `<strategy>_labels_to_reach_random=…` per strategy.
 """
 
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=0.75)
     ap.add_argument("--budgets", default="30,120,150")
     ap.add_argument("--out", type=Path, default=Path("simulate-lspet"))
+    ap.add_argument("--base", default="", help="checkpoint each round fine-tunes from (default: the manifest's model.base)")
     args = ap.parse_args()
     coco = json.loads((LSPET / "annotations.coco.json").read_text())
     with tempfile.TemporaryDirectory() as d:
@@ -40,6 +41,8 @@ def main() -> None:
         cmd = [str(Path(sys.executable).with_name("iterate")), "simulate", "-m", str(REPO / "data_manifest.yaml"),
                "--pool", str(files[0]), "--val", str(files[1]), "--test", str(files[2]), "--images", str(LSPET),
                "--budgets", args.budgets, "--seeds", args.seeds, "--minutes", str(args.minutes), "--out", str(args.out)]
+        if args.base:
+            cmd += ["--base", args.base]
         subprocess.run(cmd, check=True)
     s = json.loads((args.out / "simulate.json").read_text())
     for name, c in s["strategies"].items():

@@ -145,6 +145,8 @@ class TrainSettings(_Strict):
     loss_scale: float = Field(1000.0, gt=0)
     best_metric: Literal["pckh01", "pckh05", "mean_sms01"] = Field(
         "pckh01", description="val figure that picks the best checkpoint (ties: the other PCKh, then the loss)")
+    eval_every_steps: int = Field(100, ge=1, description="score val (and maybe keep a best checkpoint) every N steps "
+                                  "and after the last epoch, not after every epoch of a small set")
     workers: int = Field(0, ge=0)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 

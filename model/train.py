@@ -196,6 +196,8 @@ def train(
         load_report = f"resumed from {last_path} after epoch {start_epoch}"
 
     bad: list[str] = []
+    scoring = evaluate is not None and bool(val_samples)
+    since_eval = 0  # steps since the last val score: a small fine-tune would otherwise spend most of its time on val
     elapsed_before = float(history[-1]["elapsed_s"]) if history else 0.0
     t_start = time.time() - elapsed_before
     stop = False
@@ -232,16 +234,21 @@ def train(
                 break
         rec = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
                "elapsed_s": round(time.time() - t_start, 2)}
-        if evaluate is not None and val_samples and rank == 0:
-            model.eval()
-            rec.update(evaluate(model, val_samples))
-            model.train()
+        since_eval += len(losses)
+        # val is scored every train.eval_every_steps steps, and always after the last epoch
+        due = scoring and (since_eval >= tcfg.eval_every_steps or stop or epoch == epochs - 1)
+        if due:
+            since_eval = 0
+            if rank == 0:
+                model.eval()
+                rec.update(evaluate(model, val_samples))
+                model.train()
         # best by the val figure train.best_metric (PCKh@0.1 by default); ties go to the other PCKh, then the loss
         first = tcfg.best_metric
         second = "pckh05" if first != "pckh05" else "pckh01"
         key = [rec.get(first, -1.0), rec.get(second, -1.0), -rec["loss"]]
         history.append(rec)
-        improved = key > best_key
+        improved = key > best_key and (due or not scoring)
         if improved:
             best_key, best_score = key, rec.get("pckh01", -rec["loss"])
         if rank == 0:

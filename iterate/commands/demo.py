@@ -60,7 +60,7 @@ def demo(
 
     t0 = time.time()
     m = load_manifest(manifest)
-    minutes = minutes or [2.5, 4.0]
+    minutes = minutes or [3.0, 5.0]
     token_var = m.label_studio.token_env
     if not os.environ.get(token_var):
         os.environ[token_var] = secrets.token_urlsafe(24)  # this process and its server only; never shown or stored
@@ -101,9 +101,9 @@ def demo(
             console.print(f"sync-labels: {s.new} new labels, {len(s.invalid)} invalid, {s.skipped} skipped")
             console.print(f"retrain ({mins:g} min on this machine)…")
             out = retrain(m, ledger, time_limit_s=mins * 60, epochs=10_000,
-                          on_epoch=lambda r: console.print(
-                              f"  epoch {r['epoch'] + 1}: loss {r['loss']:.3f}, val PCKh@0.1 {r.get('pckh01', 0):.1f} %, "
-                              f"@0.5 {r.get('pckh05', 0):.1f} %", highlight=False))
+                          on_epoch=lambda r: "pckh01" in r and console.print(
+                              f"  epoch {r['epoch'] + 1} (step {r['step']}): loss {r['loss']:.3f}, "
+                              f"val PCKh@0.1 {r['pckh01']:.1f} %, @0.5 {r['pckh05']:.1f} %", highlight=False))
             with console.status("writing the report…"):
                 md = build(m, ledger)
             rep = json.loads(md.with_suffix(".json").read_text())

@@ -88,8 +88,9 @@ def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str
             with ledger.transaction():
                 ledger.set(_RUN_KEY, {"dir": str(out_dir), "init": str(init) if init else "", "heatmap_size": hm})
     codec = DarkCodec(m.model.input_size, hm, m.model.sigma)
+    # val during training runs the report's inference path (flip + refine): the checkpoint kept is the one it scores best
     res = train(m, train_s, val_s, out_dir, epochs=epochs, init=init, allow_partial=allow_partial, freeze=freeze,
-                heatmap_size=hm, resume=resume, time_limit_s=time_limit_s, evaluate=evaluator(m, codec),
+                heatmap_size=hm, resume=resume, time_limit_s=time_limit_s, evaluate=evaluator(m, codec, flip=True),
                 on_step=on_step, on_epoch=on_epoch, distributed=distributed)
     if rank != 0:
         return None

@@ -205,36 +205,40 @@ def _split_samples(ledger: Ledger, split: str):
     return rows, samples
 
 
-def _evaluate_split(m: Manifest, rows, samples, p, alpha: float) -> dict:
+def _split_arrays(rows, samples) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Labels of one split as (gt (N, K, 2), visibility (N, K), attributes)."""
     gt = np.stack([s.keypoints[:, :2] for s in samples])
     vis = np.stack([s.keypoints[:, 2] for s in samples])
-    attrs = [lab.attributes for _, lab in rows]
+    return gt, vis, [lab.attributes for _, lab in rows]
+
+
+def _evaluate_split(m: Manifest, rows, samples, p, alpha: float) -> dict:
+    gt, vis, attrs = _split_arrays(rows, samples)
     return evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, [f.id for f, _ in rows], scores=p.scores), alpha)
+
+
+def _checkpoint_predictor(m: Manifest, path: str | Path):
+    """The manifest's inference path (flip, refine, …) for one checkpoint."""
+    from model.checkpoints import model_from_checkpoint
+    from model.codec import DarkCodec
+    from model.evaluate import predictor
+
+    net, ck = model_from_checkpoint(path)
+    return predictor(m, net, DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"]))
 
 
 def evaluate_checkpoint(m: Manifest, ledger: Ledger, path: str | Path, split: str, alpha: float = 0.1) -> dict | None:
     """One checkpoint (e.g. the base model, before any labels) on the ledger's labeled ``split``; None if empty."""
-    from model.checkpoints import model_from_checkpoint
-    from model.codec import DarkCodec
-    from model.evaluate import predictor
-
     rows, samples = _split_samples(ledger, split)
     if not samples:
         return None
-    net, ck = model_from_checkpoint(path)
-    pr = predictor(m, net, DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"]))
-    return _evaluate_split(m, rows, samples, pr.predict(samples), alpha)
+    return _evaluate_split(m, rows, samples, _checkpoint_predictor(m, path).predict(samples), alpha)
 
 
 def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir: Path, stem: str, progress) -> dict:
-    from model.checkpoints import model_from_checkpoint
-    from model.codec import DarkCodec
     from model.data import Sample
-    from model.evaluate import predictor
 
-    net, ck = model_from_checkpoint(model["path"])
-    codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
-    pr = predictor(m, net, codec)
+    pr = _checkpoint_predictor(m, model["path"])
     val, samples = _split_samples(ledger, "val")
     out: dict = {"plots": {}}
     # the test split never picks a checkpoint or steers selection: its figures are the unbiased ones
@@ -247,9 +251,7 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
         return out
     p = pr.predict(samples)
     res = _evaluate_split(m, val, samples, p, alpha)
-    gt = np.stack([s.keypoints[:, :2] for s in samples])
-    vis = np.stack([s.keypoints[:, 2] for s in samples])
-    attrs = [lab.attributes for _, lab in val]
+    gt, vis, attrs = _split_arrays(val, samples)
     out["val"] = res
     _plot_joints(res["per_joint"], res["pckh"] or 0.0, out_dir / f"{stem}-joints.png", alpha)
     out["plots"]["joints"] = f"{stem}-joints.png"

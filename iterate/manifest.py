@@ -28,6 +28,10 @@ class Normalizer(_Strict):
     kind: Literal["head_box", "head_segment", "person_box"] = "head_segment"
     joints: list[str] = Field(default_factory=list, description="the two joints of a head_segment")
     factor: float = Field(1.0, gt=0, description="l = factor × (segment length | box diagonal)")
+    fallback: Literal["person_box_ratio", "none"] = Field(
+        "person_box_ratio", description="frames without this normaliser: the labeled joints' box diagonal × the "
+        "median normaliser-to-box ratio of the frames that have both (none: leave them out, counted)")
+    fallback_ratio: float | None = Field(None, gt=0, description="a fixed normaliser-to-box ratio for the fallback")
 
 
 class KeypointSchema(_Strict):
@@ -276,4 +280,32 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST, *, check_sources: bool = 
     for k, vals in m.strata.items():
         if len(set(vals)) != len(vals):
             raise ManifestError(f"{path}: strata.{k}: values repeat")
+    check_workspace(m, path)
     return m
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_workspace(m: Manifest, path: str | Path = "manifest") -> None:
+    """Refuse a workspace that would put the user's own files at risk.
+
+    The workspace is iterate's scratch and state folder; it must not be ``/``, the home folder, a folder that
+    holds the manifest or any source, or a file.
+    """
+    ws = m.workspace_dir
+    where = f"{path}: workspace: {ws}"
+    if ws.exists() and not ws.is_dir():
+        raise ManifestError(f"{where} is a file, not a folder")
+    if ws == Path(ws.anchor) or ws == Path.home().resolve():
+        raise ManifestError(f"{where} is the {'root' if ws == Path(ws.anchor) else 'home'} folder; "
+                            "give the workspace a folder of its own (default .iterate)")
+    if _inside(Path(path).resolve(), ws):
+        raise ManifestError(f"{where} holds the manifest itself; give the workspace a folder of its own "
+                            "(default .iterate)")
+    for i, s in enumerate(m.sources):
+        for field, p in (("path", s.path), ("images", s.images)):
+            if p and _inside(m.resolve(p), ws):
+                raise ManifestError(f"{where} holds sources[{i}].{field} ({m.resolve(p)}); "
+                                    "keep the workspace apart from your data")

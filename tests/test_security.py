@@ -7,6 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from iterate.cli import app
+from iterate.commands.demo import demo_workspace
 from iterate.manifest import load_manifest
 
 from conftest import LSPET, REPO, STUDIO_TOKEN, lspet_subset, studio_manifest
@@ -47,9 +48,10 @@ def test_demo_files_and_output_never_hold_the_token(tmp_path, lspet_coco, studio
     assert r.exit_code == 0, r.output
     assert "round 2: model #2" in r.output
     assert STUDIO_TOKEN not in r.output
-    m = load_manifest(p)
-    files = [f for f in m.workspace_dir.rglob("*") if f.is_file()]
+    ws = demo_workspace(load_manifest(p))  # the demo's own folder, never the manifest's workspace
+    files = [f for f in ws.rglob("*") if f.is_file()]
     assert len(files) > 10 and any(f.suffix == ".md" for f in files)
     leaks = [f for f in files if STUDIO_TOKEN.encode() in f.read_bytes()]
     assert leaks == []
-    assert (m.workspace_dir / "reports" / "round-02.md").is_file()
+    assert (ws / "reports" / "round-02.md").is_file()
+    assert not load_manifest(p).workspace_dir.exists()

@@ -2,7 +2,8 @@
 
 Starts the local Label Studio (or uses the manifest's server when one answers), ingests the demo data, then
 two rounds of select → push → oracle annotator → sync-labels → retrain → report, and prints each round's
-figures. Every run starts from a fresh workspace, so running it twice is safe.
+figures. Every run starts from a fresh workspace of its own (``.iterate-demo`` beside the manifest's workspace,
+marked as made by the demo); it never deletes a folder it did not create, so running it twice is safe.
 """
 
 from __future__ import annotations
@@ -18,15 +19,34 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import IterateError
-from ..manifest import load_manifest
+from ..manifest import Manifest, check_workspace, load_manifest
 from ._options import DEFAULT, ManifestOpt, console
 
 
-def _fresh_workspace(ws: Path) -> None:
+DEMO_MARK = ".iterate-demo-workspace"
+_MARK_TEXT = "created by `iterate demo`; the demo deletes and recreates this folder on its next run\n"
+
+
+def demo_workspace(m: Manifest) -> Path:
+    """The demo's own folder: ``<workspace>-demo`` beside the manifest's workspace, never the workspace itself."""
+    ws = m.workspace_dir
+    return ws.with_name(ws.name + "-demo")
+
+
+def fresh_demo_workspace(ws: Path) -> None:
+    """Empty the demo's folder, but only when the demo made it (it holds the demo's mark); refuse anything else."""
+    if ws.is_symlink() or (ws.exists() and not ws.is_dir()):
+        raise IterateError(f"{ws}: the demo's folder is a file or a link; move it away and re-run")
     if ws.exists():
-        if any(ws.iterdir()) and not (ws / "ledger.sqlite").exists():
-            raise IterateError(f"{ws} is not empty and holds no iterate ledger: refusing to wipe it for the demo")
-        shutil.rmtree(ws)
+        mark = ws / DEMO_MARK
+        if not mark.is_file() or mark.read_text() != _MARK_TEXT:
+            if any(ws.iterdir()):
+                raise IterateError(f"{ws} exists and was not created by `iterate demo`: the demo deletes nothing it did "
+                                   "not create; move the folder away or pass --workspace to another folder")
+        else:
+            shutil.rmtree(ws)
+    ws.mkdir(parents=True, exist_ok=True)
+    (ws / DEMO_MARK).write_text(_MARK_TEXT)
 
 
 def _figures(r: dict | None, split: str) -> str:
@@ -41,6 +61,8 @@ def demo(
     labels: Annotated[Path, typer.Option(help="ground truth the oracle annotator answers from")] = Path("demo_data/pool.coco.json"),
     minutes: Annotated[Optional[list[float]], typer.Option(help="retrain wall time per round (minutes)")] = None,
     keep_server: Annotated[bool, typer.Option(help="leave the local Label Studio running at the end")] = False,
+    workspace: Annotated[Optional[Path], typer.Option(help="the demo's own folder (default: the manifest's workspace "
+                                                            "name + '-demo'); recreated on every run")] = None,
 ) -> None:
     """Run the loop on the bundled demo data: two rounds of select → Label Studio → sync → retrain → report.
 
@@ -60,11 +82,14 @@ def demo(
 
     t0 = time.time()
     m = load_manifest(manifest)
+    # the demo never touches the manifest's workspace: it works in a folder of its own that it marks as its own
+    m.workspace = str((workspace if workspace is not None else demo_workspace(m)).expanduser().resolve())
+    check_workspace(m, manifest)
     minutes = minutes or [3.0, 5.0]
     token_var = m.label_studio.token_env
     if not os.environ.get(token_var):
         os.environ[token_var] = secrets.token_urlsafe(24)  # this process and its server only; never shown or stored
-    _fresh_workspace(m.workspace_dir)
+    fresh_demo_workspace(m.workspace_dir)
     started = False
     if Studio.from_manifest(m).health():
         console.print(f"using the Label Studio that answers at {m.label_studio.url}")

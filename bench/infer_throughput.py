@@ -1,7 +1,10 @@
-"""Frames/s of `predict` (real images: read, crop, forward, DARK decode, back to image pixels; flip TTA and the
-refinement pass off) vs the bare forward of the same net on the same batch shape.
+"""Frames/s of the default inference path (`load_predictor` with the settings a checkpoint records: read,
+crop, forward + flipped forward, DARK decode, then the box-refine pass: crop on the found box, forward +
+flipped forward, decode) against the bare forward passes that path needs (the same number of batches of the
+same shape, nothing else), in one run.
 
-Last line: infer_ratio=…
+    python bench/infer_throughput.py [--frames 800]
+Last lines: infer_default_frames_per_s=…, infer_default_ratio=…
 """
 
 from __future__ import annotations
@@ -9,67 +12,75 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _lspet import lspet_samples, manifest  # noqa: E402
+from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
 
-from model.codec import DarkCodec  # noqa: E402
+from model.checkpoints import save_atomic  # noqa: E402
 from model.hrnet import build_model  # noqa: E402
-from model.infer import Predictor  # noqa: E402
+from model.infer import load_predictor  # noqa: E402
+from model.train import checkpoint_dict  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=800)
-    ap.add_argument("--backbone", default=None)
-    ap.add_argument("--input", type=int, default=None)
-    ap.add_argument("--heatmap", type=int, default=None)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--checkpoint", default=None, help="default: the shipped lspet_w18s_128.pt")
     args = ap.parse_args()
+    speed = bare_forward_speed()
     m = manifest()
-    bb = args.backbone or m.model.backbone
-    size = args.input or m.model.input_size
-    hs = args.heatmap or m.model.heatmap_size
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(os.cpu_count() or 1)
-    workers = args.workers if args.workers is not None else (1 if dev.type == "cpu" else 8)
-    model = build_model(bb, m.keypoints.num_joints, size, hs)
-    pred = Predictor(model, DarkCodec(size, hs, m.model.sigma), m.keypoints.flip_index(), flip=False,
-                     batch_size=args.batch, workers=workers)
+    ck = args.checkpoint or str(Path(__file__).resolve().parents[1] / "model" / "weights" / "lspet_w18s_128.pt")
+    with tempfile.TemporaryDirectory() as d:
+        if not Path(ck).is_file():
+            ck = str(Path(d) / "random.pt")
+            save_atomic(checkpoint_dict(build_model(m.model.backbone, m.keypoints.num_joints, m.model.input_size,
+                                                    m.model.heatmap_size), m), ck)
+        pred = load_predictor(ck, batch_size=args.batch)
     samples = lspet_samples(7001, 7000 + args.frames)
+    size = pred.codec.input_size
+    dev = pred.device
     x = torch.randn(args.batch, 3, size, size, device=dev).contiguous(memory_format=torch.channels_last)
+    pred.predict(samples[: args.batch * 2])  # warm-up
+    counted = {"batches": 0}
+    real_batches = pred.batches
 
-    def sync():
+    def counting(*a, **kw):
+        for b in real_batches(*a, **kw):
+            counted["batches"] += 1
+            yield b
+
+    pred.batches = counting
+    t0 = time.perf_counter()
+    pred.predict(samples)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t_pipe = time.perf_counter() - t0
+    passes = (2 if pred.settings.flip else 1)  # forward (+ flipped forward) per batch
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for _ in range(counted["batches"]):
+            pred.model(x, with_embedding=True)
+            for _ in range(passes - 1):
+                pred.model(torch.flip(x, dims=[3]))
         if dev.type == "cuda":
             torch.cuda.synchronize()
-
-    with torch.inference_mode():
-        for _ in range(3):
-            pred.model(x, with_embedding=True)
-    pred.predict(samples[: args.batch * 2])
-    t_pipe = t_bare = 0.0
-    reps = 2
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        pred.predict(samples)
-        sync()
-        t_pipe += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            for _ in range((len(samples) + args.batch - 1) // args.batch):
-                pred.model(x, with_embedding=True)
-        sync()
-        t_bare += time.perf_counter() - t0
-    n = len(samples) * reps
-    print(f"device={torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'} backbone={bb} input={size} "
-          f"heatmap={hs} batch={args.batch} workers={workers}")
-    print(f"predict_frames_per_s={n / t_pipe:.1f} bare_forward_frames_per_s={n / t_bare:.1f}")
-    print(f"infer_ratio={t_bare / t_pipe:.3f}")
+        t_bare = time.perf_counter() - t0
+    n = len(samples)
+    print(f"device={dev} inference={pred.settings.describe()} batch={args.batch} frames={n} "
+          f"batches={counted['batches']} (first pass + refine) forward passes per batch={passes}")
+    print(f"pipeline_s={t_pipe:.2f} bare_forward_s={t_bare:.2f}")
+    write_result("infer_throughput", {"infer_default_frames_per_s": round(n / t_pipe, 1),
+                                      "infer_default_ratio": round(t_bare / t_pipe, 3)},
+                 {"frames": n, "batch": args.batch, "batches": counted["batches"], "pipeline_s": round(t_pipe, 2),
+                  "bare_forward_s": round(t_bare, 2), "inference": pred.settings.describe(), "checkpoint": Path(ck).name},
+                 speed=speed)
 
 
 if __name__ == "__main__":

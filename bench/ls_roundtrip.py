@@ -1,8 +1,9 @@
-"""Against a real local Label Studio: push 500 tasks with predictions (goal ≤ 5 s), then sync 5,000 annotated
-tasks (goal ≤ 15 s; the annotations are bulk-imported with their tasks, in the shape the UI writes).
+"""Against a real local Label Studio: push 500 tasks with predictions, then sync 5,000 annotated tasks (the
+annotations bulk-imported with their tasks, in the shape the UI writes), and in the same run the server's bare
+JSON export of the same 5,000 tasks (one request, nothing parsed): the floor any sync stands on.
 
     python bench/ls_roundtrip.py        (needs .venv-studio: bash scripts/setup_studio.sh)
-Last lines: push_500_s=…, sync_5000_s=…
+Last lines: push_500_s=…, sync_5000_s=…, export_5000_s=…, sync_over_export=…
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _lspet import LSPET, REPO  # noqa: E402
+from _common import LSPET, REPO, write_result  # noqa: E402
 
 from annotation import server  # noqa: E402
 from annotation.client import Studio  # noqa: E402
@@ -79,16 +80,28 @@ def main() -> None:
                                   "annotations": [{"result": to_result(m, kps, f.width, f.height,
                                                                        {"posture": "upright"})}]})
                 st.import_tasks(pid, batch)
+            ids = [t["id"] for t in st.tasks(pid, fields="task_only") if t.get("total_annotations", 1)]
+            t_export = []
+            for _ in range(2):  # the server's bare export of every task (the 5,000 annotated + 500 pushed)
+                t0 = time.perf_counter()
+                raw = st._http.get(f"/api/projects/{pid}/export", params={"exportType": "JSON",
+                                                                          "download_all_tasks": "true"})
+                t_export.append(time.perf_counter() - t0)
+                assert raw.status_code == 200 and len(raw.content) > 1000
             t0 = time.perf_counter()
             r = sync_labels(m, led, st)
             t_sync = time.perf_counter() - t0
-            print(f"synced: {r.new} new labels from {r.tasks} tasks, {len(r.invalid)} invalid")
+            print(f"synced: {r.new} new labels from {r.tasks} tasks, {len(r.invalid)} invalid; "
+                  f"{len(ids)} tasks in the project; bare export {t_export[0]:.2f} / {t_export[1]:.2f} s")
             assert r.new == 5000, r
             led.close()
         finally:
             server.stop(m)
-    print(f"push_500_s={t_push:.2f}")
-    print(f"sync_5000_s={t_sync:.2f}")
+    export = min(t_export)
+    write_result("ls_roundtrip", {"push_500_s": round(t_push, 2), "sync_5000_s": round(t_sync, 2),
+                                  "export_5000_s": round(export, 2), "sync_over_export": round(t_sync / export, 3)},
+                 {"tasks_in_project": len(ids), "export_runs_s": [round(t, 2) for t in t_export],
+                  "label_studio": "1.23.2, local, SQLite"})
 
 
 if __name__ == "__main__":

@@ -1,22 +1,35 @@
-"""Selecting 500 frames from 1,000,000 cached embeddings (float16 on disk, as `select` caches them): the
-rank combination of three scores over the whole pool, k-center greedy among the top candidates, seeded with
-10,000 labeled embeddings. Measures wall time and peak memory (ru_maxrss) of the selection step.
+"""The default `full` selection of 500 frames from 1,000,000 cached embeddings, as `iterate select` runs it:
+rank-combined uncertainty scores over the whole pool, per-stratum quotas from a report focus, 10 % random
+exploration, k-center greedy among each stratum's top candidates seeded with 10,000 labeled embeddings, and
+near-duplicate blocking of neighbouring video frames. Embeddings are float16 on disk (memory-mapped), as the
+per-model cache keeps them.
 
-Last lines: select_1m_s=…, select_1m_peak_gib=…
+Wall time of the selection step (`iterate.select.choose`) in one run; its peak memory in a second run under
+tracemalloc (allocations of the selection alone, not of the fake cache built beforehand).
+
+    python bench/select_scale.py [--n 1000000]
+Last lines: select_1m_full_s=…, select_1m_full_peak_gib=…
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
-from iterate.select import choose
-from iterate.selection import scores as sc
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
+from iterate.select import choose  # noqa: E402
+from iterate.selection import diversity  # noqa: E402
+from iterate.selection import scores as sc  # noqa: E402
+
+FOCUS = {"key": "posture", "weights": {"upright": 0.1, "leaning": 0.2, "horizontal": 0.3, "inverted": 0.3}}
 
 
 def main() -> None:
@@ -24,6 +37,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=240)  # hrnet_w18_small's pooled embedding
     ap.add_argument("--budget", type=int, default=500)
+    ap.add_argument("--video-frames", type=int, default=1000, help="frames per video (near-duplicate blocking)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
@@ -35,18 +49,37 @@ def main() -> None:
         del emb
         scores = {k: rng.random(args.n).astype(np.float32) for k in sc.NAMES}
         seeds = rng.normal(size=(10_000, args.dim)).astype(np.float32)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        postures = np.array(list(FOCUS["weights"]))
+        strata = [{"posture": str(p)} for p in postures[rng.integers(0, len(postures), args.n)]]
+        videos = [f"video-{i // args.video_frames:05d}.mp4" for i in range(args.n)]
+        frame_idx = [i % args.video_frames for i in range(args.n)]
+        blocked = diversity.video_neighbours(videos, frame_idx, 15)
+
+        def run() -> list[int]:
+            emb = np.load(path, mmap_mode="r")
+            combined = sc.combine(scores, {"confidence": 1.0, "flip": 1.0, "entropy": 1.0})
+            rows, why, _ = choose("full", args.budget, args.n, combined=combined, emb=emb, seeds=seeds,
+                                  blocked=blocked, strata=strata, focus=FOCUS, explore=0.1,
+                                  rng=np.random.default_rng(1))
+            return rows, why
+
         t0 = time.perf_counter()
-        emb = np.load(path, mmap_mode="r")
-        combined = sc.combine(scores, {"confidence": 1.0, "flip": 1.0, "entropy": 1.0})
-        rows, _, _ = choose("diversity", args.budget, args.n, combined=combined, emb=emb, seeds=seeds, blocked=None,
-                            strata=None, focus=None, explore=0.1, rng=rng)
+        rows, why = run()
         dt = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tracemalloc.start()
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
     assert len(set(rows)) == args.budget
-    print(f"pool={args.n} dim={args.dim} budget={args.budget} rss_before_gib={base / 2**20:.2f}")
-    print(f"select_1m_s={dt:.2f}")
-    print(f"select_1m_peak_gib={peak / 2**20:.2f}")
+    tags: dict[str, int] = {}
+    for r in rows:
+        tags[why[r]] = tags.get(why[r], 0) + 1
+    sel_posture = {p: sum(1 for r in rows if strata[r]["posture"] == p) for p in FOCUS["weights"]}
+    print(f"pool={args.n} dim={args.dim} budget={args.budget} picked by: {tags}; per posture: {sel_posture}")
+    write_result("select_scale", {"select_1m_full_s": round(dt, 2), "select_1m_full_peak_gib": round(peak / 2**30, 3)},
+                 {"pool": args.n, "dim": args.dim, "budget": args.budget, "strategy": "full", "picked_by": tags,
+                  "per_posture": sel_posture, "seeds": 10_000, "video_frames": args.video_frames, "video_gap": 15,
+                  "peak_measured_by": "tracemalloc around iterate.select.choose (second run)"})
 
 
 if __name__ == "__main__":

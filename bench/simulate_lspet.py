@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _lspet import LSPET, REPO  # noqa: E402
+from _common import LSPET, REPO  # noqa: E402
 
 
 def subset(coco: dict, lo: int, hi: int, path: Path) -> Path:

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _lspet import LSPET, REPO, lspet_samples  # noqa: E402
+from _common import LSPET, REPO, lspet_samples  # noqa: E402
 
 from iterate.ledger import Ledger  # noqa: E402
 from iterate.manifest import load_manifest  # noqa: E402

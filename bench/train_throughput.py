@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _lspet import lspet_samples, manifest  # noqa: E402
+from _common import lspet_samples, manifest  # noqa: E402
 
 from model.codec import DarkCodec  # noqa: E402
 from model.data import PoseDataset, collate  # noqa: E402

@@ -239,6 +239,21 @@ def coco_keypoints(m: Manifest, ann: dict, order: list[int] | None, path: Path) 
     return [[x, y, v] if v > 0 else [0.0, 0.0, 0] for x, y, v in trip]
 
 
+def coco_head_box(ann: dict, path: Path) -> list[float] | None:
+    """The annotation's head box (``bbox_head``, PoseTrack/MPII style, or ``head_box``) as [x, y, w, h]."""
+    hb = ann.get("bbox_head", ann.get("head_box"))
+    if hb is None or hb == []:
+        return None
+    try:
+        box = [float(v) for v in hb]
+    except (TypeError, ValueError):
+        box = []
+    if len(box) != 4 or not all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+        raise IterateError(f"{path}: annotation {ann.get('id')}: bbox_head must be [x, y, w, h] with w, h > 0, "
+                           f"found {hb!r}")
+    return box
+
+
 def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
     path = m.resolve(src.path)
     coco, order = read_coco(m, path)
@@ -248,7 +263,8 @@ def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
         anns_by_image.setdefault(a.get("image_id"), []).append(a)
     # validate every annotation before anything is written
     parsed = {
-        iid: [(a, coco_keypoints(m, a, order, path)) for a in anns] for iid, anns in anns_by_image.items()
+        iid: [(a, coco_keypoints(m, a, order, path), coco_head_box(a, path)) for a in anns]
+        for iid, anns in anns_by_image.items()
     } if src.labels else {}
     images = coco["images"]
     with ledger.transaction():
@@ -277,8 +293,8 @@ def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
                 s.added += 1
             else:
                 s.existing += 1
-            labeled = [(a, k) for a, k in parsed.get(im.get("id"), []) if any(v > 0 for _, _, v in k)]
-            for inst, (a, kps) in enumerate(labeled):
+            labeled = [(a, k, hb) for a, k, hb in parsed.get(im.get("id"), []) if any(v > 0 for _, _, v in k)]
+            for inst, (a, kps, head_box) in enumerate(labeled):
                 attrs = dict(a.get("attributes") or {})
                 for key, val in attrs.items():
                     allowed = m.strata.get(key)
@@ -286,7 +302,7 @@ def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
                         s.unknown_strata[f"{key}={val}"] = s.unknown_strata.get(f"{key}={val}", 0) + 1
                 bbox = [float(x) for x in a["bbox"]] if a.get("bbox") else None
                 v = ledger.add_label(fid, kps, source="coco", instance=inst, bbox=bbox, attributes=attrs,
-                                     annotator=path.name)
+                                     annotator=path.name, head_box=head_box)
                 if v is None:
                     s.labels_skipped += 1
                 else:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from .errors import BusyError, IterateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -101,6 +101,10 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # v2: labels.head_box, JSON [x, y, w, h] from COCO bbox_head / head_box, or null
+    2: """
+    ALTER TABLE labels ADD COLUMN head_box TEXT
+    """,
 }
 
 
@@ -132,6 +136,7 @@ class Label:
     ls_task_id: int | None
     ls_annotation_id: int | None
     created_at: float
+    head_box: list[float] | None = None
 
 
 def _label(row: sqlite3.Row) -> Label:
@@ -140,6 +145,7 @@ def _label(row: sqlite3.Row) -> Label:
         keypoints=json.loads(row["keypoints"]), bbox=json.loads(row["bbox"]) if row["bbox"] else None,
         attributes=json.loads(row["attributes"]), source=row["source"], annotator=row["annotator"],
         ls_task_id=row["ls_task_id"], ls_annotation_id=row["ls_annotation_id"], created_at=row["created_at"],
+        head_box=json.loads(row["head_box"]) if row["head_box"] else None,
     )
 
 
@@ -276,19 +282,21 @@ class Ledger:
     def add_label(
         self, frame_id: str, keypoints: list[list[float]], *, source: str, instance: int = 0,
         bbox: list[float] | None = None, attributes: dict | None = None, annotator: str | None = None,
-        ls_task_id: int | None = None, ls_annotation_id: int | None = None,
+        ls_task_id: int | None = None, ls_annotation_id: int | None = None, head_box: list[float] | None = None,
     ) -> int | None:
         """Add a label version. Returns its version, or None when it equals the current one (no-op)."""
         cur = self.current_label(frame_id, instance)
         attributes = attributes or {}
-        if cur is not None and cur.keypoints == keypoints and cur.attributes == attributes and cur.bbox == bbox:
+        if (cur is not None and cur.keypoints == keypoints and cur.attributes == attributes and cur.bbox == bbox
+                and cur.head_box == head_box):
             return None
         version = 1 if cur is None else cur.version + 1
         self.db.execute(
             "INSERT INTO labels (frame_id, instance, version, keypoints, bbox, attributes, source, annotator,"
-            " ls_task_id, ls_annotation_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " ls_task_id, ls_annotation_id, created_at, head_box) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (frame_id, instance, version, json.dumps(keypoints), json.dumps(bbox) if bbox else None,
-             json.dumps(attributes, sort_keys=True), source, annotator, ls_task_id, ls_annotation_id, time.time()),
+             json.dumps(attributes, sort_keys=True), source, annotator, ls_task_id, ls_annotation_id, time.time(),
+             json.dumps(head_box) if head_box else None),
         )
         return version
 

@@ -71,19 +71,19 @@ def candidates(ledger: Ledger) -> list[Frame]:
 # -- model scoring with a per-model cache ----------------------------------------------------------------
 def batch_scores(m: Manifest, codec, b) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """One predictor batch (plain + flipped-back heatmaps) → uncertainty scores, keypoints (image px), confidences."""
-    from model.infer import _to_image
-    from reports.metrics import normaliser_lengths
+    from model.infer import to_image
+    from reports.metrics import normalisers
 
     avg = 0.5 * (b.heatmaps + b.heatmaps_flip)
     xy, conf = codec.decode(avg)
-    kp = _to_image(xy, b.matrix)
+    kp = to_image(xy, b.matrix)
     xp, _ = codec.decode(b.heatmaps)
     xf, _ = codec.decode(b.heatmaps_flip)
-    norm = normaliser_lengths(kp, np.ones(kp.shape[:2]), m.keypoints.normalizer, m.keypoints.names)
+    norm = normalisers(kp, np.ones(kp.shape[:2]), m.keypoints.normalizer, m.keypoints.names).lengths
     box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0  # no head in view: a sixth of the person's extent
     norm = np.where(np.isfinite(norm) & (norm > 1), norm, box)
     scores = {"confidence": sc.confidence(avg),
-              "flip": sc.flip_disagreement(_to_image(xp, b.matrix), _to_image(xf, b.matrix), norm),
+              "flip": sc.flip_disagreement(to_image(xp, b.matrix), to_image(xf, b.matrix), norm),
               "entropy": sc.peak_entropy(avg)}
     return scores, kp, conf
 
@@ -92,11 +92,14 @@ def _cache_dir(m: Manifest, model: dict) -> Path:
     return m.workspace_dir / "cache" / f"model-{model['id']:03d}"
 
 
+SCORING_PATH = ("one flip-TTA pass on the whole frame (no box-refine pass: half the cost); the pre-annotations "
+                "pushed to Label Studio use the checkpoint's full inference path")
+
+
 def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None) -> Scored:
-    from model.checkpoints import model_from_checkpoint
-    from model.codec import DarkCodec
+    """Uncertainty scores, keypoints and embeddings of ``frames`` by :data:`SCORING_PATH`, cached per model."""
     from model.data import Sample
-    from model.infer import Predictor
+    from model.infer import load_predictor
 
     ck_path = Path(model["path"])
     if not ck_path.is_file():
@@ -114,9 +117,8 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
     todo = [f for f in frames if f.id not in have]
     k = m.keypoints.num_joints
     if todo:
-        net, ck = model_from_checkpoint(ck_path)
-        codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
-        pred = Predictor(net, codec, m.keypoints.flip_index(), flip=True, batch_size=32)
+        pred = load_predictor(ck_path, flip=True, refine=False, head_up=False, rotations=())
+        codec = pred.codec
         n = len(todo)
         new_sc = np.zeros((n, 3), np.float32)
         new_kp = np.zeros((n, k, 2), np.float32)
@@ -200,72 +202,81 @@ def cold_start_features(m: Manifest, frames: list[Frame], progress=None) -> tupl
 def choose(strategy: str, budget: int, n: int, *, combined: np.ndarray | None, emb: np.ndarray | None,
            seeds: np.ndarray | None, blocked, strata: list[dict] | None, focus: dict | None, explore: float,
            rng: np.random.Generator) -> tuple[list[int], dict[int, str], list[str]]:
-    """Row indices to label (in order) and why each was picked. Pure: no I/O, so `simulate` reuses it."""
+    """Row indices to label (in order) and why each was picked. Pure: no I/O, so `simulate` reuses it.
+
+    O(n log n) in the pool size plus O(k · candidates) for k-center: membership is one boolean mask, never a
+    set rebuilt per row (1,000,000 rows: `bench/select_scale.py`)."""
     why: dict[int, str] = {}
     notes: list[str] = []
     if strategy == "random" or (combined is None and emb is None):
         rows = list(rng.choice(n, size=budget, replace=False))
         return rows, {r: "random" for r in rows}, notes
+    taken = np.zeros(n, bool)  # chosen so far
+    chosen: list[int] = []
 
-    def pick(pool_rows: np.ndarray, k: int, tag: str, chosen: set[int]) -> list[int]:
-        pool_rows = np.array([r for r in pool_rows if r not in chosen], dtype=np.int64)
+    def take(rows, tag: str) -> None:
+        for r in rows:
+            r = int(r)
+            if not taken[r]:
+                taken[r] = True
+                chosen.append(r)
+                why[r] = tag
+
+    def k_center(rows: np.ndarray, k: int) -> list[int]:
+        local = None
+        if blocked:
+            inv = np.full(n, -1, np.int64)
+            inv[rows] = np.arange(len(rows))
+
+            def local(i: int) -> list[int]:
+                g = np.asarray(blocked(int(rows[i])), dtype=np.int64)
+                j = inv[g] if len(g) else g
+                return j[j >= 0].tolist()
+        sel = diversity.k_center_greedy(emb[rows], k, seeds=seeds, rng=rng, blocked=local)
+        return [int(rows[i]) for i in sel]
+
+    def pick(pool_rows: np.ndarray, k: int, tag: str) -> None:
+        pool_rows = pool_rows[~taken[pool_rows]]
         if k <= 0 or not len(pool_rows):
-            return []
+            return
         if combined is None:  # cold start: diversity only
-            sel = diversity.k_center_greedy(emb[pool_rows], k, seeds=seeds, rng=rng,
-                                            blocked=(lambda i: _local(blocked, pool_rows, i)) if blocked else None)
-            out = [int(pool_rows[i]) for i in sel]
-        else:
-            order = pool_rows[np.argsort(-combined[pool_rows], kind="stable")]
-            if strategy == "uncertainty":
-                out = [int(r) for r in order[:k]]
-            else:
-                top = order[: max(k * _POOL_FACTOR, k)]
-                sel = diversity.k_center_greedy(emb[top], k, seeds=seeds, rng=rng,
-                                                blocked=(lambda i: _local(blocked, top, i)) if blocked else None)
-                out = [int(top[i]) for i in sel]
-                if len(out) < k:  # near-duplicate suppression left too few: fill by score
-                    out += [int(r) for r in order if int(r) not in set(out)][: k - len(out)]
-        for r in out:
-            why[r] = tag
-        return out
+            take(k_center(pool_rows, k), tag)
+            return
+        order = pool_rows[np.argsort(-combined[pool_rows], kind="stable")]
+        if strategy == "uncertainty":
+            take(order[:k], tag)
+            return
+        before = len(chosen)
+        take(k_center(order[: max(k * _POOL_FACTOR, k)], k), tag)
+        short = k - (len(chosen) - before)
+        if short > 0:  # near-duplicate suppression left too few: fill by score
+            take(order[~taken[order]][:short], tag)
 
     all_rows = np.arange(n)
-    chosen: list[int] = []
     if strategy == "full" and focus and strata is not None:
         key = focus["key"]
         shares = focus["weights"]
         vals = np.array([s.get(key) for s in strata], dtype=object)
-        avail = {v: int((vals == v).sum()) for v in shares}
+        masks = {v: vals == v for v in shares}
+        avail = {v: int(mk.sum()) for v, mk in masks.items()}
         q, n_explore, qnotes = balance.quotas(budget, explore, shares, avail)
         notes += qnotes
         for v, k in sorted(q.items(), key=lambda kv: -kv[1]):
-            chosen += pick(all_rows[vals == v], k, f"focus {key}={v}", set(chosen))
-        rest = np.array([r for r in all_rows if r not in set(chosen)])
+            pick(all_rows[masks[v]], k, f"focus {key}={v}")
+        rest = np.flatnonzero(~taken)
         if n_explore and len(rest):
-            ex = list(rng.choice(rest, size=min(n_explore, len(rest)), replace=False))
-            for r in ex:
-                why[int(r)] = "explore (random)"
-            chosen += [int(r) for r in ex]
+            take(rng.choice(rest, size=min(n_explore, len(rest)), replace=False), "explore (random)")
     else:
-        chosen = pick(all_rows, budget, "uncertainty" if strategy == "uncertainty" else
-                      ("diversity (cold start)" if combined is None else "uncertainty + diversity"), set())
+        pick(all_rows, budget, "uncertainty" if strategy == "uncertainty" else
+             ("diversity (cold start)" if combined is None else "uncertainty + diversity"))
     if len(chosen) < budget:  # anything still missing: the best remaining by score, else random
-        left = [r for r in all_rows if r not in set(chosen)]
+        left = np.flatnonzero(~taken)
         if combined is not None:
-            left.sort(key=lambda r: -combined[r])
+            left = left[np.argsort(-combined[left], kind="stable")]
         else:
-            rng.shuffle(left)
-        for r in left[: budget - len(chosen)]:
-            why[int(r)] = "fill"
-            chosen.append(int(r))
+            left = rng.permutation(left)
+        take(left[: budget - len(chosen)], "fill")
     return chosen[:budget], why, notes
-
-
-def _local(blocked, rows: np.ndarray, i: int) -> list[int]:
-    """Translate a global near-duplicate list into positions within ``rows``."""
-    pos = {int(r): j for j, r in enumerate(rows)}
-    return [pos[r] for r in blocked(int(rows[i])) if r in pos]
 
 
 def read_focus(m: Manifest) -> dict | None:
@@ -391,10 +402,8 @@ def _labeled_embeddings(m: Manifest, ledger: Ledger, model: dict) -> np.ndarray 
 
 def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
     """Predicted strata of the candidates; the occlusion threshold calibrated on labeled val frames."""
-    from model.checkpoints import model_from_checkpoint
-    from model.codec import DarkCodec
     from model.data import Sample
-    from model.infer import Predictor
+    from model.infer import load_predictor
 
     sp = StrataPredictor(m)
     val = [(f, lab) for f, lab in ledger.current_labels(("val",)) if lab.instance == 0][:300]
@@ -409,9 +418,9 @@ def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
         if cached.get("key") == key:
             sp = StrataPredictor.from_state(m, cached["state"])
         else:
-            net, ck = model_from_checkpoint(model["path"])
-            codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
-            p = Predictor(net, codec, m.keypoints.flip_index(), flip=True).predict([Sample(f.path, None, f.id) for f, _ in val])
+            # calibrated on the same scoring path as the pool it is applied to
+            pr = load_predictor(model["path"], flip=True, refine=False, head_up=False, rotations=())
+            p = pr.predict([Sample(f.path, None, f.id) for f, _ in val])
             sp.fit(p.keypoints, p.scores, p.embeddings, [lab.attributes for _, lab in val])
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(".strata.json.tmp")
@@ -435,6 +444,8 @@ def _write_outputs(m: Manifest, sel: Selection, scored: Scored | None, rows: lis
     L = [f"# Why these frames — round {sel.round_id}", "",
          f"{len(sel.frame_ids)} frames by strategy **{sel.strategy}**"
          + (" (cold start: no model yet, diversity over image features)" if sel.cold_start else "") + ".", ""]
+    if scored is not None:
+        L += [f"Scores: {SCORING_PATH}.", ""]
     for n in sel.notes:
         L.append(f"> {n}")
     if sel.notes:
@@ -507,15 +518,11 @@ def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str])
     preds, version = None, None
     model = next((md for md in ledger.models() if md["id"] == row[0]), None) if row[0] else None
     if model is not None and Path(model["path"]).is_file():
-        from model.checkpoints import model_from_checkpoint
-        from model.codec import DarkCodec
         from model.data import Sample
-        from model.evaluate import predictor
+        from model.infer import load_predictor
 
-        net, ck = model_from_checkpoint(model["path"])
-        codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
         frames = [ledger.frame(fid) for fid in frame_ids]
-        p = predictor(m, net, codec).predict([Sample(f.path, None, f.id) for f in frames])
+        p = load_predictor(model["path"]).predict([Sample(f.path, None, f.id) for f in frames])
         preds = {f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).any()}
         version = f"iterate-model-{model['id']}"
     studio = Studio.from_manifest(m)

@@ -33,11 +33,18 @@ class SimConfig:
     base: str | None = None
 
 
+def _scoring_predictor(m: Manifest, model, codec):
+    """`iterate select`'s scoring path (flip TTA, no refine pass) for an in-memory model."""
+    from model.infer import Predictor
+    from model.train import infer_settings
+
+    st = infer_settings(m).override(refine=False, head_up=False, rotations=())
+    return Predictor.from_settings(model, codec, st, batch_size=32)
+
+
 def _score(m: Manifest, model, codec, samples):
     """Per-frame uncertainty scores, keypoints and embeddings of unlabeled samples (one streamed pass)."""
-    from model.infer import Predictor
-
-    pr = Predictor(model, codec, m.keypoints.flip_index(), flip=True, batch_size=32)
+    pr = _scoring_predictor(m, model, codec)
     n, k = len(samples), m.keypoints.num_joints
     out = {name: np.zeros(n, np.float32) for name in sc.NAMES}
     kps, conf, emb = np.zeros((n, k, 2)), np.zeros((n, k)), None
@@ -55,7 +62,7 @@ def _score(m: Manifest, model, codec, samples):
 
 
 def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tuple[dict | None, list[dict]]:
-    from model.evaluate import predictor
+    from model.evaluate import head_boxes, predictor
     from reports.evaluation import EvalSet, evaluate
     from reports.focus import next_chunk_focus
 
@@ -63,8 +70,10 @@ def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tup
     gt = np.stack([s.keypoints[:, :2] for s in val])
     vis = np.stack([s.keypoints[:, 2] for s in val])
     attrs = [s.attributes for s in val]
-    res = evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, list(range(len(val))), scores=p.scores))
-    sp = StrataPredictor(m).fit(p.keypoints, p.scores, p.embeddings, attrs)
+    res = evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, list(range(len(val))), head_boxes=head_boxes(val),
+                              scores=p.scores))
+    ps = _scoring_predictor(m, model, codec).predict(val)  # strata calibrated on the pool's scoring path, as select does
+    sp = StrataPredictor(m).fit(ps.keypoints, ps.scores, ps.embeddings, attrs)
     strata = sp.predict(pool_kps, pool_conf, pool_emb)
     metric = m.selection.focus_metric
     f = next_chunk_focus(res["strata"], res.get(metric), strata, 1.0 - pool_conf.mean(1), m.selection.explore, metric)
@@ -93,7 +102,9 @@ def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path,
     base_model = None
     if cfg.base:
         base_model, _ = model_from_checkpoint(cfg.base)
-    base_eval = score(m, predictor(m, base_model, codec).predict(test).keypoints, test) if base_model else None
+    from model.infer import load_predictor
+
+    base_eval = score(m, load_predictor(cfg.base).predict(test).keypoints, test) if base_model else None
     for strategy in cfg.strategies:
         for seed in cfg.seeds:
             rng = np.random.default_rng(seed)

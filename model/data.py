@@ -24,6 +24,7 @@ class Sample:
     keypoints: np.ndarray | None = None  # (K, 3) x, y, v in image pixels
     frame_id: str = ""
     attributes: dict = field(default_factory=dict, compare=False)
+    head_box: tuple[float, float, float, float] | None = None  # x, y, w, h (MPII-style head box), when labeled
 
 
 def to_tensor(crop_bgr: np.ndarray) -> torch.Tensor:

@@ -5,7 +5,8 @@ and a pooled backbone embedding per frame. Streams: memory does not grow with th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -38,8 +39,77 @@ class Predictions:
     bad: list[str]
 
 
-def _to_image(coords: np.ndarray, mats: np.ndarray) -> np.ndarray:
+def to_image(coords: np.ndarray, mats: np.ndarray) -> np.ndarray:
+    """Crop coordinates (N, K, 2) → image pixels through each sample's inverse crop matrix."""
     return np.stack([apply(invert(mt), c) for mt, c in zip(mats, coords)])
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    """How a checkpoint is run: written into every checkpoint at training time, read back by :func:`load_predictor`,
+    so that `predict`, selection, pre-annotations, checkpoint choice and the report run one inference path."""
+
+    flip_index: tuple[int, ...]
+    flip: bool = True                  # flip TTA (flip, swap left/right channels, average)
+    refine: bool = True                # second pass on the person box the first pass found
+    head_up: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (body joints, head joints): rotate head up
+    rotations: tuple[float, ...] = ()  # rotation TTA angles (degrees)
+    flip_shift: bool = False           # HRNet's one-pixel shift of the flipped-back map
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["flip_index"] = list(self.flip_index)
+        d["head_up"] = None if self.head_up is None else [list(self.head_up[0]), list(self.head_up[1])]
+        d["rotations"] = list(self.rotations)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InferSettings":
+        hu = d.get("head_up")
+        return cls(tuple(int(i) for i in d["flip_index"]), bool(d.get("flip", True)), bool(d.get("refine", True)),
+                   None if not hu else (tuple(hu[0]), tuple(hu[1])), tuple(float(r) for r in d.get("rotations", ())),
+                   bool(d.get("flip_shift", False)))
+
+    def override(self, **kw) -> "InferSettings":
+        """A copy with the given settings changed; ``None`` keeps the checkpoint's own, ``head_up=False`` turns
+        the head-up pass off."""
+        kw = {k: v for k, v in kw.items() if v is not None}
+        if kw.get("head_up") is False:
+            kw["head_up"] = None
+        elif kw.get("head_up") is True:
+            kw.pop("head_up")  # on only where the checkpoint knows which joints are up
+        return replace(self, **kw)
+
+    def describe(self) -> str:
+        parts = (["flip TTA"] if self.flip else ["no flip"]) + (["box refine"] if self.refine else ["no refine"])
+        if self.head_up:
+            parts.append("head-up pass")
+        if self.rotations:
+            parts.append("rotations " + "/".join(f"{r:g}°" for r in self.rotations))
+        return " + ".join(parts)
+
+
+def settings_from_checkpoint(ck: dict) -> InferSettings:
+    """The checkpoint's recorded inference settings; older checkpoints (no record): flip + refine, and the
+    left/right swap guessed from the joint names."""
+    if isinstance(ck.get("infer"), dict):
+        return InferSettings.from_dict(ck["infer"])
+    from .predict import flip_index_from
+
+    return InferSettings(tuple(flip_index_from(list(ck["joints"]))))
+
+
+def load_predictor(checkpoint: str | Path, *, flip: bool | None = None, refine: bool | None = None,
+                   head_up: bool | None = None, rotations: tuple[float, ...] | None = None,
+                   batch_size: int = 32, workers: int = 0, device: str | None = None) -> "Predictor":
+    """The one predictor builder: an iterate checkpoint → a :class:`Predictor` with the inference settings the
+    checkpoint records; each keyword (not ``None``) is an explicit opt-out or change."""
+    from .checkpoints import model_from_checkpoint
+
+    net, ck = model_from_checkpoint(checkpoint)
+    st = settings_from_checkpoint(ck).override(flip=flip, refine=refine, head_up=head_up, rotations=rotations)
+    codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
+    return Predictor.from_settings(net, codec, st, batch_size=batch_size, workers=workers, device=device)
 
 
 class Predictor:
@@ -58,6 +128,14 @@ class Predictor:
         self.refine = refine
         self.batch_size = batch_size
         self.workers = workers
+        self.settings = InferSettings(tuple(self.flip_index), flip, refine,
+                                      None if head_up is None else (tuple(head_up[0]), tuple(head_up[1])),
+                                      self.rotations, flip_shift)
+
+    @classmethod
+    def from_settings(cls, model: PoseHRNet, codec: DarkCodec, settings: InferSettings, **kw) -> "Predictor":
+        return cls(model, codec, list(settings.flip_index), flip=settings.flip, flip_shift=settings.flip_shift,
+                   rotations=settings.rotations, head_up=settings.head_up, refine=settings.refine, **kw)
 
     def _loader(self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None) -> DataLoader:
         ds = PoseDataset(samples, self.codec, flip_index=self.flip_index,
@@ -86,7 +164,7 @@ class Predictor:
     def decode(self, b: Batch) -> tuple[np.ndarray, np.ndarray]:
         hm = b.heatmaps if b.heatmaps_flip is None else 0.5 * (b.heatmaps + b.heatmaps_flip)
         coords, scores = self.codec.decode(hm)
-        return _to_image(coords, b.matrix), scores
+        return to_image(coords, b.matrix), scores
 
     def predict(self, samples: list[Sample], progress: Callable[[int, int], None] | None = None) -> Predictions:
         n, k = len(samples), len(self.flip_index)

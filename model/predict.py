@@ -1,4 +1,5 @@
-"""`iterate predict`: images → COCO keypoint results with an iterate checkpoint."""
+"""`iterate predict`: images → COCO keypoint results with an iterate checkpoint, through the checkpoint's own
+inference path (:func:`model.infer.load_predictor`): the keypoints the report scores for that checkpoint."""
 
 from __future__ import annotations
 
@@ -10,11 +11,6 @@ import numpy as np
 from iterate.errors import IterateError
 from iterate.ingest import IMAGE_EXTS
 from iterate.init import guess_flip_pairs
-
-from .checkpoints import model_from_checkpoint
-from .codec import DarkCodec
-from .data import Sample
-from .infer import Predictor
 
 
 def _files(inputs: list[Path]) -> list[Path]:
@@ -30,23 +26,27 @@ def _files(inputs: list[Path]) -> list[Path]:
 
 
 def flip_index_from(joints: list[str]) -> list[int]:
-    """Left/right swap from joint names (a checkpoint carries names, not the manifest's pairs)."""
+    """Left/right swap from joint names (for checkpoints written before they recorded their flip index)."""
     idx = list(range(len(joints)))
     for a, b in guess_flip_pairs(joints):
         idx[joints.index(a)], idx[joints.index(b)] = joints.index(b), joints.index(a)
     return idx
 
 
-def predict_files(model_path: Path, inputs: list[Path], out: Path, *, coco: Path | None = None, flip: bool = True,
-                  batch_size: int = 32) -> tuple[int, list[str]]:
-    model, ck = model_from_checkpoint(model_path)
+def predict_files(model_path: Path, inputs: list[Path], out: Path, *, coco: Path | None = None,
+                  flip: bool | None = None, refine: bool | None = None, head_up: bool | None = None,
+                  batch_size: int = 32) -> tuple[int, list[str], str]:
+    """Write COCO results for ``inputs``; → (results written, unreadable files, the inference path used).
+    ``flip``/``refine``/``head_up``: ``None`` keeps the checkpoint's setting, ``False`` opts out."""
+    from .data import Sample
+    from .infer import load_predictor
+
+    pred = load_predictor(model_path, flip=flip, refine=refine, head_up=head_up, batch_size=batch_size)
     files = _files(inputs)
     ids: dict[str, int] = {}
     if coco is not None:
         d = json.loads(coco.read_text())
         ids = {Path(i["file_name"]).name: int(i["id"]) for i in d.get("images", [])}
-    codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
-    pred = Predictor(model, codec, flip_index_from(ck["joints"]), flip=flip, batch_size=batch_size)
     res = pred.predict([Sample(str(f)) for f in files])
     results = []
     for i, f in enumerate(files):
@@ -57,4 +57,4 @@ def predict_files(model_path: Path, inputs: list[Path], out: Path, *, coco: Path
                         "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
                         "score": round(float(res.scores[i].mean()), 4)})
     out.write_text(json.dumps(results))
-    return len(results), res.bad
+    return len(results), res.bad, pred.settings.describe()

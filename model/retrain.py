@@ -13,21 +13,24 @@ from iterate.errors import IterateError
 from iterate.ledger import Ledger
 from iterate.manifest import Manifest
 
-from .checkpoints import model_from_checkpoint
+from .checkpoints import load_file
 from .codec import DarkCodec
 from .data import Sample
-from .evaluate import evaluator, predictor, score
+from .evaluate import evaluator, score
+from .infer import load_predictor
 from .train import train
 
 _RUN_KEY = "training_run"
 
 
 def labeled_samples(ledger: Ledger, splits: tuple[str, ...]) -> list[Sample]:
-    """Current labels of the first person in each frame of ``splits`` (top-down, whole-frame box)."""
+    """Current labels of the first person in each frame of ``splits`` (top-down, whole-frame box), with their
+    attributes (strata) and head box."""
     out = []
     for f, lab in ledger.current_labels(splits):
         if lab.instance == 0:
-            out.append(Sample(f.path, np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3), f.id))
+            out.append(Sample(f.path, np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3), f.id,
+                              dict(lab.attributes), tuple(lab.head_box) if lab.head_box else None))
     return out
 
 
@@ -90,21 +93,23 @@ def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str
     codec = DarkCodec(m.model.input_size, hm, m.model.sigma)
     # val during training runs the report's inference path (flip + refine): the checkpoint kept is the one it scores best
     res = train(m, train_s, val_s, out_dir, epochs=epochs, init=init, allow_partial=allow_partial, freeze=freeze,
-                heatmap_size=hm, resume=resume, time_limit_s=time_limit_s, evaluate=evaluator(m, codec, flip=True),
+                heatmap_size=hm, resume=resume, time_limit_s=time_limit_s, evaluate=evaluator(m, codec),
                 on_step=on_step, on_epoch=on_epoch, distributed=distributed)
     if rank != 0:
         return None
     best = res.best if res.best.is_file() else res.last
-    model, ck = model_from_checkpoint(best)
+    pr = load_predictor(best)  # the checkpoint's own inference path: the one `predict` and the report run
     metrics: dict = {}
     if val_s:
-        v = score(m, predictor(m, model, codec).predict(val_s).keypoints, val_s)
+        v = score(m, pr.predict(val_s).keypoints, val_s)
         metrics.update({f"val_{k}": v[k] for k in v})
-    tr = score(m, predictor(m, model, codec).predict(train_s[:500]).keypoints, train_s[:500])
+    tr = score(m, pr.predict(train_s[:500]).keypoints, train_s[:500])
     metrics.update({f"train_{k}": tr[k] for k in tr})
     if "val_pckh01" in metrics:
         metrics["overfit01"] = round(metrics["train_pckh01"] - metrics["val_pckh01"], 3)
-    metrics.update({"epochs": res.epochs, "steps": res.steps, "seconds": res.seconds, "best_epoch": ck.get("epoch")})
+    ck = load_file(best)
+    metrics.update({"epochs": res.epochs, "steps": res.steps, "seconds": res.seconds,
+                    "best_epoch": ck.get("epoch"), "inference": pr.settings.describe()})
     parent = ledger.latest_model()
     with ledger.transaction():
         mid = ledger.add_model(str(best), parent_id=parent["id"] if parent else None, n_train=len(train_s),

@@ -27,6 +27,7 @@ from .checkpoints import FORMAT, load_file, load_into, save_atomic
 from .codec import DarkCodec
 from .data import PoseDataset, Sample, collate
 from .hrnet import PoseHRNet, build_model
+from .infer import InferSettings
 
 
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -87,11 +88,18 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def infer_settings(m: Manifest) -> InferSettings:
+    """The manifest's inference path (flip TTA, box refine, head-up), recorded in every checkpoint it trains."""
+    hu = up_joint_indices(m) if m.model.head_up else None
+    return InferSettings(tuple(m.keypoints.flip_index()), flip=True, refine=m.model.refine,
+                         head_up=None if hu is None else (tuple(hu[0]), tuple(hu[1])))
+
+
 def checkpoint_dict(model: PoseHRNet, m: Manifest, **extra) -> dict:
     return {
         "format": FORMAT, "model": model.state_dict(), "joints": list(m.keypoints.names),
         "backbone": model.backbone_name, "input_size": model.input_size, "heatmap_size": model.heatmap_size,
-        "sigma": float(m.model.sigma), **extra,
+        "sigma": float(m.model.sigma), "infer": infer_settings(m).to_dict(), **extra,
     }
 
 
@@ -121,9 +129,11 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     device: str | None = None,
     distributed: bool = False,
+    max_steps: int | None = None,
 ) -> TrainResult:
-    """Train on ``train_samples``; after each epoch score ``val_samples`` with ``evaluate`` (→ ``{"pckh01": …}``)
-    and keep the best checkpoint. ``time_limit_s`` ends training at that wall time, the schedule following it."""
+    """Train on ``train_samples``; every ``train.eval_every_steps`` score ``val_samples`` with ``evaluate``
+    (→ ``{"pckh01": …}``) and keep the best checkpoint. ``time_limit_s`` ends training at that wall time and
+    ``max_steps`` after that many optimiser steps, the schedule following whichever is given."""
     if not train_samples:
         raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
     t0 = time.time()
@@ -180,6 +190,9 @@ def train(
                                                   find_unused_parameters=True)
     steps_per_epoch = max(1, len(loader))
     total_steps = epochs * steps_per_epoch
+    if max_steps:
+        total_steps = int(max_steps)
+        epochs = max(epochs, -(-total_steps // steps_per_epoch))
     warmup_frac = min(0.3, tcfg.warmup_steps / max(1, total_steps))
 
     start_epoch, step, best_score, history = 0, 0, -1.0, []
@@ -229,7 +242,8 @@ def train(
             losses.append(float(loss.detach()))
             if on_step:
                 on_step(step, total_steps, losses[-1])
-            if time_limit_s and _stop_all(time.time() - t_start >= time_limit_s, distributed):
+            if (time_limit_s and _stop_all(time.time() - t_start >= time_limit_s, distributed)) or \
+                    (max_steps and step >= max_steps):
                 stop = True
                 break
         rec = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),

@@ -14,7 +14,7 @@ import numpy as np
 from iterate.errors import IterateError
 from iterate.manifest import Manifest
 
-from .metrics import height_error, normaliser_lengths, pck_hits, summarise, wilson
+from .metrics import frame_interval, height_error, mean_sms, normalisers, pck_hits, summarise
 
 SMALL = 20  # frames: a stratum smaller than this is shown as too small to judge
 
@@ -23,7 +23,7 @@ SMALL = 20  # frames: a stratum smaller than this is shown as too small to judge
 class EvalSet:
     """Aligned arrays for N frames."""
 
-    pred: np.ndarray                 # (N, K, 2)
+    pred: np.ndarray                 # (N, K, 2); NaN where the model gave no prediction (every joint a miss)
     gt: np.ndarray                   # (N, K, 2)
     vis: np.ndarray                  # (N, K)
     attributes: list[dict]
@@ -39,17 +39,27 @@ def _fmt(x: float) -> float | None:
 
 
 def evaluate(m: Manifest, es: EvalSet, alpha: float = 0.1) -> dict:
-    """All tables as one JSON-able dict (percentages)."""
+    """All tables as one JSON-able dict (percentages). ``frames`` counts every labeled frame scored,
+    ``frames_fallback`` those scored with the fallback normaliser; intervals are a bootstrap over frames."""
     names = m.keypoints.names
-    norm = normaliser_lengths(es.gt, es.vis, m.keypoints.normalizer, names, es.head_boxes, es.boxes)
-    usable = (norm > 0) & ~np.isnan(es.pred).any(axis=(1, 2))
+    kind = m.keypoints.normalizer.kind
+    norms = normalisers(es.gt, es.vis, m.keypoints.normalizer, names, es.head_boxes, es.boxes)
+    labeled = (es.vis > 0).any(1)
+    usable = norms.scored & labeled
     notes = list(es.notes)
-    dropped = int((~usable & (es.vis > 0).any(1)).sum())
-    if dropped:
-        notes.append(f"{dropped} labeled frame(s) without a usable normaliser or prediction were left out")
+    if norms.note(kind):
+        notes.append(norms.note(kind))
+    unscored = int((~usable & labeled).sum())
+    if unscored:
+        notes.append(f"{unscored} labeled frame(s) have no {kind} normaliser and no fallback (fewer than two labeled "
+                     "joints, or `normalizer.fallback: none`): not scored")
+    no_pred = int((np.isnan(es.pred).any(axis=(1, 2)) & usable).sum())
+    if no_pred:
+        notes.append(f"{no_pred} frame(s) had no prediction (unreadable image or NaN): every labeled joint counts as a miss")
     idx = np.flatnonzero(usable)
-    hits = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norm[idx], alpha)
-    hits05 = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norm[idx], 0.5)
+    hits = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], alpha)
+    hits05 = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], 0.5)
+    fb = norms.fallback[idx]
     hj = [names.index(j) for j in m.keypoints.height_joints]
     overall = summarise(hits)
     chains = [[names.index(j) for j in ch] for ch in m.keypoints.height_chain]
@@ -57,22 +67,22 @@ def evaluate(m: Manifest, es: EvalSet, alpha: float = 0.1) -> dict:
 
     def block(sel: np.ndarray) -> dict:
         h, h5 = hits[sel], hits05[sel]
-        s = summarise(h)
-        k = float(np.nansum(h))
-        lo, hi = wilson(k, s.count)
-        s5 = summarise(h5)
-        lo5, hi5 = wilson(float(np.nansum(h5)), s5.count)
-        sms = summarise(h, hj).mean if hj else float("nan")
+        s, s5 = summarise(h), summarise(h5)
+        lo, hi = frame_interval(h)
+        lo5, hi5 = frame_interval(h5)
         he = herr[sel]
         he = he[~np.isnan(he)]
-        return {"frames": int(sel.sum()) if sel.dtype == bool else len(sel), "joints": s.count,
+        n = int(sel.sum())
+        return {"frames": n, "frames_fallback": int(fb[sel].sum()), "joints": s.count,
                 "pckh": _fmt(s.mean), "ci95": [_fmt(lo), _fmt(hi)], "pckh05": _fmt(s5.mean), "ci95_05": [_fmt(lo5), _fmt(hi5)],
-                "mean_sms": _fmt(sms), "height_err_pct": _fmt(float(np.median(he))) if len(he) else None,
-                "small": bool((sel.sum() if sel.dtype == bool else len(sel)) < SMALL)}
+                "mean_sms": _fmt(mean_sms(h, hj)), "height_err_pct": _fmt(float(np.median(he))) if len(he) else None,
+                "small": bool(n < SMALL)}
 
     allsel = np.ones(len(idx), bool)
-    out = {"alpha": alpha, "frames": len(idx), "notes": notes, **block(allsel)}
-    out["per_joint"] = {n: _fmt(v) for n, v in zip(names, overall.per_joint)} if len(idx) else {}
+    out = {"alpha": alpha, "notes": notes, **block(allsel), "frames_unscored": unscored,
+           "normaliser": {"kind": kind, "fallback_ratio": norms.ratio, "fallback_ratio_frames": norms.ratio_frames},
+           "interval": "95 % bootstrap over frames (1,000 resamples, seeded)"}
+    out["per_joint"] = {n: _fmt(v) for n, v in zip(names, overall.per_joint)}
     out["per_joint_count"] = {n: int((~np.isnan(hits[:, j])).sum()) for j, n in enumerate(names)}
     strata = {}
     attrs = [es.attributes[i] for i in idx]
@@ -136,7 +146,6 @@ def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
                                f"the labels have {k}")
         by_img.setdefault(p["image_id"], []).append(np.asarray(kp, float).reshape(k, 3))
     P, G, V, A, I, HB = [], [], [], [], [], []
-    missing = 0
     for a in sorted(gt["annotations"], key=lambda a: a.get("id", 0)):
         kps = np.asarray(coco_keypoints(m, a, order, Path(gt_path)), float)
         if not (kps[:, 2] > 0).any():
@@ -147,8 +156,7 @@ def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
             best = cands.pop(int(np.argmin(d)))
             P.append(best[:, :2])
         else:
-            missing += 1
-            P.append(np.full((k, 2), 1e9))  # no prediction: every joint is a miss
+            P.append(np.full((k, 2), np.nan))  # no prediction: every joint is a miss
         G.append(kps[:, :2])
         V.append(kps[:, 2])
         A.append(dict(a.get("attributes") or {}))
@@ -157,5 +165,4 @@ def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
         HB.append(hb if hb else [np.nan] * 4)
     if not G:
         raise IterateError(f"{gt_path}: no labeled annotations to evaluate")
-    notes = [f"{missing} labeled person(s) had no prediction and count as misses"] if missing else []
-    return EvalSet(np.stack(P), np.stack(G), np.stack(V), A, I, np.asarray(HB, float), None, None, notes)
+    return EvalSet(np.stack(P), np.stack(G), np.stack(V), A, I, np.asarray(HB, float), None, None, [])

@@ -23,7 +23,7 @@ from iterate.strata import StrataPredictor
 
 from .evaluation import EvalSet, evaluate
 from .focus import next_chunk_focus
-from .metrics import normaliser_lengths, pck_hits
+from .metrics import normalisers, pck_hits
 
 
 def reports_dir(m: Manifest) -> Path:
@@ -82,7 +82,8 @@ def _plot_timeline(tl: list[dict], path: Path) -> None:
     ax.set_ylabel("%")
     ax.set_title("development timeline")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_lines():
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -190,7 +191,7 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
 
 
 def _summary(data: dict) -> dict:
-    keys = ("pckh", "pckh05", "mean_sms", "frames")
+    keys = ("pckh", "pckh05", "mean_sms", "frames", "frames_fallback")
     out = {k: (data.get("val") or {}).get(k) for k in keys}
     if data.get("test"):
         out["test"] = {k: data["test"].get(k) for k in keys}
@@ -198,60 +199,54 @@ def _summary(data: dict) -> dict:
 
 
 def _split_samples(ledger: Ledger, split: str):
-    from model.data import Sample
+    from model.retrain import labeled_samples
 
-    rows = [(f, lab) for f, lab in ledger.current_labels((split,)) if lab.instance == 0]
-    samples = [Sample(f.path, np.asarray(lab.keypoints, float).reshape(-1, 3), f.id) for f, lab in rows]
-    return rows, samples
+    return labeled_samples(ledger, (split,))
 
 
-def _split_arrays(rows, samples) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Labels of one split as (gt (N, K, 2), visibility (N, K), attributes)."""
+def _split_arrays(samples) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarray]:
+    """Labels of one split as (gt (N, K, 2), visibility (N, K), attributes, head boxes (N, 4))."""
+    from model.evaluate import head_boxes
+
     gt = np.stack([s.keypoints[:, :2] for s in samples])
     vis = np.stack([s.keypoints[:, 2] for s in samples])
-    return gt, vis, [lab.attributes for _, lab in rows]
+    return gt, vis, [s.attributes for s in samples], head_boxes(samples)
 
 
-def _evaluate_split(m: Manifest, rows, samples, p, alpha: float) -> dict:
-    gt, vis, attrs = _split_arrays(rows, samples)
-    return evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, [f.id for f, _ in rows], scores=p.scores), alpha)
-
-
-def _checkpoint_predictor(m: Manifest, path: str | Path):
-    """The manifest's inference path (flip, refine, …) for one checkpoint."""
-    from model.checkpoints import model_from_checkpoint
-    from model.codec import DarkCodec
-    from model.evaluate import predictor
-
-    net, ck = model_from_checkpoint(path)
-    return predictor(m, net, DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"]))
+def _evaluate_split(m: Manifest, samples, p, alpha: float) -> dict:
+    gt, vis, attrs, hb = _split_arrays(samples)
+    return evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb,
+                               scores=p.scores), alpha)
 
 
 def evaluate_checkpoint(m: Manifest, ledger: Ledger, path: str | Path, split: str, alpha: float = 0.1) -> dict | None:
     """One checkpoint (e.g. the base model, before any labels) on the ledger's labeled ``split``; None if empty."""
-    rows, samples = _split_samples(ledger, split)
+    from model.infer import load_predictor
+
+    samples = _split_samples(ledger, split)
     if not samples:
         return None
-    return _evaluate_split(m, rows, samples, _checkpoint_predictor(m, path).predict(samples), alpha)
+    return _evaluate_split(m, samples, load_predictor(path).predict(samples), alpha)
 
 
 def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir: Path, stem: str, progress) -> dict:
     from model.data import Sample
+    from model.infer import load_predictor
 
-    pr = _checkpoint_predictor(m, model["path"])
-    val, samples = _split_samples(ledger, "val")
-    out: dict = {"plots": {}}
+    pr = load_predictor(model["path"])  # the checkpoint's own inference path, as `iterate predict` runs it
+    samples = _split_samples(ledger, "val")
+    out: dict = {"plots": {}, "inference": pr.settings.describe()}
     # the test split never picks a checkpoint or steers selection: its figures are the unbiased ones
-    test_rows, test_samples = _split_samples(ledger, "test")
+    test_samples = _split_samples(ledger, "test")
     if test_samples:
-        out["test"] = _evaluate_split(m, test_rows, test_samples, pr.predict(test_samples), alpha)
-    if not val:
+        out["test"] = _evaluate_split(m, test_samples, pr.predict(test_samples), alpha)
+    if not samples:
         out["val"] = None
         out["notes"] = ["no labeled val frames: add a `split: val` source to the manifest"]
         return out
     p = pr.predict(samples)
-    res = _evaluate_split(m, val, samples, p, alpha)
-    gt, vis, attrs = _split_arrays(val, samples)
+    res = _evaluate_split(m, samples, p, alpha)
+    gt, vis, attrs, hb = _split_arrays(samples)
     out["val"] = res
     _plot_joints(res["per_joint"], res["pckh"] or 0.0, out_dir / f"{stem}-joints.png", alpha)
     out["plots"]["joints"] = f"{stem}-joints.png"
@@ -271,7 +266,7 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
     metric = m.selection.focus_metric
     out["focus"] = next_chunk_focus(res["strata"], res.get(metric), pool_strata, unc, m.selection.explore, metric)
     # contact sheet: the worst val frames of the two weakest strata
-    norm = normaliser_lengths(gt, vis, m.keypoints.normalizer, m.keypoints.names)
+    norm = normalisers(gt, vis, m.keypoints.normalizer, m.keypoints.names, hb).lengths
     a = 0.5 if metric == "pckh05" else alpha
     frame_score = np.full(len(samples), np.inf)
     ok = norm > 0
@@ -333,21 +328,34 @@ def render(d: dict) -> str:
             mt = model.get("metrics", {})
             L.append("## Summary")
             L.append("")
-            L.append(f"| split | PCKh@{a} [95 %] | PCKh@0.5 [95 %] | MeanSmS@{a} | height error (median) | frames |")
-            L.append("|---|---:|---:|---:|---:|---:|")
+            L.append(f"| split | PCKh@{a} [95 %] | PCKh@0.5 [95 %] | MeanSmS@{a} | height error (median) | frames "
+                     "| on fallback normaliser | not scored |")
+            L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
             for name, r in (("val", v), ("test", t)):
                 if r:
                     L.append(f"| {name} | {_pct(r['pckh'])} % [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
                              f"{_pct(r['pckh05'])} % [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
-                             f"{_pct(r['mean_sms'])} % | {_pct(r['height_err_pct'])} % | {r['frames']} |")
+                             f"{_pct(r['mean_sms'])} % | {_pct(r['height_err_pct'])} % | {r['frames']} | "
+                             f"{r.get('frames_fallback', 0)} | {r.get('frames_unscored', 0)} |")
             L.append("")
+            nm = (v or t).get("normaliser") or {}
+            L.append(f"Predictions: the checkpoint's own inference path ({d.get('inference', '?')}), exactly what "
+                     f"`iterate predict` writes. PCKh normaliser: {nm.get('kind', '?')}"
+                     + (f"; frames without one use the labeled joints' box diagonal × {nm['fallback_ratio']:.3f}"
+                        if nm.get("fallback_ratio") else "")
+                     + ". MeanSmS = mean of the height joints' per-joint PCKh. Intervals: 95 % bootstrap over frames.")
+            L.append("")
+            if t:
+                for note in t.get("notes", []):
+                    L.append(f"> test: {note}")
+                L.append("")
             L.append(f"Overfit (train − val PCKh@0.1): {_gap(mt.get('overfit01'))} pts. The val split picks the best "
                      "checkpoint and the tables below steer the next chunk, so its figures lean optimistic; the test "
                      "split is used for nothing else.")
             L.append("")
         if v:
             for note in v.get("notes", []):
-                L.append(f"> {note}")
+                L.append(f"> val: {note}")
             L.append("")
             L.append(f"## Per joint (PCKh@{a})")
             L.append("")
@@ -363,11 +371,13 @@ def render(d: dict) -> str:
             for key, rows in v["strata"].items():
                 L.append(f"## Per {key}")
                 L.append("")
-                L.append(f"| {key} | frames | PCKh@{a} [95 %] | gap | PCKh@0.5 [95 %] | MeanSmS@{a} | height err | |")
-                L.append("|---|---:|---:|---:|---:|---:|---:|---|")
+                L.append(f"| {key} | frames | on fallback | PCKh@{a} [95 %] | gap | PCKh@0.5 [95 %] | MeanSmS@{a} "
+                         "| height err | |")
+                L.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
                 for val_name, r in rows.items():
                     flag = "too small to judge" if r["small"] else ""
-                    L.append(f"| {val_name} | {r['frames']} | {_pct(r['pckh'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
+                    L.append(f"| {val_name} | {r['frames']} | {r.get('frames_fallback', 0)} | "
+                             f"{_pct(r['pckh'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
                              f"{_gap(r['gap'])} | {_pct(r['pckh05'])} [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
                              f"{_pct(r['mean_sms'])} | {_pct(r['height_err_pct'])} | {flag} |")
                 L.append("")

@@ -64,3 +64,25 @@ def test_second_writer_gets_busy(tmp_path):
     b.lock("iterate retrain")  # free again
     a.close()
     b.close()
+
+
+def test_v1_ledger_is_migrated_in_place_keeping_its_labels(tmp_path):
+    import sqlite3
+
+    from iterate.ledger import _MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.executescript(_MIGRATIONS[1])
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'val', 0)")
+    db.execute("INSERT INTO labels (frame_id, version, keypoints, source, created_at) VALUES ('f', 1, '[[1,2,2]]', 'coco', 0)")
+    db.commit()
+    db.close()
+    with Ledger(tmp_path) as led:
+        assert led.schema_version == 2
+        lab = led.current_label("f")
+        assert lab.keypoints == [[1, 2, 2]] and lab.head_box is None
+        with led.transaction():
+            assert led.add_label("f", [[1, 2, 2]], source="coco", head_box=[0, 0, 3, 4]) == 2  # a new head box: a version
+        assert led.current_label("f").head_box == [0, 0, 3, 4]

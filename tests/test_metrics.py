@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from iterate.cli import app
 from iterate.manifest import Normalizer, load_manifest
 from reports.evaluation import EvalSet, coco_evalset, evaluate
-from reports.metrics import height_error, normaliser_lengths, pck_hits, pckh, skeleton_height, summarise, wilson
+from reports.metrics import (frame_interval, height_error, mean_sms, normalisers, pck_hits, skeleton_height, summarise,
+                             wilson)
 
 from conftest import REPO, SHARED
 
@@ -31,9 +32,9 @@ def test_zero_size_normaliser_is_refused():
     gt = np.zeros((1, 2, 2))
     with pytest.raises(ValueError, match="normaliser is zero"):
         pck_hits(gt, gt, np.array([[2, 2]]), np.array([0.0]))
-    norm = normaliser_lengths(np.array([[[5, 5], [5, 5]]], float), np.array([[2, 2]]),
-                              Normalizer(kind="head_segment", joints=["a", "b"]), ["a", "b"])
-    assert np.isnan(norm[0])  # a zero-length head segment is no normaliser at all
+    norm = normalisers(np.array([[[5, 5], [5, 5]]], float), np.array([[2, 2]]),
+                       Normalizer(kind="head_segment", joints=["a", "b"]), ["a", "b"]).lengths
+    assert np.isnan(norm[0])  # a zero-length head segment is no normaliser at all (and no box to fall back on)
 
 
 def test_posetrack18_head_boxes_against_hand_values():
@@ -145,3 +146,70 @@ def test_evaluate_cli_on_coco_results(tmp_path):
     pp.write_text(json.dumps(bad[1:]))
     r = CliRunner().invoke(app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path)])
     assert r.exit_code == 2 and "has 13 joints, the labels have 14" in r.output
+
+
+def test_mean_sms_is_the_mean_of_per_joint_pckh_not_pooled_hits():
+    # joint 0 labeled in 10 frames, all hit; joint 1 labeled in one frame, missed
+    hits = np.full((10, 3), np.nan)
+    hits[:, 0] = 1.0
+    hits[0, 1] = 0.0
+    hits[:, 2] = 0.0  # not a height joint: does not count
+    assert mean_sms(hits, [0, 1]) == pytest.approx(50.0)  # pooled would be 10/11 = 90.9 %
+    assert summarise(hits, [0, 1]).mean == pytest.approx(100 * 10 / 11)
+    assert math.isnan(mean_sms(hits, []))
+
+
+def test_frame_bootstrap_is_as_wide_as_the_frame_binomial_when_joints_move_together():
+    rng = np.random.default_rng(3)
+    n, k, p = 300, 14, 0.4
+    frame_hit = (rng.random(n) < p).astype(float)
+    together = np.repeat(frame_hit[:, None], k, axis=1)
+    lo, hi = frame_interval(together)
+    wlo, whi = wilson(frame_hit.sum(), n)  # n frames: the trials that are really independent
+    assert (hi - lo) == pytest.approx(whi - wlo, rel=0.12)
+    jlo, jhi = wilson(together.sum(), n * k)  # what counting joints as trials claims
+    assert (hi - lo) > 2.5 * (jhi - jlo)
+    # independent joints: the frame bootstrap is close to the joint-level interval, far narrower than above
+    indep = (rng.random((n, k)) < p).astype(float)
+    ilo, ihi = frame_interval(indep)
+    jlo, jhi = wilson(indep.sum(), n * k)
+    assert (ihi - ilo) == pytest.approx(jhi - jlo, rel=0.2)
+    assert frame_interval(together) == (lo, hi)  # seeded: the same every time
+
+
+def test_frames_without_a_normaliser_get_the_fallback_and_are_counted():
+    m = load_manifest(REPO / "data_manifest.yaml")
+    rng = np.random.default_rng(5)
+    n = 40
+    gt = rng.uniform(0, 200, size=(n, 14, 2))
+    vis = np.full((n, 14), 2)
+    vis[:6, 13] = 0  # six frames without head_top: no head segment
+    pred = gt + rng.normal(0, 4, size=gt.shape)
+    res = evaluate(m, EvalSet(pred, gt, vis, [{}] * n, list(range(n))), 0.5)
+    assert res["frames"] == n and res["frames_fallback"] == 6 and res["frames_unscored"] == 0
+    names = m.keypoints.names
+    seg = np.linalg.norm(gt[6:, names.index("neck")] - gt[6:, names.index("head_top")], axis=1)
+    diag = np.hypot(*(gt[6:].max(1) - gt[6:].min(1)).T)
+    assert res["normaliser"]["fallback_ratio"] == pytest.approx(np.median(seg / diag))
+    assert any("fallback" in note for note in res["notes"])
+    none = m.keypoints.normalizer.model_copy(update={"fallback": "none"})
+    m2 = m.model_copy(update={"keypoints": m.keypoints.model_copy(update={"normalizer": none})})
+    res2 = evaluate(m2, EvalSet(pred, gt, vis, [{}] * n, list(range(n))), 0.5)
+    assert res2["frames"] == n - 6 and res2["frames_unscored"] == 6 and "not scored" in " ".join(res2["notes"])
+
+
+def test_missing_predictions_are_misses_not_dropped_frames():
+    m = load_manifest(REPO / "data_manifest.yaml")
+    rng = np.random.default_rng(2)
+    gt = rng.uniform(0, 200, size=(3, 14, 2))
+    vis = np.full((3, 14), 2)
+    pred = gt.copy()
+    pred[0, :2] = np.nan  # two joints of one frame have no prediction
+    pred[1] = 1e4        # a frame that is wrong everywhere
+    res = evaluate(m, EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
+    assert res["frames"] == 3
+    assert res["pckh"] == pytest.approx(100 * (12 + 0 + 14) / 42, abs=0.01)
+    pred[0] = np.nan  # a whole frame without a prediction still counts, all misses
+    res = evaluate(m, EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
+    assert res["frames"] == 3 and res["pckh"] == pytest.approx(100 * 14 / 42, abs=0.01)
+    assert any("no prediction" in note for note in res["notes"])

@@ -40,10 +40,11 @@ def test_report_without_model_shows_data_side(project):
     assert "labels per posture" in md
 
 
-def _scorable(coco: dict, lo: int, hi: int) -> int:
-    """frames whose neck and head_top are located (the head-segment normaliser exists)."""
-    return sum(1 for a in coco["annotations"] if lo <= a["image_id"] <= hi
-               and a["keypoints"][12 * 3 + 2] > 0 and a["keypoints"][13 * 3 + 2] > 0)
+def _scorable(coco: dict, lo: int, hi: int) -> tuple[int, int]:
+    """(labeled frames, of which without neck or head_top: no head segment, scored on the fallback)."""
+    anns = [a for a in coco["annotations"] if lo <= a["image_id"] <= hi and sum(v > 0 for v in a["keypoints"][2::3]) >= 2]
+    fallback = sum(1 for a in anns if not (a["keypoints"][12 * 3 + 2] > 0 and a["keypoints"][13 * 3 + 2] > 0))
+    return len(anns), fallback
 
 
 def test_report_with_model_has_every_section_and_plots(project, lspet_coco):
@@ -61,8 +62,10 @@ def test_report_with_model_has_every_section_and_plots(project, lspet_coco):
     for key in ("val", "test", "timeline", "focus", "data", "model"):
         assert data[key], key
     # the held-out test split is scored on its own frames and carried into the timeline and the ledger
-    assert data["test"]["frames"] == _scorable(lspet_coco, 7301, 7324)
-    assert data["val"]["frames"] == _scorable(lspet_coco, 7101, 7130)
+    # every labeled frame is scored; those without a head segment on the fallback, counted
+    assert (data["test"]["frames"], data["test"]["frames_fallback"]) == _scorable(lspet_coco, 7301, 7324)
+    assert (data["val"]["frames"], data["val"]["frames_fallback"]) == _scorable(lspet_coco, 7101, 7130)
+    assert data["val"]["frames_fallback"] > 0  # LSPET 7101-7130 has frames without a head segment: a real test
     assert data["timeline"][-1]["test_pckh05"] == data["test"]["pckh05"]
     with Ledger(m.workspace_dir) as led:
         assert led.report_summaries()[data["model"]["id"]]["test"]["pckh05"] == data["test"]["pckh05"]
@@ -86,3 +89,108 @@ def test_report_with_model_has_every_section_and_plots(project, lspet_coco):
     assert (rdir / "round-00.md").read_text() == md
     r = CliRunner().invoke(app, ["report", "-m", str(project), "--round", "7"])
     assert r.exit_code == 2 and "no report for round 7" in r.output
+
+
+def _latest_json(m) -> dict:
+    md = (m.workspace_dir / "reports" / "latest.md").resolve()
+    return json.loads(md.with_suffix(".json").read_text())
+
+
+def test_one_figure_everywhere_predict_evaluate_report_timeline_retrain(project, tmp_path):
+    """For one model and split: `iterate predict` + `evaluate --json`, the report's summary, its timeline and the
+    retrain record give the same PCKh and MeanSmS (one inference path, one definition per metric)."""
+    m = load_manifest(project)
+    with Ledger(m.workspace_dir) as led:
+        if led.latest_model() is None:
+            retrain(m, led)
+        model = led.latest_model()
+    r = CliRunner().invoke(app, ["report", "-m", str(project)])
+    assert r.exit_code == 0, r.output
+    data = _latest_json(m)
+    val = data["val"]
+    va = m.resolve(next(s.path for s in m.sources if s.name == "va"))
+    files = [str(LSPET / im["file_name"]) for im in json.loads(va.read_text())["images"]]
+    preds = tmp_path / "preds.json"
+    r = CliRunner().invoke(app, ["predict", "--model", model["path"], *files, "--coco", str(va), "--out", str(preds)])
+    assert r.exit_code == 0 and "flip TTA + box refine" in r.output, r.output
+    r = CliRunner().invoke(app, ["evaluate", "-m", str(project), "--pred", str(preds), "--gt", str(va), "--json"])
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.output)
+    for key in ("pckh", "pckh05", "mean_sms", "frames", "frames_fallback"):
+        assert ev[key] == val[key], key
+    mt = model["metrics"]
+    assert mt["val_pckh01"] == pytest.approx(val["pckh"], abs=0.01)
+    assert mt["val_pckh05"] == pytest.approx(val["pckh05"], abs=0.01)
+    assert mt["val_mean_sms01"] == pytest.approx(val["mean_sms"], abs=0.01)
+    row = next(t for t in data["timeline"] if t["model"] == model["id"])
+    assert row["mean_sms01"] == pytest.approx(val["mean_sms"], abs=0.01)
+    assert row["pckh01"] == pytest.approx(val["pckh"], abs=0.01)
+    # the opt-out is explicit and changes the figures' path, not silently the default
+    r = CliRunner().invoke(app, ["predict", "--model", model["path"], files[0], "--no-refine", "--out", str(preds)])
+    assert r.exit_code == 0 and "no refine" in r.output
+
+
+def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
+    """PoseTrack's `bbox_head`: stored at ingest, used by the report; a frame without one uses the fallback."""
+    from iterate.init import guess_flip_pairs
+    from model.checkpoints import save_atomic
+    from model.hrnet import build_model
+    from model.retrain import labeled_samples
+    from model.train import checkpoint_dict
+
+    from conftest import SHARED
+
+    pt = SHARED / "mmpose_samples" / "posetrack18"
+    coco = json.loads((pt / "annotations" / "test_posetrack18_val.json").read_text())
+    names = coco["categories"][0]["keypoints"]
+    for a in coco["annotations"]:  # head boxes × 60: PCKh@0.1 radii a random net's keypoints partly reach
+        a["bbox_head"] = [a["bbox_head"][0], a["bbox_head"][1], a["bbox_head"][2] * 60, a["bbox_head"][3] * 60]
+    dropped = min(a["id"] for a in coco["annotations"] if a["image_id"] == coco["images"][2]["id"])
+    next(a for a in coco["annotations"] if a["id"] == dropped).pop("bbox_head")  # that frame falls back
+    ann = tmp_path / "pt.json"
+    ann.write_text(json.dumps(coco))
+    p = lsp_manifest(tmp_path, [{"name": "pt", "kind": "coco", "path": str(ann), "images": str(pt), "split": "val"}],
+                     keypoints={"names": names, "flip_pairs": [list(x) for x in guess_flip_pairs(names)],
+                                "height_joints": ["head_top", "left_hip", "right_hip", "left_ankle", "right_ankle"],
+                                "normalizer": {"kind": "head_box"}},
+                     strata={}, target_size=10)
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        ingest(m, led)
+        samples = labeled_samples(led, ("val",))
+        assert len(samples) == 3 and sum(s.head_box is None for s in samples) == 1
+        stored = {tuple(s.head_box) for s in samples if s.head_box}
+        assert stored <= {tuple(float(v) for v in a["bbox_head"]) for a in coco["annotations"] if "bbox_head" in a}
+        import torch
+
+        torch.manual_seed(0)
+        net = build_model("hrnet_w18_small", len(names), 128, 32)
+        ck = tmp_path / "random.pt"
+        save_atomic(checkpoint_dict(net, m), ck)
+        with led.transaction():
+            led.add_model(str(ck), parent_id=None, n_train=0, config={}, metrics={})
+    r = CliRunner().invoke(app, ["report", "-m", str(p)])
+    assert r.exit_code == 0, r.output
+    val = _latest_json(m)["val"]
+    assert val["normaliser"]["kind"] == "head_box"
+    assert (val["frames"], val["frames_fallback"]) == (3, 1)
+    preds = tmp_path / "preds.json"
+    r = CliRunner().invoke(app, ["predict", "--model", str(ck), *[s.path for s in samples], "--out", str(preds)])
+    assert r.exit_code == 0, r.output
+    by_path = {q["file_name"]: np.asarray(q["keypoints"], float).reshape(-1, 3)[:, :2] for q in json.loads(preds.read_text())}
+    # by hand: l = 0.6 × head-box diagonal; the frame without one: joints' box diagonal × median(l / diagonal)
+    def diag(s):
+        pts = s.keypoints[s.keypoints[:, 2] > 0, :2]
+        return float(np.hypot(*(pts.max(0) - pts.min(0))))
+
+    ls = {s.path: 0.6 * float(np.hypot(s.head_box[2], s.head_box[3])) for s in samples if s.head_box}
+    ratio = float(np.median([ls[s.path] / diag(s) for s in samples if s.head_box]))
+    hits = total = 0
+    for s in samples:
+        radius = 0.1 * (ls[s.path] if s.head_box else diag(s) * ratio)
+        lab = s.keypoints[:, 2] > 0
+        d = np.linalg.norm(by_path[s.path] - s.keypoints[:, :2], axis=1)[lab]
+        hits += int((d <= radius).sum())
+        total += int(lab.sum())
+    assert val["joints"] == total and 0 < hits < total
+    assert val["pckh"] == pytest.approx(100 * hits / total, abs=0.01)

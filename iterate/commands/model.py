@@ -66,19 +66,27 @@ def predict(
     model: Annotated[Path, typer.Option("--model", help="an iterate checkpoint")],
     out: Annotated[Path, typer.Option("--out", help="COCO results JSON to write")] = Path("preds.json"),
     coco: Annotated[Optional[Path], typer.Option("--coco", help="take image ids from this COCO file (matched by file name)")] = None,
-    flip: Annotated[bool, typer.Option(help="flip test-time augmentation")] = True,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="flip test-time augmentation (default: as the checkpoint records)")] = None,
+    refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="second pass on the person box the first pass found (default: as the checkpoint records)")] = None,
+    head_up: Annotated[Optional[bool], typer.Option("--head-up/--no-head-up", help="head-up rotated second pass (default: as the checkpoint records)")] = None,
     batch_size: Annotated[int, typer.Option(help="frames per batch")] = 32,
 ) -> None:
     """Predict keypoints for images and write COCO results (image_id, category_id, keypoints, score).
+
+    Runs the checkpoint's own inference path (the one `retrain` picked it with and `report` scores it with);
+    --no-flip / --no-refine / --no-head-up opt out.
 
     Example: iterate predict --model .iterate/models/model-002/best.pt frames/ --out preds.json
     """
     from model.predict import predict_files
 
-    n, bad = predict_files(model, images, out, coco=coco, flip=flip, batch_size=batch_size)
+    if batch_size < 1:
+        raise IterateError("--batch-size must be ≥ 1")
+    n, bad, path = predict_files(model, images, out, coco=coco, flip=flip, refine=refine, head_up=head_up,
+                                 batch_size=batch_size)
     for p in bad:
         console.print(f"[yellow]skipped unreadable:[/] {p}", highlight=False)
-    console.print(f"wrote {n} predictions to {out}")
+    console.print(f"wrote {n} predictions to {out} ({path})", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,92 @@
+"""Shared by every bench script: LSPET samples from ../shared/data (read-only), the repo manifest, the bare
+network's speed on this machine, and ``bench/results/<name>.json`` (figures, commit, command, cores, speed).
+
+Every script prints its figures as its last lines, ``name=value``, and writes them to its results file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ITERATE_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+LSPET = SHARED / "lspet"
+RESULTS = REPO / "bench" / "results"
+
+
+def manifest():
+    from iterate.manifest import load_manifest
+
+    return load_manifest(REPO / "data_manifest.yaml")
+
+
+def lspet_samples(first: int, last: int) -> list:
+    """LSPET images ``first``..``last`` (ids) as labeled samples, in id order."""
+    from model.data import Sample
+
+    coco = json.loads((LSPET / "annotations.coco.json").read_text())
+    ims = {i["id"]: i for i in coco["images"]}
+    out = []
+    for a in sorted(coco["annotations"], key=lambda a: a["image_id"]):
+        if first <= a["image_id"] <= last:
+            out.append(Sample(str(LSPET / ims[a["image_id"]]["file_name"]),
+                              np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3), str(a["image_id"])))
+    return out
+
+
+def bare_forward_speed(backbone: str = "hrnet_w18_small", size: int = 128, joints: int = 14, batch: int = 8,
+                       seconds: float = 3.0) -> float:
+    """Images/s of the bare network's forward pass (batch 8, channels_last, inference mode) on this machine:
+    the yardstick every results file carries, so figures from machines of different speed can be compared."""
+    import torch
+
+    from model.hrnet import build_model
+
+    net = build_model(backbone, joints, size, size // 4).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(2):
+            net(x)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            net(x)
+            n += batch
+    return round(n / (time.perf_counter() - t0), 1)
+
+
+def _commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def write_result(name: str, figures: dict, details: dict | None = None, *, speed: float | None = None) -> Path:
+    """Print ``figures`` as the last ``name=value`` lines and write ``bench/results/<name>.json``."""
+    import torch
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rec = {"name": name, "figures": figures, "details": details or {},
+           "commit": _commit(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+           "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+           "bare_forward_images_per_s": speed if speed is not None else bare_forward_speed(),
+           "bare_forward_setting": "hrnet_w18_small 128², batch 8, forward only",
+           "written_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(rec, indent=1, default=float) + "\n")
+    for k, v in figures.items():
+        print(f"{k}={v}")
+    return path

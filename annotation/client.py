@@ -161,6 +161,12 @@ class Studio:
             out += d
         return out
 
+    def export_all(self, pid: int) -> list[dict]:
+        """Full JSON export of every task of the project, in one request."""
+        d = self.request("GET", f"/api/projects/{pid}/export",
+                         params={"exportType": "JSON", "download_all_tasks": "true"})
+        return json.loads(d) if isinstance(d, (bytes, bytearray)) else (d or [])
+
     def create_annotation(self, task_id: int, result: list[dict], *, was_cancelled: bool = False,
                           lead_time: float = 1.0) -> dict:
         return self.request("POST", f"/api/tasks/{task_id}/annotations/",

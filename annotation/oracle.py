@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iterate.ingest import coco_keypoints, read_coco
+from iterate.coco import ann_key, coco_keypoints, read_coco
 from iterate.ledger import Ledger
 from iterate.manifest import Manifest
 
@@ -32,7 +32,7 @@ def autolabel(m: Manifest, ledger: Ledger, studio: Studio, labels: Path, *, seed
     coco, order = read_coco(m, labels)
     by_name: dict[str, tuple[dict, dict]] = {}
     anns: dict = {}
-    for a in sorted(coco["annotations"], key=lambda a: a.get("id", 0)):
+    for a in sorted(coco["annotations"], key=ann_key):
         anns.setdefault(a["image_id"], a)  # first person of each image
     for im in coco["images"]:
         if im["id"] in anns:

@@ -24,6 +24,7 @@ from .labeling import BadAnnotation, parse_result
 from .push import project_id
 
 _BATCH = 200
+_WHOLE_MIN = 1000  # updated tasks from which one whole-project export replaces the exports by ids
 
 
 def _wm_key(pid: int) -> str:
@@ -65,9 +66,16 @@ def sync_labels(m: Manifest, ledger: Ledger, studio: Studio, *, full: bool = Fal
     listed.sort(key=lambda t: t.get("updated_at") or "")
     s = SyncSummary(tasks=len(listed))
     by_task = {r[0]: r[1] for r in ledger.db.execute("SELECT task_id, frame_id FROM tasks WHERE project_id=?", (pid,))}
+    # many updated tasks: one export of the whole project is far cheaper than one export request per chunk of ids
+    # (`bench/ls_roundtrip.py`: sync_over_export); a few among many: export just those ids
+    whole = None
+    if len(listed) >= _WHOLE_MIN:
+        total = (studio.project(pid) or {}).get("task_number") or len(listed)
+        if 2 * len(listed) >= total:
+            whole = {t["id"]: t for t in studio.export_all(pid)}
     for i in range(0, len(listed), _BATCH):
         chunk = listed[i:i + _BATCH]
-        exported = {t["id"]: t for t in studio.export(pid, [t["id"] for t in chunk])}
+        exported = whole if whole is not None else {t["id"]: t for t in studio.export(pid, [t["id"] for t in chunk])}
         with ledger.transaction():
             for lt in chunk:
                 t = exported.get(lt["id"], lt)

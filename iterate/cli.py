@@ -10,6 +10,7 @@ import sys
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from .errors import IterateError
@@ -22,7 +23,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except IterateError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted: the ledger keeps every completed step; re-run to continue")

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
+from .coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco
 from .errors import IterateError
 from .ledger import Frame, Ledger
 from .manifest import Manifest, Source
@@ -199,71 +200,16 @@ def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
         flush()
 
 
-# -- COCO keypoints ----------------------------------------------------------------------------------
-def _coco_order(m: Manifest, coco: dict, path: Path) -> list[int] | None:
-    """Index into the file's joint order for each schema joint (None: same order as the schema)."""
-    cats = coco.get("categories") or []
-    names = (cats[0].get("keypoints") if cats else None) or []
-    if names and set(names) == set(m.keypoints.names) and len(names) == len(m.keypoints.names):
-        return [names.index(n) for n in m.keypoints.names]
-    return None
-
-
-def read_coco(m: Manifest, path: Path) -> tuple[dict, list[int] | None]:
-    try:
-        coco = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise IterateError(f"{path}: not a readable COCO JSON file ({e})") from None
-    for key in ("images", "annotations"):
-        if not isinstance(coco.get(key), list):
-            raise IterateError(f"{path}: missing the '{key}' list of a COCO keypoints file")
-    return coco, _coco_order(m, coco, path)
-
-
-def coco_keypoints(m: Manifest, ann: dict, order: list[int] | None, path: Path) -> list[list[float]]:
-    """One COCO annotation's keypoints as [[x, y, v], ...] in schema order; IterateError if it does not fit."""
-    kps = ann.get("keypoints")
-    k = m.keypoints.num_joints
-    if not isinstance(kps, list) or len(kps) % 3:
-        raise IterateError(f"{path}: annotation id {ann.get('id')}: 'keypoints' is not a list of x, y, v triplets")
-    if len(kps) // 3 != k:
-        raise IterateError(
-            f"{path}: annotation id {ann.get('id')}: {len(kps) // 3} keypoints, the manifest's schema has {k}"
-        )
-    trip = [[float(kps[3 * i]), float(kps[3 * i + 1]), int(kps[3 * i + 2])] for i in range(k)]
-    for i, (_, _, v) in enumerate(trip):
-        if v not in (0, 1, 2):
-            raise IterateError(f"{path}: annotation id {ann.get('id')}: joint {i} has visibility {v} (0, 1 or 2)")
-    if order is not None:
-        trip = [trip[j] for j in order]
-    return [[x, y, v] if v > 0 else [0.0, 0.0, 0] for x, y, v in trip]
-
-
-def coco_head_box(ann: dict, path: Path) -> list[float] | None:
-    """The annotation's head box (``bbox_head``, PoseTrack/MPII style, or ``head_box``) as [x, y, w, h]."""
-    hb = ann.get("bbox_head", ann.get("head_box"))
-    if hb is None or hb == []:
-        return None
-    try:
-        box = [float(v) for v in hb]
-    except (TypeError, ValueError):
-        box = []
-    if len(box) != 4 or not all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
-        raise IterateError(f"{path}: annotation {ann.get('id')}: bbox_head must be [x, y, w, h] with w, h > 0, "
-                           f"found {hb!r}")
-    return box
-
-
 def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
     path = m.resolve(src.path)
     coco, order = read_coco(m, path)
     img_dir = m.resolve(src.images) if src.images else path.parent
     anns_by_image: dict = {}
-    for a in sorted(coco["annotations"], key=lambda a: a.get("id", 0)):
+    for a in sorted(coco["annotations"], key=ann_key):
         anns_by_image.setdefault(a.get("image_id"), []).append(a)
     # validate every annotation before anything is written
     parsed = {
-        iid: [(a, coco_keypoints(m, a, order, path), coco_head_box(a, path)) for a in anns]
+        iid: [(a, coco_keypoints(m, a, order, path, image_size(coco, iid)), coco_head_box(a, path)) for a in anns]
         for iid, anns in anns_by_image.items()
     } if src.labels else {}
     images = coco["images"]

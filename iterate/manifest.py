@@ -19,7 +19,7 @@ DEFAULT_MANIFEST = "data_manifest.yaml"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Normalizer(_Strict):
@@ -70,6 +70,15 @@ class KeypointSchema(_Strict):
         check("height_chain", ((f"[{i}][{j}]", n) for i, c in enumerate(self.height_chain) for j, n in enumerate(c)))
         check("normalizer.joints", ((f"[{i}]", n) for i, n in enumerate(self.normalizer.joints)))
         check("init_from", ((f".{k}", v) for k, v in self.init_from.items()))
+        paired: dict[str, int] = {}
+        for i, (a, b) in enumerate(self.flip_pairs):
+            if a == b:
+                raise ValueError(f"flip_pairs[{i}]: a joint cannot be its own left/right pair ({a})")
+            for n in (a, b):
+                if n in paired:
+                    raise ValueError(f"flip_pairs[{i}]: joint '{n}' is already in flip_pairs[{paired[n]}]: "
+                                     "each joint has at most one mirror joint")
+                paired[n] = i
         if self.normalizer.kind == "head_segment" and len(self.normalizer.joints) != 2:
             raise ValueError("normalizer.joints: a head_segment needs exactly two joints")
         for k, w in self.weights.items():
@@ -187,7 +196,7 @@ class SelectionSettings(_Strict):
 class Manifest(_Strict):
     project: str
     workspace: str = ".iterate"
-    target_size: int = Field(gt=0, description="D: labeled frames wanted in all")
+    target_size: int = Field(gt=0, strict=True, description="D: labeled frames wanted in all")
     chunks: list[float] = Field(default_factory=lambda: [0.1, 0.4, 0.5], min_length=1)
     keypoints: KeypointSchema
     strata: dict[str, list[str]] = Field(
@@ -205,6 +214,8 @@ class Manifest(_Strict):
     @field_validator("chunks")
     @classmethod
     def _fractions(cls, v: list[float]) -> list[float]:
+        if not all(math.isfinite(f) for f in v):
+            raise ValueError("every chunk fraction must be a finite number")
         if any(f <= 0 for f in v):
             raise ValueError("every chunk fraction must be > 0")
         if abs(sum(v) - 1.0) > 1e-6:
@@ -253,7 +264,11 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST, *, check_sources: bool = 
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (run `iterate init` to write one)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {e.start}); save the manifest as UTF-8") from None
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

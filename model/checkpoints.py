@@ -61,7 +61,8 @@ def load_file(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise IterateError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        first = (str(e).splitlines() or ["the file is empty or truncated"])[0][:200]
+        raise IterateError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(obj, dict):
         raise IterateError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj

@@ -59,8 +59,10 @@ class PoseDataset(Dataset):
     def __init__(self, samples: list[Sample], codec: DarkCodec, *, flip_index: list[int], joint_weights: list[float],
                  train: bool = False, augment=None, up_joints: tuple[list[int], list[int]] | None = None, seed: int = 0,
                  rotations: dict[int, float] | None = None,
-                 boxes: dict[int, tuple[tuple[float, float], float]] | None = None, person_box_p: float = 0.0):
+                 boxes: dict[int, tuple[tuple[float, float], float]] | None = None, person_box_p: float = 0.0,
+                 targets: bool | None = None):
         self.samples = samples
+        self.targets = train if targets is None else targets  # heatmap targets: training (or a loss) needs them
         self.codec = codec
         self.flip_index = np.asarray(flip_index)
         self.joint_weights = np.asarray(joint_weights, dtype=np.float32)
@@ -111,14 +113,12 @@ class PoseDataset(Dataset):
             if plan.flip:
                 pts, vis = pts[self.flip_index], vis[self.flip_index]
             crop = aug.apply_image_ops(rng, plan, crop)
-        hm, w = self.codec.encode(pts, vis)
-        return {
-            "image": to_tensor(crop),
-            "heatmaps": torch.from_numpy(hm),
-            "weights": torch.from_numpy(w * self.joint_weights),
-            "matrix": torch.from_numpy(m.astype(np.float64)),
-            "index": i,
-        }
+        out = {"image": to_tensor(crop), "matrix": torch.from_numpy(m.astype(np.float64)), "index": i}
+        if self.targets:  # targets only where a loss is computed: inference ships crops and matrices alone
+            hm, w = self.codec.encode(pts, vis)
+            out["heatmaps"] = torch.from_numpy(hm)
+            out["weights"] = torch.from_numpy(w * self.joint_weights)
+        return out
 
 
 def collate(items: list[dict]) -> dict:
@@ -126,6 +126,7 @@ def collate(items: list[dict]) -> dict:
     out: dict = {"bad": [x["bad"] for x in items if "bad" in x]}
     if good:
         for key in ("image", "heatmaps", "weights", "matrix"):
-            out[key] = torch.stack([x[key] for x in good])
+            if key in good[0]:
+                out[key] = torch.stack([x[key] for x in good])
         out["index"] = torch.tensor([x["index"] for x in good])
     return out

@@ -5,6 +5,8 @@ and a pooled backbone embedding per frame. Streams: memory does not grow with th
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -101,7 +103,7 @@ def settings_from_checkpoint(ck: dict) -> InferSettings:
 
 def load_predictor(checkpoint: str | Path, *, flip: bool | None = None, refine: bool | None = None,
                    head_up: bool | None = None, rotations: tuple[float, ...] | None = None,
-                   batch_size: int = 32, workers: int = 0, device: str | None = None) -> "Predictor":
+                   batch_size: int = 32, workers: int | None = None, device: str | None = None) -> "Predictor":
     """The one predictor builder: an iterate checkpoint → a :class:`Predictor` with the inference settings the
     checkpoint records; each keyword (not ``None``) is an explicit opt-out or change."""
     from .checkpoints import model_from_checkpoint
@@ -112,11 +114,56 @@ def load_predictor(checkpoint: str | Path, *, flip: bool | None = None, refine: 
     return Predictor.from_settings(net, codec, st, batch_size=batch_size, workers=workers, device=device)
 
 
+class _Prefetch:
+    """Iterate ``iterable`` in a background thread, ``depth`` items ahead. Image decoding and warping (OpenCV)
+    release the GIL, so reading and cropping the next batch overlaps the forward passes — without forking a
+    loader process (a fork after OpenCV or OpenMP started threads can deadlock)."""
+
+    _END = object()
+
+    def __init__(self, iterable, depth: int = 2):
+        self._q: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(iterable,), daemon=True)
+        self._t.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, iterable) -> None:
+        try:
+            for x in iterable:
+                if not self._put(x):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(("__error__", e))
+            return
+        self._put(self._END)
+
+    def __iter__(self):
+        try:
+            while True:
+                x = self._q.get()
+                if x is self._END:
+                    return
+                if isinstance(x, tuple) and len(x) == 2 and x[0] == "__error__":
+                    raise x[1]
+                yield x
+        finally:
+            self._stop.set()
+
+
 class Predictor:
     def __init__(self, model: PoseHRNet, codec: DarkCodec, flip_index: list[int], *, flip: bool = True,
                  flip_shift: bool = False, rotations: tuple[float, ...] = (), head_up: tuple | None = None,
                  refine: bool = False,
-                 device: str | None = None, batch_size: int = 32, workers: int = 0):
+                 device: str | None = None, batch_size: int = 32, workers: int | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.codec = codec
@@ -137,16 +184,23 @@ class Predictor:
         return cls(model, codec, list(settings.flip_index), flip=settings.flip, flip_shift=settings.flip_shift,
                    rotations=settings.rotations, head_up=settings.head_up, refine=settings.refine, **kw)
 
+    def _iterate(self, loader: DataLoader, n: int):
+        """``workers=None`` (default): batches read in a background thread when there is more than one batch
+        (`bench/infer_throughput.py`); ``workers=N``: N loader processes, as the DataLoader runs them."""
+        if self.workers is None and n > self.batch_size:
+            return _Prefetch(loader)
+        return loader
+
     def _loader(self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None) -> DataLoader:
         ds = PoseDataset(samples, self.codec, flip_index=self.flip_index,
                          joint_weights=[1.0] * len(self.flip_index), train=False, rotations=rotations, boxes=boxes)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.workers or 0,
                           collate_fn=collate, pin_memory=self.device.type == "cuda")
 
     @torch.inference_mode()
     def batches(self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None) -> Iterator[Batch]:
         """Raw network outputs batch by batch (selection scores them without keeping heatmaps around)."""
-        for b in self._loader(samples, rotations, boxes):
+        for b in self._iterate(self._loader(samples, rotations, boxes), len(samples)):
             if "image" not in b:
                 yield Batch(np.zeros(0, int), torch.zeros(0), None, torch.zeros(0), np.zeros((0, 2, 3)), b["bad"])
                 continue

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -65,6 +67,10 @@ def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str
 
     Returns None on ranks other than 0 of a distributed run (rank 0 writes checkpoints and the ledger).
     """
+    if epochs is not None and epochs < 1:
+        raise IterateError(f"--epochs must be ≥ 1, got {epochs}")
+    if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise IterateError(f"--minutes must be a positive number, got {time_limit_s / 60:g}")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
     if distributed:
@@ -92,9 +98,20 @@ def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str
                 ledger.set(_RUN_KEY, {"dir": str(out_dir), "init": str(init) if init else "", "heatmap_size": hm})
     codec = DarkCodec(m.model.input_size, hm, m.model.sigma)
     # val during training runs the report's inference path (flip + refine): the checkpoint kept is the one it scores best
-    res = train(m, train_s, val_s, out_dir, epochs=epochs, init=init, allow_partial=allow_partial, freeze=freeze,
-                heatmap_size=hm, resume=resume, time_limit_s=time_limit_s, evaluate=evaluator(m, codec),
-                on_step=on_step, on_epoch=on_epoch, distributed=distributed)
+    fresh = not out_dir.exists()
+    try:
+        res = train(m, train_s, val_s, out_dir, epochs=epochs, init=init, allow_partial=allow_partial, freeze=freeze,
+                    heatmap_size=hm, resume=resume, time_limit_s=time_limit_s, evaluate=evaluator(m, codec),
+                    on_step=on_step, on_epoch=on_epoch, distributed=distributed)
+    except IterateError:
+        # a run that failed for a known reason (bad checkpoint, diverged loss) leaves no model folder and nothing
+        # to resume; an interrupted one (Ctrl-C, kill) keeps both for `--resume`
+        if rank == 0:
+            if fresh and out_dir.is_dir():
+                shutil.rmtree(out_dir)
+            with ledger.transaction():
+                ledger.set(_RUN_KEY, None)
+        raise
     if rank != 0:
         return None
     best = res.best if res.best.is_file() else res.last

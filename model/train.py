@@ -30,6 +30,10 @@ from .hrnet import PoseHRNet, build_model
 from .infer import InferSettings
 
 
+class TrainingDiverged(IterateError):
+    """The loss stopped being a finite number: nothing this run wrote is kept."""
+
+
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Weighted MSE: joints with weight 0 (not labeled, out of the crop) contribute nothing."""
     w = weights[:, :, None, None].to(pred.dtype)
@@ -235,6 +239,10 @@ def train(
             y = batch["heatmaps"].to(dev, non_blocking=True)
             w = batch["weights"].to(dev, non_blocking=True)
             loss = heatmap_loss(net(x), y, w, tcfg.loss_scale)
+            if not bool(torch.isfinite(loss.detach())):  # a poisoned label or a diverging lr: stop, keep nothing
+                raise TrainingDiverged(f"training stopped at step {step + 1}: the loss is {float(loss):g}, not a finite "
+                                       "number (check the labels for extreme coordinates, or lower the learning "
+                                       "rate); no model was recorded")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -38,9 +38,15 @@ def _fmt(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 2)
 
 
+def check_alpha(alpha: float) -> None:
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0 < alpha <= 1):
+        raise IterateError(f"--alpha must be a number in (0, 1] (PCKh's fraction of the normaliser), got {alpha}")
+
+
 def evaluate(m: Manifest, es: EvalSet, alpha: float = 0.1) -> dict:
     """All tables as one JSON-able dict (percentages). ``frames`` counts every labeled frame scored,
     ``frames_fallback`` those scored with the fallback normaliser; intervals are a bootstrap over frames."""
+    check_alpha(alpha)
     names = m.keypoints.names
     kind = m.keypoints.normalizer.kind
     norms = normalisers(es.gt, es.vis, m.keypoints.normalizer, names, es.head_boxes, es.boxes)
@@ -124,7 +130,7 @@ def _load(path: Path, what: str):
 
 def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
     """Pair a COCO results file with COCO keypoint labels (by image id; several people: nearest prediction)."""
-    from iterate.ingest import coco_keypoints, read_coco
+    from iterate.coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco
 
     gt, order = read_coco(m, Path(gt_path))
     preds = _load(pred_path, "predictions")
@@ -133,8 +139,17 @@ def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
     if not isinstance(preds, list):
         raise IterateError(f"{pred_path}: expected a COCO results list [{{image_id, keypoints, score}}, …]")
     k = m.keypoints.num_joints
+    for i, p in enumerate(preds):
+        if not isinstance(p, dict):
+            raise IterateError(f"{pred_path}: predictions[{i}] is not an object {{image_id, keypoints, score}}")
+        kp = p.get("keypoints")
+        if not isinstance(kp, list) or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                                               for v in kp):
+            raise IterateError(f"{pred_path}: prediction for image {p.get('image_id')!r}: keypoints must be a list "
+                               "of numbers x, y, score")
     gt_ids = {im["id"] for im in gt["images"]}
-    bad_ids = sorted({p.get("image_id") for p in preds} - gt_ids, key=str)
+    bad_ids = sorted({p.get("image_id") for p in preds if isinstance(p.get("image_id"), (int, str))} - gt_ids, key=str)
+    bad_ids += [p.get("image_id") for p in preds if not isinstance(p.get("image_id"), (int, str))][:1]
     if bad_ids:
         raise IterateError(f"{pred_path}: {len(bad_ids)} prediction image id(s) not in {gt_path}: "
                            + ", ".join(map(str, bad_ids[:5])))
@@ -144,15 +159,17 @@ def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
         if len(kp) != 3 * k:
             raise IterateError(f"{pred_path}: prediction for image {p.get('image_id')} has {len(kp) // 3} joints, "
                                f"the labels have {k}")
-        by_img.setdefault(p["image_id"], []).append(np.asarray(kp, float).reshape(k, 3))
+        # a missing or non-finite prediction (null, NaN) is a miss, never a dropped frame
+        by_img.setdefault(p["image_id"], []).append(np.asarray([np.nan if v is None else v for v in kp], float).reshape(k, 3))
     P, G, V, A, I, HB = [], [], [], [], [], []
-    for a in sorted(gt["annotations"], key=lambda a: a.get("id", 0)):
-        kps = np.asarray(coco_keypoints(m, a, order, Path(gt_path)), float)
+    for a in sorted(gt["annotations"], key=ann_key):
+        kps = np.asarray(coco_keypoints(m, a, order, Path(gt_path), image_size(gt, a["image_id"])), float)
         if not (kps[:, 2] > 0).any():
             continue
         cands = by_img.get(a["image_id"], [])
         if cands:
-            d = [np.nanmean(np.linalg.norm(c[:, :2] - kps[:, :2], axis=1)[kps[:, 2] > 0]) for c in cands]
+            d = [np.nan_to_num(np.nanmean(np.linalg.norm(c[:, :2] - kps[:, :2], axis=1)[kps[:, 2] > 0]), nan=np.inf)
+                 for c in cands]
             best = cands.pop(int(np.argmin(d)))
             P.append(best[:, :2])
         else:
@@ -161,7 +178,7 @@ def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
         V.append(kps[:, 2])
         A.append(dict(a.get("attributes") or {}))
         I.append(a.get("id"))
-        hb = a.get("bbox_head") or a.get("head_box")
+        hb = coco_head_box(a, Path(gt_path))
         HB.append(hb if hb else [np.nan] * 4)
     if not G:
         raise IterateError(f"{gt_path}: no labeled annotations to evaluate")

@@ -21,7 +21,7 @@ from iterate.ledger import Ledger
 from iterate.manifest import Manifest
 from iterate.strata import StrataPredictor
 
-from .evaluation import EvalSet, evaluate
+from .evaluation import EvalSet, check_alpha, evaluate
 from .focus import next_chunk_focus
 from .metrics import normalisers, pck_hits
 
@@ -142,6 +142,7 @@ def _contact_sheet(m: Manifest, frames: list[tuple[str, np.ndarray, np.ndarray, 
 def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: float = 0.1,
           progress=None) -> Path:
     """Compute and write this round's report; or, with ``round_no`` of an older round, re-render it."""
+    check_alpha(alpha)
     out_dir = reports_dir(m)
     current = len(ledger.rounds())
     if round_no is not None and round_no != current:

@@ -103,6 +103,12 @@ def test_wrong_keypoint_count_names_annotation_and_loses_nothing(tmp_path, lspet
     d["sources"].append({"name": "bad", "kind": "coco", "path": str(bad_path), "images": str(SHARED / "mmpose_samples/coco")})
     lspet_manifest.write_text(yaml.safe_dump(d))
     r = CliRunner().invoke(app, ["ingest", "-m", str(lspet_manifest)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "joint names differ" in r.output and "lacks neck, head_top" in r.output  # matched by name, not position
+    for c in bad["categories"]:
+        c.pop("keypoints", None)  # a file that names no joints: matched by count, which does not fit either
+    bad_path.write_text(json.dumps(bad))
+    r = CliRunner().invoke(app, ["ingest", "-m", str(lspet_manifest)])
     assert r.exit_code == 2
     assert f"annotation id {sorted(a['id'] for a in bad['annotations'])[0]}: 17 keypoints" in r.output
     assert "schema has 14" in r.output and "Traceback" not in r.output

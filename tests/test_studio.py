@@ -184,6 +184,11 @@ def test_server_stopped_mid_sync_then_restarted_loses_nothing(tmp_path, lspet_co
     r = sync_labels(m, led, Studio.from_manifest(m))
     assert len(led.current_labels()) == 9
     assert led.db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 9  # no duplicates
+    # a full re-sync through one whole-project export (the path for many updated tasks) changes nothing
+    monkeypatch.setattr(sync_mod, "_WHOLE_MIN", 1)
+    r = sync_labels(m, led, Studio.from_manifest(m), full=True)
+    assert (r.tasks, r.new, r.unchanged) == (9, 0, 9)
+    assert led.db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 9
     led.close()
 
 

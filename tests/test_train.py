@@ -55,7 +55,8 @@ def test_cpu_recipe_learns_on_64_lspet_images(tmp_path, lspet_coco):
     model, _ = model_from_checkpoint(res.last)
     model.eval()
     # loss on the un-augmented frames, against the loss of predicting all-zero heatmaps
-    ds = PoseDataset(samples, codec, flip_index=m.keypoints.flip_index(), joint_weights=m.keypoints.joint_weights())
+    ds = PoseDataset(samples, codec, flip_index=m.keypoints.flip_index(), joint_weights=m.keypoints.joint_weights(),
+                     targets=True)
     b = collate([ds[i] for i in range(len(ds))])
     with torch.no_grad():
         loss = float(heatmap_loss(model(b["image"]), b["heatmaps"], b["weights"], m.train.loss_scale))

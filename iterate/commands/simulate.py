@@ -17,12 +17,12 @@ def _samples(m, path: Path, images: Optional[Path], limit: Optional[int] = None)
 
     from model.data import Sample
 
-    from ..ingest import coco_keypoints, read_coco
+    from ..coco import ann_key, coco_keypoints, read_coco
 
     coco, order = read_coco(m, path)
     root = images or path.parent
     first: dict = {}
-    for a in sorted(coco["annotations"], key=lambda a: a.get("id", 0)):
+    for a in sorted(coco["annotations"], key=ann_key):
         first.setdefault(a["image_id"], a)
     out = []
     for im in coco["images"]:

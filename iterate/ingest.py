@@ -18,6 +18,7 @@ import numpy as np
 
 from .coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco
 from .errors import IterateError
+from .images import decode, nameable, printable, read_bytes
 from .ledger import Frame, Ledger
 from .manifest import Manifest, Source
 
@@ -39,6 +40,8 @@ class SourceSummary:
     labels_added: int = 0
     labels_skipped: int = 0
     unknown_strata: dict[str, int] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)   # frame ids whose file differs from what was ingested
+    missing: list[str] = field(default_factory=list)   # frame ids whose file is gone
 
 
 def dhash(gray: np.ndarray) -> int:
@@ -46,6 +49,26 @@ def dhash(gray: np.ndarray) -> int:
     small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA)
     bits = (small[:, 1:] > small[:, :-1]).flatten()
     return int(np.packbits(bits).view(">u8")[0])
+
+
+def foreground_hash(gray: np.ndarray, background: np.ndarray) -> int:
+    """dHash of where the picture differs from the video's median background: with a fixed camera the
+    background decides a whole-frame hash, and distinct poses of one person would look alike."""
+    diff = cv2.absdiff(gray, background)
+    return dhash(cv2.GaussianBlur(diff, (5, 5), 0))
+
+
+def _median_background(cap, n: int, samples: int = 25) -> np.ndarray | None:
+    frames = []
+    for i in np.linspace(0, max(0, n - 1), min(samples, n)).astype(int):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, int(i))
+        ok, img = cap.read()
+        if ok and img is not None:
+            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    if len(frames) < 3 or len({f.shape for f in frames}) != 1:
+        return None
+    return np.median(np.stack(frames), axis=0).astype(np.uint8)
 
 
 class _NearDuplicates:
@@ -71,7 +94,7 @@ class _NearDuplicates:
 
 
 def _frame_id(source: str, rel: str, index: int | None) -> str:
-    return hashlib.sha1(f"{source}\0{rel}\0{index}".encode()).hexdigest()[:16]
+    return hashlib.sha1(f"{source}\0{rel}\0{index}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def _rel(m: Manifest, p: Path) -> str:
@@ -81,13 +104,13 @@ def _rel(m: Manifest, p: Path) -> str:
         return str(p.resolve())
 
 
-def _decode(path: Path) -> tuple[bytes, np.ndarray] | None:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    return (data, img) if img is not None else None
+def _decode(path: Path) -> tuple[bytes, np.ndarray] | str:
+    """→ (bytes, image), or why the file is skipped (it is named, never a traceback)."""
+    if not nameable(path):
+        return "the file name is not valid UTF-8: rename it"
+    data = read_bytes(path)
+    img, why = decode(data)
+    return (data, img) if img is not None else why
 
 
 def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None) -> list[SourceSummary]:
@@ -103,18 +126,32 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
             _ingest_frames(manifest, ledger, src, _video_items(manifest, src, s), s, index, by_hash, progress)
         else:
             _ingest_coco(manifest, ledger, src, s, index, by_hash, progress)
+        _check_existing(ledger, src, s)
         out.append(s)
     return out
 
 
+def _check_existing(ledger: Ledger, src: Source, s: SourceSummary) -> None:
+    """Frames of this source registered earlier: is each file still there, and still the same picture?"""
+    if src.kind == "video":  # cut frames live in the workspace; the video itself is read again on each ingest
+        return
+    for f in ledger.frames(source=src.label):
+        data = read_bytes(f.path)
+        if data is None:
+            s.missing.append(f.id)
+        elif hashlib.sha1(data).hexdigest() != f.content_hash:
+            s.changed.append(f.id)
+
+
 # -- image folders and videos -----------------------------------------------------------------------
-_Item = tuple[str, int | None, Path | None, bytes | None, np.ndarray | None]  # rel, index, path, bytes, image
+# rel, index, path, bytes, image, near-duplicate hash (video frames: of the foreground)
+_Item = tuple[str, int | None, Path | None, bytes | None, np.ndarray | None, int | None]
 
 
 def _image_items(m: Manifest, src: Source) -> Iterator[tuple[int, _Item]]:
     files = sorted(p for p in m.resolve(src.path).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
     for p in files:  # decoded lazily, after the "already registered" check
-        yield len(files), (_rel(m, p), None, p, None, None)
+        yield len(files), (_rel(m, p), None, p, None, None, None)
 
 
 def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[int, _Item]]:
@@ -130,6 +167,7 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
         vfps = cap.get(cv2.CAP_PROP_FPS) or 30.0
         step = max(1, int(round(vfps / src.fps)))
     total = (n + step - 1) // step
+    background = _median_background(cap, n)
     out_dir = m.workspace_dir / "frames" / src.label
     out_dir.mkdir(parents=True, exist_ok=True)
     idx = 0
@@ -146,7 +184,10 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
                     s.unreadable.append(f"{path} frame {idx}")
                 else:
                     ok, buf = cv2.imencode(".png", img)
-                    yield total, (_rel(m, path), idx, out_dir / f"{path.stem}_{idx:06d}.png", buf.tobytes(), img)
+                    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+                    h = foreground_hash(gray, background) if background is not None and \
+                        background.shape == gray.shape else dhash(gray)
+                    yield total, (_rel(m, path), idx, out_dir / f"{path.stem}_{idx:06d}.png", buf.tobytes(), img, h)
             idx += 1
     finally:
         cap.release()
@@ -166,7 +207,9 @@ def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
                 ledger.add_frame(f)
         pending.clear()
 
-    for total, (rel, fidx, path, data, img) in items:
+    if src.kind == "video":  # frames of one video are compared by foreground, with each other only
+        index = _NearDuplicates((f.phash % (1 << 64) for f in ledger.frames(source=src.label)), m.selection.dedup_hamming)
+    for total, (rel, fidx, path, data, img, pre_h) in items:
         done += 1
         if progress:
             progress(src.label, done, total)
@@ -176,12 +219,12 @@ def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
             continue
         if img is None:
             dec = _decode(path)
-            if dec is None:
-                s.unreadable.append(str(path))
+            if isinstance(dec, str):
+                s.unreadable.append(f"{printable(path)} ({dec})")
                 continue
             data, img = dec
         chash = hashlib.sha1(data).hexdigest() if fidx is None else hashlib.sha1(img.tobytes()).hexdigest()
-        h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+        h = pre_h if pre_h is not None else dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
         if chash in by_hash or index.is_duplicate(h):
             s.duplicates += 1
             continue
@@ -219,8 +262,8 @@ def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
                 progress(src.label, n, len(images))
             p = img_dir / str(im.get("file_name", ""))
             dec = _decode(p)
-            if dec is None:
-                s.unreadable.append(str(p))
+            if isinstance(dec, str):
+                s.unreadable.append(f"{printable(p)} ({dec})")
                 continue
             data, img = dec
             fid = _frame_id(src.label, _rel(m, p), None)

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from .errors import BusyError, IterateError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -105,6 +105,11 @@ _MIGRATIONS: dict[int, str] = {
     2: """
     ALTER TABLE labels ADD COLUMN head_box TEXT
     """,
+    # v3: frames.retired_at (a frame retired by `iterate frames remove`: kept with its history, used no more)
+    3: """
+    ALTER TABLE frames ADD COLUMN retired_at REAL;
+    ALTER TABLE frames ADD COLUMN retired_why TEXT
+    """,
 }
 
 
@@ -168,7 +173,14 @@ class Ledger:
         except sqlite3.Error as e:
             raise IterateError(f"{self.path}: cannot open the ledger ({e})") from None
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
+        for attempt in range(100):  # switching a fresh file to WAL does not wait on the busy handler: retry
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 99:
+                    raise IterateError(f"{self.path}: cannot open the ledger ({e})") from None
+                time.sleep(0.05)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
@@ -184,20 +196,30 @@ class Ledger:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _migrate(self) -> None:
+    def _version(self) -> int:
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        current = int(row[0]) if row else 0
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema. The version is read again inside each write transaction, so two
+        commands opening a fresh workspace at once do not both create the tables."""
+        current = self._version()
         if current > SCHEMA_VERSION:
             raise IterateError(
                 f"{self.path}: ledger schema v{current} is newer than this iterate (v{SCHEMA_VERSION}); upgrade iterate"
             )
-        for v in range(current + 1, SCHEMA_VERSION + 1):
-            with self.transaction():
+        while current < SCHEMA_VERSION:
+            with self.transaction():  # BEGIN IMMEDIATE: one writer at a time
+                current = self._version()
+                if current >= SCHEMA_VERSION:
+                    break
+                v = current + 1
                 for stmt in _MIGRATIONS[v].split(";"):
                     if stmt.strip():
                         self.db.execute(stmt)
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(v),))
+            current = v
 
     @property
     def schema_version(self) -> int:
@@ -249,7 +271,8 @@ class Ledger:
     def add_frame(self, f: Frame) -> bool:
         """Insert a frame; False when its id is already there (re-ingest adds nothing)."""
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO frames (id, path, source, video, frame_index, width, height, content_hash, phash,"
+            " split, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (f.id, f.path, f.source, f.video, f.frame_index, f.width, f.height, f.content_hash,
              _to_signed(f.phash), f.split, time.time()),
         )
@@ -260,7 +283,7 @@ class Ledger:
         return _frame(row) if row else None
 
     def frames(self, split: str | None = None, source: str | None = None) -> list[Frame]:
-        q, args = "SELECT * FROM frames WHERE 1=1", []
+        q, args = "SELECT * FROM frames WHERE retired_at IS NULL", []
         if split:
             q += " AND split=?"
             args.append(split)
@@ -276,7 +299,26 @@ class Ledger:
         return [(r[0], _to_unsigned(r[1])) for r in self.db.execute("SELECT id, phash FROM frames")]
 
     def count_frames(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute("SELECT split, COUNT(*) FROM frames GROUP BY split")}
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT split, COUNT(*) FROM frames WHERE retired_at IS NULL GROUP BY split")}
+
+    def retire_frames(self, ids: list[str], why: str) -> list[str]:
+        """Retire frames: they and their labels stay in the ledger (history), but no command uses them again;
+        their pending Label Studio tasks are marked retired. → the ids that were active."""
+        now = time.time()
+        done = []
+        for fid in ids:
+            cur = self.db.execute("UPDATE frames SET retired_at=?, retired_why=? WHERE id=? AND retired_at IS NULL",
+                                  (now, why, fid))
+            if cur.rowcount:
+                done.append(fid)
+                self.db.execute("UPDATE tasks SET status='retired', note=?, updated_at=? WHERE frame_id=? "
+                                "AND status='pending'", (why, now, fid))
+        return done
+
+    def retired_frames(self) -> list[tuple[str, str, float]]:
+        return [(r[0], r[1], r[2]) for r in self.db.execute(
+            "SELECT id, retired_why, retired_at FROM frames WHERE retired_at IS NOT NULL ORDER BY id")]
 
     # -- labels -------------------------------------------------------------------------------------
     def add_label(
@@ -318,7 +360,8 @@ class Ledger:
         fcols = ", ".join(f"f.{c} AS f_{c}" for c in Frame.__dataclass_fields__)
         q = (
             f"SELECT l.*, {fcols} FROM labels l JOIN frames f ON f.id = l.frame_id"
-            " WHERE l.version = (SELECT MAX(version) FROM labels m WHERE m.frame_id=l.frame_id AND m.instance=l.instance)"
+            " WHERE f.retired_at IS NULL"
+            " AND l.version = (SELECT MAX(version) FROM labels m WHERE m.frame_id=l.frame_id AND m.instance=l.instance)"
         )
         args: list[Any] = []
         if splits:
@@ -328,7 +371,7 @@ class Ledger:
         return [(Frame(**{k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), _label(r)) for r in rows]
 
     def labeled_frame_ids(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT DISTINCT frame_id FROM labels")}
+        return {r[0] for r in self.db.execute("SELECT DISTINCT frame_id FROM labels")}  # retired ones too: never re-picked
 
     def count_labels(self) -> int:
         return self.db.execute("SELECT COUNT(DISTINCT frame_id) FROM labels").fetchone()[0]

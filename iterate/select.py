@@ -492,12 +492,14 @@ def _plot_scores(scored: Scored, rows: list[int], path: Path) -> None:
 def _thumbs(paths: list[str], out: Path, cell: int = 96, cols: int = 8) -> None:
     import cv2
 
+    from .images import read_image
+
     if not paths:
         return
     rows = (len(paths) + cols - 1) // cols
     sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
     for i, p in enumerate(paths):
-        img = cv2.imread(p)
+        img, _ = read_image(p)
         if img is None:
             continue
         s = cell / max(img.shape[:2])

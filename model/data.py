@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from iterate.images import read_image
+
 from . import augment as aug
 from .codec import DarkCodec
 from .geometry import apply, compose, crop_matrix, image_box, keypoint_box, rotate_about_matrix
@@ -80,7 +82,7 @@ class PoseDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         s = self.samples[i]
-        img = cv2.imread(s.path, cv2.IMREAD_COLOR)
+        img, _ = read_image(s.path)  # any file name; refuses huge or degenerate frames instead of crashing
         if img is None:
             return {"bad": s.path}
         size = self.codec.input_size

@@ -17,6 +17,7 @@ import numpy as np
 
 from iterate.chunks import chunk_progress, current_chunk, labels_per_stratum
 from iterate.errors import IterateError
+from iterate.images import read_image
 from iterate.ledger import Ledger
 from iterate.manifest import Manifest
 from iterate.strata import StrataPredictor
@@ -125,7 +126,7 @@ def _contact_sheet(m: Manifest, frames: list[tuple[str, np.ndarray, np.ndarray, 
     rows = max(1, (len(frames) + cols - 1) // cols)
     sheet = np.full((rows * (cell + 18), cols * cell, 3), 255, np.uint8)
     for i, (p, gt, vis, pred, cap) in enumerate(frames):
-        img = cv2.imread(p)
+        img, _ = read_image(p)
         if img is None:
             continue
         s = cell / max(img.shape[:2])

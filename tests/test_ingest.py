@@ -125,7 +125,7 @@ def test_unreadable_image_is_skipped_and_counted(tmp_path):
     p = lsp_manifest(tmp_path, [{"kind": "images", "path": str(folder)}])
     r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
     assert r.exit_code == 0, r.output
-    assert "skipped unreadable" in r.output and "broken.jpg" in r.output
+    assert "skipped:" in r.output and "broken.jpg" in r.output and "not a decodable image" in r.output
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         assert len(led.frames(split="pool")) == 3
@@ -168,3 +168,34 @@ def test_ingest_while_busy(tmp_path, lspet_manifest):
         assert r.exit_code == 3 and "busy" in r.output
     finally:
         holder.close()
+
+
+def test_static_camera_video_keeps_distinct_poses(tmp_path):
+    """The SLEAP dance clip (fixed camera): a whole-frame hash called frames 50-120 duplicates of frame 40 and
+    kept 18 of 45; judged on the foreground (difference to the video's median background) it keeps ≥ 40."""
+    video = SHARED / "sleap_dance" / "dance.mp4"
+    p = lsp_manifest(tmp_path, [{"name": "dance", "kind": "video", "path": str(video), "every": 10}])
+    m = load_manifest(p)
+    assert m.selection.dedup_hamming == 4  # the default threshold
+    with Ledger(m.workspace_dir) as led:
+        (s,) = ingest(m, led)
+    assert s.added + s.duplicates == 45 and s.added >= 40
+
+
+def test_exact_repeats_in_a_video_are_dropped(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "repeats.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 160))
+    for i in (7001, 7002, 7003, 7004, 7005):
+        img = cv2.resize(cv2.imread(str(LSPET / "images" / f"im{i:05d}.jpg")), (160, 160))
+        for _ in range(3):  # each picture three times in a row: intra-only MJPG decodes them identically
+            w.write(img)
+    w.release()
+    p = lsp_manifest(tmp_path, [{"name": "rep", "kind": "video", "path": str(path), "every": 1}])
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        (s,) = ingest(m, led)
+        imgs = [cv2.imread(f.path) for f in led.frames()]
+    assert (s.added, s.duplicates) == (5, 10)
+    assert len({im.tobytes() for im in imgs}) == 5 and not any(np.array_equal(imgs[0], x) for x in imgs[1:])

@@ -80,9 +80,32 @@ def test_v1_ledger_is_migrated_in_place_keeping_its_labels(tmp_path):
     db.commit()
     db.close()
     with Ledger(tmp_path) as led:
-        assert led.schema_version == 2
+        assert led.schema_version == SCHEMA_VERSION
         lab = led.current_label("f")
         assert lab.keypoints == [[1, 2, 2]] and lab.head_box is None
         with led.transaction():
             assert led.add_label("f", [[1, 2, 2]], source="coco", head_box=[0, 0, 3, 4]) == 2  # a new head box: a version
         assert led.current_label("f").head_box == [0, 0, 3, 4]
+
+
+def _open_fresh(args) -> str:
+    path, barrier = args
+    barrier.wait()
+    try:
+        with Ledger(path) as led:
+            return f"v{led.schema_version}"
+    except Exception as e:  # noqa: BLE001 - the test reports what went wrong
+        return f"{type(e).__name__}: {e}"
+
+
+def test_two_commands_opening_a_fresh_workspace_at_once_both_succeed(tmp_path):
+    """Schema creation runs under the write transaction: no `table frames already exists` (1 in 28 before)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for i in range(12):
+        barrier = ctx.Manager().Barrier(3)
+        ws = tmp_path / f"ws{i}"
+        with ctx.Pool(3) as pool:
+            out = pool.map(_open_fresh, [(ws, barrier)] * 3)
+        assert out == [f"v{SCHEMA_VERSION}"] * 3, out

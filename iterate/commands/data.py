@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..chunks import chunk_progress, current_chunk, labels_per_stratum
+from ..errors import IterateError
 from ..ingest import ingest
 from ..init import write_manifest
 from ._options import DEFAULT, ManifestOpt, console, open_project
@@ -54,9 +56,34 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
     console.print(t)
     for s in summaries:
         for p in s.unreadable:
-            console.print(f"[yellow]skipped unreadable:[/] {p}", highlight=False)
+            console.print(f"[yellow]skipped:[/] {escape(p)}", highlight=False)
         for k, n in s.unknown_strata.items():
             console.print(f"[yellow]{s.source}: stratum value {k} is not in the manifest ({n} labels; reported as 'other')[/]")
+        for what, ids in (("changed since it was ingested (its labels describe the old picture)", s.changed),
+                          ("gone from disk", s.missing)):
+            for fid in ids:
+                console.print(f"[yellow]{s.source}: frame {fid} is {what}[/]; `iterate frames remove {fid}` retires it",
+                              highlight=False)
+
+
+def frames_remove(
+    ids: Annotated[list[str], typer.Argument(help="frame ids (as `ingest`, `status` and the round CSVs show them)")],
+    manifest: ManifestOpt = DEFAULT,
+    why: Annotated[str, typer.Option(help="reason kept with the frame")] = "removed by the user",
+) -> None:
+    """Retire frames: they and their label history stay in the ledger, but no command selects, trains on or
+    scores them again; their pending Label Studio tasks are marked retired.
+
+    Example: iterate frames remove 3f2a9c0d1e4b5a6c
+    """
+    m, ledger = open_project(manifest, write=True, command="iterate frames remove")
+    with ledger:
+        unknown = [fid for fid in ids if ledger.frame(fid) is None]
+        if unknown:
+            raise IterateError(f"no frame with id {', '.join(unknown[:5])} in this workspace")
+        with ledger.transaction():
+            done = ledger.retire_frames(ids, why)
+    console.print(f"retired {len(done)} frame(s)" + (f"; {len(ids) - len(done)} already retired" if len(done) < len(ids) else ""))
 
 
 def status(manifest: ManifestOpt = DEFAULT) -> None:
@@ -99,3 +126,7 @@ def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("ingest")(ingest_cmd)
     app.command("status")(status)
+    frames = typer.Typer(help="Frames in the ledger: `iterate frames remove ID…` retires frames, history kept.",
+                         no_args_is_help=True)
+    frames.command("remove")(frames_remove)
+    app.add_typer(frames, name="frames")

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..errors import IterateError
+from ..images import printable
 from ._options import DEFAULT, ManifestOpt, console, open_project
 
 
@@ -85,7 +87,7 @@ def predict(
     n, bad, path = predict_files(model, images, out, coco=coco, flip=flip, refine=refine, head_up=head_up,
                                  batch_size=batch_size)
     for p in bad:
-        console.print(f"[yellow]skipped unreadable:[/] {p}", highlight=False)
+        console.print(f"[yellow]skipped unreadable, too large or degenerate:[/] {escape(printable(p))}", highlight=False)
     console.print(f"wrote {n} predictions to {out} ({path})", highlight=False, soft_wrap=True)
 
 

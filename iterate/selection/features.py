@@ -17,7 +17,9 @@ def _hog():
 
 
 def image_features(path: str) -> np.ndarray | None:
-    g = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    from ..images import read_image
+
+    g, _ = read_image(path, cv2.IMREAD_GRAYSCALE)
     if g is None:
         return None
     small = cv2.resize(g, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()

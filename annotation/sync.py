@@ -62,17 +62,20 @@ def sync_labels(m: Manifest, ledger: Ledger, studio: Studio, *, full: bool = Fal
         raise IterateError("no Label Studio project yet: push frames first (`iterate select` or `iterate push`)")
     wm = None if full else ledger.get(_wm_key(pid))
     since = (_ts(wm) - timedelta(seconds=1)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if wm else None
-    listed = studio.tasks(pid, updated_after=since, fields="task_only")
+    # many updated tasks: one export of the whole project is far cheaper than one export request per chunk of ids
+    # (`bench/ls_roundtrip.py`: sync_over_export); a few among many: list what changed, export just those ids
+    whole = None
+    total = (studio.project(pid) or {}).get("task_number") or 0
+    if since is None and total >= _WHOLE_MIN:  # first or full sync of a large project: no listing needed
+        listed = studio.export_all(pid)
+        whole = {t["id"]: t for t in listed}
+    else:
+        listed = studio.tasks(pid, updated_after=since, fields="task_only")
+        if len(listed) >= _WHOLE_MIN and 2 * len(listed) >= max(total, len(listed)):
+            whole = {t["id"]: t for t in studio.export_all(pid)}
     listed.sort(key=lambda t: t.get("updated_at") or "")
     s = SyncSummary(tasks=len(listed))
     by_task = {r[0]: r[1] for r in ledger.db.execute("SELECT task_id, frame_id FROM tasks WHERE project_id=?", (pid,))}
-    # many updated tasks: one export of the whole project is far cheaper than one export request per chunk of ids
-    # (`bench/ls_roundtrip.py`: sync_over_export); a few among many: export just those ids
-    whole = None
-    if len(listed) >= _WHOLE_MIN:
-        total = (studio.project(pid) or {}).get("task_number") or len(listed)
-        if 2 * len(listed) >= total:
-            whole = {t["id"]: t for t in studio.export_all(pid)}
     for i in range(0, len(listed), _BATCH):
         chunk = listed[i:i + _BATCH]
         exported = whole if whole is not None else {t["id"]: t for t in studio.export(pid, [t["id"] for t in chunk])}

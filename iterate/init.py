@@ -23,10 +23,11 @@ keypoints:
   skeleton: {skeleton}
   weights: {{}}                  # loss weight per joint (default 1), e.g. {{head_top: 2.0}}
   height_joints: {height}      # MeanSmS: the joints that decide height
-  height_chain: []             # e.g. [[head_top, neck, right_hip, right_knee, right_ankle], [...left side]]
+  height_chain: {chain}        # chains whose segment lengths sum to the height (height error)
   normalizer:                  # PCKh's l: head_box | head_segment (two joints) | person_box
     kind: {norm_kind}
     joints: {norm_joints}
+    factor: {norm_factor}
   init_from: {{}}                # new joint → nearest known joint when loading a checkpoint
 
 strata:                        # attributes every label carries; the report breaks figures down by them
@@ -60,28 +61,45 @@ def guess_flip_pairs(names: list[str]) -> list[list[str]]:
     return pairs
 
 
-def manifest_text(project: str, coco: Path | None = None) -> str:
-    names, skeleton, sources = ["head_top", "neck"], [["head_top", "neck"]], "  - {kind: images, path: images/}"
+def manifest_text(project: str, coco: Path | None = None, preset: str | None = None) -> str:
+    """The commented manifest: the schema from ``preset`` (coco17 | mpii16 | lsp14), else from a COCO file's
+    categories, else coco17."""
+    from .presets import PRESETS
+
+    if preset is not None and preset not in PRESETS:
+        raise IterateError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    sources = "  - {kind: images, path: images/}"
+    schema = dict(PRESETS[preset or "coco17"])
     if coco is not None:
+        sources = f"  - {{kind: coco, path: {coco}, split: train}}"
+    if coco is not None and preset is None:
         try:
             d = json.loads(coco.read_text())
             cat = d["categories"][0]
-            names = list(cat["keypoints"])
+            names = [str(n) for n in cat["keypoints"]]
         except (OSError, ValueError, KeyError, IndexError, TypeError):
             raise IterateError(f"{coco}: no categories[0].keypoints to take the schema from") from None
-        skeleton = [[names[a - 1], names[b - 1]] for a, b in cat.get("skeleton", []) if 0 < a <= len(names) and 0 < b <= len(names)]
-        sources = f"  - {{kind: coco, path: {coco}, split: train}}"
+        known = next((p for p in PRESETS.values() if sorted(p["names"]) == sorted(names)), None)
+        if known is not None:  # a known joint set: its pairs, chains and normaliser, in the file's order
+            schema = dict(known, names=names)
+        else:
+            skel = [[names[a - 1], names[b - 1]] for a, b in cat.get("skeleton", []) if 0 < a <= len(names) and 0 < b <= len(names)]
+            head = [n for n in ("neck", "head_top") if n in names]
+            schema = {"names": names, "flip_pairs": guess_flip_pairs(names), "skeleton": skel, "height_joints": names,
+                      "height_chain": [], "normalizer": {"kind": "head_segment" if len(head) == 2 else "person_box",
+                                                         "joints": head if len(head) == 2 else [], "factor": 1.0}}
     flow = lambda x: yaml.safe_dump(x, default_flow_style=True, width=10_000).strip()  # noqa: E731
-    head = [n for n in ("neck", "head_top") if n in names]
+    nm = schema["normalizer"]
     return _TEMPLATE.format(
-        project=project, target_size=1000, names=flow(names), flip_pairs=flow(guess_flip_pairs(names)),
-        skeleton=flow(skeleton), height=flow(names), sources=sources,
-        norm_kind="head_segment" if len(head) == 2 else "person_box", norm_joints=flow(head if len(head) == 2 else []),
+        project=project, target_size=1000, names=flow(schema["names"]), flip_pairs=flow(schema["flip_pairs"]),
+        skeleton=flow(schema["skeleton"]), height=flow(schema["height_joints"]), chain=flow(schema["height_chain"]),
+        sources=sources, norm_kind=nm["kind"], norm_joints=flow(nm["joints"]), norm_factor=nm["factor"],
     )
 
 
-def write_manifest(path: Path, project: str, coco: Path | None = None, force: bool = False) -> Path:
+def write_manifest(path: Path, project: str, coco: Path | None = None, force: bool = False,
+                   preset: str | None = None) -> Path:
     if path.exists() and not force:
         raise IterateError(f"{path}: already exists (use --force to overwrite)")
-    path.write_text(manifest_text(project, coco))
+    path.write_text(manifest_text(project, coco, preset))
     return path

@@ -240,7 +240,7 @@ def train(
             w = batch["weights"].to(dev, non_blocking=True)
             loss = heatmap_loss(net(x), y, w, tcfg.loss_scale)
             if not bool(torch.isfinite(loss.detach())):  # a poisoned label or a diverging lr: stop, keep nothing
-                raise TrainingDiverged(f"training stopped at step {step + 1}: the loss is {float(loss):g}, not a finite "
+                raise TrainingDiverged(f"training stopped at step {step + 1}: the loss is {float(loss.detach()):g}, not a finite "
                                        "number (check the labels for extreme coordinates, or lower the learning "
                                        "rate); no model was recorded")
             opt.zero_grad(set_to_none=True)

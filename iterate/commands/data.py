@@ -21,13 +21,16 @@ def init(
     manifest: ManifestOpt = DEFAULT,
     project: Annotated[str, typer.Option(help="project name")] = "my-pose-project",
     from_coco: Annotated[Optional[Path], typer.Option("--from-coco", help="take joints and skeleton from this COCO file")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="keypoint schema: coco17 | mpii16 | lsp14 (names, left/right "
+                                                     "pairs, skeleton, height joints, normaliser); default coco17, "
+                                                     "or the --from-coco file's joints")] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing manifest")] = False,
 ) -> None:
     """Write a commented manifest to edit.
 
-    Example: iterate init --project babies --from-coco labels/coco.json
+    Example: iterate init --project babies --preset coco17   (or --from-coco labels/coco.json)
     """
-    path = write_manifest(manifest, project, from_coco, force)
+    path = write_manifest(manifest, project, from_coco, force, preset)
     console.print(f"wrote {path}: edit sources, strata and target_size, then run [bold]iterate ingest[/]")
 
 

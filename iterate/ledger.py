@@ -401,6 +401,10 @@ class Ledger:
         return {int(r[0]): json.loads(r[1]) for r in rows}
 
     # -- rounds -------------------------------------------------------------------------------------
+    def round_frame_ids(self, round_id: int) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT frame_id FROM round_frames WHERE round_id=? ORDER BY rank",
+                                              (round_id,))]
+
     def rounds(self) -> list[dict]:
         rows = self.db.execute("SELECT * FROM rounds ORDER BY id")
         return [dict(r) | {"params": json.loads(r["params"])} for r in rows]

@@ -302,11 +302,15 @@ def select(m: Manifest, ledger: Ledger, budget: int, *, strategy: str = "full", 
     if unpushed is not None and push:
         raise IterateError(f"round {unpushed} was selected but not fully pushed: run `iterate push --round {unpushed}` first")
     cands = candidates(ledger)
+    notes: list[str] = []
+    if unpushed is not None:  # --no-push after a failed push: say that its frames are in the running again
+        n = len(ledger.round_frame_ids(unpushed))
+        notes.append(f"round {unpushed} was selected but its push did not finish: its {n} frames are not in Label "
+                     f"Studio and may be picked again (`iterate push --round {unpushed}` finishes it instead)")
     if budget <= 0:
         raise IterateError("--budget must be a positive number of frames")
     if budget > len(cands):
         raise IterateError(f"--budget {budget} is larger than the unlabeled pool ({len(cands)} frames)")
-    notes: list[str] = []
     prog = chunk_progress(m, ledger)
     cur = current_chunk(prog)
     room = cur.target - cur.labeled - cur.pending

@@ -167,3 +167,25 @@ def test_bad_budgets_and_stale_cache(proj, tmp_path):
         assert r.exit_code == 2 and "is gone" in r.output
     finally:
         os.rename(moved, path)
+
+
+def test_select_after_a_failed_push_says_so(tmp_path, lspet_coco):
+    """A push that failed (nothing answers at the URL) leaves its round recorded: `select` refuses until it is
+    pushed, and a `--no-push` select warns that those frames may be picked again."""
+    from annotation.client import StudioError
+
+    f = lspet_subset(lspet_coco, list(range(7441, 7461)), tmp_path / "pool.json")
+    p = lsp_manifest(tmp_path, [{"name": "pool", "kind": "coco", "path": str(f), "images": str(LSPET),
+                                 "split": "pool", "labels": False}], selection={"dedup_hamming": 0},
+                     label_studio={"url": "http://127.0.0.1:9", "token_env": "ITERATE_NO_SUCH_TOKEN_VAR"})
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        ingest(m, led)
+        with pytest.raises((StudioError, IterateError)):
+            select(m, led, 4)  # the round is written, then its push fails
+        first = led.rounds()[-1]["id"]
+        with pytest.raises(IterateError, match=f"round {first} was selected but not fully pushed"):
+            select(m, led, 4)
+        sel = select(m, led, 4, push=False)
+        assert any(f"round {first} was selected but its push did not finish" in n for n in sel.notes)
+        assert "its push did not finish" in sel.markdown.read_text()

@@ -124,6 +124,8 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
             _ingest_frames(manifest, ledger, src, _image_items(manifest, src), s, index, by_hash, progress)
         elif src.kind == "video":
             _ingest_frames(manifest, ledger, src, _video_items(manifest, src, s), s, index, by_hash, progress)
+        elif src.kind == "labelstudio":
+            _ingest_labelstudio(manifest, ledger, src, s, index, by_hash, progress)
         else:
             _ingest_coco(manifest, ledger, src, s, index, by_hash, progress)
         _check_existing(ledger, src, s)
@@ -296,3 +298,86 @@ def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
                     s.labels_skipped += 1
                 else:
                     s.labels_added += 1
+
+
+# -- Label Studio JSON exports --------------------------------------------------------------------------
+def _ls_image_path(img_dir: Path, ref: str) -> tuple[str, Path]:
+    """A task's image reference (local-files URL ``/data/local-files/?d=rel``, an upload or web URL, or a
+    path) → (relative path, file under ``img_dir``; the file's name alone when the relative path is not there)."""
+    from urllib.parse import parse_qs, unquote, urlparse
+
+    u = urlparse(ref)
+    rel = parse_qs(u.query).get("d", [None])[0] if "local-files" in u.path else None
+    rel = unquote(rel or (u.path if u.scheme or ref.startswith("/data/") else ref)).lstrip("/")
+    p = img_dir / rel
+    return rel, (p if p.is_file() else img_dir / Path(rel).name)
+
+
+def _ingest_labelstudio(m, ledger, src, s, index, by_hash, progress) -> None:
+    """A Label Studio JSON export (the full `JSON` format, which keeps region ids): each task's image, and its
+    newest submitted annotation as a label (joints by name, `occluded` regions as visibility 1, strata from the
+    image-level choices). Every annotation is parsed before anything is written."""
+    from annotation.labeling import BadAnnotation, parse_result
+
+    from .coco import read_json
+
+    path = m.resolve(src.path)
+    tasks = read_json(path, "Label Studio export")
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise IterateError(f"{path}: expected a Label Studio JSON export (a list of tasks); use the full `JSON` "
+                           "export, not JSON_MIN (it drops the region ids that carry visibility)")
+    img_dir = m.resolve(src.images) if src.images else path.parent
+    parsed = []
+    for t in tasks:
+        data = t.get("data") if isinstance(t.get("data"), dict) else {}
+        ref = data.get("image") or next((v for v in data.values() if isinstance(v, str)), None)
+        if not isinstance(ref, str):
+            raise IterateError(f"{path}: task {t.get('id')}: no image in its data")
+        anns = [a for a in t.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+        anns.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), str(a.get("id", ""))))
+        label = None
+        if anns and src.labels:
+            try:
+                kps, attrs = parse_result(m, anns[-1].get("result") or [])
+            except BadAnnotation as e:
+                raise IterateError(f"{path}: task {t.get('id')}, annotation {anns[-1].get('id')}: {e}") from None
+            if any(v > 0 for _, _, v in kps):
+                who = anns[-1].get("completed_by")
+                label = (kps, attrs, f"{path.name} task {t.get('id')} by {who}")
+        parsed.append((t.get("id"), *_ls_image_path(img_dir, ref), label))
+    with ledger.transaction():
+        for n, (tid, rel, p, label) in enumerate(parsed, 1):
+            if progress:
+                progress(src.label, n, len(parsed))
+            fid = _frame_id(src.label, rel, None)
+            if ledger.frame(fid) is None:
+                dec = _decode(p)
+                if isinstance(dec, str):
+                    s.unreadable.append(f"{printable(p)} (task {tid}: {dec})")
+                    continue
+                data, img = dec
+                chash = hashlib.sha1(data).hexdigest()
+                if chash in by_hash:
+                    s.duplicates += 1
+                    continue
+                h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+                ledger.add_frame(Frame(id=fid, path=str(p.resolve()), source=src.label, video=None, frame_index=None,
+                                       width=img.shape[1], height=img.shape[0], content_hash=chash, phash=h,
+                                       split=src.split))
+                by_hash[chash] = fid
+                index.add(h)
+                s.added += 1
+            else:
+                s.existing += 1
+            if label is None:
+                continue
+            kps, attrs, who = label
+            for key, val in attrs.items():
+                allowed = m.strata.get(key)
+                if allowed and val not in allowed:
+                    s.unknown_strata[f"{key}={val}"] = s.unknown_strata.get(f"{key}={val}", 0) + 1
+            v = ledger.add_label(fid, kps, source="labelstudio-export", attributes=attrs, annotator=who)
+            if v is None:
+                s.labels_skipped += 1
+            else:
+                s.labels_added += 1

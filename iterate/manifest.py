@@ -110,9 +110,9 @@ class Source(_Strict):
     """Where frames come from. ``split`` is ``pool`` (unlabeled, selectable), ``train``, ``val`` or ``test``."""
 
     name: str | None = None
-    kind: Literal["images", "video", "coco"]
+    kind: Literal["images", "video", "coco", "labelstudio"]
     path: str
-    images: str | None = Field(None, description="coco: folder the file_name values are relative to")
+    images: str | None = Field(None, description="coco / labelstudio: folder the image paths are relative to")
     split: Literal["pool", "train", "val", "test"] = "pool"
     every: int = Field(1, ge=1, description="video: keep every Nth frame")
     fps: float | None = Field(None, gt=0, description="video: sample at this rate instead of `every`")
@@ -290,7 +290,7 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST, *, check_sources: bool = 
             if not ok:
                 what = "folder" if s.kind == "images" else "file"
                 raise ManifestError(f"{path}: sources[{i}].path: {what} not found: {p}")
-            if s.kind == "coco" and s.images and not m.resolve(s.images).is_dir():
+            if s.kind in ("coco", "labelstudio") and s.images and not m.resolve(s.images).is_dir():
                 raise ManifestError(f"{path}: sources[{i}].images: folder not found: {m.resolve(s.images)}")
     for k, vals in m.strata.items():
         if len(set(vals)) != len(vals):

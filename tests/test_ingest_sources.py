@@ -1,0 +1,67 @@
+"""Labels a team already has, from other tools (issue "Hardening", item 7): a Label Studio JSON export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from iterate.cli import app
+from iterate.ledger import Ledger
+from iterate.manifest import load_manifest
+
+from conftest import REPO, SHARED
+
+LS = SHARED / "label_studio_ui"
+
+
+def _manifest(tmp_path, names, export=LS / "export_full_json.json") -> object:
+    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d.update(project="ls-import", workspace=str(tmp_path / "ws"), strata={"posture": ["supine", "prone", "side"]},
+             keypoints={"names": names, "normalizer": {"kind": "person_box"}},
+             sources=[{"name": "ls", "kind": "labelstudio", "path": str(export), "images": str(LS), "split": "train"}])
+    d["model"]["base"] = None
+    p = tmp_path / "m.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def test_label_studio_export_keeps_joints_visibility_and_strata(tmp_path):
+    """The real UI export: task 1 clicked by hand (neck at pixel (213, 137), head_top occluded, posture side),
+    task 2 from a pre-annotation, tasks 3 and 7 skipped (no label)."""
+    p = _manifest(tmp_path, ["head_top", "neck", "left_ankle"])
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    assert r.exit_code == 0, r.output
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        frames = {f.path.rsplit("/", 1)[1]: f for f in led.frames()}
+        assert sorted(frames) == ["frame_0000.png", "frame_0001.png", "frame_0002.png"]
+        labels = {f.path.rsplit("/", 1)[1]: lab for f, lab in led.current_labels()}
+    assert sorted(labels) == ["frame_0000.png", "frame_0001.png"]  # the skipped tasks carry no label
+    first = labels["frame_0000.png"]
+    head, neck, ankle = first.keypoints
+    assert neck[:2] == pytest.approx([212.987, 137.013], abs=0.01) and neck[2] == 2
+    assert head[2] == 1 and ankle == [0.0, 0.0, 0]  # occluded kept; a joint not placed is not labeled
+    assert first.attributes == {"posture": "side"} and labels["frame_0001.png"].attributes == {"posture": "supine"}
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])  # re-running adds nothing
+    assert r.exit_code == 0
+    with Ledger(m.workspace_dir) as led:
+        assert led.db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 2
+
+
+def test_label_studio_export_with_other_joint_names_is_refused_whole(tmp_path):
+    p = _manifest(tmp_path, ["head_top", "neck", "right_ankle"])
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    assert r.exit_code == 2 and "unknown joint 'left_ankle'" in r.output and "task 2" in r.output
+    with Ledger(load_manifest(p).workspace_dir) as led:
+        assert led.frames() == []
+
+
+def test_json_min_export_is_refused_with_the_reason(tmp_path):
+    bad = tmp_path / "min.json"
+    bad.write_text(json.dumps({"not": "a list"}))
+    p = _manifest(tmp_path, ["head_top", "neck", "left_ankle"], export=bad)
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    assert r.exit_code == 2 and "full `JSON` export" in r.output

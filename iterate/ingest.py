@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
+import yaml
 
 from .coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco
 from .errors import IterateError
@@ -126,6 +127,8 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
             _ingest_frames(manifest, ledger, src, _video_items(manifest, src, s), s, index, by_hash, progress)
         elif src.kind == "labelstudio":
             _ingest_labelstudio(manifest, ledger, src, s, index, by_hash, progress)
+        elif src.kind == "dlc":
+            _ingest_dlc(manifest, ledger, src, s, index, by_hash, progress)
         else:
             _ingest_coco(manifest, ledger, src, s, index, by_hash, progress)
         _check_existing(ledger, src, s)
@@ -349,35 +352,130 @@ def _ingest_labelstudio(m, ledger, src, s, index, by_hash, progress) -> None:
         for n, (tid, rel, p, label) in enumerate(parsed, 1):
             if progress:
                 progress(src.label, n, len(parsed))
-            fid = _frame_id(src.label, rel, None)
-            if ledger.frame(fid) is None:
-                dec = _decode(p)
-                if isinstance(dec, str):
-                    s.unreadable.append(f"{printable(p)} (task {tid}: {dec})")
+            fid = _register_image(m, ledger, src, s, index, by_hash, rel, p, f"task {tid}")
+            if fid is not None and label is not None:
+                _add_imported_label(m, ledger, s, fid, *label, source="labelstudio-export")
+
+
+def _register_image(m, ledger, src, s, index, by_hash, rel: str, p: Path, what: str) -> str | None:
+    """One labeled image of an imported project → its frame id (registered now or before), or None if skipped."""
+    fid = _frame_id(src.label, rel, None)
+    if ledger.frame(fid) is not None:
+        s.existing += 1
+        return fid
+    dec = _decode(p)
+    if isinstance(dec, str):
+        s.unreadable.append(f"{printable(p)} ({what}: {dec})")
+        return None
+    data, img = dec
+    chash = hashlib.sha1(data).hexdigest()
+    if chash in by_hash:
+        s.duplicates += 1
+        return None
+    h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    ledger.add_frame(Frame(id=fid, path=str(p.resolve()), source=src.label, video=None, frame_index=None,
+                           width=img.shape[1], height=img.shape[0], content_hash=chash, phash=h, split=src.split))
+    by_hash[chash] = fid
+    index.add(h)
+    s.added += 1
+    return fid
+
+
+def _add_imported_label(m, ledger, s, fid: str, kps, attrs: dict, who: str, *, source: str) -> None:
+    for key, val in attrs.items():
+        allowed = m.strata.get(key)
+        if allowed and val not in allowed:
+            s.unknown_strata[f"{key}={val}"] = s.unknown_strata.get(f"{key}={val}", 0) + 1
+    v = ledger.add_label(fid, kps, source=source, attributes=attrs, annotator=who)
+    if v is None:
+        s.labels_skipped += 1
+    else:
+        s.labels_added += 1
+
+
+# -- DeepLabCut projects ------------------------------------------------------------------------------
+def _dlc_rows(path: Path, csv_path: Path) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """A DeepLabCut `CollectedData_*.csv` → (bodyparts in column order, [(image path, x/y cells)])."""
+    import csv
+
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise IterateError(f"{csv_path}: cannot read the DeepLabCut labels ({e})") from None
+    head = {r[0]: r for r in rows[:4] if r}
+    if "bodyparts" not in head or "coords" not in head:
+        raise IterateError(f"{csv_path}: not a DeepLabCut CollectedData file (no 'bodyparts' and 'coords' header rows)")
+    if "individuals" in head:
+        raise IterateError(f"{csv_path}: a multi-animal DeepLabCut project: iterate labels one person per frame")
+    coords = head["coords"]
+    first = next(i for i, c in enumerate(coords) if c in ("x", "y"))
+    parts = head["bodyparts"][first:]
+    names = [parts[i] for i in range(0, len(parts), 2)]
+    if coords[first:] != ["x", "y"] * len(names):
+        raise IterateError(f"{csv_path}: coords header is not x, y per bodypart")
+    data = []
+    for r in rows[rows.index(coords) + 1:]:
+        if not r:
+            continue
+        img = "/".join(c for c in r[:first] if c)
+        data.append((img, r[first:first + 2 * len(names)]))
+    return names, data
+
+
+def _ingest_dlc(m, ledger, src, s, index, by_hash, progress) -> None:
+    """A DeepLabCut project (its `config.yaml`): every `labeled-data/*/CollectedData_*.csv`, bodyparts matched
+    to the schema by name; a labeled point is visible (2), an empty cell not labeled (0)."""
+    import math
+
+    path = m.resolve(src.path)
+    try:
+        cfg = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise IterateError(f"{path}: cannot read the DeepLabCut config ({type(e).__name__})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("bodyparts"), list):
+        raise IterateError(f"{path}: not a DeepLabCut config.yaml (no bodyparts list)")
+    if cfg.get("multianimalproject"):
+        raise IterateError(f"{path}: a multi-animal DeepLabCut project: iterate labels one person per frame")
+    root = path.parent
+    want = list(m.keypoints.names)
+    files = sorted((root / "labeled-data").glob("*/CollectedData_*.csv"))
+    if not files:
+        raise IterateError(f"{path}: no labeled-data/*/CollectedData_*.csv next to it")
+    parsed = []
+    for f in files:
+        names, rows = _dlc_rows(path, f)
+        if sorted(names) != sorted(want):
+            missing = [n for n in want if n not in names]
+            extra = [n for n in names if n not in want]
+            raise IterateError(f"{f}: bodyparts differ from the manifest's keypoints.names (matched by name): the file "
+                               f"lacks {', '.join(missing) or 'none'}; it has {', '.join(extra) or 'none'}")
+        for img, cells in rows:
+            kps = []
+            for j, name in enumerate(want):
+                k = names.index(name)
+                cx, cy = cells[2 * k].strip(), cells[2 * k + 1].strip()
+                if not cx and not cy:
+                    kps.append([0.0, 0.0, 0])
                     continue
-                data, img = dec
-                chash = hashlib.sha1(data).hexdigest()
-                if chash in by_hash:
-                    s.duplicates += 1
-                    continue
-                h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-                ledger.add_frame(Frame(id=fid, path=str(p.resolve()), source=src.label, video=None, frame_index=None,
-                                       width=img.shape[1], height=img.shape[0], content_hash=chash, phash=h,
-                                       split=src.split))
-                by_hash[chash] = fid
-                index.add(h)
-                s.added += 1
-            else:
-                s.existing += 1
-            if label is None:
+                try:
+                    x, y = float(cx), float(cy)
+                except ValueError:
+                    raise IterateError(f"{f}: {img}: {name}: x, y must be numbers, found {cx!r}, {cy!r}") from None
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    raise IterateError(f"{f}: {img}: {name}: coordinates must be finite, found ({cx}, {cy})")
+                kps.append([x, y, 2])
+            parsed.append((f, img, root / img, kps))
+    with ledger.transaction():
+        for n, (f, rel, p, kps) in enumerate(parsed, 1):
+            if progress:
+                progress(src.label, n, len(parsed))
+            fid = _register_image(m, ledger, src, s, index, by_hash, rel, p, f.name)
+            if fid is None or not any(v > 0 for _, _, v in kps):
                 continue
-            kps, attrs, who = label
-            for key, val in attrs.items():
-                allowed = m.strata.get(key)
-                if allowed and val not in allowed:
-                    s.unknown_strata[f"{key}={val}"] = s.unknown_strata.get(f"{key}={val}", 0) + 1
-            v = ledger.add_label(fid, kps, source="labelstudio-export", attributes=attrs, annotator=who)
-            if v is None:
-                s.labels_skipped += 1
-            else:
-                s.labels_added += 1
+            fr = ledger.frame(fid)
+            for (x, y, v), name in zip(kps, want):
+                if v and not (-0.5 * fr.width <= x <= 1.5 * fr.width and -0.5 * fr.height <= y <= 1.5 * fr.height):
+                    raise IterateError(f"{f}: {rel}: {name} at ({x:g}, {y:g}) lies far outside the "
+                                       f"{fr.width}×{fr.height} image")
+            _add_imported_label(m, ledger, s, fid, kps, {}, f"{f.name}", source="dlc")

@@ -110,7 +110,7 @@ class Source(_Strict):
     """Where frames come from. ``split`` is ``pool`` (unlabeled, selectable), ``train``, ``val`` or ``test``."""
 
     name: str | None = None
-    kind: Literal["images", "video", "coco", "labelstudio"]
+    kind: Literal["images", "video", "coco", "labelstudio", "dlc"]
     path: str
     images: str | None = Field(None, description="coco / labelstudio: folder the image paths are relative to")
     split: Literal["pool", "train", "val", "test"] = "pool"

@@ -65,3 +65,45 @@ def test_json_min_export_is_refused_with_the_reason(tmp_path):
     p = _manifest(tmp_path, ["head_top", "neck", "left_ankle"], export=bad)
     r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
     assert r.exit_code == 2 and "full `JSON` export" in r.output
+
+
+DLC = SHARED / "dlc_reaching"
+
+
+def _dlc_manifest(tmp_path, names):
+    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d.update(project="dlc-import", workspace=str(tmp_path / "ws"), strata={},
+             keypoints={"names": names, "skeleton": [["Hand", "Finger1"]] if "Finger1" in names else [],
+                        "normalizer": {"kind": "person_box"}},
+             sources=[{"name": "dlc", "kind": "dlc", "path": str(DLC / "config.yaml"), "split": "train"}])
+    d["model"]["base"] = None
+    p = tmp_path / "m.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def test_deeplabcut_project_labels_by_bodypart_name(tmp_path):
+    import csv
+
+    rows = list(csv.reader(open(next((DLC / "labeled-data" / "reachingvideo1").glob("CollectedData_*.csv")))))[3:]
+    # the schema lists the bodyparts in another order than the project: matched by name
+    p = _dlc_manifest(tmp_path, ["Joystick2", "Joystick1", "Tongue", "Finger1", "Hand"])
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    assert r.exit_code == 0, r.output
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        labels = {f.path.rsplit("/", 1)[1]: lab for f, lab in led.current_labels()}
+        assert len(led.frames()) == len(rows)
+    want = {r[0].rsplit("/", 1)[1]: r[1:] for r in rows}
+    kp = labels["img005.png"].keypoints
+    hand, tongue = kp[4], kp[2]
+    assert hand == pytest.approx([float(want["img005.png"][0]), float(want["img005.png"][1]), 2])
+    assert tongue == [0.0, 0.0, 0]  # an empty cell: not labeled
+    assert labels["img005.png"].source == "dlc"
+    assert len(labels) == sum(1 for v in want.values() if any(c.strip() for c in v))
+
+
+def test_deeplabcut_bodyparts_that_differ_are_refused(tmp_path):
+    p = _dlc_manifest(tmp_path, ["Hand", "Finger1", "Tongue", "Joystick1", "Nose"])
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    assert r.exit_code == 2 and "lacks Nose; it has Joystick2" in r.output

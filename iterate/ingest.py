@@ -129,6 +129,8 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
             _ingest_labelstudio(manifest, ledger, src, s, index, by_hash, progress)
         elif src.kind == "dlc":
             _ingest_dlc(manifest, ledger, src, s, index, by_hash, progress)
+        elif src.kind == "sleap":
+            _ingest_sleap(manifest, ledger, src, s, index, by_hash, progress)
         else:
             _ingest_coco(manifest, ledger, src, s, index, by_hash, progress)
         _check_existing(ledger, src, s)
@@ -138,7 +140,7 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
 
 def _check_existing(ledger: Ledger, src: Source, s: SourceSummary) -> None:
     """Frames of this source registered earlier: is each file still there, and still the same picture?"""
-    if src.kind == "video":  # cut frames live in the workspace; the video itself is read again on each ingest
+    if src.kind in ("video", "sleap"):  # frames cut into the workspace; the video is read again on each ingest
         return
     for f in ledger.frames(source=src.label):
         data = read_bytes(f.path)
@@ -479,3 +481,100 @@ def _ingest_dlc(m, ledger, src, s, index, by_hash, progress) -> None:
                     raise IterateError(f"{f}: {rel}: {name} at ({x:g}, {y:g}) lies far outside the "
                                        f"{fr.width}×{fr.height} image")
             _add_imported_label(m, ledger, s, fid, kps, {}, f"{f.name}", source="dlc")
+
+
+# -- SLEAP projects -------------------------------------------------------------------------------------
+def _sleap_read(path: Path, want: list[str]) -> tuple[str, dict[int, list[list[list[float]]]]]:
+    """A SLEAP ``.slp`` → (the video's file name, frame index → user-labeled instances as [[x, y, v]] in schema
+    order). Points are stored in the skeleton's node order (not the file's global node list); a node marked not
+    visible with coordinates is occluded (1), one without coordinates is not labeled (0). Predicted instances
+    are left out."""
+    import math
+
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover - a dependency of the project
+        raise IterateError("reading SLEAP files needs h5py: pip install h5py") from None
+    try:
+        with h5py.File(path, "r") as f:
+            md = json.loads(f["metadata"].attrs["json"])
+            frames, instances, points = f["frames"][:], f["instances"][:], f["points"][:]
+            videos = [json.loads(v) for v in f["videos_json"][:]] if "videos_json" in f else md.get("videos", [])
+    except (OSError, KeyError, ValueError) as e:
+        raise IterateError(f"{path}: not a readable SLEAP labels file ({type(e).__name__}: {e})") from None
+    names = [n["name"] for n in md["nodes"]]
+    skels = md.get("skeletons") or []
+    if len(skels) != 1:
+        raise IterateError(f"{path}: {len(skels)} skeletons; iterate reads one")
+    order = [names[n["id"]] for n in skels[0]["nodes"]]
+    if sorted(order) != sorted(want):
+        missing = [n for n in want if n not in order]
+        extra = [n for n in order if n not in want]
+        raise IterateError(f"{path}: skeleton nodes differ from the manifest's keypoints.names (matched by name): the "
+                           f"file lacks {', '.join(missing) or 'none'}; it has {', '.join(extra) or 'none'}")
+    if len(videos) != 1:
+        raise IterateError(f"{path}: {len(videos)} videos; give one SLEAP file per video")
+    video = Path(str((videos[0].get("backend") or {}).get("filename") or videos[0].get("filename") or "")).name
+    by_frame: dict[int, list] = {}
+    for fr in frames:
+        for inst in instances[int(fr["instance_id_start"]):int(fr["instance_id_end"])]:
+            if int(inst["instance_type"]) != 0:  # 1 = predicted: not a label
+                continue
+            pts = points[int(inst["point_id_start"]):int(inst["point_id_end"])]
+            kp = {}
+            for node, p in zip(order, pts):
+                x, y = float(p["x"]), float(p["y"])
+                if math.isfinite(x) and math.isfinite(y):
+                    kp[node] = [x, y, 2 if bool(p["visible"]) else 1]
+            row = [kp.get(n, [0.0, 0.0, 0]) for n in want]
+            if any(v > 0 for _, _, v in row):
+                by_frame.setdefault(int(fr["frame_idx"]), []).append(row)
+    return video, by_frame
+
+
+def _ingest_sleap(m, ledger, src, s, index, by_hash, progress) -> None:
+    """A SLEAP project (``.slp``): the user-labeled frames of its video, cut into the workspace as PNG, each
+    person an instance (nodes matched by name). The video is ``video:`` or the referenced file next to the .slp."""
+    path = m.resolve(src.path)
+    video_name, by_frame = _sleap_read(path, list(m.keypoints.names))
+    video = m.resolve(src.video) if src.video else path.parent / video_name
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise IterateError(f"{path}: its video {video} cannot be opened (set `video:` on the source)")
+    out_dir = m.workspace_dir / "frames" / src.label
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cut = []
+    try:
+        for idx in sorted(by_frame):
+            cap.set(cv2.CAP_PROP_POS_FRAMES, idx)
+            ok, img = cap.read()
+            if not ok or img is None:
+                s.unreadable.append(f"{printable(video)} frame {idx}")
+                continue
+            png = out_dir / f"{video.stem}_{idx:06d}.png"
+            if not png.exists():
+                tmp = png.with_suffix(".tmp")
+                tmp.write_bytes(cv2.imencode(".png", img)[1].tobytes())
+                tmp.replace(png)
+            cut.append((idx, png, img))
+    finally:
+        cap.release()
+    with ledger.transaction():
+        for n, (idx, png, img) in enumerate(cut, 1):
+            if progress:
+                progress(src.label, n, len(cut))
+            fid = _frame_id(src.label, _rel(m, video), idx)
+            if ledger.frame(fid) is None:
+                ledger.add_frame(Frame(id=fid, path=str(png.resolve()), source=src.label, video=str(video),
+                                       frame_index=idx, width=img.shape[1], height=img.shape[0],
+                                       content_hash=hashlib.sha1(img.tobytes()).hexdigest(),
+                                       phash=dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)), split=src.split))
+                s.added += 1
+            else:
+                s.existing += 1
+            for inst, kps in enumerate(by_frame[idx]):
+                v = ledger.add_label(fid, kps, source="sleap", instance=inst, annotator=path.name)
+                if v is None:
+                    s.labels_skipped += 1
+                else:
+                    s.labels_added += 1

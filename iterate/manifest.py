@@ -110,11 +110,12 @@ class Source(_Strict):
     """Where frames come from. ``split`` is ``pool`` (unlabeled, selectable), ``train``, ``val`` or ``test``."""
 
     name: str | None = None
-    kind: Literal["images", "video", "coco", "labelstudio", "dlc"]
+    kind: Literal["images", "video", "coco", "labelstudio", "dlc", "sleap"]
     path: str
     images: str | None = Field(None, description="coco / labelstudio: folder the image paths are relative to")
     split: Literal["pool", "train", "val", "test"] = "pool"
     every: int = Field(1, ge=1, description="video: keep every Nth frame")
+    video: str | None = Field(None, description="sleap: the labeled video (default: the file the .slp names, next to it)")
     fps: float | None = Field(None, gt=0, description="video: sample at this rate instead of `every`")
     labels: bool = Field(True, description="coco: import the labels (false: register the images only)")
 

@@ -107,3 +107,41 @@ def test_deeplabcut_bodyparts_that_differ_are_refused(tmp_path):
     p = _dlc_manifest(tmp_path, ["Hand", "Finger1", "Tongue", "Joystick1", "Nose"])
     r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
     assert r.exit_code == 2 and "lacks Nose; it has Joystick2" in r.output
+
+
+SLEAP = SHARED / "sleap_dance"
+
+
+def test_sleap_user_labeled_frames_in_skeleton_order(tmp_path):
+    """The dance clip's .slp: user-labeled instances only, nodes by name. The points are stored in the skeleton's
+    node order: the nose is at the top of the dancer, the ankles at the bottom (the file's global node list is
+    another order — reading by it puts the nose at the ankle)."""
+    from iterate.presets import PRESETS
+
+    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    coco17 = PRESETS["coco17"]
+    d.update(project="sleap-import", workspace=str(tmp_path / "ws"), strata={},
+             keypoints={k: coco17[k] for k in ("names", "flip_pairs", "skeleton", "height_joints", "normalizer")},
+             sources=[{"name": "dance", "kind": "sleap", "path": str(SLEAP / "dance.mp4.labels.slp"), "split": "train"}])
+    d["model"]["base"] = None
+    p = tmp_path / "m.yaml"
+    p.write_text(yaml.safe_dump(d))
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    assert r.exit_code == 0, r.output
+    m = load_manifest(p)
+    names = m.keypoints.names
+    with Ledger(m.workspace_dir) as led:
+        labels = led.current_labels()
+        frames = led.frames()
+        assert len(frames) == len({f.frame_index for f in frames}) >= 3
+        assert all(f.width == 406 and f.height == 720 for f in frames)
+        for _, lab in labels:
+            kp = lab.keypoints
+            nose, ankles = kp[names.index("nose")], [kp[names.index(j)] for j in ("left_ankle", "right_ankle")]
+            if nose[2] and all(a[2] for a in ankles):
+                assert nose[1] < min(a[1] for a in ankles) - 200  # head far above the feet in a 720-px frame
+        first = next(lab for f, lab in labels if f.frame_index == 0)
+        assert first.keypoints[names.index("nose")][:2] == pytest.approx([193.83, 230.05], abs=0.01)
+        assert first.keypoints[names.index("right_ankle")][2] == 1  # marked not visible, position kept: occluded
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    assert r.exit_code == 0 and "changed since" not in r.output

@@ -1,8 +1,10 @@
 """Register frames (image folders, sampled video frames, COCO-keypoints files) and existing labels.
 
 Re-running adds only what is new: a frame's id is a hash of its source, relative path and frame index;
-labels equal to the current version are not added again. Near-duplicate pool frames (difference hash
-within ``selection.dedup_hamming`` bits of a frame already registered) are dropped and counted.
+labels equal to the current version are not added again. The same picture (equal bytes, or equal pixels for
+video frames) is dropped and counted; among one video's frames, near-duplicates too (difference hash of the
+frame's difference to the video's median background within ``selection.dedup_hamming`` bits). Distinct
+pictures in image folders are all kept: with a fixed camera the background would make them look alike.
 """
 
 from __future__ import annotations
@@ -232,7 +234,9 @@ def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
             data, img = dec
         chash = hashlib.sha1(data).hexdigest() if fidx is None else hashlib.sha1(img.tobytes()).hexdigest()
         h = pre_h if pre_h is not None else dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-        if chash in by_hash or index.is_duplicate(h):
+        # the same picture is dropped anywhere; a near-duplicate only among one video's frames, judged on the
+        # foreground (image folders keep every distinct picture: `select`'s k-center on embeddings spreads them)
+        if chash in by_hash or (fidx is not None and index.is_duplicate(h)):
             s.duplicates += 1
             continue
         is_video = fidx is not None
@@ -277,7 +281,7 @@ def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
             if ledger.frame(fid) is None:
                 chash = hashlib.sha1(data).hexdigest()
                 h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-                if chash in by_hash or (not src.labels and index.is_duplicate(h)):
+                if chash in by_hash:  # the same picture; distinct pictures are all kept
                     s.duplicates += 1
                     continue
                 ledger.add_frame(Frame(

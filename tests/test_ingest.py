@@ -199,3 +199,28 @@ def test_exact_repeats_in_a_video_are_dropped(tmp_path):
         imgs = [cv2.imread(f.path) for f in led.frames()]
     assert (s.added, s.duplicates) == (5, 10)
     assert len({im.tobytes() for im in imgs}) == 5 and not any(np.array_equal(imgs[0], x) for x in imgs[1:])
+
+
+def test_image_folder_from_a_fixed_camera_keeps_distinct_pictures_and_drops_the_same(tmp_path):
+    """Frames of the dance clip exported as images (the seed's crib camera writes files too): a whole-frame
+    hash called most of them duplicates; ingest now drops only the same picture."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cap = cv2.VideoCapture(str(SHARED / "sleap_dance" / "dance.mp4"))
+    kept = 0
+    i = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        if i % 10 == 0:
+            cv2.imwrite(str(folder / f"f{i:04d}.png"), img)
+            kept += 1
+        i += 1
+    cap.release()
+    shutil.copy(folder / "f0000.png", folder / "f0000_copy.png")  # the same picture twice
+    p = lsp_manifest(tmp_path, [{"name": "cam", "kind": "images", "path": str(folder)}])
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        (s,) = ingest(m, led)
+    assert (s.added, s.duplicates) == (kept, 1)

@@ -118,23 +118,22 @@ def _decode(path: Path) -> tuple[bytes, np.ndarray] | str:
 
 def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None) -> list[SourceSummary]:
     """Ingest every source of the manifest. Raises IterateError on a COCO file that does not fit the schema."""
-    index = _NearDuplicates((h for _, h in ledger.phashes()), manifest.selection.dedup_hamming)
     by_hash = ledger.frame_ids_by_hash()
     out = []
     for src in manifest.sources:
         s = SourceSummary(src.label, src.kind, src.split)
         if src.kind == "images":
-            _ingest_frames(manifest, ledger, src, _image_items(manifest, src), s, index, by_hash, progress)
+            _ingest_frames(manifest, ledger, src, _image_items(manifest, src), s, by_hash, progress)
         elif src.kind == "video":
-            _ingest_frames(manifest, ledger, src, _video_items(manifest, src, s), s, index, by_hash, progress)
+            _ingest_frames(manifest, ledger, src, _video_items(manifest, src, s), s, by_hash, progress)
         elif src.kind == "labelstudio":
-            _ingest_labelstudio(manifest, ledger, src, s, index, by_hash, progress)
+            _ingest_labelstudio(manifest, ledger, src, s, by_hash, progress)
         elif src.kind == "dlc":
-            _ingest_dlc(manifest, ledger, src, s, index, by_hash, progress)
+            _ingest_dlc(manifest, ledger, src, s, by_hash, progress)
         elif src.kind == "sleap":
-            _ingest_sleap(manifest, ledger, src, s, index, by_hash, progress)
+            _ingest_sleap(manifest, ledger, src, s, by_hash, progress)
         else:
-            _ingest_coco(manifest, ledger, src, s, index, by_hash, progress)
+            _ingest_coco(manifest, ledger, src, s, by_hash, progress)
         _check_existing(ledger, src, s)
         out.append(s)
     return out
@@ -202,7 +201,7 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
         cap.release()
 
 
-def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
+def _ingest_frames(m, ledger, src, items, s, by_hash, progress) -> None:
     done = 0
     pending: list[tuple[Frame, Path | None, bytes | None]] = []
 
@@ -216,8 +215,9 @@ def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
                 ledger.add_frame(f)
         pending.clear()
 
-    if src.kind == "video":  # frames of one video are compared by foreground, with each other only
-        index = _NearDuplicates((f.phash % (1 << 64) for f in ledger.frames(source=src.label)), m.selection.dedup_hamming)
+    # near-duplicates only among one video's frames, by their foreground hash; elsewhere only the same picture
+    index = _NearDuplicates((f.phash % (1 << 64) for f in ledger.frames(source=src.label)),
+                            m.selection.dedup_hamming) if src.kind == "video" else None
     for total, (rel, fidx, path, data, img, pre_h) in items:
         done += 1
         if progress:
@@ -236,7 +236,7 @@ def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
         h = pre_h if pre_h is not None else dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
         # the same picture is dropped anywhere; a near-duplicate only among one video's frames, judged on the
         # foreground (image folders keep every distinct picture: `select`'s k-center on embeddings spreads them)
-        if chash in by_hash or (fidx is not None and index.is_duplicate(h)):
+        if chash in by_hash or (index is not None and index.is_duplicate(h)):
             s.duplicates += 1
             continue
         is_video = fidx is not None
@@ -246,7 +246,8 @@ def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
         )
         pending.append((f, path if is_video else None, data if is_video else None))
         by_hash[chash] = fid
-        index.add(h)
+        if index is not None:
+            index.add(h)
         s.added += 1
         if len(pending) >= _BATCH:
             flush()
@@ -254,7 +255,7 @@ def _ingest_frames(m, ledger, src, items, s, index, by_hash, progress) -> None:
         flush()
 
 
-def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
+def _ingest_coco(m, ledger, src, s, by_hash, progress) -> None:
     path = m.resolve(src.path)
     coco, order = read_coco(m, path)
     img_dir = m.resolve(src.images) if src.images else path.parent
@@ -272,41 +273,14 @@ def _ingest_coco(m, ledger, src, s, index, by_hash, progress) -> None:
             if progress:
                 progress(src.label, n, len(images))
             p = img_dir / str(im.get("file_name", ""))
-            dec = _decode(p)
-            if isinstance(dec, str):
-                s.unreadable.append(f"{printable(p)} ({dec})")
+            fid = _register_image(m, ledger, src, s, by_hash, _rel(m, p), p)
+            if fid is None:
                 continue
-            data, img = dec
-            fid = _frame_id(src.label, _rel(m, p), None)
-            if ledger.frame(fid) is None:
-                chash = hashlib.sha1(data).hexdigest()
-                h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-                if chash in by_hash:  # the same picture; distinct pictures are all kept
-                    s.duplicates += 1
-                    continue
-                ledger.add_frame(Frame(
-                    id=fid, path=str(p.resolve()), source=src.label, video=None, frame_index=None,
-                    width=img.shape[1], height=img.shape[0], content_hash=chash, phash=h, split=src.split,
-                ))
-                by_hash[chash] = fid
-                index.add(h)
-                s.added += 1
-            else:
-                s.existing += 1
             labeled = [(a, k, hb) for a, k, hb in parsed.get(im.get("id"), []) if any(v > 0 for _, _, v in k)]
             for inst, (a, kps, head_box) in enumerate(labeled):
-                attrs = dict(a.get("attributes") or {})
-                for key, val in attrs.items():
-                    allowed = m.strata.get(key)
-                    if allowed and val not in allowed:
-                        s.unknown_strata[f"{key}={val}"] = s.unknown_strata.get(f"{key}={val}", 0) + 1
                 bbox = [float(x) for x in a["bbox"]] if a.get("bbox") else None
-                v = ledger.add_label(fid, kps, source="coco", instance=inst, bbox=bbox, attributes=attrs,
-                                     annotator=path.name, head_box=head_box)
-                if v is None:
-                    s.labels_skipped += 1
-                else:
-                    s.labels_added += 1
+                _add_imported_label(m, ledger, s, fid, kps, dict(a.get("attributes") or {}), path.name, source="coco",
+                                    instance=inst, bbox=bbox, head_box=head_box)
 
 
 # -- Label Studio JSON exports --------------------------------------------------------------------------
@@ -322,7 +296,7 @@ def _ls_image_path(img_dir: Path, ref: str) -> tuple[str, Path]:
     return rel, (p if p.is_file() else img_dir / Path(rel).name)
 
 
-def _ingest_labelstudio(m, ledger, src, s, index, by_hash, progress) -> None:
+def _ingest_labelstudio(m, ledger, src, s, by_hash, progress) -> None:
     """A Label Studio JSON export (the full `JSON` format, which keeps region ids): each task's image, and its
     newest submitted annotation as a label (joints by name, `occluded` regions as visibility 1, strata from the
     image-level choices). Every annotation is parsed before anything is written."""
@@ -358,20 +332,21 @@ def _ingest_labelstudio(m, ledger, src, s, index, by_hash, progress) -> None:
         for n, (tid, rel, p, label) in enumerate(parsed, 1):
             if progress:
                 progress(src.label, n, len(parsed))
-            fid = _register_image(m, ledger, src, s, index, by_hash, rel, p, f"task {tid}")
+            fid = _register_image(m, ledger, src, s, by_hash, rel, p, f"task {tid}")
             if fid is not None and label is not None:
                 _add_imported_label(m, ledger, s, fid, *label, source="labelstudio-export")
 
 
-def _register_image(m, ledger, src, s, index, by_hash, rel: str, p: Path, what: str) -> str | None:
-    """One labeled image of an imported project → its frame id (registered now or before), or None if skipped."""
+def _register_image(m, ledger, src, s, by_hash, rel: str, p: Path, what: str | None = None) -> str | None:
+    """One labeled image of a COCO file or an imported project → its frame id (registered now or before, decoded
+    only when new), or None when it is skipped (unreadable, or the same picture as a registered frame)."""
     fid = _frame_id(src.label, rel, None)
     if ledger.frame(fid) is not None:
         s.existing += 1
         return fid
     dec = _decode(p)
     if isinstance(dec, str):
-        s.unreadable.append(f"{printable(p)} ({what}: {dec})")
+        s.unreadable.append(f"{printable(p)} ({what + ': ' if what else ''}{dec})")
         return None
     data, img = dec
     chash = hashlib.sha1(data).hexdigest()
@@ -382,17 +357,17 @@ def _register_image(m, ledger, src, s, index, by_hash, rel: str, p: Path, what: 
     ledger.add_frame(Frame(id=fid, path=str(p.resolve()), source=src.label, video=None, frame_index=None,
                            width=img.shape[1], height=img.shape[0], content_hash=chash, phash=h, split=src.split))
     by_hash[chash] = fid
-    index.add(h)
     s.added += 1
     return fid
 
 
-def _add_imported_label(m, ledger, s, fid: str, kps, attrs: dict, who: str, *, source: str) -> None:
+def _add_imported_label(m, ledger, s, fid: str, kps, attrs: dict, who: str, *, source: str, **label) -> None:
+    """A label read from a file: counted as added or unchanged; stratum values outside the manifest counted."""
     for key, val in attrs.items():
         allowed = m.strata.get(key)
         if allowed and val not in allowed:
             s.unknown_strata[f"{key}={val}"] = s.unknown_strata.get(f"{key}={val}", 0) + 1
-    v = ledger.add_label(fid, kps, source=source, attributes=attrs, annotator=who)
+    v = ledger.add_label(fid, kps, source=source, attributes=attrs, annotator=who, **label)
     if v is None:
         s.labels_skipped += 1
     else:
@@ -429,7 +404,7 @@ def _dlc_rows(path: Path, csv_path: Path) -> tuple[list[str], list[tuple[str, li
     return names, data
 
 
-def _ingest_dlc(m, ledger, src, s, index, by_hash, progress) -> None:
+def _ingest_dlc(m, ledger, src, s, by_hash, progress) -> None:
     """A DeepLabCut project (its `config.yaml`): every `labeled-data/*/CollectedData_*.csv`, bodyparts matched
     to the schema by name; a labeled point is visible (2), an empty cell not labeled (0)."""
     import math
@@ -476,7 +451,7 @@ def _ingest_dlc(m, ledger, src, s, index, by_hash, progress) -> None:
         for n, (f, rel, p, kps) in enumerate(parsed, 1):
             if progress:
                 progress(src.label, n, len(parsed))
-            fid = _register_image(m, ledger, src, s, index, by_hash, rel, p, f.name)
+            fid = _register_image(m, ledger, src, s, by_hash, rel, p, f.name)
             if fid is None or not any(v > 0 for _, _, v in kps):
                 continue
             fr = ledger.frame(fid)
@@ -536,7 +511,7 @@ def _sleap_read(path: Path, want: list[str]) -> tuple[str, dict[int, list[list[l
     return video, by_frame
 
 
-def _ingest_sleap(m, ledger, src, s, index, by_hash, progress) -> None:
+def _ingest_sleap(m, ledger, src, s, by_hash, progress) -> None:
     """A SLEAP project (``.slp``): the user-labeled frames of its video, cut into the workspace as PNG, each
     person an instance (nodes matched by name). The video is ``video:`` or the referenced file next to the .slp."""
     path = m.resolve(src.path)

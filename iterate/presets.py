@@ -4,6 +4,8 @@ PCKh normaliser each dataset is scored with."""
 
 from __future__ import annotations
 
+from .init import guess_flip_pairs
+
 _COCO = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
          "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
          "right_ankle"]
@@ -12,10 +14,6 @@ _MPII = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "lef
          "left_wrist"]
 _LSP = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist", "right_elbow",
         "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top"]
-
-
-def _pairs(names: list[str]) -> list[list[str]]:
-    return [[n, "right_" + n[5:]] for n in names if n.startswith("left_") and "right_" + n[5:] in names]
 
 
 def _legs(top: list[str]) -> list[list[str]]:
@@ -64,4 +62,4 @@ PRESETS: dict[str, dict] = {
     },
 }
 for _p in PRESETS.values():
-    _p["flip_pairs"] = _pairs(_p["names"])
+    _p["flip_pairs"] = guess_flip_pairs(_p["names"])

@@ -99,7 +99,7 @@ SCORING_PATH = ("one flip-TTA pass on the whole frame (no box-refine pass: half 
 def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None) -> Scored:
     """Uncertainty scores, keypoints and embeddings of ``frames`` by :data:`SCORING_PATH`, cached per model."""
     from model.data import Sample
-    from model.infer import load_predictor
+    from model.infer import SCORING, load_predictor
 
     ck_path = Path(model["path"])
     if not ck_path.is_file():
@@ -117,7 +117,7 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
     todo = [f for f in frames if f.id not in have]
     k = m.keypoints.num_joints
     if todo:
-        pred = load_predictor(ck_path, flip=True, refine=False, head_up=False, rotations=())
+        pred = load_predictor(ck_path, **SCORING)
         codec = pred.codec
         n = len(todo)
         new_sc = np.zeros((n, 3), np.float32)
@@ -407,7 +407,7 @@ def _labeled_embeddings(m: Manifest, ledger: Ledger, model: dict) -> np.ndarray 
 def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
     """Predicted strata of the candidates; the occlusion threshold calibrated on labeled val frames."""
     from model.data import Sample
-    from model.infer import load_predictor
+    from model.infer import SCORING, load_predictor
 
     sp = StrataPredictor(m)
     val = [(f, lab) for f, lab in ledger.current_labels(("val",)) if lab.instance == 0][:300]
@@ -423,7 +423,7 @@ def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
             sp = StrataPredictor.from_state(m, cached["state"])
         else:
             # calibrated on the same scoring path as the pool it is applied to
-            pr = load_predictor(model["path"], flip=True, refine=False, head_up=False, rotations=())
+            pr = load_predictor(model["path"], **SCORING)
             p = pr.predict([Sample(f.path, None, f.id) for f, _ in val])
             sp.fit(p.keypoints, p.scores, p.embeddings, [lab.attributes for _, lab in val])
             cache.parent.mkdir(parents=True, exist_ok=True)

@@ -35,10 +35,10 @@ class SimConfig:
 
 def _scoring_predictor(m: Manifest, model, codec):
     """`iterate select`'s scoring path (flip TTA, no refine pass) for an in-memory model."""
-    from model.infer import Predictor
+    from model.infer import SCORING, Predictor
     from model.train import infer_settings
 
-    st = infer_settings(m).override(refine=False, head_up=False, rotations=())
+    st = infer_settings(m).override(**SCORING)
     return Predictor.from_settings(model, codec, st, batch_size=32)
 
 

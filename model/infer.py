@@ -91,6 +91,10 @@ class InferSettings:
         return " + ".join(parts)
 
 
+# selection's cheaper scoring path: one flip-TTA pass on the whole frame (uncertainty comes from the flip pair)
+SCORING = {"flip": True, "refine": False, "head_up": False, "rotations": ()}
+
+
 def settings_from_checkpoint(ck: dict) -> InferSettings:
     """The checkpoint's recorded inference settings; older checkpoints (no record): flip + refine, and the
     left/right swap guessed from the joint names."""

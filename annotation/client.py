@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from iterate.errors import IterateError
-from iterate.manifest import Manifest
+from iterate.core.errors import IterateError
+from annotation.settings import LabelStudioSettings
 
 
 class StudioError(IterateError):
@@ -38,8 +38,8 @@ class Studio:
                                   headers={"Authorization": f"Token {token_from_env(token_env)}"})
 
     @classmethod
-    def from_manifest(cls, m: Manifest) -> "Studio":
-        return cls(m.label_studio.url, m.label_studio.token_env)
+    def from_settings(cls, ls: LabelStudioSettings) -> "Studio":
+        return cls(ls.url, ls.token_env)
 
     def close(self) -> None:
         self._http.close()

@@ -14,22 +14,22 @@ import random
 import string
 from xml.sax.saxutils import quoteattr
 
-from iterate.manifest import Manifest
+from annotation.settings import LabelingSetup
 
 IMAGE, KP, VIS = "img", "kp", "visibility"
 _COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe",
            "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#808080"]
 
 
-def label_config(m: Manifest) -> str:
+def label_config(cfg: LabelingSetup) -> str:
     lines = ["<View>", f'  <Image name="{IMAGE}" value="$image" zoom="true"/>',
              f'  <KeyPointLabels name="{KP}" toName="{IMAGE}" smart="false">']
-    for i, j in enumerate(m.keypoints.names):
+    for i, j in enumerate(cfg.keypoints.names):
         lines.append(f'    <Label value={quoteattr(j)} background="{_COLORS[i % len(_COLORS)]}"/>')
     lines.append("  </KeyPointLabels>")
     lines.append(f'  <Choices name="{VIS}" toName="{IMAGE}" perRegion="true">'
                  '<Choice value="visible"/><Choice value="occluded"/></Choices>')
-    for key, values in m.strata.items():
+    for key, values in cfg.strata.items():
         if not values:
             continue
         lines.append(f'  <Header value={quoteattr(key)}/>')
@@ -44,11 +44,11 @@ def region_id(rng: random.Random | None = None) -> str:
     return "".join(r.choice(string.ascii_letters + string.digits + "_-") for _ in range(10))
 
 
-def to_result(m: Manifest, keypoints, width: int, height: int, attributes: dict | None = None, *,
+def to_result(cfg: LabelingSetup, keypoints, width: int, height: int, attributes: dict | None = None, *,
               origin: str = "manual", rng: random.Random | None = None, scores=None) -> list[dict]:
     """Keypoints [[x, y, v], ...] in pixels → result items. v 0: not placed; v 1: placed and marked occluded."""
     out = []
-    for j, (name, kp) in enumerate(zip(m.keypoints.names, keypoints)):
+    for j, (name, kp) in enumerate(zip(cfg.keypoints.names, keypoints)):
         x, y = float(kp[0]), float(kp[1])
         v = int(kp[2]) if len(kp) > 2 else 2
         if v <= 0:
@@ -66,7 +66,7 @@ def to_result(m: Manifest, keypoints, width: int, height: int, attributes: dict 
                         "value": {"x": value["x"], "y": value["y"], "width": 0.25, "choices": ["occluded"]},
                         "id": rid, "from_name": VIS, "to_name": IMAGE, "type": "choices", "origin": origin})
     for key, val in (attributes or {}).items():
-        if key in m.strata and val in m.strata[key]:
+        if key in cfg.strata and val in cfg.strata[key]:
             out.append({"value": {"choices": [val]}, "id": region_id(rng), "from_name": key, "to_name": IMAGE,
                         "type": "choices", "origin": origin})
     return out
@@ -76,13 +76,13 @@ class BadAnnotation(ValueError):
     pass
 
 
-def parse_result(m: Manifest, result: list[dict], width: int | None = None, height: int | None = None):
+def parse_result(cfg: LabelingSetup, result: list[dict], width: int | None = None, height: int | None = None):
     """→ (keypoints [[x, y, v] × K], attributes). Raises BadAnnotation naming the problem.
 
     Percent → pixels uses the item's ``original_width/height``: pixel = percent × size / 100 (measured:
     a click on the cross at pixel 213 of a 400-px image is stored as 53.2468 % → 212.987).
     """
-    names = m.keypoints.names
+    names = cfg.keypoints.names
     kps: list[list[float]] = [[0.0, 0.0, 0] for _ in names]
     placed: dict[str, str] = {}
     occluded: set[str] = set()
@@ -111,7 +111,7 @@ def parse_result(m: Manifest, result: list[dict], width: int | None = None, heig
         elif typ == "choices" and frm == VIS:
             ch = val.get("choices") or []
             (occluded if "occluded" in ch else visible).add(item.get("id"))
-        elif typ == "choices" and frm in m.strata:
+        elif typ == "choices" and frm in cfg.strata:
             ch = val.get("choices") or []
             if ch:
                 attrs[frm] = ch[0]

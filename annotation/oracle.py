@@ -7,13 +7,13 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iterate.coco import ann_key, coco_keypoints, read_coco
-from iterate.ledger import Ledger
-from iterate.manifest import Manifest
+from iterate.core.coco import ann_key, coco_keypoints, read_coco
+from iterate.core.ledger import Ledger
+from annotation.settings import LabelingSetup
 
-from .client import Studio
-from .labeling import to_result
-from .push import project_id
+from annotation.client import Studio
+from annotation.labeling import to_result
+from annotation.push import project_id
 
 
 @dataclass
@@ -23,13 +23,13 @@ class OracleSummary:
     already: int = 0
 
 
-def autolabel(m: Manifest, ledger: Ledger, studio: Studio, labels: Path, *, seed: int = 0,
+def autolabel(cfg: LabelingSetup, ledger: Ledger, studio: Studio, labels: Path, *, seed: int = 0,
               limit: int | None = None) -> OracleSummary:
-    pid = project_id(m, ledger)
+    pid = project_id(cfg, ledger)
     s = OracleSummary()
     if pid is None:
         return s
-    coco, order = read_coco(m, labels)
+    coco, order = read_coco(cfg.keypoints, labels)
     by_name: dict[str, tuple[dict, dict]] = {}
     anns: dict = {}
     for a in sorted(coco["annotations"], key=ann_key):
@@ -38,7 +38,7 @@ def autolabel(m: Manifest, ledger: Ledger, studio: Studio, labels: Path, *, seed
         if im["id"] in anns:
             by_name[Path(im["file_name"]).name] = (im, anns[im["id"]])
     rng = random.Random(seed)
-    frames = {r[0]: r[1] for r in ledger.db.execute("SELECT task_id, frame_id FROM tasks WHERE project_id=?", (pid,))}
+    frames = ledger.project_tasks(pid)
     for t in studio.tasks(pid, fields="task_only"):
         if limit is not None and s.answered >= limit:
             break
@@ -54,8 +54,8 @@ def autolabel(m: Manifest, ledger: Ledger, studio: Studio, labels: Path, *, seed
         _, ann = hit
         # the UI cannot place a point off the image: a label just outside goes on the edge, as an annotator would
         kps = [[min(max(x, 0.0), float(f.width)), min(max(y, 0.0), float(f.height)), v]
-               for x, y, v in coco_keypoints(m, ann, order, labels)]
-        result = to_result(m, kps, f.width, f.height, ann.get("attributes") or {}, origin="manual", rng=rng)
+               for x, y, v in coco_keypoints(cfg.keypoints, ann, order, labels)]
+        result = to_result(cfg, kps, f.width, f.height, ann.get("attributes") or {}, origin="manual", rng=rng)
         studio.create_annotation(t["id"], result, lead_time=round(rng.uniform(20, 60), 1))
         s.answered += 1
     return s

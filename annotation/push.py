@@ -14,41 +14,41 @@ from urllib.parse import quote
 
 import numpy as np
 
-from iterate.errors import IterateError
-from iterate.ledger import Ledger
-from iterate.manifest import Manifest
+from iterate.core.errors import IterateError
+from iterate.core.ledger import Ledger
+from annotation.settings import LabelingSetup
 
-from .client import Studio, StudioError
-from .labeling import label_config, to_result
-
-
-def _project_key(m: Manifest) -> str:
-    return f"ls_project:{m.label_studio.url.rstrip('/')}"
+from annotation.client import Studio, StudioError
+from annotation.labeling import label_config, to_result
 
 
-def project_id(m: Manifest, ledger: Ledger) -> int | None:
-    return ledger.get(_project_key(m))
+def _project_key(cfg: LabelingSetup) -> str:
+    return f"ls_project:{cfg.label_studio.url.rstrip('/')}"
 
 
-def ensure_project(m: Manifest, ledger: Ledger, studio: Studio) -> int:
+def project_id(cfg: LabelingSetup, ledger: Ledger) -> int | None:
+    return ledger.get(_project_key(cfg))
+
+
+def ensure_project(cfg: LabelingSetup, ledger: Ledger, studio: Studio) -> int:
     """The project for this manifest: found by the ledger's id, else by title, else created; config kept current."""
-    cfg = label_config(m)
-    pid = project_id(m, ledger)
+    cfg = label_config(cfg)
+    pid = project_id(cfg, ledger)
     proj = studio.project(pid) if pid else None
     if proj is None:
-        same = [p for p in studio.projects() if p.get("title") == m.label_studio.project_title]
-        proj = same[0] if same else studio.create_project(m.label_studio.project_title, cfg)
+        same = [p for p in studio.projects() if p.get("title") == cfg.label_studio.project_title]
+        proj = same[0] if same else studio.create_project(cfg.label_studio.project_title, cfg)
         pid = int(proj["id"])
         with ledger.transaction():
-            ledger.set(_project_key(m), pid)
+            ledger.set(_project_key(cfg), pid)
     if proj.get("label_config", "").strip() != cfg.strip():
         studio.update_project(pid, label_config=cfg)
     return int(pid)
 
 
-def _ensure_storage(m: Manifest, studio: Studio, pid: int, folders: set[Path]) -> None:
+def _ensure_storage(cfg: LabelingSetup, studio: Studio, pid: int, folders: set[Path]) -> None:
     """Local-files storage rows so the server may serve these folders (each under the data root)."""
-    root = m.resolve(m.label_studio.data_root)
+    root = cfg.label_studio.data_root
     have = [Path(s.get("path", "")) for s in studio.local_storages(pid)]
     for f in sorted(folders):
         if any(f == h or h in f.parents for h in have):
@@ -60,9 +60,9 @@ def _ensure_storage(m: Manifest, studio: Studio, pid: int, folders: set[Path]) -
         have.append(f)
 
 
-def image_url(m: Manifest, path: str | Path) -> str:
+def image_url(cfg: LabelingSetup, path: str | Path) -> str:
     """Task URL of a local frame; refuses paths outside ``label_studio.data_root``."""
-    root = m.resolve(m.label_studio.data_root)
+    root = cfg.label_studio.data_root
     p = Path(path).resolve()
     try:
         rel = p.relative_to(root)
@@ -81,9 +81,9 @@ class PushSummary:
     batches: int = 0
 
 
-def reconcile(m: Manifest, ledger: Ledger, studio: Studio, pid: int) -> int:
+def reconcile(cfg: LabelingSetup, ledger: Ledger, studio: Studio, pid: int) -> int:
     """Record tasks that exist on the server but not in the ledger (a push cut off after the import)."""
-    known = {r[0] for r in ledger.db.execute("SELECT task_id FROM tasks WHERE project_id=?", (pid,))}
+    known = set(ledger.project_tasks(pid))
     missing = []
     for t in studio.tasks(pid, fields="task_only"):
         fid = (t.get("data") or {}).get("frame_id")
@@ -92,22 +92,20 @@ def reconcile(m: Manifest, ledger: Ledger, studio: Studio, pid: int) -> int:
     if missing:
         with ledger.transaction():
             for fid, tid in missing:
-                ledger.db.execute(
-                    "INSERT OR IGNORE INTO tasks (frame_id, project_id, task_id, status, updated_at) VALUES (?,?,?,?,?)",
-                    (fid, pid, tid, "pending", time.time()))
+                ledger.add_task(fid, pid, tid)
     return len(missing)
 
 
-def push(m: Manifest, ledger: Ledger, studio: Studio, frame_ids: list[str], *, predictions: dict | None = None,
+def push(cfg: LabelingSetup, ledger: Ledger, studio: Studio, frame_ids: list[str], *, predictions: dict | None = None,
          round_id: int | None = None, model_version: str | None = None, progress=None) -> PushSummary:
     """Create one task per frame (with a prediction when ``predictions[frame_id] = (kps (K, 2), scores (K,))``)."""
     from label_studio_sdk.label_interface import LabelInterface
 
-    pid = ensure_project(m, ledger, studio)
+    pid = ensure_project(cfg, ledger, studio)
     s = PushSummary(pid)
-    s.recovered = reconcile(m, ledger, studio, pid)
-    in_project = {r[0] for r in ledger.db.execute("SELECT frame_id FROM tasks WHERE project_id=?", (pid,))}
-    iface = LabelInterface(label_config(m))
+    s.recovered = reconcile(cfg, ledger, studio, pid)
+    in_project = set(ledger.project_tasks(pid).values())
+    iface = LabelInterface(label_config(cfg))
     todo, folders = [], set()
     for fid in frame_ids:
         if fid in in_project:
@@ -121,7 +119,7 @@ def push(m: Manifest, ledger: Ledger, studio: Studio, frame_ids: list[str], *, p
             s.refused.append(f"{f.path}: image file missing; refused before sending")
             continue
         try:
-            url = image_url(m, f.path)
+            url = image_url(cfg, f.path)
         except StudioError as e:
             s.refused.append(str(e))
             continue
@@ -131,7 +129,7 @@ def push(m: Manifest, ledger: Ledger, studio: Studio, frame_ids: list[str], *, p
             # a prediction slightly off the frame (a cut-off limb) is placed on its edge for the annotator
             xy = np.clip(np.asarray(kps, dtype=np.float64), 0, [f.width - 1, f.height - 1])
             k3 = [[float(x), float(y), 2] for x, y in xy]
-            result = to_result(m, k3, f.width, f.height, origin="prediction", scores=scores)
+            result = to_result(cfg, k3, f.width, f.height, origin="prediction", scores=scores)
             pred = {"model_version": model_version or "iterate", "score": float(np.mean(scores)), "result": result}
             errors = iface.validate_prediction(pred, return_errors=True)
             if errors:
@@ -141,8 +139,8 @@ def push(m: Manifest, ledger: Ledger, studio: Studio, frame_ids: list[str], *, p
         todo.append(task)
         folders.add(Path(f.path).resolve().parent)
     if todo:
-        _ensure_storage(m, studio, pid, folders)
-    bs = m.label_studio.batch_size
+        _ensure_storage(cfg, studio, pid, folders)
+    bs = cfg.label_studio.batch_size
     for i in range(0, len(todo), bs):
         batch = todo[i:i + bs]
         ids = studio.import_tasks(pid, batch)
@@ -150,9 +148,7 @@ def push(m: Manifest, ledger: Ledger, studio: Studio, frame_ids: list[str], *, p
             raise StudioError(f"import returned {len(ids)} task ids for {len(batch)} tasks; re-run `iterate push` to reconcile")
         with ledger.transaction():
             for t, tid in zip(batch, ids):
-                ledger.db.execute(
-                    "INSERT OR IGNORE INTO tasks (frame_id, project_id, task_id, round_id, status, updated_at) "
-                    "VALUES (?,?,?,?,?,?)", (t["data"]["frame_id"], pid, tid, round_id, "pending", time.time()))
+                ledger.add_task(t["data"]["frame_id"], pid, tid, round_id)
         s.pushed += len(batch)
         s.batches += 1
         if progress:
@@ -163,8 +159,7 @@ def push(m: Manifest, ledger: Ledger, studio: Studio, frame_ids: list[str], *, p
 
 
 def frames_of_round(ledger: Ledger, round_id: int) -> list[str]:
-    rows = ledger.db.execute("SELECT frame_id FROM round_frames WHERE round_id=? ORDER BY rank", (round_id,))
-    ids = [r[0] for r in rows]
+    ids = ledger.round_frame_ids(round_id)
     if not ids:
         raise IterateError(f"round {round_id} has no selected frames (see `iterate status`)")
     return ids

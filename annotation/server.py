@@ -20,10 +20,10 @@ from urllib.parse import urlparse
 
 import httpx
 
-from iterate.errors import IterateError
-from iterate.manifest import Manifest
+from iterate.core.errors import IterateError
+from annotation.settings import LabelStudioSettings
 
-from .client import StudioError, token_from_env
+from annotation.client import StudioError, token_from_env
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_USER = "iterate@localhost"
@@ -67,11 +67,11 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def data_dir(m: Manifest) -> Path:
-    return m.workspace_dir / "studio"
+def data_dir(ls: LabelStudioSettings) -> Path:
+    return ls.server_dir
 
 
-def server_env(m: Manifest, data: Path, token: str) -> dict:
+def server_env(ls: LabelStudioSettings, data: Path, token: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT", "USERNAME", "PASSWORD", "DEBUG")}
     env.update({
         "LABEL_STUDIO_BASE_DATA_DIR": str(data),
@@ -80,14 +80,14 @@ def server_env(m: Manifest, data: Path, token: str) -> dict:
         "LABEL_STUDIO_USER_TOKEN": token,
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(m.resolve(m.label_studio.data_root)),
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(ls.data_root),
         "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false",
     })
     return env
 
 
-def status(m: Manifest) -> ServerState:
-    d = data_dir(m)
+def status(ls: LabelStudioSettings) -> ServerState:
+    d = data_dir(ls)
     pid = None
     pf = d / "server.pid"
     if pf.is_file():
@@ -96,29 +96,29 @@ def status(m: Manifest) -> ServerState:
             os.kill(pid, 0)
         except (ValueError, ProcessLookupError, PermissionError):
             pid = None
-    return ServerState(m.label_studio.url, pid, _healthy(m.label_studio.url), d)
+    return ServerState(ls.url, pid, _healthy(ls.url), d)
 
 
-def start(m: Manifest, *, template: Path | None = None, timeout: float = 240.0) -> ServerState:
+def start(ls: LabelStudioSettings, *, template: Path | None = None, timeout: float = 240.0) -> ServerState:
     """Start the local server (no-op when ours already answers). ``template``: an initialised data dir to copy
     (a fresh data dir runs migrations for about a minute; a copy starts in seconds)."""
-    token = token_from_env(m.label_studio.token_env)
+    token = token_from_env(ls.token_env)
     if len(token) <= 5:
-        raise StudioError(f"{m.label_studio.token_env} must be longer than 5 characters for a local server")
-    _, port = _port_of(m.label_studio.url)
-    st = status(m)
+        raise StudioError(f"{ls.token_env} must be longer than 5 characters for a local server")
+    _, port = _port_of(ls.url)
+    st = status(ls)
     if st.running and st.pid:
         return st
     if _port_busy(port):
         raise StudioError(f"port {port} is busy with another program: change label_studio.url or stop it")
-    d = data_dir(m)
+    d = data_dir(ls)
     if template is not None and not (d / "label_studio.sqlite3").exists():
         shutil.copytree(template, d, dirs_exist_ok=True)
     d.mkdir(parents=True, exist_ok=True)
     log = open(d / "server.log", "ab")
     proc = subprocess.Popen(
         [str(studio_binary()), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
-        env=server_env(m, d, token), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=server_env(ls, d, token), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True, cwd=d,
     )
     (d / "server.pid").write_text(str(proc.pid))
@@ -126,15 +126,15 @@ def start(m: Manifest, *, template: Path | None = None, timeout: float = 240.0) 
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
             raise StudioError(f"label-studio exited with code {proc.returncode}; see {d / 'server.log'}")
-        if _healthy(m.label_studio.url):
-            return ServerState(m.label_studio.url, proc.pid, True, d)
+        if _healthy(ls.url):
+            return ServerState(ls.url, proc.pid, True, d)
         time.sleep(1.0)
-    stop(m)
-    raise StudioError(f"label-studio did not answer on {m.label_studio.url} within {timeout:.0f} s; see {d / 'server.log'}")
+    stop(ls)
+    raise StudioError(f"label-studio did not answer on {ls.url} within {timeout:.0f} s; see {d / 'server.log'}")
 
 
-def stop(m: Manifest, timeout: float = 20.0) -> bool:
-    st = status(m)
+def stop(ls: LabelStudioSettings, timeout: float = 20.0) -> bool:
+    st = status(ls)
     if not st.pid:
         return False
     try:
@@ -157,6 +157,6 @@ def stop(m: Manifest, timeout: float = 20.0) -> bool:
     return True
 
 
-def require_running(m: Manifest) -> None:
-    if not _healthy(m.label_studio.url):
-        raise IterateError(f"Label Studio at {m.label_studio.url} is not reachable: start it with `iterate studio start`")
+def require_running(ls: LabelStudioSettings) -> None:
+    if not _healthy(ls.url):
+        raise IterateError(f"Label Studio at {ls.url} is not reachable: start it with `iterate studio start`")

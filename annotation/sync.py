@@ -15,13 +15,13 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from iterate.errors import IterateError
-from iterate.ledger import Ledger
-from iterate.manifest import Manifest
+from iterate.core.errors import IterateError
+from iterate.core.ledger import Ledger
+from annotation.settings import LabelingSetup
 
-from .client import Studio
-from .labeling import BadAnnotation, parse_result
-from .push import project_id
+from annotation.client import Studio
+from annotation.labeling import BadAnnotation, parse_result
+from annotation.push import project_id
 
 _BATCH = 200
 _WHOLE_MIN = 1000  # updated tasks from which one whole-project export replaces the exports by ids
@@ -47,7 +47,7 @@ def _ts(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-def _disagree(m: Manifest, a: list, b: list, diag: float) -> bool:
+def _disagree(cfg: LabelingSetup, a: list, b: list, diag: float) -> bool:
     for p, q in zip(a, b):
         if (p[2] > 0) != (q[2] > 0):
             return True
@@ -56,8 +56,8 @@ def _disagree(m: Manifest, a: list, b: list, diag: float) -> bool:
     return False
 
 
-def sync_labels(m: Manifest, ledger: Ledger, studio: Studio, *, full: bool = False, progress=None) -> SyncSummary:
-    pid = project_id(m, ledger)
+def sync_labels(cfg: LabelingSetup, ledger: Ledger, studio: Studio, *, full: bool = False, progress=None) -> SyncSummary:
+    pid = project_id(cfg, ledger)
     if pid is None:
         raise IterateError("no Label Studio project yet: push frames first (`iterate select` or `iterate push`)")
     wm = None if full else ledger.get(_wm_key(pid))
@@ -75,14 +75,14 @@ def sync_labels(m: Manifest, ledger: Ledger, studio: Studio, *, full: bool = Fal
             whole = {t["id"]: t for t in studio.export_all(pid)}
     listed.sort(key=lambda t: t.get("updated_at") or "")
     s = SyncSummary(tasks=len(listed))
-    by_task = {r[0]: r[1] for r in ledger.db.execute("SELECT task_id, frame_id FROM tasks WHERE project_id=?", (pid,))}
+    by_task = ledger.project_tasks(pid)
     for i in range(0, len(listed), _BATCH):
         chunk = listed[i:i + _BATCH]
         exported = whole if whole is not None else {t["id"]: t for t in studio.export(pid, [t["id"] for t in chunk])}
         with ledger.transaction():
             for lt in chunk:
                 t = exported.get(lt["id"], lt)
-                _one(m, ledger, pid, t, by_task, s)
+                _one(cfg, ledger, pid, t, by_task, s)
             last = chunk[-1].get("updated_at")
             if last:
                 ledger.set(_wm_key(pid), last)
@@ -92,11 +92,10 @@ def sync_labels(m: Manifest, ledger: Ledger, studio: Studio, *, full: bool = Fal
 
 
 def _set_status(ledger: Ledger, pid: int, tid: int, status: str, note: str | None = None) -> None:
-    ledger.db.execute("UPDATE tasks SET status=?, note=?, updated_at=? WHERE project_id=? AND task_id=?",
-                      (status, note, time.time(), pid, tid))
+    ledger.set_task_status(pid, tid, status, note)
 
 
-def _one(m: Manifest, ledger: Ledger, pid: int, t: dict, by_task: dict, s: SyncSummary) -> None:
+def _one(cfg: LabelingSetup, ledger: Ledger, pid: int, t: dict, by_task: dict, s: SyncSummary) -> None:
     tid = t["id"]
     fid = by_task.get(tid) or (t.get("data") or {}).get("frame_id")
     frame = ledger.frame(fid) if fid else None
@@ -104,8 +103,7 @@ def _one(m: Manifest, ledger: Ledger, pid: int, t: dict, by_task: dict, s: SyncS
         s.foreign += 1
         return
     if tid not in by_task:
-        ledger.db.execute("INSERT OR IGNORE INTO tasks (frame_id, project_id, task_id, status, updated_at) VALUES (?,?,?,?,?)",
-                          (fid, pid, tid, "pending", time.time()))
+        ledger.add_task(fid, pid, tid)
     anns = [a for a in t.get("annotations") or [] if isinstance(a, dict)]
     done = [a for a in anns if not a.get("was_cancelled")]
     if not done:
@@ -117,14 +115,14 @@ def _one(m: Manifest, ledger: Ledger, pid: int, t: dict, by_task: dict, s: SyncS
         return
     done.sort(key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id", 0)))
     try:
-        parsed = [(a, *parse_result(m, a.get("result") or [], frame.width, frame.height)) for a in done]
+        parsed = [(a, *parse_result(cfg, a.get("result") or [], frame.width, frame.height)) for a in done]
     except BadAnnotation as e:
         s.invalid.append(f"task {tid}: {e}")
         _set_status(ledger, pid, tid, "invalid", str(e))
         return
-    if m.label_studio.agreement and len(parsed) >= 2:
+    if cfg.label_studio.agreement and len(parsed) >= 2:
         diag = float(np.hypot(frame.width, frame.height))
-        if any(_disagree(m, parsed[-1][1], p[1], diag) for p in parsed[:-1]):
+        if any(_disagree(cfg, parsed[-1][1], p[1], diag) for p in parsed[:-1]):
             msg = f"{len(parsed)} annotators disagree (manifest asks for agreement)"
             s.invalid.append(f"task {tid}: {msg}")
             _set_status(ledger, pid, tid, "invalid", msg)

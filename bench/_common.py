@@ -23,7 +23,7 @@ RESULTS = REPO / "bench" / "results"
 
 
 def manifest():
-    from iterate.manifest import load_manifest
+    from iterate.core.manifest import load_manifest
 
     return load_manifest(REPO / "data_manifest.yaml")
 

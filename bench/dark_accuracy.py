@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, lspet_samples, manifest, write_result  # noqa: E402
 
 from model.codec import DarkCodec  # noqa: E402
-from model.evaluate import score  # noqa: E402
+from iterate.loop.scoring import score  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
+from iterate.loop.settings import keypoint_spec  # noqa: E402
 
 
 def loop_dark(hms: np.ndarray, codec: DarkCodec) -> np.ndarray:
@@ -112,7 +113,7 @@ def real_model() -> dict:
         pr = load_predictor(base)
         if name == "standard":  # the same path with the decoder swapped
             pr.codec.decode = lambda hm, modulate=True, c=pr.codec: c.decode_standard(hm)
-        res[name] = score(m, pr.predict(te).keypoints, te)
+        res[name] = score(keypoint_spec(m), pr.predict(te).keypoints, te)
     res["inference"] = load_predictor(base).settings.describe()
     return res
 

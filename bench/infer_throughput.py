@@ -25,6 +25,7 @@ from model.checkpoints import save_atomic  # noqa: E402
 from model.hrnet import build_model  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
 from model.train import checkpoint_dict  # noqa: E402
+from iterate.loop.settings import train_setup  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
         if not Path(ck).is_file():
             ck = str(Path(d) / "random.pt")
             save_atomic(checkpoint_dict(build_model(m.model.backbone, m.keypoints.num_joints, m.model.input_size,
-                                                    m.model.heatmap_size), m), ck)
+                                                    m.model.heatmap_size), train_setup(m)), ck)
         pred = load_predictor(ck, batch_size=args.batch)
     samples = lspet_samples(7001, 7000 + args.frames)
     size = pred.codec.input_size

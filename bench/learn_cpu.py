@@ -20,10 +20,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
 
-from model.evaluate import score  # noqa: E402
+from iterate.loop.scoring import score  # noqa: E402
 from model.geometry import image_box  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
 from model.train import train  # noqa: E402
+from iterate.loop.settings import keypoint_spec, train_setup  # noqa: E402
 
 
 def mean_pose_predictions(train_s, sizes_train, sizes_test) -> np.ndarray:
@@ -59,17 +60,17 @@ def main() -> None:
           f"→ {m.model.heatmap_size}², batch {m.train.batch_size}, lr {m.train.lr}, {args.steps} steps", flush=True)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.time()
-        r = train(m, tr, [], d, epochs=1, max_steps=args.steps,
+        r = train(train_setup(m, epochs=1), tr, [], d, max_steps=args.steps,
                   on_epoch=lambda rec: print(f"epoch {rec['epoch']} step {rec['step']} loss {rec['loss']:.3f} "
                                              f"t {rec['elapsed_s']:.0f}s", flush=True))
         train_s = time.time() - t0
         pred = load_predictor(r.last)  # the checkpoint's own path: what `iterate predict` and the report run
         plain = load_predictor(r.last, flip=False, refine=False)
         t1 = time.time()
-        res = score(m, pred.predict(te).keypoints, te)
+        res = score(keypoint_spec(m), pred.predict(te).keypoints, te)
         infer_s = time.time() - t1
-        bare = score(m, plain.predict(te).keypoints, te)
-    mp = score(m, mean_pose_predictions(tr, _sizes(tr), _sizes(te)), te)
+        bare = score(keypoint_spec(m), plain.predict(te).keypoints, te)
+    mp = score(keypoint_spec(m), mean_pose_predictions(tr, _sizes(tr), _sizes(te)), te)
     print(f"steps={r.steps} train_s={train_s:.0f} final_loss={r.history[-1]['loss']:.3f} inference={pred.settings.describe()}")
     print(f"no_flip_no_refine_pckh05={bare['pckh05']:.2f} mean_sms01={res['mean_sms01']:.2f} "
           f"mean_pose_pckh05={mp['pckh05']:.2f} test_frames={res['frames']} on_fallback={res['frames_fallback']}")

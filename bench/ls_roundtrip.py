@@ -27,9 +27,10 @@ from annotation.client import Studio  # noqa: E402
 from annotation.labeling import to_result  # noqa: E402
 from annotation.push import ensure_project, image_url, push  # noqa: E402
 from annotation.sync import sync_labels  # noqa: E402
-from iterate.ingest import ingest  # noqa: E402
-from iterate.ledger import Ledger  # noqa: E402
-from iterate.manifest import load_manifest  # noqa: E402
+from iterate.loop.ingest import ingest  # noqa: E402
+from iterate.core.ledger import Ledger  # noqa: E402
+from iterate.core.manifest import load_manifest  # noqa: E402
+from iterate.loop.settings import labeling, studio_settings  # noqa: E402
 
 TEMPLATE = Path(os.environ.get("ITERATE_LS_TEMPLATE", Path.home() / ".cache" / "iterate-tests" / "ls-1.23.2"))
 
@@ -52,19 +53,19 @@ def main() -> None:
         m = load_manifest(d / "m.yaml")
         tmpl = TEMPLATE if (TEMPLATE / "label_studio.sqlite3").exists() else None
         t0 = time.time()
-        server.start(m, template=tmpl)
+        server.start(studio_settings(m), template=tmpl)
         print(f"server up in {time.time() - t0:.1f} s ({'template copy' if tmpl else 'fresh data dir'})")
         try:
             led = Ledger(m.workspace_dir)
             ingest(m, led)
             frames = led.frames("pool")
-            st = Studio.from_manifest(m)
+            st = Studio.from_settings(studio_settings(m))
             rng = np.random.default_rng(0)
             first = frames[:500]
             preds = {f.id: (rng.uniform(0, 100, (14, 2)), rng.random(14)) for f in first}
-            ensure_project(m, led, st)
+            ensure_project(labeling(m), led, st)
             t0 = time.perf_counter()
-            s = push(m, led, st, [f.id for f in first], predictions=preds, model_version="bench")
+            s = push(labeling(m), led, st, [f.id for f in first], predictions=preds, model_version="bench")
             t_push = time.perf_counter() - t0
             assert s.pushed == 500, (s.pushed, s.refused[:3])
             # 5,000 annotated tasks, bulk-imported with annotations in the UI's shape
@@ -76,8 +77,8 @@ def main() -> None:
                     kps = [[float(x), float(y), int(v)] for x, y, v in zip(rng.uniform(1, f.width - 1, 14),
                                                                            rng.uniform(1, f.height - 1, 14),
                                                                            rng.choice([1, 2], 14))]
-                    batch.append({"data": {"image": image_url(m, f.path), "frame_id": f.id},
-                                  "annotations": [{"result": to_result(m, kps, f.width, f.height,
+                    batch.append({"data": {"image": image_url(labeling(m), f.path), "frame_id": f.id},
+                                  "annotations": [{"result": to_result(labeling(m), kps, f.width, f.height,
                                                                        {"posture": "upright"})}]})
                 st.import_tasks(pid, batch)
             ids = [t["id"] for t in st.tasks(pid, fields="task_only") if t.get("total_annotations", 1)]
@@ -89,14 +90,14 @@ def main() -> None:
                 t_export.append(time.perf_counter() - t0)
                 assert raw.status_code == 200 and len(raw.content) > 1000
             t0 = time.perf_counter()
-            r = sync_labels(m, led, st)
+            r = sync_labels(labeling(m), led, st)
             t_sync = time.perf_counter() - t0
             print(f"synced: {r.new} new labels from {r.tasks} tasks, {len(r.invalid)} invalid; "
                   f"{len(ids)} tasks in the project; bare export {t_export[0]:.2f} / {t_export[1]:.2f} s")
             assert r.new == 5000, r
             led.close()
         finally:
-            server.stop(m)
+            server.stop(studio_settings(m))
     export = min(t_export)
     write_result("ls_roundtrip", {"push_500_s": round(t_push, 2), "sync_5000_s": round(t_sync, 2),
                                   "export_5000_s": round(export, 2), "sync_over_export": round(t_sync / export, 3)},

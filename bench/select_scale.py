@@ -4,7 +4,7 @@ exploration, k-center greedy among each stratum's top candidates seeded with 10,
 near-duplicate blocking of neighbouring video frames. Embeddings are float16 on disk (memory-mapped), as the
 per-model cache keeps them.
 
-Wall time of the selection step (`iterate.select.choose`) in one run; its peak memory in a second run under
+Wall time of the selection step (`iterate.selection.strategies.choose`) in one run; its peak memory in a second run under
 tracemalloc (allocations of the selection alone, not of the fake cache built beforehand).
 
     python bench/select_scale.py [--n 1000000]
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
-from iterate.select import choose  # noqa: E402
+from iterate.selection import strategies  # noqa: E402
 from iterate.selection import diversity  # noqa: E402
 from iterate.selection import scores as sc  # noqa: E402
 
@@ -58,10 +58,10 @@ def main() -> None:
         def run() -> list[int]:
             emb = np.load(path, mmap_mode="r")
             combined = sc.combine(scores, {"confidence": 1.0, "flip": 1.0, "entropy": 1.0})
-            rows, why, _ = choose("full", args.budget, args.n, combined=combined, emb=emb, seeds=seeds,
-                                  blocked=blocked, strata=strata, focus=FOCUS, explore=0.1,
-                                  rng=np.random.default_rng(1))
-            return rows, why
+            pool = strategies.Pool(args.n, np.random.default_rng(1), combined=combined, emb=emb, seeds=seeds,
+                                   blocked=blocked, strata=strata, focus=FOCUS, explore=0.1)
+            picked = strategies.choose("full", args.budget, pool)
+            return picked.rows, picked.why
 
         t0 = time.perf_counter()
         rows, why = run()
@@ -79,7 +79,7 @@ def main() -> None:
     write_result("select_scale", {"select_1m_full_s": round(dt, 2), "select_1m_full_peak_gib": round(peak / 2**30, 3)},
                  {"pool": args.n, "dim": args.dim, "budget": args.budget, "strategy": "full", "picked_by": tags,
                   "per_posture": sel_posture, "seeds": 10_000, "video_frames": args.video_frames, "video_gap": 15,
-                  "peak_measured_by": "tracemalloc around iterate.select.choose (second run)"})
+                  "peak_measured_by": "tracemalloc around iterate.selection.strategies.choose (second run)"})
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import LSPET, REPO, lspet_samples  # noqa: E402
 
-from iterate.ledger import Ledger  # noqa: E402
-from iterate.manifest import load_manifest  # noqa: E402
+from iterate.core.ledger import Ledger  # noqa: E402
+from iterate.core.manifest import load_manifest  # noqa: E402
 from model.checkpoints import load_file, model_from_checkpoint, save_atomic  # noqa: E402
 from model.codec import DarkCodec  # noqa: E402
-from model.evaluate import score  # noqa: E402
+from iterate.loop.scoring import score  # noqa: E402
 from model.infer import Predictor  # noqa: E402
+from iterate.loop.settings import keypoint_spec  # noqa: E402
 
 OUT = REPO / "model" / "weights"
 
@@ -77,12 +78,12 @@ def main() -> None:
     codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
     held = lspet_samples(7001, 8000)
     pred = Predictor(model, codec, m.keypoints.flip_index(), flip=True).predict(held).keypoints
-    s = score(m, pred, held)
+    s = score(keypoint_spec(m), pred, held)
     posture = {a["image_id"]: a.get("attributes", {}).get("posture", "unknown") for a in coco["annotations"]}
     per_posture = {}
     for p in sorted({posture[int(h.frame_id)] for h in held}):
         idx = [i for i, h in enumerate(held) if posture[int(h.frame_id)] == p]
-        sp = score(m, pred[idx], [held[i] for i in idx])
+        sp = score(keypoint_spec(m), pred[idx], [held[i] for i in idx])
         per_posture[p] = {"frames": len(idx), "pckh05": sp["pckh05"], "pckh01": sp["pckh01"]}
     OUT.mkdir(parents=True, exist_ok=True)
     slim = {k: ck[k] for k in ("format", "joints", "backbone", "input_size", "heatmap_size", "sigma")}

@@ -21,7 +21,7 @@ from _common import lspet_samples, manifest  # noqa: E402
 from model.codec import DarkCodec  # noqa: E402
 from model.data import PoseDataset, collate  # noqa: E402
 from model.hrnet import build_model  # noqa: E402
-from model.train import heatmap_loss, up_joint_indices  # noqa: E402
+from model.train import heatmap_loss  # noqa: E402
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     codec = DarkCodec(size, hs, m.model.sigma)
     ds = PoseDataset(lspet_samples(1, 2000), codec, flip_index=m.keypoints.flip_index(),
                      joint_weights=m.keypoints.joint_weights(), train=True, augment=m.train.augment,
-                     up_joints=up_joint_indices(m), person_box_p=m.train.augment.person_box)
+                     up_joints=m.keypoints.spec().up_joints(), person_box_p=m.train.augment.person_box)
     workers = m.train.workers if dev.type == "cpu" else 8
     loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers, collate_fn=collate,
                         pin_memory=dev.type == "cuda", persistent_workers=workers > 0)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from .errors import IterateError
+from iterate.core.errors import IterateError
 
 err_console = Console(stderr=True)
 
@@ -40,7 +40,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from .commands import data, demo, model, report, select, simulate, studio
+    from iterate.commands import data, demo, model, report, select, simulate, studio
 
     data.register(app)
     select.register(app)

@@ -15,7 +15,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .geometry import compose, hflip_matrix, rotate_about_matrix
+from model.geometry import compose, hflip_matrix, rotate_about_matrix
 
 GEOMETRIC, PIXEL, NOISE = "geometric", "pixel", "noise"
 

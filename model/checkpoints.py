@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from iterate.errors import IterateError
+from iterate.core.errors import IterateError
 
-from .hrnet import PoseHRNet, build_model
+from model.hrnet import PoseHRNet, build_model
 
 FORMAT = "iterate-pose-v1"
 

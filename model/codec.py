@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geometry import apply, invert, scale_matrix
+from model.geometry import apply, invert, scale_matrix
 
 
 class DarkCodec:

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from iterate.images import read_image
+from iterate.core.images import read_image
 
 from . import augment as aug
-from .codec import DarkCodec
-from .geometry import apply, compose, crop_matrix, image_box, keypoint_box, rotate_about_matrix
+from model.codec import DarkCodec
+from model.geometry import apply, compose, crop_matrix, image_box, keypoint_box, rotate_about_matrix
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255

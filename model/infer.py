@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .codec import DarkCodec
-from .data import PoseDataset, Sample, collate, up_angle
-from .geometry import apply, invert, keypoint_box
-from .hrnet import PoseHRNet
+from iterate.core.schema import KeypointSpec
+from model.codec import DarkCodec
+from model.data import PoseDataset, Sample, collate, up_angle
+from model.geometry import apply, invert, keypoint_box
+from model.hrnet import PoseHRNet
 
 
 @dataclass
@@ -47,7 +48,7 @@ def to_image(coords: np.ndarray, mats: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class InferSettings:
+class InferConfig:
     """How a checkpoint is run: written into every checkpoint at training time, read back by :func:`load_predictor`,
     so that `predict`, selection, pre-annotations, checkpoint choice and the report run one inference path."""
 
@@ -66,13 +67,13 @@ class InferSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InferSettings":
+    def from_dict(cls, d: dict) -> "InferConfig":
         hu = d.get("head_up")
         return cls(tuple(int(i) for i in d["flip_index"]), bool(d.get("flip", True)), bool(d.get("refine", True)),
                    None if not hu else (tuple(hu[0]), tuple(hu[1])), tuple(float(r) for r in d.get("rotations", ())),
                    bool(d.get("flip_shift", False)))
 
-    def override(self, **kw) -> "InferSettings":
+    def override(self, **kw) -> "InferConfig":
         """A copy with the given settings changed; ``None`` keeps the checkpoint's own, ``head_up=False`` turns
         the head-up pass off."""
         kw = {k: v for k, v in kw.items() if v is not None}
@@ -95,14 +96,12 @@ class InferSettings:
 SCORING = {"flip": True, "refine": False, "head_up": False, "rotations": ()}
 
 
-def settings_from_checkpoint(ck: dict) -> InferSettings:
+def settings_from_checkpoint(ck: dict) -> InferConfig:
     """The checkpoint's recorded inference settings; older checkpoints (no record): flip + refine, and the
     left/right swap guessed from the joint names."""
     if isinstance(ck.get("infer"), dict):
-        return InferSettings.from_dict(ck["infer"])
-    from .predict import flip_index_from
-
-    return InferSettings(tuple(flip_index_from(list(ck["joints"]))))
+        return InferConfig.from_dict(ck["infer"])
+    return InferConfig(tuple(KeypointSpec.from_names(list(ck["joints"])).flip_index()))
 
 
 def load_predictor(checkpoint: str | Path, *, flip: bool | None = None, refine: bool | None = None,
@@ -110,7 +109,7 @@ def load_predictor(checkpoint: str | Path, *, flip: bool | None = None, refine: 
                    batch_size: int = 32, workers: int | None = None, device: str | None = None) -> "Predictor":
     """The one predictor builder: an iterate checkpoint → a :class:`Predictor` with the inference settings the
     checkpoint records; each keyword (not ``None``) is an explicit opt-out or change."""
-    from .checkpoints import model_from_checkpoint
+    from model.checkpoints import model_from_checkpoint
 
     net, ck = model_from_checkpoint(checkpoint)
     st = settings_from_checkpoint(ck).override(flip=flip, refine=refine, head_up=head_up, rotations=rotations)
@@ -179,12 +178,12 @@ class Predictor:
         self.refine = refine
         self.batch_size = batch_size
         self.workers = workers
-        self.settings = InferSettings(tuple(self.flip_index), flip, refine,
+        self.settings = InferConfig(tuple(self.flip_index), flip, refine,
                                       None if head_up is None else (tuple(head_up[0]), tuple(head_up[1])),
                                       self.rotations, flip_shift)
 
     @classmethod
-    def from_settings(cls, model: PoseHRNet, codec: DarkCodec, settings: InferSettings, **kw) -> "Predictor":
+    def from_settings(cls, model: PoseHRNet, codec: DarkCodec, settings: InferConfig, **kw) -> "Predictor":
         return cls(model, codec, list(settings.flip_index), flip=settings.flip, flip_shift=settings.flip_shift,
                    rotations=settings.rotations, head_up=settings.head_up, refine=settings.refine, **kw)
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from iterate.errors import IterateError
-from iterate.ingest import IMAGE_EXTS
-from iterate.init import guess_flip_pairs
+from iterate.core.errors import IterateError
+from iterate.core.images import IMAGE_EXTS
 
 
 def _files(inputs: list[Path]) -> list[Path]:
@@ -25,21 +24,13 @@ def _files(inputs: list[Path]) -> list[Path]:
     return out
 
 
-def flip_index_from(joints: list[str]) -> list[int]:
-    """Left/right swap from joint names (for checkpoints written before they recorded their flip index)."""
-    idx = list(range(len(joints)))
-    for a, b in guess_flip_pairs(joints):
-        idx[joints.index(a)], idx[joints.index(b)] = joints.index(b), joints.index(a)
-    return idx
-
-
 def predict_files(model_path: Path, inputs: list[Path], out: Path, *, coco: Path | None = None,
                   flip: bool | None = None, refine: bool | None = None, head_up: bool | None = None,
                   batch_size: int = 32) -> tuple[int, list[str], str]:
     """Write COCO results for ``inputs``; → (results written, unreadable files, the inference path used).
     ``flip``/``refine``/``head_up``: ``None`` keeps the checkpoint's setting, ``False`` opts out."""
-    from .data import Sample
-    from .infer import load_predictor
+    from model.data import Sample
+    from model.infer import load_predictor
 
     pred = load_predictor(model_path, flip=flip, refine=refine, head_up=head_up, batch_size=batch_size)
     files = _files(inputs)

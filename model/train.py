@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,14 +20,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from iterate.errors import IterateError
-from iterate.manifest import Manifest
+from iterate.core.errors import IterateError
 
-from .checkpoints import FORMAT, load_file, load_into, save_atomic
-from .codec import DarkCodec
-from .data import PoseDataset, Sample, collate
-from .hrnet import PoseHRNet, build_model
-from .infer import InferSettings
+from model.checkpoints import FORMAT, load_file, load_into, save_atomic
+from model.codec import DarkCodec
+from model.data import PoseDataset, Sample, collate
+from model.hrnet import PoseHRNet, build_model
+from model.config import TrainSetup
 
 
 class TrainingDiverged(IterateError):
@@ -52,7 +51,7 @@ def apply_freeze(model: PoseHRNet, policy: str) -> list[str]:
         names = [n for n, _ in model.backbone.named_modules()]
         for p in prefixes:
             if not any(n == p or n.startswith(p + ".") for n in names):
-                raise IterateError(f"--freeze: no trunk module named '{p}' (top level: {', '.join(model.trunk_modules())})")
+                raise IterateError(f"train.freeze: no trunk module named '{p}' (top level: {', '.join(model.trunk_modules())})")
     frozen = []
     for name, p in model.backbone.named_parameters():
         if any(name == q or name.startswith(q + ".") for q in prefixes):
@@ -92,40 +91,22 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def infer_settings(m: Manifest) -> InferSettings:
-    """The manifest's inference path (flip TTA, box refine, head-up), recorded in every checkpoint it trains."""
-    hu = up_joint_indices(m) if m.model.head_up else None
-    return InferSettings(tuple(m.keypoints.flip_index()), flip=True, refine=m.model.refine,
-                         head_up=None if hu is None else (tuple(hu[0]), tuple(hu[1])))
-
-
-def checkpoint_dict(model: PoseHRNet, m: Manifest, **extra) -> dict:
+def checkpoint_dict(model: PoseHRNet, setup: TrainSetup, **extra) -> dict:
     return {
-        "format": FORMAT, "model": model.state_dict(), "joints": list(m.keypoints.names),
+        "format": FORMAT, "model": model.state_dict(), "joints": list(setup.keypoints.names),
         "backbone": model.backbone_name, "input_size": model.input_size, "heatmap_size": model.heatmap_size,
-        "sigma": float(m.model.sigma), "infer": infer_settings(m).to_dict(), **extra,
+        "sigma": float(setup.model.sigma), "infer": setup.infer_config().to_dict(), **extra,
     }
 
 
-def up_joint_indices(m: Manifest) -> tuple[list[int], list[int]] | None:
-    """Body → head joints for head-up rotation: hips → (neck, head_top) where the schema has them."""
-    names = m.keypoints.names
-    lo = [names.index(n) for n in names if "hip" in n]
-    hi = [names.index(n) for n in names if n in ("neck", "head_top", "head", "nose", "upper_neck", "thorax")]
-    return (lo, hi) if lo and hi else None
-
-
 def train(
-    m: Manifest,
+    setup: TrainSetup,
     train_samples: list[Sample],
     val_samples: list[Sample],
     out_dir: str | Path,
     *,
-    epochs: int | None = None,
     init: str | Path | None = None,
     allow_partial: bool = False,
-    freeze: str | None = None,
-    heatmap_size: int | None = None,
     resume: bool = False,
     time_limit_s: float | None = None,
     evaluate: Callable[[PoseHRNet, list[Sample]], dict] | None = None,
@@ -141,9 +122,9 @@ def train(
     if not train_samples:
         raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
     t0 = time.time()
-    cfg, tcfg = m.model, m.train
-    epochs = epochs or tcfg.epochs
-    hm_size = heatmap_size or cfg.heatmap_size
+    cfg, tcfg, spec = setup.model, setup.train, setup.keypoints
+    epochs = tcfg.epochs
+    hm_size = cfg.heatmap_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
@@ -158,14 +139,14 @@ def train(
     torch.manual_seed(tcfg.seed)
     np.random.seed(tcfg.seed)
 
-    model = build_model(cfg.backbone, m.keypoints.num_joints, cfg.input_size, hm_size)
+    model = build_model(cfg.backbone, spec.num_joints, cfg.input_size, hm_size)
     load_report = ""
     if init and not resume:
-        rep = load_into(model, load_file(init), m.keypoints.names, m.keypoints.init_from, allow_partial, init)
+        rep = load_into(model, load_file(init), list(spec.names), dict(spec.init_from), allow_partial, init)
         load_report = f"{rep.layout}: {rep.describe()}"
         if rep.joints_from_nearest:
             load_report += "; from nearest: " + ", ".join(f"{k}←{v}" for k, v in rep.joints_from_nearest.items())
-    apply_freeze(model, freeze if freeze is not None else tcfg.freeze)
+    apply_freeze(model, tcfg.freeze)
     model = model.to(dev).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
@@ -174,8 +155,8 @@ def train(
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=base_lr)
     codec = DarkCodec(cfg.input_size, hm_size, cfg.sigma)
-    ds = PoseDataset(train_samples, codec, flip_index=m.keypoints.flip_index(), joint_weights=m.keypoints.joint_weights(),
-                     train=True, augment=tcfg.augment, up_joints=up_joint_indices(m), seed=tcfg.seed,
+    ds = PoseDataset(train_samples, codec, flip_index=spec.flip_index(), joint_weights=spec.joint_weights(),
+                     train=True, augment=tcfg.augment, up_joints=spec.up_joints(), seed=tcfg.seed,
                      person_box_p=tcfg.augment.person_box)
     sampler = None
     if distributed:
@@ -275,10 +256,10 @@ def train(
             best_key, best_score = key, rec.get("pckh01", -rec["loss"])
         if rank == 0:
             extra = {"epoch": epoch, "step": step, "best_score": best_score, "best_key": best_key, "history": history,
-                     "optimizer": opt.state_dict(), "config": _config(m, epochs, hm_size, freeze, init, time_limit_s)}
-            save_atomic(checkpoint_dict(model, m, **extra), last_path)
+                     "optimizer": opt.state_dict(), "config": _config(setup, epochs, init, time_limit_s)}
+            save_atomic(checkpoint_dict(model, setup, **extra), last_path)
             if improved:
-                save_atomic(checkpoint_dict(model, m, epoch=epoch, step=step, best_score=best_score,
+                save_atomic(checkpoint_dict(model, setup, epoch=epoch, step=step, best_score=best_score,
                                             history=history, config=extra["config"]), best_path)
         if on_epoch:
             on_epoch(rec)
@@ -299,12 +280,13 @@ def _stop_all(local: bool, distributed: bool) -> bool:
     return bool(t.item() > 0)
 
 
-def _config(m: Manifest, epochs: int, hm_size: int, freeze: str | None, init, time_limit_s=None) -> dict:
+def _config(setup: TrainSetup, epochs: int, init, time_limit_s=None) -> dict:
+    mc, tc = setup.model, setup.train
     return {"time_limit_s": time_limit_s,
-        "backbone": m.model.backbone, "input_size": m.model.input_size, "heatmap_size": hm_size,
-        "sigma": m.model.sigma, "epochs": epochs, "batch_size": m.train.batch_size,
-        "lr": m.train.finetune_lr if init else m.train.lr,
-        "weight_decay": m.train.weight_decay, "schedule": m.train.schedule, "warmup_steps": m.train.warmup_steps,
-        "freeze": freeze if freeze is not None else m.train.freeze, "loss_scale": m.train.loss_scale,
-        "init": str(init) if init else "", "augment": m.train.augment.model_dump(),
+        "backbone": mc.backbone, "input_size": mc.input_size, "heatmap_size": mc.heatmap_size,
+        "sigma": mc.sigma, "epochs": epochs, "batch_size": tc.batch_size,
+        "lr": tc.finetune_lr if init else tc.lr,
+        "weight_decay": tc.weight_decay, "schedule": tc.schedule, "warmup_steps": tc.warmup_steps,
+        "freeze": tc.freeze, "loss_scale": tc.loss_scale,
+        "init": str(init) if init else "", "augment": asdict(tc.augment),
     }

@@ -8,13 +8,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-from iterate.errors import IterateError
-from iterate.manifest import Manifest
+from iterate.core.errors import IterateError
+from iterate.core.schema import KeypointSpec
 
-from .metrics import frame_interval, height_error, mean_sms, normalisers, pck_hits, summarise
+from reports.metrics import frame_interval, height_error, mean_sms, normalisers, pck_hits, summarise
 
 SMALL = 20  # frames: a stratum smaller than this is shown as too small to judge
 
@@ -38,18 +39,19 @@ def _fmt(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 2)
 
 
-def check_alpha(alpha: float) -> None:
+def check_alpha(alpha: float, name: str = "alpha") -> None:
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0 < alpha <= 1):
-        raise IterateError(f"--alpha must be a number in (0, 1] (PCKh's fraction of the normaliser), got {alpha}")
+        raise IterateError(f"{name} must be a number in (0, 1] (PCKh's fraction of the normaliser), got {alpha}")
 
 
-def evaluate(m: Manifest, es: EvalSet, alpha: float = 0.1) -> dict:
+def evaluate(spec: KeypointSpec, strata: Mapping[str, tuple[str, ...] | list[str]], es: EvalSet,
+             alpha: float = 0.1) -> dict:
     """All tables as one JSON-able dict (percentages). ``frames`` counts every labeled frame scored,
     ``frames_fallback`` those scored with the fallback normaliser; intervals are a bootstrap over frames."""
     check_alpha(alpha)
-    names = m.keypoints.names
-    kind = m.keypoints.normalizer.kind
-    norms = normalisers(es.gt, es.vis, m.keypoints.normalizer, names, es.head_boxes, es.boxes)
+    names = list(spec.names)
+    kind = spec.normalizer.kind
+    norms = normalisers(es.gt, es.vis, spec.normalizer, names, es.head_boxes, es.boxes)
     labeled = (es.vis > 0).any(1)
     usable = norms.scored & labeled
     notes = list(es.notes)
@@ -66,9 +68,9 @@ def evaluate(m: Manifest, es: EvalSet, alpha: float = 0.1) -> dict:
     hits = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], alpha)
     hits05 = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], 0.5)
     fb = norms.fallback[idx]
-    hj = [names.index(j) for j in m.keypoints.height_joints]
+    hj = spec.height_indices()
     overall = summarise(hits)
-    chains = [[names.index(j) for j in ch] for ch in m.keypoints.height_chain]
+    chains = [[names.index(j) for j in ch] for ch in spec.height_chain]
     herr = height_error(es.pred[idx], es.gt[idx], es.vis[idx], chains) if chains else np.full(len(idx), np.nan)
 
     def block(sel: np.ndarray) -> dict:
@@ -90,34 +92,45 @@ def evaluate(m: Manifest, es: EvalSet, alpha: float = 0.1) -> dict:
            "interval": "95 % bootstrap over frames (1,000 resamples, seeded)"}
     out["per_joint"] = {n: _fmt(v) for n, v in zip(names, overall.per_joint)}
     out["per_joint_count"] = {n: int((~np.isnan(hits[:, j])).sum()) for j, n in enumerate(names)}
-    strata = {}
-    attrs = [es.attributes[i] for i in idx]
-    for key, allowed in m.strata.items():
-        vals = []
-        unknown: dict[str, int] = {}
-        for a in attrs:
-            v = a.get(key)
-            if v is None:
-                vals.append("(not set)")
-            elif allowed and v not in allowed:
-                unknown[str(v)] = unknown.get(str(v), 0) + 1
-                vals.append("other")
-            else:
-                vals.append(str(v))
-        if unknown:
-            notes.append(f"{key}: value(s) not in the manifest counted under 'other': "
-                         + ", ".join(f"{k} ({n})" for k, n in sorted(unknown.items())))
+    out["strata"] = _strata_tables(strata, [es.attributes[i] for i in idx], block, out["pckh"], notes)
+    return out
+
+
+def _stratum_values(key: str, allowed, attrs: list[dict], notes: list[str]) -> list[str]:
+    """Each frame's value of one stratum; values the manifest does not list count as ``other`` (noted)."""
+    vals = []
+    unknown: dict[str, int] = {}
+    for a in attrs:
+        v = a.get(key)
+        if v is None:
+            vals.append("(not set)")
+        elif allowed and v not in allowed:
+            unknown[str(v)] = unknown.get(str(v), 0) + 1
+            vals.append("other")
+        else:
+            vals.append(str(v))
+    if unknown:
+        notes.append(f"{key}: value(s) not in the manifest counted under 'other': "
+                     + ", ".join(f"{k} ({n})" for k, n in sorted(unknown.items())))
+    return vals
+
+
+def _strata_tables(strata, attrs: list[dict], block, overall: float | None, notes: list[str]) -> dict:
+    """key → value → the same figures as the overall block, plus the gap to the overall PCKh."""
+    tables = {}
+    for key, allowed in strata.items():
+        allowed = list(allowed)
+        vals = _stratum_values(key, allowed, attrs, notes)
         arr = np.array(vals, dtype=object)
         rows = {}
-        for v in list(allowed) + sorted(set(vals) - set(allowed)):
+        for v in allowed + sorted(set(vals) - set(allowed)):
             sel = arr == v
             if sel.any():
                 r = block(sel)
-                r["gap"] = _fmt(r["pckh"] - out["pckh"]) if r["pckh"] is not None and out["pckh"] is not None else None
+                r["gap"] = _fmt(r["pckh"] - overall) if r["pckh"] is not None and overall is not None else None
                 rows[v] = r
-        strata[key] = rows
-    out["strata"] = strata
-    return out
+        tables[key] = rows
+    return tables
 
 
 # -- COCO files (iterate evaluate) -------------------------------------------------------------------
@@ -128,17 +141,17 @@ def _load(path: Path, what: str):
         raise IterateError(f"{path}: cannot read the {what} ({e})") from None
 
 
-def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
+def coco_evalset(spec: KeypointSpec, pred_path: Path, gt_path: Path) -> EvalSet:
     """Pair a COCO results file with COCO keypoint labels (by image id; several people: nearest prediction)."""
-    from iterate.coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco
+    from iterate.core.coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco
 
-    gt, order = read_coco(m, Path(gt_path))
+    gt, order = read_coco(spec, Path(gt_path))
     preds = _load(pred_path, "predictions")
     if isinstance(preds, dict) and "annotations" in preds:
         preds = preds["annotations"]
     if not isinstance(preds, list):
         raise IterateError(f"{pred_path}: expected a COCO results list [{{image_id, keypoints, score}}, …]")
-    k = m.keypoints.num_joints
+    k = spec.num_joints
     for i, p in enumerate(preds):
         if not isinstance(p, dict):
             raise IterateError(f"{pred_path}: predictions[{i}] is not an object {{image_id, keypoints, score}}")
@@ -163,7 +176,7 @@ def coco_evalset(m: Manifest, pred_path: Path, gt_path: Path) -> EvalSet:
         by_img.setdefault(p["image_id"], []).append(np.asarray([np.nan if v is None else v for v in kp], float).reshape(k, 3))
     P, G, V, A, I, HB = [], [], [], [], [], []
     for a in sorted(gt["annotations"], key=ann_key):
-        kps = np.asarray(coco_keypoints(m, a, order, Path(gt_path), image_size(gt, a["image_id"])), float)
+        kps = np.asarray(coco_keypoints(spec, a, order, Path(gt_path), image_size(gt, a["image_id"])), float)
         if not (kps[:, 2] > 0).any():
             continue
         cands = by_img.get(a["image_id"], [])

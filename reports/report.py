@@ -1,36 +1,24 @@
-"""`iterate report`: the round's gap report as Markdown + a JSON twin + PNG plots.
+"""The round's gap report as Markdown + a JSON twin + PNG plots, from data it is given.
 
-The JSON twin (`round-NN.json`) holds every table; the Markdown is rendered from it, so `--round N`
-re-renders an older round exactly. `focus.json` (the newest "next chunk focus") is what `iterate select`
-reads; `latest.md` links the newest report.
+The JSON twin (`round-NN.json`) holds every table; the Markdown is rendered from it, so an older round is
+re-rendered exactly. `focus.json` (the newest "next chunk focus") is what `iterate select` reads; `latest.md`
+links the newest report. Gathering the data (the ledger, the checkpoint, the pool) is the loop's job
+(``iterate.loop.report``); nothing here reads the ledger or a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from iterate.chunks import chunk_progress, current_chunk, labels_per_stratum
-from iterate.errors import IterateError
-from iterate.images import read_image
-from iterate.ledger import Ledger
-from iterate.manifest import Manifest
-from iterate.strata import StrataPredictor
-
-from .evaluation import EvalSet, check_alpha, evaluate
-from .focus import next_chunk_focus
-from .metrics import normalisers, pck_hits
-
-
-def reports_dir(m: Manifest) -> Path:
-    d = m.workspace_dir / "reports"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+from iterate.core.errors import IterateError
+from iterate.core.images import read_image
+from iterate.core.schema import KeypointSpec
+from reports.metrics import normalisers, pck_hits
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -39,33 +27,7 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _data_side(m: Manifest, ledger: Ledger) -> dict:
-    prog = chunk_progress(m, ledger)
-    cur = current_chunk(prog)
-    return {
-        "chunks": [{"chunk": c.index, "fraction": c.fraction, "target": c.target, "labeled": c.labeled,
-                    "pending": c.pending} for c in prog],
-        "current_chunk": cur.index, "frames": ledger.count_frames(),
-        "labels_train": len(ledger.current_labels(("pool", "train"))),
-        "labels_per_stratum": {k: {v: r for v, r in rows.items() if r} for k, rows in labels_per_stratum(m, ledger).items()},
-    }
-
-
-def _timeline(ledger: Ledger) -> list[dict]:
-    """Each model's val figures (from training) and its test figures (from the report written for it)."""
-    tests = {mid: s.get("test") or {} for mid, s in ledger.report_summaries().items()}
-    out = []
-    for md in ledger.models():
-        mt = md["metrics"]
-        t = tests.get(md["id"], {})
-        out.append({"model": md["id"], "labels": md["n_train"], "pckh01": mt.get("val_pckh01"),
-                    "pckh05": mt.get("val_pckh05"), "mean_sms01": mt.get("val_mean_sms01"),
-                    "test_pckh01": t.get("pckh"), "test_pckh05": t.get("pckh05"),
-                    "overfit01": mt.get("overfit01"), "created_at": md["created_at"]})
-    return out
-
-
-def _plot_timeline(tl: list[dict], path: Path) -> None:
+def plot_timeline(tl: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +52,7 @@ def _plot_timeline(tl: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_joints(per_joint: dict, overall: float, path: Path, alpha: float) -> None:
+def plot_joints(per_joint: dict, overall: float, path: Path, alpha: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,10 +80,9 @@ def _draw(img: np.ndarray, kps: np.ndarray, vis: np.ndarray, edges: list[tuple[i
             cv2.circle(img, tuple(int(v) for v in kps[j]), 2, color, -1, cv2.LINE_AA)
 
 
-def _contact_sheet(m: Manifest, frames: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, str]], path: Path) -> None:
+def contact_sheet(spec: KeypointSpec, frames: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, str]], path: Path) -> None:
     """frames: (image path, gt (K,2), vis (K,), pred (K,2), caption) → a grid PNG (labels green, model red)."""
-    names = m.keypoints.names
-    edges = [(names.index(a), names.index(b)) for a, b in m.keypoints.skeleton]
+    edges = [(spec.index(a), spec.index(b)) for a, b in spec.skeleton]
     cell, cols = 200, 4
     rows = max(1, (len(frames) + cols - 1) // cols)
     sheet = np.full((rows * (cell + 18), cols * cell, 3), 255, np.uint8)
@@ -140,59 +101,36 @@ def _contact_sheet(m: Manifest, frames: list[tuple[str, np.ndarray, np.ndarray, 
     cv2.imwrite(str(path), sheet)
 
 
-def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: float = 0.1,
-          progress=None) -> Path:
-    """Compute and write this round's report; or, with ``round_no`` of an older round, re-render it."""
-    check_alpha(alpha)
-    out_dir = reports_dir(m)
-    current = len(ledger.rounds())
-    if round_no is not None and round_no != current:
-        js = out_dir / f"round-{round_no:02d}.json"
-        if not js.is_file():
-            raise IterateError(f"no report for round {round_no} (have: "
-                               + ", ".join(sorted(p.stem for p in out_dir.glob("round-*.json"))) + ")")
-        data = json.loads(js.read_text())
-        md = out_dir / f"round-{round_no:02d}.md"
-        _atomic_write(md, render(data))
-        return md
-    n = current
-    data: dict = {"round": n, "project": m.project, "created_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "data": _data_side(m, ledger), "alpha": alpha, "focus_metric": m.selection.focus_metric}
-    model = ledger.latest_model()
-    tl = _timeline(ledger)
-    data["timeline"] = tl
-    stem = f"round-{n:02d}"
-    if model is None:
-        data["model"] = None
-    else:
-        data["model"] = {"id": model["id"], "path": model["path"], "n_train": model["n_train"],
-                         "config": model["config"], "metrics": model["metrics"]}
-        data.update(_model_side(m, ledger, model, alpha, out_dir, stem, progress))
-        for t in tl:
-            if t["model"] == model["id"] and data.get("test"):
-                t["test_pckh01"], t["test_pckh05"] = data["test"]["pckh"], data["test"]["pckh05"]
-        if len(tl) >= 1:
-            _plot_timeline(tl, out_dir / f"{stem}-timeline.png")
-            data["plots"]["timeline"] = f"{stem}-timeline.png"
-    js = out_dir / f"{stem}.json"
-    _atomic_write(js, json.dumps(data, indent=1, default=float))
+def rerender(out_dir: Path, round_no: int) -> Path:
+    """Render an older round's Markdown again from its JSON twin."""
+    js = out_dir / f"round-{round_no:02d}.json"
+    if not js.is_file():
+        raise IterateError(f"no report for round {round_no} (have: "
+                           + ", ".join(sorted(p.stem for p in out_dir.glob("round-*.json"))) + ")")
+    md = out_dir / f"round-{round_no:02d}.md"
+    _atomic_write(md, render(json.loads(js.read_text())))
+    return md
+
+
+def write_round(out_dir: Path, data: dict) -> Path:
+    """Write the round's JSON twin, its Markdown, ``focus.json`` (when there is a focus) and ``latest.md``."""
+    stem = f"round-{data['round']:02d}"
+    _atomic_write(out_dir / f"{stem}.json", json.dumps(data, indent=1, default=float))
     md = out_dir / f"{stem}.md"
     _atomic_write(md, render(data))
     if data.get("focus"):
-        _atomic_write(out_dir / "focus.json", json.dumps({"round": n, "model_id": model["id"], **data["focus"]}, indent=1))
+        _atomic_write(out_dir / "focus.json",
+                      json.dumps({"round": data["round"], "model_id": data["model"]["id"], **data["focus"]}, indent=1))
     latest = out_dir / "latest.md"
     tmp = out_dir / ".latest.md.tmp"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(md.name)
     os.replace(tmp, latest)
-    with ledger.transaction():
-        ledger.db.execute("INSERT INTO reports (round, path, model_id, summary, created_at) VALUES (?,?,?,?,?)",
-                          (n, str(md), model["id"] if model else None,
-                           json.dumps(_summary(data)), time.time()))
     return md
 
 
-def _summary(data: dict) -> dict:
+def summary(data: dict) -> dict:
+    """The figures the ledger keeps per report (val, and test when there is one)."""
     keys = ("pckh", "pckh05", "mean_sms", "frames", "frames_fallback")
     out = {k: (data.get("val") or {}).get(k) for k in keys}
     if data.get("test"):
@@ -200,92 +138,26 @@ def _summary(data: dict) -> dict:
     return out
 
 
-def _split_samples(ledger: Ledger, split: str):
-    from model.retrain import labeled_samples
-
-    return labeled_samples(ledger, (split,))
-
-
-def _split_arrays(samples) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarray]:
-    """Labels of one split as (gt (N, K, 2), visibility (N, K), attributes, head boxes (N, 4))."""
-    from model.evaluate import head_boxes
-
-    gt = np.stack([s.keypoints[:, :2] for s in samples])
-    vis = np.stack([s.keypoints[:, 2] for s in samples])
-    return gt, vis, [s.attributes for s in samples], head_boxes(samples)
-
-
-def _evaluate_split(m: Manifest, samples, p, alpha: float) -> dict:
-    gt, vis, attrs, hb = _split_arrays(samples)
-    return evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb,
-                               scores=p.scores), alpha)
-
-
-def evaluate_checkpoint(m: Manifest, ledger: Ledger, path: str | Path, split: str, alpha: float = 0.1) -> dict | None:
-    """One checkpoint (e.g. the base model, before any labels) on the ledger's labeled ``split``; None if empty."""
-    from model.infer import load_predictor
-
-    samples = _split_samples(ledger, split)
-    if not samples:
-        return None
-    return _evaluate_split(m, samples, load_predictor(path).predict(samples), alpha)
-
-
-def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir: Path, stem: str, progress) -> dict:
-    from model.data import Sample
-    from model.infer import load_predictor
-
-    pr = load_predictor(model["path"])  # the checkpoint's own inference path, as `iterate predict` runs it
-    samples = _split_samples(ledger, "val")
-    out: dict = {"plots": {}, "inference": pr.settings.describe()}
-    # the test split never picks a checkpoint or steers selection: its figures are the unbiased ones
-    test_samples = _split_samples(ledger, "test")
-    if test_samples:
-        out["test"] = _evaluate_split(m, test_samples, pr.predict(test_samples), alpha)
-    if not samples:
-        out["val"] = None
-        out["notes"] = ["no labeled val frames: add a `split: val` source to the manifest"]
-        return out
-    p = pr.predict(samples)
-    res = _evaluate_split(m, samples, p, alpha)
-    gt, vis, attrs, hb = _split_arrays(samples)
-    out["val"] = res
-    _plot_joints(res["per_joint"], res["pckh"] or 0.0, out_dir / f"{stem}-joints.png", alpha)
-    out["plots"]["joints"] = f"{stem}-joints.png"
-    # predicted strata of the unlabeled pool → next chunk focus
-    sp = StrataPredictor(m).fit(p.keypoints, p.scores, p.embeddings, attrs)
-    taken = ledger.labeled_frame_ids() | ledger.pending_frame_ids()
-    pool = [f for f in ledger.frames("pool") if f.id not in taken]
-    rng = np.random.default_rng(0)
-    if len(pool) > m.selection.max_pool_for_report:
-        pool = [pool[i] for i in sorted(rng.choice(len(pool), m.selection.max_pool_for_report, replace=False))]
-    if pool:
-        pp = pr.predict([Sample(f.path, None, f.id) for f in pool])
-        pool_strata = sp.predict(pp.keypoints, pp.scores, pp.embeddings)
-        unc = 1.0 - np.nanmean(pp.scores, axis=1)
-    else:
-        pool_strata, unc = [], np.zeros(0)
-    metric = m.selection.focus_metric
-    out["focus"] = next_chunk_focus(res["strata"], res.get(metric), pool_strata, unc, m.selection.explore, metric)
-    # contact sheet: the worst val frames of the two weakest strata
-    norm = normalisers(gt, vis, m.keypoints.normalizer, m.keypoints.names, hb).lengths
-    a = 0.5 if metric == "pckh05" else alpha
-    frame_score = np.full(len(samples), np.inf)
+def frame_scores(spec: KeypointSpec, pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, head_boxes: np.ndarray,
+                 alpha: float) -> np.ndarray:
+    """Each frame's share of labeled joints within ``alpha`` × its normaliser (inf where it has none)."""
+    norm = normalisers(gt, vis, spec.normalizer, list(spec.names), head_boxes).lengths
+    out = np.full(len(gt), np.inf)
     ok = norm > 0
     if ok.any():
-        hits = pck_hits(p.keypoints[ok], gt[ok], vis[ok], norm[ok], a)
-        frame_score[ok] = np.nanmean(np.where(np.isnan(hits), np.nan, hits), axis=1)
-    weak = [i for i in out["focus"]["items"] if i["gap"] > 0][:2] or out["focus"]["items"][:2]
+        hits = pck_hits(pred[ok], gt[ok], vis[ok], norm[ok], alpha)
+        out[ok] = np.nanmean(np.where(np.isnan(hits), np.nan, hits), axis=1)
+    return out
+
+
+def worst_frames(focus: dict, scores: np.ndarray, attrs: list[dict], per_stratum: int = 4) -> list[tuple[int, str]]:
+    """The worst-scored frames of the two weakest focus strata: (frame index, caption)."""
+    weak = [i for i in focus["items"] if i["gap"] > 0][:2] or focus["items"][:2]
     chosen = []
     for it in weak:
-        idx = [j for j in np.argsort(frame_score) if attrs[j].get(it["key"]) == it["value"] and np.isfinite(frame_score[j])]
-        for j in idx[:4]:
-            chosen.append((samples[j].path, gt[j], vis[j], p.keypoints[j],
-                           f"{it['key']}={it['value']} {100 * frame_score[j]:.0f}%"))
-    if chosen:
-        _contact_sheet(m, chosen, out_dir / f"{stem}-worst.png")
-        out["plots"]["worst"] = f"{stem}-worst.png"
-    return out
+        idx = [j for j in np.argsort(scores) if attrs[j].get(it["key"]) == it["value"] and np.isfinite(scores[j])]
+        chosen += [(int(j), f"{it['key']}={it['value']} {100 * scores[j]:.0f}%") for j in idx[:per_stratum]]
+    return chosen
 
 
 # -- Markdown ---------------------------------------------------------------------------------------
@@ -304,134 +176,134 @@ def _gap(x) -> str:
 
 
 def render(d: dict) -> str:
-    L: list[str] = []
+    """The report's Markdown, section by section, from its JSON twin."""
     a = d.get("alpha", 0.1)
-    L.append(f"# {d['project']}: round {d['round']} report")
-    L.append("")
     data = d["data"]
-    cur = data["current_chunk"]
-    L.append(f"Written {d['created_at']}. Chunk {cur} of {len(data['chunks'])} is current; "
-             f"{data['labels_train']} labeled training frames so far.")
-    L.append("")
+    L = [f"# {d['project']}: round {d['round']} report", "",
+         f"Written {d['created_at']}. Chunk {data['current_chunk']} of {len(data['chunks'])} is current; "
+         f"{data['labels_train']} labeled training frames so far.", ""]
     model = d.get("model")
     if model is None:
-        L.append("**No model yet.** Run `iterate retrain` once labels exist; the data side is shown below.")
-        L.append("")
+        L += ["**No model yet.** Run `iterate retrain` once labels exist; the data side is shown below.", ""]
     else:
-        cfg = model.get("config", {})
-        L.append(f"Model #{model['id']} (`{model['path']}`), trained on {model['n_train']} frames: "
-                 f"{cfg.get('backbone', '?')} {cfg.get('input_size', '?')}² → {cfg.get('heatmap_size', '?')}² heatmaps, "
-                 f"{_length(cfg)}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
-                 f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.")
-        L.append("")
-        v = d.get("val")
-        t = d.get("test")
-        if v or t:
-            mt = model.get("metrics", {})
-            L.append("## Summary")
-            L.append("")
-            L.append(f"| split | PCKh@{a} [95 %] | PCKh@0.5 [95 %] | MeanSmS@{a} | height error (median) | frames "
-                     "| on fallback normaliser | not scored |")
-            L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-            for name, r in (("val", v), ("test", t)):
-                if r:
-                    L.append(f"| {name} | {_pct(r['pckh'])} % [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
-                             f"{_pct(r['pckh05'])} % [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
-                             f"{_pct(r['mean_sms'])} % | {_pct(r['height_err_pct'])} % | {r['frames']} | "
-                             f"{r.get('frames_fallback', 0)} | {r.get('frames_unscored', 0)} |")
-            L.append("")
-            nm = (v or t).get("normaliser") or {}
-            L.append(f"Predictions: the checkpoint's own inference path ({d.get('inference', '?')}), exactly what "
-                     f"`iterate predict` writes. PCKh normaliser: {nm.get('kind', '?')}"
-                     + (f"; frames without one use the labeled joints' box diagonal × {nm['fallback_ratio']:.3f}"
-                        if nm.get("fallback_ratio") else "")
-                     + ". MeanSmS = mean of the height joints' per-joint PCKh. Intervals: 95 % bootstrap over frames.")
-            L.append("")
-            if t:
-                for note in t.get("notes", []):
-                    L.append(f"> test: {note}")
-                L.append("")
-            L.append(f"Overfit (train − val PCKh@0.1): {_gap(mt.get('overfit01'))} pts. The val split picks the best "
-                     "checkpoint and the tables below steer the next chunk, so its figures lean optimistic; the test "
-                     "split is used for nothing else.")
-            L.append("")
-        if v:
-            for note in v.get("notes", []):
-                L.append(f"> val: {note}")
-            L.append("")
-            L.append(f"## Per joint (PCKh@{a})")
-            L.append("")
-            L.append("| joint | PCKh | gap to overall | labeled |")
-            L.append("|---|---:|---:|---:|")
-            for j, val in v["per_joint"].items():
-                g = None if val is None or v["pckh"] is None else val - v["pckh"]
-                L.append(f"| {j} | {_pct(val)} | {_gap(g)} | {v['per_joint_count'][j]} |")
-            L.append("")
-            if d.get("plots", {}).get("joints"):
-                L.append(f"![per joint]({d['plots']['joints']})")
-                L.append("")
-            for key, rows in v["strata"].items():
-                L.append(f"## Per {key}")
-                L.append("")
-                L.append(f"| {key} | frames | on fallback | PCKh@{a} [95 %] | gap | PCKh@0.5 [95 %] | MeanSmS@{a} "
-                         "| height err | |")
-                L.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-                for val_name, r in rows.items():
-                    flag = "too small to judge" if r["small"] else ""
-                    L.append(f"| {val_name} | {r['frames']} | {r.get('frames_fallback', 0)} | "
-                             f"{_pct(r['pckh'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
-                             f"{_gap(r['gap'])} | {_pct(r['pckh05'])} [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
-                             f"{_pct(r['mean_sms'])} | {_pct(r['height_err_pct'])} | {flag} |")
-                L.append("")
+        L += _model_line(model)
+        L += _summary_section(d, a)
+        if d.get("val"):
+            L += _val_sections(d, a)
         elif d.get("notes"):
-            for note in d["notes"]:
-                L.append(f"> {note}")
-            L.append("")
-    tl = d.get("timeline") or []
-    if tl:
-        L.append("## Timeline")
-        L.append("")
-        L.append("| model | labels | val PCKh@0.1 | val PCKh@0.5 | val MeanSmS@0.1 | overfit | test PCKh@0.1 | test PCKh@0.5 |")
-        L.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for t in tl:
-            L.append(f"| {t['model']} | {t['labels']} | {_pct(t['pckh01'])} | {_pct(t['pckh05'])} | "
-                     f"{_pct(t['mean_sms01'])} | {_gap(t['overfit01'])} | {_pct(t.get('test_pckh01'))} | "
-                     f"{_pct(t.get('test_pckh05'))} |")
-        L.append("")
-        if d.get("plots", {}).get("timeline"):
-            L.append(f"![timeline]({d['plots']['timeline']})")
-            L.append("")
-    f = d.get("focus")
-    if f:
-        L.append("## Next chunk focus")
-        L.append("")
-        L.append(f"Ranked by gap × pool share × uncertainty (gap in {f['metric']} to the stratum's upper 95 % bound); "
-                 f"{f['explore']:.0%} of the budget stays random for exploration. Predicted over {f['pool_frames']} unlabeled frames.")
-        L.append("")
-        L.append("| rank | stratum | budget share | gap | pool share | uncertainty | why |")
-        L.append("|---:|---|---:|---:|---:|---:|---|")
-        for i, it in enumerate(f["items"], 1):
-            L.append(f"| {i} | {it['key']}={it['value']} | {it['budget_share']:.0%} | {it['gap']:.1f} | "
-                     f"{it['pool_share']:.0%} | {it['uncertainty']:.2f} | {it['reason']} |")
-        L.append("")
-        if d.get("plots", {}).get("worst"):
-            L.append("Worst val frames of the weakest strata (labels green, model red):")
-            L.append("")
-            L.append(f"![worst frames]({d['plots']['worst']})")
-            L.append("")
-    L.append("## Data")
+            L += [f"> {note}" for note in d["notes"]] + [""]
+    L += _timeline_section(d)
+    L += _focus_section(d)
+    L += _data_section(data)
+    return "\n".join(L) + "\n"
+
+
+def _model_line(model: dict) -> list[str]:
+    cfg = model.get("config", {})
+    return [f"Model #{model['id']} (`{model['path']}`), trained on {model['n_train']} frames: "
+            f"{cfg.get('backbone', '?')} {cfg.get('input_size', '?')}² → {cfg.get('heatmap_size', '?')}² heatmaps, "
+            f"{_length(cfg)}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
+            f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.", ""]
+
+
+def _summary_section(d: dict, a: float) -> list[str]:
+    v, t = d.get("val"), d.get("test")
+    if not (v or t):
+        return []
+    mt = d["model"].get("metrics", {})
+    L = ["## Summary", "",
+         f"| split | PCKh@{a} [95 %] | PCKh@0.5 [95 %] | MeanSmS@{a} | height error (median) | frames "
+         "| on fallback normaliser | not scored |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in (("val", v), ("test", t)):
+        if r:
+            L.append(f"| {name} | {_pct(r['pckh'])} % [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
+                     f"{_pct(r['pckh05'])} % [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
+                     f"{_pct(r['mean_sms'])} % | {_pct(r['height_err_pct'])} % | {r['frames']} | "
+                     f"{r.get('frames_fallback', 0)} | {r.get('frames_unscored', 0)} |")
+    nm = (v or t).get("normaliser") or {}
+    L += ["", f"Predictions: the checkpoint's own inference path ({d.get('inference', '?')}), exactly what "
+          f"`iterate predict` writes. PCKh normaliser: {nm.get('kind', '?')}"
+          + (f"; frames without one use the labeled joints' box diagonal × {nm['fallback_ratio']:.3f}"
+             if nm.get("fallback_ratio") else "")
+          + ". MeanSmS = mean of the height joints' per-joint PCKh. Intervals: 95 % bootstrap over frames.", ""]
+    if t:
+        L += [f"> test: {note}" for note in t.get("notes", [])] + [""]
+    L += [f"Overfit (train − val PCKh@0.1): {_gap(mt.get('overfit01'))} pts. The val split picks the best "
+          "checkpoint and the tables below steer the next chunk, so its figures lean optimistic; the test "
+          "split is used for nothing else.", ""]
+    return L
+
+
+def _val_sections(d: dict, a: float) -> list[str]:
+    v = d["val"]
+    L = [f"> val: {note}" for note in v.get("notes", [])] + [""]
+    L += [f"## Per joint (PCKh@{a})", "", "| joint | PCKh | gap to overall | labeled |", "|---|---:|---:|---:|"]
+    for j, val in v["per_joint"].items():
+        g = None if val is None or v["pckh"] is None else val - v["pckh"]
+        L.append(f"| {j} | {_pct(val)} | {_gap(g)} | {v['per_joint_count'][j]} |")
     L.append("")
-    L.append("| chunk | fraction | target | labeled | pending |")
-    L.append("|---:|---:|---:|---:|---:|")
+    if d.get("plots", {}).get("joints"):
+        L += [f"![per joint]({d['plots']['joints']})", ""]
+    for key, rows in v["strata"].items():
+        L += [f"## Per {key}", "",
+              f"| {key} | frames | on fallback | PCKh@{a} [95 %] | gap | PCKh@0.5 [95 %] | MeanSmS@{a} | height err | |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for val_name, r in rows.items():
+            flag = "too small to judge" if r["small"] else ""
+            L.append(f"| {val_name} | {r['frames']} | {r.get('frames_fallback', 0)} | "
+                     f"{_pct(r['pckh'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
+                     f"{_gap(r['gap'])} | {_pct(r['pckh05'])} [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
+                     f"{_pct(r['mean_sms'])} | {_pct(r['height_err_pct'])} | {flag} |")
+        L.append("")
+    return L
+
+
+def _timeline_section(d: dict) -> list[str]:
+    tl = d.get("timeline") or []
+    if not tl:
+        return []
+    L = ["## Timeline", "",
+         "| model | labels | val PCKh@0.1 | val PCKh@0.5 | val MeanSmS@0.1 | overfit | test PCKh@0.1 | test PCKh@0.5 |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t in tl:
+        L.append(f"| {t['model']} | {t['labels']} | {_pct(t['pckh01'])} | {_pct(t['pckh05'])} | "
+                 f"{_pct(t['mean_sms01'])} | {_gap(t['overfit01'])} | {_pct(t.get('test_pckh01'))} | "
+                 f"{_pct(t.get('test_pckh05'))} |")
+    L.append("")
+    if d.get("plots", {}).get("timeline"):
+        L += [f"![timeline]({d['plots']['timeline']})", ""]
+    return L
+
+
+def _focus_section(d: dict) -> list[str]:
+    f = d.get("focus")
+    if not f:
+        return []
+    L = ["## Next chunk focus", "",
+         f"Ranked by gap × pool share × uncertainty (gap in {f['metric']} to the stratum's upper 95 % bound); "
+         f"{f['explore']:.0%} of the budget stays random for exploration. Predicted over {f['pool_frames']} unlabeled "
+         "frames.", "",
+         "| rank | stratum | budget share | gap | pool share | uncertainty | why |",
+         "|---:|---|---:|---:|---:|---:|---|"]
+    for i, it in enumerate(f["items"], 1):
+        L.append(f"| {i} | {it['key']}={it['value']} | {it['budget_share']:.0%} | {it['gap']:.1f} | "
+                 f"{it['pool_share']:.0%} | {it['uncertainty']:.2f} | {it['reason']} |")
+    L.append("")
+    if d.get("plots", {}).get("worst"):
+        L += ["Worst val frames of the weakest strata (labels green, model red):", "",
+              f"![worst frames]({d['plots']['worst']})", ""]
+    return L
+
+
+def _data_section(data: dict) -> list[str]:
+    L = ["## Data", "", "| chunk | fraction | target | labeled | pending |", "|---:|---:|---:|---:|---:|"]
     for c in data["chunks"]:
         L.append(f"| {c['chunk']} | {c['fraction']:.0%} | {c['target']} | {c['labeled']} | {c['pending']} |")
-    L.append("")
-    L.append("Frames: " + ", ".join(f"{k} {v}" for k, v in sorted(data["frames"].items())))
-    L.append("")
+    L += ["", "Frames: " + ", ".join(f"{k} {v}" for k, v in sorted(data["frames"].items())), ""]
     for key, rows in data["labels_per_stratum"].items():
-        L.append(f"| labels per {key} | pool | train | val | test |")
-        L.append("|---|---:|---:|---:|---:|")
+        L += [f"| labels per {key} | pool | train | val | test |", "|---|---:|---:|---:|---:|"]
         for val_name, r in rows.items():
             L.append(f"| {val_name} | {r.get('pool', 0)} | {r.get('train', 0)} | {r.get('val', 0)} | {r.get('test', 0)} |")
         L.append("")
-    return "\n".join(L) + "\n"
+    return L

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from iterate.loop.settings import studio_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ITERATE_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
@@ -71,22 +72,22 @@ def studio_manifest(tmp: Path, port: int, sources: list[dict], title: str, **ove
 def studio(tmp_path_factory):
     """A real local Label Studio 1.23.2 (from .venv-studio), started once; a template data dir makes it fast."""
     from annotation import server
-    from iterate.manifest import load_manifest
+    from iterate.core.manifest import load_manifest
 
     os.environ[STUDIO_TOKEN_ENV] = STUDIO_TOKEN
     if not (TEMPLATE / "label_studio.sqlite3").exists():  # first run on this machine: migrate once (≈ 1 min)
         tdir = tmp_path_factory.mktemp("ls-template")
         tm = load_manifest(studio_manifest(tdir, _free_port(), [], "template"))
-        server.start(tm)
-        server.stop(tm)
+        server.start(studio_settings(tm))
+        server.stop(studio_settings(tm))
         TEMPLATE.parent.mkdir(parents=True, exist_ok=True)
         import shutil
 
-        shutil.copytree(server.data_dir(tm), TEMPLATE, ignore=shutil.ignore_patterns("server.pid", "server.log"),
+        shutil.copytree(server.data_dir(studio_settings(tm)), TEMPLATE, ignore=shutil.ignore_patterns("server.pid", "server.log"),
                         dirs_exist_ok=True)
     tmp = tmp_path_factory.mktemp("studio")
     port = _free_port()
     m = load_manifest(studio_manifest(tmp, port, [], "session"))
-    server.start(m, template=TEMPLATE)
+    server.start(studio_settings(m), template=TEMPLATE)
     yield {"port": port, "manifest": m}
-    server.stop(m)
+    server.stop(studio_settings(m))

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from iterate.manifest import AugmentSettings
+from iterate.core.manifest import AugmentSettings
 from model import augment as aug
 from model.codec import DarkCodec
 from model.data import PoseDataset, Sample

@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import LSPET, REPO, lsp_manifest, lspet_subset
 

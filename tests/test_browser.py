@@ -12,11 +12,12 @@ from annotation.client import Studio
 from annotation.push import push
 from annotation.server import DEFAULT_USER
 from annotation.sync import sync_labels
-from iterate.ingest import ingest
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.loop.ingest import ingest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import SHARED, STUDIO_TOKEN, studio_manifest
+from iterate.loop.settings import labeling, studio_settings
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -67,8 +68,8 @@ def test_annotator_in_the_browser(tmp_path, studio, browser):
     m = load_manifest(p)
     led = Ledger(m.workspace_dir)
     ingest(m, led)
-    st = Studio.from_manifest(m)
-    s = push(m, led, st, [f.id for f in led.frames("pool")])
+    st = Studio.from_settings(studio_settings(m))
+    s = push(labeling(m), led, st, [f.id for f in led.frames("pool")])
     tid = led.db.execute("SELECT task_id FROM tasks").fetchone()[0]
     base = m.label_studio.url
     wait = WebDriverWait(browser, 60)
@@ -102,7 +103,7 @@ def test_annotator_in_the_browser(tmp_path, studio, browser):
     time.sleep(0.3)
     browser.find_element(By.CSS_SELECTOR, "button[data-testid=bottombar-submit-button]").click()
     wait.until(lambda d: st.tasks(s.project_id)[0].get("total_annotations", 0) >= 1)
-    r = sync_labels(m, led, st)
+    r = sync_labels(labeling(m), led, st)
     assert (r.new, r.invalid) == (1, [])
     (f, lab), = led.current_labels()
     names = m.keypoints.names

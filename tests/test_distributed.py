@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from iterate.ingest import ingest
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.loop.ingest import ingest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import LSPET, lsp_manifest, lspet_subset
 

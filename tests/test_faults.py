@@ -16,12 +16,13 @@ from annotation.client import Studio, StudioError
 from annotation.oracle import autolabel
 from annotation.push import push
 from iterate.cli import app
-from iterate.ingest import ingest
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.loop.ingest import ingest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 from model.checkpoints import load_file
 
 from conftest import LSPET, STUDIO_TOKEN_ENV, lsp_manifest, lspet_subset, studio_manifest
+from iterate.loop.settings import labeling, studio_settings
 
 BIN = Path(sys.executable).parent
 
@@ -81,9 +82,9 @@ def _studio_project(tmp, lspet_coco, studio, title, ids):
 def test_kill9_during_sync_then_rerun_loses_and_duplicates_nothing(tmp_path, lspet_coco, studio):
     p, m, coco = _studio_project(tmp_path, lspet_coco, studio, "kill-sync", range(7701, 7741))
     with Ledger(m.workspace_dir) as led:
-        st = Studio.from_manifest(m)
-        push(m, led, st, [f.id for f in led.frames("pool")])
-        assert autolabel(m, led, st, coco).answered == 40
+        st = Studio.from_settings(studio_settings(m))
+        push(labeling(m), led, st, [f.id for f in led.frames("pool")])
+        assert autolabel(labeling(m), led, st, coco).answered == 40
     for delay in (0.3, 1.0):
         proc = subprocess.Popen([str(BIN / "iterate"), "sync-labels", "-m", str(p)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env={**os.environ})
@@ -112,14 +113,14 @@ def test_server_restarted_mid_push_finishes_without_duplicates(tmp_path, lspet_c
         out = real_import(self, pid, tasks)
         calls.append(len(tasks))
         if len(calls) == 2:  # the server goes down right after accepting the second batch
-            server.stop(sm)
+            server.stop(studio_settings(sm))
         return out
 
     st = Studio(m.label_studio.url, STUDIO_TOKEN_ENV, retries=1, backoff=0.1)
     Studio.import_tasks = import_then_die
     try:
         with pytest.raises(StudioError, match="not reachable"):
-            push_mod.push(m, led, st, ids)
+            push_mod.push(labeling(m), led, st, ids)
     finally:
         Studio.import_tasks = real_import
     assert led.db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 8  # the two completed batches are kept
@@ -127,10 +128,10 @@ def test_server_restarted_mid_push_finishes_without_duplicates(tmp_path, lspet_c
     # make that state (drop batch 2's rows), which only a kill at exactly that instant would produce
     with led.transaction():
         led.db.execute("DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks ORDER BY task_id DESC LIMIT 4)")
-    server.start(sm)
-    s = push_mod.push(m, led, Studio.from_manifest(m), ids)
+    server.start(studio_settings(sm))
+    s = push_mod.push(labeling(m), led, Studio.from_settings(studio_settings(m)), ids)
     assert s.recovered == 4 and s.pushed == 2  # batch 2 reconciled from the server, the last batch imported
-    tasks = Studio.from_manifest(m).tasks(s.project_id, fields="task_only")
+    tasks = Studio.from_settings(studio_settings(m)).tasks(s.project_id, fields="task_only")
     frame_ids = [t["data"]["frame_id"] for t in tasks]
     assert sorted(frame_ids) == sorted(ids)  # every frame exactly once on the server
     assert led.db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 10

@@ -17,10 +17,11 @@ import numpy as np
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import LSPET, lsp_manifest
+from iterate.loop.settings import train_setup
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -67,7 +68,7 @@ def test_predict_on_an_un_nameable_file_does_not_crash(tmp_path):
     d = _folder(tmp_path)
     m = load_manifest(lsp_manifest(tmp_path, []))
     ck = tmp_path / "net.pt"
-    save_atomic(checkpoint_dict(build_model("hrnet_w18_small", 14, 128, 32), m), ck)
+    save_atomic(checkpoint_dict(build_model("hrnet_w18_small", 14, 128, 32), train_setup(m)), ck)
     out = tmp_path / "preds.json"
     r = subprocess.run([sys.executable, "-m", "iterate.cli", "predict", "--model", str(ck), str(d), "--out", str(out)],
                        capture_output=True, text=True, timeout=300)

@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.errors import IterateError
-from iterate.ingest import dhash, ingest
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.core.errors import IterateError
+from iterate.loop.ingest import dhash, ingest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import LSPET, SHARED, lsp_manifest, lspet_subset
 

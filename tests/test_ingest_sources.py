@@ -9,8 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import REPO, SHARED
 
@@ -116,7 +116,7 @@ def test_sleap_user_labeled_frames_in_skeleton_order(tmp_path):
     """The dance clip's .slp: user-labeled instances only, nodes by name. The points are stored in the skeleton's
     node order: the nose is at the top of the dancer, the ankles at the bottom (the file's global node list is
     another order — reading by it puts the nose at the ankle)."""
-    from iterate.presets import PRESETS
+    from iterate.core.presets import PRESETS
 
     d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
     coco17 = PRESETS["coco17"]

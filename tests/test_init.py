@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.manifest import load_manifest
+from iterate.core.manifest import load_manifest
 
 from conftest import SHARED
 

@@ -2,8 +2,8 @@ import sqlite3
 
 import pytest
 
-from iterate.errors import BusyError
-from iterate.ledger import SCHEMA_VERSION, Frame, Ledger
+from iterate.core.errors import BusyError
+from iterate.core.ledger import SCHEMA_VERSION, Frame, Ledger
 
 
 def _frame(i: int, split: str = "pool") -> Frame:
@@ -69,7 +69,7 @@ def test_second_writer_gets_busy(tmp_path):
 def test_v1_ledger_is_migrated_in_place_keeping_its_labels(tmp_path):
     import sqlite3
 
-    from iterate.ledger import _MIGRATIONS
+    from iterate.core.ledger import _MIGRATIONS
 
     db = sqlite3.connect(tmp_path / "ledger.sqlite")
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")

@@ -3,8 +3,8 @@ import yaml
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.errors import ManifestError
-from iterate.manifest import load_manifest
+from iterate.core.errors import ManifestError
+from iterate.core.manifest import load_manifest
 
 from conftest import REPO
 

@@ -7,12 +7,13 @@ import yaml
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.manifest import Normalizer, load_manifest
+from iterate.core.manifest import Normalizer, load_manifest
 from reports.evaluation import EvalSet, coco_evalset, evaluate
 from reports.metrics import (frame_interval, height_error, mean_sms, normalisers, pck_hits, skeleton_height, summarise,
                              wilson)
 
 from conftest import REPO, SHARED
+from iterate.loop.settings import keypoint_spec, strata
 
 
 def test_pckh_hand_computed_with_unlabeled_joint():
@@ -69,7 +70,7 @@ def test_posetrack18_head_boxes_against_hand_values():
                 hand_hits += off[j] <= radius
     pp = __import__("pathlib").Path(tmp) / "preds.json"
     pp.write_text(json.dumps(preds))
-    res = evaluate(m, coco_evalset(m, pp, path), 0.1)
+    res = evaluate(keypoint_spec(m), strata(m), coco_evalset(keypoint_spec(m), pp, path), 0.1)
     assert res["joints"] == hand_total
     assert res["pckh"] == pytest.approx(100 * hand_hits / hand_total, abs=0.01)
     assert 0 < hand_hits < hand_total  # the offsets straddle the radius: a real test
@@ -94,7 +95,7 @@ def test_mean_sms_and_height_error_on_constructed_skeleton(tmp_path):
     pred[0, names.index("left_ankle"), 1] += 12
     assert height_error(pred, gt, vis, chains)[0] == pytest.approx(12 / h * 100)
     es = EvalSet(pred, gt, vis, [{"posture": "upright", "occlusion": "none"}], ["f"])
-    res = evaluate(m, es, 0.1)  # radius 2 px: only the ankles miss
+    res = evaluate(keypoint_spec(m), strata(m), es, 0.1)  # radius 2 px: only the ankles miss
     assert res["per_joint"]["right_ankle"] == 0 and res["per_joint"]["head_top"] == 100
     assert res["mean_sms"] == pytest.approx(100 * 6 / 8, abs=0.01)  # 8 height joints, 2 missed
     assert res["pckh"] == pytest.approx(100 * 12 / 14, abs=0.01)
@@ -110,7 +111,7 @@ def test_strata_tables_sum_back_and_other(tmp_path):
     pred = gt + rng.normal(0, 3, size=gt.shape)
     postures = ["upright", "inverted", "sideways"]
     attrs = [{"posture": postures[i % 3], "occlusion": "none"} for i in range(n)]
-    res = evaluate(m, EvalSet(pred, gt, vis, attrs, list(range(n))), 0.5)
+    res = evaluate(keypoint_spec(m), strata(m), EvalSet(pred, gt, vis, attrs, list(range(n))), 0.5)
     rows = res["strata"]["posture"]
     assert "other" in rows and "sideways" in " ".join(res["notes"])
     assert sum(r["frames"] for r in rows.values()) == res["frames"]
@@ -118,7 +119,7 @@ def test_strata_tables_sum_back_and_other(tmp_path):
     weighted = sum(r["pckh"] * r["joints"] for r in rows.values()) / res["joints"]
     assert weighted == pytest.approx(res["pckh"], abs=0.05)
     assert not any(r["small"] for r in rows.values())  # 20 frames each: just large enough to judge
-    small = evaluate(m, EvalSet(pred[:12], gt[:12], vis[:12], attrs[:12], list(range(12))), 0.5)
+    small = evaluate(keypoint_spec(m), strata(m), EvalSet(pred[:12], gt[:12], vis[:12], attrs[:12], list(range(12))), 0.5)
     assert all(r["small"] for r in small["strata"]["posture"].values())  # 4 frames each: too small
     lo, hi = wilson(5, 6)
     assert lo < 83.4 < hi and hi - lo > 40  # six frames: a wide interval
@@ -185,7 +186,7 @@ def test_frames_without_a_normaliser_get_the_fallback_and_are_counted():
     vis = np.full((n, 14), 2)
     vis[:6, 13] = 0  # six frames without head_top: no head segment
     pred = gt + rng.normal(0, 4, size=gt.shape)
-    res = evaluate(m, EvalSet(pred, gt, vis, [{}] * n, list(range(n))), 0.5)
+    res = evaluate(keypoint_spec(m), strata(m), EvalSet(pred, gt, vis, [{}] * n, list(range(n))), 0.5)
     assert res["frames"] == n and res["frames_fallback"] == 6 and res["frames_unscored"] == 0
     names = m.keypoints.names
     seg = np.linalg.norm(gt[6:, names.index("neck")] - gt[6:, names.index("head_top")], axis=1)
@@ -194,7 +195,7 @@ def test_frames_without_a_normaliser_get_the_fallback_and_are_counted():
     assert any("fallback" in note for note in res["notes"])
     none = m.keypoints.normalizer.model_copy(update={"fallback": "none"})
     m2 = m.model_copy(update={"keypoints": m.keypoints.model_copy(update={"normalizer": none})})
-    res2 = evaluate(m2, EvalSet(pred, gt, vis, [{}] * n, list(range(n))), 0.5)
+    res2 = evaluate(keypoint_spec(m2), strata(m2), EvalSet(pred, gt, vis, [{}] * n, list(range(n))), 0.5)
     assert res2["frames"] == n - 6 and res2["frames_unscored"] == 6 and "not scored" in " ".join(res2["notes"])
 
 
@@ -206,10 +207,10 @@ def test_missing_predictions_are_misses_not_dropped_frames():
     pred = gt.copy()
     pred[0, :2] = np.nan  # two joints of one frame have no prediction
     pred[1] = 1e4        # a frame that is wrong everywhere
-    res = evaluate(m, EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
+    res = evaluate(keypoint_spec(m), strata(m), EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
     assert res["frames"] == 3
     assert res["pckh"] == pytest.approx(100 * (12 + 0 + 14) / 42, abs=0.01)
     pred[0] = np.nan  # a whole frame without a prediction still counts, all misses
-    res = evaluate(m, EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
+    res = evaluate(keypoint_spec(m), strata(m), EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
     assert res["frames"] == 3 and res["pckh"] == pytest.approx(100 * 14 / 42, abs=0.01)
     assert any("no prediction" in note for note in res["notes"])

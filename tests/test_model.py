@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from iterate.errors import IterateError
-from iterate.manifest import load_manifest
+from iterate.core.errors import IterateError
+from iterate.core.manifest import load_manifest
 from model.checkpoints import MPII_JOINTS, load_file, load_into, model_from_checkpoint, save_atomic
 from model.codec import DarkCodec
 from model.data import Sample

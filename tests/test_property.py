@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import LSPET, REPO, lsp_manifest
 

@@ -6,13 +6,14 @@ import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.ingest import ingest
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
-from model.retrain import retrain
-from reports.report import evaluate_checkpoint
+from iterate.loop.ingest import ingest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
+from iterate.loop.retrain import retrain
+from iterate.loop.report import evaluate_checkpoint
 
 from conftest import LSPET, lsp_manifest, lspet_subset
+from iterate.loop.settings import train_setup
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +133,10 @@ def test_one_figure_everywhere_predict_evaluate_report_timeline_retrain(project,
 
 def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
     """PoseTrack's `bbox_head`: stored at ingest, used by the report; a frame without one uses the fallback."""
-    from iterate.init import guess_flip_pairs
+    from iterate.core.schema import guess_flip_pairs
     from model.checkpoints import save_atomic
     from model.hrnet import build_model
-    from model.retrain import labeled_samples
+    from iterate.loop.retrain import labeled_samples
     from model.train import checkpoint_dict
 
     from conftest import SHARED
@@ -166,7 +167,7 @@ def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
         torch.manual_seed(0)
         net = build_model("hrnet_w18_small", len(names), 128, 32)
         ck = tmp_path / "random.pt"
-        save_atomic(checkpoint_dict(net, m), ck)
+        save_atomic(checkpoint_dict(net, train_setup(m)), ck)
         with led.transaction():
             led.add_model(str(ck), parent_id=None, n_train=0, config={}, metrics={})
     r = CliRunner().invoke(app, ["report", "-m", str(p)])

@@ -7,8 +7,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.commands.demo import demo_workspace
-from iterate.manifest import load_manifest
+from iterate.loop.demo import demo_workspace
+from iterate.core.manifest import load_manifest
 
 from conftest import LSPET, REPO, STUDIO_TOKEN, lspet_subset, studio_manifest
 

@@ -8,13 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.errors import IterateError
-from iterate.ingest import ingest
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
-from iterate.select import choose, select
+from iterate.core.errors import IterateError
+from iterate.loop.ingest import ingest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
+from iterate.loop.select import select
+from iterate.selection import strategies
 from iterate.selection import balance, diversity
-from model.retrain import retrain
+from iterate.loop.retrain import retrain
 
 from conftest import LSPET, lsp_manifest, lspet_subset
 
@@ -55,8 +56,7 @@ def test_select_with_model_excludes_labeled_and_pending_and_caches(proj):
             for f in pool[:2]:
                 led.add_label(f.id, [[1.0, 1.0, 2]] * 14, source="test")
             for i, f in enumerate(pool[2:5]):
-                led.db.execute("INSERT INTO tasks (frame_id, project_id, task_id, status, updated_at) VALUES (?,?,?,?,?)",
-                               (f.id, 99, i + 1, "pending", time.time()))
+                led.add_task(f.id, 99, i + 1)
         excluded = {f.id for f in pool[:5]}
         t0 = time.time()
         sel = select(m, led, 20, strategy="diversity", push=False)
@@ -82,8 +82,7 @@ def test_kcenter_batch_is_more_spread_than_random(proj):
     rng = np.random.default_rng(0)
     rand = [diversity.min_pairwise_distance(emb[rng.choice(len(emb), k, replace=False)]) for _ in range(20)]
     assert spread > np.median(rand)
-    rows, why, _ = choose("diversity", k, len(emb), combined=np.zeros(len(emb)), emb=emb, seeds=None, blocked=None,
-                          strata=None, focus=None, explore=0.1, rng=rng)
+    rows = strategies.choose("diversity", k, strategies.Pool(len(emb), rng, combined=np.zeros(len(emb)), emb=emb)).rows
     assert len(set(rows)) == k
 
 
@@ -122,7 +121,7 @@ def test_strata_shares_follow_the_focus(proj):
 
 
 def test_strata_state_round_trip(tmp_path):
-    from iterate.strata import StrataPredictor
+    from iterate.selection.strata import StrataPredictor
 
     m = load_manifest(lsp_manifest(tmp_path, [], strata={"occlusion": ["none", "partial", "heavy"],
                                                           "scene": ["indoor", "outdoor"]}))
@@ -131,8 +130,8 @@ def test_strata_state_round_trip(tmp_path):
     emb[:, 0] += np.where(emb[:, 0] > 0, 2.0, -2.0)  # two separable scenes
     scores = rng.uniform(size=(40, 14))
     attrs = [{"scene": "indoor" if e[0] > 0 else "outdoor", "occlusion": "partial"} for e in emb]
-    sp = StrataPredictor(m).fit(np.zeros((40, 14, 2)), scores, emb, attrs)
-    back = StrataPredictor.from_state(m, json.loads(json.dumps(sp.state())))
+    sp = StrataPredictor(m.strata, m.keypoints.names).fit(np.zeros((40, 14, 2)), scores, emb, attrs)
+    back = StrataPredictor.from_state(m.strata, m.keypoints.names, json.loads(json.dumps(sp.state())))
     assert back.threshold == sp.threshold and "scene" in back.classifiers
     kps = np.zeros((40, 14, 2))
     assert back.predict(kps, scores, emb) == sp.predict(kps, scores, emb)

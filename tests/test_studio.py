@@ -16,11 +16,12 @@ from annotation.push import push
 from annotation import sync as sync_mod
 from annotation.sync import sync_labels
 from iterate.cli import app
-from iterate.ingest import ingest
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.loop.ingest import ingest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import LSPET, SHARED, STUDIO_TOKEN, STUDIO_TOKEN_ENV, lspet_subset, studio_manifest
+from iterate.loop.settings import labeling, studio_settings
 
 UI = SHARED / "label_studio_ui"
 
@@ -56,7 +57,7 @@ def test_parse_real_ui_export(tmp_path):
     m = _ui_manifest(tmp_path)
     tasks = {t["id"]: t for t in json.loads((UI / "export_full_json.json").read_text())}
     ann = tasks[1]["annotations"][0]
-    kps, attrs = parse_result(m, ann["result"])
+    kps, attrs = parse_result(labeling(m), ann["result"])
     assert kps[1][:2] == pytest.approx([212.987, 137.013], abs=1e-3) and kps[1][2] == 2  # neck, visible
     assert kps[0][2] == 1  # head_top marked occluded in the UI
     assert kps[0][:2] == pytest.approx([101, 47], abs=1.0)
@@ -69,11 +70,11 @@ def test_parse_real_ui_export(tmp_path):
 def test_oracle_writes_the_shape_the_ui_writes(tmp_path):
     m = _ui_manifest(tmp_path)
     ui = json.loads((UI / "export_full_json.json").read_text())[0]["annotations"][0]["result"]
-    mine = to_result(m, [[101, 47, 1], [213, 137, 2], [0, 0, 0]], 400, 300, {"posture": "side"})
+    mine = to_result(labeling(m), [[101, 47, 1], [213, 137, 2], [0, 0, 0]], 400, 300, {"posture": "side"})
     def shape(items):
         return sorted((i["type"], i["from_name"], tuple(sorted(i)), tuple(sorted(i["value"]))) for i in items)
     assert shape(mine) == shape(ui)
-    back, attrs = parse_result(m, mine)
+    back, attrs = parse_result(labeling(m), mine)
     assert np.allclose(back, [[101, 47, 1], [213, 137, 2], [0, 0, 0]]) and attrs == {"posture": "side"}
 
 
@@ -84,19 +85,19 @@ def test_oracle_writes_the_shape_the_ui_writes(tmp_path):
 ])
 def test_bad_annotations_are_named(tmp_path, bad, reason):
     m = _ui_manifest(tmp_path)
-    r = to_result(m, [[101, 47, 2], [213, 137, 2], [0, 0, 0]], 400, 300)
+    r = to_result(labeling(m), [[101, 47, 2], [213, 137, 2], [0, 0, 0]], 400, 300)
     bad(r)
     with pytest.raises(BadAnnotation, match=reason):
-        parse_result(m, r)
+        parse_result(labeling(m), r)
 
 
 def test_label_config_is_valid_for_the_sdk(tmp_path):
     from label_studio_sdk.label_interface import LabelInterface
 
     m = load_manifest(Path(__file__).parents[1] / "data_manifest.yaml")
-    iface = LabelInterface(label_config(m))
+    iface = LabelInterface(label_config(labeling(m)))
     pred = {"model_version": "t", "score": 0.5,
-            "result": to_result(m, [[10, 10, 2]] * 14, 100, 100, {"posture": "upright"}, origin="prediction")}
+            "result": to_result(labeling(m), [[10, 10, 2]] * 14, 100, 100, {"posture": "upright"}, origin="prediction")}
     assert iface.validate_prediction(pred, return_errors=True) == []
     pred["result"][0]["value"]["keypointlabels"] = ["left_toe"]
     assert iface.validate_prediction(pred, return_errors=True)
@@ -105,17 +106,17 @@ def test_label_config_is_valid_for_the_sdk(tmp_path):
 # -- against the real server ---------------------------------------------------------------------------
 def test_push_autolabel_sync_round_trip(tmp_path, lspet_coco, studio):
     m, led, coco = _project(tmp_path, lspet_coco, studio, "roundtrip")
-    st = Studio.from_manifest(m)
+    st = Studio.from_settings(studio_settings(m))
     frames = led.frames("pool")
     preds = {f.id: (np.full((14, 2), 20.0), np.full(14, 0.5)) for f in frames}
-    s = push(m, led, st, [f.id for f in frames], predictions=preds, model_version="m-test")
+    s = push(labeling(m), led, st, [f.id for f in frames], predictions=preds, model_version="m-test")
     assert (s.pushed, s.batches, s.refused) == (10, 3, [])  # batch_size 4
-    assert push(m, led, st, [f.id for f in frames], predictions=preds).pushed == 0  # re-push: nothing new
+    assert push(labeling(m), led, st, [f.id for f in frames], predictions=preds).pushed == 0  # re-push: nothing new
     tasks = st.tasks(s.project_id)
     assert len(tasks) == 10 and all(t["total_predictions"] == 1 for t in tasks)
     assert st.project(s.project_id)["model_version"] == "m-test"
-    assert autolabel(m, led, st, coco).answered == 10
-    r = sync_labels(m, led, st)
+    assert autolabel(labeling(m), led, st, coco).answered == 10
+    r = sync_labels(labeling(m), led, st)
     assert (r.new, r.invalid) == (10, [])
     gt = _gt(coco)
     for f, lab in led.current_labels(("pool",)):
@@ -125,14 +126,14 @@ def test_push_autolabel_sync_round_trip(tmp_path, lspet_coco, studio):
         np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-6)  # exact pixels back
         assert (got[:, 2] > 0).tolist() == (want[:, 2] > 0).tolist()
         assert lab.attributes == a["attributes"] and lab.source == "labelstudio" and lab.ls_task_id
-    again = sync_labels(m, led, st)
+    again = sync_labels(labeling(m), led, st)
     assert (again.new, again.updated) == (0, 0)
     assert len(led.db.execute("SELECT * FROM labels").fetchall()) == 10  # nothing duplicated
     # an edited annotation becomes a new version; the old one stays in the history
     f0, lab0 = led.current_labels(("pool",))[0]
-    res = to_result(m, [[x + 3.0, y, 1 if v else 0] for x, y, v in lab0.keypoints], f0.width, f0.height, lab0.attributes)
+    res = to_result(labeling(m), [[x + 3.0, y, 1 if v else 0] for x, y, v in lab0.keypoints], f0.width, f0.height, lab0.attributes)
     st.update_annotation(lab0.ls_annotation_id, res)
-    r = sync_labels(m, led, st)
+    r = sync_labels(labeling(m), led, st)
     assert r.updated == 1
     hist = led.label_history(f0.id)
     assert [h.version for h in hist] == [1, 2]
@@ -143,17 +144,17 @@ def test_push_autolabel_sync_round_trip(tmp_path, lspet_coco, studio):
 
 def test_bad_and_skipped_tasks_are_reported_not_ingested(tmp_path, lspet_coco, studio):
     m, led, coco = _project(tmp_path, lspet_coco, studio, "badtasks", ids=range(7311, 7314))
-    st = Studio.from_manifest(m)
+    st = Studio.from_settings(studio_settings(m))
     frames = led.frames("pool")
-    s = push(m, led, st, [f.id for f in frames])
+    s = push(labeling(m), led, st, [f.id for f in frames])
     tids = sorted(r[0] for r in led.db.execute("SELECT task_id FROM tasks"))
     f = led.frame(led.db.execute("SELECT frame_id FROM tasks WHERE task_id=?", (tids[0],)).fetchone()[0])
-    good = to_result(m, [[10, 10, 2]] * 14, f.width, f.height)
+    good = to_result(labeling(m), [[10, 10, 2]] * 14, f.width, f.height)
     bad = json.loads(json.dumps(good))
     bad[0]["value"]["keypointlabels"] = ["left_toe"]
     st.create_annotation(tids[0], bad)
     st.create_annotation(tids[1], [], was_cancelled=True)
-    r = sync_labels(m, led, st)
+    r = sync_labels(labeling(m), led, st)
     assert r.new == 0 and r.skipped == 1 and r.pending == 1
     assert len(r.invalid) == 1 and f"task {tids[0]}" in r.invalid[0] and "left_toe" in r.invalid[0]
     assert led.current_labels() == []
@@ -164,9 +165,9 @@ def test_bad_and_skipped_tasks_are_reported_not_ingested(tmp_path, lspet_coco, s
 
 def test_server_stopped_mid_sync_then_restarted_loses_nothing(tmp_path, lspet_coco, studio, monkeypatch):
     m, led, coco = _project(tmp_path, lspet_coco, studio, "midsync", ids=range(7321, 7330))
-    st = Studio.from_manifest(m)
-    push(m, led, st, [f.id for f in led.frames("pool")])
-    assert autolabel(m, led, st, coco).answered == 9
+    st = Studio.from_settings(studio_settings(m))
+    push(labeling(m), led, st, [f.id for f in led.frames("pool")])
+    assert autolabel(labeling(m), led, st, coco).answered == 9
     monkeypatch.setattr(sync_mod, "_BATCH", 3)
     sm = studio["manifest"]
     calls = []
@@ -174,19 +175,19 @@ def test_server_stopped_mid_sync_then_restarted_loses_nothing(tmp_path, lspet_co
     def stop_after_first_batch(done, total):
         calls.append(done)
         if len(calls) == 1:
-            server.stop(sm)
+            server.stop(studio_settings(sm))
 
     st_fast = Studio(m.label_studio.url, STUDIO_TOKEN_ENV, retries=1, backoff=0.1)
     with pytest.raises(StudioError, match="not reachable"):
-        sync_labels(m, led, st_fast, progress=stop_after_first_batch)
+        sync_labels(labeling(m), led, st_fast, progress=stop_after_first_batch)
     assert len(led.current_labels()) == 3  # the committed batch is kept
-    server.start(sm)
-    r = sync_labels(m, led, Studio.from_manifest(m))
+    server.start(studio_settings(sm))
+    r = sync_labels(labeling(m), led, Studio.from_settings(studio_settings(m)))
     assert len(led.current_labels()) == 9
     assert led.db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 9  # no duplicates
     # a full re-sync through one whole-project export (the path for many updated tasks) changes nothing
     monkeypatch.setattr(sync_mod, "_WHOLE_MIN", 1)
-    r = sync_labels(m, led, Studio.from_manifest(m), full=True)
+    r = sync_labels(labeling(m), led, Studio.from_settings(studio_settings(m)), full=True)
     assert (r.tasks, r.new, r.unchanged) == (9, 0, 9)
     assert led.db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 9
     led.close()
@@ -196,13 +197,13 @@ def test_wrong_token_and_paths_outside_the_data_root(tmp_path, lspet_coco, studi
     m, led, coco = _project(tmp_path, lspet_coco, studio, "security", ids=range(7331, 7333))
     monkeypatch.setenv(STUDIO_TOKEN_ENV, "not-the-token-123")
     with pytest.raises(StudioError) as e:
-        Studio.from_manifest(m).projects()
+        Studio.from_settings(studio_settings(m)).projects()
     assert f"token rejected" in str(e.value) and STUDIO_TOKEN_ENV in str(e.value)
     assert "not-the-token-123" not in str(e.value)
     monkeypatch.setenv(STUDIO_TOKEN_ENV, STUDIO_TOKEN)
     m.label_studio.data_root = str(tmp_path / "elsewhere")
     (tmp_path / "elsewhere").mkdir()
-    s = push(m, led, Studio.from_manifest(m), [f.id for f in led.frames("pool")])
+    s = push(labeling(m), led, Studio.from_settings(studio_settings(m)), [f.id for f in led.frames("pool")])
     assert s.pushed == 0 and len(s.refused) == 2 and "outside the data root" in s.refused[0]
     led.close()
 

@@ -11,10 +11,10 @@ import yaml
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.commands.demo import DEMO_MARK, demo_workspace, fresh_demo_workspace
-from iterate.errors import IterateError, ManifestError
-from iterate.ledger import Ledger
-from iterate.manifest import load_manifest
+from iterate.loop.demo import DEMO_MARK, demo_workspace, fresh_demo_workspace
+from iterate.core.errors import IterateError, ManifestError
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import REPO
 
@@ -38,7 +38,7 @@ def _user_project(tmp_path: Path) -> tuple[Path, Path]:
     p = _manifest(tmp_path / "proj")
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led, led.transaction():
-        from iterate.ledger import Frame
+        from iterate.core.ledger import Frame
 
         led.add_frame(Frame("f1", str(tmp_path / "x.png"), "s", None, None, 10, 10, "h", 0, "pool"))
         led.add_label("f1", [[1.0, 2.0, 2]] * 14, source="coco")

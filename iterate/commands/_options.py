@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..ledger import Ledger
-from ..manifest import DEFAULT_MANIFEST, Manifest, load_manifest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import DEFAULT_MANIFEST, Manifest, load_manifest
 
 console = Console()
 

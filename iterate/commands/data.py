@@ -10,11 +10,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..chunks import chunk_progress, current_chunk, labels_per_stratum
-from ..errors import IterateError
-from ..ingest import ingest
-from ..init import write_manifest
-from ._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum
+from iterate.core.errors import IterateError
+from iterate.loop.ingest import ingest
+from iterate.loop.init import write_manifest
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
 
 
 def init(

@@ -11,9 +11,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import IterateError
-from ..images import printable
-from ._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.core.errors import IterateError
+from iterate.core.images import printable
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
 
 
 def retrain(
@@ -30,7 +30,7 @@ def retrain(
 
     Example: iterate retrain --epochs 20 --from base.pt --freeze all_but_stage4
     """
-    from model.retrain import retrain as run
+    from iterate.loop.retrain import retrain as run
 
     m, ledger = open_project(manifest, write=True, command="iterate retrain")
     with ledger, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..manifest import load_manifest
-from ._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.core.manifest import load_manifest
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
 
 
 def _pct(x) -> str:
@@ -28,11 +28,10 @@ def evaluate(
 
     Example: iterate evaluate --pred preds.json --gt demo_data/test.coco.json --json
     """
-    from reports.evaluation import coco_evalset
-    from reports.evaluation import evaluate as run
+    from iterate.loop.report import evaluate_files
 
     m = load_manifest(manifest, check_sources=False)
-    res = run(m, coco_evalset(m, pred, gt), alpha)
+    res = evaluate_files(m, pred, gt, alpha)
     if as_json:
         typer.echo(json.dumps(res))
         return
@@ -67,7 +66,7 @@ def report(
 
     Example: iterate report && less .iterate/reports/latest.md
     """
-    from reports.report import build
+    from iterate.loop.report import build
 
     m, ledger = open_project(manifest, write=True, command="iterate report")
     with ledger:

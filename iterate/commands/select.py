@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ._options import DEFAULT, ManifestOpt, console, open_project
-from .studio import _print_push
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.commands.studio import _print_push
 
 
 def select(
@@ -22,7 +22,7 @@ def select(
 
     Example: iterate select --budget 500
     """
-    from ..select import select as run
+    from iterate.loop.select import select as run
 
     m, ledger = open_project(manifest, write=True, command="iterate select")
     with ledger, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -7,32 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import IterateError
-from ..manifest import load_manifest
-from ._options import DEFAULT, ManifestOpt, console
-
-
-def _samples(m, path: Path, images: Optional[Path], limit: Optional[int] = None):
-    import numpy as np
-
-    from model.data import Sample
-
-    from ..coco import ann_key, coco_keypoints, read_coco
-
-    coco, order = read_coco(m, path)
-    root = images or path.parent
-    first: dict = {}
-    for a in sorted(coco["annotations"], key=ann_key):
-        first.setdefault(a["image_id"], a)
-    out = []
-    for im in coco["images"]:
-        a = first.get(im["id"])
-        if a is None:
-            continue
-        kp = np.asarray(coco_keypoints(m, a, order, path), dtype=np.float64)
-        if (kp[:, 2] > 0).any():
-            out.append(Sample(str(root / im["file_name"]), kp, str(im["id"]), dict(a.get("attributes") or {})))
-    return out[:limit] if limit else out
+from iterate.core.errors import IterateError
+from iterate.core.manifest import load_manifest
+from iterate.commands._options import DEFAULT, ManifestOpt, console
 
 
 def simulate(
@@ -52,7 +29,7 @@ def simulate(
 
     Example: iterate simulate --pool pool.json --val val.json --test test.json --budgets 30,120,150 --seeds 0,1
     """
-    from ..simulate import SimConfig, run
+    from iterate.loop.simulate import SimConfig, coco_samples, run
 
     m = load_manifest(manifest, check_sources=False)
     b = [int(x) for x in budgets.split(",") if x.strip()] if budgets else m.chunk_targets()
@@ -66,7 +43,7 @@ def simulate(
         base_ck = base or (m.resolve(m.model.base) if m.model.base else None)
     if base_ck is not None and not Path(base_ck).is_file():
         raise IterateError(f"base checkpoint not found: {base_ck}")
-    P, V, T = _samples(m, pool, images), _samples(m, val, images), _samples(m, test, images)
+    P, V, T = coco_samples(m, pool, images), coco_samples(m, val, images), coco_samples(m, test, images)
     if sum(b) > len(P):
         raise IterateError(f"--budgets ask for {sum(b)} labels but the pool has {len(P)} labeled frames")
     cfg = SimConfig(b, strat, tuple(int(s) for s in seeds.split(",")), minutes, str(base_ck) if base_ck else None)

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..manifest import load_manifest
-from ._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.core.manifest import load_manifest
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
 
 studio_app = typer.Typer(help="Run a local Label Studio and answer tasks with an oracle.", no_args_is_help=True)
 
@@ -20,13 +20,14 @@ def start(manifest: ManifestOpt = DEFAULT) -> None:
 
     Example: export LABEL_STUDIO_TOKEN=<a secret> && iterate studio start
     """
-    from annotation import server
+    from annotation.server import DEFAULT_USER
+    from iterate.loop.studio import start_server
 
     m = load_manifest(manifest)
     with console.status("starting Label Studio (the first start runs migrations, about a minute)…"):
-        st = server.start(m)
+        st = start_server(m)
     console.print(f"Label Studio is up at {st.url} (pid {st.pid}, data in {st.data_dir}); "
-                  f"log in as {server.DEFAULT_USER} with the password in LABEL_STUDIO_PASSWORD "
+                  f"log in as {DEFAULT_USER} with the password in LABEL_STUDIO_PASSWORD "
                   f"(default: the value of {m.label_studio.token_env})", highlight=False)
 
 
@@ -36,10 +37,10 @@ def stop(manifest: ManifestOpt = DEFAULT) -> None:
 
     Example: iterate studio stop
     """
-    from annotation import server
+    from iterate.loop.studio import stop_server
 
     m = load_manifest(manifest)
-    console.print("stopped" if server.stop(m) else "no local Label Studio was running")
+    console.print("stopped" if stop_server(m) else "no local Label Studio was running")
 
 
 @studio_app.command("status")
@@ -48,10 +49,10 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
 
     Example: iterate studio status
     """
-    from annotation import server
+    from iterate.loop.studio import server_status
 
     m = load_manifest(manifest)
-    st = server.status(m)
+    st = server_status(m)
     console.print(f"{st.url}: {'up' if st.running else 'down'}" + (f" (local pid {st.pid})" if st.pid else ""))
 
 
@@ -65,13 +66,11 @@ def autolabel(
 
     Example: iterate studio autolabel --from demo_data/pool.coco.json
     """
-    from annotation.client import Studio
-    from annotation.oracle import autolabel as run
+    from iterate.loop.studio import autolabel as run
 
     m, ledger = open_project(manifest)
     with ledger:
-        studio = Studio.from_manifest(m)
-        s = run(m, ledger, studio, from_, limit=limit)
+        s = run(m, ledger, from_, limit=limit)
     console.print(f"answered {s.answered} task(s); {s.already} already annotated; {len(s.no_label)} without a label in {from_}")
 
 
@@ -83,13 +82,12 @@ def push(
 
     Example: iterate push --round 2
     """
-    from annotation.push import frames_of_round
-
-    from ..select import push_round
+    from iterate.loop.select import push_round
+    from iterate.loop.studio import round_frames
 
     m, ledger = open_project(manifest, write=True, command="iterate push")
     with ledger:
-        s = push_round(m, ledger, round_, frames_of_round(ledger, round_))
+        s = push_round(m, ledger, round_, round_frames(ledger, round_))
     _print_push(s)
 
 
@@ -108,13 +106,12 @@ def sync_labels(
 
     Example: iterate sync-labels
     """
-    from annotation.client import Studio
-    from annotation.sync import sync_labels as run
+    from iterate.loop.studio import sync as run
 
     m, ledger = open_project(manifest, write=True, command="iterate sync-labels")
     with ledger:
         with console.status("pulling annotations…"):
-            s = run(m, ledger, Studio.from_manifest(m), full=full)
+            s = run(m, ledger, full=full)
     t = Table(title="sync-labels")
     for col in ("tasks read", "new labels", "new versions", "unchanged", "skipped", "still pending", "invalid"):
         t.add_column(col, justify="right")

@@ -17,7 +17,7 @@ def _hog():
 
 
 def image_features(path: str) -> np.ndarray | None:
-    from ..images import read_image
+    from iterate.core.images import read_image
 
     g, _ = read_image(path, cv2.IMREAD_GRAYSCALE)
     if g is None:

@@ -16,12 +16,25 @@ from typing import Callable
 
 import numpy as np
 
-from .manifest import Manifest
-from .select import batch_scores, choose
-from .selection import scores as sc
-from .strata import StrataPredictor
+from iterate.core.coco import ann_key, coco_keypoints, read_coco
+from iterate.core.manifest import Manifest
+from iterate.loop.scoring import score
+from iterate.loop.select import batch_scores
+from iterate.loop.settings import infer_config, keypoint_spec, strata as strata_of, train_setup
+from iterate.selection import scores as sc
+from iterate.selection import strategies
+from iterate.selection.strata import StrataPredictor
+from model.checkpoints import model_from_checkpoint
+from model.codec import DarkCodec
+from model.data import Sample
+from model.evaluate import head_boxes, predictor
+from model.hrnet import build_model
+from model.infer import SCORING, Predictor, load_predictor
+from model.train import train
+from reports.evaluation import EvalSet, evaluate
+from reports.focus import next_chunk_focus
 
-STRATEGY_ORDER = ("random", "uncertainty", "diversity", "full")
+STRATEGY_ORDER = tuple(strategies.STRATEGIES)
 
 
 @dataclass
@@ -35,10 +48,7 @@ class SimConfig:
 
 def _scoring_predictor(m: Manifest, model, codec):
     """`iterate select`'s scoring path (flip TTA, no refine pass) for an in-memory model."""
-    from model.infer import SCORING, Predictor
-    from model.train import infer_settings
-
-    st = infer_settings(m).override(**SCORING)
+    st = infer_config(m).override(**SCORING)
     return Predictor.from_settings(model, codec, st, batch_size=32)
 
 
@@ -51,7 +61,7 @@ def _score(m: Manifest, model, codec, samples):
     for b in pr.batches(samples):
         if not len(b.index):
             continue
-        bs, kp, c = batch_scores(m, codec, b)
+        bs, kp, c = batch_scores(keypoint_spec(m), codec, b)
         for name in sc.NAMES:
             out[name][b.index] = bs[name]
         kps[b.index], conf[b.index] = kp, c
@@ -62,18 +72,14 @@ def _score(m: Manifest, model, codec, samples):
 
 
 def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tuple[dict | None, list[dict]]:
-    from model.evaluate import head_boxes, predictor
-    from reports.evaluation import EvalSet, evaluate
-    from reports.focus import next_chunk_focus
-
-    p = predictor(m, model, codec).predict(val)
+    p = predictor(infer_config(m), model, codec).predict(val)
     gt = np.stack([s.keypoints[:, :2] for s in val])
     vis = np.stack([s.keypoints[:, 2] for s in val])
     attrs = [s.attributes for s in val]
-    res = evaluate(m, EvalSet(p.keypoints, gt, vis, attrs, list(range(len(val))), head_boxes=head_boxes(val),
+    res = evaluate(keypoint_spec(m), strata_of(m), EvalSet(p.keypoints, gt, vis, attrs, list(range(len(val))), head_boxes=head_boxes(val),
                               scores=p.scores))
     ps = _scoring_predictor(m, model, codec).predict(val)  # strata calibrated on the pool's scoring path, as select does
-    sp = StrataPredictor(m).fit(ps.keypoints, ps.scores, ps.embeddings, attrs)
+    sp = StrataPredictor(m.strata, m.keypoints.names).fit(ps.keypoints, ps.scores, ps.embeddings, attrs)
     strata = sp.predict(pool_kps, pool_conf, pool_emb)
     metric = m.selection.focus_metric
     f = next_chunk_focus(res["strata"], res.get(metric), strata, 1.0 - pool_conf.mean(1), m.selection.explore, metric)
@@ -84,17 +90,31 @@ def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tup
     return {"key": key, "weights": f["weights"][key]}, strata
 
 
+def coco_samples(m: Manifest, path: Path, images: Path | None, limit: int | None = None) -> list[Sample]:
+    """The first labeled person of each image of a COCO file, as samples with their attributes."""
+    spec = keypoint_spec(m)
+    coco, order = read_coco(spec, path)
+    root = images or path.parent
+    first: dict = {}
+    for a in sorted(coco["annotations"], key=ann_key):
+        first.setdefault(a["image_id"], a)
+    out = []
+    for im in coco["images"]:
+        a = first.get(im["id"])
+        if a is None:
+            continue
+        kp = np.asarray(coco_keypoints(spec, a, order, path), dtype=np.float64)
+        if (kp[:, 2] > 0).any():
+            out.append(Sample(str(root / im["file_name"]), kp, str(im["id"]), dict(a.get("attributes") or {})))
+    return out[:limit] if limit else out
+
+
 def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path,
         log: Callable[[str], None] = print) -> dict:
     """pool/val/test: lists of `model.data.Sample` with labels (and `.attributes` on val)."""
     import tempfile
 
-    from model.checkpoints import model_from_checkpoint
-    from model.codec import DarkCodec
-    from model.evaluate import predictor, score
-    from model.hrnet import build_model
-    from model.train import train
-
+    spec = keypoint_spec(m)
     out_dir.mkdir(parents=True, exist_ok=True)
     codec = DarkCodec(m.model.input_size, m.model.heatmap_size, m.model.sigma)
     curves: dict = {}
@@ -102,9 +122,7 @@ def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path,
     base_model = None
     if cfg.base:
         base_model, _ = model_from_checkpoint(cfg.base)
-    from model.infer import load_predictor
-
-    base_eval = score(m, load_predictor(cfg.base).predict(test).keypoints, test) if base_model else None
+    base_eval = score(spec, load_predictor(cfg.base).predict(test).keypoints, test) if base_model else None
     for strategy in cfg.strategies:
         for seed in cfg.seeds:
             rng = np.random.default_rng(seed)
@@ -122,18 +140,18 @@ def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path,
                     combined = sc.combine(scores, m.selection.weights)
                     if strategy == "full":
                         focus, strata = _focus(m, model, codec, val, kps, conf, emb)
-                picked, _, _ = choose(strategy, min(budget, len(sub)), len(sub), combined=combined, emb=emb,
-                                      seeds=None, blocked=None, strata=strata, focus=focus,
-                                      explore=m.selection.explore, rng=rng)
+                pool_ = strategies.Pool(len(sub), rng, combined=combined, emb=emb, strata=strata, focus=focus,
+                                        explore=m.selection.explore)
+                picked = strategies.choose(strategy, min(budget, len(sub)), pool_).rows
                 labeled += [avail[i] for i in picked]
                 with tempfile.TemporaryDirectory() as d:
                     init = None
                     if cfg.base:
                         init = cfg.base
-                    res = train(m, [pool[i] for i in labeled], [], d, epochs=10_000, init=init,
+                    res = train(train_setup(m, epochs=10_000), [pool[i] for i in labeled], [], d, init=init,
                                 time_limit_s=cfg.minutes_per_round * 60)
                     model, _ = model_from_checkpoint(res.last)
-                ev = score(m, predictor(m, model, codec).predict(test).keypoints, test)
+                ev = score(spec, predictor(infer_config(m), model, codec).predict(test).keypoints, test)
                 rows.append({"labels": len(labeled), **ev})
                 log(f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {ev['pckh01']:.2f} "
                     f"@0.5 {ev['pckh05']:.2f} MeanSmS@0.1 {ev['mean_sms01']:.2f} ({time.time() - t0:.0f} s)")

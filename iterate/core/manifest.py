@@ -13,7 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ManifestError
+from iterate.core.errors import ManifestError
+from iterate.core.schema import KeypointSpec, NormalizerSpec, flip_index
 
 DEFAULT_MANIFEST = "data_manifest.yaml"
 
@@ -96,14 +97,20 @@ class KeypointSchema(_Strict):
 
     def flip_index(self) -> list[int]:
         """Permutation that swaps left/right joints (used by flip augmentation and flip TTA)."""
-        perm = list(range(self.num_joints))
-        for a, b in self.flip_pairs:
-            ia, ib = self.index(a), self.index(b)
-            perm[ia], perm[ib] = ib, ia
-        return perm
+        return flip_index(self.names, self.flip_pairs)
 
     def joint_weights(self) -> list[float]:
         return [float(self.weights.get(n, 1.0)) for n in self.names]
+
+    def spec(self) -> KeypointSpec:
+        """The schema as frozen plain settings for the model, Label Studio and the reports."""
+        n = self.normalizer
+        return KeypointSpec(
+            names=tuple(self.names), flip_pairs=tuple((a, b) for a, b in self.flip_pairs),
+            skeleton=tuple((a, b) for a, b in self.skeleton), weights=tuple(self.joint_weights()),
+            height_joints=tuple(self.height_joints), height_chain=tuple(tuple(c) for c in self.height_chain),
+            normalizer=NormalizerSpec(n.kind, tuple(n.joints), n.factor, n.fallback, n.fallback_ratio),
+            init_from=tuple(self.init_from.items()))
 
 
 class Source(_Strict):

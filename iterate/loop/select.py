@@ -24,16 +24,22 @@ from typing import Callable
 
 import numpy as np
 
-from .chunks import chunk_progress, current_chunk
-from .errors import IterateError
-from .ledger import Frame, Ledger
-from .manifest import Manifest
-from .selection import balance, diversity, features
-from .selection import scores as sc
-from .strata import StrataPredictor
+from iterate.core.chunks import chunk_progress, current_chunk
+from iterate.core.errors import IterateError
+from iterate.core.ledger import Frame, Ledger
+from iterate.core.images import read_image
+from iterate.core.manifest import Manifest
+from iterate.core.schema import KeypointSpec
+from iterate.loop.settings import labeling, studio_settings
+from iterate.selection import diversity, features, strategies
+from iterate.selection import scores as sc
+from iterate.selection.strata import StrataPredictor
+from annotation.client import Studio
+from annotation.push import push
+from model.data import Sample
+from model.infer import SCORING, load_predictor, to_image
+from reports.metrics import normalisers
 
-STRATEGIES = ("random", "uncertainty", "diversity", "full")
-_POOL_FACTOR = 4  # diversity looks at the top budget × this many candidates
 
 
 @dataclass
@@ -64,22 +70,19 @@ class Selection:
 
 # -- candidates ---------------------------------------------------------------------------------------
 def candidates(ledger: Ledger) -> list[Frame]:
-    taken = ledger.labeled_frame_ids() | {r[0] for r in ledger.db.execute("SELECT frame_id FROM tasks")}
+    taken = ledger.labeled_frame_ids() | ledger.tasked_frame_ids()
     return [f for f in ledger.frames("pool") if f.id not in taken]
 
 
 # -- model scoring with a per-model cache ----------------------------------------------------------------
-def batch_scores(m: Manifest, codec, b) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def batch_scores(spec: KeypointSpec, codec, b) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """One predictor batch (plain + flipped-back heatmaps) → uncertainty scores, keypoints (image px), confidences."""
-    from model.infer import to_image
-    from reports.metrics import normalisers
-
     avg = 0.5 * (b.heatmaps + b.heatmaps_flip)
     xy, conf = codec.decode(avg)
     kp = to_image(xy, b.matrix)
     xp, _ = codec.decode(b.heatmaps)
     xf, _ = codec.decode(b.heatmaps_flip)
-    norm = normalisers(kp, np.ones(kp.shape[:2]), m.keypoints.normalizer, m.keypoints.names).lengths
+    norm = normalisers(kp, np.ones(kp.shape[:2]), spec.normalizer, list(spec.names)).lengths
     box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0  # no head in view: a sixth of the person's extent
     norm = np.where(np.isfinite(norm) & (norm > 1), norm, box)
     scores = {"confidence": sc.confidence(avg),
@@ -98,9 +101,6 @@ SCORING_PATH = ("one flip-TTA pass on the whole frame (no box-refine pass: half 
 
 def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None) -> Scored:
     """Uncertainty scores, keypoints and embeddings of ``frames`` by :data:`SCORING_PATH`, cached per model."""
-    from model.data import Sample
-    from model.infer import SCORING, load_predictor
-
     ck_path = Path(model["path"])
     if not ck_path.is_file():
         raise IterateError(f"model #{model['id']}: checkpoint {ck_path} is gone (stale); run `iterate retrain`")
@@ -128,7 +128,7 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
         for b in pred.batches([Sample(f.path, None, f.id) for f in todo]):
             done += len(b.index) + len(b.bad)
             if len(b.index):
-                bs, kp, conf = batch_scores(m, codec, b)
+                bs, kp, conf = batch_scores(m.keypoints.spec(), codec, b)
                 new_sc[b.index] = np.stack([bs[n] for n in sc.NAMES], axis=1)
                 new_kp[b.index] = kp
                 new_ks[b.index] = conf
@@ -199,86 +199,6 @@ def cold_start_features(m: Manifest, frames: list[Frame], progress=None) -> tupl
 
 
 # -- the selection itself -----------------------------------------------------------------------------------
-def choose(strategy: str, budget: int, n: int, *, combined: np.ndarray | None, emb: np.ndarray | None,
-           seeds: np.ndarray | None, blocked, strata: list[dict] | None, focus: dict | None, explore: float,
-           rng: np.random.Generator) -> tuple[list[int], dict[int, str], list[str]]:
-    """Row indices to label (in order) and why each was picked. Pure: no I/O, so `simulate` reuses it.
-
-    O(n log n) in the pool size plus O(k · candidates) for k-center: membership is one boolean mask, never a
-    set rebuilt per row (1,000,000 rows: `bench/select_scale.py`)."""
-    why: dict[int, str] = {}
-    notes: list[str] = []
-    if strategy == "random" or (combined is None and emb is None):
-        rows = list(rng.choice(n, size=budget, replace=False))
-        return rows, {r: "random" for r in rows}, notes
-    taken = np.zeros(n, bool)  # chosen so far
-    chosen: list[int] = []
-
-    def take(rows, tag: str) -> None:
-        for r in rows:
-            r = int(r)
-            if not taken[r]:
-                taken[r] = True
-                chosen.append(r)
-                why[r] = tag
-
-    def k_center(rows: np.ndarray, k: int) -> list[int]:
-        local = None
-        if blocked:
-            inv = np.full(n, -1, np.int64)
-            inv[rows] = np.arange(len(rows))
-
-            def local(i: int) -> list[int]:
-                g = np.asarray(blocked(int(rows[i])), dtype=np.int64)
-                j = inv[g] if len(g) else g
-                return j[j >= 0].tolist()
-        sel = diversity.k_center_greedy(emb[rows], k, seeds=seeds, rng=rng, blocked=local)
-        return [int(rows[i]) for i in sel]
-
-    def pick(pool_rows: np.ndarray, k: int, tag: str) -> None:
-        pool_rows = pool_rows[~taken[pool_rows]]
-        if k <= 0 or not len(pool_rows):
-            return
-        if combined is None:  # cold start: diversity only
-            take(k_center(pool_rows, k), tag)
-            return
-        order = pool_rows[np.argsort(-combined[pool_rows], kind="stable")]
-        if strategy == "uncertainty":
-            take(order[:k], tag)
-            return
-        before = len(chosen)
-        take(k_center(order[: max(k * _POOL_FACTOR, k)], k), tag)
-        short = k - (len(chosen) - before)
-        if short > 0:  # near-duplicate suppression left too few: fill by score
-            take(order[~taken[order]][:short], tag)
-
-    all_rows = np.arange(n)
-    if strategy == "full" and focus and strata is not None:
-        key = focus["key"]
-        shares = focus["weights"]
-        vals = np.array([s.get(key) for s in strata], dtype=object)
-        masks = {v: vals == v for v in shares}
-        avail = {v: int(mk.sum()) for v, mk in masks.items()}
-        q, n_explore, qnotes = balance.quotas(budget, explore, shares, avail)
-        notes += qnotes
-        for v, k in sorted(q.items(), key=lambda kv: -kv[1]):
-            pick(all_rows[masks[v]], k, f"focus {key}={v}")
-        rest = np.flatnonzero(~taken)
-        if n_explore and len(rest):
-            take(rng.choice(rest, size=min(n_explore, len(rest)), replace=False), "explore (random)")
-    else:
-        pick(all_rows, budget, "uncertainty" if strategy == "uncertainty" else
-             ("diversity (cold start)" if combined is None else "uncertainty + diversity"))
-    if len(chosen) < budget:  # anything still missing: the best remaining by score, else random
-        left = np.flatnonzero(~taken)
-        if combined is not None:
-            left = left[np.argsort(-combined[left], kind="stable")]
-        else:
-            left = rng.permutation(left)
-        take(left[: budget - len(chosen)], "fill")
-    return chosen[:budget], why, notes
-
-
 def read_focus(m: Manifest) -> dict | None:
     """The latest report's focus for one attribute: the key of its top-ranked stratum, and that key's shares."""
     p = m.workspace_dir / "reports" / "focus.json"
@@ -294,8 +214,42 @@ def read_focus(m: Manifest) -> dict | None:
 
 def select(m: Manifest, ledger: Ledger, budget: int, *, strategy: str = "full", push: bool = True,
            seed: int | None = None, progress: Callable | None = None) -> Selection:
-    if strategy not in STRATEGIES:
-        raise IterateError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+    """`iterate select`: score the unlabeled pool, choose ``budget`` frames with ``strategy``, record the round,
+    write why each frame was picked and (``push``) send them to Label Studio with pre-annotations."""
+    cands, notes = _check_request(m, ledger, budget, strategy, push)
+    cur = current_chunk(chunk_progress(m, ledger))
+    room = cur.target - cur.labeled - cur.pending
+    if budget > room:
+        notes.append(f"budget {budget} runs past chunk {cur.index} ({room} frames left of its {cur.target})")
+    rng = np.random.default_rng(m.train.seed if seed is None else seed)
+    model = ledger.latest_model()
+    cands, pool, scored = _candidate_pool(m, ledger, model, cands, strategy, rng, notes, progress)
+    if budget > len(cands):
+        raise IterateError(f"--budget {budget} is larger than the readable unlabeled pool ({len(cands)} frames)")
+    picked = strategies.choose(strategy, budget, pool)
+    notes += picked.notes
+    table = _table(cands, picked, scored, pool)
+    cold = model is None and strategy != "random"
+    params = {"budget": budget, "strategy": strategy, "cold_start": cold, "push": push,
+              "focus": pool.focus, "notes": notes, "seed": seed}
+    with ledger.transaction():
+        cur_id = ledger.add_round(
+            chunk=cur.index, budget=budget, strategy=strategy, model_id=model["id"] if model else None, params=params,
+            frames=[(row["frame_id"], {k: v for k, v in row.items() if k not in ("frame_id", "path", "rank")})
+                    for row in table])
+    sel = Selection(int(cur_id), [r["frame_id"] for r in table], strategy, cold, table, notes,
+                    scored.scored_now if scored else 0)
+    sel.csv, sel.markdown = _write_outputs(m, sel, scored, picked.rows)
+    if push:
+        sel.push = push_round(m, ledger, sel.round_id, sel.frame_ids)
+    return sel
+
+
+def _check_request(m: Manifest, ledger: Ledger, budget: int, strategy: str, push: bool) -> tuple[list[Frame], list[str]]:
+    """Refuse what cannot be selected (unknown strategy, no frames, an unfinished push, a budget past the pool);
+    → the unlabeled candidates and the notes so far."""
+    if strategy not in strategies.STRATEGIES:
+        raise IterateError(f"--strategy must be one of {', '.join(strategies.STRATEGIES)}")
     if not ledger.frames():
         raise IterateError("no frames ingested yet: run `iterate ingest`")
     unpushed = _unpushed_round(ledger)
@@ -311,83 +265,61 @@ def select(m: Manifest, ledger: Ledger, budget: int, *, strategy: str = "full", 
         raise IterateError("--budget must be a positive number of frames")
     if budget > len(cands):
         raise IterateError(f"--budget {budget} is larger than the unlabeled pool ({len(cands)} frames)")
-    prog = chunk_progress(m, ledger)
-    cur = current_chunk(prog)
-    room = cur.target - cur.labeled - cur.pending
-    if budget > room:
-        notes.append(f"budget {budget} runs past chunk {cur.index} ({room} frames left of its {cur.target})")
-    rng = np.random.default_rng(m.train.seed if seed is None else seed)
-    model = ledger.latest_model()
-    combined = emb = seeds = strata = None
-    scored: Scored | None = None
-    cold = model is None and strategy != "random"
-    focus = None
-    if strategy != "random":
-        if model is None:
-            feats, ok = cold_start_features(m, cands, progress)
-            cands = [cands[i] for i in ok]
-            emb = feats
-        else:
-            scored = score_pool(m, ledger, model, cands, progress)
-            valid = scored.scores["confidence"] >= 0
-            keep = np.flatnonzero(valid)
-            cands = [cands[i] for i in keep]
-            scored = Scored([scored.frame_ids[i] for i in keep], {k: v[keep] for k, v in scored.scores.items()},
-                            scored.keypoints[keep], scored.kp_scores[keep], scored.embeddings[keep], scored.scored_now)
-            combined = sc.combine(scored.scores, m.selection.weights)
-            emb = scored.embeddings  # float16; diversity converts only the rows it looks at
-            seeds = _labeled_embeddings(m, ledger, model)
-            if strategy == "full":
-                focus = read_focus(m)
-                if focus is None:
-                    notes.append("no report focus yet (run `iterate report`): selecting without gap focus")
-                else:
-                    strata = _predict_strata(m, ledger, scored)
-        blocked = diversity.video_neighbours([f.video for f in cands], [f.frame_index for f in cands],
-                                             m.selection.video_gap)
+    return cands, notes
+
+
+def _candidate_pool(m: Manifest, ledger: Ledger, model: dict | None, cands: list[Frame], strategy: str,
+                    rng: np.random.Generator, notes: list[str],
+                    progress) -> tuple[list[Frame], strategies.Pool, Scored | None]:
+    """What the strategy sees: the current model's scores and embeddings (cold start: image features), the
+    report's focus and the candidates' predicted strata; unreadable frames dropped."""
+    if strategy == "random":
+        return cands, strategies.Pool(len(cands), rng, explore=m.selection.explore), None
+    scored = None
+    if model is None:
+        feats, ok = cold_start_features(m, cands, progress)
+        cands = [cands[i] for i in ok]
+        pool = strategies.Pool(len(cands), rng, emb=feats, explore=m.selection.explore)
     else:
-        blocked = None
-    if budget > len(cands):
-        raise IterateError(f"--budget {budget} is larger than the readable unlabeled pool ({len(cands)} frames)")
-    rows, why, qnotes = choose(strategy, budget, len(cands), combined=combined, emb=emb, seeds=seeds, blocked=blocked,
-                               strata=strata, focus=focus, explore=m.selection.explore, rng=rng)
-    notes += qnotes
+        scored = score_pool(m, ledger, model, cands, progress)
+        keep = np.flatnonzero(scored.scores["confidence"] >= 0)
+        cands = [cands[i] for i in keep]
+        scored = Scored([scored.frame_ids[i] for i in keep], {k: v[keep] for k, v in scored.scores.items()},
+                        scored.keypoints[keep], scored.kp_scores[keep], scored.embeddings[keep], scored.scored_now)
+        pool = strategies.Pool(len(cands), rng, combined=sc.combine(scored.scores, m.selection.weights),
+                               emb=scored.embeddings,  # float16; diversity converts only the rows it looks at
+                               seeds=_labeled_embeddings(m, ledger, model), explore=m.selection.explore)
+        if strategy == "full":
+            pool.focus = read_focus(m)
+            if pool.focus is None:
+                notes.append("no report focus yet (run `iterate report`): selecting without gap focus")
+            else:
+                pool.strata = _predict_strata(m, ledger, scored)
+    pool.blocked = diversity.video_neighbours([f.video for f in cands], [f.frame_index for f in cands],
+                                              m.selection.video_gap)
+    return cands, pool, scored
+
+
+def _table(cands: list[Frame], picked: strategies.Picked, scored: Scored | None, pool: strategies.Pool) -> list[dict]:
+    """One row per picked frame: rank, id, path, why, its scores and predicted strata."""
     table = []
-    for rank, r in enumerate(rows, 1):
+    for rank, r in enumerate(picked.rows, 1):
         f = cands[r]
-        row = {"rank": rank, "frame_id": f.id, "path": f.path, "why": why.get(r, "")}
+        row = {"rank": rank, "frame_id": f.id, "path": f.path, "why": picked.why.get(r, "")}
         if scored is not None:
             row.update({k: round(float(v[r]), 5) for k, v in scored.scores.items()})
-            row["combined"] = round(float(combined[r]), 5)
-        if strata is not None:
-            row.update({f"pred_{k}": v for k, v in strata[r].items()})
+            row["combined"] = round(float(pool.combined[r]), 5)
+        if pool.strata is not None:
+            row.update({f"pred_{k}": v for k, v in pool.strata[r].items()})
         table.append(row)
-    params = {"budget": budget, "strategy": strategy, "cold_start": cold, "push": push,
-              "focus": focus, "notes": notes, "seed": seed}
-    with ledger.transaction():
-        cur_id = ledger.db.execute(
-            "INSERT INTO rounds (created_at, chunk, budget, strategy, model_id, params) VALUES (?,?,?,?,?,?)",
-            (time.time(), cur.index, budget, strategy, model["id"] if model else None, json.dumps(params))).lastrowid
-        for row in table:
-            ledger.db.execute("INSERT INTO round_frames (round_id, frame_id, rank, scores) VALUES (?,?,?,?)",
-                              (cur_id, row["frame_id"], row["rank"],
-                               json.dumps({k: v for k, v in row.items() if k not in ("frame_id", "path", "rank")})))
-    sel = Selection(int(cur_id), [r["frame_id"] for r in table], strategy, cold, table, notes,
-                    scored.scored_now if scored else 0)
-    sel.csv, sel.markdown = _write_outputs(m, sel, scored, rows)
-    if push:
-        sel.push = push_round(m, ledger, sel.round_id, sel.frame_ids)
-    return sel
+    return table
 
 
 def _unpushed_round(ledger: Ledger) -> int | None:
     for r in reversed(ledger.rounds()):
         if not r["params"].get("push"):
             continue
-        n = ledger.db.execute(
-            "SELECT COUNT(*) FROM round_frames rf WHERE rf.round_id=? AND rf.frame_id NOT IN (SELECT frame_id FROM tasks)"
-            " AND rf.frame_id NOT IN (SELECT frame_id FROM labels)", (r["id"],)).fetchone()[0]
-        return r["id"] if n else None
+        return r["id"] if ledger.round_unhandled(r["id"]) else None
     return None
 
 
@@ -406,10 +338,7 @@ def _labeled_embeddings(m: Manifest, ledger: Ledger, model: dict) -> np.ndarray 
 
 def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
     """Predicted strata of the candidates; the occlusion threshold calibrated on labeled val frames."""
-    from model.data import Sample
-    from model.infer import SCORING, load_predictor
-
-    sp = StrataPredictor(m)
+    sp = StrataPredictor(m.strata, m.keypoints.names)
     val = [(f, lab) for f, lab in ledger.current_labels(("val",)) if lab.instance == 0][:300]
     model = ledger.latest_model()
     if val and model:
@@ -420,7 +349,7 @@ def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
         cache = _cache_dir(m, model) / "strata.json"
         cached = json.loads(cache.read_text()) if cache.is_file() else {}
         if cached.get("key") == key:
-            sp = StrataPredictor.from_state(m, cached["state"])
+            sp = StrataPredictor.from_state(m.strata, m.keypoints.names, cached["state"])
         else:
             # calibrated on the same scoring path as the pool it is applied to
             pr = load_predictor(model["path"], **SCORING)
@@ -496,8 +425,6 @@ def _plot_scores(scored: Scored, rows: list[int], path: Path) -> None:
 def _thumbs(paths: list[str], out: Path, cell: int = 96, cols: int = 8) -> None:
     import cv2
 
-    from .images import read_image
-
     if not paths:
         return
     rows = (len(paths) + cols - 1) // cols
@@ -515,24 +442,19 @@ def _thumbs(paths: list[str], out: Path, cell: int = 96, cols: int = 8) -> None:
 
 def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str]):
     """Push a round's frames with the round's model keypoints (box-refined, flip TTA) as pre-annotations."""
-    from annotation.client import Studio
-    from annotation.push import push
-
-    row = ledger.db.execute("SELECT model_id FROM rounds WHERE id=?", (round_id,)).fetchone()
-    if row is None:
+    rnd = ledger.round(round_id)
+    if rnd is None:
         raise IterateError(f"no selection round {round_id}")
     preds, version = None, None
-    model = next((md for md in ledger.models() if md["id"] == row[0]), None) if row[0] else None
+    mid = rnd["model_id"]
+    model = next((md for md in ledger.models() if md["id"] == mid), None) if mid else None
     if model is not None and Path(model["path"]).is_file():
-        from model.data import Sample
-        from model.infer import load_predictor
-
         frames = [ledger.frame(fid) for fid in frame_ids]
         p = load_predictor(model["path"]).predict([Sample(f.path, None, f.id) for f in frames])
         preds = {f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).any()}
         version = f"iterate-model-{model['id']}"
-    studio = Studio.from_manifest(m)
+    studio = Studio.from_settings(studio_settings(m))
     try:
-        return push(m, ledger, studio, frame_ids, predictions=preds, round_id=round_id, model_version=version)
+        return push(labeling(m), ledger, studio, frame_ids, predictions=preds, round_id=round_id, model_version=version)
     finally:
         studio.close()

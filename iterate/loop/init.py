@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import IterateError
+from iterate.core.errors import IterateError
+from iterate.core.schema import guess_flip_pairs
 
 _TEMPLATE = """\
 # iterate data manifest: what the data is, how labels are planned, and how the model trains.
@@ -50,21 +51,10 @@ label_studio:
 """
 
 
-def guess_flip_pairs(names: list[str]) -> list[list[str]]:
-    """Left/right joint pairs from their names (left_x/right_x, l_x/r_x)."""
-    pairs = []
-    for n in names:
-        for a, b in (("left_", "right_"), ("l_", "r_"), ("left", "right")):
-            if n.startswith(a) and (b + n[len(a):]) in names:
-                pairs.append([n, b + n[len(a):]])
-                break
-    return pairs
-
-
 def manifest_text(project: str, coco: Path | None = None, preset: str | None = None) -> str:
     """The commented manifest: the schema from ``preset`` (coco17 | mpii16 | lsp14), else from a COCO file's
     categories, else coco17."""
-    from .presets import PRESETS
+    from iterate.core.presets import PRESETS
 
     if preset is not None and preset not in PRESETS:
         raise IterateError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")

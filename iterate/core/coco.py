@@ -13,8 +13,8 @@ import json
 import math
 from pathlib import Path
 
-from .errors import IterateError
-from .manifest import Manifest
+from iterate.core.errors import IterateError
+from iterate.core.schema import KeypointSpec
 
 _BOUND = 1e6  # px: any coordinate beyond this is refused even when the image size is unknown
 
@@ -39,7 +39,7 @@ def _id_ok(v) -> bool:
     return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v != "")
 
 
-def read_coco(m: Manifest, path: Path) -> tuple[dict, list[int] | None]:
+def read_coco(spec: KeypointSpec, path: Path) -> tuple[dict, list[int] | None]:
     """Read and check a COCO keypoints file → (the file, joint order into the schema or None)."""
     path = Path(path)
     coco = read_json(path, "COCO file")
@@ -90,10 +90,10 @@ def read_coco(m: Manifest, path: Path) -> tuple[dict, list[int] | None]:
                                f"found a {type(a['attributes']).__name__}")
         if a.get("bbox") not in (None, []):
             _box(a["bbox"], path, aid, "bbox", positive=False)
-    return coco, _order(m, coco, path)
+    return coco, _order(spec, coco, path)
 
 
-def _order(m: Manifest, coco: dict, path: Path) -> list[int] | None:
+def _order(spec: KeypointSpec, coco: dict, path: Path) -> list[int] | None:
     """Index into the file's joint order for each schema joint (None: the file names no joints, same order)."""
     cats = coco.get("categories") or []
     if not isinstance(cats, list) or (cats and not isinstance(cats[0], dict)):
@@ -103,7 +103,7 @@ def _order(m: Manifest, coco: dict, path: Path) -> list[int] | None:
         return None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise IterateError(f"{path}: categories[0].keypoints must be a list of joint names")
-    want = list(m.keypoints.names)
+    want = list(spec.names)
     if set(names) != set(want) or len(names) != len(want):
         missing = [n for n in want if n not in names]
         extra = [n for n in names if n not in want]
@@ -143,19 +143,19 @@ def image_size(coco: dict, image_id) -> tuple[float, float] | None:
     return (w, h) if w and h and w > 0 and h > 0 else None
 
 
-def coco_keypoints(m: Manifest, ann: dict, order: list[int] | None, path: Path,
+def coco_keypoints(spec: KeypointSpec, ann: dict, order: list[int] | None, path: Path,
                    size: tuple[float, float] | None = None) -> list[list[float]]:
     """One COCO annotation's keypoints as [[x, y, v], ...] in schema order; IterateError if it does not fit.
 
     ``size`` (width, height): labeled coordinates must lie within half an image of the image."""
     aid = ann.get("id")
     kps = ann.get("keypoints")
-    k = m.keypoints.num_joints
+    k = spec.num_joints
     if not isinstance(kps, list) or len(kps) % 3:
         raise IterateError(f"{path}: annotation id {aid}: 'keypoints' is not a list of x, y, v triplets")
     if len(kps) // 3 != k:
         raise IterateError(f"{path}: annotation id {aid}: {len(kps) // 3} keypoints, the manifest's schema has {k}")
-    names = m.keypoints.names
+    names = spec.names
     trip = []
     for i in range(k):
         x, y, v = (_number(kps[3 * i + j]) for j in range(3))

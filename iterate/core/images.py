@@ -22,6 +22,8 @@ MIN_SIDE = 16
 MAX_ASPECT = 20.0
 _PIL_LOCK = threading.Lock()
 
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
 
 def printable(path) -> str:
     """A path as text that can be printed and stored: non-UTF-8 bytes shown as escapes."""

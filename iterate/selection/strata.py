@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .manifest import Manifest
+from typing import Mapping, Sequence
 
 POSTURES = ["upright", "leaning", "horizontal", "inverted", "unknown"]
 OCCLUSIONS = ["none", "partial", "heavy"]
@@ -39,19 +39,19 @@ def occlusion_of(n_missing: int) -> str:
 
 
 class StrataPredictor:
-    def __init__(self, m: Manifest):
-        self.m = m
-        self.names = m.keypoints.names
+    def __init__(self, strata: Mapping[str, Sequence[str]], names: Sequence[str]):
+        self.strata = {k: list(v) for k, v in strata.items()}
+        self.names = list(names)
         self.threshold = 0.2
         self.classifiers: dict = {}
 
     def _rule(self, key: str) -> bool:
-        allowed = set(self.m.strata.get(key, []))
+        allowed = set(self.strata.get(key, []))
         return (key == "posture" and allowed <= set(POSTURES)) or (key == "occlusion" and allowed <= set(OCCLUSIONS))
 
     def fit(self, kps: np.ndarray, scores: np.ndarray, emb: np.ndarray, attrs: list[dict]) -> "StrataPredictor":
         """Calibrate on labeled frames: predicted keypoints/scores/embeddings and their labeled attributes."""
-        if "occlusion" in self.m.strata and len(attrs):
+        if "occlusion" in self.strata and len(attrs):
             truth = [a.get("occlusion") for a in attrs]
             best = (-1.0, self.threshold)
             for t in np.quantile(scores, np.linspace(0.02, 0.6, 30)):
@@ -60,7 +60,7 @@ class StrataPredictor:
                 if acc > best[0]:
                     best = (float(acc), float(t))
             self.threshold = best[1]
-        for key in self.m.strata:
+        for key in self.strata:
             if self._rule(key):
                 continue
             y = [a.get(key) for a in attrs]
@@ -80,10 +80,10 @@ class StrataPredictor:
                                     "intercept": c_.intercept_.tolist()} for k, c_ in self.classifiers.items()}}
 
     @classmethod
-    def from_state(cls, m: Manifest, state: dict) -> "StrataPredictor":
+    def from_state(cls, strata: Mapping[str, Sequence[str]], names: Sequence[str], state: dict) -> "StrataPredictor":
         from sklearn.linear_model import LogisticRegression
 
-        sp = cls(m)
+        sp = cls(strata, names)
         sp.threshold = float(state["threshold"])
         for key, c in state.get("classifiers", {}).items():
             clf = LogisticRegression()
@@ -97,7 +97,7 @@ class StrataPredictor:
     def predict(self, kps: np.ndarray, scores: np.ndarray, emb: np.ndarray) -> list[dict]:
         n = len(kps)
         out: list[dict] = [{} for _ in range(n)]
-        for key in self.m.strata:
+        for key in self.strata:
             if key == "posture" and self._rule(key):
                 for i in range(n):
                     out[i][key] = posture_of(kps[i], scores[i] > 0.02, self.names)  # torso from every joint found

@@ -19,13 +19,14 @@ import cv2
 import numpy as np
 import yaml
 
-from .coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco
-from .errors import IterateError
-from .images import decode, nameable, printable, read_bytes
-from .ledger import Frame, Ledger
-from .manifest import Manifest, Source
+from annotation.labeling import BadAnnotation, parse_result
+from iterate.core.coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco, read_json
+from iterate.core.errors import IterateError
+from iterate.core.images import IMAGE_EXTS, decode, nameable, printable, read_bytes
+from iterate.core.ledger import Frame, Ledger
+from iterate.core.manifest import Manifest, Source
+from iterate.loop.settings import labeling
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 _BATCH = 256
 
 Progress = Callable[[str, int, int | None], None]  # (source, done, total)
@@ -257,14 +258,14 @@ def _ingest_frames(m, ledger, src, items, s, by_hash, progress) -> None:
 
 def _ingest_coco(m, ledger, src, s, by_hash, progress) -> None:
     path = m.resolve(src.path)
-    coco, order = read_coco(m, path)
+    coco, order = read_coco(m.keypoints.spec(), path)
     img_dir = m.resolve(src.images) if src.images else path.parent
     anns_by_image: dict = {}
     for a in sorted(coco["annotations"], key=ann_key):
         anns_by_image.setdefault(a.get("image_id"), []).append(a)
     # validate every annotation before anything is written
     parsed = {
-        iid: [(a, coco_keypoints(m, a, order, path, image_size(coco, iid)), coco_head_box(a, path)) for a in anns]
+        iid: [(a, coco_keypoints(m.keypoints.spec(), a, order, path, image_size(coco, iid)), coco_head_box(a, path)) for a in anns]
         for iid, anns in anns_by_image.items()
     } if src.labels else {}
     images = coco["images"]
@@ -300,10 +301,7 @@ def _ingest_labelstudio(m, ledger, src, s, by_hash, progress) -> None:
     """A Label Studio JSON export (the full `JSON` format, which keeps region ids): each task's image, and its
     newest submitted annotation as a label (joints by name, `occluded` regions as visibility 1, strata from the
     image-level choices). Every annotation is parsed before anything is written."""
-    from annotation.labeling import BadAnnotation, parse_result
-
-    from .coco import read_json
-
+    setup = labeling(m)
     path = m.resolve(src.path)
     tasks = read_json(path, "Label Studio export")
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
@@ -321,7 +319,7 @@ def _ingest_labelstudio(m, ledger, src, s, by_hash, progress) -> None:
         label = None
         if anns and src.labels:
             try:
-                kps, attrs = parse_result(m, anns[-1].get("result") or [])
+                kps, attrs = parse_result(setup, anns[-1].get("result") or [])
             except BadAnnotation as e:
                 raise IterateError(f"{path}: task {t.get('id')}, annotation {anns[-1].get('id')}: {e}") from None
             if any(v > 0 for _, _, v in kps):

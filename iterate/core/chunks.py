@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ledger import Ledger
-from .manifest import Manifest
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import Manifest
 
 
 @dataclass(frozen=True)

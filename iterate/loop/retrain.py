@@ -11,16 +11,17 @@ from typing import Callable
 
 import numpy as np
 
-from iterate.errors import IterateError
-from iterate.ledger import Ledger
-from iterate.manifest import Manifest
+from iterate.core.errors import IterateError
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import Manifest
 
-from .checkpoints import load_file
-from .codec import DarkCodec
-from .data import Sample
-from .evaluate import evaluator, score
-from .infer import load_predictor
-from .train import train
+from iterate.loop.scoring import evaluator, score
+from iterate.loop.settings import train_setup
+from model.checkpoints import load_file
+from model.codec import DarkCodec
+from model.data import Sample
+from model.infer import load_predictor
+from model.train import train
 
 _RUN_KEY = "training_run"
 
@@ -96,12 +97,13 @@ def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str
         if rank == 0:
             with ledger.transaction():
                 ledger.set(_RUN_KEY, {"dir": str(out_dir), "init": str(init) if init else "", "heatmap_size": hm})
+    setup = train_setup(m, epochs=epochs, freeze=freeze, heatmap_size=hm)
     codec = DarkCodec(m.model.input_size, hm, m.model.sigma)
     # val during training runs the report's inference path (flip + refine): the checkpoint kept is the one it scores best
     fresh = not out_dir.exists()
     try:
-        res = train(m, train_s, val_s, out_dir, epochs=epochs, init=init, allow_partial=allow_partial, freeze=freeze,
-                    heatmap_size=hm, resume=resume, time_limit_s=time_limit_s, evaluate=evaluator(m, codec),
+        res = train(setup, train_s, val_s, out_dir, init=init, allow_partial=allow_partial, resume=resume,
+                    time_limit_s=time_limit_s, evaluate=evaluator(setup.keypoints, setup.infer_config(), codec),
                     on_step=on_step, on_epoch=on_epoch, distributed=distributed)
     except IterateError:
         # a run that failed for a known reason (bad checkpoint, diverged loss) leaves no model folder and nothing
@@ -118,9 +120,9 @@ def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str
     pr = load_predictor(best)  # the checkpoint's own inference path: the one `predict` and the report run
     metrics: dict = {}
     if val_s:
-        v = score(m, pr.predict(val_s).keypoints, val_s)
+        v = score(setup.keypoints, pr.predict(val_s).keypoints, val_s)
         metrics.update({f"val_{k}": v[k] for k in v})
-    tr = score(m, pr.predict(train_s[:500]).keypoints, train_s[:500])
+    tr = score(setup.keypoints, pr.predict(train_s[:500]).keypoints, train_s[:500])
     metrics.update({f"train_{k}": tr[k] for k in tr})
     if "val_pckh01" in metrics:
         metrics["overfit01"] = round(metrics["train_pckh01"] - metrics["val_pckh01"], 3)

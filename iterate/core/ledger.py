@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import BusyError, IterateError
+from iterate.core.errors import BusyError, IterateError
 
 SCHEMA_VERSION = 3
 
@@ -380,6 +380,33 @@ class Ledger:
     def pending_frame_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT frame_id FROM tasks WHERE status='pending'")}
 
+    # -- Label Studio tasks -------------------------------------------------------------------------
+    def tasked_frame_ids(self) -> set[str]:
+        """Frames that have a Label Studio task in any project."""
+        return {r[0] for r in self.db.execute("SELECT frame_id FROM tasks")}
+
+    def project_tasks(self, project_id: int) -> dict[int, str]:
+        """task id → frame id for one Label Studio project."""
+        rows = self.db.execute("SELECT task_id, frame_id FROM tasks WHERE project_id=?", (project_id,))
+        return {int(r[0]): r[1] for r in rows}
+
+    def task_statuses(self, project_id: int | None = None) -> dict[int, str]:
+        """task id → status (pending | labeled | skipped | invalid)."""
+        q, args = "SELECT task_id, status FROM tasks", ()
+        if project_id is not None:
+            q, args = q + " WHERE project_id=?", (project_id,)
+        return {int(r[0]): r[1] for r in self.db.execute(q, args)}
+
+    def add_task(self, frame_id: str, project_id: int, task_id: int, round_id: int | None = None) -> None:
+        """Record a pending task (kept as it is when already recorded). Call inside :meth:`transaction`."""
+        self.db.execute("INSERT OR IGNORE INTO tasks (frame_id, project_id, task_id, round_id, status, updated_at) "
+                        "VALUES (?,?,?,?,?,?)", (frame_id, project_id, task_id, round_id, "pending", time.time()))
+
+    def set_task_status(self, project_id: int, task_id: int, status: str, note: str | None = None) -> None:
+        """Call inside :meth:`transaction`."""
+        self.db.execute("UPDATE tasks SET status=?, note=?, updated_at=? WHERE project_id=? AND task_id=?",
+                        (status, note, time.time(), project_id, task_id))
+
     # -- models -------------------------------------------------------------------------------------
     def add_model(self, path: str, *, parent_id: int | None, n_train: int, config: dict, metrics: dict) -> int:
         cur = self.db.execute(
@@ -395,6 +422,12 @@ class Ledger:
     def models(self) -> list[dict]:
         return [_model(r) for r in self.db.execute("SELECT * FROM models ORDER BY id")]
 
+    def add_report(self, round_no: int, path: str, model_id: int | None, summary: dict) -> int:
+        """Record a written gap report. Call inside :meth:`transaction`."""
+        cur = self.db.execute("INSERT INTO reports (round, path, model_id, summary, created_at) VALUES (?,?,?,?,?)",
+                              (round_no, path, model_id, json.dumps(summary), time.time()))
+        return int(cur.lastrowid)
+
     def report_summaries(self) -> dict[int, dict]:
         """model id → the summary of the newest report written for it."""
         rows = self.db.execute("SELECT model_id, summary FROM reports WHERE model_id IS NOT NULL ORDER BY id")
@@ -404,6 +437,27 @@ class Ledger:
     def round_frame_ids(self, round_id: int) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT frame_id FROM round_frames WHERE round_id=? ORDER BY rank",
                                               (round_id,))]
+
+    def add_round(self, *, chunk: int, budget: int, strategy: str, model_id: int | None, params: dict,
+                  frames: list[tuple[str, dict]]) -> int:
+        """Record a selection round and its frames in rank order (frame id, the scores shown for it). Call inside
+        :meth:`transaction`."""
+        rid = int(self.db.execute(
+            "INSERT INTO rounds (created_at, chunk, budget, strategy, model_id, params) VALUES (?,?,?,?,?,?)",
+            (time.time(), chunk, budget, strategy, model_id, json.dumps(params))).lastrowid)
+        self.db.executemany("INSERT INTO round_frames (round_id, frame_id, rank, scores) VALUES (?,?,?,?)",
+                            [(rid, fid, rank, json.dumps(sc)) for rank, (fid, sc) in enumerate(frames, 1)])
+        return rid
+
+    def round(self, round_id: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM rounds WHERE id=?", (round_id,)).fetchone()
+        return dict(row) | {"params": json.loads(row["params"])} if row else None
+
+    def round_unhandled(self, round_id: int) -> int:
+        """Frames of a round with neither a task nor a label (a push that did not finish)."""
+        return int(self.db.execute(
+            "SELECT COUNT(*) FROM round_frames rf WHERE rf.round_id=? AND rf.frame_id NOT IN (SELECT frame_id FROM tasks)"
+            " AND rf.frame_id NOT IN (SELECT frame_id FROM labels)", (round_id,)).fetchone()[0])
 
     def rounds(self) -> list[dict]:
         rows = self.db.execute("SELECT * FROM rounds ORDER BY id")

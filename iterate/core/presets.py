@@ -4,7 +4,7 @@ PCKh normaliser each dataset is scored with."""
 
 from __future__ import annotations
 
-from .init import guess_flip_pairs
+from iterate.core.schema import guess_flip_pairs
 
 _COCO = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
          "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",

@@ -1,0 +1,28 @@
+"""Plain frozen settings the annotation package takes (built from the manifest at the edge)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iterate.core.schema import KeypointSpec
+
+
+@dataclass(frozen=True)
+class LabelStudioSettings:
+    url: str = "http://127.0.0.1:8080"
+    project_title: str = "iterate"
+    token_env: str = "LABEL_STUDIO_TOKEN"  # the NAME of the variable holding the token, never the token
+    data_root: Path = Path(".")            # absolute: the document root local files are served from
+    batch_size: int = 500
+    agreement: bool = False
+    server_dir: Path = Path(".iterate/studio")  # a local server's data folder
+
+
+@dataclass(frozen=True)
+class LabelingSetup:
+    """One labeling project: the server, the joints to place and the strata choices to make."""
+
+    label_studio: LabelStudioSettings
+    keypoints: KeypointSpec
+    strata: dict[str, tuple[str, ...]] = field(default_factory=dict)

@@ -1,0 +1,165 @@
+"""`iterate report` and `iterate evaluate` as library calls: gather the round's data (the ledger, the current
+checkpoint on val/test, the pool's predicted strata) and hand it to :mod:`reports` to compute and render."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import Manifest
+from iterate.loop.retrain import labeled_samples
+from iterate.loop.settings import keypoint_spec, strata
+from iterate.selection.strata import StrataPredictor
+from model.data import Sample
+from model.evaluate import head_boxes
+from model.infer import Predictions, Predictor, load_predictor
+from reports.evaluation import EvalSet, check_alpha, coco_evalset, evaluate
+from reports.focus import next_chunk_focus
+from reports.report import contact_sheet, frame_scores, plot_joints, plot_timeline, rerender, summary, worst_frames
+from reports.report import write_round
+
+
+def reports_dir(m: Manifest) -> Path:
+    d = m.workspace_dir / "reports"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def evaluate_files(m: Manifest, pred: Path, gt: Path, alpha: float = 0.1) -> dict:
+    """`iterate evaluate`: any COCO results file against COCO keypoint labels, with the manifest's schema."""
+    check_alpha(alpha, "--alpha")
+    spec = keypoint_spec(m)
+    return evaluate(spec, strata(m), coco_evalset(spec, pred, gt), alpha)
+
+
+def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: float = 0.1, progress=None) -> Path:
+    """Compute and write this round's report; or, with ``round_no`` of an older round, re-render it."""
+    check_alpha(alpha, "--alpha")
+    out_dir = reports_dir(m)
+    n = len(ledger.rounds())
+    if round_no is not None and round_no != n:
+        return rerender(out_dir, round_no)
+    data: dict = {"round": n, "project": m.project, "created_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "data": _data_side(m, ledger), "alpha": alpha, "focus_metric": m.selection.focus_metric,
+                  "timeline": _timeline(ledger), "model": None}
+    model = ledger.latest_model()
+    if model is not None:
+        data["model"] = {k: model[k] for k in ("id", "path", "n_train", "config", "metrics")}
+        data.update(_model_side(m, ledger, model, alpha, out_dir, f"round-{n:02d}"))
+        _add_timeline_plot(data, out_dir)
+    md = write_round(out_dir, data)
+    with ledger.transaction():
+        ledger.add_report(n, str(md), model["id"] if model else None, summary(data))
+    return md
+
+
+def evaluate_checkpoint(m: Manifest, ledger: Ledger, path: str | Path, split: str, alpha: float = 0.1) -> dict | None:
+    """One checkpoint (e.g. the base model, before any labels) on the ledger's labeled ``split``; None if empty."""
+    samples = labeled_samples(ledger, (split,))
+    if not samples:
+        return None
+    return _evaluate_split(m, samples, load_predictor(path).predict(samples), alpha)
+
+
+# -- the steps of build -----------------------------------------------------------------------------
+def _data_side(m: Manifest, ledger: Ledger) -> dict:
+    prog = chunk_progress(m, ledger)
+    return {
+        "chunks": [{"chunk": c.index, "fraction": c.fraction, "target": c.target, "labeled": c.labeled,
+                    "pending": c.pending} for c in prog],
+        "current_chunk": current_chunk(prog).index, "frames": ledger.count_frames(),
+        "labels_train": len(ledger.current_labels(("pool", "train"))),
+        "labels_per_stratum": {k: {v: r for v, r in rows.items() if r} for k, rows in labels_per_stratum(m, ledger).items()},
+    }
+
+
+def _timeline(ledger: Ledger) -> list[dict]:
+    """Each model's val figures (from training) and its test figures (from the report written for it)."""
+    tests = {mid: s.get("test") or {} for mid, s in ledger.report_summaries().items()}
+    out = []
+    for md in ledger.models():
+        mt = md["metrics"]
+        t = tests.get(md["id"], {})
+        out.append({"model": md["id"], "labels": md["n_train"], "pckh01": mt.get("val_pckh01"),
+                    "pckh05": mt.get("val_pckh05"), "mean_sms01": mt.get("val_mean_sms01"),
+                    "test_pckh01": t.get("pckh"), "test_pckh05": t.get("pckh05"),
+                    "overfit01": mt.get("overfit01"), "created_at": md["created_at"]})
+    return out
+
+
+def _add_timeline_plot(data: dict, out_dir: Path) -> None:
+    """The current model's test figures join its timeline row, then the timeline is plotted."""
+    for t in data["timeline"]:
+        if t["model"] == data["model"]["id"] and data.get("test"):
+            t["test_pckh01"], t["test_pckh05"] = data["test"]["pckh"], data["test"]["pckh05"]
+    if data["timeline"]:
+        name = f"round-{data['round']:02d}-timeline.png"
+        plot_timeline(data["timeline"], out_dir / name)
+        data["plots"]["timeline"] = name
+
+
+def _split_arrays(samples) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarray]:
+    """Labels of one split as (gt (N, K, 2), visibility (N, K), attributes, head boxes (N, 4))."""
+    gt = np.stack([s.keypoints[:, :2] for s in samples])
+    vis = np.stack([s.keypoints[:, 2] for s in samples])
+    return gt, vis, [s.attributes for s in samples], head_boxes(samples)
+
+
+def _evaluate_split(m: Manifest, samples, p: Predictions, alpha: float) -> dict:
+    gt, vis, attrs, hb = _split_arrays(samples)
+    es = EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb, scores=p.scores)
+    return evaluate(keypoint_spec(m), strata(m), es, alpha)
+
+
+def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir: Path, stem: str) -> dict:
+    pr = load_predictor(model["path"])  # the checkpoint's own inference path, as `iterate predict` runs it
+    out: dict = {"plots": {}, "inference": pr.settings.describe()}
+    # the test split never picks a checkpoint or steers selection: its figures are the unbiased ones
+    test_samples = labeled_samples(ledger, ("test",))
+    if test_samples:
+        out["test"] = _evaluate_split(m, test_samples, pr.predict(test_samples), alpha)
+    samples = labeled_samples(ledger, ("val",))
+    if not samples:
+        out["val"] = None
+        out["notes"] = ["no labeled val frames: add a `split: val` source to the manifest"]
+        return out
+    p = pr.predict(samples)
+    out["val"] = res = _evaluate_split(m, samples, p, alpha)
+    plot_joints(res["per_joint"], res["pckh"] or 0.0, out_dir / f"{stem}-joints.png", alpha)
+    out["plots"]["joints"] = f"{stem}-joints.png"
+    out["focus"] = _focus(m, ledger, pr, p, res, [s.attributes for s in samples])
+    _worst_sheet(m, samples, p, out, alpha, out_dir / f"{stem}-worst.png")
+    return out
+
+
+def _focus(m: Manifest, ledger: Ledger, pr: Predictor, p: Predictions, res: dict, attrs: list[dict]) -> dict:
+    """Strata predicted over (a sample of) the unlabeled pool → the next chunk's focus."""
+    sp = StrataPredictor(strata(m), m.keypoints.names).fit(p.keypoints, p.scores, p.embeddings, attrs)
+    taken = ledger.labeled_frame_ids() | ledger.pending_frame_ids()
+    pool = [f for f in ledger.frames("pool") if f.id not in taken]
+    cap = m.selection.max_pool_for_report
+    if len(pool) > cap:
+        pool = [pool[i] for i in sorted(np.random.default_rng(0).choice(len(pool), cap, replace=False))]
+    if pool:
+        pp = pr.predict([Sample(f.path, None, f.id) for f in pool])
+        pool_strata = sp.predict(pp.keypoints, pp.scores, pp.embeddings)
+        unc = 1.0 - np.nanmean(pp.scores, axis=1)
+    else:
+        pool_strata, unc = [], np.zeros(0)
+    metric = m.selection.focus_metric
+    return next_chunk_focus(res["strata"], res.get(metric), pool_strata, unc, m.selection.explore, metric)
+
+
+def _worst_sheet(m: Manifest, samples, p: Predictions, out: dict, alpha: float, path: Path) -> None:
+    """Contact sheet of the worst val frames of the two weakest strata."""
+    gt, vis, attrs, hb = _split_arrays(samples)
+    spec = keypoint_spec(m)
+    a = 0.5 if m.selection.focus_metric == "pckh05" else alpha
+    chosen = worst_frames(out["focus"], frame_scores(spec, p.keypoints, gt, vis, hb, a), attrs)
+    if chosen:
+        contact_sheet(spec, [(samples[j].path, gt[j], vis[j], p.keypoints[j], cap) for j, cap in chosen], path)
+        out["plots"]["worst"] = path.name

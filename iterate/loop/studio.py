@@ -1,0 +1,46 @@
+"""Label Studio steps of the loop: the local server, the oracle annotator and `sync-labels`, each with the
+manifest turned into :class:`annotation.settings.LabelingSetup` at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from annotation import server
+from annotation.client import Studio
+from annotation.oracle import OracleSummary, autolabel as _autolabel
+from annotation.push import frames_of_round
+from annotation.sync import SyncSummary, sync_labels
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import Manifest
+from iterate.loop.settings import labeling, studio_settings
+
+
+def studio(m: Manifest) -> Studio:
+    """A client for the manifest's Label Studio (token from the environment variable it names)."""
+    return Studio.from_settings(studio_settings(m))
+
+
+def start_server(m: Manifest, **kw) -> server.ServerState:
+    return server.start(studio_settings(m), **kw)
+
+
+def stop_server(m: Manifest) -> bool:
+    return server.stop(studio_settings(m))
+
+
+def server_status(m: Manifest) -> server.ServerState:
+    return server.status(studio_settings(m))
+
+
+def sync(m: Manifest, ledger: Ledger, *, full: bool = False, progress=None) -> SyncSummary:
+    """`iterate sync-labels`: finished annotations → validated label versions in the ledger."""
+    return sync_labels(labeling(m), ledger, studio(m), full=full, progress=progress)
+
+
+def autolabel(m: Manifest, ledger: Ledger, labels: Path, *, limit: int | None = None, seed: int = 0) -> OracleSummary:
+    """The oracle annotator: answer pending tasks from COCO labels, as the UI would."""
+    return _autolabel(labeling(m), ledger, studio(m), labels, seed=seed, limit=limit)
+
+
+def round_frames(ledger: Ledger, round_id: int) -> list[str]:
+    return frames_of_round(ledger, round_id)

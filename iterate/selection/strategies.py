@@ -1,0 +1,202 @@
+"""Selection strategies: small pure functions in a registry (name → function), combined from the pieces
+beside them (scores → :mod:`diversity` → :mod:`balance`). No I/O: `select`, `simulate` and the benches call the
+same functions.
+
+A strategy takes a :class:`Pool` (what is known about the candidate rows) and a budget and returns a
+:class:`Picked` (rows in order, why each was picked, notes). Adding one is a function and a decorator::
+
+    @strategy("my_rule")
+    def my_rule(pool: Pool, budget: int) -> Picked:
+        p = Picker(pool)
+        p.by_diversity(np.arange(pool.n), budget, "my rule")
+        return p.done(budget)
+
+Everything is O(n log n) in the pool size plus O(k · candidates) for k-center: membership is one boolean mask,
+never a set rebuilt per row (1,000,000 rows: `bench/select_scale.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from iterate.selection import balance, diversity
+
+POOL_FACTOR = 4  # diversity looks at the top budget × this many candidates
+
+
+@dataclass
+class Pool:
+    """The candidate rows a strategy chooses from. ``combined`` is None on a cold start (no model yet), when
+    ``emb`` holds image features instead of the model's embeddings."""
+
+    n: int
+    rng: np.random.Generator
+    combined: np.ndarray | None = None      # (n,) uncertainty, higher = more informative
+    emb: np.ndarray | None = None           # (n, D) embeddings for k-center
+    seeds: np.ndarray | None = None         # embeddings of frames already labeled (k-center starts from them)
+    blocked: Callable[[int], list[int]] | None = None  # near-duplicate rows of a row (same video, close frames)
+    strata: list[dict] | None = None        # predicted strata per row
+    focus: dict | None = None               # {"key": stratum key, "weights": {value: share}} from the report
+    explore: float = 0.1                    # share of the budget kept random under a focus
+
+
+@dataclass
+class Picked:
+    rows: list[int]
+    why: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+Strategy = Callable[[Pool, int], Picked]
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def strategy(name: str) -> Callable[[Strategy], Strategy]:
+    """Register a strategy under ``name`` (what `--strategy` and `simulate --strategies` accept)."""
+
+    def add(fn: Strategy) -> Strategy:
+        STRATEGIES[name] = fn
+        return fn
+
+    return add
+
+
+class Picker:
+    """Rows chosen so far (one boolean mask), why each was chosen, and the ways to add more."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+        self.taken = np.zeros(pool.n, bool)
+        self.chosen: list[int] = []
+        self.why: dict[int, str] = {}
+        self.notes: list[str] = []
+
+    def take(self, rows, tag: str) -> None:
+        for r in rows:
+            r = int(r)
+            if not self.taken[r]:
+                self.taken[r] = True
+                self.chosen.append(r)
+                self.why[r] = tag
+
+    def free(self, rows: np.ndarray) -> np.ndarray:
+        return rows[~self.taken[rows]]
+
+    def by_score(self, rows: np.ndarray) -> np.ndarray:
+        """Rows most uncertain first (stable)."""
+        return rows[np.argsort(-self.pool.combined[rows], kind="stable")]
+
+    def _k_center(self, rows: np.ndarray, k: int) -> list[int]:
+        p, local = self.pool, None
+        if p.blocked:
+            inv = np.full(p.n, -1, np.int64)
+            inv[rows] = np.arange(len(rows))
+
+            def local(i: int) -> list[int]:
+                g = np.asarray(p.blocked(int(rows[i])), dtype=np.int64)
+                j = inv[g] if len(g) else g
+                return j[j >= 0].tolist()
+
+        sel = diversity.k_center_greedy(p.emb[rows], k, seeds=p.seeds, rng=p.rng, blocked=local)
+        return [int(rows[i]) for i in sel]
+
+    def by_uncertainty(self, rows: np.ndarray, k: int, tag: str) -> None:
+        """The ``k`` most uncertain free rows (diversity alone on a cold start)."""
+        rows = self.free(rows)
+        if k <= 0 or not len(rows):
+            return
+        if self.pool.combined is None:
+            self.take(self._k_center(rows, k), tag)
+        else:
+            self.take(self.by_score(rows)[:k], tag)
+
+    def by_diversity(self, rows: np.ndarray, k: int, tag: str) -> None:
+        """k-center among the ``k × POOL_FACTOR`` most uncertain free rows (all of them on a cold start); short
+        after near-duplicate suppression: filled by score."""
+        rows = self.free(rows)
+        if k <= 0 or not len(rows):
+            return
+        if self.pool.combined is None:
+            self.take(self._k_center(rows, k), tag)
+            return
+        order = self.by_score(rows)
+        before = len(self.chosen)
+        self.take(self._k_center(order[: max(k * POOL_FACTOR, k)], k), tag)
+        short = k - (len(self.chosen) - before)
+        if short > 0:
+            self.take(self.free(order)[:short], tag)
+
+    def at_random(self, k: int, tag: str) -> None:
+        rest = np.flatnonzero(~self.taken)
+        if k > 0 and len(rest):
+            self.take(self.pool.rng.choice(rest, size=min(k, len(rest)), replace=False), tag)
+
+    def done(self, budget: int) -> Picked:
+        """Fill anything still missing with the best remaining by score (else at random), and finish."""
+        if len(self.chosen) < budget:
+            left = np.flatnonzero(~self.taken)
+            left = self.by_score(left) if self.pool.combined is not None else self.pool.rng.permutation(left)
+            self.take(left[: budget - len(self.chosen)], "fill")
+        return Picked(self.chosen[:budget], self.why, self.notes)
+
+
+def _nothing_known(pool: Pool) -> bool:
+    return pool.combined is None and pool.emb is None
+
+
+@strategy("random")
+def random_sample(pool: Pool, budget: int) -> Picked:
+    """A uniform sample: the baseline every other strategy is measured against."""
+    rows = [int(r) for r in pool.rng.choice(pool.n, size=budget, replace=False)]
+    return Picked(rows, {r: "random" for r in rows})
+
+
+@strategy("uncertainty")
+def uncertainty(pool: Pool, budget: int) -> Picked:
+    """The most uncertain frames (confidence, flip disagreement, peak entropy combined)."""
+    if _nothing_known(pool):
+        return random_sample(pool, budget)
+    p = Picker(pool)
+    p.by_uncertainty(np.arange(pool.n), budget, "uncertainty" if pool.combined is not None else "diversity (cold start)")
+    return p.done(budget)
+
+
+@strategy("diversity")
+def uncertainty_diversity(pool: Pool, budget: int) -> Picked:
+    """k-center over the most uncertain frames: informative and not alike."""
+    if _nothing_known(pool):
+        return random_sample(pool, budget)
+    p = Picker(pool)
+    p.by_diversity(np.arange(pool.n), budget,
+                   "diversity (cold start)" if pool.combined is None else "uncertainty + diversity")
+    return p.done(budget)
+
+
+@strategy("full")
+def focused(pool: Pool, budget: int) -> Picked:
+    """The report's focus: the budget split over one stratum's values by their gap shares (uncertainty +
+    diversity inside each), an exploration share at random; without a focus, uncertainty + diversity."""
+    if _nothing_known(pool):
+        return random_sample(pool, budget)
+    if not (pool.focus and pool.strata is not None):
+        return uncertainty_diversity(pool, budget)
+    p = Picker(pool)
+    key, shares = pool.focus["key"], pool.focus["weights"]
+    vals = np.array([s.get(key) for s in pool.strata], dtype=object)
+    masks = {v: vals == v for v in shares}
+    q, n_explore, p.notes = balance.quotas(budget, pool.explore, shares, {v: int(mk.sum()) for v, mk in masks.items()})
+    rows = np.arange(pool.n)
+    for v, k in sorted(q.items(), key=lambda kv: -kv[1]):
+        p.by_diversity(rows[masks[v]], k, f"focus {key}={v}")
+    p.at_random(n_explore, "explore (random)")
+    return p.done(budget)
+
+
+def choose(name: str, budget: int, pool: Pool) -> Picked:
+    """Run the strategy registered as ``name``."""
+    if name not in STRATEGIES:
+        raise KeyError(name)
+    return STRATEGIES[name](pool, budget)

@@ -32,17 +32,17 @@ def project_id(cfg: LabelingSetup, ledger: Ledger) -> int | None:
 
 def ensure_project(cfg: LabelingSetup, ledger: Ledger, studio: Studio) -> int:
     """The project for this manifest: found by the ledger's id, else by title, else created; config kept current."""
-    cfg = label_config(cfg)
+    xml = label_config(cfg)
     pid = project_id(cfg, ledger)
     proj = studio.project(pid) if pid else None
     if proj is None:
         same = [p for p in studio.projects() if p.get("title") == cfg.label_studio.project_title]
-        proj = same[0] if same else studio.create_project(cfg.label_studio.project_title, cfg)
+        proj = same[0] if same else studio.create_project(cfg.label_studio.project_title, xml)
         pid = int(proj["id"])
         with ledger.transaction():
             ledger.set(_project_key(cfg), pid)
-    if proj.get("label_config", "").strip() != cfg.strip():
-        studio.update_project(pid, label_config=cfg)
+    if proj.get("label_config", "").strip() != xml.strip():
+        studio.update_project(pid, label_config=xml)
     return int(pid)
 
 

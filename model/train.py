@@ -99,6 +99,29 @@ def checkpoint_dict(model: PoseHRNet, setup: TrainSetup, **extra) -> dict:
     }
 
 
+@dataclass
+class _Progress:
+    """What a run has done so far (restored from ``last.pt`` on resume)."""
+
+    start_epoch: int = 0
+    step: int = 0
+    best_score: float = -1.0
+    best_key: list = field(default_factory=lambda: [-1e9, -1e9, -1e9])
+    history: list = field(default_factory=list)
+    bad: list = field(default_factory=list)
+    since_eval: int = 0  # steps since the last val score: a small fine-tune would otherwise spend its time on val
+
+
+@dataclass
+class _Plan:
+    epochs: int
+    total_steps: int
+    warmup_frac: float
+    base_lr: float
+    time_limit_s: float | None
+    max_steps: int | None
+
+
 def train(
     setup: TrainSetup,
     train_samples: list[Sample],
@@ -122,12 +145,54 @@ def train(
     if not train_samples:
         raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
     t0 = time.time()
-    cfg, tcfg, spec = setup.model, setup.train, setup.keypoints
-    epochs = tcfg.epochs
-    hm_size = cfg.heatmap_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+    dev, rank, world = _device(device, distributed)
+    torch.manual_seed(setup.train.seed)
+    np.random.seed(setup.train.seed)
+    model, load_report = _build(setup, None if resume else init, allow_partial, dev)
+    base_lr = setup.train.finetune_lr if init else setup.train.lr  # a warm start fine-tunes gently
+    opt = _optimizer(model, setup.train, base_lr)
+    ds, sampler, loader = _data(setup, train_samples, distributed, rank, world)
+    net = _wrap(model, dev, distributed)
+    plan = _plan(setup.train, len(loader), base_lr, time_limit_s, max_steps)
+    prog = _Progress()
+    if resume:
+        prog, load_report = _resume(last_path, model, opt)
+    scoring = evaluate is not None and bool(val_samples)
+    t_start = time.time() - (float(prog.history[-1]["elapsed_s"]) if prog.history else 0.0)
+    epoch = prog.start_epoch - 1
+    for epoch in range(prog.start_epoch, plan.epochs):
+        ds.epoch = epoch
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        losses, stop = _epoch(net, model, loader, opt, setup.train, plan, prog, dev, t_start, distributed, on_step)
+        rec = {"epoch": epoch, "step": prog.step, "loss": float(np.mean(losses)) if losses else float("nan"),
+               "elapsed_s": round(time.time() - t_start, 2)}
+        prog.since_eval += len(losses)
+        # val is scored every train.eval_every_steps steps, and always after the last epoch
+        due = scoring and (prog.since_eval >= setup.train.eval_every_steps or stop or epoch == plan.epochs - 1)
+        if due:
+            prog.since_eval = 0
+            if rank == 0:
+                model.eval()
+                rec.update(evaluate(model, val_samples))
+                model.train()
+        improved = _record(rec, prog, setup.train.best_metric, due or not scoring)
+        if rank == 0:
+            config = _config(setup, plan.epochs, init, time_limit_s)
+            _save(model, setup, opt, prog, epoch, config, last_path, best_path if improved else None)
+        if on_epoch:
+            on_epoch(rec)
+        if stop:
+            break
+    return TrainResult(best_path, last_path, epoch + 1, prog.step, prog.best_score, prog.history, prog.bad, load_report,
+                       round(time.time() - t0, 1))
+
+
+# -- the steps of train -----------------------------------------------------------------------------
+def _device(device: str | None, distributed: bool) -> tuple[torch.device, int, int]:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = 0, 1
     if distributed:
@@ -136,26 +201,35 @@ def train(
         rank, world = dist.get_rank(), dist.get_world_size()
     if dev.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    torch.manual_seed(tcfg.seed)
-    np.random.seed(tcfg.seed)
+    return dev, rank, world
 
-    model = build_model(cfg.backbone, spec.num_joints, cfg.input_size, hm_size)
+
+def _build(setup: TrainSetup, init, allow_partial: bool, dev: torch.device) -> tuple[PoseHRNet, str]:
+    """The network, warm-started from ``init`` (what loaded said in words), frozen by policy, on ``dev``."""
+    cfg, spec = setup.model, setup.keypoints
+    model = build_model(cfg.backbone, spec.num_joints, cfg.input_size, cfg.heatmap_size)
     load_report = ""
-    if init and not resume:
+    if init:
         rep = load_into(model, load_file(init), list(spec.names), dict(spec.init_from), allow_partial, init)
         load_report = f"{rep.layout}: {rep.describe()}"
         if rep.joints_from_nearest:
             load_report += "; from nearest: " + ", ".join(f"{k}←{v}" for k, v in rep.joints_from_nearest.items())
-    apply_freeze(model, tcfg.freeze)
-    model = model.to(dev).to(memory_format=torch.channels_last)
+    apply_freeze(model, setup.train.freeze)
+    return model.to(dev).to(memory_format=torch.channels_last), load_report
+
+
+def _optimizer(model: PoseHRNet, tcfg, base_lr: float) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norm parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    base_lr = tcfg.finetune_lr if init else tcfg.lr  # a warm start fine-tunes gently
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=base_lr)
-    codec = DarkCodec(cfg.input_size, hm_size, cfg.sigma)
-    ds = PoseDataset(train_samples, codec, flip_index=spec.flip_index(), joint_weights=spec.joint_weights(),
+    return torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": tcfg.weight_decay},
+                              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=base_lr)
+
+
+def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int, world: int):
+    """The augmented training set, its sampler (one shard per rank) and loader."""
+    cfg, tcfg, spec = setup.model, setup.train, setup.keypoints
+    codec = DarkCodec(cfg.input_size, cfg.heatmap_size, cfg.sigma)
+    ds = PoseDataset(samples, codec, flip_index=spec.flip_index(), joint_weights=spec.joint_weights(),
                      train=True, augment=tcfg.augment, up_joints=spec.up_joints(), seed=tcfg.seed,
                      person_box_p=tcfg.augment.person_box)
     sampler = None
@@ -168,105 +242,97 @@ def train(
     loader = DataLoader(ds, batch_size=bs, shuffle=sampler is None, sampler=sampler, drop_last=len(ds) > bs,
                         num_workers=tcfg.workers, collate_fn=collate, generator=g,
                         persistent_workers=tcfg.workers > 0)
-    net = model
-    if distributed:
-        # the trunk also computes the lower-resolution outputs the heatmap head does not use
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                                  find_unused_parameters=True)
-    steps_per_epoch = max(1, len(loader))
+    return ds, sampler, loader
+
+
+def _wrap(model: PoseHRNet, dev: torch.device, distributed: bool) -> nn.Module:
+    if not distributed:
+        return model
+    # the trunk also computes the lower-resolution outputs the heatmap head does not use
+    return nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                               find_unused_parameters=True)
+
+
+def _plan(tcfg, batches_per_epoch: int, base_lr: float, time_limit_s, max_steps) -> _Plan:
+    """Epochs and steps of the schedule: ``max_steps`` (when given) decides the length, else the epochs."""
+    epochs = tcfg.epochs
+    steps_per_epoch = max(1, batches_per_epoch)
     total_steps = epochs * steps_per_epoch
     if max_steps:
         total_steps = int(max_steps)
         epochs = max(epochs, -(-total_steps // steps_per_epoch))
-    warmup_frac = min(0.3, tcfg.warmup_steps / max(1, total_steps))
+    return _Plan(epochs, total_steps, min(0.3, tcfg.warmup_steps / max(1, total_steps)), base_lr, time_limit_s,
+                 max_steps)
 
-    start_epoch, step, best_score, history = 0, 0, -1.0, []
-    best_key: list[float] = [-1e9, -1e9, -1e9]
-    if resume:
-        if not last_path.is_file():
-            raise IterateError(f"{last_path}: nothing to resume (no last checkpoint in {out_dir})")
-        ck = load_file(last_path)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start_epoch, step = int(ck["epoch"]) + 1, int(ck["step"])
-        best_score, history = float(ck.get("best_score", -1.0)), list(ck.get("history", []))
-        best_key = list(ck.get("best_key", best_key))
-        load_report = f"resumed from {last_path} after epoch {start_epoch}"
 
-    bad: list[str] = []
-    scoring = evaluate is not None and bool(val_samples)
-    since_eval = 0  # steps since the last val score: a small fine-tune would otherwise spend most of its time on val
-    elapsed_before = float(history[-1]["elapsed_s"]) if history else 0.0
-    t_start = time.time() - elapsed_before
-    stop = False
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, epochs):
-        ds.epoch = epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        net.train()
-        _freeze_bn(model)
-        losses = []
-        for batch in loader:
-            bad += [p for p in batch["bad"] if p not in bad]
-            if "image" not in batch:
-                continue
-            frac = step / total_steps
-            if time_limit_s:
-                frac = max(frac, (time.time() - t_start) / time_limit_s)
-            for grp in opt.param_groups:
-                grp["lr"] = base_lr * lr_factor(min(frac, 1.0), warmup_frac, tcfg.schedule)
-            x = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = batch["heatmaps"].to(dev, non_blocking=True)
-            w = batch["weights"].to(dev, non_blocking=True)
-            loss = heatmap_loss(net(x), y, w, tcfg.loss_scale)
-            if not bool(torch.isfinite(loss.detach())):  # a poisoned label or a diverging lr: stop, keep nothing
-                raise TrainingDiverged(f"training stopped at step {step + 1}: the loss is {float(loss.detach()):g}, not a finite "
-                                       "number (check the labels for extreme coordinates, or lower the learning "
-                                       "rate); no model was recorded")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            if on_step:
-                on_step(step, total_steps, losses[-1])
-            if (time_limit_s and _stop_all(time.time() - t_start >= time_limit_s, distributed)) or \
-                    (max_steps and step >= max_steps):
-                stop = True
-                break
-        rec = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
-               "elapsed_s": round(time.time() - t_start, 2)}
-        since_eval += len(losses)
-        # val is scored every train.eval_every_steps steps, and always after the last epoch
-        due = scoring and (since_eval >= tcfg.eval_every_steps or stop or epoch == epochs - 1)
-        if due:
-            since_eval = 0
-            if rank == 0:
-                model.eval()
-                rec.update(evaluate(model, val_samples))
-                model.train()
-        # best by the val figure train.best_metric (PCKh@0.1 by default); ties go to the other PCKh, then the loss
-        first = tcfg.best_metric
-        second = "pckh05" if first != "pckh05" else "pckh01"
-        key = [rec.get(first, -1.0), rec.get(second, -1.0), -rec["loss"]]
-        history.append(rec)
-        improved = key > best_key and (due or not scoring)
-        if improved:
-            best_key, best_score = key, rec.get("pckh01", -rec["loss"])
-        if rank == 0:
-            extra = {"epoch": epoch, "step": step, "best_score": best_score, "best_key": best_key, "history": history,
-                     "optimizer": opt.state_dict(), "config": _config(setup, epochs, init, time_limit_s)}
-            save_atomic(checkpoint_dict(model, setup, **extra), last_path)
-            if improved:
-                save_atomic(checkpoint_dict(model, setup, epoch=epoch, step=step, best_score=best_score,
-                                            history=history, config=extra["config"]), best_path)
-        if on_epoch:
-            on_epoch(rec)
-        if stop:
-            break
-    return TrainResult(best_path, last_path, epoch + 1, step, best_score, history, bad, load_report,
-                       round(time.time() - t0, 1))
+def _resume(last_path: Path, model: PoseHRNet, opt) -> tuple[_Progress, str]:
+    if not last_path.is_file():
+        raise IterateError(f"{last_path}: nothing to resume (no last checkpoint in {last_path.parent})")
+    ck = load_file(last_path)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    prog = _Progress(int(ck["epoch"]) + 1, int(ck["step"]), float(ck.get("best_score", -1.0)),
+                     list(ck.get("best_key", [-1e9, -1e9, -1e9])), list(ck.get("history", [])))
+    return prog, f"resumed from {last_path} after epoch {prog.start_epoch}"
+
+
+def _epoch(net, model, loader, opt, tcfg, plan: _Plan, prog: _Progress, dev, t_start: float, distributed: bool,
+           on_step) -> tuple[list[float], bool]:
+    """One pass over the loader; → (the step losses, whether the run ends here)."""
+    net.train()
+    _freeze_bn(model)
+    losses: list[float] = []
+    for batch in loader:
+        prog.bad += [p for p in batch["bad"] if p not in prog.bad]
+        if "image" not in batch:
+            continue
+        frac = prog.step / plan.total_steps
+        if plan.time_limit_s:
+            frac = max(frac, (time.time() - t_start) / plan.time_limit_s)
+        for grp in opt.param_groups:
+            grp["lr"] = plan.base_lr * lr_factor(min(frac, 1.0), plan.warmup_frac, tcfg.schedule)
+        x = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y = batch["heatmaps"].to(dev, non_blocking=True)
+        w = batch["weights"].to(dev, non_blocking=True)
+        loss = heatmap_loss(net(x), y, w, tcfg.loss_scale)
+        if not bool(torch.isfinite(loss.detach())):  # a poisoned label or a diverging lr: stop, keep nothing
+            raise TrainingDiverged(f"training stopped at step {prog.step + 1}: the loss is {float(loss.detach()):g}, "
+                                   "not a finite number (check the labels for extreme coordinates, or lower the "
+                                   "learning rate); no model was recorded")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        prog.step += 1
+        losses.append(float(loss.detach()))
+        if on_step:
+            on_step(prog.step, plan.total_steps, losses[-1])
+        if (plan.time_limit_s and _stop_all(time.time() - t_start >= plan.time_limit_s, distributed)) or \
+                (plan.max_steps and prog.step >= plan.max_steps):
+            return losses, True
+    return losses, False
+
+
+def _record(rec: dict, prog: _Progress, best_metric: str, may_improve: bool) -> bool:
+    """Append the epoch's record; → whether it is the best so far (by ``best_metric``, ties to the other PCKh,
+    then the loss)."""
+    second = "pckh05" if best_metric != "pckh05" else "pckh01"
+    key = [rec.get(best_metric, -1.0), rec.get(second, -1.0), -rec["loss"]]
+    prog.history.append(rec)
+    improved = key > prog.best_key and may_improve
+    if improved:
+        prog.best_key, prog.best_score = key, rec.get("pckh01", -rec["loss"])
+    return improved
+
+
+def _save(model, setup: TrainSetup, opt, prog: _Progress, epoch: int, config: dict, last_path: Path,
+          best_path: Path | None) -> None:
+    """``last.pt`` (with optimizer state, to resume) every epoch; ``best.pt`` when the epoch improved."""
+    extra = {"epoch": epoch, "step": prog.step, "best_score": prog.best_score, "best_key": prog.best_key,
+             "history": prog.history, "optimizer": opt.state_dict(), "config": config}
+    save_atomic(checkpoint_dict(model, setup, **extra), last_path)
+    if best_path is not None:
+        save_atomic(checkpoint_dict(model, setup, epoch=epoch, step=prog.step, best_score=prog.best_score,
+                                    history=prog.history, config=config), best_path)
 
 
 def _stop_all(local: bool, distributed: bool) -> bool:

@@ -2,6 +2,7 @@
 # Set up a fresh machine (idempotent) and run the demo or the tests.
 #   bash scripts/run.sh demo    # install everything, run the whole loop on the bundled demo data
 #   bash scripts/run.sh test    # install everything, run the test suite
+#   bash scripts/run.sh lint    # install the project, check format, lint and the import contracts (CI runs it first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -39,8 +40,14 @@ case "${1:-}" in
     shift
     exec "$VENV/bin/python" -m pytest -q "$@"
     ;;
+  lint)
+    setup
+    "$VENV/bin/ruff" format --check .
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/lint-imports"
+    ;;
   *)
-    echo "usage: bash scripts/run.sh demo|test" >&2
+    echo "usage: bash scripts/run.sh demo|test|lint" >&2
     exit 2
     ;;
 esac

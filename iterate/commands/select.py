@@ -14,7 +14,7 @@ from iterate.commands.studio import _print_push
 def select(
     budget: Annotated[int, typer.Option(help="frames to select")],
     manifest: ManifestOpt = DEFAULT,
-    strategy: Annotated[str, typer.Option(help="random | uncertainty | diversity | full")] = "full",
+    strategy: Annotated[str, typer.Option(help="a registered strategy: random | uncertainty | diversity | full")] = "full",
     no_push: Annotated[bool, typer.Option("--no-push", help="do not push the frames to Label Studio")] = False,
     seed: Annotated[Optional[int], typer.Option(help="random seed (default: train.seed)")] = None,
 ) -> None:

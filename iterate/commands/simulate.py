@@ -19,7 +19,7 @@ def simulate(
     manifest: ManifestOpt = DEFAULT,
     images: Annotated[Optional[Path], typer.Option(help="folder the COCO file names are relative to")] = None,
     budgets: Annotated[str, typer.Option(help="labels per round, comma-separated (default: the chunk plan of D)")] = "",
-    strategies: Annotated[str, typer.Option(help="comma-separated")] = "random,uncertainty,diversity,full",
+    strategies: Annotated[str, typer.Option(help="comma-separated names from the strategy registry")] = "random,uncertainty,diversity,full",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
     minutes: Annotated[float, typer.Option(help="fine-tuning wall time per round")] = 1.0,
     base: Annotated[Optional[Path], typer.Option(help="checkpoint each round fine-tunes from (default: model.base; `none`: from scratch)")] = None,
@@ -30,13 +30,14 @@ def simulate(
     Example: iterate simulate --pool pool.json --val val.json --test test.json --budgets 30,120,150 --seeds 0,1
     """
     from iterate.loop.simulate import SimConfig, coco_samples, run
+    from iterate.selection.strategies import STRATEGIES
 
     m = load_manifest(manifest, check_sources=False)
     b = [int(x) for x in budgets.split(",") if x.strip()] if budgets else m.chunk_targets()
     strat = tuple(s.strip() for s in strategies.split(",") if s.strip())
-    bad = [s for s in strat if s not in ("random", "uncertainty", "diversity", "full")]
+    bad = [s for s in strat if s not in STRATEGIES]
     if bad:
-        raise IterateError(f"--strategies: unknown {', '.join(bad)}")
+        raise IterateError(f"--strategies: unknown {', '.join(bad)} (known: {', '.join(STRATEGIES)})")
     if base is not None and str(base) in (".", "none"):  # --base none: train from scratch
         base_ck = None
     else:

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from iterate.core.errors import IterateError
 from annotation.settings import LabelStudioSettings
+from iterate.core.errors import IterateError
 
 
 class StudioError(IterateError):
@@ -22,7 +22,9 @@ class StudioError(IterateError):
 def token_from_env(var: str) -> str:
     tok = os.environ.get(var, "")
     if not tok:
-        raise StudioError(f"no Label Studio token: set the environment variable {var} (the manifest's label_studio.token_env)")
+        raise StudioError(
+            f"no Label Studio token: set the environment variable {var} (the manifest's label_studio.token_env)"
+        )
     return tok
 
 
@@ -34,11 +36,12 @@ class Studio:
         self.token_env = token_env
         self.retries = retries
         self.backoff = backoff
-        self._http = httpx.Client(base_url=self.url, timeout=timeout,
-                                  headers={"Authorization": f"Token {token_from_env(token_env)}"})
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout, headers={"Authorization": f"Token {token_from_env(token_env)}"}
+        )
 
     @classmethod
-    def from_settings(cls, ls: LabelStudioSettings) -> "Studio":
+    def from_settings(cls, ls: LabelStudioSettings) -> Studio:
         return cls(ls.url, ls.token_env)
 
     def close(self) -> None:
@@ -54,8 +57,10 @@ class Studio:
                 r = self._http.request(method, path, **kw)
             except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError) as e:
                 if attempt == self.retries:
-                    raise StudioError(f"Label Studio at {self.url} is not reachable ({type(e).__name__}); "
-                                      "start it with `iterate studio start` or fix label_studio.url") from None
+                    raise StudioError(
+                        f"Label Studio at {self.url} is not reachable ({type(e).__name__}); "
+                        "start it with `iterate studio start` or fix label_studio.url"
+                    ) from None
             except httpx.TimeoutException:
                 if attempt == self.retries:
                     raise StudioError(f"Label Studio at {self.url} timed out on {method} {path}") from None
@@ -74,7 +79,9 @@ class Studio:
                     except json.JSONDecodeError:
                         return r.content
                 if attempt == self.retries:
-                    raise StudioError(f"Label Studio {method} {path} failed ({r.status_code}) after {attempt + 1} tries")
+                    raise StudioError(
+                        f"Label Studio {method} {path} failed ({r.status_code}) after {attempt + 1} tries"
+                    )
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
         raise AssertionError("unreachable")
@@ -115,8 +122,17 @@ class Studio:
         return self.request("GET", "/api/storages/localfiles/", params={"project": pid}) or []
 
     def add_local_storage(self, pid: int, path: str) -> dict:
-        return self.request("POST", "/api/storages/localfiles/", json={
-            "project": pid, "path": path, "title": "iterate frames", "use_blob_urls": False, "recursive_scan": True})
+        return self.request(
+            "POST",
+            "/api/storages/localfiles/",
+            json={
+                "project": pid,
+                "path": path,
+                "title": "iterate frames",
+                "use_blob_urls": False,
+                "recursive_scan": True,
+            },
+        )
 
     def import_tasks(self, pid: int, tasks: list[dict]) -> list[int]:
         d = self.request("POST", f"/api/projects/{pid}/import", params={"return_task_ids": "true"}, json=tasks)
@@ -126,9 +142,19 @@ class Studio:
         """All tasks of a project (paged), optionally only those updated after an ISO timestamp."""
         query: dict = {}
         if updated_after:
-            query = {"filters": {"conjunction": "and", "items": [{
-                "filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
-                "value": updated_after}]}}
+            query = {
+                "filters": {
+                    "conjunction": "and",
+                    "items": [
+                        {
+                            "filter": "filter:tasks:updated_at",
+                            "operator": "greater",
+                            "type": "Datetime",
+                            "value": updated_after,
+                        }
+                    ],
+                }
+            }
         out, page = [], 1
         while True:
             params = {"project": pid, "page": page, "page_size": 1000, "fields": fields}
@@ -153,9 +179,12 @@ class Studio:
             return []
         out = []
         for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            d = self.request("GET", f"/api/projects/{pid}/export",
-                             params=[("exportType", "JSON"), ("download_all_tasks", "true")] + [("ids[]", str(t)) for t in chunk])
+            chunk = ids[i : i + 500]
+            d = self.request(
+                "GET",
+                f"/api/projects/{pid}/export",
+                params=[("exportType", "JSON"), ("download_all_tasks", "true")] + [("ids[]", str(t)) for t in chunk],
+            )
             if isinstance(d, (bytes, bytearray)):
                 d = json.loads(d)
             out += d
@@ -163,14 +192,19 @@ class Studio:
 
     def export_all(self, pid: int) -> list[dict]:
         """Full JSON export of every task of the project, in one request."""
-        d = self.request("GET", f"/api/projects/{pid}/export",
-                         params={"exportType": "JSON", "download_all_tasks": "true"})
+        d = self.request(
+            "GET", f"/api/projects/{pid}/export", params={"exportType": "JSON", "download_all_tasks": "true"}
+        )
         return json.loads(d) if isinstance(d, (bytes, bytearray)) else (d or [])
 
-    def create_annotation(self, task_id: int, result: list[dict], *, was_cancelled: bool = False,
-                          lead_time: float = 1.0) -> dict:
-        return self.request("POST", f"/api/tasks/{task_id}/annotations/",
-                            json={"result": result, "was_cancelled": was_cancelled, "lead_time": lead_time})
+    def create_annotation(
+        self, task_id: int, result: list[dict], *, was_cancelled: bool = False, lead_time: float = 1.0
+    ) -> dict:
+        return self.request(
+            "POST",
+            f"/api/tasks/{task_id}/annotations/",
+            json={"result": result, "was_cancelled": was_cancelled, "lead_time": lead_time},
+        )
 
     def update_annotation(self, annotation_id: int, result: list[dict]) -> dict:
         return self.request("PATCH", f"/api/annotations/{annotation_id}/", json={"result": result})

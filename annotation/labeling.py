@@ -17,24 +17,48 @@ from xml.sax.saxutils import quoteattr
 from annotation.settings import LabelingSetup
 
 IMAGE, KP, VIS = "img", "kp", "visibility"
-_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe",
-           "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#808080"]
+_COLORS = [
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#46f0f0",
+    "#f032e6",
+    "#bcf60c",
+    "#fabebe",
+    "#008080",
+    "#e6beff",
+    "#9a6324",
+    "#800000",
+    "#aaffc3",
+    "#808000",
+    "#000075",
+    "#808080",
+]
 
 
 def label_config(cfg: LabelingSetup) -> str:
-    lines = ["<View>", f'  <Image name="{IMAGE}" value="$image" zoom="true"/>',
-             f'  <KeyPointLabels name="{KP}" toName="{IMAGE}" smart="false">']
+    lines = [
+        "<View>",
+        f'  <Image name="{IMAGE}" value="$image" zoom="true"/>',
+        f'  <KeyPointLabels name="{KP}" toName="{IMAGE}" smart="false">',
+    ]
     for i, j in enumerate(cfg.keypoints.names):
         lines.append(f'    <Label value={quoteattr(j)} background="{_COLORS[i % len(_COLORS)]}"/>')
     lines.append("  </KeyPointLabels>")
-    lines.append(f'  <Choices name="{VIS}" toName="{IMAGE}" perRegion="true">'
-                 '<Choice value="visible"/><Choice value="occluded"/></Choices>')
+    lines.append(
+        f'  <Choices name="{VIS}" toName="{IMAGE}" perRegion="true">'
+        '<Choice value="visible"/><Choice value="occluded"/></Choices>'
+    )
     for key, values in cfg.strata.items():
         if not values:
             continue
-        lines.append(f'  <Header value={quoteattr(key)}/>')
+        lines.append(f"  <Header value={quoteattr(key)}/>")
         choices = "".join(f"<Choice value={quoteattr(v)}/>" for v in values)
-        lines.append(f'  <Choices name={quoteattr(key)} toName="{IMAGE}" choice="single" showInline="true">{choices}</Choices>')
+        lines.append(
+            f'  <Choices name={quoteattr(key)} toName="{IMAGE}" choice="single" showInline="true">{choices}</Choices>'
+        )
     lines.append("</View>")
     return "\n".join(lines) + "\n"
 
@@ -44,8 +68,17 @@ def region_id(rng: random.Random | None = None) -> str:
     return "".join(r.choice(string.ascii_letters + string.digits + "_-") for _ in range(10))
 
 
-def to_result(cfg: LabelingSetup, keypoints, width: int, height: int, attributes: dict | None = None, *,
-              origin: str = "manual", rng: random.Random | None = None, scores=None) -> list[dict]:
+def to_result(
+    cfg: LabelingSetup,
+    keypoints,
+    width: int,
+    height: int,
+    attributes: dict | None = None,
+    *,
+    origin: str = "manual",
+    rng: random.Random | None = None,
+    scores=None,
+) -> list[dict]:
     """Keypoints [[x, y, v], ...] in pixels → result items. v 0: not placed; v 1: placed and marked occluded."""
     out = []
     for j, (name, kp) in enumerate(zip(cfg.keypoints.names, keypoints)):
@@ -54,21 +87,47 @@ def to_result(cfg: LabelingSetup, keypoints, width: int, height: int, attributes
         if v <= 0:
             continue
         rid = region_id(rng)
-        value = {"x": 100.0 * x / width, "y": 100.0 * y / height, "width": 0.25,
-                 "keypointlabels": [name]}
-        item = {"original_width": width, "original_height": height, "image_rotation": 0, "value": value, "id": rid,
-                "from_name": KP, "to_name": IMAGE, "type": "keypointlabels", "origin": origin}
+        value = {"x": 100.0 * x / width, "y": 100.0 * y / height, "width": 0.25, "keypointlabels": [name]}
+        item = {
+            "original_width": width,
+            "original_height": height,
+            "image_rotation": 0,
+            "value": value,
+            "id": rid,
+            "from_name": KP,
+            "to_name": IMAGE,
+            "type": "keypointlabels",
+            "origin": origin,
+        }
         if scores is not None:
             item["score"] = float(scores[j])
         out.append(item)
         if v == 1:
-            out.append({"original_width": width, "original_height": height, "image_rotation": 0,
-                        "value": {"x": value["x"], "y": value["y"], "width": 0.25, "choices": ["occluded"]},
-                        "id": rid, "from_name": VIS, "to_name": IMAGE, "type": "choices", "origin": origin})
+            out.append(
+                {
+                    "original_width": width,
+                    "original_height": height,
+                    "image_rotation": 0,
+                    "value": {"x": value["x"], "y": value["y"], "width": 0.25, "choices": ["occluded"]},
+                    "id": rid,
+                    "from_name": VIS,
+                    "to_name": IMAGE,
+                    "type": "choices",
+                    "origin": origin,
+                }
+            )
     for key, val in (attributes or {}).items():
         if key in cfg.strata and val in cfg.strata[key]:
-            out.append({"value": {"choices": [val]}, "id": region_id(rng), "from_name": key, "to_name": IMAGE,
-                        "type": "choices", "origin": origin})
+            out.append(
+                {
+                    "value": {"choices": [val]},
+                    "id": region_id(rng),
+                    "from_name": key,
+                    "to_name": IMAGE,
+                    "type": "choices",
+                    "origin": origin,
+                }
+            )
     return out
 
 

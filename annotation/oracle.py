@@ -7,13 +7,12 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iterate.core.coco import ann_key, coco_keypoints, read_coco
-from iterate.core.ledger import Ledger
-from annotation.settings import LabelingSetup
-
 from annotation.client import Studio
 from annotation.labeling import to_result
 from annotation.push import project_id
+from annotation.settings import LabelingSetup
+from iterate.core.coco import ann_key, coco_keypoints, read_coco
+from iterate.core.ledger import Ledger
 
 
 @dataclass
@@ -23,8 +22,9 @@ class OracleSummary:
     already: int = 0
 
 
-def autolabel(cfg: LabelingSetup, ledger: Ledger, studio: Studio, labels: Path, *, seed: int = 0,
-              limit: int | None = None) -> OracleSummary:
+def autolabel(
+    cfg: LabelingSetup, ledger: Ledger, studio: Studio, labels: Path, *, seed: int = 0, limit: int | None = None
+) -> OracleSummary:
     pid = project_id(cfg, ledger)
     s = OracleSummary()
     if pid is None:
@@ -53,8 +53,10 @@ def autolabel(cfg: LabelingSetup, ledger: Ledger, studio: Studio, labels: Path, 
             continue
         _, ann = hit
         # the UI cannot place a point off the image: a label just outside goes on the edge, as an annotator would
-        kps = [[min(max(x, 0.0), float(f.width)), min(max(y, 0.0), float(f.height)), v]
-               for x, y, v in coco_keypoints(cfg.keypoints, ann, order, labels)]
+        kps = [
+            [min(max(x, 0.0), float(f.width)), min(max(y, 0.0), float(f.height)), v]
+            for x, y, v in coco_keypoints(cfg.keypoints, ann, order, labels)
+        ]
         result = to_result(cfg, kps, f.width, f.height, ann.get("attributes") or {}, origin="manual", rng=rng)
         studio.create_annotation(t["id"], result, lead_time=round(rng.uniform(20, 60), 1))
         s.answered += 1

@@ -7,19 +7,17 @@ between the server's import and the ledger write (server restarted, process kill
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
-from iterate.core.errors import IterateError
-from iterate.core.ledger import Ledger
-from annotation.settings import LabelingSetup
-
 from annotation.client import Studio, StudioError
 from annotation.labeling import label_config, to_result
+from annotation.settings import LabelingSetup
+from iterate.core.errors import IterateError
+from iterate.core.ledger import Ledger
 
 
 def _project_key(cfg: LabelingSetup) -> str:
@@ -54,8 +52,10 @@ def _ensure_storage(cfg: LabelingSetup, studio: Studio, pid: int, folders: set[P
         if any(f == h or h in f.parents for h in have):
             continue
         if f == root:
-            raise StudioError(f"frames directly in the data root {root}: put them in a subfolder "
-                              "(Label Studio serves local files only from subfolders of its document root)")
+            raise StudioError(
+                f"frames directly in the data root {root}: put them in a subfolder "
+                "(Label Studio serves local files only from subfolders of its document root)"
+            )
         studio.add_local_storage(pid, str(f))
         have.append(f)
 
@@ -96,8 +96,17 @@ def reconcile(cfg: LabelingSetup, ledger: Ledger, studio: Studio, pid: int) -> i
     return len(missing)
 
 
-def push(cfg: LabelingSetup, ledger: Ledger, studio: Studio, frame_ids: list[str], *, predictions: dict | None = None,
-         round_id: int | None = None, model_version: str | None = None, progress=None) -> PushSummary:
+def push(
+    cfg: LabelingSetup,
+    ledger: Ledger,
+    studio: Studio,
+    frame_ids: list[str],
+    *,
+    predictions: dict | None = None,
+    round_id: int | None = None,
+    model_version: str | None = None,
+    progress=None,
+) -> PushSummary:
     """Create one task per frame (with a prediction when ``predictions[frame_id] = (kps (K, 2), scores (K,))``)."""
     from label_studio_sdk.label_interface import LabelInterface
 
@@ -133,7 +142,9 @@ def push(cfg: LabelingSetup, ledger: Ledger, studio: Studio, frame_ids: list[str
             pred = {"model_version": model_version or "iterate", "score": float(np.mean(scores)), "result": result}
             errors = iface.validate_prediction(pred, return_errors=True)
             if errors:
-                s.refused.append(f"{f.path}: prediction does not fit the labeling config ({'; '.join(map(str, errors))[:200]})")
+                s.refused.append(
+                    f"{f.path}: prediction does not fit the labeling config ({'; '.join(map(str, errors))[:200]})"
+                )
                 continue
             task["predictions"] = [pred]
         todo.append(task)
@@ -142,10 +153,12 @@ def push(cfg: LabelingSetup, ledger: Ledger, studio: Studio, frame_ids: list[str
         _ensure_storage(cfg, studio, pid, folders)
     bs = cfg.label_studio.batch_size
     for i in range(0, len(todo), bs):
-        batch = todo[i:i + bs]
+        batch = todo[i : i + bs]
         ids = studio.import_tasks(pid, batch)
         if len(ids) != len(batch):
-            raise StudioError(f"import returned {len(ids)} task ids for {len(batch)} tasks; re-run `iterate push` to reconcile")
+            raise StudioError(
+                f"import returned {len(ids)} task ids for {len(batch)} tasks; re-run `iterate push` to reconcile"
+            )
         with ledger.transaction():
             for t, tid in zip(batch, ids):
                 ledger.add_task(t["data"]["frame_id"], pid, tid, round_id)

@@ -20,18 +20,20 @@ from urllib.parse import urlparse
 
 import httpx
 
-from iterate.core.errors import IterateError
-from annotation.settings import LabelStudioSettings
-
 from annotation.client import StudioError, token_from_env
+from annotation.settings import LabelStudioSettings
+from iterate.core.errors import IterateError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_USER = "iterate@localhost"
 
 
 def studio_binary() -> Path:
-    for cand in (os.environ.get("ITERATE_STUDIO_BIN"), REPO / ".venv-studio" / "bin" / "label-studio",
-                 shutil.which("label-studio")):
+    for cand in (
+        os.environ.get("ITERATE_STUDIO_BIN"),
+        REPO / ".venv-studio" / "bin" / "label-studio",
+        shutil.which("label-studio"),
+    ):
         if cand and Path(cand).is_file():
             return Path(cand)
     raise StudioError("label-studio is not installed: run `bash scripts/setup_studio.sh` (it makes .venv-studio)")
@@ -73,16 +75,21 @@ def data_dir(ls: LabelStudioSettings) -> Path:
 
 def server_env(ls: LabelStudioSettings, data: Path, token: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT", "USERNAME", "PASSWORD", "DEBUG")}
-    env.update({
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
-        "LABEL_STUDIO_USERNAME": os.environ.get("LABEL_STUDIO_USERNAME", DEFAULT_USER),
-        "LABEL_STUDIO_PASSWORD": os.environ.get("LABEL_STUDIO_PASSWORD", token),
-        "LABEL_STUDIO_USER_TOKEN": token,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(ls.data_root),
-        "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false",
-    })
+    env.update(
+        {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data),
+            "LABEL_STUDIO_USERNAME": os.environ.get("LABEL_STUDIO_USERNAME", DEFAULT_USER),
+            "LABEL_STUDIO_PASSWORD": os.environ.get("LABEL_STUDIO_PASSWORD", token),
+            "LABEL_STUDIO_USER_TOKEN": token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(ls.data_root),
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+            "COLLECT_ANALYTICS": "false",
+            "LATEST_VERSION_CHECK": "false",
+        }
+    )
     return env
 
 
@@ -118,8 +125,12 @@ def start(ls: LabelStudioSettings, *, template: Path | None = None, timeout: flo
     log = open(d / "server.log", "ab")
     proc = subprocess.Popen(
         [str(studio_binary()), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
-        env=server_env(ls, d, token), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, cwd=d,
+        env=server_env(ls, d, token),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=d,
     )
     (d / "server.pid").write_text(str(proc.pid))
     t0 = time.time()

@@ -13,7 +13,7 @@ class LabelStudioSettings:
     url: str = "http://127.0.0.1:8080"
     project_title: str = "iterate"
     token_env: str = "LABEL_STUDIO_TOKEN"  # the NAME of the variable holding the token, never the token
-    data_root: Path = Path(".")            # absolute: the document root local files are served from
+    data_root: Path = Path(".")  # absolute: the document root local files are served from
     batch_size: int = 500
     agreement: bool = False
     server_dir: Path = Path(".iterate/studio")  # a local server's data folder

@@ -9,19 +9,17 @@ not a new version).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
-
-from iterate.core.errors import IterateError
-from iterate.core.ledger import Ledger
-from annotation.settings import LabelingSetup
 
 from annotation.client import Studio
 from annotation.labeling import BadAnnotation, parse_result
 from annotation.push import project_id
+from annotation.settings import LabelingSetup
+from iterate.core.errors import IterateError
+from iterate.core.ledger import Ledger
 
 _BATCH = 200
 _WHOLE_MIN = 1000  # updated tasks from which one whole-project export replaces the exports by ids
@@ -56,12 +54,14 @@ def _disagree(cfg: LabelingSetup, a: list, b: list, diag: float) -> bool:
     return False
 
 
-def sync_labels(cfg: LabelingSetup, ledger: Ledger, studio: Studio, *, full: bool = False, progress=None) -> SyncSummary:
+def sync_labels(
+    cfg: LabelingSetup, ledger: Ledger, studio: Studio, *, full: bool = False, progress=None
+) -> SyncSummary:
     pid = project_id(cfg, ledger)
     if pid is None:
         raise IterateError("no Label Studio project yet: push frames first (`iterate select` or `iterate push`)")
     wm = None if full else ledger.get(_wm_key(pid))
-    since = (_ts(wm) - timedelta(seconds=1)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if wm else None
+    since = (_ts(wm) - timedelta(seconds=1)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if wm else None
     # many updated tasks: one export of the whole project is far cheaper than one export request per chunk of ids
     # (`bench/ls_roundtrip.py`: sync_over_export); a few among many: list what changed, export just those ids
     whole = None
@@ -77,7 +77,7 @@ def sync_labels(cfg: LabelingSetup, ledger: Ledger, studio: Studio, *, full: boo
     s = SyncSummary(tasks=len(listed))
     by_task = ledger.project_tasks(pid)
     for i in range(0, len(listed), _BATCH):
-        chunk = listed[i:i + _BATCH]
+        chunk = listed[i : i + _BATCH]
         exported = whole if whole is not None else {t["id"]: t for t in studio.export(pid, [t["id"] for t in chunk])}
         with ledger.transaction():
             for lt in chunk:
@@ -135,8 +135,15 @@ def _one(cfg: LabelingSetup, ledger: Ledger, pid: int, t: dict, by_task: dict, s
     cur = ledger.current_label(frame.id)
     who = ann.get("completed_by")
     who = who.get("email") or who.get("id") if isinstance(who, dict) else who
-    v = ledger.add_label(frame.id, kps, source="labelstudio", attributes=attrs, annotator=str(who) if who else None,
-                         ls_task_id=tid, ls_annotation_id=ann.get("id"))
+    v = ledger.add_label(
+        frame.id,
+        kps,
+        source="labelstudio",
+        attributes=attrs,
+        annotator=str(who) if who else None,
+        ls_task_id=tid,
+        ls_annotation_id=ann.get("id"),
+    )
     if v is None:
         s.unchanged += 1
     elif cur is None:

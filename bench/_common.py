@@ -22,10 +22,29 @@ LSPET = SHARED / "lspet"
 RESULTS = REPO / "bench" / "results"
 
 
-def manifest():
-    from iterate.core.manifest import load_manifest
+def manifest(overrides: list[str] | None = None):
+    """The repo manifest; ``overrides`` like ``model.heatmap_size=64`` or ``train.augment.rotate_deg=40`` (values
+    read as YAML) change fields, validated like the file."""
+    import yaml
 
-    return load_manifest(REPO / "data_manifest.yaml")
+    from iterate.core.manifest import Manifest, load_manifest
+
+    m = load_manifest(REPO / "data_manifest.yaml")
+    if not overrides:
+        return m
+    data = m.model_dump()
+    for o in overrides:
+        key, _, value = o.partition("=")
+        node = data
+        *path, last = key.strip().split(".")
+        for k in path:
+            node = node[k]
+        if last not in node:
+            raise SystemExit(f"--set {o}: no field {key}")
+        node[last] = yaml.safe_load(value)
+    out = Manifest.model_validate(data)
+    out.root = m.root
+    return out
 
 
 def lspet_samples(first: int, last: int) -> list:
@@ -37,13 +56,19 @@ def lspet_samples(first: int, last: int) -> list:
     out = []
     for a in sorted(coco["annotations"], key=lambda a: a["image_id"]):
         if first <= a["image_id"] <= last:
-            out.append(Sample(str(LSPET / ims[a["image_id"]]["file_name"]),
-                              np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3), str(a["image_id"])))
+            out.append(
+                Sample(
+                    str(LSPET / ims[a["image_id"]]["file_name"]),
+                    np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3),
+                    str(a["image_id"]),
+                )
+            )
     return out
 
 
-def bare_forward_speed(backbone: str = "hrnet_w18_small", size: int = 128, joints: int = 14, batch: int = 8,
-                       seconds: float = 3.0) -> float:
+def bare_forward_speed(
+    backbone: str = "hrnet_w18_small", size: int = 128, joints: int = 14, batch: int = 8, seconds: float = 3.0
+) -> float:
     """Images/s of the bare network's forward pass (batch 8, channels_last, inference mode) on this machine:
     the yardstick every results file carries, so figures from machines of different speed can be compared."""
     import torch
@@ -65,8 +90,9 @@ def bare_forward_speed(backbone: str = "hrnet_w18_small", size: int = 128, joint
 def _commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except OSError:
         return "unknown"
@@ -77,14 +103,20 @@ def write_result(name: str, figures: dict, details: dict | None = None, *, speed
     import torch
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    rec = {"name": name, "figures": figures, "details": details or {},
-           "commit": _commit(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-           "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-           "bare_forward_images_per_s": speed if speed is not None else bare_forward_speed(),
-           "bare_forward_setting": "hrnet_w18_small 128², batch 8, forward only",
-           "written_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    rec = {
+        "name": name,
+        "figures": figures,
+        "details": details or {},
+        "commit": _commit(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "bare_forward_images_per_s": speed if speed is not None else bare_forward_speed(),
+        "bare_forward_setting": "hrnet_w18_small 128², batch 8, forward only",
+        "written_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(rec, indent=1, default=float) + "\n")
     for k, v in figures.items():

@@ -20,20 +20,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import lspet_samples, write_result  # noqa: E402
-
 from model.codec import DarkCodec  # noqa: E402
 from model.geometry import apply, compose, crop_matrix, hflip_matrix, invert  # noqa: E402
 
+from _common import lspet_samples, write_result  # noqa: E402
 
-def expected_image_point(v: np.ndarray, centre: np.ndarray, side: float, rot_deg: float, flip: bool, size: int,
-                         hm: int) -> np.ndarray:
+
+def expected_image_point(
+    v: np.ndarray, centre: np.ndarray, side: float, rot_deg: float, flip: bool, size: int, hm: int
+) -> np.ndarray:
     """Heatmap point → image point, by hand: heatmap → input crop (pixel centres), un-flip, un-rotate, un-scale."""
-    u = (v + 0.5) * size / hm - 0.5                # change of resolution under the pixel-centre convention
+    u = (v + 0.5) * size / hm - 0.5  # change of resolution under the pixel-centre convention
     if flip:
-        u = np.array([size - 1 - u[0], u[1]])       # mirror about the crop's centre column
-    q = (u - (size / 2 - 0.5)) * side / size        # offset from the box centre, image pixels, rotated frame
-    a = math.radians(rot_deg)                       # the crop turned the image counter-clockwise by a: turn back
+        u = np.array([size - 1 - u[0], u[1]])  # mirror about the crop's centre column
+    q = (u - (size / 2 - 0.5)) * side / size  # offset from the box centre, image pixels, rotated frame
+    a = math.radians(rot_deg)  # the crop turned the image counter-clockwise by a: turn back
     return centre + np.array([math.cos(a) * q[0] - math.sin(a) * q[1], math.sin(a) * q[0] + math.cos(a) * q[1]])
 
 
@@ -86,15 +87,27 @@ def main() -> None:
         interior = (hmxy >= 3).all(1) & (hmxy <= 32 - 4).all(1) & (w > 0)
         fwd += list(np.linalg.norm(apply(invert(m), xy[0]) - pts, axis=1)[interior])
     fwd = np.array(fwd)
-    print(f"analytic points={len(errs)} max_error_px={errs.max():.5f} p99_error_px={np.quantile(errs, 0.99):.5f} "
-          f"(image px; a heatmap px is {np.mean(cases):.1f} image px on average)")
-    print(f"forward path on LSPET labels: points={len(fwd)} mean_error_px={fwd.mean():.5f} max_error_px={fwd.max():.5f}")
-    write_result("codec_roundtrip", {"roundtrip_mean_error_px": round(float(errs.mean()), 6),
-                                     "roundtrip_max_error_px": round(float(errs.max()), 6),
-                                     "forward_path_mean_error_px": round(float(fwd.mean()), 6)},
-                 {"analytic_points": len(errs), "forward_points": len(fwd),
-                  "settings": "input/heatmap 128/32, 256/64, 256/96, 192/48; σ 2; rotations ±180°; flips 50 %; "
-                              "box side 60-500 px"})
+    print(
+        f"analytic points={len(errs)} max_error_px={errs.max():.5f} p99_error_px={np.quantile(errs, 0.99):.5f} "
+        f"(image px; a heatmap px is {np.mean(cases):.1f} image px on average)"
+    )
+    print(
+        f"forward path on LSPET labels: points={len(fwd)} mean_error_px={fwd.mean():.5f} max_error_px={fwd.max():.5f}"
+    )
+    write_result(
+        "codec_roundtrip",
+        {
+            "roundtrip_mean_error_px": round(float(errs.mean()), 6),
+            "roundtrip_max_error_px": round(float(errs.max()), 6),
+            "forward_path_mean_error_px": round(float(fwd.mean()), 6),
+        },
+        {
+            "analytic_points": len(errs),
+            "forward_points": len(fwd),
+            "settings": "input/heatmap 128/32, 256/64, 256/96, 192/48; σ 2; rotations ±180°; flips 50 %; "
+            "box side 60-500 px",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, lspet_samples, manifest, write_result  # noqa: E402
-
-from model.codec import DarkCodec  # noqa: E402
 from iterate.loop.scoring import score  # noqa: E402
-from model.infer import load_predictor  # noqa: E402
 from iterate.loop.settings import keypoint_spec  # noqa: E402
+from model.codec import DarkCodec  # noqa: E402
+from model.infer import load_predictor  # noqa: E402
+
+from _common import REPO, lspet_samples, manifest, write_result  # noqa: E402
 
 
 def loop_dark(hms: np.ndarray, codec: DarkCodec) -> np.ndarray:
@@ -45,11 +45,17 @@ def loop_dark(hms: np.ndarray, codec: DarkCodec) -> np.ndarray:
                 if 0 <= y < h and 0 <= x < w:
                     patch[a + r + 1, b + r + 1] = hm[y, x]
         if px < r or px > w - 1 - r or py < r or py > h - 1 - r:
-            nb = patch[r:r + 3, r:r + 3]
+            nb = patch[r : r + 3, r : r + 3]
         else:
-            t = np.array([[sum(k1[j] * patch[row, col + j] for j in range(len(k1))) for col in range(3)]
-                          for row in range(patch.shape[0])])
-            nb = np.array([[sum(k1[j] * t[row + j, col] for j in range(len(k1))) for col in range(3)] for row in range(3)])
+            t = np.array(
+                [
+                    [sum(k1[j] * patch[row, col + j] for j in range(len(k1))) for col in range(3)]
+                    for row in range(patch.shape[0])
+                ]
+            )
+            nb = np.array(
+                [[sum(k1[j] * t[row + j, col] for j in range(len(k1))) for col in range(3)] for row in range(3)]
+            )
         lg = np.log(np.maximum(nb, 1e-10))
         dx, dy = 0.5 * (lg[1, 2] - lg[1, 0]), 0.5 * (lg[2, 1] - lg[0, 1])
         dxx, dyy = lg[1, 2] - 2 * lg[1, 1] + lg[1, 0], lg[2, 1] - 2 * lg[1, 1] + lg[0, 1]
@@ -97,10 +103,15 @@ def synthetic(rng) -> dict:
         t_loop = time.perf_counter() - t0
         tag = "noisy" if noisy else "exact"
         e = np.linalg.norm(xy.reshape(-1, 2) - centres, axis=1)
-        out[tag] = {"dark_mean_error_px": float(e.mean()), "dark_max_error_px": float(e.max()),
-                    "standard_mean_error_px": float(np.linalg.norm(std.reshape(-1, 2) - centres, axis=1).mean()),
-                    "loop_vs_vectorised_max_px": float(np.abs(loop - xy.reshape(-1, 2)).max()),
-                    "vectorised_hm_per_s": n / t_vec, "loop_hm_per_s": n / t_loop, "speedup": t_loop / t_vec}
+        out[tag] = {
+            "dark_mean_error_px": float(e.mean()),
+            "dark_max_error_px": float(e.max()),
+            "standard_mean_error_px": float(np.linalg.norm(std.reshape(-1, 2) - centres, axis=1).mean()),
+            "loop_vs_vectorised_max_px": float(np.abs(loop - xy.reshape(-1, 2)).max()),
+            "vectorised_hm_per_s": n / t_vec,
+            "loop_hm_per_s": n / t_loop,
+            "speedup": t_loop / t_vec,
+        }
     return out
 
 
@@ -122,21 +133,30 @@ def main() -> None:
     rng = np.random.default_rng(0)
     syn = synthetic(rng)
     for tag, r in syn.items():
-        print(f"{tag}: DARK {r['dark_mean_error_px']:.4f} px (max {r['dark_max_error_px']:.4f}), standard "
-              f"{r['standard_mean_error_px']:.4f} px; loop agrees to {r['loop_vs_vectorised_max_px']:.1e} px; "
-              f"{r['vectorised_hm_per_s']:.0f} vs {r['loop_hm_per_s']:.0f} maps/s")
+        print(
+            f"{tag}: DARK {r['dark_mean_error_px']:.4f} px (max {r['dark_max_error_px']:.4f}), standard "
+            f"{r['standard_mean_error_px']:.4f} px; loop agrees to {r['loop_vs_vectorised_max_px']:.1e} px; "
+            f"{r['vectorised_hm_per_s']:.0f} vs {r['loop_hm_per_s']:.0f} maps/s"
+        )
     real = real_model()
-    print(f"shipped base on LSPET 07001-08000 ({real['inference']}): DARK PCKh@0.5 {real['dark']['pckh05']:.2f} "
-          f"@0.1 {real['dark']['pckh01']:.2f}; standard {real['standard']['pckh05']:.2f} / {real['standard']['pckh01']:.2f}")
-    write_result("dark_accuracy", {
-        "dark_speedup": round(syn["exact"]["speedup"], 1),
-        "dark_mean_error_px": round(syn["exact"]["dark_mean_error_px"], 6),
-        "dark_noisy_mean_error_px": round(syn["noisy"]["dark_mean_error_px"], 4),
-        "standard_noisy_mean_error_px": round(syn["noisy"]["standard_mean_error_px"], 4),
-        "shipped_pckh05": real["dark"]["pckh05"], "shipped_pckh01": real["dark"]["pckh01"],
-        "dark_gain_pckh05": round(real["dark"]["pckh05"] - real["standard"]["pckh05"], 2),
-        "dark_gain_pckh01": round(real["dark"]["pckh01"] - real["standard"]["pckh01"], 2)},
-        {"synthetic": syn, "real_model": real, "heatmaps": "4,096 per case, 64×64, σ 2, centres ≥ 8 px from the edge"})
+    print(
+        f"shipped base on LSPET 07001-08000 ({real['inference']}): DARK PCKh@0.5 {real['dark']['pckh05']:.2f} "
+        f"@0.1 {real['dark']['pckh01']:.2f}; standard {real['standard']['pckh05']:.2f} / {real['standard']['pckh01']:.2f}"
+    )
+    write_result(
+        "dark_accuracy",
+        {
+            "dark_speedup": round(syn["exact"]["speedup"], 1),
+            "dark_mean_error_px": round(syn["exact"]["dark_mean_error_px"], 6),
+            "dark_noisy_mean_error_px": round(syn["noisy"]["dark_mean_error_px"], 4),
+            "standard_noisy_mean_error_px": round(syn["noisy"]["standard_mean_error_px"], 4),
+            "shipped_pckh05": real["dark"]["pckh05"],
+            "shipped_pckh01": real["dark"]["pckh01"],
+            "dark_gain_pckh05": round(real["dark"]["pckh05"] - real["standard"]["pckh05"], 2),
+            "dark_gain_pckh01": round(real["dark"]["pckh01"] - real["standard"]["pckh01"], 2),
+        },
+        {"synthetic": syn, "real_model": real, "heatmaps": "4,096 per case, 64×64, σ 2, centres ≥ 8 px from the edge"},
+    )
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
-
+from iterate.loop.settings import train_setup  # noqa: E402
 from model.checkpoints import save_atomic  # noqa: E402
 from model.hrnet import build_model  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
 from model.train import checkpoint_dict  # noqa: E402
-from iterate.loop.settings import train_setup  # noqa: E402
+
+from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -41,8 +41,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         if not Path(ck).is_file():
             ck = str(Path(d) / "random.pt")
-            save_atomic(checkpoint_dict(build_model(m.model.backbone, m.keypoints.num_joints, m.model.input_size,
-                                                    m.model.heatmap_size), train_setup(m)), ck)
+            save_atomic(
+                checkpoint_dict(
+                    build_model(m.model.backbone, m.keypoints.num_joints, m.model.input_size, m.model.heatmap_size),
+                    train_setup(m),
+                ),
+                ck,
+            )
         pred = load_predictor(ck, batch_size=args.batch)
     samples = lspet_samples(7001, 7000 + args.frames)
     size = pred.codec.input_size
@@ -63,7 +68,7 @@ def main() -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t_pipe = time.perf_counter() - t0
-    passes = (2 if pred.settings.flip else 1)  # forward (+ flipped forward) per batch
+    passes = 2 if pred.settings.flip else 1  # forward (+ flipped forward) per batch
     with torch.inference_mode():
         t0 = time.perf_counter()
         for _ in range(counted["batches"]):
@@ -74,14 +79,25 @@ def main() -> None:
             torch.cuda.synchronize()
         t_bare = time.perf_counter() - t0
     n = len(samples)
-    print(f"device={dev} inference={pred.settings.describe()} batch={args.batch} frames={n} "
-          f"batches={counted['batches']} (first pass + refine) forward passes per batch={passes}")
+    print(
+        f"device={dev} inference={pred.settings.describe()} batch={args.batch} frames={n} "
+        f"batches={counted['batches']} (first pass + refine) forward passes per batch={passes}"
+    )
     print(f"pipeline_s={t_pipe:.2f} bare_forward_s={t_bare:.2f}")
-    write_result("infer_throughput", {"infer_default_frames_per_s": round(n / t_pipe, 1),
-                                      "infer_default_ratio": round(t_bare / t_pipe, 3)},
-                 {"frames": n, "batch": args.batch, "batches": counted["batches"], "pipeline_s": round(t_pipe, 2),
-                  "bare_forward_s": round(t_bare, 2), "inference": pred.settings.describe(), "checkpoint": Path(ck).name},
-                 speed=speed)
+    write_result(
+        "infer_throughput",
+        {"infer_default_frames_per_s": round(n / t_pipe, 1), "infer_default_ratio": round(t_bare / t_pipe, 3)},
+        {
+            "frames": n,
+            "batch": args.batch,
+            "batches": counted["batches"],
+            "pipeline_s": round(t_pipe, 2),
+            "bare_forward_s": round(t_bare, 2),
+            "inference": pred.settings.describe(),
+            "checkpoint": Path(ck).name,
+        },
+        speed=speed,
+    )
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
-
 from iterate.loop.scoring import score  # noqa: E402
+from iterate.loop.settings import keypoint_spec, train_setup  # noqa: E402
 from model.geometry import image_box  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
 from model.train import train  # noqa: E402
-from iterate.loop.settings import keypoint_spec, train_setup  # noqa: E402
+
+from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
 
 
 def mean_pose_predictions(train_s, sizes_train, sizes_test) -> np.ndarray:
@@ -52,17 +52,34 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=1)
     ap.add_argument("--last", type=int, default=2000)
     ap.add_argument("--name", default="learn_cpu", help="results file name (bench/results/<name>.json)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a manifest field for this run, e.g. model.heatmap_size=64 (repeatable)",
+    )
     args = ap.parse_args()
     speed = bare_forward_speed()
-    m = manifest()
+    m = manifest(args.set)
     tr, te = lspet_samples(args.first, args.last), lspet_samples(7001, 8000)
-    print(f"train {len(tr)} LSPET images, test {len(te)}; {m.model.backbone} {m.model.input_size}² "
-          f"→ {m.model.heatmap_size}², batch {m.train.batch_size}, lr {m.train.lr}, {args.steps} steps", flush=True)
+    print(
+        f"train {len(tr)} LSPET images, test {len(te)}; {m.model.backbone} {m.model.input_size}² "
+        f"→ {m.model.heatmap_size}², batch {m.train.batch_size}, lr {m.train.lr}, {args.steps} steps",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as d:
         t0 = time.time()
-        r = train(train_setup(m, epochs=1), tr, [], d, max_steps=args.steps,
-                  on_epoch=lambda rec: print(f"epoch {rec['epoch']} step {rec['step']} loss {rec['loss']:.3f} "
-                                             f"t {rec['elapsed_s']:.0f}s", flush=True))
+        r = train(
+            train_setup(m, epochs=1),
+            tr,
+            [],
+            d,
+            max_steps=args.steps,
+            on_epoch=lambda rec: print(
+                f"epoch {rec['epoch']} step {rec['step']} loss {rec['loss']:.3f} t {rec['elapsed_s']:.0f}s", flush=True
+            ),
+        )
         train_s = time.time() - t0
         pred = load_predictor(r.last)  # the checkpoint's own path: what `iterate predict` and the report run
         plain = load_predictor(r.last, flip=False, refine=False)
@@ -71,20 +88,48 @@ def main() -> None:
         infer_s = time.time() - t1
         bare = score(keypoint_spec(m), plain.predict(te).keypoints, te)
     mp = score(keypoint_spec(m), mean_pose_predictions(tr, _sizes(tr), _sizes(te)), te)
-    print(f"steps={r.steps} train_s={train_s:.0f} final_loss={r.history[-1]['loss']:.3f} inference={pred.settings.describe()}")
-    print(f"no_flip_no_refine_pckh05={bare['pckh05']:.2f} mean_sms01={res['mean_sms01']:.2f} "
-          f"mean_pose_pckh05={mp['pckh05']:.2f} test_frames={res['frames']} on_fallback={res['frames_fallback']}")
-    write_result(args.name, {"cpu_steps_pckh05": res["pckh05"], "cpu_steps_pckh01": res["pckh01"],
-                             "samples_per_s": round(r.steps * m.train.batch_size / train_s, 1)},
-                 {"steps": r.steps, "batch_size": m.train.batch_size, "train_images": len(tr), "test_images": len(te),
-                  "train_s": round(train_s, 1), "infer_s": round(infer_s, 1), "final_loss": r.history[-1]["loss"],
-                  "inference": pred.settings.describe(), "mean_sms01": res["mean_sms01"],
-                  "test_frames": res["frames"], "test_frames_fallback": res["frames_fallback"],
-                  "no_flip_no_refine": bare, "mean_pose": mp,
-                  "recipe": {"backbone": m.model.backbone, "input_size": m.model.input_size,
-                             "heatmap_size": m.model.heatmap_size, "sigma": m.model.sigma, "lr": m.train.lr,
-                             "warmup_steps": m.train.warmup_steps, "schedule": m.train.schedule}},
-                 speed=speed)
+    print(
+        f"steps={r.steps} train_s={train_s:.0f} final_loss={r.history[-1]['loss']:.3f} inference={pred.settings.describe()}"
+    )
+    print(
+        f"no_flip_no_refine_pckh05={bare['pckh05']:.2f} mean_sms01={res['mean_sms01']:.2f} "
+        f"mean_pose_pckh05={mp['pckh05']:.2f} test_frames={res['frames']} on_fallback={res['frames_fallback']}"
+    )
+    write_result(
+        args.name,
+        {
+            "cpu_steps_pckh05": res["pckh05"],
+            "cpu_steps_pckh01": res["pckh01"],
+            "samples_per_s": round(r.steps * m.train.batch_size / train_s, 1),
+        },
+        {
+            "steps": r.steps,
+            "batch_size": m.train.batch_size,
+            "train_images": len(tr),
+            "test_images": len(te),
+            "train_s": round(train_s, 1),
+            "infer_s": round(infer_s, 1),
+            "final_loss": r.history[-1]["loss"],
+            "inference": pred.settings.describe(),
+            "mean_sms01": res["mean_sms01"],
+            "test_frames": res["frames"],
+            "test_frames_fallback": res["frames_fallback"],
+            "no_flip_no_refine": bare,
+            "mean_pose": mp,
+            "recipe": {
+                "backbone": m.model.backbone,
+                "input_size": m.model.input_size,
+                "heatmap_size": m.model.heatmap_size,
+                "sigma": m.model.sigma,
+                "lr": m.train.lr,
+                "warmup_steps": m.train.warmup_steps,
+                "schedule": m.train.schedule,
+                "augment": m.train.augment.model_dump(),
+                "overrides": args.set,
+            },
+        },
+        speed=speed,
+    )
 
 
 if __name__ == "__main__":

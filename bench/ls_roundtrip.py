@@ -9,7 +9,6 @@ Last lines: push_500_s=…, sync_5000_s=…, export_5000_s=…, sync_over_export
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 import tempfile
@@ -20,17 +19,17 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import LSPET, REPO, write_result  # noqa: E402
-
 from annotation import server  # noqa: E402
 from annotation.client import Studio  # noqa: E402
 from annotation.labeling import to_result  # noqa: E402
 from annotation.push import ensure_project, image_url, push  # noqa: E402
 from annotation.sync import sync_labels  # noqa: E402
-from iterate.loop.ingest import ingest  # noqa: E402
 from iterate.core.ledger import Ledger  # noqa: E402
 from iterate.core.manifest import load_manifest  # noqa: E402
+from iterate.loop.ingest import ingest  # noqa: E402
 from iterate.loop.settings import labeling, studio_settings  # noqa: E402
+
+from _common import LSPET, REPO, write_result  # noqa: E402
 
 TEMPLATE = Path(os.environ.get("ITERATE_LS_TEMPLATE", Path.home() / ".cache" / "iterate-tests" / "ls-1.23.2"))
 
@@ -44,11 +43,19 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         man = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
-        man.update(workspace=str(d / "ws"), model={**man["model"], "base": None},
-                   sources=[{"name": "pool", "kind": "images", "path": str(LSPET / "images"), "split": "pool"}],
-                   label_studio={"url": f"http://127.0.0.1:{port}", "project_title": "bench", "data_root": "/",
-                                 "token_env": "ITERATE_BENCH_LS_TOKEN", "batch_size": 500},
-                   selection={"dedup_hamming": 0})
+        man.update(
+            workspace=str(d / "ws"),
+            model={**man["model"], "base": None},
+            sources=[{"name": "pool", "kind": "images", "path": str(LSPET / "images"), "split": "pool"}],
+            label_studio={
+                "url": f"http://127.0.0.1:{port}",
+                "project_title": "bench",
+                "data_root": "/",
+                "token_env": "ITERATE_BENCH_LS_TOKEN",
+                "batch_size": 500,
+            },
+            selection={"dedup_hamming": 0},
+        )
         (d / "m.yaml").write_text(yaml.safe_dump(man))
         m = load_manifest(d / "m.yaml")
         tmpl = TEMPLATE if (TEMPLATE / "label_studio.sqlite3").exists() else None
@@ -73,36 +80,57 @@ def main() -> None:
             many = frames[500:5500]
             for i in range(0, len(many), 1000):
                 batch = []
-                for f in many[i:i + 1000]:
-                    kps = [[float(x), float(y), int(v)] for x, y, v in zip(rng.uniform(1, f.width - 1, 14),
-                                                                           rng.uniform(1, f.height - 1, 14),
-                                                                           rng.choice([1, 2], 14))]
-                    batch.append({"data": {"image": image_url(labeling(m), f.path), "frame_id": f.id},
-                                  "annotations": [{"result": to_result(labeling(m), kps, f.width, f.height,
-                                                                       {"posture": "upright"})}]})
+                for f in many[i : i + 1000]:
+                    kps = [
+                        [float(x), float(y), int(v)]
+                        for x, y, v in zip(
+                            rng.uniform(1, f.width - 1, 14), rng.uniform(1, f.height - 1, 14), rng.choice([1, 2], 14)
+                        )
+                    ]
+                    batch.append(
+                        {
+                            "data": {"image": image_url(labeling(m), f.path), "frame_id": f.id},
+                            "annotations": [
+                                {"result": to_result(labeling(m), kps, f.width, f.height, {"posture": "upright"})}
+                            ],
+                        }
+                    )
                 st.import_tasks(pid, batch)
             ids = [t["id"] for t in st.tasks(pid, fields="task_only") if t.get("total_annotations", 1)]
             t_export = []
             for _ in range(2):  # the server's bare export of every task (the 5,000 annotated + 500 pushed)
                 t0 = time.perf_counter()
-                raw = st._http.get(f"/api/projects/{pid}/export", params={"exportType": "JSON",
-                                                                          "download_all_tasks": "true"})
+                raw = st._http.get(
+                    f"/api/projects/{pid}/export", params={"exportType": "JSON", "download_all_tasks": "true"}
+                )
                 t_export.append(time.perf_counter() - t0)
                 assert raw.status_code == 200 and len(raw.content) > 1000
             t0 = time.perf_counter()
             r = sync_labels(labeling(m), led, st)
             t_sync = time.perf_counter() - t0
-            print(f"synced: {r.new} new labels from {r.tasks} tasks, {len(r.invalid)} invalid; "
-                  f"{len(ids)} tasks in the project; bare export {t_export[0]:.2f} / {t_export[1]:.2f} s")
+            print(
+                f"synced: {r.new} new labels from {r.tasks} tasks, {len(r.invalid)} invalid; "
+                f"{len(ids)} tasks in the project; bare export {t_export[0]:.2f} / {t_export[1]:.2f} s"
+            )
             assert r.new == 5000, r
             led.close()
         finally:
             server.stop(studio_settings(m))
     export = min(t_export)
-    write_result("ls_roundtrip", {"push_500_s": round(t_push, 2), "sync_5000_s": round(t_sync, 2),
-                                  "export_5000_s": round(export, 2), "sync_over_export": round(t_sync / export, 3)},
-                 {"tasks_in_project": len(ids), "export_runs_s": [round(t, 2) for t in t_export],
-                  "label_studio": "1.23.2, local, SQLite"})
+    write_result(
+        "ls_roundtrip",
+        {
+            "push_500_s": round(t_push, 2),
+            "sync_5000_s": round(t_sync, 2),
+            "export_5000_s": round(export, 2),
+            "sync_over_export": round(t_sync / export, 3),
+        },
+        {
+            "tasks_in_project": len(ids),
+            "export_runs_s": [round(t, 2) for t in t_export],
+            "label_studio": "1.23.2, local, SQLite",
+        },
+    )
 
 
 if __name__ == "__main__":

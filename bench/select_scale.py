@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
-
-from iterate.selection import strategies  # noqa: E402
-from iterate.selection import diversity  # noqa: E402
+from iterate.selection import (
+    diversity,  # noqa: E402
+    strategies,  # noqa: E402
+)
 from iterate.selection import scores as sc  # noqa: E402
+
+from _common import write_result  # noqa: E402
 
 FOCUS = {"key": "posture", "weights": {"upright": 0.1, "leaning": 0.2, "horizontal": 0.3, "inverted": 0.3}}
 
@@ -44,7 +46,7 @@ def main() -> None:
         path = Path(d) / "emb.npy"
         emb = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(args.n, args.dim))
         for i in range(0, args.n, 100_000):
-            emb[i:i + 100_000] = rng.normal(size=(min(100_000, args.n - i), args.dim)).astype(np.float16)
+            emb[i : i + 100_000] = rng.normal(size=(min(100_000, args.n - i), args.dim)).astype(np.float16)
         emb.flush()
         del emb
         scores = {k: rng.random(args.n).astype(np.float32) for k in sc.NAMES}
@@ -58,8 +60,17 @@ def main() -> None:
         def run() -> list[int]:
             emb = np.load(path, mmap_mode="r")
             combined = sc.combine(scores, {"confidence": 1.0, "flip": 1.0, "entropy": 1.0})
-            pool = strategies.Pool(args.n, np.random.default_rng(1), combined=combined, emb=emb, seeds=seeds,
-                                   blocked=blocked, strata=strata, focus=FOCUS, explore=0.1)
+            pool = strategies.Pool(
+                args.n,
+                np.random.default_rng(1),
+                combined=combined,
+                emb=emb,
+                seeds=seeds,
+                blocked=blocked,
+                strata=strata,
+                focus=FOCUS,
+                explore=0.1,
+            )
             picked = strategies.choose("full", args.budget, pool)
             return picked.rows, picked.why
 
@@ -76,10 +87,22 @@ def main() -> None:
         tags[why[r]] = tags.get(why[r], 0) + 1
     sel_posture = {p: sum(1 for r in rows if strata[r]["posture"] == p) for p in FOCUS["weights"]}
     print(f"pool={args.n} dim={args.dim} budget={args.budget} picked by: {tags}; per posture: {sel_posture}")
-    write_result("select_scale", {"select_1m_full_s": round(dt, 2), "select_1m_full_peak_gib": round(peak / 2**30, 3)},
-                 {"pool": args.n, "dim": args.dim, "budget": args.budget, "strategy": "full", "picked_by": tags,
-                  "per_posture": sel_posture, "seeds": 10_000, "video_frames": args.video_frames, "video_gap": 15,
-                  "peak_measured_by": "tracemalloc around iterate.selection.strategies.choose (second run)"})
+    write_result(
+        "select_scale",
+        {"select_1m_full_s": round(dt, 2), "select_1m_full_peak_gib": round(peak / 2**30, 3)},
+        {
+            "pool": args.n,
+            "dim": args.dim,
+            "budget": args.budget,
+            "strategy": "full",
+            "picked_by": tags,
+            "per_posture": sel_posture,
+            "seeds": 10_000,
+            "video_frames": args.video_frames,
+            "video_gap": 15,
+            "peak_measured_by": "tracemalloc around iterate.selection.strategies.choose (second run)",
+        },
+    )
 
 
 if __name__ == "__main__":

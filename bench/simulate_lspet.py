@@ -19,9 +19,15 @@ from _common import LSPET, REPO  # noqa: E402
 
 
 def subset(coco: dict, lo: int, hi: int, path: Path) -> Path:
-    path.write_text(json.dumps({"images": [i for i in coco["images"] if lo <= i["id"] <= hi],
-                                "annotations": [a for a in coco["annotations"] if lo <= a["image_id"] <= hi],
-                                "categories": coco["categories"]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": [i for i in coco["images"] if lo <= i["id"] <= hi],
+                "annotations": [a for a in coco["annotations"] if lo <= a["image_id"] <= hi],
+                "categories": coco["categories"],
+            }
+        )
+    )
     return path
 
 
@@ -31,23 +37,49 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=0.75)
     ap.add_argument("--budgets", default="30,120,150")
     ap.add_argument("--out", type=Path, default=Path("simulate-lspet"))
-    ap.add_argument("--base", default="", help="checkpoint each round fine-tunes from (default: the manifest's model.base)")
+    ap.add_argument(
+        "--base", default="", help="checkpoint each round fine-tunes from (default: the manifest's model.base)"
+    )
     args = ap.parse_args()
     coco = json.loads((LSPET / "annotations.coco.json").read_text())
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        files = [subset(coco, 6001, 6900, d / "pool.json"), subset(coco, 6901, 7000, d / "val.json"),
-                 subset(coco, 7001, 7400, d / "test.json")]
-        cmd = [str(Path(sys.executable).with_name("iterate")), "simulate", "-m", str(REPO / "data_manifest.yaml"),
-               "--pool", str(files[0]), "--val", str(files[1]), "--test", str(files[2]), "--images", str(LSPET),
-               "--budgets", args.budgets, "--seeds", args.seeds, "--minutes", str(args.minutes), "--out", str(args.out)]
+        files = [
+            subset(coco, 6001, 6900, d / "pool.json"),
+            subset(coco, 6901, 7000, d / "val.json"),
+            subset(coco, 7001, 7400, d / "test.json"),
+        ]
+        cmd = [
+            str(Path(sys.executable).with_name("iterate")),
+            "simulate",
+            "-m",
+            str(REPO / "data_manifest.yaml"),
+            "--pool",
+            str(files[0]),
+            "--val",
+            str(files[1]),
+            "--test",
+            str(files[2]),
+            "--images",
+            str(LSPET),
+            "--budgets",
+            args.budgets,
+            "--seeds",
+            args.seeds,
+            "--minutes",
+            str(args.minutes),
+            "--out",
+            str(args.out),
+        ]
         if args.base:
             cmd += ["--base", args.base]
         subprocess.run(cmd, check=True)
     s = json.loads((args.out / "simulate.json").read_text())
     for name, c in s["strategies"].items():
-        print(f"{name}: labels {c['labels']} PCKh@0.5 {[round(x, 1) for x in c['pckh05']]} "
-              f"PCKh@0.1 {[round(x, 2) for x in c['pckh01']]}")
+        print(
+            f"{name}: labels {c['labels']} PCKh@0.5 {[round(x, 1) for x in c['pckh05']]} "
+            f"PCKh@0.1 {[round(x, 2) for x in c['pckh01']]}"
+        )
     print(f"simulate_wall_s={s['wall_s']}")
     for name, c in s["strategies"].items():
         print(f"{name}_labels_to_reach_random={c.get('labels_to_reach_random_final_pckh05')}")

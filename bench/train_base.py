@@ -16,29 +16,34 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import LSPET, REPO, lspet_samples  # noqa: E402
-
 from iterate.core.ledger import Ledger  # noqa: E402
 from iterate.core.manifest import load_manifest  # noqa: E402
-from model.checkpoints import load_file, model_from_checkpoint, save_atomic  # noqa: E402
-from model.codec import DarkCodec  # noqa: E402
 from iterate.loop.scoring import score  # noqa: E402
-from model.infer import Predictor  # noqa: E402
 from iterate.loop.settings import keypoint_spec  # noqa: E402
+from model.checkpoints import model_from_checkpoint, save_atomic  # noqa: E402
+from model.codec import DarkCodec  # noqa: E402
+from model.infer import Predictor  # noqa: E402
+
+from _common import LSPET, REPO, lspet_samples  # noqa: E402
 
 OUT = REPO / "model" / "weights"
 
 
 def subset(coco: dict, lo: int, hi: int, path: Path, postures: set[str] | None = None) -> Path:
-    anns = [a for a in coco["annotations"] if lo <= a["image_id"] <= hi
-            and (not postures or a.get("attributes", {}).get("posture") in postures)]
+    anns = [
+        a
+        for a in coco["annotations"]
+        if lo <= a["image_id"] <= hi and (not postures or a.get("attributes", {}).get("posture") in postures)
+    ]
     keep = {a["image_id"] for a in anns}
-    sub = {"images": [i for i in coco["images"] if i["id"] in keep], "annotations": anns,
-           "categories": coco["categories"]}
+    sub = {
+        "images": [i for i in coco["images"] if i["id"] in keep],
+        "annotations": anns,
+        "categories": coco["categories"],
+    }
     path.write_text(json.dumps(sub))
     return path
 
@@ -56,11 +61,26 @@ def main() -> None:
     wd.mkdir(parents=True, exist_ok=True)
     coco = json.loads((LSPET / "annotations.coco.json").read_text())
     man = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
-    man.update(project="lspet-base", workspace=str(wd / "ws"), sources=[
-        {"name": "lspet-train", "kind": "coco", "path": str(subset(coco, 1, last_train, wd / "train.json", postures)),
-         "images": str(LSPET), "split": "train"},
-        {"name": "lspet-val", "kind": "coco", "path": str(subset(coco, last_train + 1, 6000, wd / "val.json", postures)),
-         "images": str(LSPET), "split": "val"}])
+    man.update(
+        project="lspet-base",
+        workspace=str(wd / "ws"),
+        sources=[
+            {
+                "name": "lspet-train",
+                "kind": "coco",
+                "path": str(subset(coco, 1, last_train, wd / "train.json", postures)),
+                "images": str(LSPET),
+                "split": "train",
+            },
+            {
+                "name": "lspet-val",
+                "kind": "coco",
+                "path": str(subset(coco, last_train + 1, 6000, wd / "val.json", postures)),
+                "images": str(LSPET),
+                "split": "val",
+            },
+        ],
+    )
     man["model"]["base"] = None  # from scratch
     man["train"].update(epochs=1000, lr=0.003)  # the wall-time limit ends it; the schedule follows the time
     mpath = wd / "data_manifest.yaml"
@@ -92,13 +112,18 @@ def main() -> None:
     record = {
         "command": " ".join(["iterate", "retrain", "-m", "<base manifest>", "--minutes", str(args.minutes)]),
         "data": f"LSPET im00001-im{last_train:05d} train, im{last_train + 1:05d}-im06000 val (best checkpoint)"
-                + (f", only posture in {sorted(postures)}" if postures else ""),
+        + (f", only posture in {sorted(postures)}" if postures else ""),
         "held_out": "LSPET im07001-im08000, flip TTA + DARK",
-        "epochs": rec["metrics"].get("epochs"), "best_epoch": rec["metrics"].get("best_epoch"),
-        "steps": rec["metrics"].get("steps"), "train_seconds": round(wall, 1),
-        "machine": "2 CPU cores (no GPU)", "config": ck.get("config", {}),
+        "epochs": rec["metrics"].get("epochs"),
+        "best_epoch": rec["metrics"].get("best_epoch"),
+        "steps": rec["metrics"].get("steps"),
+        "train_seconds": round(wall, 1),
+        "machine": "2 CPU cores (no GPU)",
+        "config": ck.get("config", {}),
         "val": {k: v for k, v in rec["metrics"].items() if k.startswith("val_")},
-        "held_out_pckh05": s["pckh05"], "held_out_pckh01": s["pckh01"], "held_out_mean_sms01": s["mean_sms01"],
+        "held_out_pckh05": s["pckh05"],
+        "held_out_pckh01": s["pckh01"],
+        "held_out_mean_sms01": s["mean_sms01"],
         "held_out_per_posture": per_posture,
     }
     (OUT / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -16,12 +16,12 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import lspet_samples, manifest  # noqa: E402
-
 from model.codec import DarkCodec  # noqa: E402
 from model.data import PoseDataset, collate  # noqa: E402
 from model.hrnet import build_model  # noqa: E402
 from model.train import heatmap_loss  # noqa: E402
+
+from _common import lspet_samples, manifest  # noqa: E402
 
 
 def main() -> None:
@@ -43,12 +43,27 @@ def main() -> None:
     torch.nn.init.normal_(model.final_layer.weight, std=0.01)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     codec = DarkCodec(size, hs, m.model.sigma)
-    ds = PoseDataset(lspet_samples(1, 2000), codec, flip_index=m.keypoints.flip_index(),
-                     joint_weights=m.keypoints.joint_weights(), train=True, augment=m.train.augment,
-                     up_joints=m.keypoints.spec().up_joints(), person_box_p=m.train.augment.person_box)
+    ds = PoseDataset(
+        lspet_samples(1, 2000),
+        codec,
+        flip_index=m.keypoints.flip_index(),
+        joint_weights=m.keypoints.joint_weights(),
+        train=True,
+        augment=m.train.augment,
+        up_joints=m.keypoints.spec().up_joints(),
+        person_box_p=m.train.augment.person_box,
+    )
     workers = m.train.workers if dev.type == "cpu" else 8
-    loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers, collate_fn=collate,
-                        pin_memory=dev.type == "cuda", persistent_workers=workers > 0)
+    loader = DataLoader(
+        ds,
+        batch_size=bs,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     x = torch.randn(bs, 3, size, size, device=dev).contiguous(memory_format=torch.channels_last)
     y = torch.rand(bs, m.keypoints.num_joints, hs, hs, device=dev)
     w = torch.ones(bs, m.keypoints.num_joints, device=dev)
@@ -72,7 +87,7 @@ def main() -> None:
     # alternate pipeline and bare measurements so that machine noise hits both alike
     t_pipe = t_bare = 0.0
     n_pipe = n_bare = 0
-    for rep in range(4):
+    for _rep in range(4):
         t0 = time.perf_counter()
         for _ in range(args.steps // 4):
             try:
@@ -80,8 +95,11 @@ def main() -> None:
             except StopIteration:
                 it = iter(loader)
                 b = next(it)
-            step(b["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last),
-                 b["heatmaps"].to(dev, non_blocking=True), b["weights"].to(dev, non_blocking=True))
+            step(
+                b["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last),
+                b["heatmaps"].to(dev, non_blocking=True),
+                b["weights"].to(dev, non_blocking=True),
+            )
         sync()
         t_pipe += time.perf_counter() - t0
         n_pipe += (args.steps // 4) * bs
@@ -92,8 +110,10 @@ def main() -> None:
         t_bare += time.perf_counter() - t0
         n_bare += (args.steps // 4) * bs
     pipe, bare = n_pipe / t_pipe, n_bare / t_bare
-    print(f"device={torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'} backbone={bb} input={size} "
-          f"heatmap={hs} batch={bs} workers={workers}")
+    print(
+        f"device={torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'} backbone={bb} input={size} "
+        f"heatmap={hs} batch={bs} workers={workers}"
+    )
     print(f"pipeline_samples_per_s={pipe:.1f} bare_samples_per_s={bare:.1f}")
     print(f"train_step_ratio={pipe / bare:.3f}")
 

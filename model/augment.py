@@ -9,8 +9,8 @@ of pixel/noise changes. Standard geometric jitter (flip, scale, rotation) is app
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -87,10 +87,17 @@ def _jpeg(rng, m, img):
 
 
 OPS: tuple[Op, ...] = (
-    Op("rotate", GEOMETRIC, _rotate), Op("scale", GEOMETRIC, _scale), Op("translate", GEOMETRIC, _translate),
-    Op("brightness", PIXEL, _brightness), Op("contrast", PIXEL, _contrast), Op("saturation", PIXEL, _saturation),
-    Op("hue", PIXEL, _hue), Op("gamma", PIXEL, _gamma), Op("blur", PIXEL, _blur),
-    Op("gaussian_noise", NOISE, _gauss_noise), Op("jpeg", NOISE, _jpeg),
+    Op("rotate", GEOMETRIC, _rotate),
+    Op("scale", GEOMETRIC, _scale),
+    Op("translate", GEOMETRIC, _translate),
+    Op("brightness", PIXEL, _brightness),
+    Op("contrast", PIXEL, _contrast),
+    Op("saturation", PIXEL, _saturation),
+    Op("hue", PIXEL, _hue),
+    Op("gamma", PIXEL, _gamma),
+    Op("blur", PIXEL, _blur),
+    Op("gaussian_noise", NOISE, _gauss_noise),
+    Op("jpeg", NOISE, _jpeg),
 )
 OPS_BY_NAME = {o.name: o for o in OPS}
 
@@ -121,8 +128,18 @@ class AugmentPlan:
     m: float
 
 
-def plan(rng: np.random.Generator, size: int, *, n: int, m: float, max_pixel: int, max_noise: int,
-         flip: bool, rotate_deg: float, scale: float) -> AugmentPlan:
+def plan(
+    rng: np.random.Generator,
+    size: int,
+    *,
+    n: int,
+    m: float,
+    max_pixel: int,
+    max_noise: int,
+    flip: bool,
+    rotate_deg: float,
+    scale: float,
+) -> AugmentPlan:
     """Sample one sample's augmentation; all geometry ends up in one 2×3 matrix (crop → augmented crop)."""
     ops = sample_ops(rng, n, {PIXEL: max_pixel, NOISE: max_noise})
     mats = []

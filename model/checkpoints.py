@@ -15,17 +15,47 @@ from pathlib import Path
 import torch
 
 from iterate.core.errors import IterateError
-
 from model.hrnet import PoseHRNet, build_model
 
 FORMAT = "iterate-pose-v1"
 
-MPII_JOINTS = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "thorax",
-               "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder",
-               "left_elbow", "left_wrist"]
-COCO_JOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-               "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-               "right_knee", "left_ankle", "right_ankle"]
+MPII_JOINTS = [
+    "right_ankle",
+    "right_knee",
+    "right_hip",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "pelvis",
+    "thorax",
+    "upper_neck",
+    "head_top",
+    "right_wrist",
+    "right_elbow",
+    "right_shoulder",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+]
+COCO_JOINTS = [
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+]
 # outputs the official pose model never computes (timm's trunk has them): missing on purpose
 _NEVER_IN_POSE_CKPT = re.compile(r"^stage4\.2\.fuse_layers\.[123]\.")
 
@@ -46,8 +76,12 @@ class LoadReport:
 
     def describe(self, limit: int = 5) -> str:
         parts = []
-        for name, items in (("missing", self.missing), ("unexpected", self.unexpected),
-                            ("shape mismatch", self.mismatched), ("joints with no source", self.joints_new)):
+        for name, items in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("shape mismatch", self.mismatched),
+            ("joints with no source", self.joints_new),
+        ):
             if items:
                 more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
                 parts.append(f"{name}: {', '.join(items[:limit])}{more}")
@@ -72,18 +106,18 @@ def split_layout(obj: dict, path: Path | str = "") -> tuple[str, dict, dict, lis
     """→ (layout, trunk state dict, head {weight, bias}, head joint names or None)."""
     if obj.get("format") == FORMAT:
         sd = obj["model"]
-        trunk = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
-        head = {k[len("final_layer."):]: v for k, v in sd.items() if k.startswith("final_layer.")}
+        trunk = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+        head = {k[len("final_layer.") :]: v for k, v in sd.items() if k.startswith("final_layer.")}
         return "iterate", trunk, head, list(obj["joints"])
     if isinstance(obj.get("state_dict"), dict):  # MMPose 1.x
         sd = obj["state_dict"]
-        trunk = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
-        head = {k[len("head.final_layer."):]: v for k, v in sd.items() if k.startswith("head.final_layer.")}
+        trunk = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+        head = {k[len("head.final_layer.") :]: v for k, v in sd.items() if k.startswith("head.final_layer.")}
         if trunk:
             return "mmpose", trunk, head, _known_joints(head)
     if all(isinstance(v, torch.Tensor) for v in obj.values()) and "conv1.weight" in obj:  # official HRNet pose
         trunk = {k: v for k, v in obj.items() if not k.startswith("final_layer.")}
-        head = {k[len("final_layer."):]: v for k, v in obj.items() if k.startswith("final_layer.")}
+        head = {k[len("final_layer.") :]: v for k, v in obj.items() if k.startswith("final_layer.")}
         return "official", trunk, head, _known_joints(head)
     keys = ", ".join(list(obj)[:6])
     raise IterateError(
@@ -99,8 +133,14 @@ def _known_joints(head: dict) -> list[str] | None:
     return {16: MPII_JOINTS, 17: COCO_JOINTS}.get(w.shape[0])
 
 
-def load_into(model: PoseHRNet, obj: dict, joints: list[str], init_from: dict[str, str] | None = None,
-              allow_partial: bool = False, path: str | Path = "") -> LoadReport:
+def load_into(
+    model: PoseHRNet,
+    obj: dict,
+    joints: list[str],
+    init_from: dict[str, str] | None = None,
+    allow_partial: bool = False,
+    path: str | Path = "",
+) -> LoadReport:
     """Load a checkpoint dict into ``model`` whose head predicts ``joints``; raise IterateError on a partial load."""
     layout, trunk, head, ck_joints = split_layout(obj, path)
     rep = LoadReport(layout)
@@ -135,8 +175,10 @@ def load_into(model: PoseHRNet, obj: dict, joints: list[str], init_from: dict[st
     else:
         rep.missing += ["final_layer.weight", "final_layer.bias"]
     if not rep.complete and not allow_partial:
-        raise IterateError(f"{path}: {rep.layout} checkpoint does not fit the model ({rep.describe()}); "
-                           "pass --allow-partial to load what matches")
+        raise IterateError(
+            f"{path}: {rep.layout} checkpoint does not fit the model ({rep.describe()}); "
+            "pass --allow-partial to load what matches"
+        )
     model.backbone.load_state_dict(load, strict=False)
     with torch.no_grad():
         model.final_layer.weight.copy_(head_w)

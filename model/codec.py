@@ -102,10 +102,10 @@ class DarkCodec:
         kern = self._kernel1d.to(x.device, x.dtype)
         t = torch.zeros(x.shape[0], x.shape[1], ow, dtype=x.dtype, device=x.device)
         for i in range(self.blur_kernel):
-            t += kern[i] * x[:, :, i:i + ow]
+            t += kern[i] * x[:, :, i : i + ow]
         out = torch.zeros(x.shape[0], oh, ow, dtype=x.dtype, device=x.device)
         for i in range(self.blur_kernel):
-            out += kern[i] * t[:, i:i + oh, :]
+            out += kern[i] * t[:, i : i + oh, :]
         return out
 
     def decode(self, heatmaps, modulate: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +129,7 @@ class DarkCodec:
         patch = flat.gather(1, idx.reshape(n * k, -1)).reshape(idx.shape).float() * inside  # zero outside the map
         nb = self._blur_valid(patch, 3, 3) if modulate else patch
         if modulate:  # near the edge a blur sees the map's border as zeros and pulls the peak inward: raw map there
-            raw = patch[:, r:r + 3, r:r + 3]
+            raw = patch[:, r : r + 3, r : r + 3]
             near = ((px < r) | (px > w - 1 - r) | (py < r) | (py > h - 1 - r)).reshape(-1, 1, 1)
             nb = torch.where(near, raw, nb)
         lg = torch.log(nb.clamp_min(1e-10)).double()  # (M, 3, 3), centre at [1, 1]
@@ -147,8 +147,13 @@ class DarkCodec:
         ox = -(dyy * dx - dxy * dy) / safe
         oy = -(-dxy * dx + dxx * dy) / safe
         ok = ok & (ox.abs() < 1) & (oy.abs() < 1)  # a step beyond the neighbouring pixel is not trusted
-        xy = torch.stack([pxf.double() + torch.where(ok, ox, torch.zeros_like(ox)),
-                          pyf.double() + torch.where(ok, oy, torch.zeros_like(oy))], -1)
+        xy = torch.stack(
+            [
+                pxf.double() + torch.where(ok, ox, torch.zeros_like(ox)),
+                pyf.double() + torch.where(ok, oy, torch.zeros_like(oy)),
+            ],
+            -1,
+        )
         if not bool(ok.all()):  # border peaks and flat maps: the standard quarter-pixel shift instead
             std = self._standard_xy(hm).reshape(-1, 2)
             xy = torch.where(ok.unsqueeze(-1), xy, std)

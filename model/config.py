@@ -19,8 +19,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    n: int = 2               # RandAugment: ops per sample
-    m: float = 0.5           # RandAugment: magnitude 0..1
+    n: int = 2  # RandAugment: ops per sample
+    m: float = 0.5  # RandAugment: magnitude 0..1
     max_pixel: int = 1
     max_noise: int = 1
     flip: bool = True
@@ -34,12 +34,12 @@ class AugmentConfig:
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 16
-    lr: float = 3e-3          # from scratch
+    lr: float = 3e-3  # from scratch
     finetune_lr: float = 5e-4  # warm start from a checkpoint
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     schedule: str = "cosine"  # cosine | step
-    freeze: str = "none"      # none | all_but_stage4 | comma-separated trunk module prefixes
+    freeze: str = "none"  # none | all_but_stage4 | comma-separated trunk module prefixes
     seed: int = 0
     loss_scale: float = 1000.0
     best_metric: str = "pckh01"

@@ -11,10 +11,10 @@ import torch
 from torch.utils.data import Dataset
 
 from iterate.core.images import read_image
-
-from . import augment as aug
 from model.codec import DarkCodec
 from model.geometry import apply, compose, crop_matrix, image_box, keypoint_box, rotate_about_matrix
+
+from . import augment as aug
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
@@ -58,11 +58,22 @@ class PoseDataset(Dataset):
     ``index``; a corrupt image gives ``{"bad": path}``, which :func:`collate` drops and reports.
     """
 
-    def __init__(self, samples: list[Sample], codec: DarkCodec, *, flip_index: list[int], joint_weights: list[float],
-                 train: bool = False, augment=None, up_joints: tuple[list[int], list[int]] | None = None, seed: int = 0,
-                 rotations: dict[int, float] | None = None,
-                 boxes: dict[int, tuple[tuple[float, float], float]] | None = None, person_box_p: float = 0.0,
-                 targets: bool | None = None):
+    def __init__(
+        self,
+        samples: list[Sample],
+        codec: DarkCodec,
+        *,
+        flip_index: list[int],
+        joint_weights: list[float],
+        train: bool = False,
+        augment=None,
+        up_joints: tuple[list[int], list[int]] | None = None,
+        seed: int = 0,
+        rotations: dict[int, float] | None = None,
+        boxes: dict[int, tuple[tuple[float, float], float]] | None = None,
+        person_box_p: float = 0.0,
+        targets: bool | None = None,
+    ):
         self.samples = samples
         self.targets = train if targets is None else targets  # heatmap targets: training (or a loss) needs them
         self.codec = codec
@@ -106,8 +117,17 @@ class PoseDataset(Dataset):
                 ang = up_angle(kps, vis, self.up_joints)
                 if ang:
                     m = compose(rotate_about_matrix(ang, size), m)
-            plan = aug.plan(rng, size, n=a.n, m=a.m, max_pixel=a.max_pixel, max_noise=a.max_noise, flip=a.flip,
-                            rotate_deg=a.rotate_deg, scale=a.scale)
+            plan = aug.plan(
+                rng,
+                size,
+                n=a.n,
+                m=a.m,
+                max_pixel=a.max_pixel,
+                max_noise=a.max_noise,
+                flip=a.flip,
+                rotate_deg=a.rotate_deg,
+                scale=a.scale,
+            )
             m = compose(plan.crop_matrix, m)
         crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         pts = apply(m, kps)

@@ -40,8 +40,7 @@ def crop_matrix(center: tuple[float, float], size: float, out: int, rotation_deg
     cx, cy = center
     oc = out / 2.0 - 0.5
     # rotate about the box centre: y grows downwards, so a counter-clockwise turn on screen is (cos, sin; -sin, cos)
-    return np.array([[cos, sin, oc - cos * cx - sin * cy],
-                     [-sin, cos, oc + sin * cx - cos * cy]], dtype=np.float64)
+    return np.array([[cos, sin, oc - cos * cx - sin * cy], [-sin, cos, oc + sin * cx - cos * cy]], dtype=np.float64)
 
 
 def scale_matrix(s: float) -> np.ndarray:

@@ -31,7 +31,7 @@ class PoseHRNet(nn.Module):
         chans = self.backbone.feature_info.channels()
         red = self.backbone.feature_info.reduction()
         self._branch = red.index(4)
-        self.embed_dim = sum(chans[self._branch:])
+        self.embed_dim = sum(chans[self._branch :])
         self.final_layer = nn.Conv2d(chans[self._branch], num_joints, kernel_size=1)
         nn.init.zeros_(self.final_layer.weight)
         nn.init.zeros_(self.final_layer.bias)
@@ -41,7 +41,7 @@ class PoseHRNet(nn.Module):
         return self.final_layer.out_channels
 
     def forward(self, x: torch.Tensor, with_embedding: bool = False):
-        feats = self.backbone(x)[self._branch:]
+        feats = self.backbone(x)[self._branch :]
         f = feats[0]
         if f.shape[-1] != self.heatmap_size or f.shape[-2] != self.heatmap_size:
             f = F.interpolate(f, size=(self.heatmap_size, self.heatmap_size), mode="bilinear", align_corners=False)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,18 +26,18 @@ from model.hrnet import PoseHRNet
 class Batch:
     """One batch of raw outputs; ``heatmaps_flip`` is already flipped back and channel-swapped."""
 
-    index: np.ndarray            # sample indices
-    heatmaps: torch.Tensor       # (B, K, H, W)
+    index: np.ndarray  # sample indices
+    heatmaps: torch.Tensor  # (B, K, H, W)
     heatmaps_flip: torch.Tensor | None
-    embedding: torch.Tensor      # (B, D)
-    matrix: np.ndarray           # (B, 2, 3) image → crop
+    embedding: torch.Tensor  # (B, D)
+    matrix: np.ndarray  # (B, 2, 3) image → crop
     bad: list[str]
 
 
 @dataclass
 class Predictions:
-    keypoints: np.ndarray   # (N, K, 2) image pixels (NaN for unreadable frames)
-    scores: np.ndarray      # (N, K) heatmap maxima
+    keypoints: np.ndarray  # (N, K, 2) image pixels (NaN for unreadable frames)
+    scores: np.ndarray  # (N, K) heatmap maxima
     embeddings: np.ndarray  # (N, D) float16
     bad: list[str]
 
@@ -53,11 +53,11 @@ class InferConfig:
     so that `predict`, selection, pre-annotations, checkpoint choice and the report run one inference path."""
 
     flip_index: tuple[int, ...]
-    flip: bool = True                  # flip TTA (flip, swap left/right channels, average)
-    refine: bool = True                # second pass on the person box the first pass found
+    flip: bool = True  # flip TTA (flip, swap left/right channels, average)
+    refine: bool = True  # second pass on the person box the first pass found
     head_up: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (body joints, head joints): rotate head up
     rotations: tuple[float, ...] = ()  # rotation TTA angles (degrees)
-    flip_shift: bool = False           # HRNet's one-pixel shift of the flipped-back map
+    flip_shift: bool = False  # HRNet's one-pixel shift of the flipped-back map
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -67,13 +67,18 @@ class InferConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InferConfig":
+    def from_dict(cls, d: dict) -> InferConfig:
         hu = d.get("head_up")
-        return cls(tuple(int(i) for i in d["flip_index"]), bool(d.get("flip", True)), bool(d.get("refine", True)),
-                   None if not hu else (tuple(hu[0]), tuple(hu[1])), tuple(float(r) for r in d.get("rotations", ())),
-                   bool(d.get("flip_shift", False)))
+        return cls(
+            tuple(int(i) for i in d["flip_index"]),
+            bool(d.get("flip", True)),
+            bool(d.get("refine", True)),
+            None if not hu else (tuple(hu[0]), tuple(hu[1])),
+            tuple(float(r) for r in d.get("rotations", ())),
+            bool(d.get("flip_shift", False)),
+        )
 
-    def override(self, **kw) -> "InferConfig":
+    def override(self, **kw) -> InferConfig:
         """A copy with the given settings changed; ``None`` keeps the checkpoint's own, ``head_up=False`` turns
         the head-up pass off."""
         kw = {k: v for k, v in kw.items() if v is not None}
@@ -104,9 +109,17 @@ def settings_from_checkpoint(ck: dict) -> InferConfig:
     return InferConfig(tuple(KeypointSpec.from_names(list(ck["joints"])).flip_index()))
 
 
-def load_predictor(checkpoint: str | Path, *, flip: bool | None = None, refine: bool | None = None,
-                   head_up: bool | None = None, rotations: tuple[float, ...] | None = None,
-                   batch_size: int = 32, workers: int | None = None, device: str | None = None) -> "Predictor":
+def load_predictor(
+    checkpoint: str | Path,
+    *,
+    flip: bool | None = None,
+    refine: bool | None = None,
+    head_up: bool | None = None,
+    rotations: tuple[float, ...] | None = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    device: str | None = None,
+) -> Predictor:
     """The one predictor builder: an iterate checkpoint → a :class:`Predictor` with the inference settings the
     checkpoint records; each keyword (not ``None``) is an explicit opt-out or change."""
     from model.checkpoints import model_from_checkpoint
@@ -163,10 +176,21 @@ class _Prefetch:
 
 
 class Predictor:
-    def __init__(self, model: PoseHRNet, codec: DarkCodec, flip_index: list[int], *, flip: bool = True,
-                 flip_shift: bool = False, rotations: tuple[float, ...] = (), head_up: tuple | None = None,
-                 refine: bool = False,
-                 device: str | None = None, batch_size: int = 32, workers: int | None = None):
+    def __init__(
+        self,
+        model: PoseHRNet,
+        codec: DarkCodec,
+        flip_index: list[int],
+        *,
+        flip: bool = True,
+        flip_shift: bool = False,
+        rotations: tuple[float, ...] = (),
+        head_up: tuple | None = None,
+        refine: bool = False,
+        device: str | None = None,
+        batch_size: int = 32,
+        workers: int | None = None,
+    ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.codec = codec
@@ -178,14 +202,28 @@ class Predictor:
         self.refine = refine
         self.batch_size = batch_size
         self.workers = workers
-        self.settings = InferConfig(tuple(self.flip_index), flip, refine,
-                                      None if head_up is None else (tuple(head_up[0]), tuple(head_up[1])),
-                                      self.rotations, flip_shift)
+        self.settings = InferConfig(
+            tuple(self.flip_index),
+            flip,
+            refine,
+            None if head_up is None else (tuple(head_up[0]), tuple(head_up[1])),
+            self.rotations,
+            flip_shift,
+        )
 
     @classmethod
-    def from_settings(cls, model: PoseHRNet, codec: DarkCodec, settings: InferConfig, **kw) -> "Predictor":
-        return cls(model, codec, list(settings.flip_index), flip=settings.flip, flip_shift=settings.flip_shift,
-                   rotations=settings.rotations, head_up=settings.head_up, refine=settings.refine, **kw)
+    def from_settings(cls, model: PoseHRNet, codec: DarkCodec, settings: InferConfig, **kw) -> Predictor:
+        return cls(
+            model,
+            codec,
+            list(settings.flip_index),
+            flip=settings.flip,
+            flip_shift=settings.flip_shift,
+            rotations=settings.rotations,
+            head_up=settings.head_up,
+            refine=settings.refine,
+            **kw,
+        )
 
     def _iterate(self, loader: DataLoader, n: int):
         """``workers=None`` (default): batches read in a background thread when there is more than one batch
@@ -195,10 +233,23 @@ class Predictor:
         return loader
 
     def _loader(self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None) -> DataLoader:
-        ds = PoseDataset(samples, self.codec, flip_index=self.flip_index,
-                         joint_weights=[1.0] * len(self.flip_index), train=False, rotations=rotations, boxes=boxes)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.workers or 0,
-                          collate_fn=collate, pin_memory=self.device.type == "cuda")
+        ds = PoseDataset(
+            samples,
+            self.codec,
+            flip_index=self.flip_index,
+            joint_weights=[1.0] * len(self.flip_index),
+            train=False,
+            rotations=rotations,
+            boxes=boxes,
+        )
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.workers or 0,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+        )
 
     @torch.inference_mode()
     def batches(self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None) -> Iterator[Batch]:
@@ -215,8 +266,14 @@ class Predictor:
                 hf = torch.flip(hf, dims=[3])[:, self.flip_index]
                 if self.flip_shift:  # HRNet's one-pixel shift of the flipped-back map
                     hf = torch.cat([hf[..., :1], hf[..., :-1]], dim=-1)
-            yield Batch(b["index"].numpy(), hm.float().cpu(), None if hf is None else hf.float().cpu(),
-                        emb.float().cpu(), b["matrix"].numpy(), b["bad"])
+            yield Batch(
+                b["index"].numpy(),
+                hm.float().cpu(),
+                None if hf is None else hf.float().cpu(),
+                emb.float().cpu(),
+                b["matrix"].numpy(),
+                b["bad"],
+            )
 
     def decode(self, b: Batch) -> tuple[np.ndarray, np.ndarray]:
         hm = b.heatmaps if b.heatmaps_flip is None else 0.5 * (b.heatmaps + b.heatmaps_flip)
@@ -296,4 +353,3 @@ class Predictor:
     def _rotation_tta(self, samples, kps, scores) -> None:
         for r in self.rotations:
             self._rerun(samples, {i: r for i in range(len(samples)) if not np.isnan(kps[i]).any()}, kps, scores, True)
-

@@ -24,9 +24,17 @@ def _files(inputs: list[Path]) -> list[Path]:
     return out
 
 
-def predict_files(model_path: Path, inputs: list[Path], out: Path, *, coco: Path | None = None,
-                  flip: bool | None = None, refine: bool | None = None, head_up: bool | None = None,
-                  batch_size: int = 32) -> tuple[int, list[str], str]:
+def predict_files(
+    model_path: Path,
+    inputs: list[Path],
+    out: Path,
+    *,
+    coco: Path | None = None,
+    flip: bool | None = None,
+    refine: bool | None = None,
+    head_up: bool | None = None,
+    batch_size: int = 32,
+) -> tuple[int, list[str], str]:
     """Write COCO results for ``inputs``; → (results written, unreadable files, the inference path used).
     ``flip``/``refine``/``head_up``: ``None`` keeps the checkpoint's setting, ``False`` opts out."""
     from model.data import Sample
@@ -44,8 +52,14 @@ def predict_files(model_path: Path, inputs: list[Path], out: Path, *, coco: Path
         if np.isnan(res.keypoints[i]).any():
             continue
         kp = np.concatenate([res.keypoints[i], res.scores[i][:, None]], axis=1)
-        results.append({"image_id": ids.get(f.name, i + 1), "file_name": str(f), "category_id": 1,
-                        "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
-                        "score": round(float(res.scores[i].mean()), 4)})
+        results.append(
+            {
+                "image_id": ids.get(f.name, i + 1),
+                "file_name": str(f),
+                "category_id": 1,
+                "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
+                "score": round(float(res.scores[i].mean()), 4),
+            }
+        )
     out.write_text(json.dumps(results))
     return len(results), res.bad, pred.settings.describe()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,12 +21,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from iterate.core.errors import IterateError
-
 from model.checkpoints import FORMAT, load_file, load_into, save_atomic
 from model.codec import DarkCodec
+from model.config import TrainSetup
 from model.data import PoseDataset, Sample, collate
 from model.hrnet import PoseHRNet, build_model
-from model.config import TrainSetup
 
 
 class TrainingDiverged(IterateError):
@@ -51,7 +50,9 @@ def apply_freeze(model: PoseHRNet, policy: str) -> list[str]:
         names = [n for n, _ in model.backbone.named_modules()]
         for p in prefixes:
             if not any(n == p or n.startswith(p + ".") for n in names):
-                raise IterateError(f"train.freeze: no trunk module named '{p}' (top level: {', '.join(model.trunk_modules())})")
+                raise IterateError(
+                    f"train.freeze: no trunk module named '{p}' (top level: {', '.join(model.trunk_modules())})"
+                )
     frozen = []
     for name, p in model.backbone.named_parameters():
         if any(name == q or name.startswith(q + ".") for q in prefixes):
@@ -93,9 +94,15 @@ class TrainResult:
 
 def checkpoint_dict(model: PoseHRNet, setup: TrainSetup, **extra) -> dict:
     return {
-        "format": FORMAT, "model": model.state_dict(), "joints": list(setup.keypoints.names),
-        "backbone": model.backbone_name, "input_size": model.input_size, "heatmap_size": model.heatmap_size,
-        "sigma": float(setup.model.sigma), "infer": setup.infer_config().to_dict(), **extra,
+        "format": FORMAT,
+        "model": model.state_dict(),
+        "joints": list(setup.keypoints.names),
+        "backbone": model.backbone_name,
+        "input_size": model.input_size,
+        "heatmap_size": model.heatmap_size,
+        "sigma": float(setup.model.sigma),
+        "infer": setup.infer_config().to_dict(),
+        **extra,
     }
 
 
@@ -168,8 +175,12 @@ def train(
         if sampler is not None:
             sampler.set_epoch(epoch)
         losses, stop = _epoch(net, model, loader, opt, setup.train, plan, prog, dev, t_start, distributed, on_step)
-        rec = {"epoch": epoch, "step": prog.step, "loss": float(np.mean(losses)) if losses else float("nan"),
-               "elapsed_s": round(time.time() - t_start, 2)}
+        rec = {
+            "epoch": epoch,
+            "step": prog.step,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "elapsed_s": round(time.time() - t_start, 2),
+        }
         prog.since_eval += len(losses)
         # val is scored every train.eval_every_steps steps, and always after the last epoch
         due = scoring and (prog.since_eval >= setup.train.eval_every_steps or stop or epoch == plan.epochs - 1)
@@ -187,8 +198,17 @@ def train(
             on_epoch(rec)
         if stop:
             break
-    return TrainResult(best_path, last_path, epoch + 1, prog.step, prog.best_score, prog.history, prog.bad, load_report,
-                       round(time.time() - t0, 1))
+    return TrainResult(
+        best_path,
+        last_path,
+        epoch + 1,
+        prog.step,
+        prog.best_score,
+        prog.history,
+        prog.bad,
+        load_report,
+        round(time.time() - t0, 1),
+    )
 
 
 # -- the steps of train -----------------------------------------------------------------------------
@@ -221,17 +241,30 @@ def _build(setup: TrainSetup, init, allow_partial: bool, dev: torch.device) -> t
 def _optimizer(model: PoseHRNet, tcfg, base_lr: float) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norm parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": tcfg.weight_decay},
-                              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=base_lr)
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": tcfg.weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ],
+        lr=base_lr,
+    )
 
 
 def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int, world: int):
     """The augmented training set, its sampler (one shard per rank) and loader."""
     cfg, tcfg, spec = setup.model, setup.train, setup.keypoints
     codec = DarkCodec(cfg.input_size, cfg.heatmap_size, cfg.sigma)
-    ds = PoseDataset(samples, codec, flip_index=spec.flip_index(), joint_weights=spec.joint_weights(),
-                     train=True, augment=tcfg.augment, up_joints=spec.up_joints(), seed=tcfg.seed,
-                     person_box_p=tcfg.augment.person_box)
+    ds = PoseDataset(
+        samples,
+        codec,
+        flip_index=spec.flip_index(),
+        joint_weights=spec.joint_weights(),
+        train=True,
+        augment=tcfg.augment,
+        up_joints=spec.up_joints(),
+        seed=tcfg.seed,
+        person_box_p=tcfg.augment.person_box,
+    )
     sampler = None
     if distributed:
         from torch.utils.data.distributed import DistributedSampler
@@ -239,9 +272,17 @@ def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int
         sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=tcfg.seed, drop_last=True)
     bs = max(1, tcfg.batch_size // world)  # the global batch stays train.batch_size across ranks
     g = torch.Generator().manual_seed(tcfg.seed)
-    loader = DataLoader(ds, batch_size=bs, shuffle=sampler is None, sampler=sampler, drop_last=len(ds) > bs,
-                        num_workers=tcfg.workers, collate_fn=collate, generator=g,
-                        persistent_workers=tcfg.workers > 0)
+    loader = DataLoader(
+        ds,
+        batch_size=bs,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(ds) > bs,
+        num_workers=tcfg.workers,
+        collate_fn=collate,
+        generator=g,
+        persistent_workers=tcfg.workers > 0,
+    )
     return ds, sampler, loader
 
 
@@ -249,8 +290,9 @@ def _wrap(model: PoseHRNet, dev: torch.device, distributed: bool) -> nn.Module:
     if not distributed:
         return model
     # the trunk also computes the lower-resolution outputs the heatmap head does not use
-    return nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                               find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
+    )
 
 
 def _plan(tcfg, batches_per_epoch: int, base_lr: float, time_limit_s, max_steps) -> _Plan:
@@ -261,8 +303,9 @@ def _plan(tcfg, batches_per_epoch: int, base_lr: float, time_limit_s, max_steps)
     if max_steps:
         total_steps = int(max_steps)
         epochs = max(epochs, -(-total_steps // steps_per_epoch))
-    return _Plan(epochs, total_steps, min(0.3, tcfg.warmup_steps / max(1, total_steps)), base_lr, time_limit_s,
-                 max_steps)
+    return _Plan(
+        epochs, total_steps, min(0.3, tcfg.warmup_steps / max(1, total_steps)), base_lr, time_limit_s, max_steps
+    )
 
 
 def _resume(last_path: Path, model: PoseHRNet, opt) -> tuple[_Progress, str]:
@@ -271,13 +314,19 @@ def _resume(last_path: Path, model: PoseHRNet, opt) -> tuple[_Progress, str]:
     ck = load_file(last_path)
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
-    prog = _Progress(int(ck["epoch"]) + 1, int(ck["step"]), float(ck.get("best_score", -1.0)),
-                     list(ck.get("best_key", [-1e9, -1e9, -1e9])), list(ck.get("history", [])))
+    prog = _Progress(
+        int(ck["epoch"]) + 1,
+        int(ck["step"]),
+        float(ck.get("best_score", -1.0)),
+        list(ck.get("best_key", [-1e9, -1e9, -1e9])),
+        list(ck.get("history", [])),
+    )
     return prog, f"resumed from {last_path} after epoch {prog.start_epoch}"
 
 
-def _epoch(net, model, loader, opt, tcfg, plan: _Plan, prog: _Progress, dev, t_start: float, distributed: bool,
-           on_step) -> tuple[list[float], bool]:
+def _epoch(
+    net, model, loader, opt, tcfg, plan: _Plan, prog: _Progress, dev, t_start: float, distributed: bool, on_step
+) -> tuple[list[float], bool]:
     """One pass over the loader; → (the step losses, whether the run ends here)."""
     net.train()
     _freeze_bn(model)
@@ -296,9 +345,11 @@ def _epoch(net, model, loader, opt, tcfg, plan: _Plan, prog: _Progress, dev, t_s
         w = batch["weights"].to(dev, non_blocking=True)
         loss = heatmap_loss(net(x), y, w, tcfg.loss_scale)
         if not bool(torch.isfinite(loss.detach())):  # a poisoned label or a diverging lr: stop, keep nothing
-            raise TrainingDiverged(f"training stopped at step {prog.step + 1}: the loss is {float(loss.detach()):g}, "
-                                   "not a finite number (check the labels for extreme coordinates, or lower the "
-                                   "learning rate); no model was recorded")
+            raise TrainingDiverged(
+                f"training stopped at step {prog.step + 1}: the loss is {float(loss.detach()):g}, "
+                "not a finite number (check the labels for extreme coordinates, or lower the "
+                "learning rate); no model was recorded"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -306,8 +357,9 @@ def _epoch(net, model, loader, opt, tcfg, plan: _Plan, prog: _Progress, dev, t_s
         losses.append(float(loss.detach()))
         if on_step:
             on_step(prog.step, plan.total_steps, losses[-1])
-        if (plan.time_limit_s and _stop_all(time.time() - t_start >= plan.time_limit_s, distributed)) or \
-                (plan.max_steps and prog.step >= plan.max_steps):
+        if (plan.time_limit_s and _stop_all(time.time() - t_start >= plan.time_limit_s, distributed)) or (
+            plan.max_steps and prog.step >= plan.max_steps
+        ):
             return losses, True
     return losses, False
 
@@ -324,15 +376,33 @@ def _record(rec: dict, prog: _Progress, best_metric: str, may_improve: bool) -> 
     return improved
 
 
-def _save(model, setup: TrainSetup, opt, prog: _Progress, epoch: int, config: dict, last_path: Path,
-          best_path: Path | None) -> None:
+def _save(
+    model, setup: TrainSetup, opt, prog: _Progress, epoch: int, config: dict, last_path: Path, best_path: Path | None
+) -> None:
     """``last.pt`` (with optimizer state, to resume) every epoch; ``best.pt`` when the epoch improved."""
-    extra = {"epoch": epoch, "step": prog.step, "best_score": prog.best_score, "best_key": prog.best_key,
-             "history": prog.history, "optimizer": opt.state_dict(), "config": config}
+    extra = {
+        "epoch": epoch,
+        "step": prog.step,
+        "best_score": prog.best_score,
+        "best_key": prog.best_key,
+        "history": prog.history,
+        "optimizer": opt.state_dict(),
+        "config": config,
+    }
     save_atomic(checkpoint_dict(model, setup, **extra), last_path)
     if best_path is not None:
-        save_atomic(checkpoint_dict(model, setup, epoch=epoch, step=prog.step, best_score=prog.best_score,
-                                    history=prog.history, config=config), best_path)
+        save_atomic(
+            checkpoint_dict(
+                model,
+                setup,
+                epoch=epoch,
+                step=prog.step,
+                best_score=prog.best_score,
+                history=prog.history,
+                config=config,
+            ),
+            best_path,
+        )
 
 
 def _stop_all(local: bool, distributed: bool) -> bool:
@@ -348,11 +418,20 @@ def _stop_all(local: bool, distributed: bool) -> bool:
 
 def _config(setup: TrainSetup, epochs: int, init, time_limit_s=None) -> dict:
     mc, tc = setup.model, setup.train
-    return {"time_limit_s": time_limit_s,
-        "backbone": mc.backbone, "input_size": mc.input_size, "heatmap_size": mc.heatmap_size,
-        "sigma": mc.sigma, "epochs": epochs, "batch_size": tc.batch_size,
+    return {
+        "time_limit_s": time_limit_s,
+        "backbone": mc.backbone,
+        "input_size": mc.input_size,
+        "heatmap_size": mc.heatmap_size,
+        "sigma": mc.sigma,
+        "epochs": epochs,
+        "batch_size": tc.batch_size,
         "lr": tc.finetune_lr if init else tc.lr,
-        "weight_decay": tc.weight_decay, "schedule": tc.schedule, "warmup_steps": tc.warmup_steps,
-        "freeze": tc.freeze, "loss_scale": tc.loss_scale,
-        "init": str(init) if init else "", "augment": asdict(tc.augment),
+        "weight_decay": tc.weight_decay,
+        "schedule": tc.schedule,
+        "warmup_steps": tc.warmup_steps,
+        "freeze": tc.freeze,
+        "loss_scale": tc.loss_scale,
+        "init": str(init) if init else "",
+        "augment": asdict(tc.augment),
     }

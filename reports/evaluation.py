@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from iterate.core.errors import IterateError
 from iterate.core.schema import KeypointSpec
-
 from reports.metrics import frame_interval, height_error, mean_sms, normalisers, pck_hits, summarise
 
 SMALL = 20  # frames: a stratum smaller than this is shown as too small to judge
@@ -24,9 +23,9 @@ SMALL = 20  # frames: a stratum smaller than this is shown as too small to judge
 class EvalSet:
     """Aligned arrays for N frames."""
 
-    pred: np.ndarray                 # (N, K, 2); NaN where the model gave no prediction (every joint a miss)
-    gt: np.ndarray                   # (N, K, 2)
-    vis: np.ndarray                  # (N, K)
+    pred: np.ndarray  # (N, K, 2); NaN where the model gave no prediction (every joint a miss)
+    gt: np.ndarray  # (N, K, 2)
+    vis: np.ndarray  # (N, K)
     attributes: list[dict]
     ids: list
     head_boxes: np.ndarray | None = None
@@ -44,8 +43,9 @@ def check_alpha(alpha: float, name: str = "alpha") -> None:
         raise IterateError(f"{name} must be a number in (0, 1] (PCKh's fraction of the normaliser), got {alpha}")
 
 
-def evaluate(spec: KeypointSpec, strata: Mapping[str, tuple[str, ...] | list[str]], es: EvalSet,
-             alpha: float = 0.1) -> dict:
+def evaluate(
+    spec: KeypointSpec, strata: Mapping[str, tuple[str, ...] | list[str]], es: EvalSet, alpha: float = 0.1
+) -> dict:
     """All tables as one JSON-able dict (percentages). ``frames`` counts every labeled frame scored,
     ``frames_fallback`` those scored with the fallback normaliser; intervals are a bootstrap over frames."""
     check_alpha(alpha)
@@ -59,11 +59,15 @@ def evaluate(spec: KeypointSpec, strata: Mapping[str, tuple[str, ...] | list[str
         notes.append(norms.note(kind))
     unscored = int((~usable & labeled).sum())
     if unscored:
-        notes.append(f"{unscored} labeled frame(s) have no {kind} normaliser and no fallback (fewer than two labeled "
-                     "joints, or `normalizer.fallback: none`): not scored")
+        notes.append(
+            f"{unscored} labeled frame(s) have no {kind} normaliser and no fallback (fewer than two labeled "
+            "joints, or `normalizer.fallback: none`): not scored"
+        )
     no_pred = int((np.isnan(es.pred).any(axis=(1, 2)) & usable).sum())
     if no_pred:
-        notes.append(f"{no_pred} frame(s) had no prediction (unreadable image or NaN): every labeled joint counts as a miss")
+        notes.append(
+            f"{no_pred} frame(s) had no prediction (unreadable image or NaN): every labeled joint counts as a miss"
+        )
     idx = np.flatnonzero(usable)
     hits = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], alpha)
     hits05 = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], 0.5)
@@ -81,15 +85,28 @@ def evaluate(spec: KeypointSpec, strata: Mapping[str, tuple[str, ...] | list[str
         he = herr[sel]
         he = he[~np.isnan(he)]
         n = int(sel.sum())
-        return {"frames": n, "frames_fallback": int(fb[sel].sum()), "joints": s.count,
-                "pckh": _fmt(s.mean), "ci95": [_fmt(lo), _fmt(hi)], "pckh05": _fmt(s5.mean), "ci95_05": [_fmt(lo5), _fmt(hi5)],
-                "mean_sms": _fmt(mean_sms(h, hj)), "height_err_pct": _fmt(float(np.median(he))) if len(he) else None,
-                "small": bool(n < SMALL)}
+        return {
+            "frames": n,
+            "frames_fallback": int(fb[sel].sum()),
+            "joints": s.count,
+            "pckh": _fmt(s.mean),
+            "ci95": [_fmt(lo), _fmt(hi)],
+            "pckh05": _fmt(s5.mean),
+            "ci95_05": [_fmt(lo5), _fmt(hi5)],
+            "mean_sms": _fmt(mean_sms(h, hj)),
+            "height_err_pct": _fmt(float(np.median(he))) if len(he) else None,
+            "small": bool(n < SMALL),
+        }
 
     allsel = np.ones(len(idx), bool)
-    out = {"alpha": alpha, "notes": notes, **block(allsel), "frames_unscored": unscored,
-           "normaliser": {"kind": kind, "fallback_ratio": norms.ratio, "fallback_ratio_frames": norms.ratio_frames},
-           "interval": "95 % bootstrap over frames (1,000 resamples, seeded)"}
+    out = {
+        "alpha": alpha,
+        "notes": notes,
+        **block(allsel),
+        "frames_unscored": unscored,
+        "normaliser": {"kind": kind, "fallback_ratio": norms.ratio, "fallback_ratio_frames": norms.ratio_frames},
+        "interval": "95 % bootstrap over frames (1,000 resamples, seeded)",
+    }
     out["per_joint"] = {n: _fmt(v) for n, v in zip(names, overall.per_joint)}
     out["per_joint_count"] = {n: int((~np.isnan(hits[:, j])).sum()) for j, n in enumerate(names)}
     out["strata"] = _strata_tables(strata, [es.attributes[i] for i in idx], block, out["pckh"], notes)
@@ -110,8 +127,10 @@ def _stratum_values(key: str, allowed, attrs: list[dict], notes: list[str]) -> l
         else:
             vals.append(str(v))
     if unknown:
-        notes.append(f"{key}: value(s) not in the manifest counted under 'other': "
-                     + ", ".join(f"{k} ({n})" for k, n in sorted(unknown.items())))
+        notes.append(
+            f"{key}: value(s) not in the manifest counted under 'other': "
+            + ", ".join(f"{k} ({n})" for k, n in sorted(unknown.items()))
+        )
     return vals
 
 
@@ -156,24 +175,31 @@ def coco_evalset(spec: KeypointSpec, pred_path: Path, gt_path: Path) -> EvalSet:
         if not isinstance(p, dict):
             raise IterateError(f"{pred_path}: predictions[{i}] is not an object {{image_id, keypoints, score}}")
         kp = p.get("keypoints")
-        if not isinstance(kp, list) or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                                               for v in kp):
-            raise IterateError(f"{pred_path}: prediction for image {p.get('image_id')!r}: keypoints must be a list "
-                               "of numbers x, y, score")
+        if not isinstance(kp, list) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in kp
+        ):
+            raise IterateError(
+                f"{pred_path}: prediction for image {p.get('image_id')!r}: keypoints must be a list "
+                "of numbers x, y, score"
+            )
     gt_ids = {im["id"] for im in gt["images"]}
     bad_ids = sorted({p.get("image_id") for p in preds if isinstance(p.get("image_id"), (int, str))} - gt_ids, key=str)
     bad_ids += [p.get("image_id") for p in preds if not isinstance(p.get("image_id"), (int, str))][:1]
     if bad_ids:
-        raise IterateError(f"{pred_path}: {len(bad_ids)} prediction image id(s) not in {gt_path}: "
-                           + ", ".join(map(str, bad_ids[:5])))
+        raise IterateError(
+            f"{pred_path}: {len(bad_ids)} prediction image id(s) not in {gt_path}: " + ", ".join(map(str, bad_ids[:5]))
+        )
     by_img: dict = {}
     for p in preds:
         kp = p.get("keypoints") or []
         if len(kp) != 3 * k:
-            raise IterateError(f"{pred_path}: prediction for image {p.get('image_id')} has {len(kp) // 3} joints, "
-                               f"the labels have {k}")
+            raise IterateError(
+                f"{pred_path}: prediction for image {p.get('image_id')} has {len(kp) // 3} joints, the labels have {k}"
+            )
         # a missing or non-finite prediction (null, NaN) is a miss, never a dropped frame
-        by_img.setdefault(p["image_id"], []).append(np.asarray([np.nan if v is None else v for v in kp], float).reshape(k, 3))
+        by_img.setdefault(p["image_id"], []).append(
+            np.asarray([np.nan if v is None else v for v in kp], float).reshape(k, 3)
+        )
     P, G, V, A, I, HB = [], [], [], [], [], []
     for a in sorted(gt["annotations"], key=ann_key):
         kps = np.asarray(coco_keypoints(spec, a, order, Path(gt_path), image_size(gt, a["image_id"])), float)
@@ -181,8 +207,10 @@ def coco_evalset(spec: KeypointSpec, pred_path: Path, gt_path: Path) -> EvalSet:
             continue
         cands = by_img.get(a["image_id"], [])
         if cands:
-            d = [np.nan_to_num(np.nanmean(np.linalg.norm(c[:, :2] - kps[:, :2], axis=1)[kps[:, 2] > 0]), nan=np.inf)
-                 for c in cands]
+            d = [
+                np.nan_to_num(np.nanmean(np.linalg.norm(c[:, :2] - kps[:, :2], axis=1)[kps[:, 2] > 0]), nan=np.inf)
+                for c in cands
+            ]
             best = cands.pop(int(np.argmin(d)))
             P.append(best[:, :2])
         else:

@@ -16,8 +16,14 @@ import numpy as np
 STEER = 0.7
 
 
-def next_chunk_focus(strata: dict, overall: float | None, pool_strata: list[dict], pool_uncertainty: np.ndarray,
-                     explore: float, metric: str) -> dict:
+def next_chunk_focus(
+    strata: dict,
+    overall: float | None,
+    pool_strata: list[dict],
+    pool_uncertainty: np.ndarray,
+    explore: float,
+    metric: str,
+) -> dict:
     items = []
     weights: dict[str, dict[str, float]] = {}
     n_pool = len(pool_strata)
@@ -33,12 +39,23 @@ def next_chunk_focus(strata: dict, overall: float | None, pool_strata: list[dict
             hi = ci[1] if ci[1] is not None else fig
             gap = max(0.0, (overall or 0.0) - (hi if hi is not None else (fig or 0.0))) if fig is not None else 0.0
             prio = gap * share * unc
-            reason = (f"{key}={value}: {metric} {fig if fig is not None else '–'} % vs {overall} % overall "
-                      f"(95 % up to {hi}), {share:.0%} of the pool, uncertainty {unc:.2f}"
-                      + (" — too few val frames to judge" if r.get("small") else ""))
-            key_items.append({"key": key, "value": value, "gap": round(gap, 2), "pool_share": round(share, 4),
-                              "uncertainty": round(unc, 4), "priority": round(prio, 5), "val_frames": r.get("frames"),
-                              "reason": reason})
+            reason = (
+                f"{key}={value}: {metric} {fig if fig is not None else '–'} % vs {overall} % overall "
+                f"(95 % up to {hi}), {share:.0%} of the pool, uncertainty {unc:.2f}"
+                + (" — too few val frames to judge" if r.get("small") else "")
+            )
+            key_items.append(
+                {
+                    "key": key,
+                    "value": value,
+                    "gap": round(gap, 2),
+                    "pool_share": round(share, 4),
+                    "uncertainty": round(unc, 4),
+                    "priority": round(prio, 5),
+                    "val_frames": r.get("frames"),
+                    "reason": reason,
+                }
+            )
         total = sum(i["priority"] for i in key_items)
         share_total = sum(i["pool_share"] for i in key_items)
         for i in key_items:

@@ -27,10 +27,10 @@ N_BOOT = 1000
 # -- normalisers ------------------------------------------------------------------------------------
 @dataclass
 class Normalisers:
-    lengths: np.ndarray    # (N,) the PCKh ``l`` per frame; NaN where a frame cannot be scored
-    fallback: np.ndarray   # (N,) bool: ``l`` came from the fallback
-    ratio: float | None    # the normaliser-to-person-box ratio the fallback used
-    ratio_frames: int      # frames the ratio was measured on (0: a fixed ratio, or none)
+    lengths: np.ndarray  # (N,) the PCKh ``l`` per frame; NaN where a frame cannot be scored
+    fallback: np.ndarray  # (N,) bool: ``l`` came from the fallback
+    ratio: float | None  # the normaliser-to-person-box ratio the fallback used
+    ratio_frames: int  # frames the ratio was measured on (0: a fixed ratio, or none)
 
     @property
     def scored(self) -> np.ndarray:
@@ -41,8 +41,10 @@ class Normalisers:
         if not n:
             return None
         src = f"median of {self.ratio_frames} frames that have both" if self.ratio_frames else "manifest's fixed ratio"
-        return (f"{n} frame(s) have no {kind} normaliser and are scored with the fallback: the labeled joints' box "
-                f"diagonal × {self.ratio:.3f} ({src})")
+        return (
+            f"{n} frame(s) have no {kind} normaliser and are scored with the fallback: the labeled joints' box "
+            f"diagonal × {self.ratio:.3f} ({src})"
+        )
 
 
 def person_box_diagonal(gt: np.ndarray, vis: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
@@ -80,8 +82,14 @@ def _primary(gt, vis, normalizer, names, head_boxes, boxes) -> np.ndarray:
     return out
 
 
-def normalisers(gt: np.ndarray, vis: np.ndarray, normalizer, names: list[str],
-                head_boxes: np.ndarray | None = None, boxes: np.ndarray | None = None) -> Normalisers:
+def normalisers(
+    gt: np.ndarray,
+    vis: np.ndarray,
+    normalizer,
+    names: list[str],
+    head_boxes: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+) -> Normalisers:
     """The PCKh ``l`` of every frame, with the manifest's fallback for frames that lack their own.
 
     ``head_box``: 0.6 × the head box diagonal (MPII's head size; ``head_boxes`` (N, 4) x, y, w, h);
@@ -132,9 +140,9 @@ def pck_hits(pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, norm: np.ndarray
 
 @dataclass
 class PCK:
-    mean: float            # % over every labeled joint
+    mean: float  # % over every labeled joint
     per_joint: np.ndarray  # % per joint (NaN where no label)
-    count: int             # labeled joints
+    count: int  # labeled joints
     frames: int
 
 
@@ -174,7 +182,7 @@ def frame_interval(hits: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level:
     step = max(1, min(n_boot, 4_000_000 // m))  # resamples per chunk: bounded memory at any N
     for s in range(0, n_boot, step):
         idx = rng.integers(0, m, size=(min(step, n_boot - s), m))
-        stats[s:s + len(idx)] = k[idx].sum(1) / n[idx].sum(1)
+        stats[s : s + len(idx)] = k[idx].sum(1) / n[idx].sum(1)
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return (100 * float(lo), 100 * float(hi))
 
@@ -190,16 +198,21 @@ def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (100 * max(0.0, c - half), 100 * min(1.0, c + half))
 
 
-def keypoint_scores(pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, norms: Normalisers,
-                    height_joints: list[int]) -> dict:
+def keypoint_scores(
+    pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, norms: Normalisers, height_joints: list[int]
+) -> dict:
     """The training-time and simulation figures (%), from the same definitions the report uses:
     ``pckh01``, ``pckh05``, ``mean_sms01``, ``frames`` (labeled frames scored), ``frames_fallback``."""
     ok = norms.scored
     h01 = pck_hits(pred[ok], gt[ok], vis[ok], norms.lengths[ok], 0.1)
     h05 = pck_hits(pred[ok], gt[ok], vis[ok], norms.lengths[ok], 0.5)
-    return {"pckh01": round(summarise(h01).mean, 3), "pckh05": round(summarise(h05).mean, 3),
-            "mean_sms01": round(mean_sms(h01, height_joints), 3), "frames": int(summarise(h01).frames),
-            "frames_fallback": int((norms.fallback & ok).sum())}
+    return {
+        "pckh01": round(summarise(h01).mean, 3),
+        "pckh05": round(summarise(h05).mean, 3),
+        "mean_sms01": round(mean_sms(h01, height_joints), 3),
+        "frames": int(summarise(h01).frames),
+        "frames_fallback": int((norms.fallback & ok).sum()),
+    }
 
 
 # -- height ---------------------------------------------------------------------------------------------

@@ -35,9 +35,14 @@ def plot_timeline(tl: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     x = [t["labels"] for t in tl]
-    for key, label, ls in (("pckh01", "val PCKh@0.1", "-"), ("pckh05", "val PCKh@0.5", "-"),
-                           ("mean_sms01", "val MeanSmS@0.1", "-"), ("overfit01", "overfit (train − val PCKh@0.1)", "-"),
-                           ("test_pckh01", "test PCKh@0.1", "--"), ("test_pckh05", "test PCKh@0.5", "--")):
+    for key, label, ls in (
+        ("pckh01", "val PCKh@0.1", "-"),
+        ("pckh05", "val PCKh@0.5", "-"),
+        ("mean_sms01", "val MeanSmS@0.1", "-"),
+        ("overfit01", "overfit (train − val PCKh@0.1)", "-"),
+        ("test_pckh01", "test PCKh@0.1", "--"),
+        ("test_pckh05", "test PCKh@0.5", "--"),
+    ):
         y = [t.get(key) if t.get(key) is not None else np.nan for t in tl]
         if not np.isnan(y).all():
             ax.plot(x, y, marker="o", ls=ls, label=label)
@@ -80,7 +85,9 @@ def _draw(img: np.ndarray, kps: np.ndarray, vis: np.ndarray, edges: list[tuple[i
             cv2.circle(img, tuple(int(v) for v in kps[j]), 2, color, -1, cv2.LINE_AA)
 
 
-def contact_sheet(spec: KeypointSpec, frames: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, str]], path: Path) -> None:
+def contact_sheet(
+    spec: KeypointSpec, frames: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, str]], path: Path
+) -> None:
     """frames: (image path, gt (K,2), vis (K,), pred (K,2), caption) → a grid PNG (labels green, model red)."""
     edges = [(spec.index(a), spec.index(b)) for a, b in spec.skeleton]
     cell, cols = 200, 4
@@ -96,7 +103,7 @@ def contact_sheet(spec: KeypointSpec, frames: list[tuple[str, np.ndarray, np.nda
         _draw(img, (pred + 0.5) * s - 0.5, np.ones(len(pred), bool), edges, (0, 0, 230))
         r, c = divmod(i, cols)
         y0, x0 = r * (cell + 18), c * cell
-        sheet[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
+        sheet[y0 : y0 + img.shape[0], x0 : x0 + img.shape[1]] = img
         cv2.putText(sheet, cap[:32], (x0 + 2, y0 + cell + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), sheet)
 
@@ -105,8 +112,11 @@ def rerender(out_dir: Path, round_no: int) -> Path:
     """Render an older round's Markdown again from its JSON twin."""
     js = out_dir / f"round-{round_no:02d}.json"
     if not js.is_file():
-        raise IterateError(f"no report for round {round_no} (have: "
-                           + ", ".join(sorted(p.stem for p in out_dir.glob("round-*.json"))) + ")")
+        raise IterateError(
+            f"no report for round {round_no} (have: "
+            + ", ".join(sorted(p.stem for p in out_dir.glob("round-*.json")))
+            + ")"
+        )
     md = out_dir / f"round-{round_no:02d}.md"
     _atomic_write(md, render(json.loads(js.read_text())))
     return md
@@ -119,8 +129,10 @@ def write_round(out_dir: Path, data: dict) -> Path:
     md = out_dir / f"{stem}.md"
     _atomic_write(md, render(data))
     if data.get("focus"):
-        _atomic_write(out_dir / "focus.json",
-                      json.dumps({"round": data["round"], "model_id": data["model"]["id"], **data["focus"]}, indent=1))
+        _atomic_write(
+            out_dir / "focus.json",
+            json.dumps({"round": data["round"], "model_id": data["model"]["id"], **data["focus"]}, indent=1),
+        )
     latest = out_dir / "latest.md"
     tmp = out_dir / ".latest.md.tmp"
     tmp.unlink(missing_ok=True)
@@ -138,8 +150,9 @@ def summary(data: dict) -> dict:
     return out
 
 
-def frame_scores(spec: KeypointSpec, pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, head_boxes: np.ndarray,
-                 alpha: float) -> np.ndarray:
+def frame_scores(
+    spec: KeypointSpec, pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, head_boxes: np.ndarray, alpha: float
+) -> np.ndarray:
     """Each frame's share of labeled joints within ``alpha`` × its normaliser (inf where it has none)."""
     norm = normalisers(gt, vis, spec.normalizer, list(spec.names), head_boxes).lengths
     out = np.full(len(gt), np.inf)
@@ -179,9 +192,13 @@ def render(d: dict) -> str:
     """The report's Markdown, section by section, from its JSON twin."""
     a = d.get("alpha", 0.1)
     data = d["data"]
-    L = [f"# {d['project']}: round {d['round']} report", "",
-         f"Written {d['created_at']}. Chunk {data['current_chunk']} of {len(data['chunks'])} is current; "
-         f"{data['labels_train']} labeled training frames so far.", ""]
+    L = [
+        f"# {d['project']}: round {d['round']} report",
+        "",
+        f"Written {d['created_at']}. Chunk {data['current_chunk']} of {len(data['chunks'])} is current; "
+        f"{data['labels_train']} labeled training frames so far.",
+        "",
+    ]
     model = d.get("model")
     if model is None:
         L += ["**No model yet.** Run `iterate retrain` once labels exist; the data side is shown below.", ""]
@@ -200,10 +217,13 @@ def render(d: dict) -> str:
 
 def _model_line(model: dict) -> list[str]:
     cfg = model.get("config", {})
-    return [f"Model #{model['id']} (`{model['path']}`), trained on {model['n_train']} frames: "
-            f"{cfg.get('backbone', '?')} {cfg.get('input_size', '?')}² → {cfg.get('heatmap_size', '?')}² heatmaps, "
-            f"{_length(cfg)}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
-            f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.", ""]
+    return [
+        f"Model #{model['id']} (`{model['path']}`), trained on {model['n_train']} frames: "
+        f"{cfg.get('backbone', '?')} {cfg.get('input_size', '?')}² → {cfg.get('heatmap_size', '?')}² heatmaps, "
+        f"{_length(cfg)}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
+        f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.",
+        "",
+    ]
 
 
 def _summary_section(d: dict, a: float) -> list[str]:
@@ -211,27 +231,42 @@ def _summary_section(d: dict, a: float) -> list[str]:
     if not (v or t):
         return []
     mt = d["model"].get("metrics", {})
-    L = ["## Summary", "",
-         f"| split | PCKh@{a} [95 %] | PCKh@0.5 [95 %] | MeanSmS@{a} | height error (median) | frames "
-         "| on fallback normaliser | not scored |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    L = [
+        "## Summary",
+        "",
+        f"| split | PCKh@{a} [95 %] | PCKh@0.5 [95 %] | MeanSmS@{a} | height error (median) | frames "
+        "| on fallback normaliser | not scored |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in (("val", v), ("test", t)):
         if r:
-            L.append(f"| {name} | {_pct(r['pckh'])} % [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
-                     f"{_pct(r['pckh05'])} % [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
-                     f"{_pct(r['mean_sms'])} % | {_pct(r['height_err_pct'])} % | {r['frames']} | "
-                     f"{r.get('frames_fallback', 0)} | {r.get('frames_unscored', 0)} |")
+            L.append(
+                f"| {name} | {_pct(r['pckh'])} % [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
+                f"{_pct(r['pckh05'])} % [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
+                f"{_pct(r['mean_sms'])} % | {_pct(r['height_err_pct'])} % | {r['frames']} | "
+                f"{r.get('frames_fallback', 0)} | {r.get('frames_unscored', 0)} |"
+            )
     nm = (v or t).get("normaliser") or {}
-    L += ["", f"Predictions: the checkpoint's own inference path ({d.get('inference', '?')}), exactly what "
-          f"`iterate predict` writes. PCKh normaliser: {nm.get('kind', '?')}"
-          + (f"; frames without one use the labeled joints' box diagonal × {nm['fallback_ratio']:.3f}"
-             if nm.get("fallback_ratio") else "")
-          + ". MeanSmS = mean of the height joints' per-joint PCKh. Intervals: 95 % bootstrap over frames.", ""]
+    L += [
+        "",
+        f"Predictions: the checkpoint's own inference path ({d.get('inference', '?')}), exactly what "
+        f"`iterate predict` writes. PCKh normaliser: {nm.get('kind', '?')}"
+        + (
+            f"; frames without one use the labeled joints' box diagonal × {nm['fallback_ratio']:.3f}"
+            if nm.get("fallback_ratio")
+            else ""
+        )
+        + ". MeanSmS = mean of the height joints' per-joint PCKh. Intervals: 95 % bootstrap over frames.",
+        "",
+    ]
     if t:
         L += [f"> test: {note}" for note in t.get("notes", [])] + [""]
-    L += [f"Overfit (train − val PCKh@0.1): {_gap(mt.get('overfit01'))} pts. The val split picks the best "
-          "checkpoint and the tables below steer the next chunk, so its figures lean optimistic; the test "
-          "split is used for nothing else.", ""]
+    L += [
+        f"Overfit (train − val PCKh@0.1): {_gap(mt.get('overfit01'))} pts. The val split picks the best "
+        "checkpoint and the tables below steer the next chunk, so its figures lean optimistic; the test "
+        "split is used for nothing else.",
+        "",
+    ]
     return L
 
 
@@ -246,15 +281,20 @@ def _val_sections(d: dict, a: float) -> list[str]:
     if d.get("plots", {}).get("joints"):
         L += [f"![per joint]({d['plots']['joints']})", ""]
     for key, rows in v["strata"].items():
-        L += [f"## Per {key}", "",
-              f"| {key} | frames | on fallback | PCKh@{a} [95 %] | gap | PCKh@0.5 [95 %] | MeanSmS@{a} | height err | |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        L += [
+            f"## Per {key}",
+            "",
+            f"| {key} | frames | on fallback | PCKh@{a} [95 %] | gap | PCKh@0.5 [95 %] | MeanSmS@{a} | height err | |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for val_name, r in rows.items():
             flag = "too small to judge" if r["small"] else ""
-            L.append(f"| {val_name} | {r['frames']} | {r.get('frames_fallback', 0)} | "
-                     f"{_pct(r['pckh'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
-                     f"{_gap(r['gap'])} | {_pct(r['pckh05'])} [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
-                     f"{_pct(r['mean_sms'])} | {_pct(r['height_err_pct'])} | {flag} |")
+            L.append(
+                f"| {val_name} | {r['frames']} | {r.get('frames_fallback', 0)} | "
+                f"{_pct(r['pckh'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
+                f"{_gap(r['gap'])} | {_pct(r['pckh05'])} [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
+                f"{_pct(r['mean_sms'])} | {_pct(r['height_err_pct'])} | {flag} |"
+            )
         L.append("")
     return L
 
@@ -263,13 +303,18 @@ def _timeline_section(d: dict) -> list[str]:
     tl = d.get("timeline") or []
     if not tl:
         return []
-    L = ["## Timeline", "",
-         "| model | labels | val PCKh@0.1 | val PCKh@0.5 | val MeanSmS@0.1 | overfit | test PCKh@0.1 | test PCKh@0.5 |",
-         "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    L = [
+        "## Timeline",
+        "",
+        "| model | labels | val PCKh@0.1 | val PCKh@0.5 | val MeanSmS@0.1 | overfit | test PCKh@0.1 | test PCKh@0.5 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for t in tl:
-        L.append(f"| {t['model']} | {t['labels']} | {_pct(t['pckh01'])} | {_pct(t['pckh05'])} | "
-                 f"{_pct(t['mean_sms01'])} | {_gap(t['overfit01'])} | {_pct(t.get('test_pckh01'))} | "
-                 f"{_pct(t.get('test_pckh05'))} |")
+        L.append(
+            f"| {t['model']} | {t['labels']} | {_pct(t['pckh01'])} | {_pct(t['pckh05'])} | "
+            f"{_pct(t['mean_sms01'])} | {_gap(t['overfit01'])} | {_pct(t.get('test_pckh01'))} | "
+            f"{_pct(t.get('test_pckh05'))} |"
+        )
     L.append("")
     if d.get("plots", {}).get("timeline"):
         L += [f"![timeline]({d['plots']['timeline']})", ""]
@@ -280,19 +325,29 @@ def _focus_section(d: dict) -> list[str]:
     f = d.get("focus")
     if not f:
         return []
-    L = ["## Next chunk focus", "",
-         f"Ranked by gap × pool share × uncertainty (gap in {f['metric']} to the stratum's upper 95 % bound); "
-         f"{f['explore']:.0%} of the budget stays random for exploration. Predicted over {f['pool_frames']} unlabeled "
-         "frames.", "",
-         "| rank | stratum | budget share | gap | pool share | uncertainty | why |",
-         "|---:|---|---:|---:|---:|---:|---|"]
+    L = [
+        "## Next chunk focus",
+        "",
+        f"Ranked by gap × pool share × uncertainty (gap in {f['metric']} to the stratum's upper 95 % bound); "
+        f"{f['explore']:.0%} of the budget stays random for exploration. Predicted over {f['pool_frames']} unlabeled "
+        "frames.",
+        "",
+        "| rank | stratum | budget share | gap | pool share | uncertainty | why |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
     for i, it in enumerate(f["items"], 1):
-        L.append(f"| {i} | {it['key']}={it['value']} | {it['budget_share']:.0%} | {it['gap']:.1f} | "
-                 f"{it['pool_share']:.0%} | {it['uncertainty']:.2f} | {it['reason']} |")
+        L.append(
+            f"| {i} | {it['key']}={it['value']} | {it['budget_share']:.0%} | {it['gap']:.1f} | "
+            f"{it['pool_share']:.0%} | {it['uncertainty']:.2f} | {it['reason']} |"
+        )
     L.append("")
     if d.get("plots", {}).get("worst"):
-        L += ["Worst val frames of the weakest strata (labels green, model red):", "",
-              f"![worst frames]({d['plots']['worst']})", ""]
+        L += [
+            "Worst val frames of the weakest strata (labels green, model red):",
+            "",
+            f"![worst frames]({d['plots']['worst']})",
+            "",
+        ]
     return L
 
 
@@ -304,6 +359,8 @@ def _data_section(data: dict) -> list[str]:
     for key, rows in data["labels_per_stratum"].items():
         L += [f"| labels per {key} | pool | train | val | test |", "|---|---:|---:|---:|---:|"]
         for val_name, r in rows.items():
-            L.append(f"| {val_name} | {r.get('pool', 0)} | {r.get('train', 0)} | {r.get('val', 0)} | {r.get('test', 0)} |")
+            L.append(
+                f"| {val_name} | {r.get('pool', 0)} | {r.get('train', 0)} | {r.get('val', 0)} | {r.get('test', 0)} |"
+            )
         L.append("")
     return L

@@ -26,8 +26,14 @@ def main() -> None:
     lspet = args.shared / "lspet"
     coco = json.loads((lspet / "annotations.coco.json").read_text())
     ims = {i["id"]: i for i in coco["images"]}
-    anns = sorted((a for a in coco["annotations"] if FIRST <= a["image_id"] <= LAST
-                   and a.get("attributes", {}).get("posture") in POSTURES), key=lambda a: a["image_id"])
+    anns = sorted(
+        (
+            a
+            for a in coco["annotations"]
+            if FIRST <= a["image_id"] <= LAST and a.get("attributes", {}).get("posture") in POSTURES
+        ),
+        key=lambda a: a["image_id"],
+    )
     splits: dict[str, list] = {"pool": [], "val": [], "test": []}
     for i, a in enumerate(anns):
         r = i % 13
@@ -44,10 +50,19 @@ def main() -> None:
             shutil.copy2(src, out / im["file_name"])
             images.append(im)
         ids = [a["image_id"] for a in rows]
-        (out / f"{name}.coco.json").write_text(json.dumps({
-            "info": {"description": f"LSPET, {len(rows)} leaning/horizontal/inverted people of im{min(ids):05d}-"
-                                    f"im{max(ids):05d} ({name} split of the iterate demo); see demo_data/README.md"},
-            "images": images, "annotations": rows, "categories": coco["categories"]}))
+        (out / f"{name}.coco.json").write_text(
+            json.dumps(
+                {
+                    "info": {
+                        "description": f"LSPET, {len(rows)} leaning/horizontal/inverted people of im{min(ids):05d}-"
+                        f"im{max(ids):05d} ({name} split of the iterate demo); see demo_data/README.md"
+                    },
+                    "images": images,
+                    "annotations": rows,
+                    "categories": coco["categories"],
+                }
+            )
+        )
         print(f"{name}: {len(rows)} images")
 
 

@@ -8,14 +8,29 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from iterate.loop.settings import studio_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ITERATE_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 LSPET = SHARED / "lspet"
 
-LSP_NAMES = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
-             "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top"]
+LSP_NAMES = [
+    "right_ankle",
+    "right_knee",
+    "right_hip",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "right_wrist",
+    "right_elbow",
+    "right_shoulder",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "neck",
+    "head_top",
+]
 
 
 def pytest_configure(config):
@@ -31,9 +46,11 @@ def lspet_coco() -> dict:
 def lspet_subset(coco: dict, ids: list[int], out: Path) -> Path:
     """Write a COCO file holding LSPET images `ids` (file names stay relative to lspet/)."""
     keep = set(ids)
-    sub = {"images": [i for i in coco["images"] if i["id"] in keep],
-           "annotations": [a for a in coco["annotations"] if a["image_id"] in keep],
-           "categories": coco["categories"]}
+    sub = {
+        "images": [i for i in coco["images"] if i["id"] in keep],
+        "annotations": [a for a in coco["annotations"] if a["image_id"] in keep],
+        "categories": coco["categories"],
+    }
     out.write_text(json.dumps(sub))
     return out
 
@@ -63,8 +80,13 @@ def _free_port() -> int:
 
 
 def studio_manifest(tmp: Path, port: int, sources: list[dict], title: str, **over) -> Path:
-    ls = {"url": f"http://127.0.0.1:{port}", "project_title": title, "token_env": STUDIO_TOKEN_ENV,
-          "data_root": "/", "batch_size": 4}
+    ls = {
+        "url": f"http://127.0.0.1:{port}",
+        "project_title": title,
+        "token_env": STUDIO_TOKEN_ENV,
+        "data_root": "/",
+        "batch_size": 4,
+    }
     return lsp_manifest(tmp, sources, label_studio=ls, **over)
 
 
@@ -83,8 +105,12 @@ def studio(tmp_path_factory):
         TEMPLATE.parent.mkdir(parents=True, exist_ok=True)
         import shutil
 
-        shutil.copytree(server.data_dir(studio_settings(tm)), TEMPLATE, ignore=shutil.ignore_patterns("server.pid", "server.log"),
-                        dirs_exist_ok=True)
+        shutil.copytree(
+            server.data_dir(studio_settings(tm)),
+            TEMPLATE,
+            ignore=shutil.ignore_patterns("server.pid", "server.log"),
+            dirs_exist_ok=True,
+        )
     tmp = tmp_path_factory.mktemp("studio")
     port = _free_port()
     m = load_manifest(studio_manifest(tmp, port, [], "session"))

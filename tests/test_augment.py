@@ -44,8 +44,14 @@ def test_flip_swaps_left_right_and_follows_content(tmp_path):
     p, _ = _dot_image(tmp_path, pt)
     codec = DarkCodec(128, 32, 2.0)
     kps = np.array([[pt[0], pt[1], 2], [0, 0, 0]], dtype=np.float64)  # joint 0 = "left", 1 = "right"
-    ds = PoseDataset([Sample(str(p), kps)], codec, flip_index=[1, 0], joint_weights=[1, 1], train=True,
-                     augment=AugmentSettings(n=0, flip=True, rotate_deg=0, scale=0, head_up=False))
+    ds = PoseDataset(
+        [Sample(str(p), kps)],
+        codec,
+        flip_index=[1, 0],
+        joint_weights=[1, 1],
+        train=True,
+        augment=AugmentSettings(n=0, flip=True, rotate_deg=0, scale=0, head_up=False),
+    )
     flipped = 0
     for epoch in range(8):
         ds.epoch = epoch
@@ -63,8 +69,14 @@ def test_full_augmented_sample_keeps_dot_under_keypoint(tmp_path):
     p, _ = _dot_image(tmp_path, pt)
     codec = DarkCodec(128, 32, 2.0)
     kps = np.array([[pt[0], pt[1], 2]], dtype=np.float64)
-    ds = PoseDataset([Sample(str(p), kps)], codec, flip_index=[0], joint_weights=[1], train=True,
-                     augment=AugmentSettings(n=3, m=0.8, max_pixel=0, max_noise=0))
+    ds = PoseDataset(
+        [Sample(str(p), kps)],
+        codec,
+        flip_index=[0],
+        joint_weights=[1],
+        train=True,
+        augment=AugmentSettings(n=3, m=0.8, max_pixel=0, max_noise=0),
+    )
     for epoch in range(6):
         ds.epoch = epoch
         item = ds[0]

@@ -30,9 +30,13 @@ def _one_line(r, code: int = 2) -> str:
 
 @pytest.fixture
 def good(lspet_coco) -> dict:
-    return copy.deepcopy({"images": [i for i in lspet_coco["images"] if i["id"] in IDS],
-                          "annotations": [a for a in lspet_coco["annotations"] if a["image_id"] in IDS],
-                          "categories": lspet_coco["categories"]})
+    return copy.deepcopy(
+        {
+            "images": [i for i in lspet_coco["images"] if i["id"] in IDS],
+            "annotations": [a for a in lspet_coco["annotations"] if a["image_id"] in IDS],
+            "categories": lspet_coco["categories"],
+        }
+    )
 
 
 def _ingest(tmp_path, coco, raw: str | None = None):
@@ -60,14 +64,25 @@ BAD_COCO = [
     ("x -500 on a small image", lambda c: (_set_kp(c, 0, 0, -500.0), _set_kp(c, 0, 2, 2)), "far outside"),
     ("x 1e9", lambda c: (_set_kp(c, 0, 0, 1e9), _set_kp(c, 0, 2, 2)), "far outside"),
     ("string bbox", lambda c: c["annotations"][0].__setitem__("bbox", "1,2,3,4"), "bbox must be [x, y, w, h]"),
-    ("attributes as a list", lambda c: c["annotations"][0].__setitem__("attributes", ["upright"]), "attributes must be a mapping"),
+    (
+        "attributes as a list",
+        lambda c: c["annotations"][0].__setitem__("attributes", ["upright"]),
+        "attributes must be a mapping",
+    ),
     ("mixed id types", lambda c: c["images"][0].__setitem__("id", str(c["images"][0]["id"])), "mix"),
     ("duplicate image id", lambda c: c["images"][1].__setitem__("id", c["images"][0]["id"]), "repeats"),
-    ("annotation for a missing image", lambda c: c["annotations"][0].__setitem__("image_id", 424242),
-     "image 424242 is not in the file's images"),
-    ("joint names differ, same count", lambda c: c["categories"][0].__setitem__(
-        "keypoints", ["nose", "left_eye"] + c["categories"][0]["keypoints"][2:]),
-     "lacks right_ankle, right_knee; it has nose, left_eye"),
+    (
+        "annotation for a missing image",
+        lambda c: c["annotations"][0].__setitem__("image_id", 424242),
+        "image 424242 is not in the file's images",
+    ),
+    (
+        "joint names differ, same count",
+        lambda c: c["categories"][0].__setitem__(
+            "keypoints", ["nose", "left_eye"] + c["categories"][0]["keypoints"][2:]
+        ),
+        "lacks right_ankle, right_knee; it has nose, left_eye",
+    ),
 ]
 
 
@@ -102,7 +117,8 @@ def test_evaluate_refuses_bad_predictions_and_scores_nan_as_misses(tmp_path, goo
     assert "predictions[0] is not an object" in _one_line(run([1, 2, 3]))
     a = good["annotations"][0]
     assert "keypoints must be a list of numbers" in _one_line(
-        run([{"image_id": a["image_id"], "keypoints": ["1"] * 42, "score": 1}]))
+        run([{"image_id": a["image_id"], "keypoints": ["1"] * 42, "score": 1}])
+    )
     results = [{"image_id": x["image_id"], "keypoints": x["keypoints"], "score": 1} for x in good["annotations"]]
     results_as_gt = tmp_path / "results.json"
     results_as_gt.write_text(json.dumps(results))
@@ -134,12 +150,16 @@ def _manifest_with(tmp_path, mutate):
     return p
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda d: d.update(chunks=[float("nan")]), "chunks"),
-    (lambda d: d.update(target_size=True), "target_size"),
-    (lambda d: d["keypoints"]["flip_pairs"].append(["left_ankle", "right_knee"]), "already in flip_pairs[0]"),
-    (lambda d: d["train"].update(augment={"rotate_deg": float("inf")}), "rotate_deg"),
-], ids=["chunks nan", "target_size true", "joint in two flip pairs", "infinite rotation"])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda d: d.update(chunks=[float("nan")]), "chunks"),
+        (lambda d: d.update(target_size=True), "target_size"),
+        (lambda d: d["keypoints"]["flip_pairs"].append(["left_ankle", "right_knee"]), "already in flip_pairs[0]"),
+        (lambda d: d["train"].update(augment={"rotate_deg": float("inf")}), "rotate_deg"),
+    ],
+    ids=["chunks nan", "target_size true", "joint in two flip pairs", "infinite rotation"],
+)
 def test_bad_manifest_values(tmp_path, mutate, expected):
     p = _manifest_with(tmp_path, mutate)
     line = _one_line(CliRunner().invoke(app, ["status", "-m", str(p)]))
@@ -155,22 +175,30 @@ def test_non_utf8_manifest(tmp_path):
 def test_predict_with_an_empty_checkpoint_file(tmp_path):
     ck = tmp_path / "empty.pt"
     ck.write_bytes(b"")
-    r = CliRunner().invoke(app, ["predict", "--model", str(ck), str(LSPET / "images" / "im07001.jpg"),
-                                 "--out", str(tmp_path / "p.json")])
+    r = CliRunner().invoke(
+        app, ["predict", "--model", str(ck), str(LSPET / "images" / "im07001.jpg"), "--out", str(tmp_path / "p.json")]
+    )
     assert "not a loadable checkpoint" in _one_line(r)
 
 
 @pytest.fixture
 def trainable(tmp_path, lspet_coco):
     sub = lspet_subset(lspet_coco, list(range(7001, 7017)), tmp_path / "tr.json")
-    return lsp_manifest(tmp_path, [{"name": "tr", "kind": "coco", "path": str(sub), "images": str(LSPET),
-                                    "split": "train"}],
-                        train={"epochs": 1, "batch_size": 8, "warmup_steps": 1, "loss_scale": 1e300})
+    return lsp_manifest(
+        tmp_path,
+        [{"name": "tr", "kind": "coco", "path": str(sub), "images": str(LSPET), "split": "train"}],
+        train={"epochs": 1, "batch_size": 8, "warmup_steps": 1, "loss_scale": 1e300},
+    )
 
 
-@pytest.mark.parametrize("args, expected", [(["--epochs", "0"], "--epochs must be ≥ 1"),
-                                            (["--epochs", "-3"], "--epochs must be ≥ 1"),
-                                            (["--minutes", "nan"], "--minutes must be a positive number")])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--epochs", "0"], "--epochs must be ≥ 1"),
+        (["--epochs", "-3"], "--epochs must be ≥ 1"),
+        (["--minutes", "nan"], "--minutes must be a positive number"),
+    ],
+)
 def test_retrain_refuses_nonsense_lengths(trainable, args, expected):
     r = CliRunner().invoke(app, ["ingest", "-m", str(trainable)])
     assert r.exit_code == 0, r.output

@@ -12,12 +12,12 @@ from annotation.client import Studio
 from annotation.push import push
 from annotation.server import DEFAULT_USER
 from annotation.sync import sync_labels
-from iterate.loop.ingest import ingest
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
+from iterate.loop.ingest import ingest
+from iterate.loop.settings import labeling, studio_settings
 
 from conftest import SHARED, STUDIO_TOKEN, studio_manifest
-from iterate.loop.settings import labeling, studio_settings
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -32,10 +32,20 @@ def browser():
     profile = tempfile.mkdtemp(prefix="iterate-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1920,1080", "--force-device-scale-factor=1",
-                 f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1920,1080",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={profile}",
+    ):
         opts.add_argument(flag)
     drv = webdriver.Chrome(service=Service(str(DRIVER)), options=opts)
     drv.set_page_load_timeout(60)
@@ -79,14 +89,23 @@ def test_annotator_in_the_browser(tmp_path, studio, browser):
     browser.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
     wait.until(lambda d: "/user/login" not in d.current_url)
     browser.get(f"{base}/projects/{s.project_id}/data?task={tid}")
-    wait.until(lambda d: d.execute_script(
-        "const i = document.querySelector('img[alt=image]'); return i && i.complete && i.naturalWidth > 0;"))
+    wait.until(
+        lambda d: d.execute_script(
+            "const i = document.querySelector('img[alt=image]'); return i && i.complete && i.naturalWidth > 0;"
+        )
+    )
     time.sleep(1.0)
 
     def pick_label(name):
-        chip = wait.until(EC.presence_of_element_located(
-            (By.XPATH, f"//span[contains(@class,'lsf-label__text') and normalize-space()='{name}']"
-                       f"/ancestor::span[contains(@class,'lsf-label')][1]")))
+        chip = wait.until(
+            EC.presence_of_element_located(
+                (
+                    By.XPATH,
+                    f"//span[contains(@class,'lsf-label__text') and normalize-space()='{name}']"
+                    f"/ancestor::span[contains(@class,'lsf-label')][1]",
+                )
+            )
+        )
         browser.execute_script("arguments[0].click();", chip)  # the chip may sit under the bottom bar
 
     pick_label("neck")
@@ -95,8 +114,11 @@ def test_annotator_in_the_browser(tmp_path, studio, browser):
     pick_label("head_top")
     _click_image_at(browser, 101, 47, 400, 300)
     time.sleep(0.5)
-    items = wait.until(lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, ".lsf-outliner-item__title")
-                                  if "head_top" in e.text] or None)
+    items = wait.until(
+        lambda d: (
+            [e for e in d.find_elements(By.CSS_SELECTOR, ".lsf-outliner-item__title") if "head_top" in e.text] or None
+        )
+    )
     items[0].click()
     occl = wait.until(EC.presence_of_element_located((By.XPATH, "//input[@name='occluded']/ancestor::label[1]")))
     browser.execute_script("arguments[0].click();", occl)
@@ -105,7 +127,7 @@ def test_annotator_in_the_browser(tmp_path, studio, browser):
     wait.until(lambda d: st.tasks(s.project_id)[0].get("total_annotations", 0) >= 1)
     r = sync_labels(labeling(m), led, st)
     assert (r.new, r.invalid) == (1, [])
-    (f, lab), = led.current_labels()
+    ((f, lab),) = led.current_labels()
     names = m.keypoints.names
     neck, head = lab.keypoints[names.index("neck")], lab.keypoints[names.index("head_top")]
     assert neck[2] == 2 and abs(neck[0] - 213) < 2 and abs(neck[1] - 137) < 2

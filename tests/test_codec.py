@@ -64,5 +64,8 @@ def test_image_crop_heatmap_round_trip_through_affine_path():
 
 def test_crop_matrix_pixel_edges():
     m = crop_matrix((49.5, 49.5), 100.0, 50)  # a 100×100 image onto a 50×50 crop
-    np.testing.assert_allclose(apply(m, np.array([[-0.5, -0.5], [99.5, 99.5], [49.5, 49.5]])),
-                               [[-0.5, -0.5], [49.5, 49.5], [24.5, 24.5]], atol=1e-9)
+    np.testing.assert_allclose(
+        apply(m, np.array([[-0.5, -0.5], [99.5, 99.5], [49.5, 49.5]])),
+        [[-0.5, -0.5], [49.5, 49.5], [24.5, 24.5]],
+        atol=1e-9,
+    )

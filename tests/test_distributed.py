@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from iterate.loop.ingest import ingest
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
+from iterate.loop.ingest import ingest
 
 from conftest import LSPET, lsp_manifest, lspet_subset
 
@@ -15,9 +15,14 @@ from conftest import LSPET, lsp_manifest, lspet_subset
 def _project(tmp, lspet_coco, name):
     tr = lspet_subset(lspet_coco, list(range(7601, 7633)), tmp / "tr.json")
     va = lspet_subset(lspet_coco, list(range(7633, 7641)), tmp / "va.json")
-    p = lsp_manifest(tmp, [{"name": "tr", "kind": "coco", "path": str(tr), "images": str(LSPET), "split": "train"},
-                           {"name": "va", "kind": "coco", "path": str(va), "images": str(LSPET), "split": "val"}],
-                     train={"epochs": 30, "batch_size": 8, "warmup_steps": 4, "seed": 0})
+    p = lsp_manifest(
+        tmp,
+        [
+            {"name": "tr", "kind": "coco", "path": str(tr), "images": str(LSPET), "split": "train"},
+            {"name": "va", "kind": "coco", "path": str(va), "images": str(LSPET), "split": "val"},
+        ],
+        train={"epochs": 30, "batch_size": 8, "warmup_steps": 4, "seed": 0},
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)
@@ -31,11 +36,27 @@ def test_ddp_two_processes_match_one_and_write_one_checkpoint(tmp_path, lspet_co
     p1, m1 = _project(tmp_path / "one", lspet_coco, "one")
     p2, m2 = _project(tmp_path / "two", lspet_coco, "two")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([str(bindir / "iterate"), "retrain", "-m", str(p1)], capture_output=True, text=True, env=env,
-                       timeout=900)
+    r = subprocess.run(
+        [str(bindir / "iterate"), "retrain", "-m", str(p1)], capture_output=True, text=True, env=env, timeout=900
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "iterate.cli",
-                        "retrain", "-m", str(p2)], capture_output=True, text=True, env=env, timeout=900)
+    r = subprocess.run(
+        [
+            str(bindir / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "iterate.cli",
+            "retrain",
+            "-m",
+            str(p2),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     with Ledger(m1.workspace_dir) as a, Ledger(m2.workspace_dir) as b:
         one, two = a.models(), b.models()

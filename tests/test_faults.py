@@ -16,13 +16,13 @@ from annotation.client import Studio, StudioError
 from annotation.oracle import autolabel
 from annotation.push import push
 from iterate.cli import app
-from iterate.loop.ingest import ingest
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
+from iterate.loop.ingest import ingest
+from iterate.loop.settings import labeling, studio_settings
 from model.checkpoints import load_file
 
 from conftest import LSPET, STUDIO_TOKEN_ENV, lsp_manifest, lspet_subset, studio_manifest
-from iterate.loop.settings import labeling, studio_settings
 
 BIN = Path(sys.executable).parent
 
@@ -30,8 +30,14 @@ BIN = Path(sys.executable).parent
 def _labeled_project(tmp, lspet_coco, ids_train, ids_val, **over):
     tr = lspet_subset(lspet_coco, list(ids_train), tmp / "tr.json")
     va = lspet_subset(lspet_coco, list(ids_val), tmp / "va.json")
-    p = lsp_manifest(tmp, [{"name": "tr", "kind": "coco", "path": str(tr), "images": str(LSPET), "split": "train"},
-                           {"name": "va", "kind": "coco", "path": str(va), "images": str(LSPET), "split": "val"}], **over)
+    p = lsp_manifest(
+        tmp,
+        [
+            {"name": "tr", "kind": "coco", "path": str(tr), "images": str(LSPET), "split": "train"},
+            {"name": "va", "kind": "coco", "path": str(va), "images": str(LSPET), "split": "val"},
+        ],
+        **over,
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)
@@ -39,11 +45,17 @@ def _labeled_project(tmp, lspet_coco, ids_train, ids_val, **over):
 
 
 def test_kill9_during_retrain_then_resume(tmp_path, lspet_coco):
-    p, m = _labeled_project(tmp_path, lspet_coco, range(7651, 7667), range(7667, 7671),
-                            train={"epochs": 20, "batch_size": 8, "warmup_steps": 2})
+    p, m = _labeled_project(
+        tmp_path,
+        lspet_coco,
+        range(7651, 7667),
+        range(7667, 7671),
+        train={"epochs": 20, "batch_size": 8, "warmup_steps": 2},
+    )
     last = m.workspace_dir / "models" / "model-001" / "last.pt"
-    proc = subprocess.Popen([str(BIN / "iterate"), "retrain", "-m", str(p)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "iterate"), "retrain", "-m", str(p)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         t0 = time.time()
         while not last.exists() and time.time() - t0 < 300:
@@ -59,8 +71,9 @@ def test_kill9_during_retrain_then_resume(tmp_path, lspet_coco):
             proc.kill()
     saved = load_file(last)["epoch"]
     assert saved < 19, "training finished before the kill; the test needs a kill mid-run"
-    r = subprocess.run([str(BIN / "iterate"), "retrain", "-m", str(p), "--resume"], capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [str(BIN / "iterate"), "retrain", "-m", str(p), "--resume"], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     ck = load_file(last)
     assert [h["epoch"] for h in ck["history"]] == list(range(20))  # continued after the last complete epoch
@@ -70,9 +83,13 @@ def test_kill9_during_retrain_then_resume(tmp_path, lspet_coco):
 
 def _studio_project(tmp, lspet_coco, studio, title, ids):
     coco = lspet_subset(lspet_coco, list(ids), tmp / "pool.json")
-    p = studio_manifest(tmp, studio["port"], [{"name": "pool", "kind": "coco", "path": str(coco),
-                                              "images": str(LSPET), "split": "pool", "labels": False}], title,
-                        selection={"dedup_hamming": 0})
+    p = studio_manifest(
+        tmp,
+        studio["port"],
+        [{"name": "pool", "kind": "coco", "path": str(coco), "images": str(LSPET), "split": "pool", "labels": False}],
+        title,
+        selection={"dedup_hamming": 0},
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)
@@ -86,8 +103,12 @@ def test_kill9_during_sync_then_rerun_loses_and_duplicates_nothing(tmp_path, lsp
         push(labeling(m), led, st, [f.id for f in led.frames("pool")])
         assert autolabel(labeling(m), led, st, coco).answered == 40
     for delay in (0.3, 1.0):
-        proc = subprocess.Popen([str(BIN / "iterate"), "sync-labels", "-m", str(p)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env={**os.environ})
+        proc = subprocess.Popen(
+            [str(BIN / "iterate"), "sync-labels", "-m", str(p)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ},
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
@@ -144,9 +165,15 @@ def test_corrupt_pool_image_is_never_selected(tmp_path, lspet_coco):
     for i in range(7801, 7811):
         shutil.copy(LSPET / "images" / f"im{i:05d}.jpg", folder)
     tr = lspet_subset(lspet_coco, list(range(7811, 7819)), tmp_path / "tr.json")
-    p = lsp_manifest(tmp_path, [{"kind": "images", "path": str(folder)},
-                                {"name": "tr", "kind": "coco", "path": str(tr), "images": str(LSPET), "split": "train"}],
-                     train={"epochs": 1, "batch_size": 8, "warmup_steps": 1}, selection={"dedup_hamming": 0})
+    p = lsp_manifest(
+        tmp_path,
+        [
+            {"kind": "images", "path": str(folder)},
+            {"name": "tr", "kind": "coco", "path": str(tr), "images": str(LSPET), "split": "train"},
+        ],
+        train={"epochs": 1, "batch_size": 8, "warmup_steps": 1},
+        selection={"dedup_hamming": 0},
+    )
     runner = CliRunner()
     assert runner.invoke(app, ["ingest", "-m", str(p)]).exit_code == 0
     assert runner.invoke(app, ["retrain", "-m", str(p)]).exit_code == 0

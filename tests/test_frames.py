@@ -19,15 +19,17 @@ from typer.testing import CliRunner
 from iterate.cli import app
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
+from iterate.loop.settings import train_setup
 
 from conftest import LSPET, lsp_manifest
-from iterate.loop.settings import train_setup
 
 
 def _png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims width × height pixels (its data is a few bytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -51,12 +53,17 @@ def test_bad_frames_are_named_and_skipped_the_rest_is_kept(tmp_path):
     r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
     assert r.exit_code == 0, r.output
     out = " ".join(r.output.split())
-    assert "sliver.png (60000×1 pixels: a side is under 16 px)" in out and "tall.png (40×2000 pixels: aspect beyond 20:1)" in out
+    assert (
+        "sliver.png (60000×1 pixels: a side is under 16 px)" in out
+        and "tall.png (40×2000 pixels: aspect beyond 20:1)" in out
+    )
     assert "bomb.png (100000×100000 pixels is more than the 80 megapixel limit)" in out
     assert "caf\\xe9.jpg (the file name is not valid UTF-8: rename it)" in out
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
-        assert sorted(os.path.basename(f.path) for f in led.frames()) == [f"im{i:05d}.jpg" for i in (7001, 7002, 7003, 7004)]
+        assert sorted(os.path.basename(f.path) for f in led.frames()) == [
+            f"im{i:05d}.jpg" for i in (7001, 7002, 7003, 7004)
+        ]
 
 
 def test_predict_on_an_un_nameable_file_does_not_crash(tmp_path):
@@ -70,8 +77,12 @@ def test_predict_on_an_un_nameable_file_does_not_crash(tmp_path):
     ck = tmp_path / "net.pt"
     save_atomic(checkpoint_dict(build_model("hrnet_w18_small", 14, 128, 32), train_setup(m)), ck)
     out = tmp_path / "preds.json"
-    r = subprocess.run([sys.executable, "-m", "iterate.cli", "predict", "--model", str(ck), str(d), "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "iterate.cli", "predict", "--model", str(ck), str(d), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     names = sorted(os.path.basename(q["file_name"]) for q in json.loads(out.read_text()))
     assert "café.jpg".encode("latin-1").decode("utf-8", "surrogateescape") in names  # read from its bytes

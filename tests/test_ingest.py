@@ -7,10 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.core.errors import IterateError
-from iterate.loop.ingest import dhash, ingest
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
+from iterate.loop.ingest import dhash, ingest
 
 from conftest import LSPET, SHARED, lsp_manifest, lspet_subset
 
@@ -20,8 +19,9 @@ IDS = list(range(7001, 7041))
 @pytest.fixture
 def lspet_manifest(tmp_path, lspet_coco):
     sub = lspet_subset(lspet_coco, IDS, tmp_path / "slice.coco.json")
-    return lsp_manifest(tmp_path, [{"name": "slice", "kind": "coco", "path": str(sub), "images": str(LSPET),
-                                    "split": "train"}])
+    return lsp_manifest(
+        tmp_path, [{"name": "slice", "kind": "coco", "path": str(sub), "images": str(LSPET), "split": "train"}]
+    )
 
 
 def test_ingest_lspet_slice_counts_labels_strata(lspet_manifest, lspet_coco):
@@ -47,8 +47,9 @@ def test_ingest_lspet_slice_counts_labels_strata(lspet_manifest, lspet_coco):
 
 def test_ingest_video_at_a_sampling_rate(tmp_path):
     video = SHARED / "sleap_dance" / "dance.mp4"
-    p = lsp_manifest(tmp_path, [{"name": "dance", "kind": "video", "path": str(video), "every": 30}],
-                     selection={"dedup_hamming": 0})
+    p = lsp_manifest(
+        tmp_path, [{"name": "dance", "kind": "video", "path": str(video), "every": 30}], selection={"dedup_hamming": 0}
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         (s,) = ingest(m, led)
@@ -65,8 +66,9 @@ def test_ingest_video_at_a_sampling_rate(tmp_path):
 
 def test_near_duplicate_video_frames_are_dropped(tmp_path):
     video = SHARED / "sleap_dance" / "dance.mp4"
-    p = lsp_manifest(tmp_path, [{"name": "dance", "kind": "video", "path": str(video), "every": 1}],
-                     selection={"dedup_hamming": 10})
+    p = lsp_manifest(
+        tmp_path, [{"name": "dance", "kind": "video", "path": str(video), "every": 1}], selection={"dedup_hamming": 10}
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         (s,) = ingest(m, led)
@@ -78,8 +80,11 @@ def test_coco_visibility_0_1_2(tmp_path):
     coco_path = SHARED / "mmpose_samples" / "coco" / "test_coco.json"
     coco = json.loads(coco_path.read_text())
     names = coco["categories"][0]["keypoints"]
-    p = lsp_manifest(tmp_path, [{"kind": "coco", "path": str(coco_path), "split": "train"}],
-                     keypoints={"names": names, "normalizer": {"kind": "person_box"}})
+    p = lsp_manifest(
+        tmp_path,
+        [{"kind": "coco", "path": str(coco_path), "split": "train"}],
+        keypoints={"names": names, "normalizer": {"kind": "person_box"}},
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         (s,) = ingest(m, led)
@@ -99,8 +104,11 @@ def test_wrong_keypoint_count_names_annotation_and_loses_nothing(tmp_path, lspet
     bad_path = tmp_path / "bad.coco.json"
     bad_path.write_text(json.dumps(bad))
     import yaml
+
     d = yaml.safe_load(lspet_manifest.read_text())
-    d["sources"].append({"name": "bad", "kind": "coco", "path": str(bad_path), "images": str(SHARED / "mmpose_samples/coco")})
+    d["sources"].append(
+        {"name": "bad", "kind": "coco", "path": str(bad_path), "images": str(SHARED / "mmpose_samples/coco")}
+    )
     lspet_manifest.write_text(yaml.safe_dump(d))
     r = CliRunner().invoke(app, ["ingest", "-m", str(lspet_manifest)])
     assert r.exit_code == 2 and "Traceback" not in r.output
@@ -144,9 +152,12 @@ def test_cli_init_ingest_status(tmp_path, lspet_coco):
     r = CliRunner().invoke(app, ["init", "-m", str(p), "--project", "p", "--from-coco", str(sub)])
     assert r.exit_code == 0, r.output
     m = load_manifest(p, check_sources=False)
-    assert m.keypoints.names[0] == "right_ankle" and ["left_hip", "right_hip"] in [list(x) for x in m.keypoints.flip_pairs]
+    assert m.keypoints.names[0] == "right_ankle" and ["left_hip", "right_hip"] in [
+        list(x) for x in m.keypoints.flip_pairs
+    ]
     # the written source path is the COCO file; its images are relative to lspet/
     import yaml
+
     d = yaml.safe_load(p.read_text())
     d["sources"][0]["images"] = str(LSPET)
     p.write_text(yaml.safe_dump(d))

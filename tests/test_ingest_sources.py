@@ -19,9 +19,13 @@ LS = SHARED / "label_studio_ui"
 
 def _manifest(tmp_path, names, export=LS / "export_full_json.json") -> object:
     d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
-    d.update(project="ls-import", workspace=str(tmp_path / "ws"), strata={"posture": ["supine", "prone", "side"]},
-             keypoints={"names": names, "normalizer": {"kind": "person_box"}},
-             sources=[{"name": "ls", "kind": "labelstudio", "path": str(export), "images": str(LS), "split": "train"}])
+    d.update(
+        project="ls-import",
+        workspace=str(tmp_path / "ws"),
+        strata={"posture": ["supine", "prone", "side"]},
+        keypoints={"names": names, "normalizer": {"kind": "person_box"}},
+        sources=[{"name": "ls", "kind": "labelstudio", "path": str(export), "images": str(LS), "split": "train"}],
+    )
     d["model"]["base"] = None
     p = tmp_path / "m.yaml"
     p.write_text(yaml.safe_dump(d))
@@ -72,10 +76,17 @@ DLC = SHARED / "dlc_reaching"
 
 def _dlc_manifest(tmp_path, names):
     d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
-    d.update(project="dlc-import", workspace=str(tmp_path / "ws"), strata={},
-             keypoints={"names": names, "skeleton": [["Hand", "Finger1"]] if "Finger1" in names else [],
-                        "normalizer": {"kind": "person_box"}},
-             sources=[{"name": "dlc", "kind": "dlc", "path": str(DLC / "config.yaml"), "split": "train"}])
+    d.update(
+        project="dlc-import",
+        workspace=str(tmp_path / "ws"),
+        strata={},
+        keypoints={
+            "names": names,
+            "skeleton": [["Hand", "Finger1"]] if "Finger1" in names else [],
+            "normalizer": {"kind": "person_box"},
+        },
+        sources=[{"name": "dlc", "kind": "dlc", "path": str(DLC / "config.yaml"), "split": "train"}],
+    )
     d["model"]["base"] = None
     p = tmp_path / "m.yaml"
     p.write_text(yaml.safe_dump(d))
@@ -120,9 +131,13 @@ def test_sleap_user_labeled_frames_in_skeleton_order(tmp_path):
 
     d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
     coco17 = PRESETS["coco17"]
-    d.update(project="sleap-import", workspace=str(tmp_path / "ws"), strata={},
-             keypoints={k: coco17[k] for k in ("names", "flip_pairs", "skeleton", "height_joints", "normalizer")},
-             sources=[{"name": "dance", "kind": "sleap", "path": str(SLEAP / "dance.mp4.labels.slp"), "split": "train"}])
+    d.update(
+        project="sleap-import",
+        workspace=str(tmp_path / "ws"),
+        strata={},
+        keypoints={k: coco17[k] for k in ("names", "flip_pairs", "skeleton", "height_joints", "normalizer")},
+        sources=[{"name": "dance", "kind": "sleap", "path": str(SLEAP / "dance.mp4.labels.slp"), "split": "train"}],
+    )
     d["model"]["base"] = None
     p = tmp_path / "m.yaml"
     p.write_text(yaml.safe_dump(d))

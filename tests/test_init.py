@@ -11,8 +11,9 @@ from iterate.core.manifest import load_manifest
 from conftest import SHARED
 
 
-@pytest.mark.parametrize("preset, joints, kind", [("coco17", 17, "person_box"), ("mpii16", 16, "head_box"),
-                                                  ("lsp14", 14, "head_segment")])
+@pytest.mark.parametrize(
+    "preset, joints, kind", [("coco17", 17, "person_box"), ("mpii16", 16, "head_box"), ("lsp14", 14, "head_segment")]
+)
 def test_presets_write_a_manifest_that_loads(tmp_path, preset, joints, kind):
     p = tmp_path / "m.yaml"
     r = CliRunner().invoke(app, ["init", "-m", str(p), "--preset", preset, "--project", "t"])

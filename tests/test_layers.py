@@ -45,8 +45,10 @@ def test_no_library_function_takes_the_manifest():
     assert not offenders, "\n".join(offenders)
 
 
-@pytest.mark.skipif(shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
-                    reason="import-linter is not installed in this environment")
+@pytest.mark.skipif(
+    shutil.which("lint-imports", path=str(Path(sys.executable).parent)) is None,
+    reason="import-linter is not installed in this environment",
+)
 def test_import_contracts_catch_a_library_importing_the_manifest(tmp_path):
     """Copy the packages, make `reports` import the manifest, and the contracts must fail (then pass on the
     untouched copy)."""

@@ -7,8 +7,18 @@ from iterate.core.ledger import SCHEMA_VERSION, Frame, Ledger
 
 
 def _frame(i: int, split: str = "pool") -> Frame:
-    return Frame(id=f"f{i}", path=f"/x/{i}.jpg", source="s", video=None, frame_index=None, width=10, height=10,
-                 content_hash=f"h{i}", phash=(1 << 63) + i, split=split)
+    return Frame(
+        id=f"f{i}",
+        path=f"/x/{i}.jpg",
+        source="s",
+        video=None,
+        frame_index=None,
+        width=10,
+        height=10,
+        content_hash=f"h{i}",
+        phash=(1 << 63) + i,
+        split=split,
+    )
 
 
 def test_schema_version_wal_and_reopen(tmp_path):
@@ -76,7 +86,9 @@ def test_v1_ledger_is_migrated_in_place_keeping_its_labels(tmp_path):
     db.executescript(_MIGRATIONS[1])
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     db.execute("INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'val', 0)")
-    db.execute("INSERT INTO labels (frame_id, version, keypoints, source, created_at) VALUES ('f', 1, '[[1,2,2]]', 'coco', 0)")
+    db.execute(
+        "INSERT INTO labels (frame_id, version, keypoints, source, created_at) VALUES ('f', 1, '[[1,2,2]]', 'coco', 0)"
+    )
     db.commit()
     db.close()
     with Ledger(tmp_path) as led:
@@ -84,7 +96,9 @@ def test_v1_ledger_is_migrated_in_place_keeping_its_labels(tmp_path):
         lab = led.current_label("f")
         assert lab.keypoints == [[1, 2, 2]] and lab.head_box is None
         with led.transaction():
-            assert led.add_label("f", [[1, 2, 2]], source="coco", head_box=[0, 0, 3, 4]) == 2  # a new head box: a version
+            assert (
+                led.add_label("f", [[1, 2, 2]], source="coco", head_box=[0, 0, 3, 4]) == 2
+            )  # a new head box: a version
         assert led.current_label("f").head_box == [0, 0, 3, 4]
 
 

@@ -34,11 +34,15 @@ def _write(tmp_path, mutate):
     "mutate, expected",
     [
         (lambda d: d.update(target_size="many"), "target_size"),
-        (lambda d: d["keypoints"]["flip_pairs"].append(["left_toe", "right_ankle"]),
-         "flip_pairs[6][0]: unknown joint 'left_toe'"),
+        (
+            lambda d: d["keypoints"]["flip_pairs"].append(["left_toe", "right_ankle"]),
+            "flip_pairs[6][0]: unknown joint 'left_toe'",
+        ),
         (lambda d: d.update(chunks=[0.1, 0.4, 0.4]), "chunks: fractions must sum to 1"),
-        (lambda d: d["sources"].append({"kind": "images", "path": "/nonexistent/frames"}),
-         "sources[1].path: folder not found"),
+        (
+            lambda d: d["sources"].append({"kind": "images", "path": "/nonexistent/frames"}),
+            "sources[1].path: folder not found",
+        ),
         (lambda d: d["keypoints"]["normalizer"].update(joints=["neck"]), "head_segment needs exactly two joints"),
         (lambda d: d["label_studio"].update(token_env="abc def 123"), "label_studio.token_env"),
     ],

@@ -8,12 +8,20 @@ from typer.testing import CliRunner
 
 from iterate.cli import app
 from iterate.core.manifest import Normalizer, load_manifest
+from iterate.loop.settings import keypoint_spec, strata
 from reports.evaluation import EvalSet, coco_evalset, evaluate
-from reports.metrics import (frame_interval, height_error, mean_sms, normalisers, pck_hits, skeleton_height, summarise,
-                             wilson)
+from reports.metrics import (
+    frame_interval,
+    height_error,
+    mean_sms,
+    normalisers,
+    pck_hits,
+    skeleton_height,
+    summarise,
+    wilson,
+)
 
 from conftest import REPO, SHARED
-from iterate.loop.settings import keypoint_spec, strata
 
 
 def test_pckh_hand_computed_with_unlabeled_joint():
@@ -33,8 +41,12 @@ def test_zero_size_normaliser_is_refused():
     gt = np.zeros((1, 2, 2))
     with pytest.raises(ValueError, match="normaliser is zero"):
         pck_hits(gt, gt, np.array([[2, 2]]), np.array([0.0]))
-    norm = normalisers(np.array([[[5, 5], [5, 5]]], float), np.array([[2, 2]]),
-                       Normalizer(kind="head_segment", joints=["a", "b"]), ["a", "b"]).lengths
+    norm = normalisers(
+        np.array([[[5, 5], [5, 5]]], float),
+        np.array([[2, 2]]),
+        Normalizer(kind="head_segment", joints=["a", "b"]),
+        ["a", "b"],
+    ).lengths
     assert np.isnan(norm[0])  # a zero-length head segment is no normaliser at all (and no box to fall back on)
 
 
@@ -80,10 +92,22 @@ def test_mean_sms_and_height_error_on_constructed_skeleton(tmp_path):
     m = load_manifest(REPO / "data_manifest.yaml")
     names = m.keypoints.names
     gt = np.zeros((1, 14, 2))
-    pos = {"head_top": (50, 0), "neck": (50, 20), "right_hip": (45, 60), "left_hip": (55, 60),
-           "right_knee": (45, 90), "left_knee": (55, 90), "right_ankle": (45, 120), "left_ankle": (55, 120),
-           "right_shoulder": (40, 22), "left_shoulder": (60, 22), "right_elbow": (35, 40), "left_elbow": (65, 40),
-           "right_wrist": (35, 55), "left_wrist": (65, 55)}
+    pos = {
+        "head_top": (50, 0),
+        "neck": (50, 20),
+        "right_hip": (45, 60),
+        "left_hip": (55, 60),
+        "right_knee": (45, 90),
+        "left_knee": (55, 90),
+        "right_ankle": (45, 120),
+        "left_ankle": (55, 120),
+        "right_shoulder": (40, 22),
+        "left_shoulder": (60, 22),
+        "right_elbow": (35, 40),
+        "left_elbow": (65, 40),
+        "right_wrist": (35, 55),
+        "left_wrist": (65, 55),
+    }
     for n, xy in pos.items():
         gt[0, names.index(n)] = xy
     vis = np.full((1, 14), 2)
@@ -119,7 +143,9 @@ def test_strata_tables_sum_back_and_other(tmp_path):
     weighted = sum(r["pckh"] * r["joints"] for r in rows.values()) / res["joints"]
     assert weighted == pytest.approx(res["pckh"], abs=0.05)
     assert not any(r["small"] for r in rows.values())  # 20 frames each: just large enough to judge
-    small = evaluate(keypoint_spec(m), strata(m), EvalSet(pred[:12], gt[:12], vis[:12], attrs[:12], list(range(12))), 0.5)
+    small = evaluate(
+        keypoint_spec(m), strata(m), EvalSet(pred[:12], gt[:12], vis[:12], attrs[:12], list(range(12))), 0.5
+    )
     assert all(r["small"] for r in small["strata"]["posture"].values())  # 4 frames each: too small
     lo, hi = wilson(5, 6)
     assert lo < 83.4 < hi and hi - lo > 40  # six frames: a wide interval
@@ -128,24 +154,38 @@ def test_strata_tables_sum_back_and_other(tmp_path):
 def test_evaluate_cli_on_coco_results(tmp_path):
     gt_path = REPO / "demo_data/test.coco.json"
     gt = json.loads(gt_path.read_text())
-    preds = [{"image_id": a["image_id"], "category_id": 1, "score": 1.0,
-              "keypoints": [v + (1.0 if i % 3 == 0 else 0.0) if i % 3 < 2 else 1 for i, v in enumerate(a["keypoints"])]}
-             for a in gt["annotations"]]
+    preds = [
+        {
+            "image_id": a["image_id"],
+            "category_id": 1,
+            "score": 1.0,
+            "keypoints": [v + (1.0 if i % 3 == 0 else 0.0) if i % 3 < 2 else 1 for i, v in enumerate(a["keypoints"])],
+        }
+        for a in gt["annotations"]
+    ]
     pp = tmp_path / "preds.json"
     pp.write_text(json.dumps(preds))
-    r = CliRunner().invoke(app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path), "--json"])
+    r = CliRunner().invoke(
+        app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path), "--json"]
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert {"pckh", "mean_sms", "per_joint", "strata"} <= set(res)
     assert 0 < res["pckh"] < res["pckh05"] <= 100  # 1 px off: more within half a head than within 0.1
-    r = CliRunner().invoke(app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path)])
+    r = CliRunner().invoke(
+        app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path)]
+    )
     assert r.exit_code == 0 and "per posture" in r.output
     bad = [dict(preds[0], image_id=999999), dict(preds[1], keypoints=preds[1]["keypoints"][:-3])]
     pp.write_text(json.dumps(bad[:1]))
-    r = CliRunner().invoke(app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path)])
+    r = CliRunner().invoke(
+        app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path)]
+    )
     assert r.exit_code == 2 and "999999" in r.output
     pp.write_text(json.dumps(bad[1:]))
-    r = CliRunner().invoke(app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path)])
+    r = CliRunner().invoke(
+        app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path)]
+    )
     assert r.exit_code == 2 and "has 13 joints, the labels have 14" in r.output
 
 
@@ -206,7 +246,7 @@ def test_missing_predictions_are_misses_not_dropped_frames():
     vis = np.full((3, 14), 2)
     pred = gt.copy()
     pred[0, :2] = np.nan  # two joints of one frame have no prediction
-    pred[1] = 1e4        # a frame that is wrong everywhere
+    pred[1] = 1e4  # a frame that is wrong everywhere
     res = evaluate(keypoint_spec(m), strata(m), EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
     assert res["frames"] == 3
     assert res["pckh"] == pytest.approx(100 * (12 + 0 + 14) / 42, abs=0.01)

@@ -43,8 +43,10 @@ def test_loss_ignores_unlabeled_joints():
 
 def _random_state(layout: dict) -> dict:
     g = torch.Generator().manual_seed(0)
-    return {k: torch.randn(*shape, generator=g) if shape else torch.randn((), generator=g)
-            for k, shape in layout["keys"].items()}
+    return {
+        k: torch.randn(*shape, generator=g) if shape else torch.randn((), generator=g)
+        for k, shape in layout["keys"].items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +67,22 @@ def test_official_layout_loads_with_nothing_unexpected(official_w32):
     rep = load_into(model, load_file(p), MPII_JOINTS, path=p)
     assert rep.layout == "official" and rep.complete
     assert rep.unexpected == [] and rep.missing == [] and rep.mismatched == []
-    assert torch.equal(model.backbone.state_dict()["stage4.0.branches.0.0.conv1.weight"],
-                       sd["stage4.0.branches.0.0.conv1.weight"])
+    assert torch.equal(
+        model.backbone.state_dict()["stage4.0.branches.0.0.conv1.weight"], sd["stage4.0.branches.0.0.conv1.weight"]
+    )
     assert torch.equal(model.final_layer.weight, sd["final_layer.weight"])
 
 
 def test_mmpose_layout_and_new_joint_from_nearest(official_w32, tmp_path):
     _, sd = official_w32
-    mm = {"meta": {"epoch": 210}, "state_dict": {**{f"backbone.{k}": v for k, v in sd.items() if not k.startswith("final_layer")},
-                                                  "head.final_layer.weight": sd["final_layer.weight"],
-                                                  "head.final_layer.bias": sd["final_layer.bias"]}}
+    mm = {
+        "meta": {"epoch": 210},
+        "state_dict": {
+            **{f"backbone.{k}": v for k, v in sd.items() if not k.startswith("final_layer")},
+            "head.final_layer.weight": sd["final_layer.weight"],
+            "head.final_layer.bias": sd["final_layer.bias"],
+        },
+    }
     p = tmp_path / "mmpose.pth"
     torch.save(mm, p)
     joints = ["right_ankle", "head_top", "neck", "head_top_ext"]
@@ -135,8 +143,18 @@ def test_freeze_all_but_stage4():
 def test_atomic_checkpoint_loads_weights_only(tmp_path):
     model = build_model("hrnet_w18_small", 14, 128, 32)
     p = tmp_path / "ck.pt"
-    save_atomic({"format": "iterate-pose-v1", "model": model.state_dict(), "joints": MPII_JOINTS[:14],
-                 "backbone": "hrnet_w18_small", "input_size": 128, "heatmap_size": 32, "sigma": 2.0}, p)
+    save_atomic(
+        {
+            "format": "iterate-pose-v1",
+            "model": model.state_dict(),
+            "joints": MPII_JOINTS[:14],
+            "backbone": "hrnet_w18_small",
+            "input_size": 128,
+            "heatmap_size": 32,
+            "sigma": 2.0,
+        },
+        p,
+    )
     assert [x.name for x in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
     m2, ck = model_from_checkpoint(p)
     assert ck["heatmap_size"] == 32 and isinstance(m2, PoseHRNet)

@@ -25,7 +25,10 @@ _SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(
 
 # JSON-able junk: what a hand-edited or foreign file may hold where a number, list or object belongs
 junk = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=6),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=8,
@@ -33,9 +36,13 @@ junk = st.recursive(
 
 
 def _base(coco: dict) -> dict:
-    return copy.deepcopy({"images": [i for i in coco["images"] if i["id"] in IDS],
-                          "annotations": [a for a in coco["annotations"] if a["image_id"] in IDS],
-                          "categories": coco["categories"]})
+    return copy.deepcopy(
+        {
+            "images": [i for i in coco["images"] if i["id"] in IDS],
+            "annotations": [a for a in coco["annotations"] if a["image_id"] in IDS],
+            "categories": coco["categories"],
+        }
+    )
 
 
 @st.composite
@@ -52,7 +59,9 @@ def mutated_coco(draw, base: dict):
         elif where == "annotation" and isinstance(d.get("annotations"), list) and d["annotations"]:
             a = d["annotations"][draw(st.integers(0, len(d["annotations"]) - 1))]
             if isinstance(a, dict):
-                a[draw(st.sampled_from(["id", "image_id", "bbox", "attributes", "bbox_head", "keypoints"]))] = draw(junk)
+                a[draw(st.sampled_from(["id", "image_id", "bbox", "attributes", "bbox_head", "keypoints"]))] = draw(
+                    junk
+                )
         elif where == "keypoint" and isinstance(d.get("annotations"), list) and d["annotations"]:
             a = d["annotations"][0]
             if isinstance(a, dict) and isinstance(a.get("keypoints"), list) and a["keypoints"]:
@@ -93,7 +102,9 @@ def test_generated_coco_files_never_traceback_nor_half_write(lspet_coco):
                 # what was stored is finite and in {0, 1, 2}
                 with Ledger(load_manifest(p).workspace_dir) as led:
                     for _, lab in led.current_labels():
-                        assert all(math.isfinite(x) and math.isfinite(y) and v in (0, 1, 2) for x, y, v in lab.keypoints)
+                        assert all(
+                            math.isfinite(x) and math.isfinite(y) and v in (0, 1, 2) for x, y, v in lab.keypoints
+                        )
             pr = d / "preds.json"
             pr.write_text(json.dumps([{"image_id": i, "keypoints": [1.0] * 42, "score": 1} for i in IDS]))
             _no_traceback(CliRunner().invoke(app, ["evaluate", "-m", str(p), "--pred", str(pr), "--gt", str(f)]))
@@ -105,10 +116,19 @@ def test_generated_prediction_files_never_traceback(lspet_coco, tmp_path):
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps(_base(lspet_coco)))
     man = str(REPO / "data_manifest.yaml")
-    preds = st.lists(st.fixed_dictionaries({"image_id": st.sampled_from(IDS) | junk,
-                                            "keypoints": st.lists(st.floats(allow_nan=True) | junk, min_size=0,
-                                                                  max_size=45),
-                                            "score": junk}), max_size=4) | junk
+    preds = (
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "image_id": st.sampled_from(IDS) | junk,
+                    "keypoints": st.lists(st.floats(allow_nan=True) | junk, min_size=0, max_size=45),
+                    "score": junk,
+                }
+            ),
+            max_size=4,
+        )
+        | junk
+    )
 
     @_SETTINGS
     @given(preds)
@@ -123,9 +143,20 @@ def test_generated_prediction_files_never_traceback(lspet_coco, tmp_path):
 def test_generated_manifests_never_traceback(tmp_path):
     good = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
     good["sources"] = []
-    keys = [("target_size",), ("chunks",), ("keypoints", "names"), ("keypoints", "flip_pairs"),
-            ("keypoints", "normalizer"), ("train", "lr"), ("train", "epochs"), ("selection", "explore"),
-            ("model", "input_size"), ("strata",), ("label_studio", "token_env"), ("sources",)]
+    keys = [
+        ("target_size",),
+        ("chunks",),
+        ("keypoints", "names"),
+        ("keypoints", "flip_pairs"),
+        ("keypoints", "normalizer"),
+        ("train", "lr"),
+        ("train", "epochs"),
+        ("selection", "explore"),
+        ("model", "input_size"),
+        ("strata",),
+        ("label_studio", "token_env"),
+        ("sources",),
+    ]
 
     @_SETTINGS
     @given(st.lists(st.tuples(st.sampled_from(keys), junk), min_size=1, max_size=3))

@@ -6,26 +6,36 @@ import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.loop.ingest import ingest
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
-from iterate.loop.retrain import retrain
+from iterate.loop.ingest import ingest
 from iterate.loop.report import evaluate_checkpoint
+from iterate.loop.retrain import retrain
+from iterate.loop.settings import train_setup
 
 from conftest import LSPET, lsp_manifest, lspet_subset
-from iterate.loop.settings import train_setup
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, lspet_coco):
     tmp = tmp_path_factory.mktemp("report")
     srcs = []
-    for name, lo, hi, split, labels in (("tr", 7001, 7016, "train", True), ("va", 7101, 7130, "val", True),
-                                        ("te", 7301, 7324, "test", True), ("pool", 7201, 7240, "pool", False)):
+    for name, lo, hi, split, labels in (
+        ("tr", 7001, 7016, "train", True),
+        ("va", 7101, 7130, "val", True),
+        ("te", 7301, 7324, "test", True),
+        ("pool", 7201, 7240, "pool", False),
+    ):
         f = lspet_subset(lspet_coco, list(range(lo, hi + 1)), tmp / f"{name}.json")
-        srcs.append({"name": name, "kind": "coco", "path": str(f), "images": str(LSPET), "split": split, "labels": labels})
-    p = lsp_manifest(tmp, srcs, train={"epochs": 1, "batch_size": 8, "warmup_steps": 1},
-                     selection={"focus_metric": "pckh05", "dedup_hamming": 0})
+        srcs.append(
+            {"name": name, "kind": "coco", "path": str(f), "images": str(LSPET), "split": split, "labels": labels}
+        )
+    p = lsp_manifest(
+        tmp,
+        srcs,
+        train={"epochs": 1, "batch_size": 8, "warmup_steps": 1},
+        selection={"focus_metric": "pckh05", "dedup_hamming": 0},
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)
@@ -43,7 +53,9 @@ def test_report_without_model_shows_data_side(project):
 
 def _scorable(coco: dict, lo: int, hi: int) -> tuple[int, int]:
     """(labeled frames, of which without neck or head_top: no head segment, scored on the fallback)."""
-    anns = [a for a in coco["annotations"] if lo <= a["image_id"] <= hi and sum(v > 0 for v in a["keypoints"][2::3]) >= 2]
+    anns = [
+        a for a in coco["annotations"] if lo <= a["image_id"] <= hi and sum(v > 0 for v in a["keypoints"][2::3]) >= 2
+    ]
     fallback = sum(1 for a in anns if not (a["keypoints"][12 * 3 + 2] > 0 and a["keypoints"][13 * 3 + 2] > 0))
     return len(anns), fallback
 
@@ -56,8 +68,21 @@ def test_report_with_model_has_every_section_and_plots(project, lspet_coco):
     assert r.exit_code == 0, r.output
     rdir = m.workspace_dir / "reports"
     md = (rdir / "latest.md").read_text()
-    for section in ("## Summary", "| val |", "| test |", "## Per joint", "## Per posture", "## Per occlusion", "## Timeline",
-                    "## Next chunk focus", "## Data", "MeanSmS", "height error", "overfit", "too small to judge"):
+    for section in (
+        "## Summary",
+        "| val |",
+        "| test |",
+        "## Per joint",
+        "## Per posture",
+        "## Per occlusion",
+        "## Timeline",
+        "## Next chunk focus",
+        "## Data",
+        "MeanSmS",
+        "height error",
+        "overfit",
+        "too small to judge",
+    ):
         assert section in md, section
     data = json.loads((rdir / "round-00.json").read_text())
     for key in ("val", "test", "timeline", "focus", "data", "model"):
@@ -134,9 +159,9 @@ def test_one_figure_everywhere_predict_evaluate_report_timeline_retrain(project,
 def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
     """PoseTrack's `bbox_head`: stored at ingest, used by the report; a frame without one uses the fallback."""
     from iterate.core.schema import guess_flip_pairs
+    from iterate.loop.retrain import labeled_samples
     from model.checkpoints import save_atomic
     from model.hrnet import build_model
-    from iterate.loop.retrain import labeled_samples
     from model.train import checkpoint_dict
 
     from conftest import SHARED
@@ -150,11 +175,18 @@ def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
     next(a for a in coco["annotations"] if a["id"] == dropped).pop("bbox_head")  # that frame falls back
     ann = tmp_path / "pt.json"
     ann.write_text(json.dumps(coco))
-    p = lsp_manifest(tmp_path, [{"name": "pt", "kind": "coco", "path": str(ann), "images": str(pt), "split": "val"}],
-                     keypoints={"names": names, "flip_pairs": [list(x) for x in guess_flip_pairs(names)],
-                                "height_joints": ["head_top", "left_hip", "right_hip", "left_ankle", "right_ankle"],
-                                "normalizer": {"kind": "head_box"}},
-                     strata={}, target_size=10)
+    p = lsp_manifest(
+        tmp_path,
+        [{"name": "pt", "kind": "coco", "path": str(ann), "images": str(pt), "split": "val"}],
+        keypoints={
+            "names": names,
+            "flip_pairs": [list(x) for x in guess_flip_pairs(names)],
+            "height_joints": ["head_top", "left_hip", "right_hip", "left_ankle", "right_ankle"],
+            "normalizer": {"kind": "head_box"},
+        },
+        strata={},
+        target_size=10,
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)
@@ -178,7 +210,10 @@ def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
     preds = tmp_path / "preds.json"
     r = CliRunner().invoke(app, ["predict", "--model", str(ck), *[s.path for s in samples], "--out", str(preds)])
     assert r.exit_code == 0, r.output
-    by_path = {q["file_name"]: np.asarray(q["keypoints"], float).reshape(-1, 3)[:, :2] for q in json.loads(preds.read_text())}
+    by_path = {
+        q["file_name"]: np.asarray(q["keypoints"], float).reshape(-1, 3)[:, :2] for q in json.loads(preds.read_text())
+    }
+
     # by hand: l = 0.6 × head-box diagonal; the frame without one: joints' box diagonal × median(l / diagonal)
     def diag(s):
         pts = s.keypoints[s.keypoints[:, 2] > 0, :2]

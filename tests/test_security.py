@@ -1,14 +1,13 @@
 """Security review as tests: tokens only from the environment, never on disk or screen; weights_only loads;
 the local server bound to 127.0.0.1; the demo's files free of the token."""
 
-import re
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.loop.demo import demo_workspace
 from iterate.core.manifest import load_manifest
+from iterate.loop.demo import demo_workspace
 
 from conftest import LSPET, REPO, STUDIO_TOKEN, lspet_subset, studio_manifest
 
@@ -38,12 +37,18 @@ def test_local_server_listens_on_loopback_only(studio):
 def test_demo_files_and_output_never_hold_the_token(tmp_path, lspet_coco, studio):
     pool = lspet_subset(lspet_coco, list(range(7851, 7871)), tmp_path / "pool.json")
     val = lspet_subset(lspet_coco, list(range(7871, 7877)), tmp_path / "val.json")
-    p = studio_manifest(tmp_path, studio["port"],
-                        [{"name": "pool", "kind": "coco", "path": str(pool), "images": str(LSPET), "split": "pool",
-                          "labels": False},
-                         {"name": "val", "kind": "coco", "path": str(val), "images": str(LSPET), "split": "val"}],
-                        "security-demo", target_size=10, selection={"dedup_hamming": 0},
-                        train={"batch_size": 4, "warmup_steps": 1})
+    p = studio_manifest(
+        tmp_path,
+        studio["port"],
+        [
+            {"name": "pool", "kind": "coco", "path": str(pool), "images": str(LSPET), "split": "pool", "labels": False},
+            {"name": "val", "kind": "coco", "path": str(val), "images": str(LSPET), "split": "val"},
+        ],
+        "security-demo",
+        target_size=10,
+        selection={"dedup_hamming": 0},
+        train={"batch_size": 4, "warmup_steps": 1},
+    )
     r = CliRunner().invoke(app, ["demo", "-m", str(p), "--labels", str(pool), "--minutes", "0.05", "--minutes", "0.05"])
     assert r.exit_code == 0, r.output
     assert "round 2: model #2" in r.output

@@ -9,13 +9,12 @@ from typer.testing import CliRunner
 
 from iterate.cli import app
 from iterate.core.errors import IterateError
-from iterate.loop.ingest import ingest
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
-from iterate.loop.select import select
-from iterate.selection import strategies
-from iterate.selection import balance, diversity
+from iterate.loop.ingest import ingest
 from iterate.loop.retrain import retrain
+from iterate.loop.select import select
+from iterate.selection import balance, diversity, strategies
 
 from conftest import LSPET, lsp_manifest, lspet_subset
 
@@ -24,12 +23,22 @@ from conftest import LSPET, lsp_manifest, lspet_subset
 def proj(tmp_path_factory, lspet_coco):
     tmp = tmp_path_factory.mktemp("select")
     srcs = []
-    for name, lo, hi, split, labels in (("tr", 7401, 7410, "train", True), ("va", 7411, 7430, "val", True),
-                                        ("te", 7431, 7435, "test", True), ("pool", 7441, 7520, "pool", False)):
+    for name, lo, hi, split, labels in (
+        ("tr", 7401, 7410, "train", True),
+        ("va", 7411, 7430, "val", True),
+        ("te", 7431, 7435, "test", True),
+        ("pool", 7441, 7520, "pool", False),
+    ):
         f = lspet_subset(lspet_coco, list(range(lo, hi + 1)), tmp / f"{name}.json")
-        srcs.append({"name": name, "kind": "coco", "path": str(f), "images": str(LSPET), "split": split, "labels": labels})
-    p = lsp_manifest(tmp, srcs, train={"epochs": 1, "batch_size": 8, "warmup_steps": 1},
-                     selection={"dedup_hamming": 0, "focus_metric": "pckh05", "explore": 0.1})
+        srcs.append(
+            {"name": name, "kind": "coco", "path": str(f), "images": str(LSPET), "split": split, "labels": labels}
+        )
+    p = lsp_manifest(
+        tmp,
+        srcs,
+        train={"epochs": 1, "batch_size": 8, "warmup_steps": 1},
+        selection={"dedup_hamming": 0, "focus_metric": "pckh05", "explore": 0.1},
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)
@@ -88,21 +97,25 @@ def test_kcenter_batch_is_more_spread_than_random(proj):
 
 def test_strata_shares_follow_the_focus(proj):
     m = load_manifest(proj)
-    focus = {"metric": "pckh05", "explore": 0.1, "pool_frames": 80,
-             "items": [{"key": "posture", "value": "upright", "budget_share": 0.6, "gap": 5},
-                       {"key": "posture", "value": "inverted", "budget_share": 0.3, "gap": 2}],
-             "weights": {"posture": {"upright": 0.6, "inverted": 0.3, "leaning": 0.0, "horizontal": 0.0,
-                                     "unknown": 0.0}}}
+    focus = {
+        "metric": "pckh05",
+        "explore": 0.1,
+        "pool_frames": 80,
+        "items": [
+            {"key": "posture", "value": "upright", "budget_share": 0.6, "gap": 5},
+            {"key": "posture", "value": "inverted", "budget_share": 0.3, "gap": 2},
+        ],
+        "weights": {"posture": {"upright": 0.6, "inverted": 0.3, "leaning": 0.0, "horizontal": 0.0, "unknown": 0.0}},
+    }
     (m.workspace_dir / "reports").mkdir(exist_ok=True)
     (m.workspace_dir / "reports" / "focus.json").write_text(json.dumps(focus))
     with Ledger(m.workspace_dir) as led:
         sel = select(m, led, 20, strategy="full", push=False)
-    pred = [r["pred_posture"] for r in sel.table]
-    avail = {v: pred.count(v) for v in set(pred)}
     whys = [r["why"] for r in sel.table]
     got = {v: whys.count(f"focus posture={v}") for v in ("upright", "inverted")}
-    q, n_explore, notes = balance.quotas(20, 0.1, focus["weights"]["posture"],
-                                         {v: 10**6 for v in ("upright", "inverted")})
+    q, n_explore, notes = balance.quotas(
+        20, 0.1, focus["weights"]["posture"], {v: 10**6 for v in ("upright", "inverted")}
+    )
     if all(got[v] == q[v] for v in got):  # enough frames of each predicted posture: exact quotas
         assert got == {"upright": 12, "inverted": 6} and whys.count("explore (random)") == 2
     else:  # a stratum ran short: the rest went elsewhere, and the summary says so only if none was available
@@ -123,8 +136,9 @@ def test_strata_shares_follow_the_focus(proj):
 def test_strata_state_round_trip(tmp_path):
     from iterate.selection.strata import StrataPredictor
 
-    m = load_manifest(lsp_manifest(tmp_path, [], strata={"occlusion": ["none", "partial", "heavy"],
-                                                          "scene": ["indoor", "outdoor"]}))
+    m = load_manifest(
+        lsp_manifest(tmp_path, [], strata={"occlusion": ["none", "partial", "heavy"], "scene": ["indoor", "outdoor"]})
+    )
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(40, 8))
     emb[:, 0] += np.where(emb[:, 0] > 0, 2.0, -2.0)  # two separable scenes
@@ -174,9 +188,12 @@ def test_select_after_a_failed_push_says_so(tmp_path, lspet_coco):
     from annotation.client import StudioError
 
     f = lspet_subset(lspet_coco, list(range(7441, 7461)), tmp_path / "pool.json")
-    p = lsp_manifest(tmp_path, [{"name": "pool", "kind": "coco", "path": str(f), "images": str(LSPET),
-                                 "split": "pool", "labels": False}], selection={"dedup_hamming": 0},
-                     label_studio={"url": "http://127.0.0.1:9", "token_env": "ITERATE_NO_SUCH_TOKEN_VAR"})
+    p = lsp_manifest(
+        tmp_path,
+        [{"name": "pool", "kind": "coco", "path": str(f), "images": str(LSPET), "split": "pool", "labels": False}],
+        selection={"dedup_hamming": 0},
+        label_studio={"url": "http://127.0.0.1:9", "token_env": "ITERATE_NO_SUCH_TOKEN_VAR"},
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)

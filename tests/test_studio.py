@@ -9,28 +9,32 @@ import yaml
 from typer.testing import CliRunner
 
 from annotation import server
+from annotation import sync as sync_mod
 from annotation.client import Studio, StudioError
-from annotation.labeling import label_config, parse_result, to_result, BadAnnotation
+from annotation.labeling import BadAnnotation, label_config, parse_result, to_result
 from annotation.oracle import autolabel
 from annotation.push import push
-from annotation import sync as sync_mod
 from annotation.sync import sync_labels
 from iterate.cli import app
-from iterate.loop.ingest import ingest
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
+from iterate.loop.ingest import ingest
+from iterate.loop.settings import labeling, studio_settings
 
 from conftest import LSPET, SHARED, STUDIO_TOKEN, STUDIO_TOKEN_ENV, lspet_subset, studio_manifest
-from iterate.loop.settings import labeling, studio_settings
 
 UI = SHARED / "label_studio_ui"
 
 
 def _project(tmp_path, lspet_coco, studio, title, ids=range(7301, 7311)):
     coco = lspet_subset(lspet_coco, list(ids), tmp_path / "pool.json")
-    p = studio_manifest(tmp_path, studio["port"], [{"name": "pool", "kind": "coco", "path": str(coco),
-                                                   "images": str(LSPET), "split": "pool", "labels": False}], title,
-                        selection={"dedup_hamming": 0})
+    p = studio_manifest(
+        tmp_path,
+        studio["port"],
+        [{"name": "pool", "kind": "coco", "path": str(coco), "images": str(LSPET), "split": "pool", "labels": False}],
+        title,
+        selection={"dedup_hamming": 0},
+    )
     m = load_manifest(p)
     led = Ledger(m.workspace_dir)
     ingest(m, led)
@@ -46,8 +50,14 @@ def _gt(coco_path):
 # -- the JSON the UI writes (recorded fixtures; no server needed) ------------------------------------
 def _ui_manifest(tmp_path):
     d = yaml.safe_load((Path(__file__).parents[1] / "data_manifest.yaml").read_text())
-    d.update(keypoints={"names": ["head_top", "neck", "left_ankle"], "normalizer": {"kind": "head_segment", "joints": ["neck", "head_top"]}},
-             strata={"posture": ["supine", "prone", "side"]}, sources=[])
+    d.update(
+        keypoints={
+            "names": ["head_top", "neck", "left_ankle"],
+            "normalizer": {"kind": "head_segment", "joints": ["neck", "head_top"]},
+        },
+        strata={"posture": ["supine", "prone", "side"]},
+        sources=[],
+    )
     p = tmp_path / "m.yaml"
     p.write_text(yaml.safe_dump(d))
     return load_manifest(p)
@@ -71,18 +81,23 @@ def test_oracle_writes_the_shape_the_ui_writes(tmp_path):
     m = _ui_manifest(tmp_path)
     ui = json.loads((UI / "export_full_json.json").read_text())[0]["annotations"][0]["result"]
     mine = to_result(labeling(m), [[101, 47, 1], [213, 137, 2], [0, 0, 0]], 400, 300, {"posture": "side"})
+
     def shape(items):
         return sorted((i["type"], i["from_name"], tuple(sorted(i)), tuple(sorted(i["value"]))) for i in items)
+
     assert shape(mine) == shape(ui)
     back, attrs = parse_result(labeling(m), mine)
     assert np.allclose(back, [[101, 47, 1], [213, 137, 2], [0, 0, 0]]) and attrs == {"posture": "side"}
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (lambda r: r[0]["value"].update(keypointlabels=["left_toe"]), "unknown joint 'left_toe'"),
-    (lambda r: r[0]["value"].update(x=150.0), "outside the image"),
-    (lambda r: r.append(json.loads(json.dumps(r[0]))), "placed twice"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (lambda r: r[0]["value"].update(keypointlabels=["left_toe"]), "unknown joint 'left_toe'"),
+        (lambda r: r[0]["value"].update(x=150.0), "outside the image"),
+        (lambda r: r.append(json.loads(json.dumps(r[0]))), "placed twice"),
+    ],
+)
 def test_bad_annotations_are_named(tmp_path, bad, reason):
     m = _ui_manifest(tmp_path)
     r = to_result(labeling(m), [[101, 47, 2], [213, 137, 2], [0, 0, 0]], 400, 300)
@@ -96,8 +111,11 @@ def test_label_config_is_valid_for_the_sdk(tmp_path):
 
     m = load_manifest(Path(__file__).parents[1] / "data_manifest.yaml")
     iface = LabelInterface(label_config(labeling(m)))
-    pred = {"model_version": "t", "score": 0.5,
-            "result": to_result(labeling(m), [[10, 10, 2]] * 14, 100, 100, {"posture": "upright"}, origin="prediction")}
+    pred = {
+        "model_version": "t",
+        "score": 0.5,
+        "result": to_result(labeling(m), [[10, 10, 2]] * 14, 100, 100, {"posture": "upright"}, origin="prediction"),
+    }
     assert iface.validate_prediction(pred, return_errors=True) == []
     pred["result"][0]["value"]["keypointlabels"] = ["left_toe"]
     assert iface.validate_prediction(pred, return_errors=True)
@@ -131,13 +149,18 @@ def test_push_autolabel_sync_round_trip(tmp_path, lspet_coco, studio):
     assert len(led.db.execute("SELECT * FROM labels").fetchall()) == 10  # nothing duplicated
     # an edited annotation becomes a new version; the old one stays in the history
     f0, lab0 = led.current_labels(("pool",))[0]
-    res = to_result(labeling(m), [[x + 3.0, y, 1 if v else 0] for x, y, v in lab0.keypoints], f0.width, f0.height, lab0.attributes)
+    res = to_result(
+        labeling(m), [[x + 3.0, y, 1 if v else 0] for x, y, v in lab0.keypoints], f0.width, f0.height, lab0.attributes
+    )
     st.update_annotation(lab0.ls_annotation_id, res)
     r = sync_labels(labeling(m), led, st)
     assert r.updated == 1
     hist = led.label_history(f0.id)
     assert [h.version for h in hist] == [1, 2]
-    assert hist[1].keypoints[0][0] == pytest.approx(hist[0].keypoints[0][0] + 3.0, abs=1e-6) or hist[0].keypoints[0][2] == 0
+    assert (
+        hist[1].keypoints[0][0] == pytest.approx(hist[0].keypoints[0][0] + 3.0, abs=1e-6)
+        or hist[0].keypoints[0][2] == 0
+    )
     assert all(v in (0, 1) for _, _, v in hist[1].keypoints)  # the occluded flag came back per joint
     led.close()
 
@@ -146,7 +169,7 @@ def test_bad_and_skipped_tasks_are_reported_not_ingested(tmp_path, lspet_coco, s
     m, led, coco = _project(tmp_path, lspet_coco, studio, "badtasks", ids=range(7311, 7314))
     st = Studio.from_settings(studio_settings(m))
     frames = led.frames("pool")
-    s = push(labeling(m), led, st, [f.id for f in frames])
+    push(labeling(m), led, st, [f.id for f in frames])
     tids = sorted(r[0] for r in led.db.execute("SELECT task_id FROM tasks"))
     f = led.frame(led.db.execute("SELECT frame_id FROM tasks WHERE task_id=?", (tids[0],)).fetchone()[0])
     good = to_result(labeling(m), [[10, 10, 2]] * 14, f.width, f.height)
@@ -198,7 +221,7 @@ def test_wrong_token_and_paths_outside_the_data_root(tmp_path, lspet_coco, studi
     monkeypatch.setenv(STUDIO_TOKEN_ENV, "not-the-token-123")
     with pytest.raises(StudioError) as e:
         Studio.from_settings(studio_settings(m)).projects()
-    assert f"token rejected" in str(e.value) and STUDIO_TOKEN_ENV in str(e.value)
+    assert "token rejected" in str(e.value) and STUDIO_TOKEN_ENV in str(e.value)
     assert "not-the-token-123" not in str(e.value)
     monkeypatch.setenv(STUDIO_TOKEN_ENV, STUDIO_TOKEN)
     m.label_studio.data_root = str(tmp_path / "elsewhere")

@@ -8,28 +8,31 @@ import torch
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.loop.ingest import ingest
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
+from iterate.loop.ingest import ingest
+from iterate.loop.retrain import retrain
+from iterate.loop.scoring import score
+from iterate.loop.settings import keypoint_spec, train_setup
 from model.checkpoints import load_file, model_from_checkpoint
 from model.codec import DarkCodec
 from model.data import PoseDataset, collate
-from iterate.loop.scoring import score
 from model.geometry import image_box
 from model.infer import Predictor
-from iterate.loop.retrain import labeled_samples, retrain
 from model.train import heatmap_loss, train
 
 from conftest import LSPET, REPO, lsp_manifest, lspet_subset
-from iterate.loop.settings import keypoint_spec, train_setup
 
 
 def _samples(lspet_coco, ids):
     from model.data import Sample
 
     ims = {i["id"]: i for i in lspet_coco["images"]}
-    return [Sample(str(LSPET / ims[a["image_id"]]["file_name"]), np.asarray(a["keypoints"], float).reshape(-1, 3))
-            for a in lspet_coco["annotations"] if a["image_id"] in ids]
+    return [
+        Sample(str(LSPET / ims[a["image_id"]]["file_name"]), np.asarray(a["keypoints"], float).reshape(-1, 3))
+        for a in lspet_coco["annotations"]
+        if a["image_id"] in ids
+    ]
 
 
 def _mean_pose(samples):
@@ -56,8 +59,9 @@ def test_cpu_recipe_learns_on_64_lspet_images(tmp_path, lspet_coco):
     model, _ = model_from_checkpoint(res.last)
     model.eval()
     # loss on the un-augmented frames, against the loss of predicting all-zero heatmaps
-    ds = PoseDataset(samples, codec, flip_index=m.keypoints.flip_index(), joint_weights=m.keypoints.joint_weights(),
-                     targets=True)
+    ds = PoseDataset(
+        samples, codec, flip_index=m.keypoints.flip_index(), joint_weights=m.keypoints.joint_weights(), targets=True
+    )
     b = collate([ds[i] for i in range(len(ds))])
     with torch.no_grad():
         loss = float(heatmap_loss(model(b["image"]), b["heatmaps"], b["weights"], m.train.loss_scale))
@@ -73,9 +77,14 @@ def test_cpu_recipe_learns_on_64_lspet_images(tmp_path, lspet_coco):
 def tiny_project(tmp_path, lspet_coco):
     tr = lspet_subset(lspet_coco, list(range(7001, 7017)), tmp_path / "train.json")
     va = lspet_subset(lspet_coco, list(range(7101, 7109)), tmp_path / "val.json")
-    p = lsp_manifest(tmp_path, [{"name": "tr", "kind": "coco", "path": str(tr), "images": str(LSPET), "split": "train"},
-                                {"name": "va", "kind": "coco", "path": str(va), "images": str(LSPET), "split": "val"}],
-                     train={"epochs": 3, "batch_size": 8, "warmup_steps": 2})
+    p = lsp_manifest(
+        tmp_path,
+        [
+            {"name": "tr", "kind": "coco", "path": str(tr), "images": str(LSPET), "split": "train"},
+            {"name": "va", "kind": "coco", "path": str(va), "images": str(LSPET), "split": "val"},
+        ],
+        train={"epochs": 3, "batch_size": 8, "warmup_steps": 2},
+    )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)

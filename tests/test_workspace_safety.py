@@ -11,10 +11,10 @@ import yaml
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.loop.demo import DEMO_MARK, demo_workspace, fresh_demo_workspace
 from iterate.core.errors import IterateError, ManifestError
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
+from iterate.loop.demo import DEMO_MARK, demo_workspace, fresh_demo_workspace
 
 from conftest import REPO
 
@@ -86,13 +86,16 @@ def test_demo_folder_is_marked_and_only_a_marked_folder_is_recreated(tmp_path):
     assert (empty / DEMO_MARK).is_file()
 
 
-@pytest.mark.parametrize("workspace, expected", [
-    ("/", "is the root folder"),
-    ("~", "is the home folder"),
-    (".", "holds the manifest"),
-    ("..", "holds the manifest"),
-    ("data", "holds sources[0].path"),
-])
+@pytest.mark.parametrize(
+    "workspace, expected",
+    [
+        ("/", "is the root folder"),
+        ("~", "is the home folder"),
+        (".", "holds the manifest"),
+        ("..", "holds the manifest"),
+        ("data", "holds sources[0].path"),
+    ],
+)
 def test_dangerous_workspaces_are_refused(tmp_path, workspace, expected):
     p = _manifest(tmp_path / "proj", workspace=workspace)
     with pytest.raises(ManifestError, match=re.escape(expected)):

@@ -14,9 +14,7 @@ from iterate.core.manifest import DEFAULT_MANIFEST, Manifest, load_manifest
 
 console = Console()
 
-ManifestOpt = Annotated[
-    Path, typer.Option("--manifest", "-m", help="the data manifest", show_default=True)
-]
+ManifestOpt = Annotated[Path, typer.Option("--manifest", "-m", help="the data manifest", show_default=True)]
 DEFAULT = Path(DEFAULT_MANIFEST)
 
 

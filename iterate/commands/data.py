@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum
 from iterate.core.errors import IterateError
 from iterate.loop.ingest import ingest
 from iterate.loop.init import write_manifest
-from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
 
 
 def init(
     manifest: ManifestOpt = DEFAULT,
     project: Annotated[str, typer.Option(help="project name")] = "my-pose-project",
-    from_coco: Annotated[Optional[Path], typer.Option("--from-coco", help="take joints and skeleton from this COCO file")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="keypoint schema: coco17 | mpii16 | lsp14 (names, left/right "
-                                                     "pairs, skeleton, height joints, normaliser); default coco17, "
-                                                     "or the --from-coco file's joints")] = None,
+    from_coco: Annotated[
+        Path | None, typer.Option("--from-coco", help="take joints and skeleton from this COCO file")
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="keypoint schema: coco17 | mpii16 | lsp14 (names, left/right "
+            "pairs, skeleton, height joints, normaliser); default coco17, "
+            "or the --from-coco file's joints"
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing manifest")] = False,
 ) -> None:
     """Write a commented manifest to edit.
@@ -40,8 +47,17 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
     Example: iterate ingest --manifest data_manifest.yaml
     """
     m, ledger = open_project(manifest, write=True, command="iterate ingest")
-    with ledger, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), console=console, transient=True) as bar:
+    with (
+        ledger,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar,
+    ):
         tasks: dict[str, int] = {}
 
         def progress(name: str, done: int, total: int | None) -> None:
@@ -54,19 +70,33 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
     for col in ("source", "kind", "split", "added", "already there", "near-duplicates", "unreadable", "labels added"):
         t.add_column(col, justify="right" if col not in ("source", "kind", "split") else "left")
     for s in summaries:
-        t.add_row(s.source, s.kind, s.split, str(s.added), str(s.existing), str(s.duplicates),
-                  str(len(s.unreadable)), str(s.labels_added))
+        t.add_row(
+            s.source,
+            s.kind,
+            s.split,
+            str(s.added),
+            str(s.existing),
+            str(s.duplicates),
+            str(len(s.unreadable)),
+            str(s.labels_added),
+        )
     console.print(t)
     for s in summaries:
         for p in s.unreadable:
             console.print(f"[yellow]skipped:[/] {escape(p)}", highlight=False)
         for k, n in s.unknown_strata.items():
-            console.print(f"[yellow]{s.source}: stratum value {k} is not in the manifest ({n} labels; reported as 'other')[/]")
-        for what, ids in (("changed since it was ingested (its labels describe the old picture)", s.changed),
-                          ("gone from disk", s.missing)):
+            console.print(
+                f"[yellow]{s.source}: stratum value {k} is not in the manifest ({n} labels; reported as 'other')[/]"
+            )
+        for what, ids in (
+            ("changed since it was ingested (its labels describe the old picture)", s.changed),
+            ("gone from disk", s.missing),
+        ):
             for fid in ids:
-                console.print(f"[yellow]{s.source}: frame {fid} is {what}[/]; `iterate frames remove {fid}` retires it",
-                              highlight=False)
+                console.print(
+                    f"[yellow]{s.source}: frame {fid} is {what}[/]; `iterate frames remove {fid}` retires it",
+                    highlight=False,
+                )
 
 
 def frames_remove(
@@ -86,7 +116,9 @@ def frames_remove(
             raise IterateError(f"no frame with id {', '.join(unknown[:5])} in this workspace")
         with ledger.transaction():
             done = ledger.retire_frames(ids, why)
-    console.print(f"retired {len(done)} frame(s)" + (f"; {len(ids) - len(done)} already retired" if len(done) < len(ids) else ""))
+    console.print(
+        f"retired {len(done)} frame(s)" + (f"; {len(ids) - len(done)} already retired" if len(done) < len(ids) else "")
+    )
 
 
 def status(manifest: ManifestOpt = DEFAULT) -> None:
@@ -106,7 +138,9 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
             t.add_row(str(c.index), f"{c.fraction:.0%}", str(c.target), str(c.labeled), str(c.pending), mark)
         console.print(t)
         counts = ledger.count_frames()
-        console.print("frames: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none — run `iterate ingest`"))
+        console.print(
+            "frames: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none — run `iterate ingest`")
+        )
         splits = ("pool", "train", "val", "test")
         for key, rows in labels_per_stratum(m, ledger).items():
             st = Table(title=f"labels per {key}")
@@ -129,7 +163,8 @@ def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("ingest")(ingest_cmd)
     app.command("status")(status)
-    frames = typer.Typer(help="Frames in the ledger: `iterate frames remove ID…` retires frames, history kept.",
-                         no_args_is_help=True)
+    frames = typer.Typer(
+        help="Frames in the ledger: `iterate frames remove ID…` retires frames, history kept.", no_args_is_help=True
+    )
     frames.command("remove")(frames_remove)
     app.add_typer(frames, name="frames")

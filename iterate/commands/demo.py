@@ -10,28 +10,36 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from iterate.core.manifest import check_workspace, load_manifest
 from iterate.commands._options import DEFAULT, ManifestOpt, console
+from iterate.core.manifest import check_workspace, load_manifest
 
 
 def _figures(r: dict | None, split: str) -> str:
     if not r or r.get("pckh") is None:
         return f"{split}: –"
-    return (f"{split} PCKh@0.5 {r['pckh05']:.1f} %, PCKh@0.1 {r['pckh']:.1f} %, MeanSmS@0.1 {r['mean_sms']:.1f} % "
-            f"({r['frames']} frames)")
+    return (
+        f"{split} PCKh@0.5 {r['pckh05']:.1f} %, PCKh@0.1 {r['pckh']:.1f} %, MeanSmS@0.1 {r['mean_sms']:.1f} % "
+        f"({r['frames']} frames)"
+    )
 
 
 def demo(
     manifest: ManifestOpt = DEFAULT,
-    labels: Annotated[Path, typer.Option(help="ground truth the oracle annotator answers from")] = Path("demo_data/pool.coco.json"),
-    minutes: Annotated[Optional[list[float]], typer.Option(help="retrain wall time per round (minutes)")] = None,
+    labels: Annotated[Path, typer.Option(help="ground truth the oracle annotator answers from")] = Path(
+        "demo_data/pool.coco.json"
+    ),
+    minutes: Annotated[list[float] | None, typer.Option(help="retrain wall time per round (minutes)")] = None,
     keep_server: Annotated[bool, typer.Option(help="leave the local Label Studio running at the end")] = False,
-    workspace: Annotated[Optional[Path], typer.Option(help="the demo's own folder (default: the manifest's workspace "
-                                                            "name + '-demo'); recreated on every run")] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            help="the demo's own folder (default: the manifest's workspace name + '-demo'); recreated on every run"
+        ),
+    ] = None,
 ) -> None:
     """Run the loop on the bundled demo data: two rounds of select → Label Studio → sync → retrain → report.
 
@@ -47,18 +55,32 @@ def demo(
 
     def on_epoch(r: dict) -> None:
         if "pckh01" in r:
-            console.print(f"  epoch {r['epoch'] + 1} (step {r['step']}): loss {r['loss']:.3f}, "
-                          f"val PCKh@0.1 {r['pckh01']:.1f} %, @0.5 {r['pckh05']:.1f} %", highlight=False)
+            console.print(
+                f"  epoch {r['epoch'] + 1} (step {r['step']}): loss {r['loss']:.3f}, "
+                f"val PCKh@0.1 {r['pckh01']:.1f} %, @0.5 {r['pckh05']:.1f} %",
+                highlight=False,
+            )
 
     def say(s: str) -> None:
         console.print(s, highlight=False)
 
     def on_result(r) -> None:
         figs = f"{_figures(r.val or None, 'val')}; {_figures(r.test or None, 'test')}"
-        say(f"base model, before any labels: {figs}" if r.round == 0 else f"round {r.round}: {figs} — report {r.report}")
+        say(
+            f"base model, before any labels: {figs}" if r.round == 0 else f"round {r.round}: {figs} — report {r.report}"
+        )
 
-    results = run_demo(m, labels, minutes or [3.0, 5.0], keep_server=keep_server, say=say, status=console.status,
-                       rule=console.rule, on_epoch=on_epoch, on_result=on_result)
+    results = run_demo(
+        m,
+        labels,
+        minutes or [3.0, 5.0],
+        keep_server=keep_server,
+        say=say,
+        status=console.status,
+        rule=console.rule,
+        on_epoch=on_epoch,
+        on_result=on_result,
+    )
     console.rule("demo done")
     for r in results:
         name = "base model" if r.round == 0 else f"round {r.round}: model #{r.model}"

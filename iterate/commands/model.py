@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
 from iterate.core.errors import IterateError
 from iterate.core.images import printable
-from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
 
 
 def retrain(
     manifest: ManifestOpt = DEFAULT,
-    epochs: Annotated[Optional[int], typer.Option(help="epochs (default: train.epochs)")] = None,
-    from_: Annotated[Optional[Path], typer.Option("--from", help="checkpoint to start from (default: last round's model, else model.base)")] = None,
-    freeze: Annotated[Optional[str], typer.Option(help="none | all_but_stage4 | comma-separated trunk modules")] = None,
-    heatmap_size: Annotated[Optional[int], typer.Option("--heatmap-size", help="heatmap side (e.g. 64 or 96 for a 256 input)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs (default: train.epochs)")] = None,
+    from_: Annotated[
+        Path | None,
+        typer.Option("--from", help="checkpoint to start from (default: last round's model, else model.base)"),
+    ] = None,
+    freeze: Annotated[str | None, typer.Option(help="none | all_but_stage4 | comma-separated trunk modules")] = None,
+    heatmap_size: Annotated[
+        int | None, typer.Option("--heatmap-size", help="heatmap side (e.g. 64 or 96 for a 256 input)")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted retrain from its last checkpoint")] = False,
-    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="load a checkpoint that only partly fits")] = False,
-    minutes: Annotated[Optional[float], typer.Option(help="stop after this wall time (the schedule follows it)")] = None,
+    allow_partial: Annotated[
+        bool, typer.Option("--allow-partial", help="load a checkpoint that only partly fits")
+    ] = False,
+    minutes: Annotated[float | None, typer.Option(help="stop after this wall time (the schedule follows it)")] = None,
 ) -> None:
     """Fine-tune the model on the ledger's labeled frames, keep the best by val PCKh@0.1, record it.
 
@@ -33,8 +39,18 @@ def retrain(
     from iterate.loop.retrain import retrain as run
 
     m, ledger = open_project(manifest, write=True, command="iterate retrain")
-    with ledger, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                          TimeRemainingColumn(), console=console, transient=True) as bar:
+    with (
+        ledger,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar,
+    ):
         task = bar.add_task("retrain", total=None, info="")
         last = {"val": ""}
 
@@ -46,9 +62,19 @@ def retrain(
                 last["val"] = f"val PCKh@0.1 {rec['pckh01']:.1f} %  @0.5 {rec['pckh05']:.1f} %"
             bar.console.print(f"epoch {rec['epoch'] + 1}: loss {rec['loss']:.3f} {last['val']}", highlight=False)
 
-        out = run(m, ledger, epochs=epochs, init=from_, freeze=freeze, heatmap_size=heatmap_size, resume=resume,
-                  allow_partial=allow_partial, time_limit_s=minutes * 60 if minutes else None,
-                  on_step=on_step, on_epoch=on_epoch)
+        out = run(
+            m,
+            ledger,
+            epochs=epochs,
+            init=from_,
+            freeze=freeze,
+            heatmap_size=heatmap_size,
+            resume=resume,
+            allow_partial=allow_partial,
+            time_limit_s=minutes * 60 if minutes else None,
+            on_step=on_step,
+            on_epoch=on_epoch,
+        )
     if out is None:
         return
     if out.load_report:
@@ -67,10 +93,24 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="image files or folders")],
     model: Annotated[Path, typer.Option("--model", help="an iterate checkpoint")],
     out: Annotated[Path, typer.Option("--out", help="COCO results JSON to write")] = Path("preds.json"),
-    coco: Annotated[Optional[Path], typer.Option("--coco", help="take image ids from this COCO file (matched by file name)")] = None,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="flip test-time augmentation (default: as the checkpoint records)")] = None,
-    refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="second pass on the person box the first pass found (default: as the checkpoint records)")] = None,
-    head_up: Annotated[Optional[bool], typer.Option("--head-up/--no-head-up", help="head-up rotated second pass (default: as the checkpoint records)")] = None,
+    coco: Annotated[
+        Path | None, typer.Option("--coco", help="take image ids from this COCO file (matched by file name)")
+    ] = None,
+    flip: Annotated[
+        bool | None,
+        typer.Option("--flip/--no-flip", help="flip test-time augmentation (default: as the checkpoint records)"),
+    ] = None,
+    refine: Annotated[
+        bool | None,
+        typer.Option(
+            "--refine/--no-refine",
+            help="second pass on the person box the first pass found (default: as the checkpoint records)",
+        ),
+    ] = None,
+    head_up: Annotated[
+        bool | None,
+        typer.Option("--head-up/--no-head-up", help="head-up rotated second pass (default: as the checkpoint records)"),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="frames per batch")] = 32,
 ) -> None:
     """Predict keypoints for images and write COCO results (image_id, category_id, keypoints, score).
@@ -84,10 +124,13 @@ def predict(
 
     if batch_size < 1:
         raise IterateError("--batch-size must be ≥ 1")
-    n, bad, path = predict_files(model, images, out, coco=coco, flip=flip, refine=refine, head_up=head_up,
-                                 batch_size=batch_size)
+    n, bad, path = predict_files(
+        model, images, out, coco=coco, flip=flip, refine=refine, head_up=head_up, batch_size=batch_size
+    )
     for p in bad:
-        console.print(f"[yellow]skipped unreadable, too large or degenerate:[/] {escape(printable(p))}", highlight=False)
+        console.print(
+            f"[yellow]skipped unreadable, too large or degenerate:[/] {escape(printable(p))}", highlight=False
+        )
     console.print(f"wrote {n} predictions to {out} ({path})", highlight=False, soft_wrap=True)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from iterate.core.manifest import load_manifest
 from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.core.manifest import load_manifest
 
 
 def _pct(x) -> str:
@@ -35,9 +35,11 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(res))
         return
-    console.print(f"PCKh@{alpha}: [bold]{_pct(res['pckh'])} %[/] [{_pct(res['ci95'][0])}, {_pct(res['ci95'][1])}]  "
-                  f"PCKh@0.5: {_pct(res['pckh05'])} %  MeanSmS@{alpha}: {_pct(res['mean_sms'])} %  "
-                  f"height error (median): {_pct(res['height_err_pct'])} %  ({res['frames']} people)")
+    console.print(
+        f"PCKh@{alpha}: [bold]{_pct(res['pckh'])} %[/] [{_pct(res['ci95'][0])}, {_pct(res['ci95'][1])}]  "
+        f"PCKh@0.5: {_pct(res['pckh05'])} %  MeanSmS@{alpha}: {_pct(res['mean_sms'])} %  "
+        f"height error (median): {_pct(res['height_err_pct'])} %  ({res['frames']} people)"
+    )
     t = Table(title="per joint")
     t.add_column("joint")
     t.add_column(f"PCKh@{alpha}", justify="right")
@@ -50,8 +52,14 @@ def evaluate(
         for c in (key, "frames", f"PCKh@{alpha}", "95 %", "gap", ""):
             st.add_column(c, justify="left" if c in (key, "") else "right")
         for v, r in rows.items():
-            st.add_row(v, str(r["frames"]), _pct(r["pckh"]), f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])}",
-                       _pct(r["gap"]), "too small to judge" if r["small"] else "")
+            st.add_row(
+                v,
+                str(r["frames"]),
+                _pct(r["pckh"]),
+                f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])}",
+                _pct(r["gap"]),
+                "too small to judge" if r["small"] else "",
+            )
         console.print(st)
     for n in res["notes"]:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
@@ -59,7 +67,7 @@ def evaluate(
 
 def report(
     manifest: ManifestOpt = DEFAULT,
-    round_: Annotated[Optional[int], typer.Option("--round", help="re-render this older round")] = None,
+    round_: Annotated[int | None, typer.Option("--round", help="re-render this older round")] = None,
     alpha: Annotated[float, typer.Option(help="PCKh threshold α")] = 0.1,
 ) -> None:
     """Write the round's gap report (Markdown + JSON + PNGs) and the next chunk focus that `select` reads.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -14,9 +14,11 @@ from iterate.commands.studio import _print_push
 def select(
     budget: Annotated[int, typer.Option(help="frames to select")],
     manifest: ManifestOpt = DEFAULT,
-    strategy: Annotated[str, typer.Option(help="a registered strategy: random | uncertainty | diversity | full")] = "full",
+    strategy: Annotated[
+        str, typer.Option(help="a registered strategy: random | uncertainty | diversity | full")
+    ] = "full",
     no_push: Annotated[bool, typer.Option("--no-push", help="do not push the frames to Label Studio")] = False,
-    seed: Annotated[Optional[int], typer.Option(help="random seed (default: train.seed)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: train.seed)")] = None,
 ) -> None:
     """Score the unlabeled pool with the current model and pick the next frames to label, then push them.
 
@@ -25,16 +27,34 @@ def select(
     from iterate.loop.select import select as run
 
     m, ledger = open_project(manifest, write=True, command="iterate select")
-    with ledger, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                          console=console, transient=True) as bar:
+    with (
+        ledger,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar,
+    ):
         task = bar.add_task("scoring the pool", total=None)
-        sel = run(m, ledger, budget, strategy=strategy, push=not no_push, seed=seed,
-                  progress=lambda d, n: bar.update(task, completed=d, total=n))
+        sel = run(
+            m,
+            ledger,
+            budget,
+            strategy=strategy,
+            push=not no_push,
+            seed=seed,
+            progress=lambda d, n: bar.update(task, completed=d, total=n),
+        )
     for n in sel.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
-    console.print(f"round {sel.round_id}: selected {len(sel.frame_ids)} frames ({sel.strategy}"
-                  f"{', cold start' if sel.cold_start else ''}; scored {sel.scored_now} new frames); "
-                  f"why: {sel.markdown}, every score: {sel.csv}")
+    console.print(
+        f"round {sel.round_id}: selected {len(sel.frame_ids)} frames ({sel.strategy}"
+        f"{', cold start' if sel.cold_start else ''}; scored {sel.scored_now} new frames); "
+        f"why: {sel.markdown}, every score: {sel.csv}"
+    )
     if sel.push is not None:
         _print_push(sel.push)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from iterate.commands._options import DEFAULT, ManifestOpt, console
 from iterate.core.errors import IterateError
 from iterate.core.manifest import load_manifest
-from iterate.commands._options import DEFAULT, ManifestOpt, console
 
 
 def simulate(
@@ -17,12 +17,17 @@ def simulate(
     val: Annotated[Path, typer.Option(help="COCO labels of the val split (gap focus)")],
     test: Annotated[Path, typer.Option(help="COCO labels of the fixed test split")],
     manifest: ManifestOpt = DEFAULT,
-    images: Annotated[Optional[Path], typer.Option(help="folder the COCO file names are relative to")] = None,
+    images: Annotated[Path | None, typer.Option(help="folder the COCO file names are relative to")] = None,
     budgets: Annotated[str, typer.Option(help="labels per round, comma-separated (default: the chunk plan of D)")] = "",
-    strategies: Annotated[str, typer.Option(help="comma-separated names from the strategy registry")] = "random,uncertainty,diversity,full",
+    strategies: Annotated[
+        str, typer.Option(help="comma-separated names from the strategy registry")
+    ] = "random,uncertainty,diversity,full",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
     minutes: Annotated[float, typer.Option(help="fine-tuning wall time per round")] = 1.0,
-    base: Annotated[Optional[Path], typer.Option(help="checkpoint each round fine-tunes from (default: model.base; `none`: from scratch)")] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(help="checkpoint each round fine-tunes from (default: model.base; `none`: from scratch)"),
+    ] = None,
     out: Annotated[Path, typer.Option(help="folder for simulate.md / .json / .png")] = Path("simulate-out"),
 ) -> None:
     """Hide a labeled pool's labels and compare strategies over rounds × seeds; writes learning curves.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from iterate.core.manifest import load_manifest
 from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.core.manifest import load_manifest
 
 studio_app = typer.Typer(help="Run a local Label Studio and answer tasks with an oracle.", no_args_is_help=True)
 
@@ -26,9 +26,12 @@ def start(manifest: ManifestOpt = DEFAULT) -> None:
     m = load_manifest(manifest)
     with console.status("starting Label Studio (the first start runs migrations, about a minute)…"):
         st = start_server(m)
-    console.print(f"Label Studio is up at {st.url} (pid {st.pid}, data in {st.data_dir}); "
-                  f"log in as {DEFAULT_USER} with the password in LABEL_STUDIO_PASSWORD "
-                  f"(default: the value of {m.label_studio.token_env})", highlight=False)
+    console.print(
+        f"Label Studio is up at {st.url} (pid {st.pid}, data in {st.data_dir}); "
+        f"log in as {DEFAULT_USER} with the password in LABEL_STUDIO_PASSWORD "
+        f"(default: the value of {m.label_studio.token_env})",
+        highlight=False,
+    )
 
 
 @studio_app.command("stop")
@@ -60,7 +63,7 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
 def autolabel(
     from_: Annotated[Path, typer.Option("--from", help="COCO keypoint labels that answer the tasks")],
     manifest: ManifestOpt = DEFAULT,
-    limit: Annotated[Optional[int], typer.Option(help="answer at most this many tasks")] = None,
+    limit: Annotated[int | None, typer.Option(help="answer at most this many tasks")] = None,
 ) -> None:
     """Oracle annotator: answer pending tasks from existing labels, writing what the UI writes.
 
@@ -71,7 +74,9 @@ def autolabel(
     m, ledger = open_project(manifest)
     with ledger:
         s = run(m, ledger, from_, limit=limit)
-    console.print(f"answered {s.answered} task(s); {s.already} already annotated; {len(s.no_label)} without a label in {from_}")
+    console.print(
+        f"answered {s.answered} task(s); {s.already} already annotated; {len(s.no_label)} without a label in {from_}"
+    )
 
 
 def push(
@@ -92,8 +97,10 @@ def push(
 
 
 def _print_push(s) -> None:
-    console.print(f"project {s.project_id}: pushed {s.pushed} task(s) in {s.batches} batch(es); {s.already} already there"
-                  + (f"; {s.recovered} recovered from an interrupted push" if s.recovered else ""))
+    console.print(
+        f"project {s.project_id}: pushed {s.pushed} task(s) in {s.batches} batch(es); {s.already} already there"
+        + (f"; {s.recovered} recovered from an interrupted push" if s.recovered else "")
+    )
     for r in s.refused:
         console.print(f"[yellow]refused:[/] {r}", highlight=False)
 

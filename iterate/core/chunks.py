@@ -10,7 +10,7 @@ from iterate.core.manifest import Manifest
 
 @dataclass(frozen=True)
 class ChunkProgress:
-    index: int          # 1-based
+    index: int  # 1-based
     fraction: float
     target: int
     labeled: int

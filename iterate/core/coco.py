@@ -44,7 +44,9 @@ def read_coco(spec: KeypointSpec, path: Path) -> tuple[dict, list[int] | None]:
     path = Path(path)
     coco = read_json(path, "COCO file")
     if not isinstance(coco, dict):
-        raise IterateError(f"{path}: expected a COCO object with 'images' and 'annotations', found a {type(coco).__name__}")
+        raise IterateError(
+            f"{path}: expected a COCO object with 'images' and 'annotations', found a {type(coco).__name__}"
+        )
     for key in ("images", "annotations"):
         if not isinstance(coco.get(key), list):
             raise IterateError(f"{path}: missing the '{key}' list of a COCO keypoints file")
@@ -58,16 +60,21 @@ def read_coco(spec: KeypointSpec, path: Path) -> tuple[dict, list[int] | None]:
         if not _id_ok(iid):
             raise IterateError(f"{path}: images[{i}] has no usable id ({iid!r})")
         if iid in seen:
-            raise IterateError(f"{path}: image id {iid} repeats (images[{seen[iid]}] and images[{i}]): "
-                               "labels could land on the wrong frame")
+            raise IterateError(
+                f"{path}: image id {iid} repeats (images[{seen[iid]}] and images[{i}]): "
+                "labels could land on the wrong frame"
+            )
         seen[iid] = i
         types.add(type(iid))
         if not isinstance(im.get("file_name", ""), str):
             raise IterateError(f"{path}: image {iid}: file_name must be a string")
+
     def mixed(more: set) -> None:
         if len(types | more) > 1:
-            raise IterateError(f"{path}: image ids mix {' and '.join(sorted(t.__name__ for t in types | more))} "
-                               "(e.g. 7 and \"7\"): use one type")
+            raise IterateError(
+                f"{path}: image ids mix {' and '.join(sorted(t.__name__ for t in types | more))} "
+                '(e.g. 7 and "7"): use one type'
+            )
 
     mixed(set())
     ann_ids: set = set()
@@ -86,8 +93,10 @@ def read_coco(spec: KeypointSpec, path: Path) -> tuple[dict, list[int] | None]:
         if iid not in seen:
             raise IterateError(f"{path}: annotation {aid}: image {iid!r} is not in the file's images")
         if "attributes" in a and a["attributes"] is not None and not isinstance(a["attributes"], dict):
-            raise IterateError(f"{path}: annotation {aid}: attributes must be a mapping of name: value, "
-                               f"found a {type(a['attributes']).__name__}")
+            raise IterateError(
+                f"{path}: annotation {aid}: attributes must be a mapping of name: value, "
+                f"found a {type(a['attributes']).__name__}"
+            )
         if a.get("bbox") not in (None, []):
             _box(a["bbox"], path, aid, "bbox", positive=False)
     return coco, _order(spec, coco, path)
@@ -107,9 +116,11 @@ def _order(spec: KeypointSpec, coco: dict, path: Path) -> list[int] | None:
     if set(names) != set(want) or len(names) != len(want):
         missing = [n for n in want if n not in names]
         extra = [n for n in names if n not in want]
-        raise IterateError(f"{path}: joint names differ from the manifest's keypoints.names (matched by name, never "
-                           f"by position): the file lacks {', '.join(missing) or 'none'}; it has "
-                           f"{', '.join(extra) or 'none'} that the manifest does not")
+        raise IterateError(
+            f"{path}: joint names differ from the manifest's keypoints.names (matched by name, never "
+            f"by position): the file lacks {', '.join(missing) or 'none'}; it has "
+            f"{', '.join(extra) or 'none'} that the manifest does not"
+        )
     return [names.index(n) for n in want]
 
 
@@ -121,10 +132,17 @@ def _number(v) -> float | None:
 
 def _box(v, path: Path, aid, field: str, positive: bool = True) -> list[float]:
     nums = [_number(x) for x in v] if isinstance(v, list) else []
-    if len(nums) != 4 or any(x is None or not math.isfinite(x) for x in nums) or \
-            (positive and (nums[2] <= 0 or nums[3] <= 0)) or nums[2] < 0 or nums[3] < 0:
-        raise IterateError(f"{path}: annotation {aid}: {field} must be [x, y, w, h] of finite numbers"
-                           f"{' with w, h > 0' if positive else ''}, found {v!r}")
+    if (
+        len(nums) != 4
+        or any(x is None or not math.isfinite(x) for x in nums)
+        or (positive and (nums[2] <= 0 or nums[3] <= 0))
+        or nums[2] < 0
+        or nums[3] < 0
+    ):
+        raise IterateError(
+            f"{path}: annotation {aid}: {field} must be [x, y, w, h] of finite numbers"
+            f"{' with w, h > 0' if positive else ''}, found {v!r}"
+        )
     return nums
 
 
@@ -143,8 +161,9 @@ def image_size(coco: dict, image_id) -> tuple[float, float] | None:
     return (w, h) if w and h and w > 0 and h > 0 else None
 
 
-def coco_keypoints(spec: KeypointSpec, ann: dict, order: list[int] | None, path: Path,
-                   size: tuple[float, float] | None = None) -> list[list[float]]:
+def coco_keypoints(
+    spec: KeypointSpec, ann: dict, order: list[int] | None, path: Path, size: tuple[float, float] | None = None
+) -> list[list[float]]:
     """One COCO annotation's keypoints as [[x, y, v], ...] in schema order; IterateError if it does not fit.
 
     ``size`` (width, height): labeled coordinates must lie within half an image of the image."""
@@ -161,20 +180,27 @@ def coco_keypoints(spec: KeypointSpec, ann: dict, order: list[int] | None, path:
         x, y, v = (_number(kps[3 * i + j]) for j in range(3))
         joint = names[order.index(i)] if order is not None else names[i]
         if x is None or y is None or v is None:
-            raise IterateError(f"{path}: annotation id {aid}: joint {joint}: x, y, v must be numbers, found "
-                               f"{kps[3 * i:3 * i + 3]!r}")
+            raise IterateError(
+                f"{path}: annotation id {aid}: joint {joint}: x, y, v must be numbers, found {kps[3 * i : 3 * i + 3]!r}"
+            )
         if not (math.isfinite(x) and math.isfinite(y)):
-            raise IterateError(f"{path}: annotation id {aid}: joint {joint}: coordinates must be finite, found ({x}, {y})")
+            raise IterateError(
+                f"{path}: annotation id {aid}: joint {joint}: coordinates must be finite, found ({x}, {y})"
+            )
         if v not in (0.0, 1.0, 2.0):
-            raise IterateError(f"{path}: annotation id {aid}: joint {joint} has visibility {kps[3 * i + 2]!r} "
-                               "(0 not labeled, 1 occluded, 2 visible)")
+            raise IterateError(
+                f"{path}: annotation id {aid}: joint {joint} has visibility {kps[3 * i + 2]!r} "
+                "(0 not labeled, 1 occluded, 2 visible)"
+            )
         if v > 0:
             lo_x, hi_x, lo_y, hi_y = -_BOUND, _BOUND, -_BOUND, _BOUND
             if size:
                 lo_x, hi_x, lo_y, hi_y = -0.5 * size[0], 1.5 * size[0], -0.5 * size[1], 1.5 * size[1]
             if not (lo_x <= x <= hi_x and lo_y <= y <= hi_y):
                 where = f"the {size[0]:g}×{size[1]:g} image" if size else "any image"
-                raise IterateError(f"{path}: annotation id {aid}: joint {joint} at ({x:g}, {y:g}) lies far outside {where}")
+                raise IterateError(
+                    f"{path}: annotation id {aid}: joint {joint} at ({x:g}, {y:g}) lies far outside {where}"
+                )
         trip.append([x, y, int(v)])
     if order is not None:
         trip = [trip[j] for j in order]

@@ -14,9 +14,10 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from iterate.core.errors import BusyError, IterateError
 
@@ -146,10 +147,18 @@ class Label:
 
 def _label(row: sqlite3.Row) -> Label:
     return Label(
-        id=row["id"], frame_id=row["frame_id"], instance=row["instance"], version=row["version"],
-        keypoints=json.loads(row["keypoints"]), bbox=json.loads(row["bbox"]) if row["bbox"] else None,
-        attributes=json.loads(row["attributes"]), source=row["source"], annotator=row["annotator"],
-        ls_task_id=row["ls_task_id"], ls_annotation_id=row["ls_annotation_id"], created_at=row["created_at"],
+        id=row["id"],
+        frame_id=row["frame_id"],
+        instance=row["instance"],
+        version=row["version"],
+        keypoints=json.loads(row["keypoints"]),
+        bbox=json.loads(row["bbox"]) if row["bbox"] else None,
+        attributes=json.loads(row["attributes"]),
+        source=row["source"],
+        annotator=row["annotator"],
+        ls_task_id=row["ls_task_id"],
+        ls_annotation_id=row["ls_annotation_id"],
+        created_at=row["created_at"],
         head_box=json.loads(row["head_box"]) if row["head_box"] else None,
     )
 
@@ -190,7 +199,7 @@ class Ledger:
         self.unlock()
         self.db.close()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -248,7 +257,9 @@ class Ledger:
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another iterate command"
             os.close(fd)
-            raise BusyError(f"workspace {self.workspace} is busy: {holder} is writing; try again when it ends") from None
+            raise BusyError(
+                f"workspace {self.workspace} is busy: {holder} is writing; try again when it ends"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"`{command}` (pid {os.getpid()})".encode())
         self._lock_fd = fd
@@ -273,8 +284,19 @@ class Ledger:
         cur = self.db.execute(
             "INSERT OR IGNORE INTO frames (id, path, source, video, frame_index, width, height, content_hash, phash,"
             " split, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (f.id, f.path, f.source, f.video, f.frame_index, f.width, f.height, f.content_hash,
-             _to_signed(f.phash), f.split, time.time()),
+            (
+                f.id,
+                f.path,
+                f.source,
+                f.video,
+                f.frame_index,
+                f.width,
+                f.height,
+                f.content_hash,
+                _to_signed(f.phash),
+                f.split,
+                time.time(),
+            ),
         )
         return cur.rowcount == 1
 
@@ -299,8 +321,10 @@ class Ledger:
         return [(r[0], _to_unsigned(r[1])) for r in self.db.execute("SELECT id, phash FROM frames")]
 
     def count_frames(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute(
-            "SELECT split, COUNT(*) FROM frames WHERE retired_at IS NULL GROUP BY split")}
+        return {
+            r[0]: r[1]
+            for r in self.db.execute("SELECT split, COUNT(*) FROM frames WHERE retired_at IS NULL GROUP BY split")
+        }
 
     def retire_frames(self, ids: list[str], why: str) -> list[str]:
         """Retire frames: they and their labels stay in the ledger (history), but no command uses them again;
@@ -308,37 +332,69 @@ class Ledger:
         now = time.time()
         done = []
         for fid in ids:
-            cur = self.db.execute("UPDATE frames SET retired_at=?, retired_why=? WHERE id=? AND retired_at IS NULL",
-                                  (now, why, fid))
+            cur = self.db.execute(
+                "UPDATE frames SET retired_at=?, retired_why=? WHERE id=? AND retired_at IS NULL", (now, why, fid)
+            )
             if cur.rowcount:
                 done.append(fid)
-                self.db.execute("UPDATE tasks SET status='retired', note=?, updated_at=? WHERE frame_id=? "
-                                "AND status='pending'", (why, now, fid))
+                self.db.execute(
+                    "UPDATE tasks SET status='retired', note=?, updated_at=? WHERE frame_id=? AND status='pending'",
+                    (why, now, fid),
+                )
         return done
 
     def retired_frames(self) -> list[tuple[str, str, float]]:
-        return [(r[0], r[1], r[2]) for r in self.db.execute(
-            "SELECT id, retired_why, retired_at FROM frames WHERE retired_at IS NOT NULL ORDER BY id")]
+        return [
+            (r[0], r[1], r[2])
+            for r in self.db.execute(
+                "SELECT id, retired_why, retired_at FROM frames WHERE retired_at IS NOT NULL ORDER BY id"
+            )
+        ]
 
     # -- labels -------------------------------------------------------------------------------------
     def add_label(
-        self, frame_id: str, keypoints: list[list[float]], *, source: str, instance: int = 0,
-        bbox: list[float] | None = None, attributes: dict | None = None, annotator: str | None = None,
-        ls_task_id: int | None = None, ls_annotation_id: int | None = None, head_box: list[float] | None = None,
+        self,
+        frame_id: str,
+        keypoints: list[list[float]],
+        *,
+        source: str,
+        instance: int = 0,
+        bbox: list[float] | None = None,
+        attributes: dict | None = None,
+        annotator: str | None = None,
+        ls_task_id: int | None = None,
+        ls_annotation_id: int | None = None,
+        head_box: list[float] | None = None,
     ) -> int | None:
         """Add a label version. Returns its version, or None when it equals the current one (no-op)."""
         cur = self.current_label(frame_id, instance)
         attributes = attributes or {}
-        if (cur is not None and cur.keypoints == keypoints and cur.attributes == attributes and cur.bbox == bbox
-                and cur.head_box == head_box):
+        if (
+            cur is not None
+            and cur.keypoints == keypoints
+            and cur.attributes == attributes
+            and cur.bbox == bbox
+            and cur.head_box == head_box
+        ):
             return None
         version = 1 if cur is None else cur.version + 1
         self.db.execute(
             "INSERT INTO labels (frame_id, instance, version, keypoints, bbox, attributes, source, annotator,"
             " ls_task_id, ls_annotation_id, created_at, head_box) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (frame_id, instance, version, json.dumps(keypoints), json.dumps(bbox) if bbox else None,
-             json.dumps(attributes, sort_keys=True), source, annotator, ls_task_id, ls_annotation_id, time.time(),
-             json.dumps(head_box) if head_box else None),
+            (
+                frame_id,
+                instance,
+                version,
+                json.dumps(keypoints),
+                json.dumps(bbox) if bbox else None,
+                json.dumps(attributes, sort_keys=True),
+                source,
+                annotator,
+                ls_task_id,
+                ls_annotation_id,
+                time.time(),
+                json.dumps(head_box) if head_box else None,
+            ),
         )
         return version
 
@@ -371,7 +427,9 @@ class Ledger:
         return [(Frame(**{k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), _label(r)) for r in rows]
 
     def labeled_frame_ids(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT DISTINCT frame_id FROM labels")}  # retired ones too: never re-picked
+        return {
+            r[0] for r in self.db.execute("SELECT DISTINCT frame_id FROM labels")
+        }  # retired ones too: never re-picked
 
     def count_labels(self) -> int:
         return self.db.execute("SELECT COUNT(DISTINCT frame_id) FROM labels").fetchone()[0]
@@ -399,13 +457,18 @@ class Ledger:
 
     def add_task(self, frame_id: str, project_id: int, task_id: int, round_id: int | None = None) -> None:
         """Record a pending task (kept as it is when already recorded). Call inside :meth:`transaction`."""
-        self.db.execute("INSERT OR IGNORE INTO tasks (frame_id, project_id, task_id, round_id, status, updated_at) "
-                        "VALUES (?,?,?,?,?,?)", (frame_id, project_id, task_id, round_id, "pending", time.time()))
+        self.db.execute(
+            "INSERT OR IGNORE INTO tasks (frame_id, project_id, task_id, round_id, status, updated_at) "
+            "VALUES (?,?,?,?,?,?)",
+            (frame_id, project_id, task_id, round_id, "pending", time.time()),
+        )
 
     def set_task_status(self, project_id: int, task_id: int, status: str, note: str | None = None) -> None:
         """Call inside :meth:`transaction`."""
-        self.db.execute("UPDATE tasks SET status=?, note=?, updated_at=? WHERE project_id=? AND task_id=?",
-                        (status, note, time.time(), project_id, task_id))
+        self.db.execute(
+            "UPDATE tasks SET status=?, note=?, updated_at=? WHERE project_id=? AND task_id=?",
+            (status, note, time.time(), project_id, task_id),
+        )
 
     # -- models -------------------------------------------------------------------------------------
     def add_model(self, path: str, *, parent_id: int | None, n_train: int, config: dict, metrics: dict) -> int:
@@ -424,8 +487,10 @@ class Ledger:
 
     def add_report(self, round_no: int, path: str, model_id: int | None, summary: dict) -> int:
         """Record a written gap report. Call inside :meth:`transaction`."""
-        cur = self.db.execute("INSERT INTO reports (round, path, model_id, summary, created_at) VALUES (?,?,?,?,?)",
-                              (round_no, path, model_id, json.dumps(summary), time.time()))
+        cur = self.db.execute(
+            "INSERT INTO reports (round, path, model_id, summary, created_at) VALUES (?,?,?,?,?)",
+            (round_no, path, model_id, json.dumps(summary), time.time()),
+        )
         return int(cur.lastrowid)
 
     def report_summaries(self) -> dict[int, dict]:
@@ -435,18 +500,33 @@ class Ledger:
 
     # -- rounds -------------------------------------------------------------------------------------
     def round_frame_ids(self, round_id: int) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT frame_id FROM round_frames WHERE round_id=? ORDER BY rank",
-                                              (round_id,))]
+        return [
+            r[0]
+            for r in self.db.execute("SELECT frame_id FROM round_frames WHERE round_id=? ORDER BY rank", (round_id,))
+        ]
 
-    def add_round(self, *, chunk: int, budget: int, strategy: str, model_id: int | None, params: dict,
-                  frames: list[tuple[str, dict]]) -> int:
+    def add_round(
+        self,
+        *,
+        chunk: int,
+        budget: int,
+        strategy: str,
+        model_id: int | None,
+        params: dict,
+        frames: list[tuple[str, dict]],
+    ) -> int:
         """Record a selection round and its frames in rank order (frame id, the scores shown for it). Call inside
         :meth:`transaction`."""
-        rid = int(self.db.execute(
-            "INSERT INTO rounds (created_at, chunk, budget, strategy, model_id, params) VALUES (?,?,?,?,?,?)",
-            (time.time(), chunk, budget, strategy, model_id, json.dumps(params))).lastrowid)
-        self.db.executemany("INSERT INTO round_frames (round_id, frame_id, rank, scores) VALUES (?,?,?,?)",
-                            [(rid, fid, rank, json.dumps(sc)) for rank, (fid, sc) in enumerate(frames, 1)])
+        rid = int(
+            self.db.execute(
+                "INSERT INTO rounds (created_at, chunk, budget, strategy, model_id, params) VALUES (?,?,?,?,?,?)",
+                (time.time(), chunk, budget, strategy, model_id, json.dumps(params)),
+            ).lastrowid
+        )
+        self.db.executemany(
+            "INSERT INTO round_frames (round_id, frame_id, rank, scores) VALUES (?,?,?,?)",
+            [(rid, fid, rank, json.dumps(sc)) for rank, (fid, sc) in enumerate(frames, 1)],
+        )
         return rid
 
     def round(self, round_id: int) -> dict | None:
@@ -455,9 +535,13 @@ class Ledger:
 
     def round_unhandled(self, round_id: int) -> int:
         """Frames of a round with neither a task nor a label (a push that did not finish)."""
-        return int(self.db.execute(
-            "SELECT COUNT(*) FROM round_frames rf WHERE rf.round_id=? AND rf.frame_id NOT IN (SELECT frame_id FROM tasks)"
-            " AND rf.frame_id NOT IN (SELECT frame_id FROM labels)", (round_id,)).fetchone()[0])
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM round_frames rf WHERE rf.round_id=? AND rf.frame_id NOT IN (SELECT frame_id FROM tasks)"
+                " AND rf.frame_id NOT IN (SELECT frame_id FROM labels)",
+                (round_id,),
+            ).fetchone()[0]
+        )
 
     def rounds(self) -> list[dict]:
         rows = self.db.execute("SELECT * FROM rounds ORDER BY id")

@@ -30,8 +30,10 @@ class Normalizer(_Strict):
     joints: list[str] = Field(default_factory=list, description="the two joints of a head_segment")
     factor: float = Field(1.0, gt=0, description="l = factor × (segment length | box diagonal)")
     fallback: Literal["person_box_ratio", "none"] = Field(
-        "person_box_ratio", description="frames without this normaliser: the labeled joints' box diagonal × the "
-        "median normaliser-to-box ratio of the frames that have both (none: leave them out, counted)")
+        "person_box_ratio",
+        description="frames without this normaliser: the labeled joints' box diagonal × the "
+        "median normaliser-to-box ratio of the frames that have both (none: leave them out, counted)",
+    )
     fallback_ratio: float | None = Field(None, gt=0, description="a fixed normaliser-to-box ratio for the fallback")
 
 
@@ -56,7 +58,7 @@ class KeypointSchema(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _known_joints(self) -> "KeypointSchema":
+    def _known_joints(self) -> KeypointSchema:
         known = set(self.names)
 
         def check(field: str, items):
@@ -77,8 +79,10 @@ class KeypointSchema(_Strict):
                 raise ValueError(f"flip_pairs[{i}]: a joint cannot be its own left/right pair ({a})")
             for n in (a, b):
                 if n in paired:
-                    raise ValueError(f"flip_pairs[{i}]: joint '{n}' is already in flip_pairs[{paired[n]}]: "
-                                     "each joint has at most one mirror joint")
+                    raise ValueError(
+                        f"flip_pairs[{i}]: joint '{n}' is already in flip_pairs[{paired[n]}]: "
+                        "each joint has at most one mirror joint"
+                    )
                 paired[n] = i
         if self.normalizer.kind == "head_segment" and len(self.normalizer.joints) != 2:
             raise ValueError("normalizer.joints: a head_segment needs exactly two joints")
@@ -106,11 +110,15 @@ class KeypointSchema(_Strict):
         """The schema as frozen plain settings for the model, Label Studio and the reports."""
         n = self.normalizer
         return KeypointSpec(
-            names=tuple(self.names), flip_pairs=tuple((a, b) for a, b in self.flip_pairs),
-            skeleton=tuple((a, b) for a, b in self.skeleton), weights=tuple(self.joint_weights()),
-            height_joints=tuple(self.height_joints), height_chain=tuple(tuple(c) for c in self.height_chain),
+            names=tuple(self.names),
+            flip_pairs=tuple((a, b) for a, b in self.flip_pairs),
+            skeleton=tuple((a, b) for a, b in self.skeleton),
+            weights=tuple(self.joint_weights()),
+            height_joints=tuple(self.height_joints),
+            height_chain=tuple(tuple(c) for c in self.height_chain),
             normalizer=NormalizerSpec(n.kind, tuple(n.joints), n.factor, n.fallback, n.fallback_ratio),
-            init_from=tuple(self.init_from.items()))
+            init_from=tuple(self.init_from.items()),
+        )
 
 
 class Source(_Strict):
@@ -122,7 +130,9 @@ class Source(_Strict):
     images: str | None = Field(None, description="coco / labelstudio: folder the image paths are relative to")
     split: Literal["pool", "train", "val", "test"] = "pool"
     every: int = Field(1, ge=1, description="video: keep every Nth frame")
-    video: str | None = Field(None, description="sleap: the labeled video (default: the file the .slp names, next to it)")
+    video: str | None = Field(
+        None, description="sleap: the labeled video (default: the file the .slp names, next to it)"
+    )
     fps: float | None = Field(None, gt=0, description="video: sample at this rate instead of `every`")
     labels: bool = Field(True, description="coco: import the labels (false: register the images only)")
 
@@ -165,9 +175,14 @@ class TrainSettings(_Strict):
     seed: int = 0
     loss_scale: float = Field(1000.0, gt=0)
     best_metric: Literal["pckh01", "pckh05", "mean_sms01"] = Field(
-        "pckh01", description="val figure that picks the best checkpoint (ties: the other PCKh, then the loss)")
-    eval_every_steps: int = Field(100, ge=1, description="score val (and maybe keep a best checkpoint) every N steps "
-                                  "and after the last epoch, not after every epoch of a small set")
+        "pckh01", description="val figure that picks the best checkpoint (ties: the other PCKh, then the loss)"
+    )
+    eval_every_steps: int = Field(
+        100,
+        ge=1,
+        description="score val (and maybe keep a best checkpoint) every N steps "
+        "and after the last epoch, not after every epoch of a small set",
+    )
     workers: int = Field(0, ge=0)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
@@ -189,9 +204,7 @@ class LabelStudioSettings(_Strict):
 
 
 class SelectionSettings(_Strict):
-    weights: dict[str, float] = Field(
-        default_factory=lambda: {"confidence": 1.0, "flip": 1.0, "entropy": 1.0}
-    )
+    weights: dict[str, float] = Field(default_factory=lambda: {"confidence": 1.0, "flip": 1.0, "entropy": 1.0})
     explore: float = Field(0.1, ge=0, le=1)
     dedup_hamming: int = Field(4, ge=0, le=64)
     focus_metric: Literal["pckh", "pckh05", "mean_sms"] = Field(
@@ -207,9 +220,7 @@ class Manifest(_Strict):
     target_size: int = Field(gt=0, strict=True, description="D: labeled frames wanted in all")
     chunks: list[float] = Field(default_factory=lambda: [0.1, 0.4, 0.5], min_length=1)
     keypoints: KeypointSchema
-    strata: dict[str, list[str]] = Field(
-        default_factory=lambda: {"posture": [], "occlusion": []}
-    )
+    strata: dict[str, list[str]] = Field(default_factory=lambda: {"posture": [], "occlusion": []})
     sources: list[Source] = Field(default_factory=list)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -231,7 +242,7 @@ class Manifest(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _unique_sources(self) -> "Manifest":
+    def _unique_sources(self) -> Manifest:
         labels = [s.label for s in self.sources]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
@@ -322,13 +333,17 @@ def check_workspace(m: Manifest, path: str | Path = "manifest") -> None:
     if ws.exists() and not ws.is_dir():
         raise ManifestError(f"{where} is a file, not a folder")
     if ws == Path(ws.anchor) or ws == Path.home().resolve():
-        raise ManifestError(f"{where} is the {'root' if ws == Path(ws.anchor) else 'home'} folder; "
-                            "give the workspace a folder of its own (default .iterate)")
+        raise ManifestError(
+            f"{where} is the {'root' if ws == Path(ws.anchor) else 'home'} folder; "
+            "give the workspace a folder of its own (default .iterate)"
+        )
     if _inside(Path(path).resolve(), ws):
-        raise ManifestError(f"{where} holds the manifest itself; give the workspace a folder of its own "
-                            "(default .iterate)")
+        raise ManifestError(
+            f"{where} holds the manifest itself; give the workspace a folder of its own (default .iterate)"
+        )
     for i, s in enumerate(m.sources):
         for field, p in (("path", s.path), ("images", s.images)):
             if p and _inside(m.resolve(p), ws):
-                raise ManifestError(f"{where} holds sources[{i}].{field} ({m.resolve(p)}); "
-                                    "keep the workspace apart from your data")
+                raise ManifestError(
+                    f"{where} holds sources[{i}].{field} ({m.resolve(p)}); keep the workspace apart from your data"
+                )

@@ -60,7 +60,7 @@ class KeypointSpec:
         return (lo, hi) if lo and hi else None
 
     @classmethod
-    def from_names(cls, names: list[str] | tuple[str, ...]) -> "KeypointSpec":
+    def from_names(cls, names: list[str] | tuple[str, ...]) -> KeypointSpec:
         """A schema from joint names alone: pairs guessed from the names (older checkpoints, ``iterate predict``)."""
         return cls(tuple(names), tuple((a, b) for a, b in guess_flip_pairs(list(names))))
 

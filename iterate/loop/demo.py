@@ -13,9 +13,10 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager
 
 from iterate.core.chunks import chunk_progress, current_chunk
 from iterate.core.errors import IterateError
@@ -45,8 +46,10 @@ def fresh_demo_workspace(ws: Path) -> None:
         mark = ws / DEMO_MARK
         if not mark.is_file() or mark.read_text() != _MARK_TEXT:
             if any(ws.iterdir()):
-                raise IterateError(f"{ws} exists and was not created by `iterate demo`: the demo deletes nothing it did "
-                                   "not create; move the folder away or pass --workspace to another folder")
+                raise IterateError(
+                    f"{ws} exists and was not created by `iterate demo`: the demo deletes nothing it did "
+                    "not create; move the folder away or pass --workspace to another folder"
+                )
         else:
             shutil.rmtree(ws)
     ws.mkdir(parents=True, exist_ok=True)
@@ -55,21 +58,29 @@ def fresh_demo_workspace(ws: Path) -> None:
 
 @dataclass
 class RoundResult:
-    round: int          # 0: the base model before any labels
-    model: object       # the model id, or "base"
+    round: int  # 0: the base model before any labels
+    model: object  # the model id, or "base"
     val: dict
     test: dict
-    report: object      # the report's path (the base checkpoint for round 0)
+    report: object  # the report's path (the base checkpoint for round 0)
 
 
 def _no_status(_: str) -> ContextManager:
     return contextlib.nullcontext()
 
 
-def run_demo(m: Manifest, labels: Path, minutes: list[float], *, keep_server: bool = False,
-             say: Callable[[str], None] = print, status: Callable[[str], ContextManager] = _no_status,
-             rule: Callable[[str], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
-             on_result: Callable[[RoundResult], None] | None = None) -> list[RoundResult]:
+def run_demo(
+    m: Manifest,
+    labels: Path,
+    minutes: list[float],
+    *,
+    keep_server: bool = False,
+    say: Callable[[str], None] = print,
+    status: Callable[[str], ContextManager] = _no_status,
+    rule: Callable[[str], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_result: Callable[[RoundResult], None] | None = None,
+) -> list[RoundResult]:
     """Run the loop on ``m`` (whose workspace is the demo's own folder) for ``len(minutes)`` rounds."""
     rule = rule or (lambda s: say(f"-- {s} --"))
     token_var = m.label_studio.token_env
@@ -115,15 +126,19 @@ def _base_figures(m: Manifest, ledger: Ledger) -> RoundResult:
     return RoundResult(0, "base", base["val"] or {}, base["test"] or {}, m.model.base)
 
 
-def _round(m: Manifest, ledger: Ledger, rnd: int, mins: float, labels: Path, say, status, rule, on_epoch) -> RoundResult:
+def _round(
+    m: Manifest, ledger: Ledger, rnd: int, mins: float, labels: Path, say, status, rule, on_epoch
+) -> RoundResult:
     """One round of the seed's loop: select → push → annotate (oracle) → sync → retrain → report."""
     cur = current_chunk(chunk_progress(m, ledger))
     budget = cur.target - cur.labeled - cur.pending
     rule(f"round {rnd}: chunk {cur.index} ({cur.fraction:.0%} of D = {budget} frames)")
     with status("selecting…"):
         sel = select(m, ledger, budget)
-    say(f"selected {len(sel.frame_ids)} frames ({'cold start' if sel.cold_start else sel.strategy}); "
-        f"pushed {sel.push.pushed} tasks to Label Studio project {sel.push.project_id}")
+    say(
+        f"selected {len(sel.frame_ids)} frames ({'cold start' if sel.cold_start else sel.strategy}); "
+        f"pushed {sel.push.pushed} tasks to Label Studio project {sel.push.project_id}"
+    )
     a = autolabel(m, ledger, labels if labels.is_absolute() else m.resolve(labels))
     say(f"oracle annotator answered {a.answered} tasks in Label Studio")
     s = sync(m, ledger)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -44,8 +44,8 @@ class SourceSummary:
     labels_added: int = 0
     labels_skipped: int = 0
     unknown_strata: dict[str, int] = field(default_factory=dict)
-    changed: list[str] = field(default_factory=list)   # frame ids whose file differs from what was ingested
-    missing: list[str] = field(default_factory=list)   # frame ids whose file is gone
+    changed: list[str] = field(default_factory=list)  # frame ids whose file differs from what was ingested
+    missing: list[str] = field(default_factory=list)  # frame ids whose file is gone
 
 
 def dhash(gray: np.ndarray) -> int:
@@ -194,8 +194,11 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
                 else:
                     ok, buf = cv2.imencode(".png", img)
                     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-                    h = foreground_hash(gray, background) if background is not None and \
-                        background.shape == gray.shape else dhash(gray)
+                    h = (
+                        foreground_hash(gray, background)
+                        if background is not None and background.shape == gray.shape
+                        else dhash(gray)
+                    )
                     yield total, (_rel(m, path), idx, out_dir / f"{path.stem}_{idx:06d}.png", buf.tobytes(), img, h)
             idx += 1
     finally:
@@ -217,8 +220,11 @@ def _ingest_frames(m, ledger, src, items, s, by_hash, progress) -> None:
         pending.clear()
 
     # near-duplicates only among one video's frames, by their foreground hash; elsewhere only the same picture
-    index = _NearDuplicates((f.phash % (1 << 64) for f in ledger.frames(source=src.label)),
-                            m.selection.dedup_hamming) if src.kind == "video" else None
+    index = (
+        _NearDuplicates((f.phash % (1 << 64) for f in ledger.frames(source=src.label)), m.selection.dedup_hamming)
+        if src.kind == "video"
+        else None
+    )
     for total, (rel, fidx, path, data, img, pre_h) in items:
         done += 1
         if progress:
@@ -242,8 +248,16 @@ def _ingest_frames(m, ledger, src, items, s, by_hash, progress) -> None:
             continue
         is_video = fidx is not None
         f = Frame(
-            id=fid, path=str(path.resolve()), source=src.label, video=str(m.resolve(src.path)) if is_video else None,
-            frame_index=fidx, width=img.shape[1], height=img.shape[0], content_hash=chash, phash=h, split=src.split,
+            id=fid,
+            path=str(path.resolve()),
+            source=src.label,
+            video=str(m.resolve(src.path)) if is_video else None,
+            frame_index=fidx,
+            width=img.shape[1],
+            height=img.shape[0],
+            content_hash=chash,
+            phash=h,
+            split=src.split,
         )
         pending.append((f, path if is_video else None, data if is_video else None))
         by_hash[chash] = fid
@@ -264,10 +278,17 @@ def _ingest_coco(m, ledger, src, s, by_hash, progress) -> None:
     for a in sorted(coco["annotations"], key=ann_key):
         anns_by_image.setdefault(a.get("image_id"), []).append(a)
     # validate every annotation before anything is written
-    parsed = {
-        iid: [(a, coco_keypoints(m.keypoints.spec(), a, order, path, image_size(coco, iid)), coco_head_box(a, path)) for a in anns]
-        for iid, anns in anns_by_image.items()
-    } if src.labels else {}
+    parsed = (
+        {
+            iid: [
+                (a, coco_keypoints(m.keypoints.spec(), a, order, path, image_size(coco, iid)), coco_head_box(a, path))
+                for a in anns
+            ]
+            for iid, anns in anns_by_image.items()
+        }
+        if src.labels
+        else {}
+    )
     images = coco["images"]
     with ledger.transaction():
         for n, im in enumerate(images, 1):
@@ -280,8 +301,19 @@ def _ingest_coco(m, ledger, src, s, by_hash, progress) -> None:
             labeled = [(a, k, hb) for a, k, hb in parsed.get(im.get("id"), []) if any(v > 0 for _, _, v in k)]
             for inst, (a, kps, head_box) in enumerate(labeled):
                 bbox = [float(x) for x in a["bbox"]] if a.get("bbox") else None
-                _add_imported_label(m, ledger, s, fid, kps, dict(a.get("attributes") or {}), path.name, source="coco",
-                                    instance=inst, bbox=bbox, head_box=head_box)
+                _add_imported_label(
+                    m,
+                    ledger,
+                    s,
+                    fid,
+                    kps,
+                    dict(a.get("attributes") or {}),
+                    path.name,
+                    source="coco",
+                    instance=inst,
+                    bbox=bbox,
+                    head_box=head_box,
+                )
 
 
 # -- Label Studio JSON exports --------------------------------------------------------------------------
@@ -305,8 +337,10 @@ def _ingest_labelstudio(m, ledger, src, s, by_hash, progress) -> None:
     path = m.resolve(src.path)
     tasks = read_json(path, "Label Studio export")
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
-        raise IterateError(f"{path}: expected a Label Studio JSON export (a list of tasks); use the full `JSON` "
-                           "export, not JSON_MIN (it drops the region ids that carry visibility)")
+        raise IterateError(
+            f"{path}: expected a Label Studio JSON export (a list of tasks); use the full `JSON` "
+            "export, not JSON_MIN (it drops the region ids that carry visibility)"
+        )
     img_dir = m.resolve(src.images) if src.images else path.parent
     parsed = []
     for t in tasks:
@@ -352,8 +386,20 @@ def _register_image(m, ledger, src, s, by_hash, rel: str, p: Path, what: str | N
         s.duplicates += 1
         return None
     h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-    ledger.add_frame(Frame(id=fid, path=str(p.resolve()), source=src.label, video=None, frame_index=None,
-                           width=img.shape[1], height=img.shape[0], content_hash=chash, phash=h, split=src.split))
+    ledger.add_frame(
+        Frame(
+            id=fid,
+            path=str(p.resolve()),
+            source=src.label,
+            video=None,
+            frame_index=None,
+            width=img.shape[1],
+            height=img.shape[0],
+            content_hash=chash,
+            phash=h,
+            split=src.split,
+        )
+    )
     by_hash[chash] = fid
     s.added += 1
     return fid
@@ -394,11 +440,11 @@ def _dlc_rows(path: Path, csv_path: Path) -> tuple[list[str], list[tuple[str, li
     if coords[first:] != ["x", "y"] * len(names):
         raise IterateError(f"{csv_path}: coords header is not x, y per bodypart")
     data = []
-    for r in rows[rows.index(coords) + 1:]:
+    for r in rows[rows.index(coords) + 1 :]:
         if not r:
             continue
         img = "/".join(c for c in r[:first] if c)
-        data.append((img, r[first:first + 2 * len(names)]))
+        data.append((img, r[first : first + 2 * len(names)]))
     return names, data
 
 
@@ -427,11 +473,13 @@ def _ingest_dlc(m, ledger, src, s, by_hash, progress) -> None:
         if sorted(names) != sorted(want):
             missing = [n for n in want if n not in names]
             extra = [n for n in names if n not in want]
-            raise IterateError(f"{f}: bodyparts differ from the manifest's keypoints.names (matched by name): the file "
-                               f"lacks {', '.join(missing) or 'none'}; it has {', '.join(extra) or 'none'}")
+            raise IterateError(
+                f"{f}: bodyparts differ from the manifest's keypoints.names (matched by name): the file "
+                f"lacks {', '.join(missing) or 'none'}; it has {', '.join(extra) or 'none'}"
+            )
         for img, cells in rows:
             kps = []
-            for j, name in enumerate(want):
+            for name in want:
                 k = names.index(name)
                 cx, cy = cells[2 * k].strip(), cells[2 * k + 1].strip()
                 if not cx and not cy:
@@ -455,8 +503,9 @@ def _ingest_dlc(m, ledger, src, s, by_hash, progress) -> None:
             fr = ledger.frame(fid)
             for (x, y, v), name in zip(kps, want):
                 if v and not (-0.5 * fr.width <= x <= 1.5 * fr.width and -0.5 * fr.height <= y <= 1.5 * fr.height):
-                    raise IterateError(f"{f}: {rel}: {name} at ({x:g}, {y:g}) lies far outside the "
-                                       f"{fr.width}×{fr.height} image")
+                    raise IterateError(
+                        f"{f}: {rel}: {name} at ({x:g}, {y:g}) lies far outside the {fr.width}×{fr.height} image"
+                    )
             _add_imported_label(m, ledger, s, fid, kps, {}, f"{f.name}", source="dlc")
 
 
@@ -487,17 +536,19 @@ def _sleap_read(path: Path, want: list[str]) -> tuple[str, dict[int, list[list[l
     if sorted(order) != sorted(want):
         missing = [n for n in want if n not in order]
         extra = [n for n in order if n not in want]
-        raise IterateError(f"{path}: skeleton nodes differ from the manifest's keypoints.names (matched by name): the "
-                           f"file lacks {', '.join(missing) or 'none'}; it has {', '.join(extra) or 'none'}")
+        raise IterateError(
+            f"{path}: skeleton nodes differ from the manifest's keypoints.names (matched by name): the "
+            f"file lacks {', '.join(missing) or 'none'}; it has {', '.join(extra) or 'none'}"
+        )
     if len(videos) != 1:
         raise IterateError(f"{path}: {len(videos)} videos; give one SLEAP file per video")
     video = Path(str((videos[0].get("backend") or {}).get("filename") or videos[0].get("filename") or "")).name
     by_frame: dict[int, list] = {}
     for fr in frames:
-        for inst in instances[int(fr["instance_id_start"]):int(fr["instance_id_end"])]:
+        for inst in instances[int(fr["instance_id_start"]) : int(fr["instance_id_end"])]:
             if int(inst["instance_type"]) != 0:  # 1 = predicted: not a label
                 continue
-            pts = points[int(inst["point_id_start"]):int(inst["point_id_end"])]
+            pts = points[int(inst["point_id_start"]) : int(inst["point_id_end"])]
             kp = {}
             for node, p in zip(order, pts):
                 x, y = float(p["x"]), float(p["y"])
@@ -542,10 +593,20 @@ def _ingest_sleap(m, ledger, src, s, by_hash, progress) -> None:
                 progress(src.label, n, len(cut))
             fid = _frame_id(src.label, _rel(m, video), idx)
             if ledger.frame(fid) is None:
-                ledger.add_frame(Frame(id=fid, path=str(png.resolve()), source=src.label, video=str(video),
-                                       frame_index=idx, width=img.shape[1], height=img.shape[0],
-                                       content_hash=hashlib.sha1(img.tobytes()).hexdigest(),
-                                       phash=dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)), split=src.split))
+                ledger.add_frame(
+                    Frame(
+                        id=fid,
+                        path=str(png.resolve()),
+                        source=src.label,
+                        video=str(video),
+                        frame_index=idx,
+                        width=img.shape[1],
+                        height=img.shape[0],
+                        content_hash=hashlib.sha1(img.tobytes()).hexdigest(),
+                        phash=dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)),
+                        split=src.split,
+                    )
+                )
                 s.added += 1
             else:
                 s.existing += 1

@@ -73,22 +73,44 @@ def manifest_text(project: str, coco: Path | None = None, preset: str | None = N
         if known is not None:  # a known joint set: its pairs, chains and normaliser, in the file's order
             schema = dict(known, names=names)
         else:
-            skel = [[names[a - 1], names[b - 1]] for a, b in cat.get("skeleton", []) if 0 < a <= len(names) and 0 < b <= len(names)]
+            skel = [
+                [names[a - 1], names[b - 1]]
+                for a, b in cat.get("skeleton", [])
+                if 0 < a <= len(names) and 0 < b <= len(names)
+            ]
             head = [n for n in ("neck", "head_top") if n in names]
-            schema = {"names": names, "flip_pairs": guess_flip_pairs(names), "skeleton": skel, "height_joints": names,
-                      "height_chain": [], "normalizer": {"kind": "head_segment" if len(head) == 2 else "person_box",
-                                                         "joints": head if len(head) == 2 else [], "factor": 1.0}}
+            schema = {
+                "names": names,
+                "flip_pairs": guess_flip_pairs(names),
+                "skeleton": skel,
+                "height_joints": names,
+                "height_chain": [],
+                "normalizer": {
+                    "kind": "head_segment" if len(head) == 2 else "person_box",
+                    "joints": head if len(head) == 2 else [],
+                    "factor": 1.0,
+                },
+            }
     flow = lambda x: yaml.safe_dump(x, default_flow_style=True, width=10_000).strip()  # noqa: E731
     nm = schema["normalizer"]
     return _TEMPLATE.format(
-        project=project, target_size=1000, names=flow(schema["names"]), flip_pairs=flow(schema["flip_pairs"]),
-        skeleton=flow(schema["skeleton"]), height=flow(schema["height_joints"]), chain=flow(schema["height_chain"]),
-        sources=sources, norm_kind=nm["kind"], norm_joints=flow(nm["joints"]), norm_factor=nm["factor"],
+        project=project,
+        target_size=1000,
+        names=flow(schema["names"]),
+        flip_pairs=flow(schema["flip_pairs"]),
+        skeleton=flow(schema["skeleton"]),
+        height=flow(schema["height_joints"]),
+        chain=flow(schema["height_chain"]),
+        sources=sources,
+        norm_kind=nm["kind"],
+        norm_joints=flow(nm["joints"]),
+        norm_factor=nm["factor"],
     )
 
 
-def write_manifest(path: Path, project: str, coco: Path | None = None, force: bool = False,
-                   preset: str | None = None) -> Path:
+def write_manifest(
+    path: Path, project: str, coco: Path | None = None, force: bool = False, preset: str | None = None
+) -> Path:
     if path.exists() and not force:
         raise IterateError(f"{path}: already exists (use --force to overwrite)")
     path.write_text(manifest_text(project, coco, preset))

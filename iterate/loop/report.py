@@ -19,8 +19,16 @@ from model.evaluate import head_boxes
 from model.infer import Predictions, Predictor, load_predictor
 from reports.evaluation import EvalSet, check_alpha, coco_evalset, evaluate
 from reports.focus import next_chunk_focus
-from reports.report import contact_sheet, frame_scores, plot_joints, plot_timeline, rerender, summary, worst_frames
-from reports.report import write_round
+from reports.report import (
+    contact_sheet,
+    frame_scores,
+    plot_joints,
+    plot_timeline,
+    rerender,
+    summary,
+    worst_frames,
+    write_round,
+)
 
 
 def reports_dir(m: Manifest) -> Path:
@@ -43,9 +51,16 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
     n = len(ledger.rounds())
     if round_no is not None and round_no != n:
         return rerender(out_dir, round_no)
-    data: dict = {"round": n, "project": m.project, "created_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "data": _data_side(m, ledger), "alpha": alpha, "focus_metric": m.selection.focus_metric,
-                  "timeline": _timeline(ledger), "model": None}
+    data: dict = {
+        "round": n,
+        "project": m.project,
+        "created_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "data": _data_side(m, ledger),
+        "alpha": alpha,
+        "focus_metric": m.selection.focus_metric,
+        "timeline": _timeline(ledger),
+        "model": None,
+    }
     model = ledger.latest_model()
     if model is not None:
         data["model"] = {k: model[k] for k in ("id", "path", "n_train", "config", "metrics")}
@@ -69,11 +84,16 @@ def evaluate_checkpoint(m: Manifest, ledger: Ledger, path: str | Path, split: st
 def _data_side(m: Manifest, ledger: Ledger) -> dict:
     prog = chunk_progress(m, ledger)
     return {
-        "chunks": [{"chunk": c.index, "fraction": c.fraction, "target": c.target, "labeled": c.labeled,
-                    "pending": c.pending} for c in prog],
-        "current_chunk": current_chunk(prog).index, "frames": ledger.count_frames(),
+        "chunks": [
+            {"chunk": c.index, "fraction": c.fraction, "target": c.target, "labeled": c.labeled, "pending": c.pending}
+            for c in prog
+        ],
+        "current_chunk": current_chunk(prog).index,
+        "frames": ledger.count_frames(),
         "labels_train": len(ledger.current_labels(("pool", "train"))),
-        "labels_per_stratum": {k: {v: r for v, r in rows.items() if r} for k, rows in labels_per_stratum(m, ledger).items()},
+        "labels_per_stratum": {
+            k: {v: r for v, r in rows.items() if r} for k, rows in labels_per_stratum(m, ledger).items()
+        },
     }
 
 
@@ -84,10 +104,19 @@ def _timeline(ledger: Ledger) -> list[dict]:
     for md in ledger.models():
         mt = md["metrics"]
         t = tests.get(md["id"], {})
-        out.append({"model": md["id"], "labels": md["n_train"], "pckh01": mt.get("val_pckh01"),
-                    "pckh05": mt.get("val_pckh05"), "mean_sms01": mt.get("val_mean_sms01"),
-                    "test_pckh01": t.get("pckh"), "test_pckh05": t.get("pckh05"),
-                    "overfit01": mt.get("overfit01"), "created_at": md["created_at"]})
+        out.append(
+            {
+                "model": md["id"],
+                "labels": md["n_train"],
+                "pckh01": mt.get("val_pckh01"),
+                "pckh05": mt.get("val_pckh05"),
+                "mean_sms01": mt.get("val_mean_sms01"),
+                "test_pckh01": t.get("pckh"),
+                "test_pckh05": t.get("pckh05"),
+                "overfit01": mt.get("overfit01"),
+                "created_at": md["created_at"],
+            }
+        )
     return out
 
 

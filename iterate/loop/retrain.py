@@ -5,16 +5,15 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
-
 from iterate.loop.scoring import evaluator, score
 from iterate.loop.settings import train_setup
 from model.checkpoints import load_file
@@ -32,8 +31,15 @@ def labeled_samples(ledger: Ledger, splits: tuple[str, ...]) -> list[Sample]:
     out = []
     for f, lab in ledger.current_labels(splits):
         if lab.instance == 0:
-            out.append(Sample(f.path, np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3), f.id,
-                              dict(lab.attributes), tuple(lab.head_box) if lab.head_box else None))
+            out.append(
+                Sample(
+                    f.path,
+                    np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3),
+                    f.id,
+                    dict(lab.attributes),
+                    tuple(lab.head_box) if lab.head_box else None,
+                )
+            )
     return out
 
 
@@ -59,11 +65,20 @@ class RetrainOutcome:
     load_report: str
 
 
-def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str | Path | None = None,
-            freeze: str | None = None, heatmap_size: int | None = None, resume: bool = False,
-            allow_partial: bool = False, time_limit_s: float | None = None,
-            on_step: Callable[[int, int, float], None] | None = None,
-            on_epoch: Callable[[dict], None] | None = None) -> RetrainOutcome | None:
+def retrain(
+    m: Manifest,
+    ledger: Ledger,
+    *,
+    epochs: int | None = None,
+    init: str | Path | None = None,
+    freeze: str | None = None,
+    heatmap_size: int | None = None,
+    resume: bool = False,
+    allow_partial: bool = False,
+    time_limit_s: float | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> RetrainOutcome | None:
     """Train on the ledger's labeled pool/train frames, keep the best by val PCKh@0.1, record the model.
 
     Returns None on ranks other than 0 of a distributed run (rank 0 writes checkpoints and the ledger).
@@ -72,39 +87,32 @@ def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str
         raise IterateError(f"--epochs must be ≥ 1, got {epochs}")
     if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
         raise IterateError(f"--minutes must be a positive number, got {time_limit_s / 60:g}")
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = 0
-    if distributed:
-        import torch
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        rank = dist.get_rank()
+    distributed, rank = _rank()
     train_s = labeled_samples(ledger, ("pool", "train"))
     val_s = labeled_samples(ledger, ("val",))
     if not train_s:
         raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
-    run = ledger.get(_RUN_KEY)
-    hm = heatmap_size or (run.get("heatmap_size") if resume and run else None) or m.model.heatmap_size
-    if resume:
-        if not run or not (Path(run["dir"]) / "last.pt").is_file():
-            raise IterateError("nothing to resume: no interrupted `iterate retrain` in this workspace")
-        out_dir, init = Path(run["dir"]), run.get("init") or None
-    else:
-        init = init or base_checkpoint(m, ledger)
-        out_dir = m.workspace_dir / "models" / f"model-{len(ledger.models()) + 1:03d}"
-        if rank == 0:
-            with ledger.transaction():
-                ledger.set(_RUN_KEY, {"dir": str(out_dir), "init": str(init) if init else "", "heatmap_size": hm})
+    out_dir, init, hm = _run_dir(m, ledger, init, heatmap_size, resume, rank)
     setup = train_setup(m, epochs=epochs, freeze=freeze, heatmap_size=hm)
     codec = DarkCodec(m.model.input_size, hm, m.model.sigma)
-    # val during training runs the report's inference path (flip + refine): the checkpoint kept is the one it scores best
     fresh = not out_dir.exists()
     try:
-        res = train(setup, train_s, val_s, out_dir, init=init, allow_partial=allow_partial, resume=resume,
-                    time_limit_s=time_limit_s, evaluate=evaluator(setup.keypoints, setup.infer_config(), codec),
-                    on_step=on_step, on_epoch=on_epoch, distributed=distributed)
+        # val during training runs the report's inference path (flip + refine): the checkpoint kept is the one it
+        # scores best
+        res = train(
+            setup,
+            train_s,
+            val_s,
+            out_dir,
+            init=init,
+            allow_partial=allow_partial,
+            resume=resume,
+            time_limit_s=time_limit_s,
+            evaluate=evaluator(setup.keypoints, setup.infer_config(), codec),
+            on_step=on_step,
+            on_epoch=on_epoch,
+            distributed=distributed,
+        )
     except IterateError:
         # a run that failed for a known reason (bad checkpoint, diverged loss) leaves no model folder and nothing
         # to resume; an interrupted one (Ctrl-C, kill) keeps both for `--resume`
@@ -117,21 +125,68 @@ def retrain(m: Manifest, ledger: Ledger, *, epochs: int | None = None, init: str
     if rank != 0:
         return None
     best = res.best if res.best.is_file() else res.last
-    pr = load_predictor(best)  # the checkpoint's own inference path: the one `predict` and the report run
+    metrics = _metrics(setup.keypoints, best, res, train_s, val_s)
+    parent = ledger.latest_model()
+    with ledger.transaction():
+        mid = ledger.add_model(
+            str(best),
+            parent_id=parent["id"] if parent else None,
+            n_train=len(train_s),
+            config=load_file(best).get("config", {}),
+            metrics=metrics,
+        )
+        ledger.set(_RUN_KEY, None)
+    return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report)
+
+
+def _rank() -> tuple[bool, int]:
+    """Under torchrun: join the process group; → (distributed, this rank)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False, 0
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True, dist.get_rank()
+
+
+def _run_dir(m: Manifest, ledger: Ledger, init, heatmap_size: int | None, resume: bool, rank: int):
+    """The run's folder, warm start and heatmap size: the interrupted run's on resume, else a new model folder
+    (recorded in the ledger so that `--resume` finds it)."""
+    run = ledger.get(_RUN_KEY)
+    hm = heatmap_size or (run.get("heatmap_size") if resume and run else None) or m.model.heatmap_size
+    if resume:
+        if not run or not (Path(run["dir"]) / "last.pt").is_file():
+            raise IterateError("nothing to resume: no interrupted `iterate retrain` in this workspace")
+        return Path(run["dir"]), run.get("init") or None, hm
+    init = init or base_checkpoint(m, ledger)
+    out_dir = m.workspace_dir / "models" / f"model-{len(ledger.models()) + 1:03d}"
+    if rank == 0:
+        with ledger.transaction():
+            ledger.set(_RUN_KEY, {"dir": str(out_dir), "init": str(init) if init else "", "heatmap_size": hm})
+    return out_dir, init, hm
+
+
+def _metrics(spec, best: Path, res, train_s: list[Sample], val_s: list[Sample]) -> dict:
+    """The kept checkpoint through its own inference path (the one `predict` and the report run) on val and on
+    (up to 500) training frames: the figures, the overfit gap and how long it trained."""
+    pr = load_predictor(best)
     metrics: dict = {}
     if val_s:
-        v = score(setup.keypoints, pr.predict(val_s).keypoints, val_s)
+        v = score(spec, pr.predict(val_s).keypoints, val_s)
         metrics.update({f"val_{k}": v[k] for k in v})
-    tr = score(setup.keypoints, pr.predict(train_s[:500]).keypoints, train_s[:500])
+    tr = score(spec, pr.predict(train_s[:500]).keypoints, train_s[:500])
     metrics.update({f"train_{k}": tr[k] for k in tr})
     if "val_pckh01" in metrics:
         metrics["overfit01"] = round(metrics["train_pckh01"] - metrics["val_pckh01"], 3)
-    ck = load_file(best)
-    metrics.update({"epochs": res.epochs, "steps": res.steps, "seconds": res.seconds,
-                    "best_epoch": ck.get("epoch"), "inference": pr.settings.describe()})
-    parent = ledger.latest_model()
-    with ledger.transaction():
-        mid = ledger.add_model(str(best), parent_id=parent["id"] if parent else None, n_train=len(train_s),
-                               config=ck.get("config", {}), metrics=metrics)
-        ledger.set(_RUN_KEY, None)
-    return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report)
+    metrics.update(
+        {
+            "epochs": res.epochs,
+            "steps": res.steps,
+            "seconds": res.seconds,
+            "best_epoch": load_file(best).get("epoch"),
+            "inference": pr.settings.describe(),
+        }
+    )
+    return metrics

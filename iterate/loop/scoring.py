@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,8 +24,9 @@ def score(spec: KeypointSpec, pred: np.ndarray, samples: list[Sample]) -> dict:
     return keypoint_scores(pred, gt, vis, norms, spec.height_indices())
 
 
-def evaluator(spec: KeypointSpec, infer: InferConfig, codec: DarkCodec,
-              batch_size: int = 32) -> Callable[[PoseHRNet, list[Sample]], dict]:
+def evaluator(
+    spec: KeypointSpec, infer: InferConfig, codec: DarkCodec, batch_size: int = 32
+) -> Callable[[PoseHRNet, list[Sample]], dict]:
     """The val callback training calls: the checkpoint's own inference path, scored like the report."""
 
     def run(model: PoseHRNet, samples: list[Sample]) -> dict:

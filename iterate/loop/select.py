@@ -17,29 +17,27 @@ from __future__ import annotations
 import csv
 import json
 import os
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from annotation.client import Studio
+from annotation.push import push
 from iterate.core.chunks import chunk_progress, current_chunk
 from iterate.core.errors import IterateError
-from iterate.core.ledger import Frame, Ledger
 from iterate.core.images import read_image
+from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest
 from iterate.core.schema import KeypointSpec
 from iterate.loop.settings import labeling, studio_settings
 from iterate.selection import diversity, features, strategies
 from iterate.selection import scores as sc
 from iterate.selection.strata import StrataPredictor
-from annotation.client import Studio
-from annotation.push import push
 from model.data import Sample
 from model.infer import SCORING, load_predictor, to_image
 from reports.metrics import normalisers
-
 
 
 @dataclass
@@ -48,8 +46,8 @@ class Scored:
 
     frame_ids: list[str]
     scores: dict[str, np.ndarray]
-    keypoints: np.ndarray   # (N, K, 2)
-    kp_scores: np.ndarray   # (N, K)
+    keypoints: np.ndarray  # (N, K, 2)
+    kp_scores: np.ndarray  # (N, K)
     embeddings: np.ndarray  # (N, D) float16
     scored_now: int = 0
 
@@ -85,9 +83,11 @@ def batch_scores(spec: KeypointSpec, codec, b) -> tuple[dict[str, np.ndarray], n
     norm = normalisers(kp, np.ones(kp.shape[:2]), spec.normalizer, list(spec.names)).lengths
     box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0  # no head in view: a sixth of the person's extent
     norm = np.where(np.isfinite(norm) & (norm > 1), norm, box)
-    scores = {"confidence": sc.confidence(avg),
-              "flip": sc.flip_disagreement(to_image(xp, b.matrix), to_image(xf, b.matrix), norm),
-              "entropy": sc.peak_entropy(avg)}
+    scores = {
+        "confidence": sc.confidence(avg),
+        "flip": sc.flip_disagreement(to_image(xp, b.matrix), to_image(xf, b.matrix), norm),
+        "entropy": sc.peak_entropy(avg),
+    }
     return scores, kp, conf
 
 
@@ -95,8 +95,10 @@ def _cache_dir(m: Manifest, model: dict) -> Path:
     return m.workspace_dir / "cache" / f"model-{model['id']:03d}"
 
 
-SCORING_PATH = ("one flip-TTA pass on the whole frame (no box-refine pass: half the cost); the pre-annotations "
-                "pushed to Label Studio use the checkpoint's full inference path")
+SCORING_PATH = (
+    "one flip-TTA pass on the whole frame (no box-refine pass: half the cost); the pre-annotations "
+    "pushed to Label Studio use the checkpoint's full inference path"
+)
 
 
 def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None) -> Scored:
@@ -133,8 +135,9 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
                 new_kp[b.index] = kp
                 new_ks[b.index] = conf
                 if emb is None:
-                    emb = np.lib.format.open_memmap(d / ".emb-new.npy", mode="w+", dtype=np.float16,
-                                                    shape=(n, b.embedding.shape[1]))
+                    emb = np.lib.format.open_memmap(
+                        d / ".emb-new.npy", mode="w+", dtype=np.float16, shape=(n, b.embedding.shape[1])
+                    )
                 emb[b.index] = b.embedding.numpy().astype(np.float16)
             for p in b.bad:  # unreadable: never selected
                 j = next(i for i, f in enumerate(todo) if f.path == p)
@@ -152,9 +155,14 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
     rows = np.array([pos[f.id] for f in frames], dtype=np.int64)
     all_sc = np.load(d / "scores.npy")
     emb_all = np.load(d / "emb.npy", mmap_mode="r")
-    return Scored([f.id for f in frames], {n: all_sc[rows, i] for i, n in enumerate(sc.NAMES)},
-                  np.load(d / "kps.npy")[rows], np.load(d / "kpconf.npy")[rows].astype(np.float32),
-                  np.asarray(emb_all[rows]), len(todo))
+    return Scored(
+        [f.id for f in frames],
+        {n: all_sc[rows, i] for i, n in enumerate(sc.NAMES)},
+        np.load(d / "kps.npy")[rows],
+        np.load(d / "kpconf.npy")[rows].astype(np.float32),
+        np.asarray(emb_all[rows]),
+        len(todo),
+    )
 
 
 def _merge_cache(d: Path, old_ids, new_ids, sc_new, kp_new, ks_new, emb_new, stamp) -> None:
@@ -164,8 +172,12 @@ def _merge_cache(d: Path, old_ids, new_ids, sc_new, kp_new, ks_new, emb_new, sta
             return np.concatenate([np.load(p), new])
         return new
 
-    arrays = {"scores.npy": merged("scores.npy", sc_new), "kps.npy": merged("kps.npy", kp_new),
-              "kpconf.npy": merged("kpconf.npy", ks_new), "emb.npy": merged("emb.npy", emb_new)}
+    arrays = {
+        "scores.npy": merged("scores.npy", sc_new),
+        "kps.npy": merged("kps.npy", kp_new),
+        "kpconf.npy": merged("kpconf.npy", ks_new),
+        "emb.npy": merged("emb.npy", emb_new),
+    }
     for name, arr in arrays.items():
         tmp = d / f".{name}.tmp.npy"
         np.save(tmp, arr)
@@ -212,8 +224,16 @@ def read_focus(m: Manifest) -> dict | None:
     return {"key": key, "weights": f["weights"][key], "round": f.get("round"), "explore": f.get("explore")}
 
 
-def select(m: Manifest, ledger: Ledger, budget: int, *, strategy: str = "full", push: bool = True,
-           seed: int | None = None, progress: Callable | None = None) -> Selection:
+def select(
+    m: Manifest,
+    ledger: Ledger,
+    budget: int,
+    *,
+    strategy: str = "full",
+    push: bool = True,
+    seed: int | None = None,
+    progress: Callable | None = None,
+) -> Selection:
     """`iterate select`: score the unlabeled pool, choose ``budget`` frames with ``strategy``, record the round,
     write why each frame was picked and (``push``) send them to Label Studio with pre-annotations."""
     cands, notes = _check_request(m, ledger, budget, strategy, push)
@@ -230,22 +250,39 @@ def select(m: Manifest, ledger: Ledger, budget: int, *, strategy: str = "full", 
     notes += picked.notes
     table = _table(cands, picked, scored, pool)
     cold = model is None and strategy != "random"
-    params = {"budget": budget, "strategy": strategy, "cold_start": cold, "push": push,
-              "focus": pool.focus, "notes": notes, "seed": seed}
+    params = {
+        "budget": budget,
+        "strategy": strategy,
+        "cold_start": cold,
+        "push": push,
+        "focus": pool.focus,
+        "notes": notes,
+        "seed": seed,
+    }
     with ledger.transaction():
         cur_id = ledger.add_round(
-            chunk=cur.index, budget=budget, strategy=strategy, model_id=model["id"] if model else None, params=params,
-            frames=[(row["frame_id"], {k: v for k, v in row.items() if k not in ("frame_id", "path", "rank")})
-                    for row in table])
-    sel = Selection(int(cur_id), [r["frame_id"] for r in table], strategy, cold, table, notes,
-                    scored.scored_now if scored else 0)
+            chunk=cur.index,
+            budget=budget,
+            strategy=strategy,
+            model_id=model["id"] if model else None,
+            params=params,
+            frames=[
+                (row["frame_id"], {k: v for k, v in row.items() if k not in ("frame_id", "path", "rank")})
+                for row in table
+            ],
+        )
+    sel = Selection(
+        int(cur_id), [r["frame_id"] for r in table], strategy, cold, table, notes, scored.scored_now if scored else 0
+    )
     sel.csv, sel.markdown = _write_outputs(m, sel, scored, picked.rows)
     if push:
         sel.push = push_round(m, ledger, sel.round_id, sel.frame_ids)
     return sel
 
 
-def _check_request(m: Manifest, ledger: Ledger, budget: int, strategy: str, push: bool) -> tuple[list[Frame], list[str]]:
+def _check_request(
+    m: Manifest, ledger: Ledger, budget: int, strategy: str, push: bool
+) -> tuple[list[Frame], list[str]]:
     """Refuse what cannot be selected (unknown strategy, no frames, an unfinished push, a budget past the pool);
     → the unlabeled candidates and the notes so far."""
     if strategy not in strategies.STRATEGIES:
@@ -254,13 +291,17 @@ def _check_request(m: Manifest, ledger: Ledger, budget: int, strategy: str, push
         raise IterateError("no frames ingested yet: run `iterate ingest`")
     unpushed = _unpushed_round(ledger)
     if unpushed is not None and push:
-        raise IterateError(f"round {unpushed} was selected but not fully pushed: run `iterate push --round {unpushed}` first")
+        raise IterateError(
+            f"round {unpushed} was selected but not fully pushed: run `iterate push --round {unpushed}` first"
+        )
     cands = candidates(ledger)
     notes: list[str] = []
     if unpushed is not None:  # --no-push after a failed push: say that its frames are in the running again
         n = len(ledger.round_frame_ids(unpushed))
-        notes.append(f"round {unpushed} was selected but its push did not finish: its {n} frames are not in Label "
-                     f"Studio and may be picked again (`iterate push --round {unpushed}` finishes it instead)")
+        notes.append(
+            f"round {unpushed} was selected but its push did not finish: its {n} frames are not in Label "
+            f"Studio and may be picked again (`iterate push --round {unpushed}` finishes it instead)"
+        )
     if budget <= 0:
         raise IterateError("--budget must be a positive number of frames")
     if budget > len(cands):
@@ -268,9 +309,16 @@ def _check_request(m: Manifest, ledger: Ledger, budget: int, strategy: str, push
     return cands, notes
 
 
-def _candidate_pool(m: Manifest, ledger: Ledger, model: dict | None, cands: list[Frame], strategy: str,
-                    rng: np.random.Generator, notes: list[str],
-                    progress) -> tuple[list[Frame], strategies.Pool, Scored | None]:
+def _candidate_pool(
+    m: Manifest,
+    ledger: Ledger,
+    model: dict | None,
+    cands: list[Frame],
+    strategy: str,
+    rng: np.random.Generator,
+    notes: list[str],
+    progress,
+) -> tuple[list[Frame], strategies.Pool, Scored | None]:
     """What the strategy sees: the current model's scores and embeddings (cold start: image features), the
     report's focus and the candidates' predicted strata; unreadable frames dropped."""
     if strategy == "random":
@@ -284,19 +332,31 @@ def _candidate_pool(m: Manifest, ledger: Ledger, model: dict | None, cands: list
         scored = score_pool(m, ledger, model, cands, progress)
         keep = np.flatnonzero(scored.scores["confidence"] >= 0)
         cands = [cands[i] for i in keep]
-        scored = Scored([scored.frame_ids[i] for i in keep], {k: v[keep] for k, v in scored.scores.items()},
-                        scored.keypoints[keep], scored.kp_scores[keep], scored.embeddings[keep], scored.scored_now)
-        pool = strategies.Pool(len(cands), rng, combined=sc.combine(scored.scores, m.selection.weights),
-                               emb=scored.embeddings,  # float16; diversity converts only the rows it looks at
-                               seeds=_labeled_embeddings(m, ledger, model), explore=m.selection.explore)
+        scored = Scored(
+            [scored.frame_ids[i] for i in keep],
+            {k: v[keep] for k, v in scored.scores.items()},
+            scored.keypoints[keep],
+            scored.kp_scores[keep],
+            scored.embeddings[keep],
+            scored.scored_now,
+        )
+        pool = strategies.Pool(
+            len(cands),
+            rng,
+            combined=sc.combine(scored.scores, m.selection.weights),
+            emb=scored.embeddings,  # float16; diversity converts only the rows it looks at
+            seeds=_labeled_embeddings(m, ledger, model),
+            explore=m.selection.explore,
+        )
         if strategy == "full":
             pool.focus = read_focus(m)
             if pool.focus is None:
                 notes.append("no report focus yet (run `iterate report`): selecting without gap focus")
             else:
                 pool.strata = _predict_strata(m, ledger, scored)
-    pool.blocked = diversity.video_neighbours([f.video for f in cands], [f.frame_index for f in cands],
-                                              m.selection.video_gap)
+    pool.blocked = diversity.video_neighbours(
+        [f.video for f in cands], [f.frame_index for f in cands], m.selection.video_gap
+    )
     return cands, pool, scored
 
 
@@ -344,8 +404,11 @@ def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
     if val and model:
         # the calibration is cached with the model's scores: same checkpoint and same val labels → same state
         ck_path = Path(model["path"])
-        key = {"checkpoint": str(ck_path), "mtime": ck_path.stat().st_mtime,
-               "val": [[f.id, lab.version] for f, lab in val]}
+        key = {
+            "checkpoint": str(ck_path),
+            "mtime": ck_path.stat().st_mtime,
+            "val": [[f.id, lab.version] for f, lab in val],
+        }
         cache = _cache_dir(m, model) / "strata.json"
         cached = json.loads(cache.read_text()) if cache.is_file() else {}
         if cached.get("key") == key:
@@ -367,16 +430,23 @@ def _write_outputs(m: Manifest, sel: Selection, scored: Scored | None, rows: lis
     d.mkdir(parents=True, exist_ok=True)
     stem = f"round-{sel.round_id:02d}"
     csv_path = d / f"{stem}.csv"
-    cols = sorted({k for r in sel.table for k in r}, key=lambda k: ["rank", "frame_id", "path", "why"].index(k)
-                  if k in ("rank", "frame_id", "path", "why") else 10)
+    cols = sorted(
+        {k for r in sel.table for k in r},
+        key=lambda k: ["rank", "frame_id", "path", "why"].index(k) if k in ("rank", "frame_id", "path", "why") else 10,
+    )
     with open(csv_path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         w.writerows(sel.table)
     md = d / f"{stem}.md"
-    L = [f"# Why these frames — round {sel.round_id}", "",
-         f"{len(sel.frame_ids)} frames by strategy **{sel.strategy}**"
-         + (" (cold start: no model yet, diversity over image features)" if sel.cold_start else "") + ".", ""]
+    L = [
+        f"# Why these frames — round {sel.round_id}",
+        "",
+        f"{len(sel.frame_ids)} frames by strategy **{sel.strategy}**"
+        + (" (cold start: no model yet, diversity over image features)" if sel.cold_start else "")
+        + ".",
+        "",
+    ]
     if scored is not None:
         L += [f"Scores: {SCORING_PATH}.", ""]
     for n in sel.notes:
@@ -386,13 +456,21 @@ def _write_outputs(m: Manifest, sel: Selection, scored: Scored | None, rows: lis
     whys: dict[str, int] = {}
     for r in sel.table:
         whys[r["why"]] = whys.get(r["why"], 0) + 1
-    L += ["| picked because | frames |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in sorted(whys.items(), key=lambda kv: -kv[1])] + [""]
+    L += (
+        ["| picked because | frames |", "|---|---:|"]
+        + [f"| {k} | {v} |" for k, v in sorted(whys.items(), key=lambda kv: -kv[1])]
+        + [""]
+    )
     pred_keys = sorted({k for r in sel.table for k in r if k.startswith("pred_")})
     for k in pred_keys:
         cnt: dict[str, int] = {}
         for r in sel.table:
             cnt[r[k]] = cnt.get(r[k], 0) + 1
-        L += [f"| predicted {k[5:]} | frames |", "|---|---:|"] + [f"| {v} | {n} |" for v, n in sorted(cnt.items())] + [""]
+        L += (
+            [f"| predicted {k[5:]} | frames |", "|---|---:|"]
+            + [f"| {v} | {n} |" for v, n in sorted(cnt.items())]
+            + [""]
+        )
     if scored is not None:
         png = d / f"{stem}-scores.png"
         _plot_scores(scored, rows, png)
@@ -434,9 +512,11 @@ def _thumbs(paths: list[str], out: Path, cell: int = 96, cols: int = 8) -> None:
         if img is None:
             continue
         s = cell / max(img.shape[:2])
-        img = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))), interpolation=cv2.INTER_AREA
+        )
         r, c = divmod(i, cols)
-        sheet[r * cell:r * cell + img.shape[0], c * cell:c * cell + img.shape[1]] = img
+        sheet[r * cell : r * cell + img.shape[0], c * cell : c * cell + img.shape[1]] = img
     cv2.imwrite(str(out), sheet)
 
 
@@ -451,7 +531,9 @@ def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str])
     if model is not None and Path(model["path"]).is_file():
         frames = [ledger.frame(fid) for fid in frame_ids]
         p = load_predictor(model["path"]).predict([Sample(f.path, None, f.id) for f in frames])
-        preds = {f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).any()}
+        preds = {
+            f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).any()
+        }
         version = f"iterate-model-{model['id']}"
     studio = Studio.from_settings(studio_settings(m))
     try:

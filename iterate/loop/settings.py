@@ -26,17 +26,23 @@ def infer_config(m: Manifest) -> InferConfig:
     """The manifest's inference path (flip TTA, box refine, head-up), recorded in every checkpoint it trains."""
     spec = keypoint_spec(m)
     hu = spec.up_joints() if m.model.head_up else None
-    return InferConfig(tuple(spec.flip_index()), flip=True, refine=m.model.refine,
-                       head_up=None if hu is None else (tuple(hu[0]), tuple(hu[1])))
+    return InferConfig(
+        tuple(spec.flip_index()),
+        flip=True,
+        refine=m.model.refine,
+        head_up=None if hu is None else (tuple(hu[0]), tuple(hu[1])),
+    )
 
 
-def train_setup(m: Manifest, *, epochs: int | None = None, freeze: str | None = None,
-                heatmap_size: int | None = None) -> TrainSetup:
+def train_setup(
+    m: Manifest, *, epochs: int | None = None, freeze: str | None = None, heatmap_size: int | None = None
+) -> TrainSetup:
     """The manifest's model and train sections, with a command's overrides applied."""
     mm, t = m.model, m.train
     model = ModelConfig(mm.backbone, mm.input_size, heatmap_size or mm.heatmap_size, mm.sigma)
-    train = TrainConfig(**{k: v for k, v in t.model_dump().items() if k != "augment"},
-                        augment=AugmentConfig(**t.augment.model_dump()))
+    train = TrainConfig(
+        **{k: v for k, v in t.model_dump().items() if k != "augment"}, augment=AugmentConfig(**t.augment.model_dump())
+    )
     if epochs is not None:
         train = replace(train, epochs=epochs)
     if freeze is not None:
@@ -46,9 +52,15 @@ def train_setup(m: Manifest, *, epochs: int | None = None, freeze: str | None = 
 
 def studio_settings(m: Manifest) -> LabelStudioSettings:
     ls = m.label_studio
-    return LabelStudioSettings(url=ls.url, project_title=ls.project_title, token_env=ls.token_env,
-                               data_root=m.resolve(ls.data_root), batch_size=ls.batch_size, agreement=ls.agreement,
-                               server_dir=m.workspace_dir / "studio")
+    return LabelStudioSettings(
+        url=ls.url,
+        project_title=ls.project_title,
+        token_env=ls.token_env,
+        data_root=m.resolve(ls.data_root),
+        batch_size=ls.batch_size,
+        agreement=ls.agreement,
+        server_dir=m.workspace_dir / "studio",
+    )
 
 
 def labeling(m: Manifest) -> LabelingSetup:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -20,7 +20,8 @@ from iterate.core.coco import ann_key, coco_keypoints, read_coco
 from iterate.core.manifest import Manifest
 from iterate.loop.scoring import score
 from iterate.loop.select import batch_scores
-from iterate.loop.settings import infer_config, keypoint_spec, strata as strata_of, train_setup
+from iterate.loop.settings import infer_config, keypoint_spec, train_setup
+from iterate.loop.settings import strata as strata_of
 from iterate.selection import scores as sc
 from iterate.selection import strategies
 from iterate.selection.strata import StrataPredictor
@@ -76,9 +77,14 @@ def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tup
     gt = np.stack([s.keypoints[:, :2] for s in val])
     vis = np.stack([s.keypoints[:, 2] for s in val])
     attrs = [s.attributes for s in val]
-    res = evaluate(keypoint_spec(m), strata_of(m), EvalSet(p.keypoints, gt, vis, attrs, list(range(len(val))), head_boxes=head_boxes(val),
-                              scores=p.scores))
-    ps = _scoring_predictor(m, model, codec).predict(val)  # strata calibrated on the pool's scoring path, as select does
+    res = evaluate(
+        keypoint_spec(m),
+        strata_of(m),
+        EvalSet(p.keypoints, gt, vis, attrs, list(range(len(val))), head_boxes=head_boxes(val), scores=p.scores),
+    )
+    ps = _scoring_predictor(m, model, codec).predict(
+        val
+    )  # strata calibrated on the pool's scoring path, as select does
     sp = StrataPredictor(m.strata, m.keypoints.names).fit(ps.keypoints, ps.scores, ps.embeddings, attrs)
     strata = sp.predict(pool_kps, pool_conf, pool_emb)
     metric = m.selection.focus_metric
@@ -109,8 +115,7 @@ def coco_samples(m: Manifest, path: Path, images: Path | None, limit: int | None
     return out[:limit] if limit else out
 
 
-def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path,
-        log: Callable[[str], None] = print) -> dict:
+def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict:
     """pool/val/test: lists of `model.data.Sample` with labels (and `.attributes` on val)."""
     import tempfile
 
@@ -127,8 +132,9 @@ def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path,
         for seed in cfg.seeds:
             rng = np.random.default_rng(seed)
             labeled: list[int] = []
-            model = base_model or build_model(m.model.backbone, m.keypoints.num_joints, m.model.input_size,
-                                              m.model.heatmap_size)
+            model = base_model or build_model(
+                m.model.backbone, m.keypoints.num_joints, m.model.input_size, m.model.heatmap_size
+            )
             rows = [{"labels": 0, **(base_eval or {"pckh01": 0.0, "pckh05": 0.0, "mean_sms01": 0.0})}]
             for rnd, budget in enumerate(cfg.budgets, 1):
                 t0 = time.time()
@@ -140,26 +146,42 @@ def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path,
                     combined = sc.combine(scores, m.selection.weights)
                     if strategy == "full":
                         focus, strata = _focus(m, model, codec, val, kps, conf, emb)
-                pool_ = strategies.Pool(len(sub), rng, combined=combined, emb=emb, strata=strata, focus=focus,
-                                        explore=m.selection.explore)
+                pool_ = strategies.Pool(
+                    len(sub), rng, combined=combined, emb=emb, strata=strata, focus=focus, explore=m.selection.explore
+                )
                 picked = strategies.choose(strategy, min(budget, len(sub)), pool_).rows
                 labeled += [avail[i] for i in picked]
                 with tempfile.TemporaryDirectory() as d:
                     init = None
                     if cfg.base:
                         init = cfg.base
-                    res = train(train_setup(m, epochs=10_000), [pool[i] for i in labeled], [], d, init=init,
-                                time_limit_s=cfg.minutes_per_round * 60)
+                    res = train(
+                        train_setup(m, epochs=10_000),
+                        [pool[i] for i in labeled],
+                        [],
+                        d,
+                        init=init,
+                        time_limit_s=cfg.minutes_per_round * 60,
+                    )
                     model, _ = model_from_checkpoint(res.last)
                 ev = score(spec, predictor(infer_config(m), model, codec).predict(test).keypoints, test)
                 rows.append({"labels": len(labeled), **ev})
-                log(f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {ev['pckh01']:.2f} "
-                    f"@0.5 {ev['pckh05']:.2f} MeanSmS@0.1 {ev['mean_sms01']:.2f} ({time.time() - t0:.0f} s)")
+                log(
+                    f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {ev['pckh01']:.2f} "
+                    f"@0.5 {ev['pckh05']:.2f} MeanSmS@0.1 {ev['mean_sms01']:.2f} ({time.time() - t0:.0f} s)"
+                )
             curves.setdefault(strategy, []).append(rows)
     summary = _summarise(curves)
     summary["wall_s"] = round(time.time() - t_start, 1)
-    summary["config"] = {"budgets": cfg.budgets, "seeds": list(cfg.seeds), "minutes_per_round": cfg.minutes_per_round,
-                         "pool": len(pool), "val": len(val), "test": len(test), "base": cfg.base}
+    summary["config"] = {
+        "budgets": cfg.budgets,
+        "seeds": list(cfg.seeds),
+        "minutes_per_round": cfg.minutes_per_round,
+        "pool": len(pool),
+        "val": len(val),
+        "test": len(test),
+        "base": cfg.base,
+    }
     (out_dir / "simulate.json").write_text(json.dumps(summary, indent=1))
     _plot(summary, out_dir / "simulate.png")
     (out_dir / "simulate.md").write_text(_markdown(summary))
@@ -170,12 +192,14 @@ def _summarise(curves: dict) -> dict:
     out: dict = {"strategies": {}}
     for s, runs in curves.items():
         labels = [r["labels"] for r in runs[0]]
-        mean = {k: [float(np.mean([run[i][k] for run in runs])) for i in range(len(labels))]
-                for k in ("pckh01", "pckh05", "mean_sms01")}
+        mean = {
+            k: [float(np.mean([run[i][k] for run in runs])) for i in range(len(labels))]
+            for k in ("pckh01", "pckh05", "mean_sms01")
+        }
         out["strategies"][s] = {"labels": labels, **mean}
     if "random" in out["strategies"]:
         target = out["strategies"]["random"]["pckh05"][-1]
-        for s, c in out["strategies"].items():
+        for c in out["strategies"].values():
             c["labels_to_reach_random_final_pckh05"] = _labels_to_reach(c["labels"], c["pckh05"], target)
     return out
 
@@ -213,11 +237,16 @@ def _plot(summary: dict, path: Path) -> None:
 
 def _markdown(summary: dict) -> str:
     cfg = summary["config"]
-    L = ["# Active-learning simulation", "",
-         f"Pool {cfg['pool']} frames (labels hidden), val {cfg['val']}, test {cfg['test']}; rounds of "
-         f"{cfg['budgets']} labels; seeds {cfg['seeds']}; each round fine-tunes from `{cfg['base'] or 'scratch'}` "
-         f"for {cfg['minutes_per_round']} min on everything revealed. Wall time {summary['wall_s']:.0f} s.", "",
-         "| strategy | labels | PCKh@0.1 | PCKh@0.5 | MeanSmS@0.1 |", "|---|---|---|---|---|"]
+    L = [
+        "# Active-learning simulation",
+        "",
+        f"Pool {cfg['pool']} frames (labels hidden), val {cfg['val']}, test {cfg['test']}; rounds of "
+        f"{cfg['budgets']} labels; seeds {cfg['seeds']}; each round fine-tunes from `{cfg['base'] or 'scratch'}` "
+        f"for {cfg['minutes_per_round']} min on everything revealed. Wall time {summary['wall_s']:.0f} s.",
+        "",
+        "| strategy | labels | PCKh@0.1 | PCKh@0.5 | MeanSmS@0.1 |",
+        "|---|---|---|---|---|",
+    ]
     for s, c in summary["strategies"].items():
         for i, n in enumerate(c["labels"]):
             L.append(f"| {s} | {n} | {c['pckh01'][i]:.2f} | {c['pckh05'][i]:.2f} | {c['mean_sms01'][i]:.2f} |")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from annotation import server
 from annotation.client import Studio
-from annotation.oracle import OracleSummary, autolabel as _autolabel
+from annotation.oracle import OracleSummary
+from annotation.oracle import autolabel as _autolabel
 from annotation.push import frames_of_round
 from annotation.sync import SyncSummary, sync_labels
 from iterate.core.ledger import Ledger

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 
-def quotas(budget: int, explore: float, shares: dict[str, float], available: dict[str, int]) -> tuple[dict[str, int], int, list[str]]:
+def quotas(
+    budget: int, explore: float, shares: dict[str, float], available: dict[str, int]
+) -> tuple[dict[str, int], int, list[str]]:
     """→ (frames per stratum value, frames for random exploration, notes).
 
     ``shares`` are the focus' budget shares of one attribute (they sum to 1 − explore); a value with no
@@ -16,7 +18,9 @@ def quotas(budget: int, explore: float, shares: dict[str, float], available: dic
     usable = {v: s for v, s in shares.items() if s > 0 and available.get(v, 0) > 0}
     for v, s in shares.items():
         if s > 0 and available.get(v, 0) == 0:
-            notes.append(f"focus stratum {v} ({s:.0%} of the budget) has no predicted frame in the pool: its share went to the others")
+            notes.append(
+                f"focus stratum {v} ({s:.0%} of the budget) has no predicted frame in the pool: its share went to the others"
+            )
     total = sum(usable.values())
     if total <= 0:
         return {}, budget, notes + ["no focus stratum is available: the whole budget is drawn without focus"]

@@ -11,8 +11,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
 
 
-def k_center_greedy(emb: np.ndarray, k: int, *, seeds: np.ndarray | None = None, blocked=None,
-                    rng: np.random.Generator | None = None) -> list[int]:
+def k_center_greedy(
+    emb: np.ndarray, k: int, *, seeds: np.ndarray | None = None, blocked=None, rng: np.random.Generator | None = None
+) -> list[int]:
     """Pick ``k`` rows of ``emb``, each the farthest from everything picked or seeded so far.
 
     ``blocked(i, chosen) -> list[int]``: rows to exclude once row i is chosen (near duplicates)."""
@@ -24,7 +25,7 @@ def k_center_greedy(emb: np.ndarray, k: int, *, seeds: np.ndarray | None = None,
     if seeds is not None and len(seeds):
         s = _normalise(seeds)
         for i in range(0, len(s), 4096):
-            d = 2.0 - 2.0 * (x @ s[i:i + 4096].T)
+            d = 2.0 - 2.0 * (x @ s[i : i + 4096].T)
             dist = np.minimum(dist, d.min(axis=1))
     alive = np.ones(n, bool)
     chosen: list[int] = []

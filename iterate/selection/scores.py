@@ -51,7 +51,7 @@ def rank01(x: np.ndarray) -> np.ndarray:
     _, start, counts = np.unique(xs, return_index=True, return_counts=True)
     for s0, c in zip(start, counts):
         if c > 1:
-            r[order[s0:s0 + c]] = s0 + (c - 1) / 2
+            r[order[s0 : s0 + c]] = s0 + (c - 1) / 2
     return r / (n - 1)
 
 

@@ -11,10 +11,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-from typing import Mapping, Sequence
 
 POSTURES = ["upright", "leaning", "horizontal", "inverted", "unknown"]
 OCCLUSIONS = ["none", "partial", "heavy"]
@@ -49,7 +48,7 @@ class StrataPredictor:
         allowed = set(self.strata.get(key, []))
         return (key == "posture" and allowed <= set(POSTURES)) or (key == "occlusion" and allowed <= set(OCCLUSIONS))
 
-    def fit(self, kps: np.ndarray, scores: np.ndarray, emb: np.ndarray, attrs: list[dict]) -> "StrataPredictor":
+    def fit(self, kps: np.ndarray, scores: np.ndarray, emb: np.ndarray, attrs: list[dict]) -> StrataPredictor:
         """Calibrate on labeled frames: predicted keypoints/scores/embeddings and their labeled attributes."""
         if "occlusion" in self.strata and len(attrs):
             truth = [a.get("occlusion") for a in attrs]
@@ -75,12 +74,20 @@ class StrataPredictor:
 
     def state(self) -> dict:
         """The fitted calibration as JSON-able data (threshold, logistic-regression weights)."""
-        return {"threshold": self.threshold,
-                "classifiers": {k: {"classes": [str(c) for c in c_.classes_], "coef": c_.coef_.tolist(),
-                                    "intercept": c_.intercept_.tolist()} for k, c_ in self.classifiers.items()}}
+        return {
+            "threshold": self.threshold,
+            "classifiers": {
+                k: {
+                    "classes": [str(c) for c in c_.classes_],
+                    "coef": c_.coef_.tolist(),
+                    "intercept": c_.intercept_.tolist(),
+                }
+                for k, c_ in self.classifiers.items()
+            },
+        }
 
     @classmethod
-    def from_state(cls, strata: Mapping[str, Sequence[str]], names: Sequence[str], state: dict) -> "StrataPredictor":
+    def from_state(cls, strata: Mapping[str, Sequence[str]], names: Sequence[str], state: dict) -> StrataPredictor:
         from sklearn.linear_model import LogisticRegression
 
         sp = cls(strata, names)

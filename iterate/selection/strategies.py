@@ -17,8 +17,8 @@ never a set rebuilt per row (1,000,000 rows: `bench/select_scale.py`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -34,13 +34,13 @@ class Pool:
 
     n: int
     rng: np.random.Generator
-    combined: np.ndarray | None = None      # (n,) uncertainty, higher = more informative
-    emb: np.ndarray | None = None           # (n, D) embeddings for k-center
-    seeds: np.ndarray | None = None         # embeddings of frames already labeled (k-center starts from them)
+    combined: np.ndarray | None = None  # (n,) uncertainty, higher = more informative
+    emb: np.ndarray | None = None  # (n, D) embeddings for k-center
+    seeds: np.ndarray | None = None  # embeddings of frames already labeled (k-center starts from them)
     blocked: Callable[[int], list[int]] | None = None  # near-duplicate rows of a row (same video, close frames)
-    strata: list[dict] | None = None        # predicted strata per row
-    focus: dict | None = None               # {"key": stratum key, "weights": {value: share}} from the report
-    explore: float = 0.1                    # share of the budget kept random under a focus
+    strata: list[dict] | None = None  # predicted strata per row
+    focus: dict | None = None  # {"key": stratum key, "weights": {value: share}} from the report
+    explore: float = 0.1  # share of the budget kept random under a focus
 
 
 @dataclass
@@ -160,7 +160,9 @@ def uncertainty(pool: Pool, budget: int) -> Picked:
     if _nothing_known(pool):
         return random_sample(pool, budget)
     p = Picker(pool)
-    p.by_uncertainty(np.arange(pool.n), budget, "uncertainty" if pool.combined is not None else "diversity (cold start)")
+    p.by_uncertainty(
+        np.arange(pool.n), budget, "uncertainty" if pool.combined is not None else "diversity (cold start)"
+    )
     return p.done(budget)
 
 
@@ -170,8 +172,9 @@ def uncertainty_diversity(pool: Pool, budget: int) -> Picked:
     if _nothing_known(pool):
         return random_sample(pool, budget)
     p = Picker(pool)
-    p.by_diversity(np.arange(pool.n), budget,
-                   "diversity (cold start)" if pool.combined is None else "uncertainty + diversity")
+    p.by_diversity(
+        np.arange(pool.n), budget, "diversity (cold start)" if pool.combined is None else "uncertainty + diversity"
+    )
     return p.done(budget)
 
 

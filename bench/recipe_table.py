@@ -1,0 +1,57 @@
+"""Collect the recipe runs of `bench/learn_cpu.py --name recipe_<x> --set …` (bench/results/recipe_*.json, plus the
+default recipe's learn_cpu.json) into one Markdown table: bench/results/recipe.md. Same steps, same seed, same
+train/test images; only the overrides differ.
+
+    python bench/recipe_table.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    runs = [RESULTS / "learn_cpu.json"] + sorted(RESULTS.glob("recipe_*.json"))
+    rows = []
+    for p in runs:
+        if not p.is_file():
+            continue
+        r = json.loads(p.read_text())
+        d, f = r["details"], r["figures"]
+        over = d.get("recipe", {}).get("overrides") or []
+        rows.append(
+            (
+                p.stem,
+                ", ".join(over) or "(default recipe)",
+                d["steps"],
+                f["cpu_steps_pckh05"],
+                f["cpu_steps_pckh01"],
+                d.get("no_flip_no_refine", {}).get("pckh05"),
+                f["samples_per_s"],
+                r.get("commit", "?")[:7],
+            )
+        )
+    base = rows[0][3] if rows else 0.0
+    lines = [
+        "# CPU recipe runs (bench/learn_cpu.py)",
+        "",
+        "4,000 steps at batch 16 on LSPET im00001–02000, seed 0, scored on im07001–08000 through the product's "
+        "inference path (flip + refine + DARK). `samples/s` depends on the machine and on what else ran.",
+        "",
+        "| run | change | steps | PCKh@0.5 | Δ | PCKh@0.1 | PCKh@0.5 no flip/refine | samples/s | commit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, over, steps, p05, p01, bare, sps, commit in rows:
+        lines.append(
+            f"| {name} | {over} | {steps} | {p05:.2f} | {p05 - base:+.2f} | {p01:.2f} | "
+            f"{'–' if bare is None else f'{bare:.2f}'} | {sps} | {commit} |"
+        )
+    (RESULTS / "recipe.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

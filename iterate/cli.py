@@ -1,6 +1,6 @@
 """The `iterate` command line: one Typer app, one module per command group under `iterate/commands/`.
 
-Known errors (:class:`iterate.errors.IterateError`) become one line on stderr and exit code 2; no traceback.
+Known errors (:class:`iterate.core.errors.IterateError`) become one line on stderr and exit code 2; no traceback.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class TrainConfig:
     best_metric: str = "pckh01"
     eval_every_steps: int = 100
     workers: int = 0
+    l2sp: float = 0.0  # fine-tuning: decoupled pull of the trunk toward the starting weights (0 = off)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

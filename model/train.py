@@ -160,7 +160,8 @@ def train(
     np.random.seed(setup.train.seed)
     model, load_report = _build(setup, None if resume else init, allow_partial, dev)
     base_lr = setup.train.finetune_lr if init else setup.train.lr  # a warm start fine-tunes gently
-    opt = _optimizer(model, setup.train, base_lr)
+    anchor = _anchor(model, setup.train.l2sp) if init else {}
+    opt = _optimizer(model, setup.train, base_lr, anchor)
     ds, sampler, loader = _data(setup, train_samples, distributed, rank, world)
     net = _wrap(model, dev, distributed)
     plan = _plan(setup.train, len(loader), base_lr, time_limit_s, max_steps)
@@ -174,7 +175,9 @@ def train(
         ds.epoch = epoch
         if sampler is not None:
             sampler.set_epoch(epoch)
-        losses, stop = _epoch(net, model, loader, opt, setup.train, plan, prog, dev, t_start, distributed, on_step)
+        losses, stop = _epoch(
+            net, model, loader, opt, setup.train, plan, prog, dev, t_start, distributed, on_step, anchor
+        )
         rec = {
             "epoch": epoch,
             "step": prog.step,
@@ -238,9 +241,25 @@ def _build(setup: TrainSetup, init, allow_partial: bool, dev: torch.device) -> t
     return model.to(dev).to(memory_format=torch.channels_last), load_report
 
 
-def _optimizer(model: PoseHRNet, tcfg, base_lr: float) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and norm parameters."""
+def _anchor(model: PoseHRNet, l2sp: float) -> dict[torch.nn.Parameter, torch.Tensor]:
+    """L2-SP: the trainable trunk weights' starting values, which each step pulls the weights back toward."""
+    if l2sp <= 0:
+        return {}
+    return {p: p.detach().clone() for p in model.backbone.parameters() if p.requires_grad}
+
+
+def _optimizer(model: PoseHRNet, tcfg, base_lr: float, anchor: dict | None = None) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norm parameters, nor on weights L2-SP holds to their start."""
+    anchor = anchor or {}
     params = [p for p in model.parameters() if p.requires_grad]
+    if anchor:
+        return torch.optim.AdamW(
+            [
+                {"params": [p for p in params if p.ndim > 1 and p not in anchor], "weight_decay": tcfg.weight_decay},
+                {"params": [p for p in params if p.ndim <= 1 or p in anchor], "weight_decay": 0.0},
+            ],
+            lr=base_lr,
+        )
     return torch.optim.AdamW(
         [
             {"params": [p for p in params if p.ndim > 1], "weight_decay": tcfg.weight_decay},
@@ -325,7 +344,18 @@ def _resume(last_path: Path, model: PoseHRNet, opt) -> tuple[_Progress, str]:
 
 
 def _epoch(
-    net, model, loader, opt, tcfg, plan: _Plan, prog: _Progress, dev, t_start: float, distributed: bool, on_step
+    net,
+    model,
+    loader,
+    opt,
+    tcfg,
+    plan: _Plan,
+    prog: _Progress,
+    dev,
+    t_start: float,
+    distributed: bool,
+    on_step,
+    anchor: dict | None = None,
 ) -> tuple[list[float], bool]:
     """One pass over the loader; → (the step losses, whether the run ends here)."""
     net.train()
@@ -353,6 +383,11 @@ def _epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if anchor:  # decoupled L2-SP: w ← w − lr·α·(w − w₀)
+            lr = opt.param_groups[0]["lr"]
+            with torch.no_grad():
+                for p, p0 in anchor.items():
+                    p.add_(p - p0, alpha=-lr * tcfg.l2sp)
         prog.step += 1
         losses.append(float(loss.detach()))
         if on_step:
@@ -433,5 +468,6 @@ def _config(setup: TrainSetup, epochs: int, init, time_limit_s=None) -> dict:
         "freeze": tc.freeze,
         "loss_scale": tc.loss_scale,
         "init": str(init) if init else "",
+        "l2sp": tc.l2sp if init else 0.0,
         "augment": asdict(tc.augment),
     }

@@ -184,6 +184,12 @@ class TrainSettings(_Strict):
         "and after the last epoch, not after every epoch of a small set",
     )
     workers: int = Field(0, ge=0)
+    l2sp: float = Field(
+        0.0,
+        ge=0,
+        description="fine-tuning: pull the trunk's weights back toward the starting "
+        "checkpoint's by this rate × lr per step (L2-SP, decoupled like AdamW's decay); 0 = off",
+    )
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
 

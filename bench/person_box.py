@@ -1,0 +1,104 @@
+"""A person box for frames without labels: how much of the gap between the refine pass (box from the first
+whole-frame pass) and the labeled person's box each method closes, on the shipped all-posture base and held-out
+LSPET im07001–im08000 (flip TTA + DARK on every pass).
+
+Methods: whole frame only; refine once (the shipped default); refine iterated (each pass re-boxes on the last
+pass's keypoints); margins; a box from every joint vs the confident ones; the labeled box (the ceiling).
+
+    python bench/person_box.py [--model model/weights/lspet_w18s_128.pt]
+Last lines: box_<method>_pckh05=…, box_gap_closed=… (share of the refine → labeled-box gap the best method closes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterate.loop.scoring import score
+from iterate.loop.settings import keypoint_spec
+from model.geometry import keypoint_box
+from model.infer import load_predictor
+
+from _common import REPO, bare_forward_speed, lspet_samples, manifest, write_result
+
+
+def _boxes(kps: np.ndarray, scores: np.ndarray, margin: float, rel: float | None) -> dict:
+    out = {}
+    for i in range(len(kps)):
+        if np.isnan(kps[i]).any():
+            continue
+        conf = np.ones(len(kps[i]), bool) if rel is None else scores[i] >= max(0.05, rel * float(scores[i].max()))
+        box = keypoint_box(kps[i], conf.astype(int), margin=margin)
+        if box is not None and box[1] >= 16:
+            out[i] = box
+    return out
+
+
+def _pass(pred, samples, boxes: dict, kps: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    k, s = kps.copy(), scores.copy()
+    pred._rerun(samples, {}, k, s, average=False, boxes=boxes)
+    return k, s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(REPO / "model" / "weights" / "lspet_w18s_128.pt"))
+    ap.add_argument("--first", type=int, default=7001)
+    ap.add_argument("--last", type=int, default=8000)
+    args = ap.parse_args()
+    speed = bare_forward_speed()
+    spec = keypoint_spec(manifest())
+    te = lspet_samples(args.first, args.last)
+    pred = load_predictor(args.model, refine=False)  # flip TTA; the passes below are run by hand
+    p0 = pred.predict(te)
+    res: dict[str, float] = {}
+    details: dict[str, dict] = {}
+    passes: dict[str, tuple[np.ndarray, np.ndarray]] = {"whole_frame": (p0.keypoints, p0.scores)}
+
+    def record(name: str, kps: np.ndarray, sc: np.ndarray | None = None) -> None:
+        if sc is not None:
+            passes[name] = (kps, sc)
+        r = score(spec, kps, te)
+        res[name], details[name] = r["pckh05"], r
+        print(f"{name}: PCKh@0.5 {r['pckh05']:.2f}  @0.1 {r['pckh01']:.2f}", flush=True)
+
+    record("whole_frame", p0.keypoints)
+    gt_boxes = {i: b for i, s in enumerate(te) if (b := keypoint_box(s.keypoints[:, :2], s.keypoints[:, 2], 1.35))}
+    record("labeled_box", _pass(pred, te, gt_boxes, p0.keypoints, p0.scores)[0])
+    for margin in (1.2, 1.35, 1.5, 1.7):
+        k, s = _pass(pred, te, _boxes(p0.keypoints, p0.scores, margin, 0.3), p0.keypoints, p0.scores)
+        record(f"refine1_m{margin:g}", k, s)
+        if margin == 1.35:
+            first = (k, s)
+    k, s = _pass(pred, te, _boxes(p0.keypoints, p0.scores, 1.35, None), p0.keypoints, p0.scores)
+    record("refine1_alljoints", k, s)
+    k, s = first
+    for it in (2, 3):
+        k, s = _pass(pred, te, _boxes(k, s, 1.35, 0.3), k, s)
+        record(f"refine{it}", k, s)
+    # per frame, the pass whose heatmaps are the most confident (mean over joints); and a confidence-weighted
+    # average of the refined passes
+    names = list(passes)
+    conf = np.stack([passes[n][1].mean(1) for n in names])  # (P, N)
+    pick = conf.argmax(0)
+    record("refine_most_confident", np.stack([passes[names[j]][0][i] for i, j in enumerate(pick)]))
+    refined = [n for n in names if n.startswith("refine")]
+    w = np.stack([passes[n][1] for n in refined])[..., None]  # (R, N, K, 1)
+    kp = np.stack([passes[n][0] for n in refined])
+    record("refine_conf_average", (kp * w).sum(0) / np.maximum(w.sum(0), 1e-6))
+    base, ceiling = res["refine1_m1.35"], res["labeled_box"]
+    best = max((n for n in res if n.startswith("refine")), key=lambda n: res[n])
+    closed = (res[best] - base) / max(1e-9, ceiling - base)
+    figures = {f"box_{n}_pckh05": round(v, 2) for n, v in res.items()}
+    figures.update({"box_best": best, "box_gap_closed": round(closed, 3)})
+    write_result(
+        "person_box", figures, {"model": args.model, "test_images": len(te), "per_method": details}, speed=speed
+    )
+
+
+if __name__ == "__main__":
+    main()

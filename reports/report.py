@@ -205,6 +205,7 @@ def render(d: dict) -> str:
     else:
         L += _model_line(model)
         L += _summary_section(d, a)
+        L += _base_section(d)
         if d.get("val"):
             L += _val_sections(d, a)
         elif d.get("notes"):
@@ -268,6 +269,40 @@ def _summary_section(d: dict, a: float) -> list[str]:
         "",
     ]
     return L
+
+
+def _base_section(d: dict) -> list[str]:
+    """This model against the manifest's base checkpoint, per stratum (PCKh@0.5): forgetting shows as a loss on the
+    strata the base knew."""
+    b = d.get("base")
+    now = d.get(b["split"]) if b else None
+    if not b or not now:
+        return []
+    L = [
+        "## Against the base model",
+        "",
+        f"The base (`{b['path']}`) and this model on the same {b['split']} frames, PCKh@0.5 [95 %]. A fine-tune should "
+        "keep what the base knew (no large loss on its strata) while the new strata rise.",
+        "",
+        "| stratum | frames | base | this model | Δ |",
+        "|---|---:|---:|---:|---:|",
+        f"| all | {now['frames']} | {_pct(b['pckh05'])} [{_pct(b['ci95_05'][0])}, {_pct(b['ci95_05'][1])}] | "
+        f"{_pct(now['pckh05'])} [{_pct(now['ci95_05'][0])}, {_pct(now['ci95_05'][1])}] | "
+        f"{_gap(_delta(now['pckh05'], b['pckh05']))} |",
+    ]
+    for key, rows in now["strata"].items():
+        for v, r in rows.items():
+            br = b["strata"].get(key, {}).get(v)
+            if br:
+                L.append(
+                    f"| {key}={v} | {r['frames']} | {_pct(br['pckh05'])} | {_pct(r['pckh05'])} | "
+                    f"{_gap(_delta(r['pckh05'], br['pckh05']))} |"
+                )
+    return L + [""]
+
+
+def _delta(a, b):
+    return None if a is None or b is None else a - b
 
 
 def _val_sections(d: dict, a: float) -> list[str]:

@@ -230,3 +230,35 @@ def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
         total += int(lab.sum())
     assert val["joints"] == total and 0 < hits < total
     assert val["pckh"] == pytest.approx(100 * hits / total, abs=0.01)
+
+
+def test_report_compares_with_the_base_model(project, tmp_path):
+    """With `model.base` set, the report scores the base on the same test frames, per stratum, beside the model."""
+    import yaml
+
+    from conftest import REPO
+
+    data = yaml.safe_load(project.read_text())
+    data["model"]["base"] = str(REPO / "model" / "weights" / "lspet_w18s_128.pt")
+    p = project.with_name("with-base.yaml")
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        if not led.models():
+            retrain(load_manifest(project), led)
+    r = CliRunner().invoke(app, ["report", "-m", str(p)])
+    assert r.exit_code == 0, r.output
+    rdir = m.workspace_dir / "reports"
+    js = json.loads((rdir / "latest.md").resolve().with_suffix(".json").read_text())
+    base, now = js["base"], js["test"]
+    assert base["split"] == "test" and base["frames"] == now["frames"]
+    # the shipped base is scored like any checkpoint: the same figure evaluate_checkpoint gives
+    with Ledger(m.workspace_dir) as led:
+        alone = evaluate_checkpoint(m, led, data["model"]["base"], "test")
+    assert base["pckh05"] == alone["pckh05"]
+    md = (rdir / "latest.md").read_text()
+    assert "## Against the base model" in md
+    key, rows = next(iter(now["strata"].items()))
+    v, row = next((v, r) for v, r in rows.items() if v in base["strata"][key])
+    delta = row["pckh05"] - base["strata"][key][v]["pckh05"]
+    assert f"| {key}={v} | {row['frames']} |" in md and f"{delta:+.1f} |" in md

@@ -152,6 +152,7 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
     if test_samples:
         out["test"] = _evaluate_split(m, test_samples, pr.predict(test_samples), alpha)
     samples = labeled_samples(ledger, ("val",))
+    out["base"] = _against_base(m, test_samples or samples, "test" if test_samples else "val", alpha)
     if not samples:
         out["val"] = None
         out["notes"] = ["no labeled val frames: add a `split: val` source to the manifest"]
@@ -163,6 +164,20 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
     out["focus"] = _focus(m, ledger, pr, p, res, [s.attributes for s in samples])
     _worst_sheet(m, samples, p, out, alpha, out_dir / f"{stem}-worst.png")
     return out
+
+
+def _against_base(m: Manifest, samples, split: str, alpha: float) -> dict | None:
+    """The manifest's base checkpoint on the same split, per stratum: what fine-tuning kept, lost and gained."""
+    if not m.model.base or not samples or not m.resolve(m.model.base).is_file():
+        return None
+    res = _evaluate_split(m, samples, load_predictor(m.resolve(m.model.base)).predict(samples), alpha)
+    keys = ("frames", "pckh", "pckh05", "ci95_05")
+    return {
+        "path": m.model.base,
+        "split": split,
+        **{k: res[k] for k in keys},
+        "strata": {key: {v: {k: r[k] for k in keys} for v, r in rows.items()} for key, rows in res["strata"].items()},
+    }
 
 
 def _focus(m: Manifest, ledger: Ledger, pr: Predictor, p: Predictions, res: dict, attrs: list[dict]) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from iterate.core.errors import IterateError
 from model.checkpoints import FORMAT, load_file, load_into, save_atomic
@@ -145,10 +145,12 @@ def train(
     device: str | None = None,
     distributed: bool = False,
     max_steps: int | None = None,
+    replay: list[Sample] | None = None,
 ) -> TrainResult:
     """Train on ``train_samples``; every ``train.eval_every_steps`` score ``val_samples`` with ``evaluate``
     (→ ``{"pckh01": …}``) and keep the best checkpoint. ``time_limit_s`` ends training at that wall time and
-    ``max_steps`` after that many optimiser steps, the schedule following whichever is given."""
+    ``max_steps`` after that many optimiser steps, the schedule following whichever is given. ``replay`` samples
+    (the base's own training data) make up ``train.replay_fraction`` of every epoch."""
     if not train_samples:
         raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
     t0 = time.time()
@@ -162,7 +164,7 @@ def train(
     base_lr = setup.train.finetune_lr if init else setup.train.lr  # a warm start fine-tunes gently
     anchor = _anchor(model, setup.train.l2sp) if init else {}
     opt = _optimizer(model, setup.train, base_lr, anchor)
-    ds, sampler, loader = _data(setup, train_samples, distributed, rank, world)
+    ds, sampler, loader = _data(setup, train_samples, distributed, rank, world, replay)
     net = _wrap(model, dev, distributed)
     plan = _plan(setup.train, len(loader), base_lr, time_limit_s, max_steps)
     prog = _Progress()
@@ -173,7 +175,7 @@ def train(
     epoch = prog.start_epoch - 1
     for epoch in range(prog.start_epoch, plan.epochs):
         ds.epoch = epoch
-        if sampler is not None:
+        if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
             sampler.set_epoch(epoch)
         losses, stop = _epoch(
             net, model, loader, opt, setup.train, plan, prog, dev, t_start, distributed, on_step, anchor
@@ -269,12 +271,15 @@ def _optimizer(model: PoseHRNet, tcfg, base_lr: float, anchor: dict | None = Non
     )
 
 
-def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int, world: int):
-    """The augmented training set, its sampler (one shard per rank) and loader."""
+def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int, world: int, replay=None):
+    """The augmented training set, its sampler (one shard per rank, or replay mixed in at its share) and loader."""
     cfg, tcfg, spec = setup.model, setup.train, setup.keypoints
     codec = DarkCodec(cfg.input_size, cfg.heatmap_size, cfg.sigma)
+    replay = list(replay or []) if tcfg.replay_fraction > 0 else []
+    if replay and distributed:
+        raise IterateError("train.replay is not supported under torchrun yet: run the fine-tune on one process")
     ds = PoseDataset(
-        samples,
+        samples + replay,
         codec,
         flip_index=spec.flip_index(),
         joint_weights=spec.joint_weights(),
@@ -291,6 +296,8 @@ def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int
         sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=tcfg.seed, drop_last=True)
     bs = max(1, tcfg.batch_size // world)  # the global batch stays train.batch_size across ranks
     g = torch.Generator().manual_seed(tcfg.seed)
+    if replay:
+        sampler = replay_sampler(len(samples), len(replay), tcfg.replay_fraction, g)
     loader = DataLoader(
         ds,
         batch_size=bs,
@@ -303,6 +310,16 @@ def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int
         persistent_workers=tcfg.workers > 0,
     )
     return ds, sampler, loader
+
+
+def replay_sampler(n_new: int, n_replay: int, fraction: float, generator: torch.Generator) -> WeightedRandomSampler:
+    """Draw an epoch of ``n_new / (1 - fraction)`` samples in which the replay rows (after the new ones) are
+    ``fraction`` of the draws on average, each row of a group equally likely."""
+    w = torch.cat([torch.full((n_new,), (1 - fraction) / max(1, n_new)), torch.full((n_replay,), fraction / n_replay)])
+    if n_new == 0:
+        w = torch.full((n_replay,), 1.0 / n_replay)
+    n = max(1, round(max(1, n_new) / (1 - fraction)))
+    return WeightedRandomSampler(w, num_samples=n, replacement=True, generator=generator)
 
 
 def _wrap(model: PoseHRNet, dev: torch.device, distributed: bool) -> nn.Module:

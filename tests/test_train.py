@@ -160,3 +160,49 @@ def test_l2sp_keeps_a_fine_tune_near_its_base(tmp_path, lspet_coco):
 
     free, held = drift(0.0), drift(50.0)
     assert held < 0.8 * free, (held, free)
+
+
+def test_replay_sampler_draws_the_replay_share():
+    from model.train import replay_sampler
+
+    g = torch.Generator().manual_seed(0)
+    rows = list(replay_sampler(40, 400, 0.3, g))
+    assert len(rows) == round(40 / 0.7)  # an epoch: the new frames at their 70 %
+    many = [r for _ in range(50) for r in replay_sampler(40, 400, 0.3, g)]
+    share = np.mean([r >= 40 for r in many])
+    assert abs(share - 0.3) < 0.03, share  # 400 replay frames, yet 30 % of the draws, not 91 %
+    assert len({r for r in many if r < 40}) == 40  # every new frame is drawn
+
+
+def test_replay_source_must_exist_and_be_labeled(tmp_path, lspet_coco):
+    import yaml
+
+    from iterate.core.errors import ManifestError
+
+    coco = lspet_subset(lspet_coco, list(range(1, 9)), tmp_path / "a.json")
+    src = {"name": "new", "kind": "coco", "path": str(coco), "images": str(LSPET), "split": "train"}
+    p = lsp_manifest(tmp_path, [src], train={"replay": {"source": "base-data", "fraction": 0.3}})
+    with pytest.raises(ManifestError, match="train.replay.source: no source named 'base-data'"):
+        load_manifest(p)
+    d = yaml.safe_load(p.read_text())
+    other = lspet_subset(lspet_coco, list(range(9, 17)), tmp_path / "b.json")
+    d["sources"].append({**src, "name": "base-data", "path": str(other), "labels": False})
+    p.write_text(yaml.safe_dump(d))
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        ingest(m, led)
+        with pytest.raises(Exception, match="source 'base-data' has no labeled frames"):
+            retrain(m, led)
+    # labeled: the fine-tune draws from it at its share and records it
+    d["sources"][-1]["labels"] = True
+    d["sources"][-1]["name"] = "base-data-2"
+    d["train"] = {"epochs": 1, "batch_size": 4, "warmup_steps": 1, "replay": {"source": "base-data-2", "fraction": 0.5}}
+    d["workspace"] = str(tmp_path / "ws2")
+    p.write_text(yaml.safe_dump(d))
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        ingest(m, led)
+        out = retrain(m, led)
+        assert out.metrics["replay_frames"] == 8 and out.metrics["replay_fraction"] == 0.5
+        assert led.models()[-1]["n_train"] == 16
+        assert out.metrics["steps"] == 4  # one epoch: 8 new frames / (1 - 0.5) = 16 draws at batch 4

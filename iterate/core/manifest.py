@@ -163,6 +163,14 @@ class AugmentSettings(_Strict):
     person_box: float = Field(0.5, ge=0, le=1, description="share of samples cropped to the labeled person's box")
 
 
+class ReplaySettings(_Strict):
+    """Fine-tuning that keeps what the base knew: frames of ``source`` (the base's own training data, ingested as
+    a `train` source) make up ``fraction`` of every epoch's samples instead of their natural share."""
+
+    source: str = Field(description="the `name` of a labeled source in `sources`")
+    fraction: float = Field(0.3, gt=0, lt=1, description="share of each epoch's samples drawn from the replay source")
+
+
 class TrainSettings(_Strict):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -190,6 +198,7 @@ class TrainSettings(_Strict):
         description="fine-tuning: pull the trunk's weights back toward the starting "
         "checkpoint's by this rate × lr per step (L2-SP, decoupled like AdamW's decay); 0 = off",
     )
+    replay: ReplaySettings | None = None
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
 
@@ -253,6 +262,11 @@ class Manifest(_Strict):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"sources: names repeat ({', '.join(dup)}); give each a distinct `name`")
+        rp = self.train.replay
+        if rp is not None and rp.source not in labels:
+            raise ValueError(
+                f"train.replay.source: no source named '{rp.source}' (sources: {', '.join(labels) or 'none'})"
+            )
         return self
 
     # -- paths ------------------------------------------------------------------------------------

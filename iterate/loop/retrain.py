@@ -25,11 +25,15 @@ from model.train import train
 _RUN_KEY = "training_run"
 
 
-def labeled_samples(ledger: Ledger, splits: tuple[str, ...]) -> list[Sample]:
+def labeled_samples(
+    ledger: Ledger, splits: tuple[str, ...], *, source: str | None = None, not_source: str | None = None
+) -> list[Sample]:
     """Current labels of the first person in each frame of ``splits`` (top-down, whole-frame box), with their
-    attributes (strata) and head box."""
+    attributes (strata) and head box; only frames of ``source`` / not of ``not_source`` when given."""
     out = []
     for f, lab in ledger.current_labels(splits):
+        if (source is not None and f.source != source) or (not_source is not None and f.source == not_source):
+            continue
         if lab.instance == 0:
             out.append(
                 Sample(
@@ -88,7 +92,11 @@ def retrain(
     if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
         raise IterateError(f"--minutes must be a positive number, got {time_limit_s / 60:g}")
     distributed, rank = _rank()
-    train_s = labeled_samples(ledger, ("pool", "train"))
+    rp = m.train.replay
+    train_s = labeled_samples(ledger, ("pool", "train"), not_source=rp.source if rp else None)
+    replay_s = labeled_samples(ledger, ("pool", "train"), source=rp.source) if rp else []
+    if rp and not replay_s:
+        raise IterateError(f"train.replay.source: source '{rp.source}' has no labeled frames (ingest it with labels)")
     val_s = labeled_samples(ledger, ("val",))
     if not train_s:
         raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
@@ -112,6 +120,7 @@ def retrain(
             on_step=on_step,
             on_epoch=on_epoch,
             distributed=distributed,
+            replay=replay_s,
         )
     except IterateError:
         # a run that failed for a known reason (bad checkpoint, diverged loss) leaves no model folder and nothing
@@ -126,12 +135,14 @@ def retrain(
         return None
     best = res.best if res.best.is_file() else res.last
     metrics = _metrics(setup.keypoints, best, res, train_s, val_s)
+    if replay_s:
+        metrics.update({"replay_frames": len(replay_s), "replay_fraction": setup.train.replay_fraction})
     parent = ledger.latest_model()
     with ledger.transaction():
         mid = ledger.add_model(
             str(best),
             parent_id=parent["id"] if parent else None,
-            n_train=len(train_s),
+            n_train=len(train_s) + len(replay_s),
             config=load_file(best).get("config", {}),
             metrics=metrics,
         )

@@ -41,7 +41,9 @@ def train_setup(
     mm, t = m.model, m.train
     model = ModelConfig(mm.backbone, mm.input_size, heatmap_size or mm.heatmap_size, mm.sigma)
     train = TrainConfig(
-        **{k: v for k, v in t.model_dump().items() if k != "augment"}, augment=AugmentConfig(**t.augment.model_dump())
+        **{k: v for k, v in t.model_dump().items() if k not in ("augment", "replay")},
+        replay_fraction=t.replay.fraction if t.replay else 0.0,
+        augment=AugmentConfig(**t.augment.model_dump()),
     )
     if epochs is not None:
         train = replace(train, epochs=epochs)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import DEFAULT_MANIFEST, Manifest, load_manifest
@@ -29,3 +30,11 @@ def open_project(manifest: Path, *, write: bool = False, command: str = "iterate
             ledger.close()
             raise
     return m, ledger
+
+
+def progress_bar(info: bool = False) -> Progress:
+    """The one progress bar every long command shows (description, bar, n/N, [info], time left); transient."""
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if info:
+        cols.append(TextColumn("{task.fields[info]}"))
+    return Progress(*cols, TimeRemainingColumn(), console=console, transient=True)

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, progress_bar
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum
 from iterate.core.errors import IterateError
 from iterate.loop.ingest import ingest
@@ -49,14 +48,7 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
     m, ledger = open_project(manifest, write=True, command="iterate ingest")
     with (
         ledger,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as bar,
+        progress_bar() as bar,
     ):
         tasks: dict[str, int] = {}
 

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, progress_bar
 from iterate.core.errors import IterateError
 from iterate.core.images import printable
 
@@ -41,15 +40,7 @@ def retrain(
     m, ledger = open_project(manifest, write=True, command="iterate retrain")
     with (
         ledger,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as bar,
+        progress_bar(info=True) as bar,
     ):
         task = bar.add_task("retrain", total=None, info="")
         last = {"val": ""}

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, progress_bar
 from iterate.commands.studio import _print_push
 
 
@@ -29,14 +28,7 @@ def select(
     m, ledger = open_project(manifest, write=True, command="iterate select")
     with (
         ledger,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as bar,
+        progress_bar() as bar,
     ):
         task = bar.add_task("scoring the pool", total=None)
         sel = run(

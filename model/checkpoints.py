@@ -15,47 +15,11 @@ from pathlib import Path
 import torch
 
 from iterate.core.errors import IterateError
+from iterate.core.presets import COCO_JOINTS, MPII_JOINTS
 from model.hrnet import PoseHRNet, build_model
 
 FORMAT = "iterate-pose-v1"
 
-MPII_JOINTS = [
-    "right_ankle",
-    "right_knee",
-    "right_hip",
-    "left_hip",
-    "left_knee",
-    "left_ankle",
-    "pelvis",
-    "thorax",
-    "upper_neck",
-    "head_top",
-    "right_wrist",
-    "right_elbow",
-    "right_shoulder",
-    "left_shoulder",
-    "left_elbow",
-    "left_wrist",
-]
-COCO_JOINTS = [
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-]
 # outputs the official pose model never computes (timm's trunk has them): missing on purpose
 _NEVER_IN_POSE_CKPT = re.compile(r"^stage4\.2\.fuse_layers\.[123]\.")
 
@@ -130,7 +94,8 @@ def _known_joints(head: dict) -> list[str] | None:
     w = head.get("weight")
     if w is None:
         return None
-    return {16: MPII_JOINTS, 17: COCO_JOINTS}.get(w.shape[0])
+    names = {16: MPII_JOINTS, 17: COCO_JOINTS}.get(w.shape[0])
+    return list(names) if names else None
 
 
 def load_into(

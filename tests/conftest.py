@@ -9,28 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from iterate.core.presets import LSP_JOINTS
 from iterate.loop.settings import studio_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ITERATE_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 LSPET = SHARED / "lspet"
 
-LSP_NAMES = [
-    "right_ankle",
-    "right_knee",
-    "right_hip",
-    "left_hip",
-    "left_knee",
-    "left_ankle",
-    "right_wrist",
-    "right_elbow",
-    "right_shoulder",
-    "left_shoulder",
-    "left_elbow",
-    "left_wrist",
-    "neck",
-    "head_top",
-]
+LSP_NAMES = list(LSP_JOINTS)
 
 
 def pytest_configure(config):

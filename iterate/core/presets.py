@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from iterate.core.schema import guess_flip_pairs
 
-_COCO = [
+COCO_JOINTS = [
     "nose",
     "left_eye",
     "right_eye",
@@ -25,7 +25,7 @@ _COCO = [
     "left_ankle",
     "right_ankle",
 ]
-_MPII = [
+MPII_JOINTS = [
     "right_ankle",
     "right_knee",
     "right_hip",
@@ -43,7 +43,7 @@ _MPII = [
     "left_elbow",
     "left_wrist",
 ]
-_LSP = [
+LSP_JOINTS = [
     "right_ankle",
     "right_knee",
     "right_hip",
@@ -67,7 +67,7 @@ def _legs(top: list[str]) -> list[list[str]]:
 
 PRESETS: dict[str, dict] = {
     "coco17": {
-        "names": _COCO,
+        "names": COCO_JOINTS,
         "skeleton": [
             ["left_ankle", "left_knee"],
             ["left_knee", "left_hip"],
@@ -107,7 +107,7 @@ PRESETS: dict[str, dict] = {
         "normalizer": {"kind": "person_box", "joints": [], "factor": 0.1},  # COCO has no head box: a tenth of the box
     },
     "mpii16": {
-        "names": _MPII,
+        "names": MPII_JOINTS,
         "skeleton": [
             ["right_ankle", "right_knee"],
             ["right_knee", "right_hip"],
@@ -141,7 +141,7 @@ PRESETS: dict[str, dict] = {
         "normalizer": {"kind": "head_box", "joints": [], "factor": 1.0},  # MPII: 0.6 × the head box diagonal
     },
     "lsp14": {
-        "names": _LSP,
+        "names": LSP_JOINTS,
         "skeleton": [
             ["right_ankle", "right_knee"],
             ["right_knee", "right_hip"],

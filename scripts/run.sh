@@ -33,9 +33,16 @@ case "${1:-}" in
   test)
     setup
     # the browser test drives Debian's Chromium; install it once (needs root or sudo)
-    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    # and the ledger tests start their own PostgreSQL server (Debian's postgresql: initdb, pg_ctl)
+    want_pkgs=""
+    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then want_pkgs="chromium chromium-driver"; fi
+    if ! command -v pg_ctl >/dev/null && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+      want_pkgs="$want_pkgs postgresql"
+    fi
+    if [ -n "$want_pkgs" ]; then
       SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
+      # shellcheck disable=SC2086
+      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $want_pkgs
     fi
     shift
     exec "$VENV/bin/python" -m pytest -q "$@"

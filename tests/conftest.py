@@ -103,3 +103,21 @@ def studio(tmp_path_factory):
     server.start(studio_settings(m), template=TEMPLATE)
     yield {"port": port, "manifest": m}
     server.stop(studio_settings(m))
+
+
+# -- a real PostgreSQL server for the whole session (the team ledger backend) -----------------------------
+@pytest.fixture(scope="session")
+def postgres():
+    from pg_server import PostgresServer
+
+    srv = PostgresServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request) -> str | None:
+    """Run a test on both ledger backends: None (SQLite in the workspace) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").new_database()

@@ -80,7 +80,7 @@ def test_annotator_in_the_browser(tmp_path, studio, browser):
     ingest(m, led)
     st = Studio.from_settings(studio_settings(m))
     s = push(labeling(m), led, st, [f.id for f in led.frames("pool")])
-    tid = led.db.execute("SELECT task_id FROM tasks").fetchone()[0]
+    tid = led.raw("SELECT task_id FROM tasks").fetchone()[0]
     base = m.label_studio.url
     wait = WebDriverWait(browser, 60)
     browser.get(f"{base}/user/login/")

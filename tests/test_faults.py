@@ -116,8 +116,8 @@ def test_kill9_during_sync_then_rerun_loses_and_duplicates_nothing(tmp_path, lsp
     assert r.returncode == 0, r.stderr[-2000:]
     with Ledger(m.workspace_dir) as led:
         assert len(led.current_labels()) == 40
-        assert tuple(led.db.execute("SELECT COUNT(*), MAX(version) FROM labels").fetchone()) == (40, 1)
-        assert led.db.execute("SELECT COUNT(*) FROM tasks WHERE status='labeled'").fetchone()[0] == 40
+        assert tuple(led.raw("SELECT COUNT(*), MAX(version) FROM labels").fetchone()) == (40, 1)
+        assert led.raw("SELECT COUNT(*) FROM tasks WHERE status='labeled'").fetchone()[0] == 40
 
 
 def test_server_restarted_mid_push_finishes_without_duplicates(tmp_path, lspet_coco, studio):
@@ -144,18 +144,18 @@ def test_server_restarted_mid_push_finishes_without_duplicates(tmp_path, lspet_c
             push_mod.push(labeling(m), led, st, ids)
     finally:
         Studio.import_tasks = real_import
-    assert led.db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 8  # the two completed batches are kept
+    assert led.raw("SELECT COUNT(*) FROM tasks").fetchone()[0] == 8  # the two completed batches are kept
     # a process killed between the server's import and the ledger write leaves tasks the ledger does not know:
     # make that state (drop batch 2's rows), which only a kill at exactly that instant would produce
     with led.transaction():
-        led.db.execute("DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks ORDER BY task_id DESC LIMIT 4)")
+        led.raw("DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks ORDER BY task_id DESC LIMIT 4)")
     server.start(studio_settings(sm))
     s = push_mod.push(labeling(m), led, Studio.from_settings(studio_settings(m)), ids)
     assert s.recovered == 4 and s.pushed == 2  # batch 2 reconciled from the server, the last batch imported
     tasks = Studio.from_settings(studio_settings(m)).tasks(s.project_id, fields="task_only")
     frame_ids = [t["data"]["frame_id"] for t in tasks]
     assert sorted(frame_ids) == sorted(ids)  # every frame exactly once on the server
-    assert led.db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 10
+    assert led.raw("SELECT COUNT(*) FROM tasks").fetchone()[0] == 10
     led.close()
 
 
@@ -182,7 +182,7 @@ def test_corrupt_pool_image_is_never_selected(tmp_path, lspet_coco):
     assert r.exit_code == 0, r.output
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
-        picked = [led.frame(f).path for (f,) in led.db.execute("SELECT frame_id FROM round_frames")]
+        picked = [led.frame(f).path for (f,) in led.raw("SELECT frame_id FROM round_frames")]
     assert len(picked) == 9 and not any(x.endswith("im07803.jpg") for x in picked)
     r = runner.invoke(app, ["select", "--budget", "10", "--strategy", "uncertainty", "--no-push", "-m", str(p)])
     assert r.exit_code == 2 and "readable unlabeled pool" in r.output and "Traceback" not in r.output

@@ -52,7 +52,7 @@ def test_label_studio_export_keeps_joints_visibility_and_strata(tmp_path):
     r = CliRunner().invoke(app, ["ingest", "-m", str(p)])  # re-running adds nothing
     assert r.exit_code == 0
     with Ledger(m.workspace_dir) as led:
-        assert led.db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 2
+        assert led.raw("SELECT COUNT(*) FROM labels").fetchone()[0] == 2
 
 
 def test_label_studio_export_with_other_joint_names_is_refused_whole(tmp_path):

@@ -5,6 +5,87 @@ import pytest
 from iterate.core.errors import BusyError
 from iterate.core.ledger import SCHEMA_VERSION, Frame, Ledger
 
+# The schema as iterate wrote it before the Alembic migrations (ledger v1, raw SQLite DDL): such ledgers exist in
+# users' workspaces and must open, be stamped and be upgraded in place.
+V1_DDL = """
+    CREATE TABLE frames (
+        id TEXT PRIMARY KEY,             -- stable: hash of source + relative path + frame index
+        path TEXT NOT NULL,              -- absolute path of the image file
+        source TEXT NOT NULL,
+        video TEXT,                      -- video path for frames cut from a video
+        frame_index INTEGER,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        content_hash TEXT NOT NULL,      -- sha1 of the file bytes
+        phash INTEGER NOT NULL,          -- 64-bit difference hash (near-duplicate test)
+        split TEXT NOT NULL CHECK (split IN ('pool','train','val','test')),
+        added_at REAL NOT NULL
+    );
+    CREATE INDEX frames_split ON frames(split);
+    CREATE UNIQUE INDEX frames_content ON frames(content_hash, source, frame_index);
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        frame_id TEXT NOT NULL REFERENCES frames(id),
+        instance INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL,
+        keypoints TEXT NOT NULL,         -- JSON [[x, y, v], ...] in image pixels, v in {0, 1, 2}
+        bbox TEXT,                       -- JSON [x, y, w, h] or null
+        attributes TEXT NOT NULL DEFAULT '{}',
+        source TEXT NOT NULL,            -- coco | labelstudio | oracle | ...
+        annotator TEXT,
+        ls_task_id INTEGER,
+        ls_annotation_id INTEGER,
+        created_at REAL NOT NULL,
+        UNIQUE (frame_id, instance, version)
+    );
+    CREATE INDEX labels_frame ON labels(frame_id);
+    CREATE TABLE rounds (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        chunk INTEGER NOT NULL,
+        budget INTEGER NOT NULL,
+        strategy TEXT NOT NULL,
+        model_id INTEGER REFERENCES models(id),
+        params TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE round_frames (
+        round_id INTEGER NOT NULL REFERENCES rounds(id),
+        frame_id TEXT NOT NULL REFERENCES frames(id),
+        rank INTEGER NOT NULL,
+        scores TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (round_id, frame_id)
+    );
+    CREATE TABLE tasks (
+        frame_id TEXT NOT NULL REFERENCES frames(id),
+        project_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        round_id INTEGER REFERENCES rounds(id),
+        status TEXT NOT NULL DEFAULT 'pending',   -- pending | labeled | skipped | invalid
+        note TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (project_id, task_id),
+        UNIQUE (project_id, frame_id)
+    );
+    CREATE TABLE models (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        path TEXT NOT NULL,
+        parent_id INTEGER REFERENCES models(id),
+        n_train INTEGER NOT NULL DEFAULT 0,
+        config TEXT NOT NULL DEFAULT '{}',
+        metrics TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        round INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        model_id INTEGER REFERENCES models(id),
+        summary TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """
+
 
 def _frame(i: int, split: str = "pool") -> Frame:
     return Frame(
@@ -21,29 +102,31 @@ def _frame(i: int, split: str = "pool") -> Frame:
     )
 
 
-def test_schema_version_wal_and_reopen(tmp_path):
-    with Ledger(tmp_path) as led:
+def test_schema_version_and_reopen(tmp_path, ledger_url):
+    with Ledger(tmp_path, ledger_url) as led:
         assert led.schema_version == SCHEMA_VERSION
-        assert led.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        if led.dialect == "sqlite":
+            assert led.raw("PRAGMA journal_mode").fetchone()[0] == "wal"
         with led.transaction():
             assert led.add_frame(_frame(1))
-    with Ledger(tmp_path) as led:  # reopening does not migrate again nor lose data
+            assert not led.add_frame(_frame(1))  # the same id again adds nothing
+    with Ledger(tmp_path, ledger_url) as led:  # reopening does not migrate again nor lose data
         assert [f.id for f in led.frames()] == ["f1"]
-        assert led.phashes() == [("f1", (1 << 63) + 1)]  # 64-bit hash round-trips through SQLite
+        assert led.phashes() == [("f1", (1 << 63) + 1)]  # the 64-bit hash round-trips through a signed BIGINT
+        led.set("watermark", {"a": 1})
+        led.set("watermark", {"a": 2})  # an upsert on both backends
+        assert led.get("watermark") == {"a": 2} and led.get("missing", 7) == 7
 
 
-def test_newer_schema_is_refused(tmp_path):
-    Ledger(tmp_path).close()
-    db = sqlite3.connect(tmp_path / Ledger.FILENAME)
-    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    db.commit()
-    db.close()
-    with pytest.raises(Exception, match="newer than this iterate"):
-        Ledger(tmp_path)
+def test_newer_schema_is_refused(tmp_path, ledger_url):
+    with Ledger(tmp_path, ledger_url) as led:
+        led.raw("UPDATE alembic_version SET version_num='0099'")
+    with pytest.raises(Exception, match="v99 is newer than this iterate"):
+        Ledger(tmp_path, ledger_url)
 
 
-def test_label_versions_keep_history(tmp_path):
-    with Ledger(tmp_path) as led:
+def test_label_versions_keep_history(tmp_path, ledger_url):
+    with Ledger(tmp_path, ledger_url) as led:
         with led.transaction():
             led.add_frame(_frame(1))
             assert led.add_label("f1", [[1, 2, 2]], source="coco") == 1
@@ -56,8 +139,8 @@ def test_label_versions_keep_history(tmp_path):
         assert [(f.id, lab.version) for f, lab in led.current_labels()] == [("f1", 2)]
 
 
-def test_failed_step_rolls_back(tmp_path):
-    with Ledger(tmp_path) as led:
+def test_failed_step_rolls_back(tmp_path, ledger_url):
+    with Ledger(tmp_path, ledger_url) as led:
         with pytest.raises(RuntimeError):
             with led.transaction():
                 led.add_frame(_frame(1))
@@ -65,25 +148,27 @@ def test_failed_step_rolls_back(tmp_path):
         assert led.frames() == []
 
 
-def test_second_writer_gets_busy(tmp_path):
-    a, b = Ledger(tmp_path), Ledger(tmp_path)
+def test_second_writer_gets_busy(tmp_path, ledger_url):
+    a, b = Ledger(tmp_path, ledger_url), Ledger(tmp_path, ledger_url)
     a.lock("iterate ingest")
-    with pytest.raises(BusyError, match="busy: `iterate ingest`"):
+    with pytest.raises(BusyError, match="busy: `iterate ingest` \\(pid"):
+        b.lock("iterate ingest")
+    if a.dialect == "sqlite":  # one machine: one writing command per workspace
+        with pytest.raises(BusyError, match="busy: `iterate ingest`"):
+            b.lock("iterate retrain")
+    else:  # a team ledger: other commands go on, each step serialised by the database
         b.lock("iterate retrain")
+        b.unlock()
     a.unlock()
-    b.lock("iterate retrain")  # free again
+    b.lock("iterate ingest")  # free again
     a.close()
     b.close()
 
 
 def test_v1_ledger_is_migrated_in_place_keeping_its_labels(tmp_path):
-    import sqlite3
-
-    from iterate.core.ledger import _MIGRATIONS
-
     db = sqlite3.connect(tmp_path / "ledger.sqlite")
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.executescript(_MIGRATIONS[1])
+    db.executescript(V1_DDL)
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     db.execute("INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'val', 0)")
     db.execute(
@@ -103,23 +188,120 @@ def test_v1_ledger_is_migrated_in_place_keeping_its_labels(tmp_path):
 
 
 def _open_fresh(args) -> str:
-    path, barrier = args
+    path, url, barrier = args
     barrier.wait()
     try:
-        with Ledger(path) as led:
+        with Ledger(path, url) as led:
             return f"v{led.schema_version}"
     except Exception as e:  # noqa: BLE001 - the test reports what went wrong
         return f"{type(e).__name__}: {e}"
 
 
-def test_two_commands_opening_a_fresh_workspace_at_once_both_succeed(tmp_path):
+def test_two_commands_opening_a_fresh_workspace_at_once_both_succeed(tmp_path, request):
     """Schema creation runs under the write transaction: no `table frames already exists` (1 in 28 before)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
+    pg = request.getfixturevalue("postgres")
     for i in range(12):
         barrier = ctx.Manager().Barrier(3)
         ws = tmp_path / f"ws{i}"
+        url = None if i % 2 == 0 else pg.new_database()  # both backends
         with ctx.Pool(3) as pool:
-            out = pool.map(_open_fresh, [(ws, barrier)] * 3)
+            out = pool.map(_open_fresh, [(ws, url, barrier)] * 3)
         assert out == [f"v{SCHEMA_VERSION}"] * 3, out
+
+
+def _write_labels(args) -> int:
+    """One writer process: for each round, a new label for every frame (the same frames as the other writers)."""
+    ws, url, who, rounds, n_frames, barrier = args
+    barrier.wait()
+    written = 0
+    with Ledger(ws, url) as led:
+        for r in range(rounds):
+            with led.transaction():  # one step per round, like a sync batch or an ingest source
+                for i in range(n_frames):
+                    if led.add_label(f"f{i}", [[who, r, 2]], source=f"writer{who}") is not None:
+                        written += 1
+    return written
+
+
+def test_concurrent_writers_leave_no_duplicate_versions_and_no_lost_rows(tmp_path, postgres):
+    """Three processes write new label versions for the same 40 frames at once on one PostgreSQL ledger: every
+    write lands, the versions of each frame are 1..n without a gap or a duplicate."""
+    import multiprocessing as mp
+
+    url = postgres.new_database()
+    with Ledger(tmp_path, url) as led, led.transaction():
+        for i in range(40):
+            led.add_frame(_frame(i))
+    ctx = mp.get_context("fork")
+    barrier = ctx.Manager().Barrier(3)
+    with ctx.Pool(3) as pool:
+        written = pool.map(_write_labels, [(tmp_path, url, w, 5, 40, barrier) for w in range(3)])
+    assert written == [200, 200, 200]
+    with Ledger(tmp_path, url) as led:
+        rows = led.raw("SELECT frame_id, version FROM labels").fetchall()
+        assert len(rows) == 600 and len(set(rows)) == 600  # no lost row, no duplicate (frame, version)
+        for i in range(40):
+            assert [h.version for h in led.label_history(f"f{i}")] == list(range(1, 16))
+
+
+def test_a_dropped_connection_mid_step_leaves_the_ledger_as_before(tmp_path, postgres):
+    url = postgres.new_database()
+    with Ledger(tmp_path, url) as led:
+        with led.transaction():
+            led.add_frame(_frame(0))
+            led.add_label("f0", [[1, 1, 2]], source="coco")
+        before = led.table_counts()
+        with pytest.raises(Exception), led.transaction():  # noqa: B017 - whatever the driver raises
+            for i in range(1, 30):
+                led.add_frame(_frame(i))
+                led.add_label(f"f{i}", [[i, i, 2]], source="coco")
+            assert postgres.terminate_backends(url) >= 1  # the server drops this connection mid-step
+            led.add_frame(_frame(99))
+    with Ledger(tmp_path, url) as led:
+        assert led.table_counts() == before
+        assert [f.id for f in led.frames()] == ["f0"]
+
+
+def test_copy_moves_a_ledger_to_postgresql_keeping_ids(tmp_path, postgres):
+    src_ws = tmp_path / "src"
+    with Ledger(src_ws) as led:
+        with led.transaction():
+            for i in range(5):
+                led.add_frame(_frame(i, "train"))
+                led.add_label(f"f{i}", [[i, 0, 2]], source="coco", head_box=[0, 0, 2, 2])
+            led.add_label("f1", [[9, 9, 2]], source="labelstudio")
+            mid = led.add_model("m.pt", parent_id=None, n_train=5, config={"a": 1}, metrics={"pckh": 0.5})
+            led.add_round(chunk=1, budget=2, strategy="full", model_id=mid, params={}, frames=[("f0", {"u": 1.0})])
+            led.add_task("f0", 3, 11)
+            led.set("watermark", 5)
+        url = postgres.new_database()
+        with Ledger(tmp_path / "dst", url) as dst:
+            counts = led.copy_to(dst)
+            assert counts == led.table_counts() == dst.table_counts()
+            assert counts["labels"] == 6 and counts["frames"] == 5
+            assert dst.current_label("f1").keypoints == [[9, 9, 2]] and dst.current_label("f2").head_box == [0, 0, 2, 2]
+            assert dst.phashes() == led.phashes() and dst.get("watermark") == 5
+            assert dst.add_model("n.pt", parent_id=mid, n_train=6, config={}, metrics={}) == mid + 1  # ids go on
+            with pytest.raises(Exception, match="not empty"):
+                led.copy_to(dst)
+
+
+def test_ledger_urls(tmp_path, monkeypatch):
+    from iterate.core.ledger import describe_url, resolve_url
+
+    assert resolve_url(tmp_path, None).startswith("sqlite:///") and resolve_url(tmp_path, None).endswith(
+        "ledger.sqlite"
+    )
+    with pytest.raises(Exception, match="holds a password; keep it out of files"):
+        resolve_url(tmp_path, "postgresql://ann:secret@db/iterate", where="m.yaml: ledger")
+    monkeypatch.setenv("TEAM_LEDGER", "postgresql://ann:secret@db/iterate")
+    url = resolve_url(tmp_path, "$TEAM_LEDGER")
+    assert url.startswith("postgresql+psycopg://") and "secret" not in describe_url(url)
+    monkeypatch.delenv("TEAM_LEDGER")
+    with pytest.raises(Exception, match="TEAM_LEDGER that should hold the ledger URL is not set"):
+        resolve_url(tmp_path, "$TEAM_LEDGER")
+    with pytest.raises(Exception, match="'mysql' is not supported"):
+        resolve_url(tmp_path, "mysql://u@h/db")

@@ -108,7 +108,7 @@ def test_report_with_model_has_every_section_and_plots(project, lspet_coco):
     assert focus["pool_frames"] == 40
     # re-rendering an older round from its JSON twin gives the same Markdown
     with Ledger(m.workspace_dir) as led:  # a new round starts: round 0 is now an older round
-        led.db.execute("INSERT INTO rounds (created_at, chunk, budget, strategy) VALUES (0, 1, 4, 'test')")
+        led.raw("INSERT INTO rounds (created_at, chunk, budget, strategy) VALUES (0, 1, 4, 'test')")
     (rdir / "round-00.md").write_text("scribbled over")
     r = CliRunner().invoke(app, ["report", "-m", str(project), "--round", "0"])
     assert r.exit_code == 0

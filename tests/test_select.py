@@ -52,7 +52,7 @@ def test_cold_start_without_model(proj):
         assert sel.cold_start and len(sel.frame_ids) == len(set(sel.frame_ids)) == 8
         assert all(led.frame(f).split == "pool" for f in sel.frame_ids)
         assert sel.csv.is_file() and sel.markdown.is_file()
-        rows = led.db.execute("SELECT COUNT(*) FROM round_frames WHERE round_id=?", (sel.round_id,)).fetchone()[0]
+        rows = led.raw("SELECT COUNT(*) FROM round_frames WHERE round_id=?", (sel.round_id,)).fetchone()[0]
         assert rows == 8
 
 

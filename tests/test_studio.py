@@ -146,7 +146,7 @@ def test_push_autolabel_sync_round_trip(tmp_path, lspet_coco, studio):
         assert lab.attributes == a["attributes"] and lab.source == "labelstudio" and lab.ls_task_id
     again = sync_labels(labeling(m), led, st)
     assert (again.new, again.updated) == (0, 0)
-    assert len(led.db.execute("SELECT * FROM labels").fetchall()) == 10  # nothing duplicated
+    assert len(led.raw("SELECT * FROM labels").fetchall()) == 10  # nothing duplicated
     # an edited annotation becomes a new version; the old one stays in the history
     f0, lab0 = led.current_labels(("pool",))[0]
     res = to_result(
@@ -170,8 +170,8 @@ def test_bad_and_skipped_tasks_are_reported_not_ingested(tmp_path, lspet_coco, s
     st = Studio.from_settings(studio_settings(m))
     frames = led.frames("pool")
     push(labeling(m), led, st, [f.id for f in frames])
-    tids = sorted(r[0] for r in led.db.execute("SELECT task_id FROM tasks"))
-    f = led.frame(led.db.execute("SELECT frame_id FROM tasks WHERE task_id=?", (tids[0],)).fetchone()[0])
+    tids = sorted(r[0] for r in led.raw("SELECT task_id FROM tasks"))
+    f = led.frame(led.raw("SELECT frame_id FROM tasks WHERE task_id=?", (tids[0],)).fetchone()[0])
     good = to_result(labeling(m), [[10, 10, 2]] * 14, f.width, f.height)
     bad = json.loads(json.dumps(good))
     bad[0]["value"]["keypointlabels"] = ["left_toe"]
@@ -181,7 +181,7 @@ def test_bad_and_skipped_tasks_are_reported_not_ingested(tmp_path, lspet_coco, s
     assert r.new == 0 and r.skipped == 1 and r.pending == 1
     assert len(r.invalid) == 1 and f"task {tids[0]}" in r.invalid[0] and "left_toe" in r.invalid[0]
     assert led.current_labels() == []
-    status = dict(led.db.execute("SELECT task_id, status FROM tasks").fetchall())
+    status = dict(led.raw("SELECT task_id, status FROM tasks").fetchall())
     assert (status[tids[0]], status[tids[1]], status[tids[2]]) == ("invalid", "skipped", "pending")
     led.close()
 
@@ -207,12 +207,12 @@ def test_server_stopped_mid_sync_then_restarted_loses_nothing(tmp_path, lspet_co
     server.start(studio_settings(sm))
     r = sync_labels(labeling(m), led, Studio.from_settings(studio_settings(m)))
     assert len(led.current_labels()) == 9
-    assert led.db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 9  # no duplicates
+    assert led.raw("SELECT COUNT(*) FROM labels").fetchone()[0] == 9  # no duplicates
     # a full re-sync through one whole-project export (the path for many updated tasks) changes nothing
     monkeypatch.setattr(sync_mod, "_WHOLE_MIN", 1)
     r = sync_labels(labeling(m), led, Studio.from_settings(studio_settings(m)), full=True)
     assert (r.tasks, r.new, r.unchanged) == (9, 0, 9)
-    assert led.db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 9
+    assert led.raw("SELECT COUNT(*) FROM labels").fetchone()[0] == 9
     led.close()
 
 

@@ -22,7 +22,7 @@ DEFAULT = Path(DEFAULT_MANIFEST)
 def open_project(manifest: Path, *, write: bool = False, command: str = "iterate") -> tuple[Manifest, Ledger]:
     """Load the manifest and open its ledger; with ``write``, take the workspace lock."""
     m = load_manifest(manifest)
-    ledger = Ledger(m.workspace_dir)
+    ledger = Ledger(m.workspace_dir, m.ledger)
     if write and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
         try:
             ledger.lock(command)

@@ -12,6 +12,7 @@ from rich.table import Table
 from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, progress_bar
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum
 from iterate.core.errors import IterateError
+from iterate.core.ledger import Ledger
 from iterate.loop.ingest import ingest
 from iterate.loop.init import write_manifest
 
@@ -151,6 +152,37 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
             console.print("model: none yet (run `iterate retrain`)")
 
 
+def ledger_copy(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="the new ledger: postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass) or $VAR, an "
+            "environment variable holding the URL; an empty database (iterate creates the tables)",
+        ),
+    ],
+    manifest: ManifestOpt = DEFAULT,
+) -> None:
+    """Copy this project's ledger, every row and id, into a new database (e.g. PostgreSQL for a team), then check
+    the row counts. The source is not changed; point the manifest's `ledger:` at the copy to use it.
+
+    Example: iterate ledger copy --to postgresql://iterate@db.lab/pose
+    """
+    m, ledger = open_project(manifest, write=True, command="iterate ledger copy")
+    with ledger, Ledger(m.workspace_dir, to) as target:
+        counts = ledger.copy_to(target)
+    console.print(f"copied {escape(ledger.where)} → {escape(target.where)}", highlight=False, soft_wrap=True)
+    t = Table()
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    for name, n in counts.items():
+        t.add_row(name, str(n))
+    console.print(t)
+    console.print(
+        f"counts match; to use it, set [bold]ledger: {escape(to)}[/] in {escape(str(manifest))}", soft_wrap=True
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("ingest")(ingest_cmd)
@@ -160,3 +192,8 @@ def register(app: typer.Typer) -> None:
     )
     frames.command("remove")(frames_remove)
     app.add_typer(frames, name="frames")
+    led = typer.Typer(
+        help="The ledger database: `iterate ledger copy --to URL` moves it to PostgreSQL.", no_args_is_help=True
+    )
+    led.command("copy")(ledger_copy)
+    app.add_typer(led, name="ledger")

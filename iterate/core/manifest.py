@@ -232,6 +232,11 @@ class SelectionSettings(_Strict):
 class Manifest(_Strict):
     project: str
     workspace: str = ".iterate"
+    ledger: str | None = Field(
+        None,
+        description="the ledger database: empty = SQLite in the workspace; postgresql://user@host/db for a team "
+        "(password from PGPASSWORD or ~/.pgpass), or $VAR naming an environment variable that holds the URL",
+    )
     target_size: int = Field(gt=0, strict=True, description="D: labeled frames wanted in all")
     chunks: list[float] = Field(default_factory=lambda: [0.1, 0.4, 0.5], min_length=1)
     keypoints: KeypointSchema
@@ -244,6 +249,19 @@ class Manifest(_Strict):
 
     # set by load_manifest; not part of the YAML
     root: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith("$"):
+            from iterate.core.errors import IterateError
+            from iterate.core.ledger import resolve_url
+
+            try:
+                resolve_url(".", v, where="ledger")
+            except IterateError as e:
+                raise ValueError(str(e).removeprefix("ledger: ")) from None
+        return v or None
 
     @field_validator("chunks")
     @classmethod

@@ -90,7 +90,7 @@ def run_demo(
     started = _ensure_server(m, say, status)
     results: list[RoundResult] = []
     try:
-        with Ledger(m.workspace_dir) as ledger:
+        with Ledger(m.workspace_dir, m.ledger) as ledger:
             ledger.lock("iterate demo")
             rule("ingest")
             for s in ingest(m, ledger):

@@ -1,0 +1,695 @@
+"""The ledger: the one database every command reads and writes state through, and the only place with SQL.
+
+* Two backends behind one URL (SQLAlchemy Core): SQLite in the workspace (the default, one machine) or
+  PostgreSQL for a team (``ledger: postgresql://user@host/db`` in the manifest, or ``ledger: $VAR`` naming an
+  environment variable that holds the URL; passwords come from the environment only).
+* One schema for both, created and upgraded by Alembic migrations shipped in ``migrations/`` and run by the
+  ledger itself when it opens (a ledger made before Alembic is stamped at its ``meta.schema_version``).
+* One transaction per logical step (:meth:`Ledger.transaction`). Writers serialise through the database:
+  ``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped advisory lock on PostgreSQL.
+* Labels are versioned: a new label for a frame gets ``version + 1``; older versions stay (history).
+* A command that writes takes the command lock (:meth:`Ledger.lock`): on SQLite a lock file in the workspace (the
+  whole workspace, one writing command at a time); on PostgreSQL a session advisory lock per command, so different
+  commands run at once from different machines while a second run of the same command is told it is busy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from iterate.core.errors import BusyError, IterateError
+
+SCHEMA_VERSION = 3  # the newest migration (migrations/versions/000N_*.py)
+URL_ENV = "ITERATE_LEDGER_URL"
+_MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_WRITE_KEY = 0x1D6E7A7E  # PostgreSQL advisory lock id of the write transaction (one writer step at a time)
+TABLES = ("frames", "models", "labels", "rounds", "round_frames", "tasks", "reports", "kv")  # in foreign-key order
+
+
+@dataclass(frozen=True)
+class Frame:
+    id: str
+    path: str
+    source: str
+    video: str | None
+    frame_index: int | None
+    width: int
+    height: int
+    content_hash: str
+    phash: int
+    split: str
+
+
+@dataclass(frozen=True)
+class Label:
+    id: int
+    frame_id: str
+    instance: int
+    version: int
+    keypoints: list[list[float]]
+    bbox: list[float] | None
+    attributes: dict[str, Any]
+    source: str
+    annotator: str | None
+    ls_task_id: int | None
+    ls_annotation_id: int | None
+    created_at: float
+    head_box: list[float] | None = None
+
+
+def _label(row) -> Label:
+    return Label(
+        id=row["id"],
+        frame_id=row["frame_id"],
+        instance=row["instance"],
+        version=row["version"],
+        keypoints=json.loads(row["keypoints"]),
+        bbox=json.loads(row["bbox"]) if row["bbox"] else None,
+        attributes=json.loads(row["attributes"]),
+        source=row["source"],
+        annotator=row["annotator"],
+        ls_task_id=row["ls_task_id"],
+        ls_annotation_id=row["ls_annotation_id"],
+        created_at=row["created_at"],
+        head_box=json.loads(row["head_box"]) if row["head_box"] else None,
+    )
+
+
+def _frame(row) -> Frame:
+    return Frame(**{k: row[k] for k in Frame.__dataclass_fields__})
+
+
+# -- URLs -------------------------------------------------------------------------------------------------
+def resolve_url(workspace: str | Path, url: str | None = None, *, where: str = "ledger") -> str:
+    """The ledger URL: ``url`` (a manifest's ``ledger`` field: a URL or ``$VAR``), else SQLite in the workspace.
+    A password written into the URL itself is refused: it belongs in the environment."""
+    if not url:
+        return f"sqlite:///{Path(workspace).resolve() / Ledger.FILENAME}"
+    if url.startswith("$"):
+        var = url[1:].strip("{}")
+        value = os.environ.get(var, "")
+        if not value:
+            raise IterateError(f"{where}: the environment variable {var} that should hold the ledger URL is not set")
+        return _normalise(value, where)
+    try:
+        if make_url(url).password is not None:
+            raise IterateError(
+                f"{where}: the ledger URL holds a password; keep it out of files: set PGPASSWORD, or put the whole "
+                f"URL in an environment variable and write `ledger: ${URL_ENV}`"
+            )
+    except ArgumentError:
+        raise IterateError(
+            f"{where}: '{url}' is not a database URL (sqlite:///path or postgresql://user@host/db)"
+        ) from None
+    return _normalise(url, where)
+
+
+def _normalise(url: str, where: str) -> str:
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise IterateError(
+            f"{where}: the ledger URL is not a database URL (sqlite:///path or postgresql://…)"
+        ) from None
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+        u = u.set(drivername="postgresql+psycopg")
+    elif u.drivername != "sqlite":
+        raise IterateError(f"{where}: ledger backend '{u.drivername}' is not supported (sqlite or postgresql)")
+    return u.render_as_string(hide_password=False)
+
+
+def describe_url(url: str) -> str:
+    """The URL as it may be printed: never the password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Ledger:
+    """Open (creating or migrating) the ledger of ``workspace``: SQLite in the workspace, or the database ``url``
+    names (see :func:`resolve_url`)."""
+
+    FILENAME = "ledger.sqlite"
+
+    def __init__(self, workspace: str | Path, url: str | None = None):
+        self.workspace = Path(workspace)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.url = resolve_url(self.workspace, url)
+        self.where = describe_url(self.url)
+        self._lock_fd: int | None = None
+        self._lock_key: int | None = None
+        self._depth = 0
+        self.engine = _engine(self.url)
+        self.dialect = self.engine.dialect.name
+        try:
+            self._conn: Connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "sqlite":
+                self._sqlite_pragmas()
+        except SQLAlchemyError as e:
+            self.engine.dispose()
+            raise IterateError(f"{self.where}: cannot open the ledger ({_reason(e)})") from None
+        self._migrate()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.unlock()
+        with contextlib.suppress(SQLAlchemyError):
+            self._conn.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _sqlite_pragmas(self) -> None:
+        for attempt in range(100):  # switching a fresh file to WAL does not wait on the busy handler: retry
+            try:
+                self._conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                break
+            except OperationalError as e:
+                if "locked" not in str(e) or attempt == 99:
+                    raise
+                time.sleep(0.05)
+        self._conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        self._conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+    def _revision(self) -> str | None:
+        """The Alembic revision of the database; a ledger made before Alembic reports its ``meta`` version."""
+        insp = sa.inspect(self._conn)
+        if insp.has_table("alembic_version"):
+            row = self._conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchone()
+            if row:
+                return row[0]
+        if insp.has_table("meta"):
+            row = self._conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row:
+                return f"{int(row[0]):04d}"
+        return None
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema inside one write transaction, so two commands opening a fresh ledger at
+        once do not both create the tables (the version is read again once the transaction holds the lock)."""
+        head = f"{SCHEMA_VERSION:04d}"
+        if self._revision() == head:
+            return
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+        cfg.attributes["connection"] = self._conn
+        with self.transaction():
+            current = self._revision()
+            if current is not None and (not current.isdigit() or int(current) > SCHEMA_VERSION):
+                shown = f"v{int(current)}" if current.isdigit() else f"revision {current}"
+                raise IterateError(
+                    f"{self.where}: ledger schema {shown} is newer than this iterate (v{SCHEMA_VERSION}); upgrade iterate"
+                )
+            stamped = sa.inspect(self._conn).has_table("alembic_version")
+            if current == head and stamped:
+                return  # another command migrated it while this one waited for the lock
+            if current is not None and not stamped:
+                command.stamp(cfg, current)  # made before Alembic: its meta version is the revision it is at
+            command.upgrade(cfg, "head")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._revision() or 0)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One logical step: everything inside commits together or not at all. Writers serialise: ``BEGIN
+        IMMEDIATE`` on SQLite, a transaction-scoped advisory lock on PostgreSQL. Nested calls join the outer step."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            if self.dialect == "sqlite":
+                self._conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                self._conn.exec_driver_sql("BEGIN")
+                self._conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
+        except DBAPIError as e:
+            raise IterateError(f"{self.where}: cannot start a ledger transaction ({_reason(e)})") from None
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(SQLAlchemyError):  # a dropped connection rolled back already
+                self._conn.exec_driver_sql("ROLLBACK")
+            raise
+        else:
+            try:
+                self._conn.exec_driver_sql("COMMIT")
+            except DBAPIError as e:
+                with contextlib.suppress(SQLAlchemyError):
+                    self._conn.exec_driver_sql("ROLLBACK")
+                raise IterateError(f"{self.where}: the step was not saved ({_reason(e)}); re-run the command") from None
+        finally:
+            self._depth = 0
+
+    def lock(self, command: str = "iterate") -> None:
+        """Take the command lock or raise :class:`BusyError` naming who holds it. SQLite: one writing command per
+        workspace (a lock file). PostgreSQL: one run of each command at a time (a session advisory lock)."""
+        if self._lock_fd is not None or self._lock_key is not None:
+            return
+        holder_text = f"`{command}` (pid {os.getpid()} on {socket.gethostname()})"
+        if self.dialect == "sqlite":
+            lock_path = self.workspace / "write.lock"
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "another iterate command"
+                os.close(fd)
+                raise BusyError(
+                    f"workspace {self.workspace} is busy: {holder} is writing; try again when it ends"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, holder_text.encode())
+            self._lock_fd = fd
+            return
+        key = _command_key(command)
+        got = self._conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        if not got:
+            holder = self.get(f"lock:{command}") or f"another `{command}`"
+            raise BusyError(f"ledger {self.where} is busy: {holder} is running; try again when it ends")
+        self._lock_key = key
+        with self.transaction():
+            self.set(f"lock:{command}", holder_text)
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        if self._lock_key is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._lock_key})
+            self._lock_key = None
+
+    # -- raw access (tests and diagnostics) ---------------------------------------------------------------
+    def raw(self, sql: str, params: tuple | dict = ()):
+        """Run one SQL statement in the driver's own parameter style (``?`` on SQLite, ``%s`` on PostgreSQL) and
+        return the cursor result. For tests and diagnostics; product code uses the typed methods."""
+        return self._conn.exec_driver_sql(sql, params)
+
+    def _q(self, sql: str, **params):
+        return self._conn.execute(sa.text(sql), params)
+
+    # -- key/value (watermarks, project ids) ----------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self._q("SELECT value FROM kv WHERE key=:k", k=key).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set(self, key: str, value: Any) -> None:
+        self._q(
+            "INSERT INTO kv (key, value) VALUES (:k, :v) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            k=key,
+            v=json.dumps(value),
+        )
+
+    # -- frames -------------------------------------------------------------------------------------
+    def add_frame(self, f: Frame) -> bool:
+        """Insert a frame; False when its id is already there (re-ingest adds nothing)."""
+        cur = self._q(
+            "INSERT INTO frames (id, path, source, video, frame_index, width, height, content_hash, phash, split,"
+            " added_at) VALUES (:id, :path, :source, :video, :frame_index, :width, :height, :content_hash, :phash,"
+            " :split, :added_at) ON CONFLICT DO NOTHING",
+            id=f.id,
+            path=f.path,
+            source=f.source,
+            video=f.video,
+            frame_index=f.frame_index,
+            width=f.width,
+            height=f.height,
+            content_hash=f.content_hash,
+            phash=_to_signed(f.phash),
+            split=f.split,
+            added_at=time.time(),
+        )
+        return cur.rowcount == 1
+
+    def frame(self, frame_id: str) -> Frame | None:
+        row = self._q("SELECT * FROM frames WHERE id=:id", id=frame_id).mappings().fetchone()
+        return _frame(row) if row else None
+
+    def frames(self, split: str | None = None, source: str | None = None) -> list[Frame]:
+        q, args = "SELECT * FROM frames WHERE retired_at IS NULL", {}
+        if split:
+            q += " AND split=:split"
+            args["split"] = split
+        if source:
+            q += " AND source=:source"
+            args["source"] = source
+        return [_frame(r) for r in self._q(q + " ORDER BY id", **args).mappings()]
+
+    def frame_ids_by_hash(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self._q("SELECT content_hash, id FROM frames ORDER BY id")}
+
+    def phashes(self) -> list[tuple[str, int]]:
+        return [(r[0], _to_unsigned(r[1])) for r in self._q("SELECT id, phash FROM frames ORDER BY id")]
+
+    def count_frames(self) -> dict[str, int]:
+        rows = self._q("SELECT split, COUNT(*) FROM frames WHERE retired_at IS NULL GROUP BY split")
+        return {r[0]: int(r[1]) for r in rows}
+
+    def retire_frames(self, ids: list[str], why: str) -> list[str]:
+        """Retire frames: they and their labels stay in the ledger (history), but no command uses them again;
+        their pending Label Studio tasks are marked retired. → the ids that were active."""
+        now = time.time()
+        done = []
+        for fid in ids:
+            cur = self._q(
+                "UPDATE frames SET retired_at=:now, retired_why=:why WHERE id=:id AND retired_at IS NULL",
+                now=now,
+                why=why,
+                id=fid,
+            )
+            if cur.rowcount:
+                done.append(fid)
+                self._q(
+                    "UPDATE tasks SET status='retired', note=:why, updated_at=:now WHERE frame_id=:id"
+                    " AND status='pending'",
+                    why=why,
+                    now=now,
+                    id=fid,
+                )
+        return done
+
+    def retired_frames(self) -> list[tuple[str, str, float]]:
+        rows = self._q("SELECT id, retired_why, retired_at FROM frames WHERE retired_at IS NOT NULL ORDER BY id")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- labels -------------------------------------------------------------------------------------
+    def add_label(
+        self,
+        frame_id: str,
+        keypoints: list[list[float]],
+        *,
+        source: str,
+        instance: int = 0,
+        bbox: list[float] | None = None,
+        attributes: dict | None = None,
+        annotator: str | None = None,
+        ls_task_id: int | None = None,
+        ls_annotation_id: int | None = None,
+        head_box: list[float] | None = None,
+    ) -> int | None:
+        """Add a label version. Returns its version, or None when it equals the current one (no-op). Call inside
+        :meth:`transaction` (the version is read and written under the write lock)."""
+        with self.transaction():
+            cur = self.current_label(frame_id, instance)
+            attributes = attributes or {}
+            if (
+                cur is not None
+                and cur.keypoints == keypoints
+                and cur.attributes == attributes
+                and cur.bbox == bbox
+                and cur.head_box == head_box
+            ):
+                return None
+            version = 1 if cur is None else cur.version + 1
+            self._q(
+                "INSERT INTO labels (frame_id, instance, version, keypoints, bbox, attributes, source, annotator,"
+                " ls_task_id, ls_annotation_id, created_at, head_box) VALUES (:frame_id, :instance, :version,"
+                " :keypoints, :bbox, :attributes, :source, :annotator, :ls_task_id, :ls_annotation_id, :created_at,"
+                " :head_box)",
+                frame_id=frame_id,
+                instance=instance,
+                version=version,
+                keypoints=json.dumps(keypoints),
+                bbox=json.dumps(bbox) if bbox else None,
+                attributes=json.dumps(attributes, sort_keys=True),
+                source=source,
+                annotator=annotator,
+                ls_task_id=ls_task_id,
+                ls_annotation_id=ls_annotation_id,
+                created_at=time.time(),
+                head_box=json.dumps(head_box) if head_box else None,
+            )
+            return version
+
+    def current_label(self, frame_id: str, instance: int = 0) -> Label | None:
+        row = (
+            self._q(
+                "SELECT * FROM labels WHERE frame_id=:f AND instance=:i ORDER BY version DESC LIMIT 1",
+                f=frame_id,
+                i=instance,
+            )
+            .mappings()
+            .fetchone()
+        )
+        return _label(row) if row else None
+
+    def label_history(self, frame_id: str, instance: int = 0) -> list[Label]:
+        rows = self._q(
+            "SELECT * FROM labels WHERE frame_id=:f AND instance=:i ORDER BY version", f=frame_id, i=instance
+        ).mappings()
+        return [_label(r) for r in rows]
+
+    def current_labels(self, splits: tuple[str, ...] | None = None) -> list[tuple[Frame, Label]]:
+        """Newest version of every labeled (frame, instance), optionally restricted to splits."""
+        fcols = ", ".join(f"f.{c} AS f_{c}" for c in Frame.__dataclass_fields__)
+        q = (
+            f"SELECT l.*, {fcols} FROM labels l JOIN frames f ON f.id = l.frame_id"
+            " WHERE f.retired_at IS NULL"
+            " AND l.version = (SELECT MAX(version) FROM labels m WHERE m.frame_id=l.frame_id AND m.instance=l.instance)"
+        )
+        stmt = sa.text(q + (" AND f.split IN :splits" if splits else "") + " ORDER BY l.frame_id, l.instance")
+        args: dict[str, Any] = {}
+        if splits:
+            stmt = stmt.bindparams(sa.bindparam("splits", expanding=True))
+            args["splits"] = list(splits)
+        rows = self._conn.execute(stmt, args).mappings().fetchall()
+        return [(_frame({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), _label(r)) for r in rows]
+
+    def labeled_frame_ids(self) -> set[str]:
+        return {r[0] for r in self._q("SELECT DISTINCT frame_id FROM labels")}  # retired ones too: never re-picked
+
+    def count_labels(self) -> int:
+        return int(self._q("SELECT COUNT(DISTINCT frame_id) FROM labels").scalar())
+
+    # -- Label Studio tasks -------------------------------------------------------------------------
+    def pending_frame_ids(self) -> set[str]:
+        return {r[0] for r in self._q("SELECT frame_id FROM tasks WHERE status='pending'")}
+
+    def tasked_frame_ids(self) -> set[str]:
+        """Frames that have a Label Studio task in any project."""
+        return {r[0] for r in self._q("SELECT frame_id FROM tasks")}
+
+    def project_tasks(self, project_id: int) -> dict[int, str]:
+        """task id → frame id for one Label Studio project."""
+        rows = self._q("SELECT task_id, frame_id FROM tasks WHERE project_id=:p", p=project_id)
+        return {int(r[0]): r[1] for r in rows}
+
+    def task_statuses(self, project_id: int | None = None) -> dict[int, str]:
+        """task id → status (pending | labeled | skipped | invalid | retired)."""
+        if project_id is None:
+            rows = self._q("SELECT task_id, status FROM tasks")
+        else:
+            rows = self._q("SELECT task_id, status FROM tasks WHERE project_id=:p", p=project_id)
+        return {int(r[0]): r[1] for r in rows}
+
+    def add_task(self, frame_id: str, project_id: int, task_id: int, round_id: int | None = None) -> None:
+        """Record a pending task (kept as it is when already recorded). Call inside :meth:`transaction`."""
+        self._q(
+            "INSERT INTO tasks (frame_id, project_id, task_id, round_id, status, updated_at)"
+            " VALUES (:f, :p, :t, :r, 'pending', :now) ON CONFLICT DO NOTHING",
+            f=frame_id,
+            p=project_id,
+            t=task_id,
+            r=round_id,
+            now=time.time(),
+        )
+
+    def set_task_status(self, project_id: int, task_id: int, status: str, note: str | None = None) -> None:
+        """Call inside :meth:`transaction`."""
+        self._q(
+            "UPDATE tasks SET status=:s, note=:n, updated_at=:now WHERE project_id=:p AND task_id=:t",
+            s=status,
+            n=note,
+            now=time.time(),
+            p=project_id,
+            t=task_id,
+        )
+
+    # -- models -------------------------------------------------------------------------------------
+    def add_model(self, path: str, *, parent_id: int | None, n_train: int, config: dict, metrics: dict) -> int:
+        return int(
+            self._q(
+                "INSERT INTO models (created_at, path, parent_id, n_train, config, metrics)"
+                " VALUES (:now, :path, :parent, :n, :config, :metrics) RETURNING id",
+                now=time.time(),
+                path=path,
+                parent=parent_id,
+                n=n_train,
+                config=json.dumps(config),
+                metrics=json.dumps(metrics),
+            ).scalar()
+        )
+
+    def latest_model(self) -> dict | None:
+        row = self._q("SELECT * FROM models ORDER BY id DESC LIMIT 1").mappings().fetchone()
+        return _model(row) if row else None
+
+    def models(self) -> list[dict]:
+        return [_model(r) for r in self._q("SELECT * FROM models ORDER BY id").mappings()]
+
+    def add_report(self, round_no: int, path: str, model_id: int | None, summary: dict) -> int:
+        """Record a written gap report. Call inside :meth:`transaction`."""
+        return int(
+            self._q(
+                "INSERT INTO reports (round, path, model_id, summary, created_at)"
+                " VALUES (:r, :path, :m, :s, :now) RETURNING id",
+                r=round_no,
+                path=path,
+                m=model_id,
+                s=json.dumps(summary),
+                now=time.time(),
+            ).scalar()
+        )
+
+    def report_summaries(self) -> dict[int, dict]:
+        """model id → the summary of the newest report written for it."""
+        rows = self._q("SELECT model_id, summary FROM reports WHERE model_id IS NOT NULL ORDER BY id")
+        return {int(r[0]): json.loads(r[1]) for r in rows}
+
+    # -- rounds -------------------------------------------------------------------------------------
+    def round_frame_ids(self, round_id: int) -> list[str]:
+        rows = self._q("SELECT frame_id FROM round_frames WHERE round_id=:r ORDER BY rank", r=round_id)
+        return [r[0] for r in rows]
+
+    def add_round(
+        self,
+        *,
+        chunk: int,
+        budget: int,
+        strategy: str,
+        model_id: int | None,
+        params: dict,
+        frames: list[tuple[str, dict]],
+    ) -> int:
+        """Record a selection round and its frames in rank order (frame id, the scores shown for it). Call inside
+        :meth:`transaction`."""
+        rid = int(
+            self._q(
+                "INSERT INTO rounds (created_at, chunk, budget, strategy, model_id, params)"
+                " VALUES (:now, :chunk, :budget, :strategy, :model, :params) RETURNING id",
+                now=time.time(),
+                chunk=chunk,
+                budget=budget,
+                strategy=strategy,
+                model=model_id,
+                params=json.dumps(params),
+            ).scalar()
+        )
+        if frames:
+            self._conn.execute(
+                sa.text("INSERT INTO round_frames (round_id, frame_id, rank, scores) VALUES (:r, :f, :k, :s)"),
+                [{"r": rid, "f": fid, "k": rank, "s": json.dumps(sc)} for rank, (fid, sc) in enumerate(frames, 1)],
+            )
+        return rid
+
+    def round(self, round_id: int) -> dict | None:
+        row = self._q("SELECT * FROM rounds WHERE id=:r", r=round_id).mappings().fetchone()
+        return dict(row) | {"params": json.loads(row["params"])} if row else None
+
+    def round_unhandled(self, round_id: int) -> int:
+        """Frames of a round with neither a task nor a label (a push that did not finish)."""
+        return int(
+            self._q(
+                "SELECT COUNT(*) FROM round_frames rf WHERE rf.round_id=:r"
+                " AND rf.frame_id NOT IN (SELECT frame_id FROM tasks)"
+                " AND rf.frame_id NOT IN (SELECT frame_id FROM labels)",
+                r=round_id,
+            ).scalar()
+        )
+
+    def rounds(self) -> list[dict]:
+        rows = self._q("SELECT * FROM rounds ORDER BY id").mappings()
+        return [dict(r) | {"params": json.loads(r["params"])} for r in rows]
+
+    # -- whole-ledger copy ---------------------------------------------------------------------------
+    def table_counts(self) -> dict[str, int]:
+        return {t: int(self._q(f"SELECT COUNT(*) FROM {t}").scalar()) for t in TABLES}
+
+    def copy_to(self, target: Ledger, progress=None) -> dict[str, int]:
+        """Copy every row of this ledger into ``target`` (an empty ledger of either backend) in one transaction,
+        keeping ids; → rows per table. Raises when the target already holds rows or a count differs after."""
+        if any(target.table_counts().values()):
+            raise IterateError(f"{target.where}: the target ledger is not empty; copy only into a new database")
+        meta = sa.MetaData()
+        meta.reflect(bind=self._conn, only=list(TABLES))
+        counts = {}
+        with target.transaction():
+            for name in TABLES:
+                rows = [dict(r) for r in self._conn.execute(sa.select(meta.tables[name])).mappings()]
+                if rows:
+                    target._conn.execute(sa.text(_insert_sql(name, list(rows[0]))), rows)
+                counts[name] = len(rows)
+                if progress:
+                    progress(name, len(rows))
+            if target.dialect == "postgresql":  # ids were copied: move the id sequences past them
+                for name in ("models", "labels", "rounds", "reports"):
+                    target._q(
+                        f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), COALESCE(MAX(id), 0) + 1, false)"
+                        f" FROM {name}"
+                    )
+            got = target.table_counts()
+            if got != counts:
+                raise IterateError(f"{target.where}: copy incomplete ({got} rows, expected {counts}); nothing kept")
+        return counts
+
+
+def _insert_sql(table: str, cols: list[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})"
+
+
+def _engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        return sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+    return sa.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+
+
+def _command_key(command: str) -> int:
+    return int.from_bytes(hashlib.sha1(command.encode()).digest()[:8], "big", signed=True)
+
+
+def _reason(e: Exception) -> str:
+    orig = getattr(e, "orig", None) or e
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def _model(row) -> dict:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    d["metrics"] = json.loads(d["metrics"])
+    return d
+
+
+def _to_signed(h: int) -> int:
+    return h - (1 << 64) if h >= (1 << 63) else h
+
+
+def _to_unsigned(h: int) -> int:
+    return h + (1 << 64) if h < 0 else h

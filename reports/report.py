@@ -224,6 +224,16 @@ def _model_line(model: dict) -> list[str]:
         f"{_length(cfg)}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
         f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.",
         "",
+    ] + _tracking_line(model.get("tracking"))
+
+
+def _tracking_line(t: dict | None) -> list[str]:
+    if not t:
+        return []
+    return [
+        f"Tracked as MLflow run `{t['run_id']}` (experiment `{t['experiment']}`, store `{t['store']}`); this report's "
+        "figures and files are logged to it.",
+        "",
     ]
 
 

@@ -78,6 +78,13 @@ def retrain(
     for k, v in out.metrics.items():
         t.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
     console.print(t)
+    if out.tracking:
+        tr = out.tracking
+        console.print(
+            f"MLflow run {tr['run_id']} (experiment {escape(tr['experiment'])}, store {escape(tr['store'])})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def predict(

@@ -218,6 +218,13 @@ class LabelStudioSettings(_Strict):
         return v
 
 
+class TrackingSettings(_Strict):
+    mlflow: bool = Field(
+        True, description="each retrain is an MLflow run; report logs to it (MLFLOW_TRACKING_URI or the workspace)"
+    )
+    experiment: str | None = Field(None, description="MLflow experiment name (default: the project name)")
+
+
 class SelectionSettings(_Strict):
     weights: dict[str, float] = Field(default_factory=lambda: {"confidence": 1.0, "flip": 1.0, "entropy": 1.0})
     explore: float = Field(0.1, ge=0, le=1)
@@ -246,6 +253,7 @@ class Manifest(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
 
     # set by load_manifest; not part of the YAML
     root: Path = Field(default=Path("."), exclude=True)

@@ -11,6 +11,7 @@ import numpy as np
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
+from iterate.loop import tracking
 from iterate.loop.retrain import labeled_samples
 from iterate.loop.settings import keypoint_spec, strata
 from iterate.selection.strata import StrataPredictor
@@ -62,13 +63,24 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
         "model": None,
     }
     model = ledger.latest_model()
+    run = None
     if model is not None:
         data["model"] = {k: model[k] for k in ("id", "path", "n_train", "config", "metrics")}
+        run = tracking.model_run(m, ledger, model["id"])
+        if run is not None:
+            data["model"]["tracking"] = run.describe()
         data.update(_model_side(m, ledger, model, alpha, out_dir, f"round-{n:02d}"))
         _add_timeline_plot(data, out_dir)
     md = write_round(out_dir, data)
     with ledger.transaction():
         ledger.add_report(n, str(md), model["id"] if model else None, summary(data))
+    if run is not None:  # the report's figures and files join the run that trained the model
+        s = summary(data)
+        figures = {f"report_val_{k}": v for k, v in s.items() if k != "test"}
+        figures |= {f"report_test_{k}": v for k, v in (s.get("test") or {}).items()}
+        run.log_metrics(figures, step=n)
+        run.log_files(sorted(out_dir.glob(f"round-{n:02d}*")), f"report-round-{n:02d}")
+        run.set_tags({"iterate.report_round": n, "iterate.report": md})
     return md
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
+from iterate.loop import tracking
 from iterate.loop.scoring import evaluator, score
 from iterate.loop.settings import train_setup
 from model.checkpoints import load_file
@@ -67,6 +68,7 @@ class RetrainOutcome:
     metrics: dict
     bad_images: list[str]
     load_report: str
+    tracking: dict | None = None  # the MLflow run: run_id, experiment, store
 
 
 def retrain(
@@ -104,6 +106,19 @@ def retrain(
     setup = train_setup(m, epochs=epochs, freeze=freeze, heatmap_size=hm)
     codec = DarkCodec(m.model.input_size, hm, m.model.sigma)
     fresh = not out_dir.exists()
+    run = _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, setup)
+    log = tracking.StepLog(run)
+
+    def step_hook(step: int, total: int, loss: float) -> None:
+        log.step(step, total, loss)
+        if on_step:
+            on_step(step, total, loss)
+
+    def epoch_hook(rec: dict) -> None:
+        log.epoch(rec)
+        if on_epoch:
+            on_epoch(rec)
+
     try:
         # val during training runs the report's inference path (flip + refine): the checkpoint kept is the one it
         # scores best
@@ -117,8 +132,8 @@ def retrain(
             resume=resume,
             time_limit_s=time_limit_s,
             evaluate=evaluator(setup.keypoints, setup.infer_config(), codec),
-            on_step=on_step,
-            on_epoch=on_epoch,
+            on_step=step_hook,
+            on_epoch=epoch_hook,
             distributed=distributed,
             replay=replay_s,
         )
@@ -130,6 +145,8 @@ def retrain(
                 shutil.rmtree(out_dir)
             with ledger.transaction():
                 ledger.set(_RUN_KEY, None)
+            if run is not None:
+                run.end(ok=False)
         raise
     if rank != 0:
         return None
@@ -147,7 +164,38 @@ def retrain(
             metrics=metrics,
         )
         ledger.set(_RUN_KEY, None)
-    return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report)
+        tracking.remember(ledger, mid, run)
+    if run is not None:
+        run.log_metrics({f"best_{k}": v for k, v in metrics.items()}, step=res.steps)
+        run.set_tags(
+            {
+                "iterate.model_id": mid,
+                "iterate.checkpoint": best,
+                "iterate.checkpoint_sha256": tracking.file_sha256(best),
+                "iterate.inference": metrics.get("inference", ""),
+            }
+        )
+        record = best.with_suffix(".json")
+        run.log_files([record], "checkpoint")
+        run.end(ok=True)
+    return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report, run.describe() if run else None)
+
+
+def _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, setup):
+    """Start (or, on ``--resume``, reopen) the retrain's MLflow run on rank 0 and log its parameters."""
+    if rank != 0:
+        return None
+    state = ledger.get(_RUN_KEY) or {}
+    run = tracking.start_run(m, f"retrain {out_dir.name}", resume_id=state.get("mlflow_run") if resume else None)
+    if run is None:
+        return None
+    if not resume:
+        params = tracking.retrain_params(m, ledger, train_s, val_s, replay_s, init)
+        params |= {"train.epochs": setup.train.epochs, "model.heatmap_size": setup.model.heatmap_size}  # as run
+        run.log_params(params)
+        with ledger.transaction():
+            ledger.set(_RUN_KEY, state | {"mlflow_run": run.run_id})
+    return run
 
 
 def _rank() -> tuple[bool, int]:

@@ -40,6 +40,8 @@ def select(
             seed=seed,
             progress=lambda d, n: bar.update(task, completed=d, total=n),
         )
+    if sel is None:  # another rank of a torchrun: rank 0 reports
+        return
     for n in sel.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     console.print(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop import tracking
+from iterate.loop.distributed import rank_world
 from iterate.loop.scoring import evaluator, score
 from iterate.loop.settings import train_setup
 from model.checkpoints import load_file
@@ -93,7 +93,7 @@ def retrain(
         raise IterateError(f"--epochs must be ≥ 1, got {epochs}")
     if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
         raise IterateError(f"--minutes must be a positive number, got {time_limit_s / 60:g}")
-    distributed, rank = _rank()
+    distributed, rank, _ = rank_world()
     rp = m.train.replay
     train_s = labeled_samples(ledger, ("pool", "train"), not_source=rp.source if rp else None)
     replay_s = labeled_samples(ledger, ("pool", "train"), source=rp.source) if rp else []
@@ -196,18 +196,6 @@ def _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, set
         with ledger.transaction():
             ledger.set(_RUN_KEY, state | {"mlflow_run": run.run_id})
     return run
-
-
-def _rank() -> tuple[bool, int]:
-    """Under torchrun: join the process group; → (distributed, this rank)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False, 0
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return True, dist.get_rank()
 
 
 def _run_dir(m: Manifest, ledger: Ledger, init, heatmap_size: int | None, resume: bool, rank: int):

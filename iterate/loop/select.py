@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from iterate.core.images import read_image
 from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest
 from iterate.core.schema import KeypointSpec
+from iterate.loop.distributed import barrier, rank_world
 from iterate.loop.settings import labeling, studio_settings
 from iterate.selection import diversity, features, strategies
 from iterate.selection import scores as sc
@@ -101,8 +103,11 @@ SCORING_PATH = (
 )
 
 
-def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None) -> Scored:
-    """Uncertainty scores, keypoints and embeddings of ``frames`` by :data:`SCORING_PATH`, cached per model."""
+def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None) -> Scored | None:
+    """Uncertainty scores, keypoints and embeddings of ``frames`` by :data:`SCORING_PATH`, cached per model.
+
+    Under torchrun every rank scores its shard of the frames not yet cached and writes it beside the cache; rank 0
+    merges the shards into the cache and returns the scores, the other ranks return None."""
     ck_path = Path(model["path"])
     if not ck_path.is_file():
         raise IterateError(f"model #{model['id']}: checkpoint {ck_path} is gone (stale); run `iterate retrain`")
@@ -117,39 +122,26 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
             old_ids = idx["frame_ids"]
     have = set(old_ids)
     todo = [f for f in frames if f.id not in have]
-    k = m.keypoints.num_joints
+    distributed, rank, world = rank_world()
     if todo:
-        pred = load_predictor(ck_path, **SCORING)
-        codec = pred.codec
-        n = len(todo)
-        new_sc = np.zeros((n, 3), np.float32)
-        new_kp = np.zeros((n, k, 2), np.float32)
-        new_ks = np.zeros((n, k), np.float16)
-        emb = None
-        done = 0
-        for b in pred.batches([Sample(f.path, None, f.id) for f in todo]):
-            done += len(b.index) + len(b.bad)
-            if len(b.index):
-                bs, kp, conf = batch_scores(m.keypoints.spec(), codec, b)
-                new_sc[b.index] = np.stack([bs[n] for n in sc.NAMES], axis=1)
-                new_kp[b.index] = kp
-                new_ks[b.index] = conf
-                if emb is None:
-                    emb = np.lib.format.open_memmap(
-                        d / ".emb-new.npy", mode="w+", dtype=np.float16, shape=(n, b.embedding.shape[1])
-                    )
-                emb[b.index] = b.embedding.numpy().astype(np.float16)
-            for p in b.bad:  # unreadable: never selected
-                j = next(i for i, f in enumerate(todo) if f.path == p)
-                new_sc[j] = -1
-            if progress:
-                progress(done, n)
-        if emb is None:
+        # under torchrun each rank scores every world-th batch: the same batches one process would run
+        mine = [todo[i] for i in _shard_rows(len(todo), rank, world)]
+        part = _score_frames(m, ck_path, mine, d, rank, progress)
+        if distributed:
+            shard_dir = d / "shards"
+            shard_dir.mkdir(exist_ok=True)
+            _save_shard(shard_dir / f"rank-{rank}.npz", part)
+            barrier()
+            if rank != 0:
+                return None  # rank 0 merges, chooses and pushes
+            parts = {r: _load_shard(shard_dir / f"rank-{r}.npz") for r in range(world)}
+            part = _assemble(len(todo), world, parts)
+            shutil.rmtree(shard_dir, ignore_errors=True)
+        if part[3] is None:
             raise IterateError("no pool frame could be read")
-        emb.flush()
-        _merge_cache(d, old_ids, [f.id for f in todo], new_sc, new_kp, new_ks, np.asarray(emb), stamp)
-        del emb
-        os.remove(d / ".emb-new.npy")
+        _merge_cache(d, old_ids, [f.id for f in todo], *part, stamp)
+    elif rank != 0:
+        return None
     ids = json.loads(idx_file.read_text())["frame_ids"]
     pos = {fid: i for i, fid in enumerate(ids)}
     rows = np.array([pos[f.id] for f in frames], dtype=np.int64)
@@ -163,6 +155,81 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
         np.asarray(emb_all[rows]),
         len(todo),
     )
+
+
+def _score_frames(m: Manifest, ck_path: Path, todo: list[Frame], d: Path, rank: int, progress):
+    """Score ``todo`` by :data:`SCORING_PATH` → (scores, keypoints, keypoint confidences, embeddings or None)."""
+    k = m.keypoints.num_joints
+    n = len(todo)
+    new_sc = np.zeros((n, 3), np.float32)
+    new_kp = np.zeros((n, k, 2), np.float32)
+    new_ks = np.zeros((n, k), np.float16)
+    if not n:
+        return new_sc, new_kp, new_ks, None
+    pred = load_predictor(ck_path, batch_size=_SCORING_BATCH, **SCORING)
+    codec = pred.codec
+    emb = None
+    done = 0
+    tmp = d / f".emb-new-{rank}.npy"
+    for b in pred.batches([Sample(f.path, None, f.id) for f in todo]):
+        done += len(b.index) + len(b.bad)
+        if len(b.index):
+            bs, kp, conf = batch_scores(m.keypoints.spec(), codec, b)
+            new_sc[b.index] = np.stack([bs[name] for name in sc.NAMES], axis=1)
+            new_kp[b.index] = kp
+            new_ks[b.index] = conf
+            if emb is None:
+                emb = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, b.embedding.shape[1]))
+            emb[b.index] = b.embedding.numpy().astype(np.float16)
+        for p in b.bad:  # unreadable: never selected
+            j = next(i for i, f in enumerate(todo) if f.path == p)
+            new_sc[j] = -1
+        if progress:
+            progress(done, n)
+    if emb is None:
+        return new_sc, new_kp, new_ks, None
+    emb.flush()
+    out = np.array(emb)
+    del emb
+    os.remove(tmp)
+    return new_sc, new_kp, new_ks, out
+
+
+_SCORING_BATCH = 32
+
+
+def _shard_rows(n: int, rank: int, world: int) -> list[int]:
+    """Rows of an ``n``-frame list that ``rank`` scores: every world-th batch of :data:`_SCORING_BATCH`."""
+    return [i for i in range(n) if (i // _SCORING_BATCH) % world == rank]
+
+
+def _save_shard(path: Path, part) -> None:
+    sc_, kp, ks, emb = part
+    tmp = path.with_name(f".{path.name}")
+    with open(tmp, "wb") as f:
+        np.savez(f, sc=sc_, kp=kp, ks=ks, emb=emb if emb is not None else np.zeros((0, 0), np.float16))
+    os.replace(tmp, path)
+
+
+def _load_shard(path: Path):
+    with np.load(path) as z:
+        emb = z["emb"]
+        return z["sc"], z["kp"], z["ks"], emb if emb.size else None
+
+
+def _assemble(n: int, world: int, parts: dict):
+    """The ranks' shards back in one list's order."""
+    sc_ = np.zeros((n, 3), np.float32)
+    kp = np.zeros((n, *parts[0][1].shape[1:]), np.float32)
+    ks = np.zeros((n, parts[0][2].shape[1]), np.float16)
+    dims = [p[3].shape[1] for p in parts.values() if p[3] is not None]
+    emb = np.zeros((n, dims[0]), np.float16) if dims else None
+    for r, (s, k, c, e) in parts.items():
+        rows = _shard_rows(n, r, world)
+        sc_[rows], kp[rows], ks[rows] = s, k, c
+        if emb is not None and e is not None:
+            emb[rows] = e
+    return sc_, kp, ks, emb
 
 
 def _merge_cache(d: Path, old_ids, new_ids, sc_new, kp_new, ks_new, emb_new, stamp) -> None:
@@ -233,9 +300,12 @@ def select(
     push: bool = True,
     seed: int | None = None,
     progress: Callable | None = None,
-) -> Selection:
+) -> Selection | None:
     """`iterate select`: score the unlabeled pool, choose ``budget`` frames with ``strategy``, record the round,
-    write why each frame was picked and (``push``) send them to Label Studio with pre-annotations."""
+    write why each frame was picked and (``push``) send them to Label Studio with pre-annotations.
+
+    Under torchrun the pool is scored in shards by every rank; rank 0 chooses, records and pushes, and the other
+    ranks return None."""
     cands, notes = _check_request(m, ledger, budget, strategy, push)
     cur = current_chunk(chunk_progress(m, ledger))
     room = cur.target - cur.labeled - cur.pending
@@ -243,7 +313,12 @@ def select(
         notes.append(f"budget {budget} runs past chunk {cur.index} ({room} frames left of its {cur.target})")
     rng = np.random.default_rng(m.train.seed if seed is None else seed)
     model = ledger.latest_model()
+    _, rank, _ = rank_world()
+    if rank != 0 and (model is None or strategy == "random"):
+        return None  # nothing to shard: rank 0 does it all
     cands, pool, scored = _candidate_pool(m, ledger, model, cands, strategy, rng, notes, progress)
+    if pool is None:
+        return None
     if budget > len(cands):
         raise IterateError(f"--budget {budget} is larger than the readable unlabeled pool ({len(cands)} frames)")
     picked = strategies.choose(strategy, budget, pool)
@@ -330,6 +405,8 @@ def _candidate_pool(
         pool = strategies.Pool(len(cands), rng, emb=feats, explore=m.selection.explore)
     else:
         scored = score_pool(m, ledger, model, cands, progress)
+        if scored is None:  # another rank of a torchrun: its shard is scored, rank 0 goes on
+            return cands, None, None
         keep = np.flatnonzero(scored.scores["confidence"] >= 0)
         cands = [cands[i] for i in keep]
         scored = Scored(

@@ -98,8 +98,11 @@ class Run:
 
 
 def _client(m: Manifest):
+    import logging
+
     from mlflow.tracking import MlflowClient
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store's "creating tables" lines are not ours to print
     uri = tracking_uri(m)
     if _local(m):
         (m.workspace_dir / "mlflow").mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ _TEMPLATE = """\
 # Relative paths are relative to this file's folder. `iterate --help` lists the commands.
 project: {project}
 workspace: .iterate            # ledger, frames cut from videos, models, reports
+# ledger: $ITERATE_LEDGER_URL  # a team's PostgreSQL ledger (URL in that variable); default: SQLite in the workspace
 target_size: {target_size}     # D: labeled frames wanted in all
 chunks: [0.1, 0.4, 0.5]        # chunk plan: fractions of D, labeled in this order (must sum to 1)
 

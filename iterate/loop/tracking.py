@@ -32,7 +32,7 @@ def tracking_uri(m: Manifest) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{m.workspace_dir / 'mlflow' / 'mlflow.db'}"
 
 
-def _local(m: Manifest) -> bool:
+def _local() -> bool:
     return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
@@ -104,7 +104,7 @@ def _client(m: Manifest):
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store's "creating tables" lines are not ours to print
     uri = tracking_uri(m)
-    if _local(m):
+    if _local():
         (m.workspace_dir / "mlflow").mkdir(parents=True, exist_ok=True)
     return MlflowClient(uri), uri
 
@@ -115,7 +115,7 @@ def _experiment_id(m: Manifest, client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    where = (m.workspace_dir / "mlflow" / "artifacts").as_uri() if _local(m) else None
+    where = (m.workspace_dir / "mlflow" / "artifacts").as_uri() if _local() else None
     try:
         return client.create_experiment(name, artifact_location=where)
     except MlflowException:  # created by another command meanwhile
@@ -138,8 +138,6 @@ def start_run(m: Manifest, name: str, *, resume_id: str | None = None, tags: dic
             return Run(client, run.info.run_id, experiment, uri)
         eid = _experiment_id(m, client, experiment)
         run = client.create_run(eid, run_name=name, tags={"iterate.project": m.project, **(tags or {})})
-    except IterateError:
-        raise
     except Exception as e:  # noqa: BLE001 - whatever the tracking client raises, one line
         raise IterateError(
             f"MLflow tracking store {_shown(tracking_uri(m))} cannot be used ({type(e).__name__}: "

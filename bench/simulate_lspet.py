@@ -1,8 +1,9 @@
 """`iterate simulate` on LSPET images the base model never saw: pool im06001–im06900 (labels hidden),
 val im06901–im07000 (gap focus), test im07001–im07400; rounds follow the 10/40/50 % chunk plan of D = 300.
+Paired over seeds; writes bench/results/simulate/ (simulate.json/.md/.png and result.json with the command).
 
-    python bench/simulate_lspet.py [--seeds 0,1] [--minutes 0.75] [--base CHECKPOINT] [--out simulate-lspet]
-Last lines: one `<strategy>_labels_to_reach_random=…` per strategy.
+    python bench/simulate_lspet.py [--seeds 0,1,2,3,4] [--steps 150] [--base CHECKPOINT] [--strategies random,full]
+Last lines: `full_labels_to_random_ratio`, its interval's upper end, the paired final difference, the focus test.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import LSPET, REPO  # noqa: E402
+from _common import LSPET, REPO, RESULTS, write_result  # noqa: E402
 
 
 def subset(coco: dict, lo: int, hi: int, path: Path) -> Path:
@@ -33,14 +34,16 @@ def subset(coco: dict, lo: int, hi: int, path: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--minutes", type=float, default=0.75)
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--budgets", default="30,120,150")
-    ap.add_argument("--out", type=Path, default=Path("simulate-lspet"))
+    ap.add_argument("--strategies", default="random,full")
+    ap.add_argument("--name", default="simulate", help="results go to bench/results/<name>/")
     ap.add_argument(
         "--base", default="", help="checkpoint each round fine-tunes from (default: the manifest's model.base)"
     )
     args = ap.parse_args()
+    out = RESULTS / args.name
     coco = json.loads((LSPET / "annotations.coco.json").read_text())
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -66,23 +69,43 @@ def main() -> None:
             args.budgets,
             "--seeds",
             args.seeds,
-            "--minutes",
-            str(args.minutes),
+            "--steps",
+            str(args.steps),
+            "--strategies",
+            args.strategies,
             "--out",
-            str(args.out),
+            str(out),
         ]
         if args.base:
             cmd += ["--base", args.base]
         subprocess.run(cmd, check=True)
-    s = json.loads((args.out / "simulate.json").read_text())
+    s = json.loads((out / "simulate.json").read_text())
     for name, c in s["strategies"].items():
-        print(
-            f"{name}: labels {c['labels']} PCKh@0.5 {[round(x, 1) for x in c['pckh05']]} "
-            f"PCKh@0.1 {[round(x, 2) for x in c['pckh01']]}"
-        )
-    print(f"simulate_wall_s={s['wall_s']}")
-    for name, c in s["strategies"].items():
-        print(f"{name}_labels_to_reach_random={c.get('labels_to_reach_random_final_pckh05')}")
+        print(f"{name}: labels {c['labels']} PCKh@0.5 {c['pckh05']} PCKh@0.1 {c['pckh01']}")
+    full = s["strategies"].get("full", {})
+    ft = s.get("focus_test", {})
+    fc = s.get("first_chunk", {})
+    figures = {
+        "seeds": len(s["seeds"]),
+        "full_labels_to_random_ratio": s.get("full_labels_to_random_ratio"),
+        "full_labels_to_random_ratio_ci_high": s.get("full_labels_to_random_ratio_ci_high"),
+        "full_minus_random_final_pckh05": (full.get("pckh05_vs_random") or [None])[-1],
+        "full_minus_random_final_pckh05_ci": _last(full.get("pckh05_vs_random_ci")),
+        "focus_gain_full_minus_random": ft.get("gain_full_minus_random"),
+        "focus_gain_full_minus_random_ci": ft.get("gain_full_minus_random_ci"),
+        "first_chunk_base_minus_cold": fc.get("base_minus_cold"),
+        "first_chunk_base_minus_cold_ci": fc.get("base_minus_cold_ci"),
+        "simulate_wall_s": s["wall_s"],
+    }
+    write_result(
+        f"{args.name}/result",
+        figures,
+        {"config": s["config"], "files": ["simulate.json", "simulate.md", "simulate.png"]},
+    )
+
+
+def _last(ci):
+    return None if not ci else [ci[0][-1], ci[1][-1]]
 
 
 if __name__ == "__main__":

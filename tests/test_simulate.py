@@ -1,46 +1,110 @@
 import json
 
+import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
+from iterate.loop.simulate import COLD, summarise
 
 from conftest import LSPET, REPO, lspet_subset
 
 
-def test_simulate_tiny_slice_end_to_end(tmp_path, lspet_coco):
-    pool = lspet_subset(lspet_coco, list(range(7501, 7541)), tmp_path / "pool.json")
-    val = lspet_subset(lspet_coco, list(range(7541, 7556)), tmp_path / "val.json")
-    test = lspet_subset(lspet_coco, list(range(7556, 7571)), tmp_path / "test.json")
-    r = CliRunner().invoke(
-        app,
-        [
-            "simulate",
-            "-m",
-            str(REPO / "data_manifest.yaml"),
-            "--pool",
-            str(pool),
-            "--val",
-            str(val),
-            "--test",
-            str(test),
-            "--images",
-            str(LSPET),
-            "--budgets",
-            "6,6",
-            "--strategies",
-            "random,full",
-            "--minutes",
-            "0.1",
-            "--base",
-            "none",
-            "--out",
-            str(tmp_path / "sim"),
-        ],
+def _runs(curves: list[list[float]], strata=None, focus=None) -> list[list[dict]]:
+    """per-seed rows of one strategy: labels 0/30/150/300 and the given test PCKh@0.5 curve per seed."""
+    labels = [0, 30, 150, 300]
+    out = []
+    for ys in curves:
+        rows = []
+        for i, (n, y) in enumerate(zip(labels, ys)):
+            r = {"labels": n, "pckh05": y, "pckh01": y / 10, "mean_sms01": y / 10, "strata": {}, "chunk_strata": {}}
+            if strata is not None:
+                r["strata"] = {"posture": {"inverted": strata[i]}}
+                r["chunk_strata"] = {"posture": {"inverted": 20 if focus else 3}}
+            if focus and i:
+                r["focus"] = {"key": "posture", "value": "inverted", "weights": {"inverted": 0.9}}
+            rows.append(r)
+        out.append(rows)
+    return out
+
+
+def test_summary_pairs_seeds_and_gives_intervals():
+    """A seeded case where the answer is known: full is random's curve plus 2, then 3 points (random's seed noise
+    is shared, so the paired difference has no spread), and reaches random's final figure at 90 labels."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 4, size=(5, 1))  # seed effects, the same for both strategies
+    rnd = np.array([40.0, 41, 42, 44]) + noise
+    full = rnd + np.array([0, 2, 3, 3])
+    s = summarise({"random": _runs(rnd.tolist()), "full": _runs(full.tolist())}, [0, 1, 2, 3, 4])
+    f = s["strategies"]["full"]
+    assert f["pckh05_vs_random"] == pytest.approx([0, 2, 3, 3])
+    lo, hi = f["pckh05_vs_random_ci"]
+    assert lo[-1] == pytest.approx(3) and hi[-1] == pytest.approx(3)  # paired: seed noise cancels
+    # unpaired spread is wide: the mean's interval over seeds is not a point
+    assert f["pckh05_ci"][1][-1] - f["pckh05_ci"][0][-1] > 1
+    # random ends at 44 + noise; full is at 43 + noise with 30 labels, 45 + noise with 150: 90 labels, 0.3×
+    assert f["labels_to_reach_random_final_pckh05"] == pytest.approx(90)
+    assert s["full_labels_to_random_ratio"] == pytest.approx(0.3)
+    assert s["full_labels_to_random_ratio_ci_high"] == pytest.approx(0.3)
+    assert s["strategies"]["random"]["labels_to_random_ratio"] == pytest.approx(1.0)
+    assert s["seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_summary_says_when_full_never_reaches_random():
+    rnd = [[40, 41, 42, 44]] * 3
+    worse = [[40, 39, 40, 41]] * 3
+    s = summarise({"random": _runs(rnd), "full": _runs(worse)}, [0, 1, 2])
+    assert s["full_labels_to_random_ratio"] is None
+    assert s["full_labels_to_random_ratio_ci_high"] is None  # ∞: not reached in any resample
+    assert s["strategies"]["full"]["not_reached_share"] == 1.0
+
+
+def test_focus_test_compares_the_focused_stratum_under_full_and_random():
+    rnd = [[40, 41, 42, 44]] * 4
+    # the focused stratum gains 10 points per round under full, 2 under random
+    s = summarise(
+        {
+            "random": _runs(rnd, strata=[10, 12, 14, 16]),
+            "full": _runs(rnd, strata=[10, 20, 30, 40], focus=True),
+        },
+        [0, 1, 2, 3],
     )
+    ft = s["focus_test"]
+    assert ft["gain_full_minus_random"] == pytest.approx(8)
+    assert len(ft["rounds"]) == 12 and {r["stratum"] for r in ft["rounds"]} == {"posture=inverted"}
+    assert ft["chunk_share_full"] > ft["chunk_share_random"]
+
+
+def test_simulate_tiny_slice_end_to_end(tmp_path, lspet_coco):
+    """Two seeds from the demo's upright base: paired rounds, a cold-start first chunk, the focus test's rows."""
+    pool = lspet_subset(lspet_coco, list(range(6001, 6041)), tmp_path / "pool.json")
+    val = lspet_subset(lspet_coco, list(range(6901, 6916)), tmp_path / "val.json")
+    test = lspet_subset(lspet_coco, list(range(7001, 7016)), tmp_path / "test.json")
+    out = tmp_path / "sim"
+    args = ["simulate", "-m", str(REPO / "data_manifest.yaml"), "--pool", str(pool), "--val", str(val)]
+    args += ["--test", str(test), "--images", str(LSPET), "--budgets", "6,6", "--seeds", "0,1", "--steps", "3"]
+    r = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert r.exit_code == 0, r.output
-    s = json.loads((tmp_path / "sim" / "simulate.json").read_text())
-    assert set(s["strategies"]) == {"random", "full"}
+    s = json.loads((out / "simulate.json").read_text())
+    assert set(s["strategies"]) == {"random", "full", COLD}
     assert s["strategies"]["full"]["labels"] == [0, 6, 12]
-    md = (tmp_path / "sim" / "simulate.md").read_text()
-    assert "labels needed to reach random's final PCKh@0.5" in md
-    assert (tmp_path / "sim" / "simulate.png").stat().st_size > 5000
+    assert s["strategies"][COLD]["labels"] == [0, 6]
+    assert len(s["per_seed"]["full"]) == 2 and s["seeds"] == [0, 1]
+    base = {json.dumps(run[0], sort_keys=True) for runs in s["per_seed"].values() for run in runs}
+    assert len(base) == 1  # every strategy and seed starts from the same base figures
+    first = [run[1]["why"] for run in s["per_seed"][COLD]]
+    assert all(set(w) == {"diversity (cold start)"} for w in first)
+    scored = s["per_seed"]["full"][0][1]["why"]
+    assert "diversity (cold start)" not in scored  # the base scored full's first chunk
+    assert "first_chunk" in s and "focus_test" in s
+    assert s["strategies"]["full"]["pckh05_vs_random_ci"] is not None
+    md = (out / "simulate.md").read_text()
+    assert "labels to reach random's final PCKh@0.5" in md and "## Verdicts" in md
+    assert (out / "simulate.png").stat().st_size > 5000
+
+
+def test_simulate_refuses_bad_seeds(tmp_path, lspet_coco):
+    pool = lspet_subset(lspet_coco, [6001, 6002], tmp_path / "pool.json")
+    args = ["simulate", "-m", str(REPO / "data_manifest.yaml"), "--pool", str(pool), "--val", str(pool)]
+    r = CliRunner().invoke(app, [*args, "--test", str(pool), "--images", str(LSPET), "--seeds", "0,x"])
+    assert r.exit_code != 0 and "--seeds" in r.output and "Traceback" not in r.output

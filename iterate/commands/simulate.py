@@ -19,25 +19,35 @@ def simulate(
     manifest: ManifestOpt = DEFAULT,
     images: Annotated[Path | None, typer.Option(help="folder the COCO file names are relative to")] = None,
     budgets: Annotated[str, typer.Option(help="labels per round, comma-separated (default: the chunk plan of D)")] = "",
-    strategies: Annotated[
-        str, typer.Option(help="comma-separated names from the strategy registry")
-    ] = "random,uncertainty,diversity,full",
-    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
-    minutes: Annotated[float, typer.Option(help="fine-tuning wall time per round")] = 1.0,
+    strategies: Annotated[str, typer.Option(help="comma-separated names from the strategy registry")] = "random,full",
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds (≥ 2 for intervals; 5 for a claim)")] = "0,1,2,3,4",
+    steps: Annotated[int, typer.Option(help="fine-tuning steps per round (at train.batch_size)")] = 150,
+    cold_first_chunk: Annotated[
+        bool, typer.Option(help="with a base: also pick the first chunk by a cold start, to compare the two")
+    ] = True,
     base: Annotated[
         Path | None,
         typer.Option(help="checkpoint each round fine-tunes from (default: model.base; `none`: from scratch)"),
     ] = None,
     out: Annotated[Path, typer.Option(help="folder for simulate.md / .json / .png")] = Path("simulate-out"),
 ) -> None:
-    """Hide a labeled pool's labels and compare strategies over rounds × seeds; writes learning curves.
+    """Hide a labeled pool's labels and compare strategies with random, paired over seeds: learning curves with
+    intervals, labels to reach random's final figure, whether following the report's focus helped.
 
-    Example: iterate simulate --pool pool.json --val val.json --test test.json --budgets 30,120,150 --seeds 0,1
+    Example: iterate simulate --pool pool.json --val val.json --test test.json --budgets 30,120,150 --seeds 0,1,2,3,4
     """
     from iterate.loop.simulate import SimConfig, coco_samples, run
     from iterate.selection.strategies import STRATEGIES
 
     m = load_manifest(manifest, check_sources=False)
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise IterateError(f"--seeds: comma-separated integers expected, got {seeds!r}") from None
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise IterateError(f"--seeds: give distinct seeds, got {seeds!r}")
+    if steps <= 0:
+        raise IterateError("--steps must be a positive number of training steps")
     b = [int(x) for x in budgets.split(",") if x.strip()] if budgets else m.chunk_targets()
     strat = tuple(s.strip() for s in strategies.split(",") if s.strip())
     bad = [s for s in strat if s not in STRATEGIES]
@@ -52,7 +62,7 @@ def simulate(
     P, V, T = coco_samples(m, pool, images), coco_samples(m, val, images), coco_samples(m, test, images)
     if sum(b) > len(P):
         raise IterateError(f"--budgets ask for {sum(b)} labels but the pool has {len(P)} labeled frames")
-    cfg = SimConfig(b, strat, tuple(int(s) for s in seeds.split(",")), minutes, str(base_ck) if base_ck else None)
+    cfg = SimConfig(b, strat, seed_list, steps, str(base_ck) if base_ck else None, cold_first_chunk)
     summary = run(m, P, V, T, cfg, out, log=lambda s: console.print(s, highlight=False))
     console.print(f"wrote {out / 'simulate.md'} ({summary['wall_s']:.0f} s)")
 

@@ -2,16 +2,18 @@
 
 On a fully labeled pool the labels are hidden; for each strategy × seed, each round selects a chunk with the
 same pieces `iterate select` uses (scores, k-center, gap focus from a val evaluation), reveals its labels,
-fine-tunes from the base model on everything revealed so far (a small time-limited config), and scores a
-fixed test set. In-process (no Label Studio, no ledger), so it runs in minutes on a CPU.
+fine-tunes from the base model on everything revealed so far (a fixed number of steps), and scores a
+fixed test set. Paired over seeds: every strategy of a seed sees the same pool, base and training seed.
+In-process (no Label Studio, no ledger), so it runs in minutes on a CPU.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,29 +24,32 @@ from iterate.loop.scoring import score
 from iterate.loop.select import batch_scores
 from iterate.loop.settings import infer_config, keypoint_spec, train_setup
 from iterate.loop.settings import strata as strata_of
+from iterate.selection import features, strategies
 from iterate.selection import scores as sc
-from iterate.selection import strategies
 from iterate.selection.strata import StrataPredictor
 from model.checkpoints import model_from_checkpoint
 from model.codec import DarkCodec
 from model.data import Sample
 from model.evaluate import head_boxes, predictor
 from model.hrnet import build_model
-from model.infer import SCORING, Predictor, load_predictor
+from model.infer import SCORING, Predictor
 from model.train import train
 from reports.evaluation import EvalSet, evaluate
 from reports.focus import next_chunk_focus
 
 STRATEGY_ORDER = tuple(strategies.STRATEGIES)
+COLD = "cold_start"  # `full` whose first chunk is a cold start (image features), as if no base were given
+N_BOOT = 2000
 
 
 @dataclass
 class SimConfig:
     budgets: list[int]
-    strategies: tuple[str, ...] = STRATEGY_ORDER
+    strategies: tuple[str, ...] = ("random", "full")
     seeds: tuple[int, ...] = (0,)
-    minutes_per_round: float = 1.0
+    steps_per_round: int = 150
     base: str | None = None
+    cold_first_chunk: bool = True  # with a base: also pick the first chunk by a cold start, to compare the two
 
 
 def _scoring_predictor(m: Manifest, model, codec):
@@ -72,19 +77,24 @@ def _score(m: Manifest, model, codec, samples):
     return out, kps, conf, emb
 
 
-def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tuple[dict | None, list[dict]]:
-    p = predictor(infer_config(m), model, codec).predict(val)
-    gt = np.stack([s.keypoints[:, :2] for s in val])
-    vis = np.stack([s.keypoints[:, 2] for s in val])
-    attrs = [s.attributes for s in val]
-    res = evaluate(
-        keypoint_spec(m),
-        strata_of(m),
-        EvalSet(p.keypoints, gt, vis, attrs, list(range(len(val))), head_boxes=head_boxes(val), scores=p.scores),
+def _evaluate(m: Manifest, model, codec, samples) -> dict:
+    """The checkpoint's inference path on labeled samples: overall and per-stratum figures, as the report has them."""
+    p = predictor(infer_config(m), model, codec).predict(samples)
+    gt = np.stack([s.keypoints[:, :2] for s in samples])
+    vis = np.stack([s.keypoints[:, 2] for s in samples])
+    es = EvalSet(
+        p.keypoints, gt, vis, [s.attributes for s in samples], list(range(len(samples))), head_boxes=head_boxes(samples)
     )
-    ps = _scoring_predictor(m, model, codec).predict(
-        val
-    )  # strata calibrated on the pool's scoring path, as select does
+    res = evaluate(keypoint_spec(m), strata_of(m), es)
+    res["_pred"] = p
+    return res
+
+
+def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tuple[dict | None, list[dict]]:
+    """What `iterate report` would tell the next round: the focus stratum and its shares, and the pool's strata."""
+    res = _evaluate(m, model, codec, val)
+    attrs = [s.attributes for s in val]
+    ps = _scoring_predictor(m, model, codec).predict(val)  # calibrated on the pool's scoring path, as select does
     sp = StrataPredictor(m.strata, m.keypoints.names).fit(ps.keypoints, ps.scores, ps.embeddings, attrs)
     strata = sp.predict(pool_kps, pool_conf, pool_emb)
     metric = m.selection.focus_metric
@@ -93,7 +103,8 @@ def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tup
     if not items:
         return None, strata
     key = items[0]["key"]
-    return {"key": key, "weights": f["weights"][key]}, strata
+    weights = f["weights"][key]
+    return {"key": key, "value": max(weights, key=weights.get), "weights": weights}, strata
 
 
 def coco_samples(m: Manifest, path: Path, images: Path | None, limit: int | None = None) -> list[Sample]:
@@ -115,68 +126,112 @@ def coco_samples(m: Manifest, path: Path, images: Path | None, limit: int | None
     return out[:limit] if limit else out
 
 
-def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict:
-    """pool/val/test: lists of `model.data.Sample` with labels (and `.attributes` on val)."""
-    import tempfile
+class _Sim:
+    """One simulation's fixed parts: the data, the base, the codec and the cached cold-start features."""
 
-    spec = keypoint_spec(m)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    codec = DarkCodec(m.model.input_size, m.model.heatmap_size, m.model.sigma)
-    curves: dict = {}
-    t_start = time.time()
-    base_model = None
-    if cfg.base:
-        base_model, _ = model_from_checkpoint(cfg.base)
-    base_eval = score(spec, load_predictor(cfg.base).predict(test).keypoints, test) if base_model else None
-    for strategy in cfg.strategies:
-        for seed in cfg.seeds:
-            rng = np.random.default_rng(seed)
-            labeled: list[int] = []
-            model = base_model or build_model(
-                m.model.backbone, m.keypoints.num_joints, m.model.input_size, m.model.heatmap_size
+    def __init__(self, m: Manifest, pool, val, test, cfg: SimConfig, log):
+        self.m, self.pool, self.val, self.test, self.cfg, self.log = m, pool, val, test, cfg, log
+        self.spec = keypoint_spec(m)
+        self.codec = DarkCodec(m.model.input_size, m.model.heatmap_size, m.model.sigma)
+        self.base_model = model_from_checkpoint(cfg.base)[0] if cfg.base else None
+        self.base_row = self._row(0, self.base_model) if self.base_model is not None else None
+        self._features: np.ndarray | None = None
+
+    def _row(self, labels: int, model) -> dict:
+        res = _evaluate(self.m, model, self.codec, self.test)
+        ev = score(self.spec, res["_pred"].keypoints, self.test)
+        strata = {k: {v: r["pckh05"] for v, r in rows.items()} for k, rows in res["strata"].items()}
+        return {"labels": labels, **{k: ev[k] for k in ("pckh01", "pckh05", "mean_sms01")}, "strata": strata}
+
+    def features(self) -> np.ndarray:
+        """Cold-start image features of the whole pool (computed once)."""
+        if self._features is None:
+            x = np.stack([features.image_features(s.path) for s in self.pool])
+            self._features = features.pca(x, 32, 0)
+        return self._features
+
+    def _fresh(self):
+        m = self.m
+        return build_model(m.model.backbone, m.keypoints.num_joints, m.model.input_size, m.model.heatmap_size)
+
+    def run(self, strategy: str, seed: int) -> list[dict]:
+        """One strategy's rounds for one seed: each round picks a chunk with the previous round's model, reveals
+        it and fine-tunes from the base on everything revealed (``steps_per_round`` steps, the seed's own order)."""
+        m, cfg = self.m, self.cfg
+        rng = np.random.default_rng(seed)
+        setup = train_setup(m, epochs=10_000)
+        setup = replace(setup, train=replace(setup.train, seed=seed))
+        budgets = cfg.budgets[:1] if strategy == COLD else cfg.budgets
+        labeled: list[int] = []
+        model = self.base_model or self._fresh()
+        rows = [dict(self.base_row or {"labels": 0, "pckh01": 0.0, "pckh05": 0.0, "mean_sms01": 0.0, "strata": {}})]
+        for rnd, budget in enumerate(budgets, 1):
+            t0 = time.time()
+            taken = np.zeros(len(self.pool), bool)
+            taken[labeled] = True
+            avail = np.flatnonzero(~taken)
+            sub = [self.pool[i] for i in avail]
+            pool_ = strategies.Pool(len(sub), rng, explore=m.selection.explore)
+            focus = None
+            name = "full" if strategy == COLD else strategy
+            if strategy == COLD or (strategy != "random" and self.base_model is None and rnd == 1):
+                pool_.emb = self.features()[avail]  # no model yet: diversity over image features
+            elif strategy != "random":
+                scores, kps, conf, emb = _score(m, model, self.codec, sub)
+                pool_.combined, pool_.emb = sc.combine(scores, m.selection.weights), emb
+                if strategy == "full":
+                    focus, pool_.strata = _focus(m, model, self.codec, self.val, kps, conf, emb)
+                    pool_.focus = focus
+            picked = strategies.choose(name, min(budget, len(sub)), pool_)
+            chunk = [int(avail[i]) for i in picked.rows]
+            labeled += chunk
+            with tempfile.TemporaryDirectory() as d:
+                res = train(setup, [self.pool[i] for i in labeled], [], d, init=cfg.base, max_steps=cfg.steps_per_round)
+                model, _ = model_from_checkpoint(res.last)
+            row = self._row(len(labeled), model)
+            row["focus"] = focus
+            row["chunk_strata"] = _count_strata(m, [self.pool[i] for i in chunk])
+            row["why"] = _count([picked.why.get(i, "") for i in picked.rows])
+            rows.append(row)
+            self.log(
+                f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {row['pckh01']:.2f} "
+                f"@0.5 {row['pckh05']:.2f} MeanSmS@0.1 {row['mean_sms01']:.2f} ({time.time() - t0:.0f} s)"
             )
-            rows = [{"labels": 0, **(base_eval or {"pckh01": 0.0, "pckh05": 0.0, "mean_sms01": 0.0})}]
-            for rnd, budget in enumerate(cfg.budgets, 1):
-                t0 = time.time()
-                avail = [i for i in range(len(pool)) if i not in set(labeled)]
-                sub = [pool[i] for i in avail]
-                combined = emb = strata = focus = None
-                if strategy != "random":
-                    scores, kps, conf, emb = _score(m, model, codec, sub)
-                    combined = sc.combine(scores, m.selection.weights)
-                    if strategy == "full":
-                        focus, strata = _focus(m, model, codec, val, kps, conf, emb)
-                pool_ = strategies.Pool(
-                    len(sub), rng, combined=combined, emb=emb, strata=strata, focus=focus, explore=m.selection.explore
-                )
-                picked = strategies.choose(strategy, min(budget, len(sub)), pool_).rows
-                labeled += [avail[i] for i in picked]
-                with tempfile.TemporaryDirectory() as d:
-                    init = None
-                    if cfg.base:
-                        init = cfg.base
-                    res = train(
-                        train_setup(m, epochs=10_000),
-                        [pool[i] for i in labeled],
-                        [],
-                        d,
-                        init=init,
-                        time_limit_s=cfg.minutes_per_round * 60,
-                    )
-                    model, _ = model_from_checkpoint(res.last)
-                ev = score(spec, predictor(infer_config(m), model, codec).predict(test).keypoints, test)
-                rows.append({"labels": len(labeled), **ev})
-                log(
-                    f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {ev['pckh01']:.2f} "
-                    f"@0.5 {ev['pckh05']:.2f} MeanSmS@0.1 {ev['mean_sms01']:.2f} ({time.time() - t0:.0f} s)"
-                )
-            curves.setdefault(strategy, []).append(rows)
-    summary = _summarise(curves)
+        return rows
+
+
+def _count(xs) -> dict:
+    out: dict = {}
+    for x in xs:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
+def _count_strata(m: Manifest, samples) -> dict:
+    """True strata of a chunk (the hidden labels' attributes): how many frames of each value it holds."""
+    return {k: _count(str(s.attributes.get(k, "(not set)")) for s in samples) for k in m.strata}
+
+
+def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """pool/val/test: lists of `model.data.Sample` with labels (and `.attributes`). Paired: for each seed, every
+    strategy starts from the same base, sees the same pool and trains with the same seed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    sim = _Sim(m, pool, val, test, cfg, log)
+    names = list(cfg.strategies)
+    if cfg.base and cfg.cold_first_chunk and "full" in names:
+        names.append(COLD)
+    per_seed: dict[str, list[list[dict]]] = {s: [] for s in names}
+    for seed in cfg.seeds:
+        for s in names:
+            per_seed[s].append(sim.run(s, seed))
+    summary = summarise(per_seed, list(cfg.seeds))
     summary["wall_s"] = round(time.time() - t_start, 1)
     summary["config"] = {
         "budgets": cfg.budgets,
         "seeds": list(cfg.seeds),
-        "minutes_per_round": cfg.minutes_per_round,
+        "steps_per_round": cfg.steps_per_round,
+        "batch_size": m.train.batch_size,
         "pool": len(pool),
         "val": len(val),
         "test": len(test),
@@ -188,24 +243,91 @@ def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path, log: Callab
     return summary
 
 
-def _summarise(curves: dict) -> dict:
-    out: dict = {"strategies": {}}
-    for s, runs in curves.items():
-        labels = [r["labels"] for r in runs[0]]
-        mean = {
-            k: [float(np.mean([run[i][k] for run in runs])) for i in range(len(labels))]
-            for k in ("pckh01", "pckh05", "mean_sms01")
+# -- statistics over seeds ----------------------------------------------------------------------------
+def _boot_idx(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """Resampled seed indices (n_boot, n): the same draws for every paired statistic of one summary."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def _ci(stats: np.ndarray) -> list[float | None]:
+    """95 % percentile interval of bootstrap statistics along axis 0 (infinite → None)."""
+    lo, hi = np.quantile(stats, [0.025, 0.975], axis=0, method="inverted_cdf")  # no interpolation: ∞ stays ∞
+    return [_num(lo), _num(hi)]
+
+
+def _num(x) -> float | None | list:
+    if isinstance(x, np.ndarray):
+        return [_num(v) for v in x]
+    x = float(x)
+    return round(x, 3) if np.isfinite(x) else None
+
+
+def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
+    """Means over seeds, paired differences to random and labels to reach random's final PCKh@0.5, each with a 95 %
+    bootstrap interval over seeds; the focus test and the first-chunk comparison."""
+    idx = _boot_idx(len(seeds))
+    out: dict = {"seeds": seeds, "interval": f"95 % bootstrap over seeds ({N_BOOT} resamples, paired)"}
+    curves = {
+        s: {k: np.array([[r[k] for r in run] for run in runs]) for k in ("pckh01", "pckh05", "mean_sms01")}
+        for s, runs in per_seed.items()
+    }
+    rnd = curves.get("random")
+    out["strategies"] = {}
+    for s, runs in per_seed.items():
+        c = curves[s]
+        row: dict = {"labels": [r["labels"] for r in runs[0]]}
+        for k, arr in c.items():
+            row[k] = _num(arr.mean(0))
+            row[f"{k}_ci"] = _ci(arr[idx].mean(1)) if len(seeds) > 1 else None
+            if rnd is not None and k != "mean_sms01":
+                d = arr - rnd[k][:, : arr.shape[1]]
+                row[f"{k}_vs_random"] = _num(d.mean(0))
+                row[f"{k}_vs_random_ci"] = _ci(d[idx].mean(1)) if len(seeds) > 1 else None
+        if rnd is not None and s != COLD:
+            reach = _reach(row["labels"], c["pckh05"], rnd["pckh05"], idx)
+            row.update(reach)
+        out["strategies"][s] = row
+    full = out["strategies"].get("full", {})
+    if "labels_to_random_ratio" in full:
+        out["full_labels_to_random_ratio"] = full["labels_to_random_ratio"]
+        out["full_labels_to_random_ratio_ci"] = full["labels_to_random_ratio_ci"]
+        out["full_labels_to_random_ratio_ci_high"] = full["labels_to_random_ratio_ci"][1]
+    if "full" in per_seed and "random" in per_seed:
+        out["focus_test"] = _focus_test(per_seed["full"], per_seed["random"], idx)
+    if COLD in per_seed and "full" in per_seed:
+        a, b = curves["full"]["pckh05"][:, 1], curves[COLD]["pckh05"][:, 1]
+        out["first_chunk"] = {
+            "labels": per_seed[COLD][0][1]["labels"],
+            "base_scored_pckh05": _num(a.mean()),
+            "cold_start_pckh05": _num(b.mean()),
+            "base_minus_cold": _num((a - b).mean()),
+            "base_minus_cold_ci": _ci((a - b)[idx].mean(1)) if len(seeds) > 1 else None,
         }
-        out["strategies"][s] = {"labels": labels, **mean}
-    if "random" in out["strategies"]:
-        target = out["strategies"]["random"]["pckh05"][-1]
-        for c in out["strategies"].values():
-            c["labels_to_reach_random_final_pckh05"] = _labels_to_reach(c["labels"], c["pckh05"], target)
+    out["per_seed"] = per_seed
     return out
 
 
+def _reach(labels: list[int], ys: np.ndarray, rnd: np.ndarray, idx: np.ndarray) -> dict:
+    """Labels this strategy needs to reach random's final mean PCKh@0.5, and that as a share of random's labels."""
+    final = labels[-1]
+    point = _labels_to_reach(labels, list(ys.mean(0)), float(rnd[:, -1].mean()))
+    boots = []
+    for ix in idx:
+        v = _labels_to_reach(labels, list(ys[ix].mean(0)), float(rnd[ix, -1].mean()))
+        boots.append(np.inf if v is None else v / final)
+    boots = np.array(boots)
+    return {
+        "labels_to_reach_random_final_pckh05": point,
+        "labels_to_random_ratio": None if point is None else round(point / final, 3),
+        "labels_to_random_ratio_ci": _ci(boots) if len(idx[0]) > 1 else None,
+        "not_reached_share": round(float(np.isinf(boots).mean()), 3),
+    }
+
+
 def _labels_to_reach(labels: list[int], ys: list[float], target: float) -> float | None:
-    """Linear interpolation of the learning curve; None when it never reaches the target."""
+    """Linear interpolation of the learning curve; 0 when the start already reaches it, None when it never does."""
+    if ys[0] >= target:
+        return 0.0
     for i in range(1, len(labels)):
         if ys[i] >= target:
             y0, y1 = ys[i - 1], ys[i]
@@ -215,44 +337,211 @@ def _labels_to_reach(labels: list[int], ys: list[float], target: float) -> float
     return None
 
 
+def _focus_test(full: list[list[dict]], rnd: list[list[dict]], idx: np.ndarray) -> dict:
+    """Per round where `full` followed a focus: the focused stratum's test PCKh@0.5 gain over the round under full
+    and under random (same seed, same stratum), and the share of the chunk that truly fell in it."""
+    rounds, per_seed = [], []
+    for seed_i, (fr, rr) in enumerate(zip(full, rnd)):
+        diffs = []
+        for r in range(1, len(fr)):
+            f = fr[r].get("focus")
+            if not f:
+                continue
+            key, val = f["key"], f["value"]
+
+            gf = _gain(_at(fr[r], key, val), _at(fr[r - 1], key, val))
+            gr = _gain(_at(rr[r], key, val), _at(rr[r - 1], key, val))
+            n_f, n_r = fr[r]["labels"] - fr[r - 1]["labels"], rr[r]["labels"] - rr[r - 1]["labels"]
+            share_f = fr[r]["chunk_strata"].get(key, {}).get(val, 0) / max(1, n_f)
+            share_r = rr[r]["chunk_strata"].get(key, {}).get(val, 0) / max(1, n_r)
+            rounds.append(
+                {
+                    "seed_index": seed_i,
+                    "round": r,
+                    "stratum": f"{key}={val}",
+                    "gain_full": gf,
+                    "gain_random": gr,
+                    "chunk_share_full": round(share_f, 3),
+                    "chunk_share_random": round(share_r, 3),
+                }
+            )
+            if gf is not None and gr is not None:
+                diffs.append(gf - gr)
+        per_seed.append(float(np.mean(diffs)) if diffs else np.nan)
+    d = np.array(per_seed)
+    ok = ~np.isnan(d)
+    out: dict = {"rounds": rounds}
+    if ok.any():
+        d = d[ok]
+        sub = _boot_idx(len(d))
+        out["gain_full_minus_random"] = _num(d.mean())
+        out["gain_full_minus_random_ci"] = _ci(d[sub].mean(1)) if len(d) > 1 else None
+        out["seeds_with_focus"] = int(ok.sum())
+    if rounds:
+        out["chunk_share_full"] = round(float(np.mean([r["chunk_share_full"] for r in rounds])), 3)
+        out["chunk_share_random"] = round(float(np.mean([r["chunk_share_random"] for r in rounds])), 3)
+    return out
+
+
+def _at(row: dict, key: str, val: str) -> float | None:
+    return (row.get("strata") or {}).get(key, {}).get(val)
+
+
+def _gain(a, b) -> float | None:
+    return None if a is None or b is None else round(a - b, 3)
+
+
+# -- outputs ----------------------------------------------------------------------------------------------
 def _plot(summary: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=100)
-    for ax, key, title in zip(axes, ("pckh01", "pckh05", "mean_sms01"), ("PCKh@0.1", "PCKh@0.5", "MeanSmS@0.1")):
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=100)
+    panels = (("pckh05", "PCKh@0.5 (test)"), ("pckh01", "PCKh@0.1 (test)"), ("pckh05_vs_random", "PCKh@0.5 − random"))
+    for ax, (key, title) in zip(axes, panels):
         for s, c in summary["strategies"].items():
-            ax.plot(c["labels"], c[key], marker="o", label=s)
-        ax.set_title(title + " (test)")
+            if key not in c or (key.endswith("random") and s == "random"):
+                continue
+            x, y = c["labels"], c[key]
+            (line,) = ax.plot(x, y, marker="o", label=s)
+            band = c.get(f"{key}_ci")
+            if band:
+                lo = [v if v is not None else np.nan for v in band[0]]
+                hi = [v if v is not None else np.nan for v in band[1]]
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
+        if key.endswith("random"):
+            ax.axhline(0, color="k", lw=0.8)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("labels")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("%")
+    axes[0].set_ylabel("%  (bands: 95 % over seeds)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
+def _iv(ci) -> str:
+    if not ci:
+        return ""
+    lo, hi = ci
+    f = lambda v: "∞" if v is None else f"{v:+.2f}" if abs(v) < 1000 else f"{v:.0f}"  # noqa: E731
+    return f" [{f(lo)}, {f(hi)}]"
+
+
+def _verdict(mean, ci, what: str) -> str:
+    if mean is None:
+        return f"{what}: not measured"
+    if not ci or ci[0] is None or ci[1] is None:
+        return f"{what}: {mean:+.2f} (one seed: no interval)"
+    if ci[0] > 0:
+        word = "helped"
+    elif ci[1] < 0:
+        word = "hurt"
+    else:
+        word = "no difference told from noise"
+    return f"{what}: {mean:+.2f}{_iv(ci)} → {word}"
+
+
 def _markdown(summary: dict) -> str:
     cfg = summary["config"]
     L = [
-        "# Active-learning simulation",
+        "# Active-learning simulation (paired)",
         "",
-        f"Pool {cfg['pool']} frames (labels hidden), val {cfg['val']}, test {cfg['test']}; rounds of "
-        f"{cfg['budgets']} labels; seeds {cfg['seeds']}; each round fine-tunes from `{cfg['base'] or 'scratch'}` "
-        f"for {cfg['minutes_per_round']} min on everything revealed. Wall time {summary['wall_s']:.0f} s.",
+        f"Pool {cfg['pool']} frames (labels hidden), val {cfg['val']} (gap focus), test {cfg['test']}; rounds of "
+        f"{cfg['budgets']} labels; seeds {cfg['seeds']}. For each seed every strategy starts from "
+        f"`{Path(cfg['base']).name if cfg['base'] else 'scratch'}`, sees the same pool and trains with the same seed: "
+        f"each round fine-tunes from the base for {cfg['steps_per_round']} steps at batch {cfg['batch_size']} on "
+        f"everything revealed. Intervals: {summary['interval']}. Wall time {summary['wall_s']:.0f} s.",
         "",
-        "| strategy | labels | PCKh@0.1 | PCKh@0.5 | MeanSmS@0.1 |",
-        "|---|---|---|---|---|",
+        "| strategy | labels | PCKh@0.5 | − random (paired) | PCKh@0.1 | − random (paired) | MeanSmS@0.1 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s, c in summary["strategies"].items():
         for i, n in enumerate(c["labels"]):
-            L.append(f"| {s} | {n} | {c['pckh01'][i]:.2f} | {c['pckh05'][i]:.2f} | {c['mean_sms01'][i]:.2f} |")
-    L += ["", "| strategy | labels needed to reach random's final PCKh@0.5 |", "|---|---:|"]
+            cell = []
+            for k in ("pckh05", "pckh01"):
+                ci = c.get(f"{k}_ci")
+                cell.append(f"{c[k][i]:.2f}" + (_iv([ci[0][i], ci[1][i]]).replace("+", "") if ci else ""))
+                d = c.get(f"{k}_vs_random")
+                dci = c.get(f"{k}_vs_random_ci")
+                cell.append(
+                    "" if d is None or s == "random" else f"{d[i]:+.2f}" + (_iv([dci[0][i], dci[1][i]]) if dci else "")
+                )
+            L.append(f"| {s} | {n} | {' | '.join(cell)} | {c['mean_sms01'][i]:.2f} |")
+    L += [
+        "",
+        "| strategy | labels to reach random's final PCKh@0.5 | share of random's labels | not reached (resamples) |",
+        "|---|---:|---:|---:|",
+    ]
     for s, c in summary["strategies"].items():
-        v = c.get("labels_to_reach_random_final_pckh05")
-        L.append(f"| {s} | {v if v is not None else 'not reached'} |")
+        if "labels_to_random_ratio" not in c:
+            continue
+        v, r = c["labels_to_reach_random_final_pckh05"], c["labels_to_random_ratio"]
+        ci = c["labels_to_random_ratio_ci"]
+        ratio = "not reached" if r is None else f"{r:.2f}" + (_iv(ci).replace("+", "") if ci else "")
+        L.append(f"| {s} | {v if v is not None else 'not reached'} | {ratio} | {c['not_reached_share']:.0%} |")
+    L += ["", "## Verdicts", ""]
+    full = summary["strategies"].get("full")
+    if full and "pckh05_vs_random" in full:
+        L.append(
+            "- "
+            + _verdict(
+                full["pckh05_vs_random"][-1],
+                _col(full.get("pckh05_vs_random_ci"), -1),
+                f"`full` − random at {full['labels'][-1]} labels, test PCKh@0.5 (points)",
+            )
+        )
+    if summary.get("full_labels_to_random_ratio") is not None or "full_labels_to_random_ratio_ci" in summary:
+        r, hi = summary.get("full_labels_to_random_ratio"), summary.get("full_labels_to_random_ratio_ci_high")
+        goal = "met" if (r is not None and r <= 0.6 and hi is not None and hi < 1.0) else "not met"
+        L.append(
+            f"- labels `full` needs for random's final figure: {'not reached' if r is None else f'{r:.2f}×'}"
+            f" (upper end {'∞' if hi is None else f'{hi:.2f}×'}); goal ≤ 0.6× with the upper end < 1: **{goal}**"
+        )
+    ft = summary.get("focus_test") or {}
+    if "gain_full_minus_random" in ft:
+        L.append(
+            "- "
+            + _verdict(
+                ft["gain_full_minus_random"],
+                ft.get("gain_full_minus_random_ci"),
+                "steering: the focused stratum's test PCKh@0.5 gain per round, `full` − random",
+            )
+        )
+        L.append(
+            f"  (the focused stratum held {ft['chunk_share_full']:.0%} of `full`'s chunks and "
+            f"{ft['chunk_share_random']:.0%} of random's)"
+        )
+    fc = summary.get("first_chunk")
+    if fc:
+        L.append(
+            "- "
+            + _verdict(
+                fc["base_minus_cold"],
+                fc.get("base_minus_cold_ci"),
+                f"first chunk ({fc['labels']} labels) scored by the base − cold start, test PCKh@0.5",
+            )
+        )
+    if ft.get("rounds"):
+        L += [
+            "",
+            "## The report's focus, round by round",
+            "",
+            "| seed | round | focused stratum | gain under full | gain under random | chunk share full | chunk share random |",
+            "|---:|---:|---|---:|---:|---:|---:|",
+        ]
+        for r in ft["rounds"]:
+            g = lambda v: "–" if v is None else f"{v:+.2f}"  # noqa: E731
+            L.append(
+                f"| {summary['seeds'][r['seed_index']]} | {r['round']} | {r['stratum']} | {g(r['gain_full'])} | "
+                f"{g(r['gain_random'])} | {r['chunk_share_full']:.0%} | {r['chunk_share_random']:.0%} |"
+            )
     L += ["", "![learning curves](simulate.png)", ""]
     return "\n".join(L)
+
+
+def _col(ci, i):
+    return None if not ci else [ci[0][i], ci[1][i]]

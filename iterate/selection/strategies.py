@@ -25,6 +25,7 @@ import numpy as np
 from iterate.selection import balance, diversity
 
 POOL_FACTOR = 4  # diversity looks at the top budget × this many candidates
+EXPLORE_TAG = "explore (random)"  # why a frame of the random exploration share was picked
 
 
 @dataclass
@@ -181,12 +182,19 @@ def uncertainty_diversity(pool: Pool, budget: int) -> Picked:
 @strategy("full")
 def focused(pool: Pool, budget: int) -> Picked:
     """The report's focus: the budget split over one stratum's values by their gap shares (uncertainty +
-    diversity inside each), an exploration share at random; without a focus, uncertainty + diversity."""
+    diversity inside each), an exploration share at random; without a focus, uncertainty + diversity and the same
+    exploration share. The random share is the round's control: the selecting model scored on it at sync time
+    tells whether the picked frames were the hard ones (cold start, no model: diversity alone)."""
     if _nothing_known(pool):
         return random_sample(pool, budget)
-    if not (pool.focus and pool.strata is not None):
+    if pool.combined is None:
         return uncertainty_diversity(pool, budget)
     p = Picker(pool)
+    if not (pool.focus and pool.strata is not None):
+        n_explore = int(round(budget * pool.explore))
+        p.by_diversity(np.arange(pool.n), budget - n_explore, "uncertainty + diversity")
+        p.at_random(n_explore, EXPLORE_TAG)
+        return p.done(budget)
     key, shares = pool.focus["key"], pool.focus["weights"]
     vals = np.array([s.get(key) for s in pool.strata], dtype=object)
     masks = {v: vals == v for v in shares}
@@ -194,7 +202,7 @@ def focused(pool: Pool, budget: int) -> Picked:
     rows = np.arange(pool.n)
     for v, k in sorted(q.items(), key=lambda kv: -kv[1]):
         p.by_diversity(rows[masks[v]], k, f"focus {key}={v}")
-    p.at_random(n_explore, "explore (random)")
+    p.at_random(n_explore, EXPLORE_TAG)
     return p.done(budget)
 
 

@@ -210,6 +210,8 @@ def render(d: dict) -> str:
             L += _val_sections(d, a)
         elif d.get("notes"):
             L += [f"> {note}" for note in d["notes"]] + [""]
+    L += _control_section(d)
+    L += _followup_section(d)
     L += _timeline_section(d)
     L += _focus_section(d)
     L += _data_section(data)
@@ -364,6 +366,79 @@ def _timeline_section(d: dict) -> list[str]:
     if d.get("plots", {}).get("timeline"):
         L += [f"![timeline]({d['plots']['timeline']})", ""]
     return L
+
+
+def _ci(r: dict, key: str = "ci95") -> str:
+    lo, hi = r[key]
+    return f"[{_pct(lo)}, {_pct(hi)}]"
+
+
+def _control_section(d: dict) -> list[str]:
+    """The in-loop control: each selecting model on the frames it picked vs the random exploration frames."""
+    cs = [c for c in d.get("controls") or [] if c.get("pckh05")]
+    if not cs:
+        return []
+    L = [
+        "## Did selection work? (in-loop control)",
+        "",
+        "Each round keeps a random share of the pool (`selection.explore`). Once its labels were synced, the model "
+        "that selected the round scored them before any retraining, with the path its pre-annotations came from. "
+        "Lower on the picked frames than on the random ones = selection found the frames the model gets wrong. "
+        "PCKh@0.5 [95 %, bootstrap over frames]:",
+        "",
+        "| round | selected by | picked frames | on picked | random frames | on random | picked − random | "
+        "PCKh@0.1 picked / random |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cs:
+        a, a1 = c["pckh05"], c["pckh01"]
+        s, e = a["selected"], a["explored"]
+        diff = "–" if a["difference"] is None else f"{a['difference']:+.1f} {_ci(a, 'difference_ci95')}"
+        L.append(
+            f"| {c['round']} | {c['model']} | {s['frames']} | {_pct(s['pckh'])} {_ci(s)} | {e['frames']} | "
+            f"{_pct(e['pckh'])} {_ci(e) if e['frames'] else ''} | {diff} | "
+            f"{_pct(a1['selected']['pckh'])} / {_pct(a1['explored']['pckh'])} |"
+        )
+    last = cs[-1]
+    e = last["pckh05"]["explored"]
+    L += ["", f"Round {last['round']}: {last['verdict']}."]
+    if e["frames"]:
+        L += [
+            "",
+            f"Estimated from its {e['frames']} random frames, {last['model']} scored {_pct(e['pckh'])} % "
+            f"{_ci(e)} PCKh@0.5 on the unlabeled pool it was choosing from.",
+        ]
+    return L + [""]
+
+
+def _followup_section(d: dict) -> list[str]:
+    f = d.get("focus_followup")
+    if not f:
+        return []
+    b, a = f["before"], f["after"]
+    L = [
+        "## Did the focus pay off?",
+        "",
+        f"Round {f['round']} was steered to **{f['stratum']}** by the previous report: {f['labels_in_stratum']} of its "
+        f"{f['labels']} labeled frames are {f['stratum']}.",
+    ]
+    if a and b and a["pckh05"] is not None and b["pckh05"] is not None:
+        delta = a["pckh05"] - b["pckh05"]
+        (alo, ahi), (blo, bhi) = a["ci95_05"], b["ci95_05"]
+        apart = None not in (alo, ahi, blo, bhi) and (alo > bhi or ahi < blo)
+        L.append(
+            f"Its {f['split']} PCKh@0.5 went from {_pct(b['pckh05'])} % {_ci(b, 'ci95_05')} "
+            f"({f['previous_report']}) to {_pct(a['pckh05'])} % {_ci(a, 'ci95_05')} on {a['frames']} frames "
+            f"({delta:+.1f} points; "
+            + ("the intervals do not overlap)." if apart else "the intervals overlap: not yet told from noise).")
+        )
+        L.append(
+            "Whether steering beats labeling at random is measured by `iterate simulate` (paired seeds): see "
+            'README, "Does selection beat random?".'
+        )
+    else:
+        L.append(f"The {f['split']} split has no {f['stratum']} frame in one of the two reports: no figure to compare.")
+    return L + [""]
 
 
 def _focus_section(d: dict) -> list[str]:

@@ -46,7 +46,8 @@ def select(
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     console.print(
         f"round {sel.round_id}: selected {len(sel.frame_ids)} frames ({sel.strategy}"
-        f"{', cold start' if sel.cold_start else ''}; scored {sel.scored_now} new frames); "
+        f"{', cold start' if sel.cold_start else ''}"
+        f"{f'; scored {sel.scored_now} new frames by {sel.scored_by}' if sel.scored_by else ''}); "
         f"why: {sel.markdown}, every score: {sel.csv}"
     )
     if sel.push is not None:

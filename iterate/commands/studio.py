@@ -126,6 +126,9 @@ def sync_labels(
     console.print(t)
     for line in s.invalid:
         console.print(f"[yellow]invalid, not ingested:[/] {line}", highlight=False)
+    if s.controls:
+        c = s.controls[-1]
+        console.print(f"round {c['round']} control ({c['model']}): {c['verdict']}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

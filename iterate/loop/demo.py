@@ -136,7 +136,8 @@ def _round(
     with status("selecting…"):
         sel = select(m, ledger, budget)
     say(
-        f"selected {len(sel.frame_ids)} frames ({'cold start' if sel.cold_start else sel.strategy}); "
+        f"selected {len(sel.frame_ids)} frames ({'cold start' if sel.cold_start else sel.strategy}"
+        f"{f', scored by {sel.scored_by}' if sel.scored_by else ''}); "
         f"pushed {sel.push.pushed} tasks to Label Studio project {sel.push.project_id}"
     )
     a = autolabel(m, ledger, labels if labels.is_absolute() else m.resolve(labels))

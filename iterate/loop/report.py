@@ -3,6 +3,7 @@ checkpoint on val/test, the pool's predicted strata) and hand it to :mod:`report
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratu
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop import tracking
+from iterate.loop.control import update_controls
 from iterate.loop.retrain import labeled_samples
 from iterate.loop.settings import keypoint_spec, strata
 from iterate.selection.strata import StrataPredictor
@@ -71,6 +73,8 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
             data["model"]["tracking"] = run.describe()
         data.update(_model_side(m, ledger, model, alpha, out_dir, f"round-{n:02d}"))
         _add_timeline_plot(data, out_dir)
+        data["focus_followup"] = _focus_followup(ledger, out_dir, data)
+    data["controls"] = update_controls(m, ledger)
     md = write_round(out_dir, data)
     with ledger.transaction():
         ledger.add_report(n, str(md), model["id"] if model else None, summary(data))
@@ -208,6 +212,34 @@ def _focus(m: Manifest, ledger: Ledger, pr: Predictor, p: Predictions, res: dict
         pool_strata, unc = [], np.zeros(0)
     metric = m.selection.focus_metric
     return next_chunk_focus(res["strata"], res.get(metric), pool_strata, unc, m.selection.explore, metric)
+
+
+def _focus_followup(ledger: Ledger, out_dir: Path, data: dict) -> dict | None:
+    """Did the last chunk's focus pay off? The stratum the latest round was steered to, its share of the round's
+    labels, and its figure on the unbiased split in the previous report and in this one."""
+    rounds = ledger.rounds()
+    focus = rounds[-1]["params"].get("focus") if rounds else None
+    split = "test" if data.get("test") else "val"
+    now = data.get(split)
+    prev_file = out_dir / f"round-{data['round'] - 1:02d}.json"
+    if not focus or not now or not prev_file.is_file():
+        return None
+    key, value = focus["key"], max(focus["weights"], key=focus["weights"].get)
+    labels = [ledger.current_label(fid) for fid in ledger.round_frame_ids(rounds[-1]["id"])]
+    labels = [lab for lab in labels if lab is not None]
+    prev = json.loads(prev_file.read_text()).get(split) or {}
+    before = (prev.get("strata") or {}).get(key, {}).get(value)
+    after = (now.get("strata") or {}).get(key, {}).get(value)
+    return {
+        "round": rounds[-1]["id"],
+        "stratum": f"{key}={value}",
+        "split": split,
+        "labels": len(labels),
+        "labels_in_stratum": sum(1 for lab in labels if lab.attributes.get(key) == value),
+        "before": None if before is None else {k: before[k] for k in ("frames", "pckh05", "ci95_05")},
+        "after": None if after is None else {k: after[k] for k in ("frames", "pckh05", "ci95_05")},
+        "previous_report": prev_file.name,
+    }
 
 
 def _worst_sheet(m: Manifest, samples, p: Predictions, out: dict, alpha: float, path: Path) -> None:

@@ -7,8 +7,9 @@ Strategies are compositions of the pieces in :mod:`iterate.selection`:
     diversity    — uncertainty, then k-center greedy on embeddings among the top candidates
     full         — diversity inside per-stratum quotas from the last report's focus (+ a random share)
 
-With no model yet, every strategy but ``random`` is a cold start: k-center over cheap image features.
-Scores and embeddings are cached per model under ``<workspace>/cache/model-<id>/``; a second select with the
+Frames are scored by the latest model trained in the loop, else by the manifest's ``model.base`` (the first chunk
+is then scored and pre-annotated by the pretrained model); with no model at all, every strategy but ``random`` is
+a cold start: k-center over cheap image features. Scores and embeddings are cached per model under ``<workspace>/cache/model-<id>/``; a second select with the
 same model scores nothing again. Never picks a val/test, labeled or pushed frame.
 """
 
@@ -63,6 +64,7 @@ class Selection:
     table: list[dict]
     notes: list[str] = field(default_factory=list)
     scored_now: int = 0
+    scored_by: str | None = None  # "the base model", "model #3"; None on a cold start or for random
     csv: Path | None = None
     markdown: Path | None = None
     push: object | None = None
@@ -94,7 +96,24 @@ def batch_scores(spec: KeypointSpec, codec, b) -> tuple[dict[str, np.ndarray], n
 
 
 def _cache_dir(m: Manifest, model: dict) -> Path:
-    return m.workspace_dir / "cache" / f"model-{model['id']:03d}"
+    return m.workspace_dir / "cache" / (model.get("cache") or f"model-{model['id']:03d}")
+
+
+def scoring_model(m: Manifest, ledger: Ledger) -> dict | None:
+    """The model that scores the pool: the latest one trained in the loop, else the manifest's base checkpoint
+    (``{"id": None, "path": …, "base": True}``), else None (a cold start)."""
+    model = ledger.latest_model()
+    if model is not None or not m.model.base:
+        return model
+    p = m.resolve(m.model.base)
+    if not p.is_file():
+        raise IterateError(f"model.base: checkpoint not found: {p}")
+    return {"id": None, "path": str(p), "base": True, "cache": "model-base"}
+
+
+def model_name(model: dict) -> str:
+    """How a scoring model is named to users."""
+    return "the base model" if model.get("base") else f"model #{model['id']}"
 
 
 SCORING_PATH = (
@@ -110,7 +129,7 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
     merges the shards into the cache and returns the scores, the other ranks return None."""
     ck_path = Path(model["path"])
     if not ck_path.is_file():
-        raise IterateError(f"model #{model['id']}: checkpoint {ck_path} is gone (stale); run `iterate retrain`")
+        raise IterateError(f"{model_name(model)}: checkpoint {ck_path} is gone (stale); run `iterate retrain`")
     d = _cache_dir(m, model)
     d.mkdir(parents=True, exist_ok=True)
     stamp = {"checkpoint": str(ck_path), "mtime": ck_path.stat().st_mtime, "size": ck_path.stat().st_size}
@@ -312,7 +331,7 @@ def select(
     if budget > room:
         notes.append(f"budget {budget} runs past chunk {cur.index} ({room} frames left of its {cur.target})")
     rng = np.random.default_rng(m.train.seed if seed is None else seed)
-    model = ledger.latest_model()
+    model = scoring_model(m, ledger)
     _, rank, _ = rank_world()
     if rank != 0 and (model is None or strategy == "random"):
         return None  # nothing to shard: rank 0 does it all
@@ -333,13 +352,15 @@ def select(
         "focus": pool.focus,
         "notes": notes,
         "seed": seed,
+        "scored_by": None if model is None else ("base" if model.get("base") else f"model-{model['id']}"),
+        "base_path": model["path"] if model and model.get("base") else None,
     }
     with ledger.transaction():
         cur_id = ledger.add_round(
             chunk=cur.index,
             budget=budget,
             strategy=strategy,
-            model_id=model["id"] if model else None,
+            model_id=model["id"] if model else None,  # None for the base: it is not a model of the ledger
             params=params,
             frames=[
                 (row["frame_id"], {k: v for k, v in row.items() if k not in ("frame_id", "path", "rank")})
@@ -349,6 +370,7 @@ def select(
     sel = Selection(
         int(cur_id), [r["frame_id"] for r in table], strategy, cold, table, notes, scored.scored_now if scored else 0
     )
+    sel.scored_by = model_name(model) if scored is not None else None
     sel.csv, sel.markdown = _write_outputs(m, sel, scored, picked.rows)
     if push:
         sel.push = push_round(m, ledger, sel.round_id, sel.frame_ids)
@@ -430,7 +452,7 @@ def _candidate_pool(
             if pool.focus is None:
                 notes.append("no report focus yet (run `iterate report`): selecting without gap focus")
             else:
-                pool.strata = _predict_strata(m, ledger, scored)
+                pool.strata = _predict_strata(m, ledger, model, scored)
     pool.blocked = diversity.video_neighbours(
         [f.video for f in cands], [f.frame_index for f in cands], m.selection.video_gap
     )
@@ -473,12 +495,11 @@ def _labeled_embeddings(m: Manifest, ledger: Ledger, model: dict) -> np.ndarray 
     return np.asarray(np.load(d / "emb.npy", mmap_mode="r")[rows], dtype=np.float32)
 
 
-def _predict_strata(m: Manifest, ledger: Ledger, scored: Scored) -> list[dict]:
+def _predict_strata(m: Manifest, ledger: Ledger, model: dict, scored: Scored) -> list[dict]:
     """Predicted strata of the candidates; the occlusion threshold calibrated on labeled val frames."""
     sp = StrataPredictor(m.strata, m.keypoints.names)
     val = [(f, lab) for f, lab in ledger.current_labels(("val",)) if lab.instance == 0][:300]
-    model = ledger.latest_model()
-    if val and model:
+    if val:
         # the calibration is cached with the model's scores: same checkpoint and same val labels → same state
         ck_path = Path(model["path"])
         key = {
@@ -525,7 +546,7 @@ def _write_outputs(m: Manifest, sel: Selection, scored: Scored | None, rows: lis
         "",
     ]
     if scored is not None:
-        L += [f"Scores: {SCORING_PATH}.", ""]
+        L += [f"Scored by {sel.scored_by}: {SCORING_PATH}.", ""]
     for n in sel.notes:
         L.append(f"> {n}")
     if sel.notes:
@@ -597,21 +618,29 @@ def _thumbs(paths: list[str], out: Path, cell: int = 96, cols: int = 8) -> None:
     cv2.imwrite(str(out), sheet)
 
 
-def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str]):
-    """Push a round's frames with the round's model keypoints (box-refined, flip TTA) as pre-annotations."""
+def round_model(ledger: Ledger, round_id: int) -> dict | None:
+    """The model that scored a round: a model of the ledger, the base checkpoint it named, or None (cold start)."""
     rnd = ledger.round(round_id)
     if rnd is None:
         raise IterateError(f"no selection round {round_id}")
-    preds, version = None, None
     mid = rnd["model_id"]
-    model = next((md for md in ledger.models() if md["id"] == mid), None) if mid else None
+    if mid:
+        return next((md for md in ledger.models() if md["id"] == mid), None)
+    base = rnd["params"].get("base_path")
+    return {"id": None, "path": base, "base": True, "cache": "model-base"} if base else None
+
+
+def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str]):
+    """Push a round's frames with the round's model keypoints (box-refined, flip TTA) as pre-annotations."""
+    preds, version = None, None
+    model = round_model(ledger, round_id)
     if model is not None and Path(model["path"]).is_file():
         frames = [ledger.frame(fid) for fid in frame_ids]
         p = load_predictor(model["path"]).predict([Sample(f.path, None, f.id) for f in frames])
         preds = {
             f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).any()
         }
-        version = f"iterate-model-{model['id']}"
+        version = "iterate-base" if model.get("base") else f"iterate-model-{model['id']}"
     studio = Studio.from_settings(studio_settings(m))
     try:
         return push(labeling(m), ledger, studio, frame_ids, predictions=preds, round_id=round_id, model_version=version)

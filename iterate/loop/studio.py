@@ -3,6 +3,7 @@ manifest turned into :class:`annotation.settings.LabelingSetup` at the edge."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from annotation import server
@@ -13,6 +14,7 @@ from annotation.push import frames_of_round
 from annotation.sync import SyncSummary, sync_labels
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
+from iterate.loop.control import update_controls
 from iterate.loop.settings import labeling, studio_settings
 
 
@@ -33,9 +35,16 @@ def server_status(m: Manifest) -> server.ServerState:
     return server.status(studio_settings(m))
 
 
-def sync(m: Manifest, ledger: Ledger, *, full: bool = False, progress=None) -> SyncSummary:
-    """`iterate sync-labels`: finished annotations → validated label versions in the ledger."""
-    return sync_labels(labeling(m), ledger, studio(m), full=full, progress=progress)
+@dataclass
+class SyncResult(SyncSummary):
+    controls: list[dict] = field(default_factory=list)  # the in-loop control of each round a model selected
+
+
+def sync(m: Manifest, ledger: Ledger, *, full: bool = False, progress=None) -> SyncResult:
+    """`iterate sync-labels`: finished annotations → validated label versions in the ledger; then the model that
+    selected each round scores the round's new labels, picked vs random frames (:mod:`iterate.loop.control`)."""
+    s = sync_labels(labeling(m), ledger, studio(m), full=full, progress=progress)
+    return SyncResult(**asdict(s), controls=update_controls(m, ledger))
 
 
 def autolabel(m: Manifest, ledger: Ledger, labels: Path, *, limit: int | None = None, seed: int = 0) -> OracleSummary:

@@ -579,6 +579,11 @@ class Ledger:
         rows = self._q("SELECT frame_id FROM round_frames WHERE round_id=:r ORDER BY rank", r=round_id)
         return [r[0] for r in rows]
 
+    def round_frames(self, round_id: int) -> list[tuple[str, dict]]:
+        """A round's frames in rank order with what select recorded for each (why, scores, predicted strata)."""
+        rows = self._q("SELECT frame_id, scores FROM round_frames WHERE round_id=:r ORDER BY rank", r=round_id)
+        return [(r[0], json.loads(r[1]) if r[1] else {}) for r in rows]
+
     def add_round(
         self,
         *,

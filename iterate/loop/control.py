@@ -1,0 +1,81 @@
+"""The in-loop control, gathered from the ledger: once a round's labels are back, the model that selected the
+round scores its newly labeled frames (the pre-annotation path, before retraining), picked vs explored
+(:func:`reports.control.selection_control`). Stored per round in the ledger; recomputed only when labels change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import Manifest
+from iterate.loop.select import model_name, round_model
+from iterate.loop.settings import keypoint_spec
+from iterate.selection.strategies import EXPLORE_TAG
+from model.data import Sample
+from model.evaluate import gt_arrays, head_boxes
+from model.infer import load_predictor
+from reports.control import selection_control
+
+
+def _key(round_id: int) -> str:
+    return f"control:round-{round_id}"
+
+
+def round_control(m: Manifest, ledger: Ledger, round_id: int) -> dict | None:
+    """The control of one round (None: no model selected it, its checkpoint is gone, or nothing is labeled yet)."""
+    model = round_model(ledger, round_id)
+    if model is None or not Path(model["path"]).is_file():
+        return None
+    rows = []
+    for fid, info in ledger.round_frames(round_id):
+        lab = ledger.current_label(fid)
+        if lab is not None:
+            rows.append((ledger.frame(fid), lab, info.get("why") == EXPLORE_TAG))
+    if not rows:
+        return None
+    key = [[f.id, lab.version] for f, lab, _ in rows]
+    cached = ledger.get(_key(round_id))
+    if cached and cached.get("labels") == key and cached.get("checkpoint") == model["path"]:
+        return cached
+    samples = [
+        Sample(
+            f.path,
+            np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3),
+            f.id,
+            dict(lab.attributes),
+            tuple(lab.head_box) if lab.head_box else None,
+        )
+        for f, lab, _ in rows
+    ]
+    pred = load_predictor(model["path"]).predict(samples)
+    gt, vis = gt_arrays(samples)
+    res = selection_control(
+        keypoint_spec(m), pred.keypoints, gt, vis, head_boxes(samples), np.array([e for *_, e in rows])
+    )
+    res |= {"round": round_id, "model": model_name(model), "checkpoint": model["path"], "labels": key}
+    with ledger.transaction():
+        ledger.set(_key(round_id), res)
+    return res
+
+
+def update_controls(m: Manifest, ledger: Ledger) -> list[dict]:
+    """After `sync-labels`: the control of every round that a model selected (cheap when nothing changed)."""
+    out = []
+    for r in ledger.rounds():
+        if r["strategy"] == "random":
+            continue
+        c = round_control(m, ledger, r["id"])
+        if c is not None:
+            out.append(c)
+    return out
+
+
+def latest_control(ledger: Ledger) -> dict | None:
+    """The stored control of the most recent round that has one."""
+    for r in reversed(ledger.rounds()):
+        c = ledger.get(_key(r["id"]))
+        if c:
+            return c
+    return None

@@ -10,10 +10,10 @@ import numpy as np
 
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
+from iterate.loop.retrain import label_sample
 from iterate.loop.select import model_name, round_model
 from iterate.loop.settings import keypoint_spec
 from iterate.selection.strategies import EXPLORE_TAG
-from model.data import Sample
 from model.evaluate import gt_arrays, head_boxes
 from model.infer import load_predictor
 from reports.control import selection_control
@@ -39,16 +39,7 @@ def round_control(m: Manifest, ledger: Ledger, round_id: int) -> dict | None:
     cached = ledger.get(_key(round_id))
     if cached and cached.get("labels") == key and cached.get("checkpoint") == model["path"]:
         return cached
-    samples = [
-        Sample(
-            f.path,
-            np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3),
-            f.id,
-            dict(lab.attributes),
-            tuple(lab.head_box) if lab.head_box else None,
-        )
-        for f, lab, _ in rows
-    ]
+    samples = [label_sample(f, lab) for f, lab, _ in rows]
     pred = load_predictor(model["path"]).predict(samples)
     gt, vis = gt_arrays(samples)
     res = selection_control(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from iterate.core.errors import IterateError
-from iterate.core.ledger import Ledger
+from iterate.core.ledger import Frame, Label, Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop import tracking
 from iterate.loop.distributed import rank_world
@@ -36,16 +36,19 @@ def labeled_samples(
         if (source is not None and f.source != source) or (not_source is not None and f.source == not_source):
             continue
         if lab.instance == 0:
-            out.append(
-                Sample(
-                    f.path,
-                    np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3),
-                    f.id,
-                    dict(lab.attributes),
-                    tuple(lab.head_box) if lab.head_box else None,
-                )
-            )
+            out.append(label_sample(f, lab))
     return out
+
+
+def label_sample(f: Frame, lab: Label) -> Sample:
+    """One ledger label as a training/scoring sample: keypoints, attributes (strata) and head box."""
+    return Sample(
+        f.path,
+        np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3),
+        f.id,
+        dict(lab.attributes),
+        tuple(lab.head_box) if lab.head_box else None,
+    )
 
 
 def base_checkpoint(m: Manifest, ledger: Ledger) -> Path | None:

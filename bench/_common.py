@@ -25,14 +25,21 @@ RESULTS = REPO / "bench" / "results"
 def manifest(overrides: list[str] | None = None):
     """The repo manifest; ``overrides`` like ``model.heatmap_size=64`` or ``train.augment.rotate_deg=40`` (values
     read as YAML) change fields, validated like the file."""
-    import yaml
 
     from iterate.core.manifest import Manifest, load_manifest
 
     m = load_manifest(REPO / "data_manifest.yaml")
     if not overrides:
         return m
-    data = m.model_dump()
+    out = Manifest.model_validate(apply_overrides(m.model_dump(), overrides))
+    out.root = m.root
+    return out
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``a.b=value`` overrides (values read as YAML) applied in place to a manifest's data."""
+    import yaml
+
     for o in overrides:
         key, _, value = o.partition("=")
         node = data
@@ -42,9 +49,7 @@ def manifest(overrides: list[str] | None = None):
         if last not in node:
             raise SystemExit(f"--set {o}: no field {key}")
         node[last] = yaml.safe_load(value)
-    out = Manifest.model_validate(data)
-    out.root = m.root
-    return out
+    return data
 
 
 def lspet_samples(first: int, last: int) -> list:

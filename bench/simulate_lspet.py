@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import LSPET, REPO, RESULTS, write_result  # noqa: E402
+from _common import LSPET, REPO, RESULTS, apply_overrides, write_result  # noqa: E402
 
 
 def subset(coco: dict, lo: int, hi: int, path: Path) -> Path:
@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="30,120,150")
     ap.add_argument("--strategies", default="random,full")
     ap.add_argument("--name", default="simulate", help="results go to bench/results/<name>/")
+    ap.add_argument("--set", action="append", default=[], help="manifest override, e.g. train.l2sp=0 (repeatable)")
+    ap.add_argument("--no-cold-first-chunk", action="store_true", help="skip the cold-start first-chunk arm")
     ap.add_argument(
         "--base", default="", help="checkpoint each round fine-tunes from (default: the manifest's model.base)"
     )
@@ -56,7 +58,7 @@ def main() -> None:
             str(Path(sys.executable).with_name("iterate")),
             "simulate",
             "-m",
-            str(REPO / "data_manifest.yaml"),
+            str(_manifest(args.set, d)),
             "--pool",
             str(files[0]),
             "--val",
@@ -78,6 +80,8 @@ def main() -> None:
         ]
         if args.base:
             cmd += ["--base", args.base]
+        if args.no_cold_first_chunk:
+            cmd += ["--no-cold-first-chunk"]
         subprocess.run(cmd, check=True)
     s = json.loads((out / "simulate.json").read_text())
     for name, c in s["strategies"].items():
@@ -102,6 +106,19 @@ def main() -> None:
         figures,
         {"config": s["config"], "files": ["simulate.json", "simulate.md", "simulate.png"]},
     )
+
+
+def _manifest(overrides: list[str], d: Path) -> Path:
+    """The repo manifest with ``overrides`` (``a.b=value``, values read as YAML), its base as an absolute path."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    if data["model"].get("base"):
+        data["model"]["base"] = str(REPO / data["model"]["base"])
+    apply_overrides(data, overrides)
+    out = d / "data_manifest.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
 
 
 def _last(ci):

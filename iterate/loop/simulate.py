@@ -399,13 +399,14 @@ def _plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=100)
+    color = {s: f"C{i}" for i, s in enumerate(summary["strategies"])}  # one colour per strategy in every panel
     panels = (("pckh05", "PCKh@0.5 (test)"), ("pckh01", "PCKh@0.1 (test)"), ("pckh05_vs_random", "PCKh@0.5 − random"))
     for ax, (key, title) in zip(axes, panels):
         for s, c in summary["strategies"].items():
             if key not in c or (key.endswith("random") and s == "random"):
                 continue
             x, y = c["labels"], c[key]
-            (line,) = ax.plot(x, y, marker="o", label=s)
+            (line,) = ax.plot(x, y, marker="o", label=s, color=color[s])
             band = c.get(f"{key}_ci")
             if band:
                 lo = [v if v is not None else np.nan for v in band[0]]

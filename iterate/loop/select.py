@@ -9,8 +9,9 @@ Strategies are compositions of the pieces in :mod:`iterate.selection`:
 
 Frames are scored by the latest model trained in the loop, else by the manifest's ``model.base`` (the first chunk
 is then scored and pre-annotated by the pretrained model); with no model at all, every strategy but ``random`` is
-a cold start: k-center over cheap image features. Scores and embeddings are cached per model under ``<workspace>/cache/model-<id>/``; a second select with the
-same model scores nothing again. Never picks a val/test, labeled or pushed frame.
+a cold start: k-center over cheap image features. Scores and embeddings are cached per model under
+``<workspace>/cache/model-<id>/`` (the base: ``model-base/``); a second select with the same model scores nothing
+again. Never picks a val/test, labeled or pushed frame.
 """
 
 from __future__ import annotations

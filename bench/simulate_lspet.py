@@ -83,6 +83,10 @@ def main() -> None:
         if args.no_cold_first_chunk:
             cmd += ["--no-cold-first-chunk"]
         subprocess.run(cmd, check=True)
+    _figures(out, args)
+
+
+def _figures(out: Path, args) -> None:
     s = json.loads((out / "simulate.json").read_text())
     for name, c in s["strategies"].items():
         print(f"{name}: labels {c['labels']} PCKh@0.5 {c['pckh05']} PCKh@0.1 {c['pckh01']}")
@@ -101,11 +105,10 @@ def main() -> None:
         "first_chunk_base_minus_cold_ci": fc.get("base_minus_cold_ci"),
         "simulate_wall_s": s["wall_s"],
     }
-    write_result(
-        f"{args.name}/result",
-        figures,
-        {"config": s["config"], "files": ["simulate.json", "simulate.md", "simulate.png"]},
-    )
+    details = {"config": s["config"], "files": ["simulate.json", "simulate.md", "simulate.png"]}
+    if args.merge:
+        details["merged_from"] = args.merge.split(",")
+    write_result(f"{args.name}/result", figures, details)
 
 
 def _manifest(overrides: list[str], d: Path) -> Path:

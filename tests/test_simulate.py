@@ -108,3 +108,23 @@ def test_simulate_refuses_bad_seeds(tmp_path, lspet_coco):
     args = ["simulate", "-m", str(REPO / "data_manifest.yaml"), "--pool", str(pool), "--val", str(pool)]
     r = CliRunner().invoke(app, [*args, "--test", str(pool), "--images", str(LSPET), "--seeds", "0,x"])
     assert r.exit_code != 0 and "--seeds" in r.output and "Traceback" not in r.output
+
+
+def test_merge_runs_on_disjoint_seeds_equals_one_run():
+    from iterate.loop.simulate import merge
+
+    rnd = [[40, 41, 42, 44], [39, 41, 43, 45], [41, 42, 42, 43], [40, 40, 41, 44]]
+    full = [[40, 43, 44, 45], [39, 42, 45, 46], [41, 44, 44, 45], [40, 42, 43, 46]]
+    whole = summarise({"random": _runs(rnd), "full": _runs(full)}, [0, 1, 2, 3])
+    cfg = {"budgets": [30, 120, 150], "seeds": None, "steps_per_round": 300}
+    parts = []
+    for lo, hi in ((0, 2), (2, 4)):
+        p = summarise({"random": _runs(rnd[lo:hi]), "full": _runs(full[lo:hi])}, list(range(lo, hi)))
+        parts.append(p | {"wall_s": 10.0, "config": cfg | {"seeds": list(range(lo, hi))}})
+    m = merge(parts)
+    assert m["seeds"] == [0, 1, 2, 3] and m["config"]["seeds"] == [0, 1, 2, 3] and m["wall_s"] == 20.0
+    assert m["strategies"] == whole["strategies"]
+    with pytest.raises(ValueError, match="share seeds"):
+        merge([parts[0], parts[0]])
+    with pytest.raises(ValueError, match="differ"):
+        merge([parts[0], parts[1] | {"config": cfg | {"steps_per_round": 150}}])

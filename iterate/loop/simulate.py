@@ -237,10 +237,33 @@ def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path, log: Callab
         "test": len(test),
         "base": cfg.base,
     }
+    write_outputs(summary, out_dir)
+    return summary
+
+
+def write_outputs(summary: dict, out_dir: Path) -> None:
+    """simulate.json, simulate.png and simulate.md of a summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "simulate.json").write_text(json.dumps(summary, indent=1))
     _plot(summary, out_dir / "simulate.png")
     (out_dir / "simulate.md").write_text(_markdown(summary))
-    return summary
+
+
+def merge(parts: list[dict]) -> dict:
+    """One summary from runs of the same configuration on disjoint seeds (e.g. run on two machines)."""
+    cfg = dict(parts[0]["config"])
+    for p in parts[1:]:
+        other = {k: v for k, v in p["config"].items() if k != "seeds"}
+        if other != {k: v for k, v in cfg.items() if k != "seeds"}:
+            raise ValueError("simulations to merge differ in more than their seeds")
+    seeds = [x for p in parts for x in p["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"simulations to merge share seeds: {seeds}")
+    names = list(parts[0]["per_seed"])
+    out = summarise({n: [run for p in parts for run in p["per_seed"][n]] for n in names}, seeds)
+    out["wall_s"] = round(sum(p["wall_s"] for p in parts), 1)
+    out["config"] = cfg | {"seeds": seeds}
+    return out
 
 
 # -- statistics over seeds ----------------------------------------------------------------------------

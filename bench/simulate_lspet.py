@@ -3,6 +3,7 @@ val im06901–im07000 (gap focus), test im07001–im07400; rounds follow the 10/
 Paired over seeds; writes bench/results/simulate/ (simulate.json/.md/.png and result.json with the command).
 
     python bench/simulate_lspet.py [--seeds 0,1,2,3,4] [--steps 150] [--base CHECKPOINT] [--strategies random,full]
+        [--set train.l2sp=0] [--name simulate]    # --merge NAME,NAME --name OUT: runs on disjoint seeds as one
 Last lines: `full_labels_to_random_ratio`, its interval's upper end, the paired final difference, the focus test.
 """
 
@@ -44,8 +45,15 @@ def main() -> None:
     ap.add_argument(
         "--base", default="", help="checkpoint each round fine-tunes from (default: the manifest's model.base)"
     )
+    ap.add_argument("--merge", default="", help="NAME,NAME: merge earlier runs on disjoint seeds into --name")
     args = ap.parse_args()
     out = RESULTS / args.name
+    if args.merge:
+        from iterate.loop.simulate import merge, write_outputs
+
+        parts = [json.loads((RESULTS / n / "simulate.json").read_text()) for n in args.merge.split(",")]
+        write_outputs(merge(parts), out)
+        return _figures(out, args)
     coco = json.loads((LSPET / "annotations.coco.json").read_text())
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

@@ -12,13 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from iterate.core.schema import KeypointSpec
+from reports.evaluation import fmt
 from reports.metrics import N_BOOT, frame_interval, normalisers, pck_hits, summarise
 
 MIN_EXPLORED = 5  # fewer random frames than this: no verdict
-
-
-def _fmt(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), 2)
 
 
 def _pooled(hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +44,7 @@ def difference_interval(
 def _group(hits: np.ndarray) -> dict:
     s = summarise(hits)
     lo, hi = frame_interval(hits)
-    return {"frames": s.frames, "joints": s.count, "pckh": _fmt(s.mean), "ci95": [_fmt(lo), _fmt(hi)]}
+    return {"frames": s.frames, "joints": s.count, "pckh": fmt(s.mean), "ci95": [fmt(lo), fmt(hi)]}
 
 
 def selection_control(
@@ -69,9 +66,9 @@ def selection_control(
         sel, exp = hits[~explored[ok]], hits[explored[ok]]
         block = {"selected": _group(sel), "explored": _group(exp)}
         a, b = block["selected"]["pckh"], block["explored"]["pckh"]
-        block["difference"] = _fmt(a - b) if a is not None and b is not None else None
+        block["difference"] = fmt(a - b) if a is not None and b is not None else None
         lo, hi = difference_interval(sel, exp)
-        block["difference_ci95"] = [_fmt(lo), _fmt(hi)]
+        block["difference_ci95"] = [fmt(lo), fmt(hi)]
         out[name] = block
     out["verdict"] = verdict(out["pckh05"])
     return out

@@ -34,7 +34,8 @@ class EvalSet:
     notes: list[str] = field(default_factory=list)
 
 
-def _fmt(x: float) -> float | None:
+def fmt(x: float) -> float | None:
+    """A figure for JSON and Markdown: two decimals, None for a missing or NaN value."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 2)
 
 
@@ -89,12 +90,12 @@ def evaluate(
             "frames": n,
             "frames_fallback": int(fb[sel].sum()),
             "joints": s.count,
-            "pckh": _fmt(s.mean),
-            "ci95": [_fmt(lo), _fmt(hi)],
-            "pckh05": _fmt(s5.mean),
-            "ci95_05": [_fmt(lo5), _fmt(hi5)],
-            "mean_sms": _fmt(mean_sms(h, hj)),
-            "height_err_pct": _fmt(float(np.median(he))) if len(he) else None,
+            "pckh": fmt(s.mean),
+            "ci95": [fmt(lo), fmt(hi)],
+            "pckh05": fmt(s5.mean),
+            "ci95_05": [fmt(lo5), fmt(hi5)],
+            "mean_sms": fmt(mean_sms(h, hj)),
+            "height_err_pct": fmt(float(np.median(he))) if len(he) else None,
             "small": bool(n < SMALL),
         }
 
@@ -107,7 +108,7 @@ def evaluate(
         "normaliser": {"kind": kind, "fallback_ratio": norms.ratio, "fallback_ratio_frames": norms.ratio_frames},
         "interval": "95 % bootstrap over frames (1,000 resamples, seeded)",
     }
-    out["per_joint"] = {n: _fmt(v) for n, v in zip(names, overall.per_joint)}
+    out["per_joint"] = {n: fmt(v) for n, v in zip(names, overall.per_joint)}
     out["per_joint_count"] = {n: int((~np.isnan(hits[:, j])).sum()) for j, n in enumerate(names)}
     out["strata"] = _strata_tables(strata, [es.attributes[i] for i in idx], block, out["pckh"], notes)
     return out
@@ -146,7 +147,7 @@ def _strata_tables(strata, attrs: list[dict], block, overall: float | None, note
             sel = arr == v
             if sel.any():
                 r = block(sel)
-                r["gap"] = _fmt(r["pckh"] - overall) if r["pckh"] is not None and overall is not None else None
+                r["gap"] = fmt(r["pckh"] - overall) if r["pckh"] is not None and overall is not None else None
                 rows[v] = r
         tables[key] = rows
     return tables

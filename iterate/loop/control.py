@@ -23,16 +23,16 @@ def _key(round_id: int) -> str:
     return f"control:round-{round_id}"
 
 
-def round_control(m: Manifest, ledger: Ledger, round_id: int) -> dict | None:
-    """The control of one round (None: no model selected it, its checkpoint is gone, or nothing is labeled yet)."""
+def round_control(m: Manifest, ledger: Ledger, round_id: int, labeled: dict | None = None) -> dict | None:
+    """The control of one round (None: no model selected it, its checkpoint is gone, or nothing is labeled yet).
+    ``labeled``: frame id → (frame, current label), from :func:`_labeled` (read once for many rounds)."""
     model = round_model(ledger, round_id)
     if model is None or not Path(model["path"]).is_file():
         return None
-    rows = []
-    for fid, info in ledger.round_frames(round_id):
-        lab = ledger.current_label(fid)
-        if lab is not None:
-            rows.append((ledger.frame(fid), lab, info.get("why") == EXPLORE_TAG))
+    labeled = _labeled(ledger) if labeled is None else labeled
+    rows = [
+        (*labeled[fid], info.get("why") == EXPLORE_TAG) for fid, info in ledger.round_frames(round_id) if fid in labeled
+    ]
     if not rows:
         return None
     key = [[f.id, lab.version] for f, lab, _ in rows]
@@ -51,13 +51,19 @@ def round_control(m: Manifest, ledger: Ledger, round_id: int) -> dict | None:
     return res
 
 
+def _labeled(ledger: Ledger) -> dict:
+    """frame id → (frame, current label of its first person): one ledger read."""
+    return {f.id: (f, lab) for f, lab in ledger.current_labels() if lab.instance == 0}
+
+
 def update_controls(m: Manifest, ledger: Ledger) -> list[dict]:
     """After `sync-labels`: the control of every round that a model selected (cheap when nothing changed)."""
     out = []
+    labeled = _labeled(ledger)
     for r in ledger.rounds():
         if r["strategy"] == "random":
             continue
-        c = round_control(m, ledger, r["id"])
+        c = round_control(m, ledger, r["id"], labeled)
         if c is not None:
             out.append(c)
     return out

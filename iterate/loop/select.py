@@ -109,7 +109,12 @@ def scoring_model(m: Manifest, ledger: Ledger) -> dict | None:
     p = m.resolve(m.model.base)
     if not p.is_file():
         raise IterateError(f"model.base: checkpoint not found: {p}")
-    return {"id": None, "path": str(p), "base": True, "cache": "model-base"}
+    return _base_model(str(p))
+
+
+def _base_model(path: str) -> dict:
+    """The manifest's base checkpoint as a scoring model (not a model of the ledger)."""
+    return {"id": None, "path": path, "base": True, "cache": "model-base"}
 
 
 def model_name(model: dict) -> str:
@@ -628,7 +633,7 @@ def round_model(ledger: Ledger, round_id: int) -> dict | None:
     if mid:
         return next((md for md in ledger.models() if md["id"] == mid), None)
     base = rnd["params"].get("base_path")
-    return {"id": None, "path": base, "base": True, "cache": "model-base"} if base else None
+    return _base_model(base) if base else None
 
 
 def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str]):

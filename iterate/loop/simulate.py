@@ -77,22 +77,21 @@ def _score(m: Manifest, model, codec, samples):
     return out, kps, conf, emb
 
 
-def _evaluate(m: Manifest, model, codec, samples) -> dict:
-    """The checkpoint's inference path on labeled samples: overall and per-stratum figures, as the report has them."""
+def _evaluate(m: Manifest, model, codec, samples):
+    """The checkpoint's inference path on labeled samples → (overall and per-stratum figures as the report has them,
+    the predictions)."""
     p = predictor(infer_config(m), model, codec).predict(samples)
     gt = np.stack([s.keypoints[:, :2] for s in samples])
     vis = np.stack([s.keypoints[:, 2] for s in samples])
     es = EvalSet(
         p.keypoints, gt, vis, [s.attributes for s in samples], list(range(len(samples))), head_boxes=head_boxes(samples)
     )
-    res = evaluate(keypoint_spec(m), strata_of(m), es)
-    res["_pred"] = p
-    return res
+    return evaluate(keypoint_spec(m), strata_of(m), es), p
 
 
 def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tuple[dict | None, list[dict]]:
     """What `iterate report` would tell the next round: the focus stratum and its shares, and the pool's strata."""
-    res = _evaluate(m, model, codec, val)
+    res, _ = _evaluate(m, model, codec, val)
     attrs = [s.attributes for s in val]
     ps = _scoring_predictor(m, model, codec).predict(val)  # calibrated on the pool's scoring path, as select does
     sp = StrataPredictor(m.strata, m.keypoints.names).fit(ps.keypoints, ps.scores, ps.embeddings, attrs)
@@ -138,8 +137,8 @@ class _Sim:
         self._features: np.ndarray | None = None
 
     def _row(self, labels: int, model) -> dict:
-        res = _evaluate(self.m, model, self.codec, self.test)
-        ev = score(self.spec, res["_pred"].keypoints, self.test)
+        res, pred = _evaluate(self.m, model, self.codec, self.test)
+        ev = score(self.spec, pred.keypoints, self.test)
         strata = {k: {v: r["pckh05"] for v, r in rows.items()} for k, rows in res["strata"].items()}
         return {"labels": labels, **{k: ev[k] for k in ("pckh01", "pckh05", "mean_sms01")}, "strata": strata}
 

@@ -46,6 +46,7 @@ class TrainConfig:
     eval_every_steps: int = 100
     workers: int = 0
     l2sp: float = 0.0  # fine-tuning: decoupled pull of the trunk toward the starting weights (0 = off)
+    ema: float = 0.0  # decay of the weights' moving average that evaluation and checkpoints use (0 = off)
     replay_fraction: float = 0.3  # share of each epoch drawn from the replay samples, when train() is given some
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

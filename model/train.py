@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,38 @@ class _Plan:
     max_steps: int | None
 
 
+class _Ema:
+    """Exponential moving average of the weights (float parameters and buffers; counters are copied). The decay
+    warms up as ``min(decay, (1 + t) / (10 + t))`` so the first steps do not drag the random start along."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.state[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.state[k].copy_(v)
+
+
+@contextmanager
+def _averaged(model: nn.Module, ema: _Ema | None):
+    """Within the block ``model`` holds the averaged weights (evaluation and checkpoints); after it, its own."""
+    if ema is None:
+        yield model
+        return
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(ema.state)
+    try:
+        yield model
+    finally:
+        model.load_state_dict(saved)
+
+
 def train(
     setup: TrainSetup,
     train_samples: list[Sample],
@@ -170,6 +203,9 @@ def train(
     prog = _Progress()
     if resume:
         prog, load_report = _resume(last_path, model, opt)
+    ema = _Ema(model, setup.train.ema) if setup.train.ema > 0 else None
+    if resume and ema is not None:
+        ema.state = {k: v.clone() for k, v in load_file(last_path)["model"].items()}
     scoring = evaluate is not None and bool(val_samples)
     t_start = time.time() - (float(prog.history[-1]["elapsed_s"]) if prog.history else 0.0)
     epoch = prog.start_epoch - 1
@@ -178,7 +214,7 @@ def train(
         if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
             sampler.set_epoch(epoch)
         losses, stop = _epoch(
-            net, model, loader, opt, setup.train, plan, prog, dev, t_start, distributed, on_step, anchor
+            net, model, loader, opt, setup.train, plan, prog, dev, t_start, distributed, on_step, anchor, ema
         )
         rec = {
             "epoch": epoch,
@@ -192,13 +228,14 @@ def train(
         if due:
             prog.since_eval = 0
             if rank == 0:
-                model.eval()
-                rec.update(evaluate(model, val_samples))
-                model.train()
+                with _averaged(model, ema):
+                    model.eval()
+                    rec.update(evaluate(model, val_samples))
+                    model.train()
         improved = _record(rec, prog, setup.train.best_metric, due or not scoring)
         if rank == 0:
             config = _config(setup, plan.epochs, init, time_limit_s)
-            _save(model, setup, opt, prog, epoch, config, last_path, best_path if improved else None)
+            _save(model, setup, opt, prog, epoch, config, last_path, best_path if improved else None, ema)
         if on_epoch:
             on_epoch(rec)
         if stop:
@@ -348,7 +385,7 @@ def _resume(last_path: Path, model: PoseHRNet, opt) -> tuple[_Progress, str]:
     if not last_path.is_file():
         raise IterateError(f"{last_path}: nothing to resume (no last checkpoint in {last_path.parent})")
     ck = load_file(last_path)
-    model.load_state_dict(ck["model"])
+    model.load_state_dict(ck.get("train_model", ck["model"]))  # with EMA, "model" holds the averaged weights
     opt.load_state_dict(ck["optimizer"])
     prog = _Progress(
         int(ck["epoch"]) + 1,
@@ -373,6 +410,7 @@ def _epoch(
     distributed: bool,
     on_step,
     anchor: dict | None = None,
+    ema: _Ema | None = None,
 ) -> tuple[list[float], bool]:
     """One pass over the loader; → (the step losses, whether the run ends here)."""
     net.train()
@@ -405,6 +443,8 @@ def _epoch(
             with torch.no_grad():
                 for p, p0 in anchor.items():
                     p.add_(p - p0, alpha=-lr * tcfg.l2sp)
+        if ema is not None:
+            ema.update(model, prog.step)
         prog.step += 1
         losses.append(float(loss.detach()))
         if on_step:
@@ -429,7 +469,15 @@ def _record(rec: dict, prog: _Progress, best_metric: str, may_improve: bool) -> 
 
 
 def _save(
-    model, setup: TrainSetup, opt, prog: _Progress, epoch: int, config: dict, last_path: Path, best_path: Path | None
+    model,
+    setup: TrainSetup,
+    opt,
+    prog: _Progress,
+    epoch: int,
+    config: dict,
+    last_path: Path,
+    best_path: Path | None,
+    ema: _Ema | None = None,
 ) -> None:
     """``last.pt`` (with optimizer state, to resume) every epoch; ``best.pt`` when the epoch improved."""
     extra = {
@@ -441,20 +489,17 @@ def _save(
         "optimizer": opt.state_dict(),
         "config": config,
     }
-    save_atomic(checkpoint_dict(model, setup, **extra), last_path)
-    if best_path is not None:
-        save_atomic(
-            checkpoint_dict(
-                model,
-                setup,
-                epoch=epoch,
-                step=prog.step,
-                best_score=prog.best_score,
-                history=prog.history,
-                config=config,
-            ),
-            best_path,
-        )
+    if ema is not None:  # inference reads "model": the averaged weights; resume also needs the raw ones
+        extra["train_model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with _averaged(model, ema):
+        save_atomic(checkpoint_dict(model, setup, **extra), last_path)
+        if best_path is not None:
+            _save_best(model, setup, prog, epoch, config, best_path)
+
+
+def _save_best(model, setup: TrainSetup, prog: _Progress, epoch: int, config: dict, best_path: Path) -> None:
+    extra = {"epoch": epoch, "step": prog.step, "best_score": prog.best_score, "history": prog.history}
+    save_atomic(checkpoint_dict(model, setup, config=config, **extra), best_path)
 
 
 def _stop_all(local: bool, distributed: bool) -> bool:
@@ -486,5 +531,6 @@ def _config(setup: TrainSetup, epochs: int, init, time_limit_s=None) -> dict:
         "loss_scale": tc.loss_scale,
         "init": str(init) if init else "",
         "l2sp": tc.l2sp if init else 0.0,
+        "ema": tc.ema,
         "augment": asdict(tc.augment),
     }

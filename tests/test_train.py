@@ -162,6 +162,44 @@ def test_l2sp_keeps_a_fine_tune_near_its_base(tmp_path, lspet_coco):
     assert held < 0.8 * free, (held, free)
 
 
+def test_ema_weights_are_what_evaluation_and_checkpoints_see(tmp_path, lspet_coco):
+    """With ``train.ema`` the checkpoints' weights are the moving average: they moved less from the base than
+    the raw weights (kept apart for resume), the val scorer saw exactly them, and a resume goes on from both."""
+    from dataclasses import replace
+
+    m = load_manifest(REPO / "data_manifest.yaml")
+    samples = _samples(lspet_coco, set(range(1, 33)))
+    base = REPO / "model" / "weights" / "lspet_w18s_128.pt"
+    start = {k: v.float() for k, v in load_file(base)["model"].items() if k.startswith("backbone.")}
+    setup = train_setup(m, epochs=2)
+    tc = replace(setup.train, batch_size=8, ema=0.9, finetune_lr=3e-3, warmup_steps=0, eval_every_steps=1)
+    setup = replace(setup, train=tc)
+    seen = {}
+
+    def evaluate(model, val):
+        seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        seen["calls"] = seen.get("calls", 0) + 1
+        return {"pckh01": float(seen["calls"])}  # every epoch the best so far
+
+    res = train(setup, samples, samples[:4], tmp_path / "ema", init=base, evaluate=evaluate)
+    last = load_file(res.last)
+    avg, raw = last["model"], last["train_model"]
+    assert last["config"]["ema"] == 0.9
+
+    def drift(w):
+        return float(sum(((w[k].float() - v) ** 2).sum() for k, v in start.items() if v.dtype.is_floating_point))
+
+    assert 0 < drift(avg) < 0.9 * drift(raw), (drift(avg), drift(raw))
+    assert seen["calls"] == 2 and all(torch.equal(seen[k], avg[k]) for k in avg)  # the val scorer saw the average of the last epoch
+    assert all(torch.equal(load_file(res.best)["model"][k], avg[k]) for k in avg)
+
+    setup3 = replace(setup, train=replace(tc, epochs=3))
+    more = train(setup3, samples, samples[:4], tmp_path / "ema", init=base, resume=True)
+    after = load_file(more.last)
+    assert after["step"] == last["step"] + 4
+    assert drift(after["train_model"]) != drift(raw) and drift(after["model"]) < drift(after["train_model"])
+
+
 def test_replay_sampler_draws_the_replay_share():
     from model.train import replay_sampler
 

@@ -192,6 +192,13 @@ class TrainSettings(_Strict):
         "and after the last epoch, not after every epoch of a small set",
     )
     workers: int = Field(0, ge=0)
+    ema: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="decay of an exponential moving average of the weights; evaluation and checkpoints use the "
+        "average (0 = off; 0.99–0.999 for thousands of steps)",
+    )
     l2sp: float = Field(
         0.0,
         ge=0,

@@ -190,7 +190,9 @@ def test_ema_weights_are_what_evaluation_and_checkpoints_see(tmp_path, lspet_coc
         return float(sum(((w[k].float() - v) ** 2).sum() for k, v in start.items() if v.dtype.is_floating_point))
 
     assert 0 < drift(avg) < 0.9 * drift(raw), (drift(avg), drift(raw))
-    assert seen["calls"] == 2 and all(torch.equal(seen[k], avg[k]) for k in avg)  # the val scorer saw the average of the last epoch
+    assert seen["calls"] == 2 and all(
+        torch.equal(seen[k], avg[k]) for k in avg
+    )  # the val scorer saw the average of the last epoch
     assert all(torch.equal(load_file(res.best)["model"][k], avg[k]) for k in avg)
 
     setup3 = replace(setup, train=replace(tc, epochs=3))

@@ -58,7 +58,7 @@ def _scoring_predictor(m: Manifest, model, codec):
     return Predictor.from_settings(model, codec, st, batch_size=32)
 
 
-def _score(m: Manifest, model, codec, samples):
+def pool_scores(m: Manifest, model, codec, samples):
     """Per-frame uncertainty scores, keypoints and embeddings of unlabeled samples (one streamed pass)."""
     pr = _scoring_predictor(m, model, codec)
     n, k = len(samples), m.keypoints.num_joints
@@ -176,7 +176,7 @@ class _Sim:
             if strategy == COLD or (strategy != "random" and self.base_model is None and rnd == 1):
                 pool_.emb = self.features()[avail]  # no model yet: diversity over image features
             elif strategy != "random":
-                scores, kps, conf, emb = _score(m, model, self.codec, sub)
+                scores, kps, conf, emb = pool_scores(m, model, self.codec, sub)
                 pool_.combined, pool_.emb = sc.combine(scores, m.selection.weights), emb
                 if strategy == "full":
                     focus, pool_.strata = _focus(m, model, self.codec, self.val, kps, conf, emb)

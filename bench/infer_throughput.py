@@ -28,6 +28,41 @@ from model.train import checkpoint_dict  # noqa: E402
 from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
 
 
+def measure(pred, samples, batch: int) -> tuple[float, float, int, int]:
+    """Seconds of ``pred.predict(samples)`` and of the bare forward passes it needs (the same number of batches
+    of the same shape, + flipped when the path flips), the batches counted and the passes per batch."""
+    size = pred.codec.input_size
+    dev = pred.device
+    x = torch.randn(batch, 3, size, size, device=dev).contiguous(memory_format=torch.channels_last)
+    pred.predict(samples[: batch * 2])  # warm-up
+    counted = {"batches": 0}
+    real_batches = pred.batches
+
+    def counting(*a, **kw):
+        for b in real_batches(*a, **kw):
+            counted["batches"] += 1
+            yield b
+
+    pred.batches = counting
+    t0 = time.perf_counter()
+    pred.predict(samples)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t_pipe = time.perf_counter() - t0
+    pred.batches = real_batches
+    passes = 2 if pred.settings.flip else 1  # forward (+ flipped forward) per batch
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for _ in range(counted["batches"]):
+            pred.model(x, with_embedding=True)
+            for _ in range(passes - 1):
+                pred.model(torch.flip(x, dims=[3]))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t_bare = time.perf_counter() - t0
+    return t_pipe, t_bare, counted["batches"], passes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=800)
@@ -50,38 +85,11 @@ def main() -> None:
             )
         pred = load_predictor(ck, batch_size=args.batch)
     samples = lspet_samples(7001, 7000 + args.frames)
-    size = pred.codec.input_size
-    dev = pred.device
-    x = torch.randn(args.batch, 3, size, size, device=dev).contiguous(memory_format=torch.channels_last)
-    pred.predict(samples[: args.batch * 2])  # warm-up
-    counted = {"batches": 0}
-    real_batches = pred.batches
-
-    def counting(*a, **kw):
-        for b in real_batches(*a, **kw):
-            counted["batches"] += 1
-            yield b
-
-    pred.batches = counting
-    t0 = time.perf_counter()
-    pred.predict(samples)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t_pipe = time.perf_counter() - t0
-    passes = 2 if pred.settings.flip else 1  # forward (+ flipped forward) per batch
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        for _ in range(counted["batches"]):
-            pred.model(x, with_embedding=True)
-            for _ in range(passes - 1):
-                pred.model(torch.flip(x, dims=[3]))
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t_bare = time.perf_counter() - t0
+    t_pipe, t_bare, batches, passes = measure(pred, samples, args.batch)
     n = len(samples)
     print(
-        f"device={dev} inference={pred.settings.describe()} batch={args.batch} frames={n} "
-        f"batches={counted['batches']} (first pass + refine) forward passes per batch={passes}"
+        f"device={pred.device} inference={pred.settings.describe()} batch={args.batch} frames={n} "
+        f"batches={batches} (first pass + refine) forward passes per batch={passes}"
     )
     print(f"pipeline_s={t_pipe:.2f} bare_forward_s={t_bare:.2f}")
     write_result(
@@ -90,7 +98,7 @@ def main() -> None:
         {
             "frames": n,
             "batch": args.batch,
-            "batches": counted["batches"],
+            "batches": batches,
             "pipeline_s": round(t_pipe, 2),
             "bare_forward_s": round(t_bare, 2),
             "inference": pred.settings.describe(),

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from infer_throughput import measure  # noqa: E402
+
 from iterate.loop.scoring import score  # noqa: E402
 from iterate.loop.settings import keypoint_spec, train_setup  # noqa: E402
 from model.hrnet import build_model  # noqa: E402
@@ -30,7 +32,6 @@ from model.infer import load_predictor  # noqa: E402
 from model.train import heatmap_loss, train  # noqa: E402
 
 from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
-from infer_throughput import measure  # noqa: E402
 
 
 def bare_train_speed(backbone: str, joints: int, size: int, hm: int, batch: int, steps: int, dev) -> float:

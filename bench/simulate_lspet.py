@@ -45,7 +45,14 @@ def main() -> None:
     ap.add_argument(
         "--base", default="", help="checkpoint each round fine-tunes from (default: the manifest's model.base)"
     )
-    ap.add_argument("--merge", default="", help="NAME,NAME: merge earlier runs on disjoint seeds into --name")
+    ap.add_argument(
+        "--merge", default="", help="NAME,NAME: merge earlier runs (disjoint seeds, or the same seeds and other arms)"
+    )
+    ap.add_argument(
+        "--rename",
+        default="",
+        help="OLD=NEW,…: name the arms of this run, e.g. full=full_flip for a variant's settings",
+    )
     args = ap.parse_args()
     out = RESULTS / args.name
     if args.merge:
@@ -91,6 +98,11 @@ def main() -> None:
         if args.no_cold_first_chunk:
             cmd += ["--no-cold-first-chunk"]
         subprocess.run(cmd, check=True)
+    if args.rename:
+        from iterate.loop.simulate import rename_arms, write_outputs
+
+        names = dict(pair.split("=", 1) for pair in args.rename.split(","))
+        write_outputs(rename_arms(json.loads((out / "simulate.json").read_text()), names), out)
     _figures(out, args)
 
 
@@ -113,7 +125,12 @@ def _figures(out: Path, args) -> None:
         "first_chunk_base_minus_cold_ci": fc.get("base_minus_cold_ci"),
         "simulate_wall_s": s["wall_s"],
     }
-    details = {"config": s["config"], "files": ["simulate.json", "simulate.md", "simulate.png"]}
+    for name, c in s["strategies"].items():  # variant arms: their own paired figures
+        if name not in ("random", "full") and c.get("pckh05_vs_random"):
+            figures[f"{name}_minus_random_final_pckh05"] = c["pckh05_vs_random"][-1]
+            figures[f"{name}_minus_random_final_pckh05_ci"] = _last(c.get("pckh05_vs_random_ci"))
+            figures[f"{name}_labels_to_random_ratio"] = c.get("labels_to_random_ratio")
+    details = {"config": s["config"], "files": ["simulate.json", "simulate.md", "simulate.png"], "overrides": args.set}
     if args.merge:
         details["merged_from"] = args.merge.split(",")
     write_result(f"{args.name}/result", figures, details)

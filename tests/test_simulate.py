@@ -125,6 +125,44 @@ def test_merge_runs_on_disjoint_seeds_equals_one_run():
     assert m["seeds"] == [0, 1, 2, 3] and m["config"]["seeds"] == [0, 1, 2, 3] and m["wall_s"] == 20.0
     assert m["strategies"] == whole["strategies"]
     with pytest.raises(ValueError, match="share seeds"):
-        merge([parts[0], parts[0]])
+        merge([parts[0], parts[0] | {"per_seed": {"random": parts[0]["per_seed"]["random"]}}])
     with pytest.raises(ValueError, match="differ"):
         merge([parts[0], parts[1] | {"config": cfg | {"steps_per_round": 150}}])
+
+
+def test_merge_arms_on_the_same_seeds_equals_one_run():
+    """A variant arm run alone (renamed) and merged with an earlier run's random and full: the same summary as one
+    run of all three arms."""
+    from iterate.loop.simulate import merge, rename_arms
+
+    rnd = [[40, 41, 42, 44], [39, 41, 43, 45], [41, 42, 42, 43]]
+    full = [[40, 43, 44, 45], [39, 42, 45, 46], [41, 44, 44, 45]]
+    var = [[40, 42, 43, 44], [39, 41, 44, 44], [41, 43, 43, 46]]
+    whole = summarise({"random": _runs(rnd), "full": _runs(full), "full_flip": _runs(var)}, [0, 1, 2])
+    cfg = {"budgets": [30, 120, 150], "seeds": [0, 1, 2], "steps_per_round": 300, "base": "/a/base.pt"}
+    first = summarise({"random": _runs(rnd), "full": _runs(full)}, [0, 1, 2]) | {"wall_s": 5.0, "config": cfg}
+    alone = summarise({"full": _runs(var)}, [0, 1, 2]) | {"wall_s": 3.0, "config": cfg | {"base": "/b/base.pt"}}
+    renamed = rename_arms(alone, {"full": "full_flip"})
+    assert set(renamed["strategies"]) == {"full_flip"}
+    m = merge([first, renamed])
+    assert m["strategies"] == whole["strategies"] and m["wall_s"] == 8.0
+    assert m["strategies"]["full_flip"]["pckh05_vs_random"] == whole["strategies"]["full_flip"]["pckh05_vs_random"]
+    with pytest.raises(ValueError, match="arms"):
+        merge([first, renamed | {"config": cfg | {"steps_per_round": 150}}])
+
+
+def test_a_seed_reruns_to_the_same_figures(tmp_path, lspet_coco):
+    """What merging arms across runs rests on: the same seed and settings give the same rounds, figure for figure."""
+    pool = lspet_subset(lspet_coco, list(range(6001, 6021)), tmp_path / "pool.json")
+    val = lspet_subset(lspet_coco, list(range(6901, 6911)), tmp_path / "val.json")
+    test = lspet_subset(lspet_coco, list(range(7001, 7011)), tmp_path / "test.json")
+    args = ["simulate", "-m", str(REPO / "data_manifest.yaml"), "--pool", str(pool), "--val", str(val)]
+    args += ["--test", str(test), "--images", str(LSPET), "--budgets", "4,4", "--seeds", "3", "--steps", "3"]
+    args += ["--strategies", "random,full", "--no-cold-first-chunk"]
+    got = []
+    for i in range(2):
+        r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / f"sim{i}")])
+        assert r.exit_code == 0, r.output
+        got.append(json.loads((tmp_path / f"sim{i}" / "simulate.json").read_text())["per_seed"])
+    assert got[0] == got[1]
+    assert got[0]["random"][0][1]["pckh05"] != got[0]["random"][0][0]["pckh05"]  # the rounds did train

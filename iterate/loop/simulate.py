@@ -248,21 +248,48 @@ def write_outputs(summary: dict, out_dir: Path) -> None:
     (out_dir / "simulate.md").write_text(_markdown(summary))
 
 
+def _same_setup(cfg: dict, other: dict, *, but: tuple[str, ...] = ()) -> bool:
+    """Configurations equal apart from ``but`` (the base compared by file name: runs move between checkouts)."""
+
+    def norm(c: dict) -> dict:
+        c = {k: v for k, v in c.items() if k not in but}
+        return c | {"base": Path(c["base"]).name if c.get("base") else None}
+
+    return norm(cfg) == norm(other)
+
+
 def merge(parts: list[dict]) -> dict:
-    """One summary from runs of the same configuration on disjoint seeds (e.g. run on two machines)."""
+    """One summary from runs of the same configuration: on disjoint seeds (e.g. run on two machines), or on the
+    same seeds with different arms (a new arm paired with an earlier run's random: a seed's run is deterministic,
+    `tests/test_simulate.py`)."""
     cfg = dict(parts[0]["config"])
+    seed_sets = [list(p["seeds"]) for p in parts]
+    arms = [set(p["per_seed"]) for p in parts]
+    if all(x == seed_sets[0] for x in seed_sets) and sum(map(len, arms)) == len(set().union(*arms)):
+        if not all(_same_setup(cfg, p["config"]) for p in parts[1:]):
+            raise ValueError("simulations to merge differ in more than their arms")
+        per_seed = {n: runs for p in parts for n, runs in p["per_seed"].items()}
+        out = summarise(per_seed, seed_sets[0])
+        out["wall_s"] = round(sum(p["wall_s"] for p in parts), 1)
+        out["config"] = cfg
+        return out
     for p in parts[1:]:
-        other = {k: v for k, v in p["config"].items() if k != "seeds"}
-        if other != {k: v for k, v in cfg.items() if k != "seeds"}:
+        if not _same_setup(cfg, p["config"], but=("seeds",)):
             raise ValueError("simulations to merge differ in more than their seeds")
     seeds = [x for p in parts for x in p["seeds"]]
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"simulations to merge share seeds: {seeds}")
+        raise ValueError(f"simulations to merge share seeds (and arms): {seeds}")
     names = list(parts[0]["per_seed"])
     out = summarise({n: [run for p in parts for run in p["per_seed"][n]] for n in names}, seeds)
     out["wall_s"] = round(sum(p["wall_s"] for p in parts), 1)
     out["config"] = cfg | {"seeds": seeds}
     return out
+
+
+def rename_arms(summary: dict, names: dict[str, str]) -> dict:
+    """The same runs with arms renamed (``{"full": "full_flip"}``: a variant run with other selection settings)."""
+    per_seed = {names.get(n, n): runs for n, runs in summary["per_seed"].items()}
+    return summarise(per_seed, summary["seeds"]) | {"wall_s": summary["wall_s"], "config": summary["config"]}
 
 
 # -- statistics over seeds ----------------------------------------------------------------------------
@@ -313,7 +340,8 @@ def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
     if "labels_to_random_ratio" in full:
         out["full_labels_to_random_ratio"] = full["labels_to_random_ratio"]
         out["full_labels_to_random_ratio_ci"] = full["labels_to_random_ratio_ci"]
-        out["full_labels_to_random_ratio_ci_high"] = full["labels_to_random_ratio_ci"][1]
+        ci = full["labels_to_random_ratio_ci"]  # None with one seed: no interval
+        out["full_labels_to_random_ratio_ci_high"] = ci[1] if ci else None
     if "full" in per_seed and "random" in per_seed:
         out["focus_test"] = _focus_test(per_seed["full"], per_seed["random"], idx)
     if COLD in per_seed and "full" in per_seed:

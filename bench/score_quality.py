@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterate.loop.select import person_size  # noqa: E402
 from iterate.loop.settings import infer_config, keypoint_spec  # noqa: E402
 from iterate.loop.simulate import pool_scores  # noqa: E402
 from iterate.selection import scores as sc  # noqa: E402
@@ -41,13 +42,6 @@ N_BOOT = 2000
 ROTATION_DEG = 20.0
 
 
-def _size(spec, kps: np.ndarray) -> np.ndarray:
-    """The person's size on the prediction itself (the normaliser, else a sixth of the extent), as `flip` uses."""
-    norm = normalisers(kps, np.ones(kps.shape[:2]), spec.normalizer, list(spec.names)).lengths
-    box = np.hypot(*(kps.max(1) - kps.min(1)).T) / 6.0
-    return np.where(np.isfinite(norm) & (norm > 1), norm, box)
-
-
 def _disagreement(a: np.ndarray, b: np.ndarray, size: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a - b, axis=-1).mean(-1) / np.maximum(size, 1.0)
 
@@ -60,22 +54,24 @@ def _rotated(pr: Predictor, samples, deg: float) -> np.ndarray:
     return kps
 
 
-def _bones(spec, kps: np.ndarray, size: np.ndarray) -> np.ndarray:
+def _edges(spec) -> list[tuple[int, int]]:
     names = list(spec.names)
-    edges = [(names.index(a), names.index(b)) for a, b in spec.skeleton]
-    ln = np.stack([np.linalg.norm(kps[:, i] - kps[:, j], axis=-1) for i, j in edges], 1)
-    return np.log(np.maximum(ln, 1e-3) / np.maximum(size, 1.0)[:, None])
+    return [(names.index(a), names.index(b)) for a, b in spec.skeleton]
+
+
+def _bones(spec, kps: np.ndarray) -> np.ndarray:
+    """log(bone length / the person's size) per skeleton edge."""
+    ln = np.stack([np.linalg.norm(kps[:, i] - kps[:, j], axis=-1) for i, j in _edges(spec)], 1)
+    return np.log(np.maximum(ln, 1e-3) / np.maximum(person_size(spec, kps), 1.0)[:, None])
 
 
 def _plausibility(spec, kps: np.ndarray, ref_kps: np.ndarray, ref_vis: np.ndarray) -> np.ndarray:
     """Mean |z| of the predicted bones' log length relative to the person's size, against the labeled val poses."""
-    names = list(spec.names)
-    edges = [(names.index(a), names.index(b)) for a, b in spec.skeleton]
-    ref = _bones(spec, ref_kps, _size(spec, ref_kps))
-    seen = np.stack([(ref_vis[:, i] > 0) & (ref_vis[:, j] > 0) for i, j in edges], 1)
-    mu = np.array([ref[seen[:, e], e].mean() for e in range(len(edges))])
-    sd = np.array([ref[seen[:, e], e].std() + 1e-3 for e in range(len(edges))])
-    return np.abs((_bones(spec, kps, _size(spec, kps)) - mu) / sd).mean(1)
+    ref = _bones(spec, ref_kps)
+    seen = np.stack([(ref_vis[:, i] > 0) & (ref_vis[:, j] > 0) for i, j in _edges(spec)], 1)
+    mu = np.array([ref[seen[:, e], e].mean() for e in range(ref.shape[1])])
+    sd = np.array([ref[seen[:, e], e].std() + 1e-3 for e in range(ref.shape[1])])
+    return np.abs((_bones(spec, kps) - mu) / sd).mean(1)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -117,7 +113,7 @@ def grade(m, base: Path, pool, ref) -> dict:
     frame_pck = 100 * np.nanmean(np.where(keep[:, None], hits, np.nan), axis=1)
     # candidates outside the product
     plain = Predictor.from_settings(model, codec, infer.override(**SCORING), batch_size=32)
-    size = _size(spec, kps)
+    size = person_size(spec, kps)
     rot = [_rotated(plain, pool, d) for d in (ROTATION_DEG, -ROTATION_DEG)]
     scores["rotation"] = 0.5 * (_disagreement(rot[0], kps, size) + _disagreement(rot[1], kps, size))
     scores["refine"] = _disagreement(full, kps, size)

@@ -3,7 +3,8 @@ val im06901–im07000 (gap focus), test im07001–im07400; rounds follow the 10/
 Paired over seeds; writes bench/results/simulate/ (simulate.json/.md/.png and result.json with the command).
 
     python bench/simulate_lspet.py [--seeds 0,1,2,3,4] [--steps 150] [--base CHECKPOINT] [--strategies random,full]
-        [--set train.l2sp=0] [--name simulate]    # --merge NAME,NAME --name OUT: runs on disjoint seeds as one
+        [--set train.l2sp=0] [--name simulate]    # --merge NAME,NAME --name OUT: runs on disjoint seeds, or
+        # the same seeds with other arms (--strategies ARM --rename full=ARM_NAME), as one
 Last lines: `full_labels_to_random_ratio`, its interval's upper end, the paired final difference, the focus test.
 """
 

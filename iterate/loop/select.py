@@ -78,6 +78,14 @@ def candidates(ledger: Ledger) -> list[Frame]:
 
 
 # -- model scoring with a per-model cache ----------------------------------------------------------------
+def person_size(spec: KeypointSpec, kp: np.ndarray) -> np.ndarray:
+    """(N, K, 2) predicted keypoints → (N,) the person's size measured on the prediction itself: the PCKh
+    normaliser, else (no head in view) a sixth of the person's extent. Disagreement scores are divided by it."""
+    norm = normalisers(kp, np.ones(kp.shape[:2]), spec.normalizer, list(spec.names)).lengths
+    box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0
+    return np.where(np.isfinite(norm) & (norm > 1), norm, box)
+
+
 def batch_scores(spec: KeypointSpec, codec, b) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """One predictor batch (plain + flipped-back heatmaps) → uncertainty scores, keypoints (image px), confidences."""
     avg = 0.5 * (b.heatmaps + b.heatmaps_flip)
@@ -85,9 +93,7 @@ def batch_scores(spec: KeypointSpec, codec, b) -> tuple[dict[str, np.ndarray], n
     kp = to_image(xy, b.matrix)
     xp, _ = codec.decode(b.heatmaps)
     xf, _ = codec.decode(b.heatmaps_flip)
-    norm = normalisers(kp, np.ones(kp.shape[:2]), spec.normalizer, list(spec.names)).lengths
-    box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0  # no head in view: a sixth of the person's extent
-    norm = np.where(np.isfinite(norm) & (norm > 1), norm, box)
+    norm = person_size(spec, kp)
     scores = {
         "confidence": sc.confidence(avg),
         "flip": sc.flip_disagreement(to_image(xp, b.matrix), to_image(xf, b.matrix), norm),

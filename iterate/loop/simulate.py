@@ -268,19 +268,16 @@ def merge(parts: list[dict]) -> dict:
     if all(x == seed_sets[0] for x in seed_sets) and sum(map(len, arms)) == len(set().union(*arms)):
         if not all(_same_setup(cfg, p["config"]) for p in parts[1:]):
             raise ValueError("simulations to merge differ in more than their arms")
+        seeds = seed_sets[0]
         per_seed = {n: runs for p in parts for n, runs in p["per_seed"].items()}
-        out = summarise(per_seed, seed_sets[0])
-        out["wall_s"] = round(sum(p["wall_s"] for p in parts), 1)
-        out["config"] = cfg
-        return out
-    for p in parts[1:]:
-        if not _same_setup(cfg, p["config"], but=("seeds",)):
+    else:
+        if not all(_same_setup(cfg, p["config"], but=("seeds",)) for p in parts[1:]):
             raise ValueError("simulations to merge differ in more than their seeds")
-    seeds = [x for p in parts for x in p["seeds"]]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"simulations to merge share seeds (and arms): {seeds}")
-    names = list(parts[0]["per_seed"])
-    out = summarise({n: [run for p in parts for run in p["per_seed"][n]] for n in names}, seeds)
+        seeds = [x for p in parts for x in p["seeds"]]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"simulations to merge share seeds (and arms): {seeds}")
+        per_seed = {n: [run for p in parts for run in p["per_seed"][n]] for n in parts[0]["per_seed"]}
+    out = summarise(per_seed, seeds)
     out["wall_s"] = round(sum(p["wall_s"] for p in parts), 1)
     out["config"] = cfg | {"seeds": seeds}
     return out

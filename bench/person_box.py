@@ -2,10 +2,14 @@
 whole-frame pass) and the labeled person's box each method closes, on the shipped all-posture base and held-out
 LSPET im07001–im08000 (flip TTA + DARK on every pass).
 
-Methods: whole frame only; refine once (the shipped default); refine iterated (each pass re-boxes on the last
-pass's keypoints); margins; a box from every joint vs the confident ones; the labeled box (the ceiling).
+Methods: whole frame only; refine once (the default without a box head); refine iterated (each pass re-boxes on
+the last pass's keypoints); margins; a box from every joint vs the confident ones; the labeled box (the ceiling);
+and a trained box head (`model.box_head`): the model's pose weights frozen (`train.freeze: pose`), the head trained
+by the product's `train()` for ``--head-steps`` on LSPET im00001–05900 (val im05901–06000), then the refine pass
+on the head's box alone (``box_head``) and on the mean of the head's and the keypoint box (``box_head_mean``, what
+inference does with a head).
 
-    python bench/person_box.py [--model model/weights/lspet_w18s_128.pt]
+    python bench/person_box.py [--model model/weights/lspet_w18s_128.pt] [--head-steps 3000] [--head-out DIR]
 Last lines: box_<method>_pckh05=…, box_gap_closed=… (share of the refine → labeled-box gap the best method closes)
 """
 
@@ -18,10 +22,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from iterate.loop.scoring import score
-from iterate.loop.settings import keypoint_spec
+from iterate.loop.scoring import evaluator, score
+from iterate.loop.settings import keypoint_spec, train_setup
+from model.codec import DarkCodec
+from model.data import BOX_MARGIN
 from model.geometry import keypoint_box
 from model.infer import load_predictor
+from model.train import train
 
 from _common import REPO, bare_forward_speed, lspet_samples, manifest, write_result
 
@@ -44,11 +51,25 @@ def _pass(pred, samples, boxes: dict, kps: np.ndarray, scores: np.ndarray) -> tu
     return k, s
 
 
+def _train_head(model: str, steps: int, out: Path) -> tuple[str, dict]:
+    """The product's train(): a box head on ``model``'s frozen pose weights → (best checkpoint, run figures)."""
+    m = manifest(["model.box_head=true", "train.freeze=pose", "train.eval_every_steps=500"])
+    setup = train_setup(m)
+    codec = DarkCodec(setup.model.input_size, setup.model.heatmap_size, setup.model.sigma)
+    ev = evaluator(keypoint_spec(m), setup.infer_config(), codec)
+    res = train(setup, lspet_samples(1, 5900), lspet_samples(5901, 6000), out, init=model, max_steps=steps, evaluate=ev)
+    samples_per_s = steps * setup.train.batch_size / max(1e-9, res.seconds)
+    print(f"box head: {res.steps} steps in {res.seconds:.0f} s ({samples_per_s:.1f} samples/s)", flush=True)
+    return str(res.best), {"steps": res.steps, "seconds": res.seconds, "samples_per_s": round(samples_per_s, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(REPO / "model" / "weights" / "lspet_w18s_128.pt"))
     ap.add_argument("--first", type=int, default=7001)
     ap.add_argument("--last", type=int, default=8000)
+    ap.add_argument("--head-steps", type=int, default=3000, help="box head training steps (0: no box head)")
+    ap.add_argument("--head-out", default="/tmp/iterate-box-head", help="where the box head's run is written")
     args = ap.parse_args()
     speed = bare_forward_speed()
     spec = keypoint_spec(manifest())
@@ -67,7 +88,9 @@ def main() -> None:
         print(f"{name}: PCKh@0.5 {r['pckh05']:.2f}  @0.1 {r['pckh01']:.2f}", flush=True)
 
     record("whole_frame", p0.keypoints)
-    gt_boxes = {i: b for i, s in enumerate(te) if (b := keypoint_box(s.keypoints[:, :2], s.keypoints[:, 2], 1.35))}
+    gt_boxes = {
+        i: b for i, s in enumerate(te) if (b := keypoint_box(s.keypoints[:, :2], s.keypoints[:, 2], BOX_MARGIN))
+    }
     record("labeled_box", _pass(pred, te, gt_boxes, p0.keypoints, p0.scores)[0])
     for margin in (1.2, 1.35, 1.5, 1.7):
         k, s = _pass(pred, te, _boxes(p0.keypoints, p0.scores, margin, 0.3), p0.keypoints, p0.scores)
@@ -90,13 +113,25 @@ def main() -> None:
     w = np.stack([passes[n][1] for n in refined])[..., None]  # (R, N, K, 1)
     kp = np.stack([passes[n][0] for n in refined])
     record("refine_conf_average", (kp * w).sum(0) / np.maximum(w.sum(0), 1e-6))
+    head_run = {}
+    if args.head_steps > 0:
+        head_ck, head_run = _train_head(args.model, args.head_steps, Path(args.head_out))
+        ph = load_predictor(head_ck, refine=False).predict(te)  # the head's boxes; the same frozen pose weights
+        head_run["checkpoint"] = head_ck
+        head_run["first_pass_max_shift_px"] = float(np.nanmax(np.abs(ph.keypoints - p0.keypoints)))
+        hb = {i: ((b[0], b[1]), b[2]) for i, b in enumerate(ph.boxes) if np.isfinite(b).all()}
+        record("box_head", _pass(pred, te, hb, p0.keypoints, p0.scores)[0])
+        record("box_head_mean", load_predictor(head_ck).predict(te).keypoints)  # inference's own path with a head
     base, ceiling = res["refine1_m1.35"], res["labeled_box"]
-    best = max((n for n in res if n.startswith("refine")), key=lambda n: res[n])
+    best = max((n for n in res if n.startswith(("refine", "box_head"))), key=lambda n: res[n])
     closed = (res[best] - base) / max(1e-9, ceiling - base)
     figures = {f"box_{n}_pckh05": round(v, 2) for n, v in res.items()}
     figures.update({"box_best": best, "box_gap_closed": round(closed, 3)})
     write_result(
-        "person_box", figures, {"model": args.model, "test_images": len(te), "per_method": details}, speed=speed
+        "person_box",
+        figures,
+        {"model": args.model, "test_images": len(te), "per_method": details, "box_head_run": head_run},
+        speed=speed,
     )
 
 

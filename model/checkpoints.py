@@ -33,6 +33,7 @@ class LoadReport:
     joints_copied: list[str] = field(default_factory=list)
     joints_from_nearest: dict[str, str] = field(default_factory=dict)
     joints_new: list[str] = field(default_factory=list)
+    box_head: str = ""  # "loaded" | "new" where the model has a box head
 
     @property
     def complete(self) -> bool:
@@ -49,7 +50,8 @@ class LoadReport:
             if items:
                 more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
                 parts.append(f"{name}: {', '.join(items[:limit])}{more}")
-        return "; ".join(parts) or "all keys matched"
+        text = "; ".join(parts) or "all keys matched"
+        return text + (f"; box head {self.box_head}" if self.box_head else "")
 
 
 def load_file(path: str | Path) -> dict:
@@ -148,6 +150,16 @@ def load_into(
     with torch.no_grad():
         model.final_layer.weight.copy_(head_w)
         model.final_layer.bias.copy_(head_b)
+    if (
+        model.box_head is not None
+    ):  # a box head is optional on both sides: loaded where the checkpoint has a fitting one
+        box = {k[len("box_head.") :]: v for k, v in obj.get("model", {}).items() if k.startswith("box_head.")}
+        own_box = model.box_head.state_dict()
+        fits = layout == "iterate" and box.keys() == own_box.keys()
+        fits = fits and all(box[k].shape == own_box[k].shape for k in box)
+        if fits:
+            model.box_head.load_state_dict(box)
+        rep.box_head = "loaded" if fits else "new"
     return rep
 
 
@@ -168,6 +180,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[PoseHRNet, dict]:
     obj = load_file(path)
     if obj.get("format") != FORMAT:
         raise IterateError(f"{path}: not an iterate model checkpoint (use it as --from/base to fine-tune instead)")
-    m = build_model(obj["backbone"], len(obj["joints"]), obj["input_size"], obj["heatmap_size"])
+    box = any(k.startswith("box_head.") for k in obj["model"])
+    m = build_model(obj["backbone"], len(obj["joints"]), obj["input_size"], obj["heatmap_size"], box)
     m.load_state_dict(obj["model"])
     return m, obj

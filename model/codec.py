@@ -167,3 +167,67 @@ def _as_tensor(heatmaps) -> torch.Tensor:
     if t.ndim != 4:
         raise ValueError(f"heatmaps must be (N, K, H, W) or (K, H, W), got shape {tuple(t.shape)}")
     return t.detach()
+
+
+class BoxCodec:
+    """The person box of a whole-frame crop as a centre heatmap plus the box side, one object for the box head's
+    training targets and its decoding (the refine pass crops on the decoded box).
+
+    * ``encode``: box centres (B, 2) and sides (B,) in input-crop pixels → a Gaussian centre map (B, h, w) at the
+      exact sub-pixel centre (σ in map pixels) and the target ``log(side / input_size)`` (B,).
+    * ``decode``: head output (B, 2, h, w) — channel 0 the centre logit, channel 1 the log side — → centres (B, 2)
+      and sides (B,) in input-crop pixels (centre: argmax + the 3×3 neighbourhood's weighted mean; side: read at
+      the argmax) and the centre map's peak (B,) as a confidence.
+    """
+
+    def __init__(self, input_size: int, map_size: int, sigma: float = 2.0):
+        if input_size <= 0 or map_size <= 0 or sigma <= 0:
+            raise ValueError("input_size, map_size and sigma must be > 0")
+        self.input_size, self.map_size, self.sigma = int(input_size), int(map_size), float(sigma)
+        self._r = self.map_size / self.input_size
+
+    def encode(self, centres: torch.Tensor, sides: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = torch.as_tensor(centres, dtype=torch.float32).reshape(-1, 2)
+        s = torch.as_tensor(sides, dtype=torch.float32).reshape(-1)
+        if len(c) != len(s):
+            raise ValueError(f"{len(c)} box centres but {len(s)} sides")
+        if (s <= 0).any():
+            raise ValueError("box sides must be > 0")
+        hc = c * self._r + 0.5 * self._r - 0.5  # input → map pixels, pixel-centre convention
+        ax = torch.arange(self.map_size, dtype=torch.float32, device=c.device)
+        gx = torch.exp(-((ax[None, :] - hc[:, :1]) ** 2) / (2 * self.sigma**2))  # (B, w)
+        gy = torch.exp(-((ax[None, :] - hc[:, 1:]) ** 2) / (2 * self.sigma**2))  # (B, h)
+        return gy[:, :, None] * gx[:, None, :], torch.log(s / self.input_size)
+
+    def decode(self, out) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = _as_tensor(out).float().cpu()
+        if out.ndim != 4 or out.shape[1] != 2:
+            raise ValueError(f"box head output must be (B, 2, h, w), got {tuple(out.shape)}")
+        b, _, h, w = out.shape
+        cm = torch.sigmoid(out[:, 0])
+        flat = cm.reshape(b, -1).argmax(1)
+        y, x = flat // w, flat % w
+        pad = F.pad(cm, (1, 1, 1, 1))
+        rows = torch.arange(b)
+        num_x, num_y, den = torch.zeros(b), torch.zeros(b), torch.zeros(b)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                v = pad[rows, y + 1 + dy, x + 1 + dx]
+                num_x, num_y, den = num_x + v * dx, num_y + v * dy, den + v
+        hx = x.float() + num_x / den.clamp_min(1e-9)
+        hy = y.float() + num_y / den.clamp_min(1e-9)
+        centres = torch.stack([(hx + 0.5) / self._r - 0.5, (hy + 0.5) / self._r - 0.5], 1)
+        sides = torch.exp(out[rows, 1, y, x]) * self.input_size
+        return centres.numpy().astype(np.float64), sides.numpy().astype(np.float64), cm.amax((1, 2)).numpy()
+
+    def loss(self, out: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Centre map MSE (×100, to the scale of the heatmap loss) plus the L1 error of the log side, weighted by the
+        centre target so it counts near the centre; frames without a box (``valid`` 0) count nothing."""
+        v = valid.to(out.dtype)
+        if not bool(v.any()):
+            return out.sum() * 0.0
+        safe = torch.where(v[:, None] > 0, centres, torch.full_like(centres, self.input_size / 2))
+        g, ls = self.encode(safe, torch.where(v > 0, sides, torch.ones_like(sides)))
+        lc = ((torch.sigmoid(out[:, 0]) - g) ** 2).mean((1, 2)) * 100
+        lsz = ((out[:, 1] - ls[:, None, None]).abs() * g).sum((1, 2)) / g.sum((1, 2)).clamp_min(1e-6)
+        return ((lc + lsz) * v).sum() / v.sum()

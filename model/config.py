@@ -15,6 +15,7 @@ class ModelConfig:
     input_size: int = 128
     heatmap_size: int = 32
     sigma: float = 2.0
+    box_head: bool = False  # a person-box head trained beside the heatmaps; the refine pass crops on its box
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from . import augment as aug
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
+BOX_MARGIN = 1.35  # the person box around the joints: what the refine pass crops on and the box head learns
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ class PoseDataset(Dataset):
     """``train=True`` samples augmentation per item; otherwise the plain whole-frame crop.
 
     Returns a dict: ``image`` (3, I, I), ``heatmaps`` (K, H, W), ``weights`` (K,), ``matrix`` (2, 3) image → crop,
-    ``index``; a corrupt image gives ``{"bad": path}``, which :func:`collate` drops and reports.
+    ``index``; with ``box_targets`` also ``box`` (cx, cy, side of the labeled joints' box at margin
+    :data:`BOX_MARGIN`, crop pixels) and ``box_valid`` (0 where fewer than two joints are labeled); a corrupt image
+    gives ``{"bad": path}``, which :func:`collate` drops and reports.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class PoseDataset(Dataset):
         boxes: dict[int, tuple[tuple[float, float], float]] | None = None,
         person_box_p: float = 0.0,
         targets: bool | None = None,
+        box_targets: bool = False,
     ):
         self.samples = samples
         self.targets = train if targets is None else targets  # heatmap targets: training (or a loss) needs them
@@ -87,6 +91,7 @@ class PoseDataset(Dataset):
         self.rotations = rotations or {}
         self.boxes = boxes or {}
         self.person_box_p = person_box_p
+        self.box_targets = box_targets  # the labeled person's box in crop pixels, for a box head's loss
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -140,6 +145,10 @@ class PoseDataset(Dataset):
             hm, w = self.codec.encode(pts, vis)
             out["heatmaps"] = torch.from_numpy(hm)
             out["weights"] = torch.from_numpy(w * self.joint_weights)
+        if self.box_targets:
+            box = keypoint_box(pts, vis, margin=BOX_MARGIN)
+            out["box"] = torch.tensor([box[0][0], box[0][1], box[1]] if box else [0.0, 0.0, 1.0], dtype=torch.float32)
+            out["box_valid"] = torch.tensor(1.0 if box else 0.0)
         return out
 
 
@@ -147,7 +156,7 @@ def collate(items: list[dict]) -> dict:
     good = [x for x in items if "bad" not in x]
     out: dict = {"bad": [x["bad"] for x in items if "bad" in x]}
     if good:
-        for key in ("image", "heatmaps", "weights", "matrix"):
+        for key in ("image", "heatmaps", "weights", "matrix", "box", "box_valid"):
             if key in good[0]:
                 out[key] = torch.stack([x[key] for x in good])
         out["index"] = torch.tensor([x["index"] for x in good])

@@ -1,6 +1,8 @@
 """Batched inference: flip TTA (flip, swap left/right channels, optional one-pixel shift, average), optional
 rotation TTA, optional head-up two-pass, DARK decoding back to original image pixels, per-joint confidence
-and a pooled backbone embedding per frame. Streams: memory does not grow with the number of frames.
+and a pooled backbone embedding per frame; with a box head, the person box it finds on the whole frame, which the
+refine pass crops on (mean with the first pass's keypoint box). Streams: memory does not grow with the number of
+frames.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from iterate.core.schema import KeypointSpec
-from model.codec import DarkCodec
-from model.data import PoseDataset, Sample, collate, up_angle
+from model.codec import BoxCodec, DarkCodec
+from model.data import BOX_MARGIN, PoseDataset, Sample, collate, up_angle
 from model.geometry import apply, invert, keypoint_box
 from model.hrnet import PoseHRNet
 
@@ -32,6 +34,7 @@ class Batch:
     embedding: torch.Tensor  # (B, D)
     matrix: np.ndarray  # (B, 2, 3) image → crop
     bad: list[str]
+    box: torch.Tensor | None = None  # (B, 2, h, w) box head maps (flip-averaged), when asked for and the net has one
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Predictions:
     scores: np.ndarray  # (N, K) heatmap maxima
     embeddings: np.ndarray  # (N, D) float16
     bad: list[str]
+    boxes: np.ndarray | None = None  # (N, 3) the box head's person box on the whole frame: cx, cy, side (image px)
 
 
 def to_image(coords: np.ndarray, mats: np.ndarray) -> np.ndarray:
@@ -58,6 +62,7 @@ class InferConfig:
     head_up: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (body joints, head joints): rotate head up
     rotations: tuple[float, ...] = ()  # rotation TTA angles (degrees)
     flip_shift: bool = False  # HRNet's one-pixel shift of the flipped-back map
+    box_head: bool = True  # refine on the mean of the box head's box and the keypoint box, where the net has a head
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,6 +81,7 @@ class InferConfig:
             None if not hu else (tuple(hu[0]), tuple(hu[1])),
             tuple(float(r) for r in d.get("rotations", ())),
             bool(d.get("flip_shift", False)),
+            bool(d.get("box_head", True)),
         )
 
     def override(self, **kw) -> InferConfig:
@@ -90,6 +96,8 @@ class InferConfig:
 
     def describe(self) -> str:
         parts = (["flip TTA"] if self.flip else ["no flip"]) + (["box refine"] if self.refine else ["no refine"])
+        if self.refine and self.box_head:
+            parts[-1] += " (box head where the model has one)"
         if self.head_up:
             parts.append("head-up pass")
         if self.rotations:
@@ -98,7 +106,7 @@ class InferConfig:
 
 
 # selection's cheaper scoring path: one flip-TTA pass on the whole frame (uncertainty comes from the flip pair)
-SCORING = {"flip": True, "refine": False, "head_up": False, "rotations": ()}
+SCORING = {"flip": True, "refine": False, "head_up": False, "rotations": (), "box_head": False}
 
 
 def settings_from_checkpoint(ck: dict) -> InferConfig:
@@ -116,6 +124,7 @@ def load_predictor(
     refine: bool | None = None,
     head_up: bool | None = None,
     rotations: tuple[float, ...] | None = None,
+    box_head: bool | None = None,
     batch_size: int = 32,
     workers: int | None = None,
     device: str | None = None,
@@ -125,9 +134,17 @@ def load_predictor(
     from model.checkpoints import model_from_checkpoint
 
     net, ck = model_from_checkpoint(checkpoint)
-    st = settings_from_checkpoint(ck).override(flip=flip, refine=refine, head_up=head_up, rotations=rotations)
+    st = settings_from_checkpoint(ck).override(
+        flip=flip, refine=refine, head_up=head_up, rotations=rotations, box_head=box_head
+    )
     codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
     return Predictor.from_settings(net, codec, st, batch_size=batch_size, workers=workers, device=device)
+
+
+def mean_box(box: tuple[tuple[float, float], float], other: np.ndarray) -> tuple[tuple[float, float], float]:
+    """The mean of a (centre, side) box and a (cx, cy, side) box: centres averaged, sides by geometric mean."""
+    (cx, cy), s = box
+    return ((cx + float(other[0])) / 2, (cy + float(other[1])) / 2), float(np.sqrt(s * float(other[2])))
 
 
 class _Prefetch:
@@ -187,6 +204,7 @@ class Predictor:
         rotations: tuple[float, ...] = (),
         head_up: tuple | None = None,
         refine: bool = False,
+        box_head: bool = True,
         device: str | None = None,
         batch_size: int = 32,
         workers: int | None = None,
@@ -200,6 +218,8 @@ class Predictor:
         self.rotations = tuple(r for r in rotations if r)
         self.head_up = head_up
         self.refine = refine
+        self.box_head = box_head
+        self.box_codec = BoxCodec(model.input_size, model.box_map_size) if model.box_head is not None else None
         self.batch_size = batch_size
         self.workers = workers
         self.settings = InferConfig(
@@ -209,6 +229,7 @@ class Predictor:
             None if head_up is None else (tuple(head_up[0]), tuple(head_up[1])),
             self.rotations,
             flip_shift,
+            box_head,
         )
 
     @classmethod
@@ -222,6 +243,7 @@ class Predictor:
             rotations=settings.rotations,
             head_up=settings.head_up,
             refine=settings.refine,
+            box_head=settings.box_head,
             **kw,
         )
 
@@ -252,20 +274,34 @@ class Predictor:
         )
 
     @torch.inference_mode()
-    def batches(self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None) -> Iterator[Batch]:
-        """Raw network outputs batch by batch (selection scores them without keeping heatmaps around)."""
+    def batches(
+        self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None, with_box: bool = False
+    ) -> Iterator[Batch]:
+        """Raw network outputs batch by batch (selection scores them without keeping heatmaps around);
+        ``with_box``: also the box head's maps, where the net has a head."""
+        with_box = with_box and self.box_codec is not None
         for b in self._iterate(self._loader(samples, rotations, boxes), len(samples)):
             if "image" not in b:
                 yield Batch(np.zeros(0, int), torch.zeros(0), None, torch.zeros(0), np.zeros((0, 2, 3)), b["bad"])
                 continue
             x = b["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            hm, emb = self.model(x, with_embedding=True)
+            hm, emb, box = (
+                self.model(x, with_embedding=True, with_box=with_box)
+                if with_box
+                else (
+                    *self.model(x, with_embedding=True),
+                    None,
+                )
+            )
             hf = None
             if self.flip:
-                hf = self.model(torch.flip(x, dims=[3]))
+                xf = torch.flip(x, dims=[3])
+                hf, bf = self.model(xf, with_box=True) if with_box else (self.model(xf), None)
                 hf = torch.flip(hf, dims=[3])[:, self.flip_index]
                 if self.flip_shift:  # HRNet's one-pixel shift of the flipped-back map
                     hf = torch.cat([hf[..., :1], hf[..., :-1]], dim=-1)
+                if box is not None:  # the box maps have no left/right channels: flip back and average
+                    box = 0.5 * (box + torch.flip(bf, dims=[3]))
             yield Batch(
                 b["index"].numpy(),
                 hm.float().cpu(),
@@ -273,7 +309,18 @@ class Predictor:
                 emb.float().cpu(),
                 b["matrix"].numpy(),
                 b["bad"],
+                None if box is None else box.float().cpu(),
             )
+
+    def decode_boxes(self, b: Batch) -> np.ndarray:
+        """The box head's person boxes of a batch in image pixels, (B, 3): cx, cy, side."""
+        centres, sides, _ = self.box_codec.decode(b.box)
+        out = np.zeros((len(centres), 3))
+        for j, (mt, c, s) in enumerate(zip(b.matrix, centres, sides)):
+            inv = invert(mt)
+            out[j, :2] = apply(inv, c[None])[0]
+            out[j, 2] = s * float(np.hypot(inv[0, 0], inv[1, 0]))  # crop → image scale
+        return out
 
     def decode(self, b: Batch) -> tuple[np.ndarray, np.ndarray]:
         hm = b.heatmaps if b.heatmaps_flip is None else 0.5 * (b.heatmaps + b.heatmaps_flip)
@@ -287,7 +334,9 @@ class Predictor:
         emb: np.ndarray | None = None
         bad: list[str] = []
         done = 0
-        for b in self.batches(samples):
+        with_box = self.box_head and self.box_codec is not None
+        boxes = np.full((n, 3), np.nan) if with_box else None
+        for b in self.batches(samples, with_box=with_box):
             bad += b.bad
             done += len(b.index) + len(b.bad)
             if len(b.index):
@@ -296,17 +345,19 @@ class Predictor:
                 if emb is None:
                     emb = np.zeros((n, b.embedding.shape[1]), np.float16)
                 emb[b.index] = b.embedding.numpy().astype(np.float16)
+                if boxes is not None and b.box is not None:
+                    boxes[b.index] = self.decode_boxes(b)
             if progress:
                 progress(done, n)
         if emb is None:
             emb = np.zeros((n, 0), np.float16)
         if self.refine:
-            self._refine_pass(samples, kps, scores)
+            self._refine_pass(samples, kps, scores, boxes)
         if self.head_up is not None:
             self._head_up_pass(samples, kps, scores)
         if self.rotations:
             self._rotation_tta(samples, kps, scores)
-        return Predictions(kps, scores, emb, bad)
+        return Predictions(kps, scores, emb, bad, boxes)
 
     def _rerun(self, samples, rot: dict[int, float], kps, scores, average: bool, boxes=None) -> None:
         idx = sorted(rot if boxes is None else boxes)
@@ -325,14 +376,22 @@ class Predictor:
             else:
                 kps[orig], scores[orig] = c, s
 
-    def _refine_pass(self, samples, kps, scores) -> None:
-        """Second pass on the person box that the first (whole-frame) pass found: the person fills the crop."""
+    def _refine_pass(self, samples, kps, scores, head_boxes: np.ndarray | None = None) -> None:
+        """Second pass on the person box that the first (whole-frame) pass found: the person fills the crop. The box
+        is the confident joints' box; with a box head, the mean of that and the head's box (centre averaged, side
+        geometric mean — `bench/person_box.py` measures each)."""
         boxes = {}
         for i in range(len(samples)):
             if np.isnan(kps[i]).any():
                 continue
             conf = scores[i] >= max(0.05, 0.3 * float(scores[i].max()))
-            box = keypoint_box(kps[i], conf.astype(int), margin=1.35)
+            box = keypoint_box(kps[i], conf.astype(int), margin=BOX_MARGIN)
+            if head_boxes is not None and np.isfinite(head_boxes[i]).all():
+                box = (
+                    mean_box(box, head_boxes[i])
+                    if box is not None
+                    else ((head_boxes[i, 0], head_boxes[i, 1]), head_boxes[i, 2])
+                )
             if box is not None and box[1] >= 16:
                 boxes[i] = box
         if boxes:

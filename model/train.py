@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from iterate.core.errors import IterateError
 from model.checkpoints import FORMAT, load_file, load_into, save_atomic
-from model.codec import DarkCodec
+from model.codec import BoxCodec, DarkCodec
 from model.config import TrainSetup
 from model.data import PoseDataset, Sample, collate
 from model.hrnet import PoseHRNet, build_model
@@ -40,10 +40,16 @@ def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
 
 
 def apply_freeze(model: PoseHRNet, policy: str) -> list[str]:
-    """``none`` | ``all_but_stage4`` | comma-separated trunk module prefixes to freeze. Returns frozen names."""
+    """``none`` | ``all_but_stage4`` | ``pose`` (the trunk and the heatmap head: only a box head trains, which adds
+    a box head to a trained model without changing its keypoints) | comma-separated trunk module prefixes to freeze.
+    Returns frozen names."""
     policy = (policy or "none").strip()
+    if policy == "pose" and model.box_head is None:
+        raise IterateError("train.freeze: 'pose' trains only the box head, and this model has none (model.box_head)")
     if policy == "none":
         prefixes: list[str] = []
+    elif policy == "pose":
+        prefixes = list(model.trunk_modules())
     elif policy == "all_but_stage4":
         prefixes = [n for n in model.trunk_modules() if not n.startswith("stage4")]
     else:
@@ -59,6 +65,10 @@ def apply_freeze(model: PoseHRNet, policy: str) -> list[str]:
         if any(name == q or name.startswith(q + ".") for q in prefixes):
             p.requires_grad_(False)
             frozen.append(name)
+    if policy == "pose":
+        for name, p in model.final_layer.named_parameters():
+            p.requires_grad_(False)
+            frozen.append(f"final_layer.{name}")
     model._frozen_prefixes = prefixes  # type: ignore[attr-defined]
     return frozen
 
@@ -269,7 +279,7 @@ def _device(device: str | None, distributed: bool) -> tuple[torch.device, int, i
 def _build(setup: TrainSetup, init, allow_partial: bool, dev: torch.device) -> tuple[PoseHRNet, str]:
     """The network, warm-started from ``init`` (what loaded said in words), frozen by policy, on ``dev``."""
     cfg, spec = setup.model, setup.keypoints
-    model = build_model(cfg.backbone, spec.num_joints, cfg.input_size, cfg.heatmap_size)
+    model = build_model(cfg.backbone, spec.num_joints, cfg.input_size, cfg.heatmap_size, cfg.box_head)
     load_report = ""
     if init:
         rep = load_into(model, load_file(init), list(spec.names), dict(spec.init_from), allow_partial, init)
@@ -325,6 +335,7 @@ def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int
         up_joints=spec.up_joints(),
         seed=tcfg.seed,
         person_box_p=tcfg.augment.person_box,
+        box_targets=cfg.box_head,
     )
     sampler = None
     if distributed:
@@ -415,6 +426,7 @@ def _epoch(
     """One pass over the loader; → (the step losses, whether the run ends here)."""
     net.train()
     _freeze_bn(model)
+    box_codec = BoxCodec(model.input_size, model.box_map_size) if model.box_head is not None else None
     losses: list[float] = []
     for batch in loader:
         prog.bad += [p for p in batch["bad"] if p not in prog.bad]
@@ -428,7 +440,12 @@ def _epoch(
         x = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = batch["heatmaps"].to(dev, non_blocking=True)
         w = batch["weights"].to(dev, non_blocking=True)
-        loss = heatmap_loss(net(x), y, w, tcfg.loss_scale)
+        if box_codec is None:
+            loss = heatmap_loss(net(x), y, w, tcfg.loss_scale)
+        else:  # the box head learns the labeled person's box beside the heatmaps
+            hm, box_out = net(x, with_box=True)
+            b, v = batch["box"].to(dev), batch["box_valid"].to(dev)
+            loss = heatmap_loss(hm, y, w, tcfg.loss_scale) + box_codec.loss(box_out.float(), b[:, :2], b[:, 2], v)
         if not bool(torch.isfinite(loss.detach())):  # a poisoned label or a diverging lr: stop, keep nothing
             raise TrainingDiverged(
                 f"training stopped at step {prog.step + 1}: the loss is {float(loss.detach()):g}, "
@@ -521,6 +538,7 @@ def _config(setup: TrainSetup, epochs: int, init, time_limit_s=None) -> dict:
         "input_size": mc.input_size,
         "heatmap_size": mc.heatmap_size,
         "sigma": mc.sigma,
+        "box_head": mc.box_head,
         "epochs": epochs,
         "batch_size": tc.batch_size,
         "lr": tc.finetune_lr if init else tc.lr,

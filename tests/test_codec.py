@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.codec import DarkCodec
+from model.codec import BoxCodec, DarkCodec
 from model.geometry import apply, compose, crop_matrix, hflip_matrix, invert
 
 
@@ -69,3 +69,49 @@ def test_crop_matrix_pixel_edges():
         [[-0.5, -0.5], [49.5, 49.5], [24.5, 24.5]],
         atol=1e-9,
     )
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return torch.log(p / (1 - p))
+
+
+def test_box_codec_shapes_and_round_trip():
+    """A box encoded as its centre map and log side, read back as the head's output, decodes to the same box."""
+    c = BoxCodec(128, 32, 2.0)
+    rng = np.random.default_rng(3)
+    centres = torch.tensor(rng.uniform(20, 108, size=(40, 2)), dtype=torch.float32)
+    sides = torch.tensor(rng.uniform(30, 200, size=40), dtype=torch.float32)
+    maps, log_side = c.encode(centres, sides)
+    assert maps.shape == (40, 32, 32) and log_side.shape == (40,)
+    assert float(maps.amax()) <= 1.0 and float(maps.amax((1, 2)).min()) > 0.85  # a peak at every centre
+    out = torch.stack([_logit(maps), log_side[:, None, None].expand(-1, 32, 32)], 1)
+    got_c, got_s, conf = c.decode(out)
+    assert got_c.shape == (40, 2) and got_s.shape == (40,) and conf.shape == (40,)
+    # the 3×3 mean is biased towards the grid by < half a map pixel (= 2 input px at 128/32)
+    assert np.abs(got_c - centres.numpy()).max() < 2.0
+    np.testing.assert_allclose(got_s, sides.numpy(), rtol=1e-4)
+
+
+def test_box_codec_loss_is_zero_at_the_target_and_ignores_invalid_frames():
+    c = BoxCodec(128, 32, 2.0)
+    centres, sides = torch.tensor([[40.0, 70.0], [90.0, 30.0]]), torch.tensor([80.0, 50.0])
+    maps, ls = c.encode(centres, sides)
+    perfect = torch.stack([_logit(maps), ls[:, None, None].expand(-1, 32, 32)], 1)
+    wrong = perfect.clone()
+    wrong[1] = 0.0
+    assert float(c.loss(perfect, centres, sides, torch.ones(2))) < 1e-3
+    assert float(c.loss(wrong, centres, sides, torch.ones(2))) > 1.0
+    assert float(c.loss(wrong, centres, sides, torch.tensor([1.0, 0.0]))) < 1e-3  # frame 2 has no box
+
+
+def test_box_codec_errors():
+    with pytest.raises(ValueError):
+        BoxCodec(128, 0)
+    c = BoxCodec(128, 32)
+    with pytest.raises(ValueError, match="sides"):
+        c.encode(torch.zeros(2, 2), torch.ones(3))
+    with pytest.raises(ValueError, match="> 0"):
+        c.encode(torch.zeros(1, 2), torch.zeros(1))
+    with pytest.raises(ValueError, match="box head output"):
+        c.decode(torch.zeros(1, 3, 32, 32))

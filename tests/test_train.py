@@ -246,3 +246,50 @@ def test_replay_source_must_exist_and_be_labeled(tmp_path, lspet_coco):
         assert out.metrics["replay_frames"] == 8 and out.metrics["replay_fraction"] == 0.5
         assert led.models()[-1]["n_train"] == 16
         assert out.metrics["steps"] == 4  # one epoch: 8 new frames / (1 - 0.5) = 16 draws at batch 4
+
+
+def test_box_head_learns_the_person_box_on_frozen_pose_weights(tmp_path, lspet_coco):
+    """``model.box_head`` + ``train.freeze: pose`` adds a box head to the shipped base: the keypoint weights do not
+    move, the head's whole-frame boxes end nearer the labeled person's box than the untrained head's, the
+    checkpoint rebuilds with its head, and inference refines on the mean of the head's and the keypoint box."""
+    from dataclasses import replace
+
+    from model.data import BOX_MARGIN
+    from model.geometry import keypoint_box
+    from model.infer import load_predictor
+
+    m = load_manifest(REPO / "data_manifest.yaml")
+    m.model.box_head, m.train.freeze = True, "pose"
+    samples = _samples(lspet_coco, set(range(1, 33)))
+    base = REPO / "model" / "weights" / "lspet_w18s_128.pt"
+    setup = train_setup(m)
+    setup = replace(setup, train=replace(setup.train, batch_size=8, finetune_lr=3e-3, warmup_steps=0))
+
+    def box_error(ck) -> float:
+        boxes = load_predictor(ck, refine=False).predict(samples).boxes
+        err = []
+        for s, b in zip(samples, boxes):
+            (cx, cy), side = keypoint_box(s.keypoints[:, :2], s.keypoints[:, 2], BOX_MARGIN)
+            err.append(np.hypot(b[0] - cx, b[1] - cy) / side + abs(np.log(b[2] / side)))
+        return float(np.mean(err))
+
+    start = train(setup, samples, [], tmp_path / "start", init=base, max_steps=1)
+    res = train(setup, samples, [], tmp_path / "head", init=base, max_steps=60)
+    assert "box head new" in res.load_report
+    before, after = box_error(start.last), box_error(res.last)
+    assert after < 0.7 * before, (before, after)
+    got, ref = load_file(res.last)["model"], load_file(base)["model"]
+    assert all(torch.equal(got[k], ref[k]) for k in ref)  # the pose weights did not move
+    net, ck = model_from_checkpoint(res.last)
+    assert net.box_head is not None and ck["config"]["box_head"] and ck["config"]["freeze"] == "pose"
+    pred = load_predictor(res.last)
+    assert "box head" in pred.settings.describe()
+    with_head = pred.predict(samples[:8])
+    without = load_predictor(res.last, box_head=False).predict(samples[:8])
+    assert with_head.boxes.shape == (8, 3) and np.isfinite(with_head.boxes).all() and without.boxes is None
+    assert not np.allclose(with_head.keypoints, without.keypoints)  # the refine pass cropped on other boxes
+    # a base without a head warm-starts a model with one and vice versa; the pose weights load either way
+    plain = train(
+        train_setup(load_manifest(REPO / "data_manifest.yaml")), samples, [], tmp_path / "p", init=res.last, max_steps=1
+    )
+    assert "box head" not in plain.load_report and load_predictor(plain.last).box_codec is None

@@ -149,6 +149,11 @@ class ModelSettings(_Strict):
     base: str | None = Field(None, description="checkpoint the first round fine-tunes from")
     refine: bool = Field(True, description="inference: second pass on the person box the first pass found")
     head_up: bool = Field(False, description="inference: second pass rotated so the predicted head is up")
+    box_head: bool = Field(
+        False,
+        description="train a person-box head beside the heatmaps; inference's refine pass then crops on the mean of "
+        "its box and the first pass's keypoint box",
+    )
 
 
 class AugmentSettings(_Strict):

@@ -39,7 +39,7 @@ def train_setup(
 ) -> TrainSetup:
     """The manifest's model and train sections, with a command's overrides applied."""
     mm, t = m.model, m.train
-    model = ModelConfig(mm.backbone, mm.input_size, heatmap_size or mm.heatmap_size, mm.sigma)
+    model = ModelConfig(mm.backbone, mm.input_size, heatmap_size or mm.heatmap_size, mm.sigma, mm.box_head)
     train = TrainConfig(
         **{k: v for k, v in t.model_dump().items() if k not in ("augment", "replay")},
         replay_fraction=t.replay.fraction if t.replay else 0.0,

@@ -87,6 +87,10 @@ def main() -> None:
         res = score(keypoint_spec(m), pred.predict(te).keypoints, te)
         infer_s = time.time() - t1
         bare = score(keypoint_spec(m), plain.predict(te).keypoints, te)
+        headless = None  # with a box head: the same checkpoint refined on the keypoint box alone, the head's gain
+        if pred.box_codec is not None:
+            headless = score(keypoint_spec(m), load_predictor(r.last, box_head=False).predict(te).keypoints, te)
+            print(f"without the box head: PCKh@0.5 {headless['pckh05']:.2f} @0.1 {headless['pckh01']:.2f}")
     mp = score(keypoint_spec(m), mean_pose_predictions(tr, _sizes(tr), _sizes(te)), te)
     print(
         f"steps={r.steps} train_s={train_s:.0f} final_loss={r.history[-1]['loss']:.3f} inference={pred.settings.describe()}"
@@ -115,6 +119,7 @@ def main() -> None:
             "test_frames": res["frames"],
             "test_frames_fallback": res["frames_fallback"],
             "no_flip_no_refine": bare,
+            "without_box_head": headless,
             "mean_pose": mp,
             "recipe": {
                 "backbone": m.model.backbone,

@@ -293,3 +293,18 @@ def test_box_head_learns_the_person_box_on_frozen_pose_weights(tmp_path, lspet_c
         train_setup(load_manifest(REPO / "data_manifest.yaml")), samples, [], tmp_path / "p", init=res.last, max_steps=1
     )
     assert "box head" not in plain.load_report and load_predictor(plain.last).box_codec is None
+
+
+def test_freeze_pose_needs_a_box_head():
+    from iterate.core.errors import IterateError
+    from model.hrnet import build_model
+    from model.train import apply_freeze
+
+    with pytest.raises(IterateError, match="box head"):
+        apply_freeze(build_model("hrnet_w18_small", 14, 64, 16), "pose")
+    net = build_model("hrnet_w18_small", 14, 64, 16, box_head=True)
+    frozen = apply_freeze(net, "pose")
+    assert "final_layer.weight" in frozen
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == [
+        f"box_head.{n}" for n, _ in net.box_head.named_parameters()
+    ]

@@ -33,14 +33,18 @@ def predict_files(
     flip: bool | None = None,
     refine: bool | None = None,
     head_up: bool | None = None,
+    box_head: bool | None = None,
     batch_size: int = 32,
 ) -> tuple[int, list[str], str]:
     """Write COCO results for ``inputs``; → (results written, unreadable files, the inference path used).
-    ``flip``/``refine``/``head_up``: ``None`` keeps the checkpoint's setting, ``False`` opts out."""
+    ``flip``/``refine``/``head_up``/``box_head``: ``None`` keeps the checkpoint's setting, ``False`` opts out.
+    With a box head each result also carries the person box it found (``bbox``: x, y, w, h of a square)."""
     from model.data import Sample
     from model.infer import load_predictor
 
-    pred = load_predictor(model_path, flip=flip, refine=refine, head_up=head_up, batch_size=batch_size)
+    pred = load_predictor(
+        model_path, flip=flip, refine=refine, head_up=head_up, box_head=box_head, batch_size=batch_size
+    )
     files = _files(inputs)
     ids: dict[str, int] = {}
     if coco is not None:
@@ -52,14 +56,16 @@ def predict_files(
         if np.isnan(res.keypoints[i]).any():
             continue
         kp = np.concatenate([res.keypoints[i], res.scores[i][:, None]], axis=1)
-        results.append(
-            {
-                "image_id": ids.get(f.name, i + 1),
-                "file_name": str(f),
-                "category_id": 1,
-                "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
-                "score": round(float(res.scores[i].mean()), 4),
-            }
-        )
+        row = {
+            "image_id": ids.get(f.name, i + 1),
+            "file_name": str(f),
+            "category_id": 1,
+            "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
+            "score": round(float(res.scores[i].mean()), 4),
+        }
+        if res.boxes is not None and np.isfinite(res.boxes[i]).all():
+            cx, cy, side = (float(v) for v in res.boxes[i])
+            row["bbox"] = [round(cx - side / 2, 2), round(cy - side / 2, 2), round(side, 2), round(side, 2)]
+        results.append(row)
     out.write_text(json.dumps(results))
     return len(results), res.bad, pred.settings.describe()

@@ -288,6 +288,16 @@ def test_box_head_learns_the_person_box_on_frozen_pose_weights(tmp_path, lspet_c
     without = load_predictor(res.last, box_head=False).predict(samples[:8])
     assert with_head.boxes.shape == (8, 3) and np.isfinite(with_head.boxes).all() and without.boxes is None
     assert not np.allclose(with_head.keypoints, without.keypoints)  # the refine pass cropped on other boxes
+    from pathlib import Path
+
+    from model.predict import predict_files
+
+    files = [Path(s.path) for s in samples[:3]]
+    predict_files(res.last, files, tmp_path / "p.json")
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert len(rows) == 3 and all(len(r["bbox"]) == 4 and r["bbox"][2] > 0 for r in rows)  # COCO x, y, w, h
+    predict_files(res.last, files, tmp_path / "q.json", box_head=False)
+    assert not any("bbox" in r for r in json.loads((tmp_path / "q.json").read_text()))
     # a base without a head warm-starts a model with one and vice versa; the pose weights load either way
     plain = train(
         train_setup(load_manifest(REPO / "data_manifest.yaml")), samples, [], tmp_path / "p", init=res.last, max_steps=1

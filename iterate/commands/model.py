@@ -109,12 +109,20 @@ def predict(
         bool | None,
         typer.Option("--head-up/--no-head-up", help="head-up rotated second pass (default: as the checkpoint records)"),
     ] = None,
+    box_head: Annotated[
+        bool | None,
+        typer.Option(
+            "--box-head/--no-box-head",
+            help="refine on the box head's person box too, where the model has one (default: as the checkpoint records)",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="frames per batch")] = 32,
 ) -> None:
     """Predict keypoints for images and write COCO results (image_id, category_id, keypoints, score).
 
     Runs the checkpoint's own inference path (the one `retrain` picked it with and `report` scores it with);
-    --no-flip / --no-refine / --no-head-up opt out.
+    --no-flip / --no-refine / --no-head-up / --no-box-head opt out. A model with a box head also writes each
+    frame's person box (``bbox``).
 
     Example: iterate predict --model .iterate/models/model-002/best.pt frames/ --out preds.json
     """
@@ -123,7 +131,15 @@ def predict(
     if batch_size < 1:
         raise IterateError("--batch-size must be ≥ 1")
     n, bad, path = predict_files(
-        model, images, out, coco=coco, flip=flip, refine=refine, head_up=head_up, batch_size=batch_size
+        model,
+        images,
+        out,
+        coco=coco,
+        flip=flip,
+        refine=refine,
+        head_up=head_up,
+        box_head=box_head,
+        batch_size=batch_size,
     )
     for p in bad:
         console.print(

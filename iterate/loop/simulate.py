@@ -151,7 +151,8 @@ class _Sim:
 
     def _fresh(self):
         m = self.m
-        return build_model(m.model.backbone, m.keypoints.num_joints, m.model.input_size, m.model.heatmap_size)
+        mm = m.model
+        return build_model(mm.backbone, m.keypoints.num_joints, mm.input_size, mm.heatmap_size, mm.box_head)
 
     def run(self, strategy: str, seed: int) -> list[dict]:
         """One strategy's rounds for one seed: each round picks a chunk with the previous round's model, reveals

@@ -150,9 +150,7 @@ def load_into(
     with torch.no_grad():
         model.final_layer.weight.copy_(head_w)
         model.final_layer.bias.copy_(head_b)
-    if (
-        model.box_head is not None
-    ):  # a box head is optional on both sides: loaded where the checkpoint has a fitting one
+    if model.box_head is not None:  # optional on both sides: loaded where the checkpoint has a fitting one
         box = {k[len("box_head.") :]: v for k, v in obj.get("model", {}).items() if k.startswith("box_head.")}
         own_box = model.box_head.state_dict()
         fits = layout == "iterate" and box.keys() == own_box.keys()

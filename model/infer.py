@@ -285,14 +285,8 @@ class Predictor:
                 yield Batch(np.zeros(0, int), torch.zeros(0), None, torch.zeros(0), np.zeros((0, 2, 3)), b["bad"])
                 continue
             x = b["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            hm, emb, box = (
-                self.model(x, with_embedding=True, with_box=with_box)
-                if with_box
-                else (
-                    *self.model(x, with_embedding=True),
-                    None,
-                )
-            )
+            out = self.model(x, with_embedding=True, with_box=with_box)
+            hm, emb, box = out[0], out[1], out[2] if with_box else None
             hf = None
             if self.flip:
                 xf = torch.flip(x, dims=[3])

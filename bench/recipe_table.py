@@ -30,6 +30,7 @@ def main() -> None:
                 f["cpu_steps_pckh05"],
                 f["cpu_steps_pckh01"],
                 d.get("no_flip_no_refine", {}).get("pckh05"),
+                (d.get("without_box_head") or {}).get("pckh05"),
                 f["samples_per_s"],
                 r.get("commit", "?")[:7],
             )
@@ -41,13 +42,15 @@ def main() -> None:
         "4,000 steps at batch 16 on LSPET im00001–02000, seed 0, scored on im07001–08000 through the product's "
         "inference path (flip + refine + DARK). `samples/s` depends on the machine and on what else ran.",
         "",
-        "| run | change | steps | PCKh@0.5 | Δ | PCKh@0.1 | PCKh@0.5 no flip/refine | samples/s | commit |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| run | change | steps | PCKh@0.5 | Δ | PCKh@0.1 | PCKh@0.5 no flip/refine | PCKh@0.5 without the box head "
+        "| samples/s | commit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, over, steps, p05, p01, bare, sps, commit in rows:
+    for name, over, steps, p05, p01, bare, headless, sps, commit in rows:
         lines.append(
             f"| {name} | {over} | {steps} | {p05:.2f} | {p05 - base:+.2f} | {p01:.2f} | "
-            f"{'–' if bare is None else f'{bare:.2f}'} | {sps} | {commit} |"
+            f"{'–' if bare is None else f'{bare:.2f}'} | {'–' if headless is None else f'{headless:.2f}'} | "
+            f"{sps} | {commit} |"
         )
     (RESULTS / "recipe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

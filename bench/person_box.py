@@ -9,7 +9,8 @@ by the product's `train()` for ``--head-steps`` on LSPET im00001–05900 (val im
 on the head's box alone (``box_head``) and on the mean of the head's and the keypoint box (``box_head_mean``, what
 inference does with a head).
 
-    python bench/person_box.py [--model model/weights/lspet_w18s_128.pt] [--head-steps 3000] [--head-out DIR]
+    python bench/person_box.py [--model model/weights/lspet_w18s_128.pt] [--head-steps 4000] [--head-out DIR]
+                               [--set train.augment.person_box=0 …] [--name person_box]
 Last lines: box_<method>_pckh05=…, box_gap_closed=… (share of the refine → labeled-box gap the best method closes)
 """
 
@@ -51,9 +52,9 @@ def _pass(pred, samples, boxes: dict, kps: np.ndarray, scores: np.ndarray) -> tu
     return k, s
 
 
-def _train_head(model: str, steps: int, out: Path) -> tuple[str, dict]:
+def _train_head(model: str, steps: int, out: Path, overrides: list[str]) -> tuple[str, dict]:
     """The product's train(): a box head on ``model``'s frozen pose weights → (best checkpoint, run figures)."""
-    m = manifest(["model.box_head=true", "train.freeze=pose", "train.eval_every_steps=500"])
+    m = manifest(["model.box_head=true", "train.freeze=pose", "train.eval_every_steps=500", *overrides])
     setup = train_setup(m)
     codec = DarkCodec(setup.model.input_size, setup.model.heatmap_size, setup.model.sigma)
     ev = evaluator(keypoint_spec(m), setup.infer_config(), codec)
@@ -68,8 +69,12 @@ def main() -> None:
     ap.add_argument("--model", default=str(REPO / "model" / "weights" / "lspet_w18s_128.pt"))
     ap.add_argument("--first", type=int, default=7001)
     ap.add_argument("--last", type=int, default=8000)
-    ap.add_argument("--head-steps", type=int, default=3000, help="box head training steps (0: no box head)")
+    ap.add_argument("--head-steps", type=int, default=4000, help="box head training steps (0: no box head)")
     ap.add_argument("--head-out", default="/tmp/iterate-box-head", help="where the box head's run is written")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="manifest change for the head run"
+    )
+    ap.add_argument("--name", default="person_box", help="results file name (bench/results/<name>.json)")
     args = ap.parse_args()
     speed = bare_forward_speed()
     spec = keypoint_spec(manifest())
@@ -115,7 +120,8 @@ def main() -> None:
     record("refine_conf_average", (kp * w).sum(0) / np.maximum(w.sum(0), 1e-6))
     head_run = {}
     if args.head_steps > 0:
-        head_ck, head_run = _train_head(args.model, args.head_steps, Path(args.head_out))
+        head_ck, head_run = _train_head(args.model, args.head_steps, Path(args.head_out), args.set)
+        head_run["overrides"] = args.set
         ph = load_predictor(head_ck, refine=False).predict(te)  # the head's boxes; the same frozen pose weights
         head_run["checkpoint"] = head_ck
         head_run["first_pass_max_shift_px"] = float(np.nanmax(np.abs(ph.keypoints - p0.keypoints)))
@@ -128,7 +134,7 @@ def main() -> None:
     figures = {f"box_{n}_pckh05": round(v, 2) for n, v in res.items()}
     figures.update({"box_best": best, "box_gap_closed": round(closed, 3)})
     write_result(
-        "person_box",
+        args.name,
         figures,
         {"model": args.model, "test_images": len(te), "per_method": details, "box_head_run": head_run},
         speed=speed,

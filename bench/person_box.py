@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from iterate.loop.scoring import evaluator, score
 from iterate.loop.settings import keypoint_spec, train_setup
+from model.checkpoints import load_file, save_atomic
 from model.codec import DarkCodec
 from model.data import BOX_MARGIN
 from model.geometry import keypoint_box
@@ -53,7 +54,13 @@ def _pass(pred, samples, boxes: dict, kps: np.ndarray, scores: np.ndarray) -> tu
 
 
 def _train_head(model: str, steps: int, out: Path, overrides: list[str]) -> tuple[str, dict]:
-    """The product's train(): a box head on ``model``'s frozen pose weights → (best checkpoint, run figures)."""
+    """The product's train(): a new box head on ``model``'s frozen pose weights (a head the checkpoint already
+    carries is left out, so the run starts fresh) → (best checkpoint, run figures)."""
+    ck = load_file(model)
+    ck["model"] = {k: v for k, v in ck["model"].items() if not k.startswith("box_head.")}
+    out.mkdir(parents=True, exist_ok=True)
+    model = str(out / "keypoints_only.pt")
+    save_atomic(ck, model)
     m = manifest(["model.box_head=true", "train.freeze=pose", "train.eval_every_steps=500", *overrides])
     setup = train_setup(m)
     codec = DarkCodec(setup.model.input_size, setup.model.heatmap_size, setup.model.sigma)

@@ -261,7 +261,7 @@ def test_box_head_learns_the_person_box_on_frozen_pose_weights(tmp_path, lspet_c
     m = load_manifest(REPO / "data_manifest.yaml")
     m.model.box_head, m.train.freeze = True, "pose"
     samples = _samples(lspet_coco, set(range(1, 33)))
-    base = REPO / "model" / "weights" / "lspet_w18s_128.pt"
+    base = REPO / "model" / "weights" / "lspet_upright_w18s_128.pt"  # a base without a head
     setup = train_setup(m)
     setup = replace(setup, train=replace(setup.train, batch_size=8, finetune_lr=3e-3, warmup_steps=0))
 
@@ -298,6 +298,13 @@ def test_box_head_learns_the_person_box_on_frozen_pose_weights(tmp_path, lspet_c
     assert len(rows) == 3 and all(len(r["bbox"]) == 4 and r["bbox"][2] > 0 for r in rows)  # COCO x, y, w, h
     predict_files(res.last, files, tmp_path / "q.json", box_head=False)
     assert not any("bbox" in r for r in json.loads((tmp_path / "q.json").read_text()))
+    # the shipped all-posture base carries a head, which a model with one loads
+    from model.checkpoints import load_into
+    from model.hrnet import build_model
+
+    net = build_model("hrnet_w18_small", 14, 128, 32, box_head=True)
+    shipped = REPO / "model" / "weights" / "lspet_w18s_128.pt"
+    assert load_into(net, load_file(shipped), list(m.keypoints.names)).box_head == "loaded"
     # a base without a head warm-starts a model with one and vice versa; the pose weights load either way
     plain = train(
         train_setup(load_manifest(REPO / "data_manifest.yaml")), samples, [], tmp_path / "p", init=res.last, max_steps=1

@@ -71,6 +71,27 @@ def lspet_samples(first: int, last: int) -> list:
     return out
 
 
+def per_posture(spec, pred: np.ndarray, samples: list) -> dict:
+    """PCKh@0.5 / @0.1 of predictions (N, K, 2) on LSPET ``samples`` per `posture` attribute of their labels."""
+    from iterate.loop.scoring import score
+
+    coco = json.loads((LSPET / "annotations.coco.json").read_text())
+    posture = {a["image_id"]: a.get("attributes", {}).get("posture", "unknown") for a in coco["annotations"]}
+    out = {}
+    for p in sorted({posture[int(s.frame_id)] for s in samples}):
+        idx = [i for i, s in enumerate(samples) if posture[int(s.frame_id)] == p]
+        sp = score(spec, pred[idx], [samples[i] for i in idx])
+        out[p] = {"frames": len(idx), "pckh05": sp["pckh05"], "pckh01": sp["pckh01"]}
+    return out
+
+
+def slim_checkpoint(ck: dict, state: dict) -> dict:
+    """A shipped base: the checkpoint's architecture fields and ``state`` in half precision (half the size)."""
+    slim = {k: ck[k] for k in ("format", "joints", "backbone", "input_size", "heatmap_size", "sigma")}
+    slim["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    return slim
+
+
 def bare_forward_speed(
     backbone: str = "hrnet_w18_small", size: int = 128, joints: int = 14, batch: int = 8, seconds: float = 3.0
 ) -> float:

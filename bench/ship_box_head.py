@@ -23,7 +23,7 @@ from iterate.loop.settings import keypoint_spec  # noqa: E402
 from model.checkpoints import load_file, save_atomic  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
 
-from _common import LSPET, REPO, lspet_samples, manifest  # noqa: E402
+from _common import REPO, lspet_samples, manifest, per_posture, slim_checkpoint  # noqa: E402
 
 
 def main() -> None:
@@ -39,21 +39,12 @@ def main() -> None:
     moved = [k for k, v in base["model"].items() if not torch.equal(head["model"][k].to(v.dtype), v)]
     if moved:
         raise SystemExit(f"{args.head}: {len(moved)} keypoint weights differ from {base_path} (e.g. {moved[0]})")
-    slim = {k: base[k] for k in ("format", "joints", "backbone", "input_size", "heatmap_size", "sigma")}
-    slim["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in head["model"].items()}
     tmp = base_path.with_name(f".{base_path.name}.candidate")
-    save_atomic(slim, tmp)
+    save_atomic(slim_checkpoint(base, head["model"]), tmp)
     spec = keypoint_spec(manifest())
     held = lspet_samples(7001, 8000)
     pred = load_predictor(tmp).predict(held).keypoints
-    coco = json.loads((LSPET / "annotations.coco.json").read_text())
-    posture = {a["image_id"]: a.get("attributes", {}).get("posture", "unknown") for a in coco["annotations"]}
     s = score(spec, pred, held)
-    per = {}
-    for p in sorted({posture[int(h.frame_id)] for h in held}):
-        idx = [i for i, h in enumerate(held) if posture[int(h.frame_id)] == p]
-        sp = score(spec, pred[idx], [held[i] for i in idx])
-        per[p] = {"frames": len(idx), "pckh05": sp["pckh05"], "pckh01": sp["pckh01"]}
     hist = [h for h in head.get("history", []) if "pckh05" in h]
     rec = json.loads(rec_path.read_text())
     rec["box_head"] = {
@@ -66,7 +57,7 @@ def main() -> None:
         "held_out_pckh05": s["pckh05"],
         "held_out_pckh01": s["pckh01"],
         "held_out_mean_sms01": s["mean_sms01"],
-        "held_out_per_posture": per,
+        "held_out_per_posture": per_posture(spec, pred, held),
     }
     tmp.replace(base_path)
     rec_path.write_text(json.dumps(rec, indent=2) + "\n")

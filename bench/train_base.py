@@ -27,7 +27,7 @@ from model.checkpoints import model_from_checkpoint, save_atomic  # noqa: E402
 from model.codec import DarkCodec  # noqa: E402
 from model.infer import Predictor  # noqa: E402
 
-from _common import LSPET, REPO, lspet_samples  # noqa: E402
+from _common import LSPET, REPO, lspet_samples, per_posture, slim_checkpoint  # noqa: E402
 
 OUT = REPO / "model" / "weights"
 
@@ -99,16 +99,9 @@ def main() -> None:
     held = lspet_samples(7001, 8000)
     pred = Predictor(model, codec, m.keypoints.flip_index(), flip=True).predict(held).keypoints
     s = score(keypoint_spec(m), pred, held)
-    posture = {a["image_id"]: a.get("attributes", {}).get("posture", "unknown") for a in coco["annotations"]}
-    per_posture = {}
-    for p in sorted({posture[int(h.frame_id)] for h in held}):
-        idx = [i for i, h in enumerate(held) if posture[int(h.frame_id)] == p]
-        sp = score(keypoint_spec(m), pred[idx], [held[i] for i in idx])
-        per_posture[p] = {"frames": len(idx), "pckh05": sp["pckh05"], "pckh01": sp["pckh01"]}
+    postures_held = per_posture(keypoint_spec(m), pred, held)
     OUT.mkdir(parents=True, exist_ok=True)
-    slim = {k: ck[k] for k in ("format", "joints", "backbone", "input_size", "heatmap_size", "sigma")}
-    slim["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    save_atomic(slim, OUT / f"{args.name}.pt")
+    save_atomic(slim_checkpoint(ck, model.state_dict()), OUT / f"{args.name}.pt")
     record = {
         "command": " ".join(["iterate", "retrain", "-m", "<base manifest>", "--minutes", str(args.minutes)]),
         "data": f"LSPET im00001-im{last_train:05d} train, im{last_train + 1:05d}-im06000 val (best checkpoint)"
@@ -124,7 +117,7 @@ def main() -> None:
         "held_out_pckh05": s["pckh05"],
         "held_out_pckh01": s["pckh01"],
         "held_out_mean_sms01": s["mean_sms01"],
-        "held_out_per_posture": per_posture,
+        "held_out_per_posture": postures_held,
     }
     (OUT / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))

@@ -196,7 +196,8 @@ def render(d: dict) -> str:
         f"# {d['project']}: round {d['round']} report",
         "",
         f"Written {d['created_at']}. Chunk {data['current_chunk']} of {len(data['chunks'])} is current; "
-        f"{data['labels_train']} labeled training frames so far.",
+        f"{data['labels_train']} labeled training frames so far"
+        + (f" (and {data['labels_replay']} of the base's own, replayed in fine-tunes)." if data.get("labels_replay") else "."),
         "",
     ]
     model = d.get("model")

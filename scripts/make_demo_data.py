@@ -4,6 +4,9 @@ The demo's footage: LSPET people who are leaning, horizontal or upside down (pos
 im06001–im07100 — none of them seen by the shipped demo base model, which was trained on upright/leaning people
 of im00001–im06000 only. Every 13 consecutive such images go 8 to the pool, 2 to val, 3 to test.
 
+The replay set is a sample of the base's own training data (every 12th upright or leaning person of
+im00001–im05800): `train.replay` mixes it into each fine-tune so the loop does not forget what the base knew.
+
     python scripts/make_demo_data.py [--shared ../shared/data]
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 POSTURES = ("leaning", "horizontal", "inverted")
 FIRST, LAST = 6001, 7100
+REPLAY_POSTURES, REPLAY_LAST, REPLAY_EVERY = ("upright", "leaning"), 5800, 12
 
 
 def main() -> None:
@@ -38,6 +42,15 @@ def main() -> None:
     for i, a in enumerate(anns):
         r = i % 13
         splits["pool" if r < 8 else "val" if r < 10 else "test"].append(a)
+    base_rows = sorted(
+        (
+            a
+            for a in coco["annotations"]
+            if a["image_id"] <= REPLAY_LAST and a.get("attributes", {}).get("posture") in REPLAY_POSTURES
+        ),
+        key=lambda a: a["image_id"],
+    )
+    splits["replay"] = base_rows[::REPLAY_EVERY]
     out = REPO / "demo_data"
     shutil.rmtree(out / "images", ignore_errors=True)
     (out / "images").mkdir(parents=True)
@@ -54,8 +67,8 @@ def main() -> None:
             json.dumps(
                 {
                     "info": {
-                        "description": f"LSPET, {len(rows)} leaning/horizontal/inverted people of im{min(ids):05d}-"
-                        f"im{max(ids):05d} ({name} split of the iterate demo); see demo_data/README.md"
+                        "description": f"LSPET, {len(rows)} {'upright/leaning' if name == 'replay' else 'leaning/horizontal/inverted'}"
+                        f" people of im{min(ids):05d}-im{max(ids):05d} ({name} split of the iterate demo); see demo_data/README.md"
                     },
                     "images": images,
                     "annotations": rows,

@@ -242,6 +242,11 @@ def test_replay_source_must_exist_and_be_labeled(tmp_path, lspet_coco):
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)
+        # the base's own frames are not labels the loop gathered: they fill no chunk of D
+        from iterate.core.chunks import chunk_progress, training_frames
+
+        assert training_frames(m, led) == (8, 8)
+        assert sum(c.labeled for c in chunk_progress(m, led)) == 8
         out = retrain(m, led)
         assert out.metrics["replay_frames"] == 8 and out.metrics["replay_fraction"] == 0.5
         assert led.models()[-1]["n_train"] == 16

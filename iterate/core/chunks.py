@@ -21,9 +21,19 @@ class ChunkProgress:
         return self.labeled >= self.target
 
 
+def training_frames(m: Manifest, ledger: Ledger) -> tuple[int, int]:
+    """(labeled training frames that count toward D, frames of the ``train.replay`` source): the base's own data
+    that replay mixes into fine-tunes is not part of the chunk plan."""
+    replay = m.train.replay.source if m.train.replay else None
+    ids = {f.id: f.source == replay for f, _ in ledger.current_labels(("pool", "train"))}
+    n_replay = sum(ids.values())
+    return len(ids) - n_replay, n_replay
+
+
 def chunk_progress(m: Manifest, ledger: Ledger) -> list[ChunkProgress]:
-    """Labeled training frames (pool + train splits) and pending tasks fill the chunks in order."""
-    labeled = len({f.id for f, _ in ledger.current_labels(("pool", "train"))})
+    """Labeled training frames (pool + train splits, not the replay source) and pending tasks fill the chunks in
+    order."""
+    labeled = training_frames(m, ledger)[0]
     pending = len(ledger.pending_frame_ids())
     out = []
     for i, (frac, target) in enumerate(zip(m.chunks, m.chunk_targets()), 1):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum
+from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, training_frames
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop import tracking
@@ -99,6 +99,7 @@ def evaluate_checkpoint(m: Manifest, ledger: Ledger, path: str | Path, split: st
 # -- the steps of build -----------------------------------------------------------------------------
 def _data_side(m: Manifest, ledger: Ledger) -> dict:
     prog = chunk_progress(m, ledger)
+    n_train, n_replay = training_frames(m, ledger)
     return {
         "chunks": [
             {"chunk": c.index, "fraction": c.fraction, "target": c.target, "labeled": c.labeled, "pending": c.pending}
@@ -106,7 +107,8 @@ def _data_side(m: Manifest, ledger: Ledger) -> dict:
         ],
         "current_chunk": current_chunk(prog).index,
         "frames": ledger.count_frames(),
-        "labels_train": len(ledger.current_labels(("pool", "train"))),
+        "labels_train": n_train,
+        "labels_replay": n_replay,
         "labels_per_stratum": {
             k: {v: r for v, r in rows.items() if r} for k, rows in labels_per_stratum(m, ledger).items()
         },

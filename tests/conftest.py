@@ -41,9 +41,17 @@ def lspet_subset(coco: dict, ids: list[int], out: Path) -> Path:
     return out
 
 
+def demo_manifest_dict() -> dict:
+    """The demo's manifest as a dict for a test to change: without its ``train.replay``, whose source (the base's
+    own frames) a test that replaces the sources does not have."""
+    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d["train"].pop("replay", None)
+    return d
+
+
 def lsp_manifest(tmp: Path, sources: list[dict], **over) -> Path:
     """A manifest for the 14 LSP joints in `tmp` with the given sources."""
-    repo_manifest = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    repo_manifest = demo_manifest_dict()
     model = {**repo_manifest["model"], "base": None}  # tests train small nets from scratch
     m = {**repo_manifest, "project": "test", "workspace": str(tmp / "ws"), "sources": sources, "model": model, **over}
     path = tmp / "data_manifest.yaml"

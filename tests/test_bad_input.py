@@ -14,7 +14,7 @@ from iterate.cli import app
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
 
-from conftest import LSPET, REPO, lsp_manifest, lspet_subset
+from conftest import LSPET, REPO, demo_manifest_dict, lsp_manifest, lspet_subset
 
 IDS = list(range(7001, 7007))
 
@@ -142,7 +142,7 @@ def test_evaluate_refuses_bad_predictions_and_scores_nan_as_misses(tmp_path, goo
 
 
 def _manifest_with(tmp_path, mutate):
-    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d = demo_manifest_dict()
     d["sources"] = []
     mutate(d)
     p = tmp_path / "m.yaml"
@@ -157,8 +157,9 @@ def _manifest_with(tmp_path, mutate):
         (lambda d: d.update(target_size=True), "target_size"),
         (lambda d: d["keypoints"]["flip_pairs"].append(["left_ankle", "right_knee"]), "already in flip_pairs[0]"),
         (lambda d: d["train"].update(augment={"rotate_deg": float("inf")}), "rotate_deg"),
+        (lambda d: d["selection"]["weights"].update(confidnce=1.0), "selection.weights: 'confidnce' is not an"),
     ],
-    ids=["chunks nan", "target_size true", "joint in two flip pairs", "infinite rotation"],
+    ids=["chunks nan", "target_size true", "joint in two flip pairs", "infinite rotation", "unknown score"],
 )
 def test_bad_manifest_values(tmp_path, mutate, expected):
     p = _manifest_with(tmp_path, mutate)

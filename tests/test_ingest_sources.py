@@ -12,13 +12,13 @@ from iterate.cli import app
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
 
-from conftest import REPO, SHARED
+from conftest import SHARED, demo_manifest_dict
 
 LS = SHARED / "label_studio_ui"
 
 
 def _manifest(tmp_path, names, export=LS / "export_full_json.json") -> object:
-    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d = demo_manifest_dict()
     d.update(
         project="ls-import",
         workspace=str(tmp_path / "ws"),
@@ -75,7 +75,7 @@ DLC = SHARED / "dlc_reaching"
 
 
 def _dlc_manifest(tmp_path, names):
-    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d = demo_manifest_dict()
     d.update(
         project="dlc-import",
         workspace=str(tmp_path / "ws"),
@@ -129,7 +129,7 @@ def test_sleap_user_labeled_frames_in_skeleton_order(tmp_path):
     another order — reading by it puts the nose at the ankle)."""
     from iterate.core.presets import PRESETS
 
-    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d = demo_manifest_dict()
     coco17 = PRESETS["coco17"]
     d.update(
         project="sleap-import",

@@ -6,7 +6,7 @@ from iterate.cli import app
 from iterate.core.errors import ManifestError
 from iterate.core.manifest import load_manifest
 
-from conftest import REPO
+from conftest import REPO, demo_manifest_dict
 
 
 def test_repo_manifest_loads_and_plans_10_40_50():
@@ -22,7 +22,7 @@ def test_repo_manifest_loads_and_plans_10_40_50():
 
 
 def _write(tmp_path, mutate):
-    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d = demo_manifest_dict()
     d["sources"] = [{"kind": "coco", "path": str(REPO / "demo_data/val.coco.json"), "split": "val"}]
     mutate(d)
     p = tmp_path / "m.yaml"

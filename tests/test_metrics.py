@@ -21,7 +21,7 @@ from reports.metrics import (
     wilson,
 )
 
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, demo_manifest_dict
 
 
 def test_pckh_hand_computed_with_unlabeled_joint():
@@ -54,7 +54,7 @@ def test_posetrack18_head_boxes_against_hand_values():
     path = SHARED / "mmpose_samples/posetrack18/annotations/test_posetrack18_val.json"
     coco = json.loads(path.read_text())
     names = coco["categories"][0]["keypoints"]
-    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d = demo_manifest_dict()
     d["keypoints"] = {"names": names, "normalizer": {"kind": "head_box"}, "height_joints": names[:3]}
     d["sources"] = []
     d["strata"] = {}

@@ -18,7 +18,7 @@ from iterate.cli import app
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
 
-from conftest import LSPET, REPO, lsp_manifest
+from conftest import LSPET, REPO, demo_manifest_dict, lsp_manifest
 
 IDS = [7001, 7002, 7003]
 _SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -141,7 +141,7 @@ def test_generated_prediction_files_never_traceback(lspet_coco, tmp_path):
 
 
 def test_generated_manifests_never_traceback(tmp_path):
-    good = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    good = demo_manifest_dict()
     good["sources"] = []
     keys = [
         ("target_size",),

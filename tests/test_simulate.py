@@ -166,3 +166,25 @@ def test_a_seed_reruns_to_the_same_figures(tmp_path, lspet_coco):
         got.append(json.loads((tmp_path / f"sim{i}" / "simulate.json").read_text())["per_seed"])
     assert got[0] == got[1]
     assert got[0]["random"][0][1]["pckh05"] != got[0]["random"][0][0]["pckh05"]  # the rounds did train
+
+
+def test_snapshot_score_ranks_the_frames_whose_prediction_moved_since_the_last_round():
+    """The ``snapshot`` arm's score: the distance between this round's and the last round's predictions, divided by
+    the person's size; frames no earlier model scored (round 1) score 0 rather than NaN."""
+    from iterate.core.manifest import load_manifest
+    from iterate.loop.settings import keypoint_spec
+    from iterate.loop.simulate import _snapshot
+
+    spec = keypoint_spec(load_manifest(REPO / "data_manifest.yaml"))
+    rng = np.random.default_rng(0)
+    now = rng.uniform(50, 150, (4, spec.num_joints, 2))
+    before = now.copy()
+    before[1] += 3.0  # moved a little
+    before[2] += 12.0  # moved a lot
+    before[3] = np.nan  # never scored before
+    s = _snapshot(spec, now, before)
+    assert s[0] == 0 and s[3] == 0
+    assert 0 < s[1] < s[2]
+    big = now * 4  # the same shift on a person four times the size counts a quarter as much
+    s_big = _snapshot(spec, big, big + (before - now))
+    assert s_big[2] == pytest.approx(s[2] / 4, rel=1e-6)

@@ -21,7 +21,7 @@ from iterate.core.manifest import load_manifest
 from iterate.loop.ingest import ingest
 from iterate.loop.settings import labeling, studio_settings
 
-from conftest import LSPET, SHARED, STUDIO_TOKEN, STUDIO_TOKEN_ENV, lspet_subset, studio_manifest
+from conftest import LSPET, SHARED, STUDIO_TOKEN, STUDIO_TOKEN_ENV, demo_manifest_dict, lspet_subset, studio_manifest
 
 UI = SHARED / "label_studio_ui"
 
@@ -49,7 +49,7 @@ def _gt(coco_path):
 
 # -- the JSON the UI writes (recorded fixtures; no server needed) ------------------------------------
 def _ui_manifest(tmp_path):
-    d = yaml.safe_load((Path(__file__).parents[1] / "data_manifest.yaml").read_text())
+    d = demo_manifest_dict()
     d.update(
         keypoints={
             "names": ["head_top", "neck", "left_ankle"],

@@ -16,11 +16,11 @@ from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
 from iterate.loop.demo import DEMO_MARK, demo_workspace, fresh_demo_workspace
 
-from conftest import REPO
+from conftest import REPO, demo_manifest_dict
 
 
 def _manifest(folder: Path, **over) -> Path:
-    d = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    d = demo_manifest_dict()
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
     (data / "val.coco.json").write_text((REPO / "demo_data" / "val.coco.json").read_text())

@@ -237,8 +237,14 @@ class TrackingSettings(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment name (default: the project name)")
 
 
+UNCERTAINTY_SCORES = ("confidence", "flip", "entropy", "snapshot")  # iterate/selection/scores.py defines them
+
+
 class SelectionSettings(_Strict):
-    weights: dict[str, float] = Field(default_factory=lambda: {"confidence": 1.0, "flip": 1.0, "entropy": 1.0})
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"confidence": 1.0, "flip": 1.0, "entropy": 1.0},
+        description=f"rank weight per uncertainty score ({', '.join(UNCERTAINTY_SCORES)})",
+    )
     explore: float = Field(0.1, ge=0, le=1)
     dedup_hamming: int = Field(4, ge=0, le=64)
     focus_metric: Literal["pckh", "pckh05", "mean_sms"] = Field(
@@ -246,6 +252,16 @@ class SelectionSettings(_Strict):
     )
     video_gap: int = Field(15, ge=0, description="frames of one video closer than this are near duplicates in a batch")
     max_pool_for_report: int = Field(2000, ge=1, description="pool frames the report predicts to size strata")
+
+    @field_validator("weights")
+    @classmethod
+    def _known_scores(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, w in v.items():
+            if k not in UNCERTAINTY_SCORES:
+                raise ValueError(f"'{k}' is not an uncertainty score (one of {', '.join(UNCERTAINTY_SCORES)})")
+            if w < 0 or not math.isfinite(w):
+                raise ValueError(f"'{k}' must be a finite number ≥ 0")
+        return v
 
 
 class Manifest(_Strict):

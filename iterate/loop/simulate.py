@@ -21,7 +21,7 @@ import numpy as np
 from iterate.core.coco import ann_key, coco_keypoints, read_coco
 from iterate.core.manifest import Manifest
 from iterate.loop.scoring import score
-from iterate.loop.select import batch_scores
+from iterate.loop.select import batch_scores, person_size
 from iterate.loop.settings import infer_config, keypoint_spec, train_setup
 from iterate.loop.settings import strata as strata_of
 from iterate.selection import features, strategies
@@ -75,6 +75,13 @@ def pool_scores(m: Manifest, model, codec, samples):
             emb = np.zeros((n, b.embedding.shape[1]), np.float32)
         emb[b.index] = b.embedding.numpy()
     return out, kps, conf, emb
+
+
+def _snapshot(spec, now: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """The ``snapshot`` score: how far this round's model moved each frame's prediction since the last round's
+    model scored it (normalised by the person's size); 0 where no earlier model scored the frame (round 1)."""
+    d = sc.flip_disagreement(now, before, person_size(spec, now))
+    return np.where(np.isfinite(d), d, 0.0)
 
 
 def _evaluate(m: Manifest, model, codec, samples):
@@ -164,6 +171,7 @@ class _Sim:
         budgets = cfg.budgets[:1] if strategy == COLD else cfg.budgets
         labeled: list[int] = []
         model = self.base_model or self._fresh()
+        before = np.full((len(self.pool), m.keypoints.num_joints, 2), np.nan)  # last round's pool predictions
         rows = [dict(self.base_row or {"labels": 0, "pckh01": 0.0, "pckh05": 0.0, "mean_sms01": 0.0, "strata": {}})]
         for rnd, budget in enumerate(budgets, 1):
             t0 = time.time()
@@ -178,6 +186,9 @@ class _Sim:
                 pool_.emb = self.features()[avail]  # no model yet: diversity over image features
             elif strategy != "random":
                 scores, kps, conf, emb = pool_scores(m, model, self.codec, sub)
+                if m.selection.weights.get("snapshot", 0) > 0:
+                    scores["snapshot"] = _snapshot(self.spec, kps, before[avail])
+                    before[avail] = kps
                 pool_.combined, pool_.emb = sc.combine(scores, m.selection.weights), emb
                 if strategy == "full":
                     focus, pool_.strata = _focus(m, model, self.codec, self.val, kps, conf, emb)

@@ -4,7 +4,10 @@
 * ``flip``: flip-TTA disagreement — the mean distance between the plain and the flipped-back prediction,
   divided by the PCKh normaliser measured on the prediction itself;
 * ``entropy``: multiple-peak entropy (Liu & Ferrari, ICCV 2017) — per joint, the local maxima of the heatmap
-  normalised into a distribution, its entropy; averaged over joints.
+  normalised into a distribution, its entropy; averaged over joints;
+* ``snapshot``: a two-member committee of snapshots — the same normalised distance between this round's model's
+  prediction and the previous round's model's (where one scored the frame; `iterate simulate` only, measured as
+  an arm: see README "Does selection beat random?").
 Combined by rank (:func:`combine`), with the manifest's weights.
 """
 
@@ -33,7 +36,8 @@ def peak_entropy(hm: torch.Tensor, rel_threshold: float = 0.1) -> np.ndarray:
 
 
 def flip_disagreement(plain: np.ndarray, flipped: np.ndarray, norm: np.ndarray) -> np.ndarray:
-    """plain/flipped (N, K, 2) image pixels, norm (N,) pixels → (N,) mean normalised distance."""
+    """plain/flipped (N, K, 2) image pixels, norm (N,) pixels → (N,) mean normalised distance (also the
+    ``snapshot`` score, between two models' predictions)."""
     d = np.linalg.norm(plain - flipped, axis=-1).mean(-1)
     return d / np.maximum(norm, 1.0)
 

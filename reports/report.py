@@ -197,7 +197,11 @@ def render(d: dict) -> str:
         "",
         f"Written {d['created_at']}. Chunk {data['current_chunk']} of {len(data['chunks'])} is current; "
         f"{data['labels_train']} labeled training frames so far"
-        + (f" (and {data['labels_replay']} of the base's own, replayed in fine-tunes)." if data.get("labels_replay") else "."),
+        + (
+            f" (and {data['labels_replay']} of the base's own, replayed in fine-tunes)."
+            if data.get("labels_replay")
+            else "."
+        ),
         "",
     ]
     model = d.get("model")
@@ -219,10 +223,17 @@ def render(d: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def _replayed(model: dict) -> str:
+    m = model.get("metrics") or {}
+    if not m.get("replay_frames"):
+        return ""
+    return f" ({m['replay_frames']} of them the base's own, drawn as {100 * m.get('replay_fraction', 0):.0f} % of each epoch)"
+
+
 def _model_line(model: dict) -> list[str]:
     cfg = model.get("config", {})
     return [
-        f"Model #{model['id']} (`{model['path']}`), trained on {model['n_train']} frames: "
+        f"Model #{model['id']} (`{model['path']}`), trained on {model['n_train']} frames{_replayed(model)}: "
         f"{cfg.get('backbone', '?')} {cfg.get('input_size', '?')}² → {cfg.get('heatmap_size', '?')}² heatmaps, "
         f"{_length(cfg)}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
         f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.",

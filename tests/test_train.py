@@ -250,6 +250,10 @@ def test_replay_source_must_exist_and_be_labeled(tmp_path, lspet_coco):
         out = retrain(m, led)
         assert out.metrics["replay_frames"] == 8 and out.metrics["replay_fraction"] == 0.5
         assert led.models()[-1]["n_train"] == 16
+        from iterate.loop.report import _data_side, _timeline
+
+        assert _timeline(led)[-1]["labels"] == 8  # the loop's labels; the replayed frames are counted apart
+        assert (_data_side(m, led)["labels_train"], _data_side(m, led)["labels_replay"]) == (8, 8)
         assert out.metrics["steps"] == 4  # one epoch: 8 new frames / (1 - 0.5) = 16 draws at batch 4
 
 

@@ -125,7 +125,7 @@ def _timeline(ledger: Ledger) -> list[dict]:
         out.append(
             {
                 "model": md["id"],
-                "labels": md["n_train"],
+                "labels": md["n_train"] - int(mt.get("replay_frames", 0)),  # the loop's labels, not replay
                 "pckh01": mt.get("val_pckh01"),
                 "pckh05": mt.get("val_pckh05"),
                 "mean_sms01": mt.get("val_mean_sms01"),

@@ -438,6 +438,10 @@ def _candidate_pool(
         cands = [cands[i] for i in ok]
         pool = strategies.Pool(len(cands), rng, emb=feats, explore=m.selection.explore)
     else:
+        if m.selection.weights.get("snapshot", 0) > 0:
+            raise IterateError(
+                "selection.weights.snapshot: only `iterate simulate` computes this score so far; set it to 0 here"
+            )
         scored = score_pool(m, ledger, model, cands, progress)
         if scored is None:  # another rank of a torchrun: its shard is scored, rank 0 goes on
             return cands, None, None

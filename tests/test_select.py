@@ -205,3 +205,31 @@ def test_select_after_a_failed_push_says_so(tmp_path, lspet_coco):
         sel = select(m, led, 4, push=False)
         assert any(f"round {first} was selected but its push did not finish" in n for n in sel.notes)
         assert "its push did not finish" in sel.markdown.read_text()
+
+
+def test_balanced_gives_every_predicted_posture_an_equal_share():
+    """The ``balanced`` arm: a pool of 80 predicted upright, 15 inverted and 15 horizontal people and a budget of
+    33 → 10 per posture (uncertainty + diversity inside each) and 3 at random, whatever the pool's make-up."""
+    rng = np.random.default_rng(0)
+    post = ["upright"] * 80 + ["inverted"] * 15 + ["horizontal"] * 15
+    n = len(post)
+    pool = strategies.Pool(
+        n,
+        rng,
+        combined=rng.random(n),
+        emb=rng.normal(size=(n, 8)).astype(np.float32),
+        strata=[{"posture": p, "occlusion": "none"} for p in post],
+        explore=0.1,
+    )
+    picked = strategies.choose("balanced", 33, pool)
+    assert len(set(picked.rows)) == 33
+    by = {}
+    for r in picked.rows:
+        by.setdefault(picked.why[r], []).append(post[r])
+    for v in ("upright", "inverted", "horizontal"):
+        assert set(by[f"balance posture={v}"]) == {v} and len(by[f"balance posture={v}"]) == 10
+    assert len(by[strategies.EXPLORE_TAG]) == 3
+    # without predicted strata it falls back to `full` without a focus (uncertainty + diversity, explore share)
+    pool.strata = None
+    again = strategies.choose("balanced", 33, pool)
+    assert "uncertainty + diversity" in set(again.why.values())

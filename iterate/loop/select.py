@@ -469,6 +469,8 @@ def _candidate_pool(
                 notes.append("no report focus yet (run `iterate report`): selecting without gap focus")
             else:
                 pool.strata = _predict_strata(m, ledger, model, scored)
+        elif strategy == "balanced":
+            pool.strata = _predict_strata(m, ledger, model, scored)
     pool.blocked = diversity.video_neighbours(
         [f.video for f in cands], [f.frame_index for f in cands], m.selection.video_gap
     )

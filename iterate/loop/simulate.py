@@ -193,6 +193,8 @@ class _Sim:
                 if strategy == "full":
                     focus, pool_.strata = _focus(m, model, self.codec, self.val, kps, conf, emb)
                     pool_.focus = focus
+                elif strategy == "balanced":  # the predicted strata, no focus
+                    pool_.strata = _focus(m, model, self.codec, self.val, kps, conf, emb)[1]
             picked = strategies.choose(name, min(budget, len(sub)), pool_)
             chunk = [int(avail[i]) for i in picked.rows]
             labeled += chunk

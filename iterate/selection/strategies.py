@@ -195,13 +195,31 @@ def focused(pool: Pool, budget: int) -> Picked:
         p.by_diversity(np.arange(pool.n), budget - n_explore, "uncertainty + diversity")
         p.at_random(n_explore, EXPLORE_TAG)
         return p.done(budget)
-    key, shares = pool.focus["key"], pool.focus["weights"]
+    return _by_quota(p, pool, pool.focus["key"], pool.focus["weights"], budget, "focus")
+
+
+@strategy("balanced")
+def balanced(pool: Pool, budget: int) -> Picked:
+    """The same budget split as ``full`` but uniform: every value of the first stratum attribute (posture) that the
+    model predicts in the pool gets an equal share, whatever the report says (uncertainty + diversity inside each,
+    the exploration share at random). The arm that asks whether the report's gap weights beat plain balance."""
+    if _nothing_known(pool) or pool.combined is None or not pool.strata:
+        return focused(pool, budget)
+    key = next(iter(pool.strata[0]))
+    values = sorted({str(s.get(key)) for s in pool.strata if s.get(key) is not None})
+    share = (1.0 - pool.explore) / max(1, len(values))
+    return _by_quota(Picker(pool), pool, key, {v: share for v in values}, budget, "balance")
+
+
+def _by_quota(p: Picker, pool: Pool, key: str, shares: dict[str, float], budget: int, tag: str) -> Picked:
+    """``shares`` of the budget per predicted value of ``key`` (uncertainty + diversity inside each), the
+    exploration share at random."""
     vals = np.array([s.get(key) for s in pool.strata], dtype=object)
     masks = {v: vals == v for v in shares}
     q, n_explore, p.notes = balance.quotas(budget, pool.explore, shares, {v: int(mk.sum()) for v, mk in masks.items()})
     rows = np.arange(pool.n)
     for v, k in sorted(q.items(), key=lambda kv: -kv[1]):
-        p.by_diversity(rows[masks[v]], k, f"focus {key}={v}")
+        p.by_diversity(rows[masks[v]], k, f"{tag} {key}={v}")
     p.at_random(n_explore, EXPLORE_TAG)
     return p.done(budget)
 

@@ -147,7 +147,9 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
         if model:
             score = model["metrics"].get("val_pckh01")
             score_s = f"val PCKh@0.1 {score:.1f} %" if isinstance(score, (int, float)) else "not scored"
-            console.print(f"model #{model['id']}: {model['path']} ({score_s}, {model['n_train']} train labels)")
+            n_replay = int(model["metrics"].get("replay_frames", 0))
+            labels = f"{model['n_train'] - n_replay} train labels" + (f" + {n_replay} replayed" if n_replay else "")
+            console.print(f"model #{model['id']}: {model['path']} ({score_s}, {labels})")
         else:
             console.print("model: none yet (run `iterate retrain`)")
 

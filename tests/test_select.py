@@ -233,3 +233,17 @@ def test_balanced_gives_every_predicted_posture_an_equal_share():
     pool.strata = None
     again = strategies.choose("balanced", 33, pool)
     assert "uncertainty + diversity" in set(again.why.values())
+
+
+def test_select_refuses_the_simulation_only_snapshot_score(proj):
+    """``snapshot`` is measured as a simulation arm only: `select` says so in one line instead of ignoring it."""
+    m = load_manifest(proj)
+    weights = {"confidence": 1.0, "snapshot": 1.0}
+    m2 = m.model_copy(update={"selection": m.selection.model_copy(update={"weights": weights})})
+    with Ledger(m.workspace_dir) as led:
+        if led.latest_model() is None:
+            retrain(m, led)
+        rounds = led.raw("SELECT COUNT(*) FROM rounds").fetchone()[0]
+        with pytest.raises(IterateError, match="selection.weights.snapshot: only `iterate simulate`"):
+            select(m2, led, 4, push=False)
+        assert led.raw("SELECT COUNT(*) FROM rounds").fetchone()[0] == rounds  # nothing recorded

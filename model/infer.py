@@ -63,6 +63,7 @@ class InferConfig:
     rotations: tuple[float, ...] = ()  # rotation TTA angles (degrees)
     flip_shift: bool = False  # HRNet's one-pixel shift of the flipped-back map
     box_head: bool = True  # refine on the mean of the box head's box and the keypoint box, where the net has a head
+    refine_passes: int = 1  # refine passes; each later one re-boxes on the last pass (and its head's box there)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -82,6 +83,7 @@ class InferConfig:
             tuple(float(r) for r in d.get("rotations", ())),
             bool(d.get("flip_shift", False)),
             bool(d.get("box_head", True)),
+            int(d.get("refine_passes", 1)),
         )
 
     def override(self, **kw) -> InferConfig:
@@ -96,6 +98,8 @@ class InferConfig:
 
     def describe(self) -> str:
         parts = (["flip TTA"] if self.flip else ["no flip"]) + (["box refine"] if self.refine else ["no refine"])
+        if self.refine and self.refine_passes > 1:
+            parts[-1] += f" ×{self.refine_passes}"
         if self.refine and self.box_head:
             parts[-1] += " (box head where the model has one)"
         if self.head_up:
@@ -125,6 +129,7 @@ def load_predictor(
     head_up: bool | None = None,
     rotations: tuple[float, ...] | None = None,
     box_head: bool | None = None,
+    refine_passes: int | None = None,
     batch_size: int = 32,
     workers: int | None = None,
     device: str | None = None,
@@ -135,7 +140,7 @@ def load_predictor(
 
     net, ck = model_from_checkpoint(checkpoint)
     st = settings_from_checkpoint(ck).override(
-        flip=flip, refine=refine, head_up=head_up, rotations=rotations, box_head=box_head
+        flip=flip, refine=refine, head_up=head_up, rotations=rotations, box_head=box_head, refine_passes=refine_passes
     )
     codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
     return Predictor.from_settings(net, codec, st, batch_size=batch_size, workers=workers, device=device)
@@ -205,6 +210,7 @@ class Predictor:
         head_up: tuple | None = None,
         refine: bool = False,
         box_head: bool = True,
+        refine_passes: int = 1,
         device: str | None = None,
         batch_size: int = 32,
         workers: int | None = None,
@@ -218,6 +224,7 @@ class Predictor:
         self.rotations = tuple(r for r in rotations if r)
         self.head_up = head_up
         self.refine = refine
+        self.refine_passes = max(1, int(refine_passes))
         self.box_head = box_head
         self.box_codec = BoxCodec(model.input_size, model.box_map_size) if model.box_head is not None else None
         self.batch_size = batch_size
@@ -230,6 +237,7 @@ class Predictor:
             self.rotations,
             flip_shift,
             box_head,
+            self.refine_passes,
         )
 
     @classmethod
@@ -244,6 +252,7 @@ class Predictor:
             head_up=settings.head_up,
             refine=settings.refine,
             box_head=settings.box_head,
+            refine_passes=settings.refine_passes,
             **kw,
         )
 
@@ -353,16 +362,20 @@ class Predictor:
             self._rotation_tta(samples, kps, scores)
         return Predictions(kps, scores, emb, bad, boxes)
 
-    def _rerun(self, samples, rot: dict[int, float], kps, scores, average: bool, boxes=None) -> None:
+    def _rerun(self, samples, rot: dict[int, float], kps, scores, average: bool, boxes=None, head_boxes=None):
+        """Run again on rotations or boxes; ``head_boxes`` (N, 3), when given, is updated with the box head's
+        box read on each new crop."""
         idx = sorted(rot if boxes is None else boxes)
         sub = [samples[i] for i in idx]
         sub_rot = {j: rot[i] for j, i in enumerate(idx) if i in rot}
         sub_box = {j: boxes[i] for j, i in enumerate(idx)} if boxes else None
-        for b in self.batches(sub, sub_rot, sub_box):
+        for b in self.batches(sub, sub_rot, sub_box, with_box=head_boxes is not None):
             if not len(b.index):
                 continue
             c, s = self.decode(b)
             orig = np.array([idx[j] for j in b.index])
+            if head_boxes is not None and b.box is not None:
+                head_boxes[orig] = self.decode_boxes(b)
             if average:
                 w0, w1 = scores[orig][..., None], s[..., None]
                 kps[orig] = (kps[orig] * w0 + c * w1) / np.maximum(w0 + w1, 1e-6)
@@ -373,7 +386,17 @@ class Predictor:
     def _refine_pass(self, samples, kps, scores, head_boxes: np.ndarray | None = None) -> None:
         """Second pass on the person box that the first (whole-frame) pass found: the person fills the crop. The box
         is the confident joints' box; with a box head, the mean of that and the head's box (centre averaged, side
-        geometric mean — `bench/person_box.py` measures each)."""
+        geometric mean — `bench/person_box.py` measures each). With ``refine_passes`` > 1 each later pass re-boxes
+        on the last one's keypoints and on the head's box read on the last crop (`bench/box_fusion.py`)."""
+        hb = None if head_boxes is None else head_boxes.copy()
+        for p in range(self.refine_passes):
+            boxes = self._refine_boxes(samples, kps, scores, hb)
+            if not boxes:
+                return
+            more = p + 1 < self.refine_passes
+            self._rerun(samples, {}, kps, scores, average=False, boxes=boxes, head_boxes=hb if more else None)
+
+    def _refine_boxes(self, samples, kps, scores, head_boxes: np.ndarray | None) -> dict:
         boxes = {}
         for i in range(len(samples)):
             if np.isnan(kps[i]).any():
@@ -388,8 +411,7 @@ class Predictor:
                 )
             if box is not None and box[1] >= 16:
                 boxes[i] = box
-        if boxes:
-            self._rerun(samples, {}, kps, scores, average=False, boxes=boxes)
+        return boxes
 
     def _head_up_pass(self, samples, kps, scores) -> None:
         """Second pass, rotated by the multiple of 90° that puts the predicted head up."""

@@ -34,16 +34,23 @@ def predict_files(
     refine: bool | None = None,
     head_up: bool | None = None,
     box_head: bool | None = None,
+    refine_passes: int | None = None,
     batch_size: int = 32,
 ) -> tuple[int, list[str], str]:
     """Write COCO results for ``inputs``; → (results written, unreadable files, the inference path used).
-    ``flip``/``refine``/``head_up``/``box_head``: ``None`` keeps the checkpoint's setting, ``False`` opts out.
+    ``flip``/``refine``/``head_up``/``box_head``/``refine_passes``: ``None`` keeps the checkpoint's setting.
     With a box head each result also carries the person box it found (``bbox``: x, y, w, h of a square)."""
     from model.data import Sample
     from model.infer import load_predictor
 
     pred = load_predictor(
-        model_path, flip=flip, refine=refine, head_up=head_up, box_head=box_head, batch_size=batch_size
+        model_path,
+        flip=flip,
+        refine=refine,
+        head_up=head_up,
+        box_head=box_head,
+        refine_passes=refine_passes,
+        batch_size=batch_size,
     )
     files = _files(inputs)
     ids: dict[str, int] = {}

@@ -334,3 +334,25 @@ def test_freeze_pose_needs_a_box_head():
     assert [n for n, p in net.named_parameters() if p.requires_grad] == [
         f"box_head.{n}" for n, _ in net.box_head.named_parameters()
     ]
+
+
+def test_refine_passes_rebox_on_the_last_crop_and_its_head_box(lspet_coco):
+    """``refine_passes: 2`` on the shipped base (with its box head): the second refine pass runs one more forward
+    pass per frame, reads the head's box on the first refined crop and moves the keypoints; the setting travels
+    through the checkpoint record's round trip and names itself in the path's description."""
+    from model.infer import InferConfig, load_predictor
+
+    shipped = REPO / "model" / "weights" / "lspet_w18s_128.pt"
+    samples = _samples(lspet_coco, set(range(7001, 7009)))
+    one = load_predictor(shipped, batch_size=8)
+    two = load_predictor(shipped, batch_size=8, refine_passes=2)
+    calls = []
+    inner = two.model.forward
+    two.model.forward = lambda *a, **k: calls.append(k.get("with_box", False)) or inner(*a, **k)
+    p1, p2 = one.predict(samples), two.predict(samples)
+    # whole frame (plain + flip), refine 1 with the head read on the crop, refine 2: three plain/flip pairs
+    assert len(calls) == 6 and calls[2] is True and calls[4] is False
+    assert not np.allclose(p1.keypoints, p2.keypoints)
+    np.testing.assert_allclose(p1.boxes, p2.boxes)  # the reported person box is the whole-frame head's
+    st = InferConfig.from_dict(two.settings.to_dict())
+    assert st.refine_passes == 2 and "box refine ×2" in st.describe()

@@ -148,6 +148,9 @@ class ModelSettings(_Strict):
     sigma: float = Field(2.0, gt=0)
     base: str | None = Field(None, description="checkpoint the first round fine-tunes from")
     refine: bool = Field(True, description="inference: second pass on the person box the first pass found")
+    refine_passes: int = Field(
+        1, ge=1, le=4, description="inference: refine passes, each re-boxed on the last one's keypoints (and head box)"
+    )
     head_up: bool = Field(False, description="inference: second pass rotated so the predicted head is up")
     box_head: bool = Field(
         False,

@@ -30,6 +30,7 @@ def infer_config(m: Manifest) -> InferConfig:
         tuple(spec.flip_index()),
         flip=True,
         refine=m.model.refine,
+        refine_passes=m.model.refine_passes,
         head_up=None if hu is None else (tuple(hu[0]), tuple(hu[1])),
     )
 

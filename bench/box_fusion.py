@@ -28,24 +28,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from iterate.loop.scoring import score
 from iterate.loop.settings import keypoint_spec
-from model.data import BOX_MARGIN
-from model.geometry import keypoint_box
-from model.infer import load_predictor
+from model.infer import joints_box, load_predictor
 
 from _common import REPO, RESULTS, bare_forward_speed, lspet_samples, manifest, write_result
 
 
 def _joint_boxes(kps: np.ndarray, scores: np.ndarray) -> dict:
-    """The refine pass's own box: the confident joints' box (as `Predictor._refine_pass`)."""
-    out = {}
-    for i in range(len(kps)):
-        if np.isnan(kps[i]).any():
-            continue
-        conf = scores[i] >= max(0.05, 0.3 * float(scores[i].max()))
-        b = keypoint_box(kps[i], conf.astype(int), margin=BOX_MARGIN)
-        if b is not None:
-            out[i] = b
-    return out
+    """The refine pass's own box of every frame that has one."""
+    boxes = {i: joints_box(kps[i], scores[i]) for i in range(len(kps)) if not np.isnan(kps[i]).any()}
+    return {i: b for i, b in boxes.items() if b is not None}
 
 
 def _fuse(jb: dict, hb: np.ndarray, wc=0.5, ws=0.5, scale=1.0, side="geo") -> dict:

@@ -29,19 +29,22 @@ from model.checkpoints import load_file, save_atomic
 from model.codec import DarkCodec
 from model.data import BOX_MARGIN
 from model.geometry import keypoint_box
-from model.infer import load_predictor
+from model.infer import joints_box, load_predictor
 from model.train import train
 
 from _common import REPO, bare_forward_speed, lspet_samples, manifest, write_result
 
 
 def _boxes(kps: np.ndarray, scores: np.ndarray, margin: float, rel: float | None) -> dict:
+    """The refine box of every frame (``rel`` None: from every joint instead of the confident ones)."""
     out = {}
     for i in range(len(kps)):
         if np.isnan(kps[i]).any():
             continue
-        conf = np.ones(len(kps[i]), bool) if rel is None else scores[i] >= max(0.05, rel * float(scores[i].max()))
-        box = keypoint_box(kps[i], conf.astype(int), margin=margin)
+        if rel is None:
+            box = keypoint_box(kps[i], np.ones(len(kps[i]), int), margin=margin)
+        else:
+            box = joints_box(kps[i], scores[i], rel, margin)
         if box is not None and box[1] >= 16:
             out[i] = box
     return out

@@ -146,6 +146,13 @@ def load_predictor(
     return Predictor.from_settings(net, codec, st, batch_size=batch_size, workers=workers, device=device)
 
 
+def joints_box(kps: np.ndarray, scores: np.ndarray, rel: float = 0.3, margin: float = BOX_MARGIN):
+    """One frame's refine box from its predicted keypoints: the box of the joints whose heatmap peak is at least
+    ``rel`` × the frame's best (and 0.05), with ``margin``; None when too few joints are confident."""
+    conf = scores >= max(0.05, rel * float(scores.max()))
+    return keypoint_box(kps, conf.astype(int), margin=margin)
+
+
 def mean_box(box: tuple[tuple[float, float], float], other: np.ndarray) -> tuple[tuple[float, float], float]:
     """The mean of a (centre, side) box and a (cx, cy, side) box: centres averaged, sides by geometric mean."""
     (cx, cy), s = box
@@ -401,8 +408,7 @@ class Predictor:
         for i in range(len(samples)):
             if np.isnan(kps[i]).any():
                 continue
-            conf = scores[i] >= max(0.05, 0.3 * float(scores[i].max()))
-            box = keypoint_box(kps[i], conf.astype(int), margin=BOX_MARGIN)
+            box = joints_box(kps[i], scores[i])
             if head_boxes is not None and np.isfinite(head_boxes[i]).all():
                 box = (
                     mean_box(box, head_boxes[i])

@@ -247,3 +247,25 @@ def test_select_refuses_the_simulation_only_snapshot_score(proj):
         with pytest.raises(IterateError, match="selection.weights.snapshot: only `iterate simulate`"):
             select(m2, led, 4, push=False)
         assert led.raw("SELECT COUNT(*) FROM rounds").fetchone()[0] == rounds  # nothing recorded
+
+
+def test_diversity_on_image_features_spreads_over_the_cold_start_features(proj):
+    """``selection.diversity_on: image``: the model still scores the pool, but k-center spreads the batch over the
+    cold start's image features (no labeled-frame seeds) instead of the model's embeddings."""
+    from iterate.loop.select import _candidate_pool, candidates, cold_start_features, scoring_model
+
+    m = load_manifest(proj)
+    m_img = m.model_copy(update={"selection": m.selection.model_copy(update={"diversity_on": "image"})})
+    with Ledger(m.workspace_dir) as led:
+        if led.latest_model() is None:
+            retrain(m, led)
+        model = scoring_model(m, led)
+        cands = candidates(led)[:30]
+        rng = np.random.default_rng(0)
+        _, by_model, s1 = _candidate_pool(m, led, model, cands, "diversity", rng, [], None)
+        _, by_image, s2 = _candidate_pool(m_img, led, model, cands, "diversity", rng, [], None)
+        np.testing.assert_array_equal(by_model.combined, by_image.combined)  # the same uncertainty
+        feats, ok = cold_start_features(m, cands)
+        assert len(ok) == len(cands)
+        np.testing.assert_allclose(by_image.emb, feats, rtol=1e-5, atol=1e-5)
+        assert by_image.seeds is None and by_model.emb.shape[1] != feats.shape[1]

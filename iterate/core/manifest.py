@@ -249,6 +249,11 @@ class SelectionSettings(_Strict):
         description=f"rank weight per uncertainty score ({', '.join(UNCERTAINTY_SCORES)})",
     )
     explore: float = Field(0.1, ge=0, le=1)
+    diversity_on: Literal["model", "image"] = Field(
+        "model",
+        description="what k-center spreads the batch over: the scoring model's embeddings, or image features "
+        "(the cold start's, without the labeled frames as seeds)",
+    )
     dedup_hamming: int = Field(4, ge=0, le=64)
     focus_metric: Literal["pckh", "pckh05", "mean_sms"] = Field(
         "pckh", description="figure whose per-stratum gaps steer the next chunk (pckh = PCKh@0.1)"

@@ -463,6 +463,10 @@ def _candidate_pool(
             seeds=_labeled_embeddings(m, ledger, model),
             explore=m.selection.explore,
         )
+        if m.selection.diversity_on == "image":
+            feats, ok = cold_start_features(m, cands, progress)
+            pool.emb, pool.seeds = np.zeros((len(cands), feats.shape[1]), np.float32), None
+            pool.emb[ok] = feats
         if strategy == "full":
             pool.focus = read_focus(m)
             if pool.focus is None:

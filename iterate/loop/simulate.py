@@ -190,6 +190,8 @@ class _Sim:
                     scores["snapshot"] = _snapshot(self.spec, kps, before[avail])
                     before[avail] = kps
                 pool_.combined, pool_.emb = sc.combine(scores, m.selection.weights), emb
+                if m.selection.diversity_on == "image":
+                    pool_.emb = self.features()[avail]
                 if strategy == "full":
                     focus, pool_.strata = _focus(m, model, self.codec, self.val, kps, conf, emb)
                     pool_.focus = focus

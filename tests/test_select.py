@@ -269,3 +269,35 @@ def test_diversity_on_image_features_spreads_over_the_cold_start_features(proj):
         assert len(ok) == len(cands)
         np.testing.assert_allclose(by_image.emb, feats, rtol=1e-5, atol=1e-5)
         assert by_image.seeds is None and by_model.emb.shape[1] != feats.shape[1]
+
+
+def test_plausibility_scores_a_stretched_bone_above_a_labeled_like_pose(lspet_coco):
+    """The ``plausibility`` arm's score on real labeled LSPET bodies: a pose from the reference set scores low; the
+    same pose with the right shin stretched 6× scores higher; an edge never labeled counts nothing."""
+    from iterate.core.manifest import load_manifest
+    from iterate.loop.select import person_size
+    from iterate.loop.settings import keypoint_spec
+    from iterate.selection import scores as sc
+
+    from conftest import REPO
+
+    spec = keypoint_spec(load_manifest(REPO / "data_manifest.yaml"))
+    names = list(spec.names)
+    edges = [(names.index(a), names.index(b)) for a, b in spec.skeleton]
+    kp = np.array([a["keypoints"] for a in lspet_coco["annotations"] if 7001 <= a["image_id"] <= 7200], float).reshape(
+        -1, 14, 3
+    )
+    full = kp[(kp[:, :, 2] > 0).all(1)]
+    assert len(full) >= 20
+    gt = full[:, :, :2]
+    seen = np.ones((len(full), len(edges)), bool)
+    ref = sc.bone_logs(gt, edges, person_size(spec, gt))
+    pose = gt[:1].copy()
+    stretched = pose.copy()
+    knee, ankle = names.index("right_knee"), names.index("right_ankle")
+    stretched[0, ankle] = pose[0, knee] + 6 * (pose[0, ankle] - pose[0, knee])
+    both = np.concatenate([pose, stretched])
+    s = sc.plausibility(sc.bone_logs(both, edges, person_size(spec, both)), ref, seen)
+    assert s[1] > s[0] + 0.05, s
+    seen[:, :] = False  # no edge labeled: nothing to compare with
+    assert (sc.plausibility(sc.bone_logs(both, edges, person_size(spec, both)), ref, seen) == 0).all()

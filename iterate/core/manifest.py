@@ -240,7 +240,13 @@ class TrackingSettings(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment name (default: the project name)")
 
 
-UNCERTAINTY_SCORES = ("confidence", "flip", "entropy", "snapshot")  # iterate/selection/scores.py defines them
+UNCERTAINTY_SCORES = (
+    "confidence",
+    "flip",
+    "entropy",
+    "snapshot",
+    "plausibility",
+)  # iterate/selection/scores.py defines them
 
 
 class SelectionSettings(_Strict):

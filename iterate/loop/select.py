@@ -72,6 +72,9 @@ class Selection:
 
 
 # -- candidates ---------------------------------------------------------------------------------------
+SIMULATION_ONLY = ("snapshot", "plausibility")  # scores measured as simulation arms, not computed by select
+
+
 def candidates(ledger: Ledger) -> list[Frame]:
     taken = ledger.labeled_frame_ids() | ledger.tasked_frame_ids()
     return [f for f in ledger.frames("pool") if f.id not in taken]
@@ -438,10 +441,11 @@ def _candidate_pool(
         cands = [cands[i] for i in ok]
         pool = strategies.Pool(len(cands), rng, emb=feats, explore=m.selection.explore)
     else:
-        if m.selection.weights.get("snapshot", 0) > 0:
-            raise IterateError(
-                "selection.weights.snapshot: only `iterate simulate` computes this score so far; set it to 0 here"
-            )
+        for name in SIMULATION_ONLY:
+            if m.selection.weights.get(name, 0) > 0:
+                raise IterateError(
+                    f"selection.weights.{name}: only `iterate simulate` computes this score so far; set it to 0 here"
+                )
         scored = score_pool(m, ledger, model, cands, progress)
         if scored is None:  # another rank of a torchrun: its shard is scored, rank 0 goes on
             return cands, None, None

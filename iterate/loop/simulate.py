@@ -149,6 +149,16 @@ class _Sim:
         strata = {k: {v: r["pckh05"] for v, r in rows.items()} for k, rows in res["strata"].items()}
         return {"labels": labels, **{k: ev[k] for k in ("pckh01", "pckh05", "mean_sms01")}, "strata": strata}
 
+    def _plausibility(self, kps: np.ndarray, revealed: list[Sample]) -> np.ndarray:
+        """The ``plausibility`` score of pool predictions against the labeled bodies: val and what is revealed."""
+        names = list(self.spec.names)
+        edges = [(names.index(a), names.index(b)) for a, b in self.spec.skeleton]
+        ref = [s.keypoints for s in [*self.val, *revealed]]
+        gt, vis = np.stack([r[:, :2] for r in ref]), np.stack([r[:, 2] for r in ref])
+        seen = np.stack([(vis[:, i] > 0) & (vis[:, j] > 0) for i, j in edges], 1)
+        ref_bones = sc.bone_logs(gt, edges, person_size(self.spec, gt))
+        return sc.plausibility(sc.bone_logs(kps, edges, person_size(self.spec, kps)), ref_bones, seen)
+
     def features(self) -> np.ndarray:
         """Cold-start image features of the whole pool (computed once)."""
         if self._features is None:
@@ -186,6 +196,8 @@ class _Sim:
                 pool_.emb = self.features()[avail]  # no model yet: diversity over image features
             elif strategy != "random":
                 scores, kps, conf, emb = pool_scores(m, model, self.codec, sub)
+                if m.selection.weights.get("plausibility", 0) > 0:
+                    scores["plausibility"] = self._plausibility(kps, [self.pool[i] for i in labeled])
                 if m.selection.weights.get("snapshot", 0) > 0:
                     scores["snapshot"] = _snapshot(self.spec, kps, before[avail])
                     before[avail] = kps

@@ -5,6 +5,9 @@
   divided by the PCKh normaliser measured on the prediction itself;
 * ``entropy``: multiple-peak entropy (Liu & Ferrari, ICCV 2017) — per joint, the local maxima of the heatmap
   normalised into a distribution, its entropy; averaged over joints;
+* ``plausibility``: how unlike a labeled body the predicted pose is — per skeleton edge, the log of the bone's
+  length over the person's size as a z-score against the labeled frames' bones; mean |z| over edges
+  (`iterate simulate` only, measured as an arm);
 * ``snapshot``: a two-member committee of snapshots — the same normalised distance between this round's model's
   prediction and the previous round's model's (where one scored the frame; `iterate simulate` only, measured as
   an arm: see README "Does selection beat random?").
@@ -40,6 +43,23 @@ def flip_disagreement(plain: np.ndarray, flipped: np.ndarray, norm: np.ndarray) 
     ``snapshot`` score, between two models' predictions)."""
     d = np.linalg.norm(plain - flipped, axis=-1).mean(-1)
     return d / np.maximum(norm, 1.0)
+
+
+def bone_logs(kps: np.ndarray, edges: list[tuple[int, int]], size: np.ndarray) -> np.ndarray:
+    """(N, K, 2) keypoints, skeleton edges as joint indices, (N,) person sizes → (N, E) log(bone length / size)."""
+    ln = np.stack([np.linalg.norm(kps[:, i] - kps[:, j], axis=-1) for i, j in edges], 1)
+    return np.log(np.maximum(ln, 1e-3) / np.maximum(size, 1.0)[:, None])
+
+
+def plausibility(bones: np.ndarray, ref: np.ndarray, ref_seen: np.ndarray) -> np.ndarray:
+    """Mean over edges of |z| of predicted ``bones`` (N, E) against the labeled ``ref`` bones (M, E), each edge
+    counted on the labeled frames where both its joints are labeled (``ref_seen``); an edge never seen counts 0."""
+    z = np.zeros_like(bones)
+    for e in range(bones.shape[1]):
+        r = ref[ref_seen[:, e], e]
+        if len(r) >= 2:
+            z[:, e] = np.abs(bones[:, e] - r.mean()) / (r.std() + 1e-3)
+    return z.mean(1)
 
 
 def rank01(x: np.ndarray) -> np.ndarray:

@@ -301,3 +301,29 @@ def test_plausibility_scores_a_stretched_bone_above_a_labeled_like_pose(lspet_co
     assert s[1] > s[0] + 0.05, s
     seen[:, :] = False  # no edge labeled: nothing to compare with
     assert (sc.plausibility(sc.bone_logs(both, edges, person_size(spec, both)), ref, seen) == 0).all()
+
+
+def test_select_scores_plausibility_against_the_labeled_bodies(tmp_path, lspet_coco):
+    """``selection.weights.plausibility`` in `select`: the shipped base scores a real pool and each candidate's
+    predicted bones are compared with the ledger's labeled (non-test) bodies; the score shows in the round's table
+    beside the others and differs between frames."""
+    from conftest import REPO
+
+    srcs = []
+    for name, lo, hi, split, labels in (("va", 7411, 7430, "val", True), ("pool", 7441, 7460, "pool", False)):
+        f = lspet_subset(lspet_coco, list(range(lo, hi + 1)), tmp_path / f"{name}.json")
+        srcs.append(
+            {"name": name, "kind": "coco", "path": str(f), "images": str(LSPET), "split": split, "labels": labels}
+        )
+    p = lsp_manifest(
+        tmp_path, srcs, selection={"weights": {"confidence": 1.0, "plausibility": 1.0}, "dedup_hamming": 0}
+    )
+    m = load_manifest(p)
+    m = m.model_copy(
+        update={"model": m.model.model_copy(update={"base": str(REPO / "model/weights/lspet_upright_w18s_128.pt")})}
+    )
+    with Ledger(m.workspace_dir) as led:
+        ingest(m, led)
+        sel = select(m, led, 6, strategy="uncertainty", push=False)
+        vals = [r["plausibility"] for r in sel.table]
+        assert len(vals) == 6 and all(0 <= v < 50 for v in vals) and len(set(vals)) == 6

@@ -35,7 +35,7 @@ from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest
 from iterate.core.schema import KeypointSpec
 from iterate.loop.distributed import barrier, rank_world
-from iterate.loop.settings import labeling, studio_settings
+from iterate.loop.settings import keypoint_spec, labeling, studio_settings
 from iterate.selection import diversity, features, strategies
 from iterate.selection import scores as sc
 from iterate.selection.strata import StrataPredictor
@@ -72,7 +72,7 @@ class Selection:
 
 
 # -- candidates ---------------------------------------------------------------------------------------
-SIMULATION_ONLY = ("snapshot", "plausibility")  # scores measured as simulation arms, not computed by select
+SIMULATION_ONLY = ("snapshot",)  # scores measured as simulation arms, not computed by select
 
 
 def candidates(ledger: Ledger) -> list[Frame]:
@@ -87,6 +87,19 @@ def person_size(spec: KeypointSpec, kp: np.ndarray) -> np.ndarray:
     norm = normalisers(kp, np.ones(kp.shape[:2]), spec.normalizer, list(spec.names)).lengths
     box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0
     return np.where(np.isfinite(norm) & (norm > 1), norm, box)
+
+
+def plausibility_scores(spec: KeypointSpec, kps: np.ndarray, labeled: list[np.ndarray]) -> np.ndarray:
+    """The ``plausibility`` score of predictions (N, K, 2) against labeled bodies ((K, 3) each: x, y, v)."""
+    if len(labeled) < 2:
+        return np.zeros(len(kps))
+    names = list(spec.names)
+    edges = [(names.index(a), names.index(b)) for a, b in spec.skeleton]
+    ref = np.stack(labeled)
+    gt, vis = ref[..., :2], ref[..., 2]
+    seen = np.stack([(vis[:, i] > 0) & (vis[:, j] > 0) for i, j in edges], 1)
+    ref_bones = sc.bone_logs(gt, edges, person_size(spec, gt))
+    return sc.plausibility(sc.bone_logs(kps, edges, person_size(spec, kps)), ref_bones, seen)
 
 
 def batch_scores(spec: KeypointSpec, codec, b) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -459,6 +472,13 @@ def _candidate_pool(
             scored.embeddings[keep],
             scored.scored_now,
         )
+        if m.selection.weights.get("plausibility", 0) > 0:  # against every labeled body but the test split's
+            labeled = [
+                np.asarray(lab.keypoints, np.float64).reshape(-1, 3)
+                for _, lab in ledger.current_labels(("pool", "train", "val"))
+                if lab.instance == 0
+            ]
+            scored.scores["plausibility"] = plausibility_scores(keypoint_spec(m), scored.keypoints, labeled)
         pool = strategies.Pool(
             len(cands),
             rng,

@@ -21,7 +21,7 @@ import numpy as np
 from iterate.core.coco import ann_key, coco_keypoints, read_coco
 from iterate.core.manifest import Manifest
 from iterate.loop.scoring import score
-from iterate.loop.select import batch_scores, person_size
+from iterate.loop.select import batch_scores, person_size, plausibility_scores
 from iterate.loop.settings import infer_config, keypoint_spec, train_setup
 from iterate.loop.settings import strata as strata_of
 from iterate.selection import features, strategies
@@ -151,13 +151,7 @@ class _Sim:
 
     def _plausibility(self, kps: np.ndarray, revealed: list[Sample]) -> np.ndarray:
         """The ``plausibility`` score of pool predictions against the labeled bodies: val and what is revealed."""
-        names = list(self.spec.names)
-        edges = [(names.index(a), names.index(b)) for a, b in self.spec.skeleton]
-        ref = [s.keypoints for s in [*self.val, *revealed]]
-        gt, vis = np.stack([r[:, :2] for r in ref]), np.stack([r[:, 2] for r in ref])
-        seen = np.stack([(vis[:, i] > 0) & (vis[:, j] > 0) for i, j in edges], 1)
-        ref_bones = sc.bone_logs(gt, edges, person_size(self.spec, gt))
-        return sc.plausibility(sc.bone_logs(kps, edges, person_size(self.spec, kps)), ref_bones, seen)
+        return plausibility_scores(self.spec, kps, [s.keypoints for s in [*self.val, *revealed]])
 
     def features(self) -> np.ndarray:
         """Cold-start image features of the whole pool (computed once)."""

@@ -7,7 +7,7 @@
   normalised into a distribution, its entropy; averaged over joints;
 * ``plausibility``: how unlike a labeled body the predicted pose is — per skeleton edge, the log of the bone's
   length over the person's size as a z-score against the labeled frames' bones; mean |z| over edges
-  (`iterate simulate` only, measured as an arm);
+  (`select` and `simulate`; not in the default weights);
 * ``snapshot``: a two-member committee of snapshots — the same normalised distance between this round's model's
   prediction and the previous round's model's (where one scored the frame; `iterate simulate` only, measured as
   an arm: see README "Does selection beat random?").

@@ -255,14 +255,16 @@ def test_diversity_on_image_features_spreads_over_the_cold_start_features(proj):
     from iterate.loop.select import _candidate_pool, candidates, cold_start_features, scoring_model
 
     m = load_manifest(proj)
+    assert m.selection.diversity_on == "image"  # the default (bench/results/simulate-imagekc-5seeds)
     m_img = m.model_copy(update={"selection": m.selection.model_copy(update={"diversity_on": "image"})})
+    m_model = m.model_copy(update={"selection": m.selection.model_copy(update={"diversity_on": "model"})})
     with Ledger(m.workspace_dir) as led:
         if led.latest_model() is None:
             retrain(m, led)
         model = scoring_model(m, led)
         cands = candidates(led)[:30]
         rng = np.random.default_rng(0)
-        _, by_model, s1 = _candidate_pool(m, led, model, cands, "diversity", rng, [], None)
+        _, by_model, s1 = _candidate_pool(m_model, led, model, cands, "diversity", rng, [], None)
         _, by_image, s2 = _candidate_pool(m_img, led, model, cands, "diversity", rng, [], None)
         np.testing.assert_array_equal(by_model.combined, by_image.combined)  # the same uncertainty
         feats, ok = cold_start_features(m, cands)

@@ -256,7 +256,7 @@ class SelectionSettings(_Strict):
     )
     explore: float = Field(0.1, ge=0, le=1)
     diversity_on: Literal["model", "image"] = Field(
-        "model",
+        "image",
         description="what k-center spreads the batch over: the scoring model's embeddings, or image features "
         "(the cold start's, without the labeled frames as seeds)",
     )

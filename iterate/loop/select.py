@@ -479,18 +479,15 @@ def _candidate_pool(
                 if lab.instance == 0
             ]
             scored.scores["plausibility"] = plausibility_scores(keypoint_spec(m), scored.keypoints, labeled)
-        pool = strategies.Pool(
-            len(cands),
-            rng,
-            combined=sc.combine(scored.scores, m.selection.weights),
-            emb=scored.embeddings,  # float16; diversity converts only the rows it looks at
-            seeds=_labeled_embeddings(m, ledger, model),
-            explore=m.selection.explore,
-        )
-        if m.selection.diversity_on == "image":
+        combined = sc.combine(scored.scores, m.selection.weights)
+        pool = strategies.Pool(len(cands), rng, combined=combined, explore=m.selection.explore)
+        if m.selection.diversity_on == "image":  # the cold start's features, no labeled-frame seeds
             feats, ok = cold_start_features(m, cands, progress)
-            pool.emb, pool.seeds = np.zeros((len(cands), feats.shape[1]), np.float32), None
+            pool.emb = np.zeros((len(cands), feats.shape[1]), np.float32)
             pool.emb[ok] = feats
+        else:
+            pool.emb = scored.embeddings  # float16; diversity converts only the rows it looks at
+            pool.seeds = _labeled_embeddings(m, ledger, model)
         if strategy == "full":
             pool.focus = read_focus(m)
             if pool.focus is None:

@@ -33,10 +33,28 @@ class TrainingDiverged(IterateError):
     """The loss stopped being a finite number: nothing this run wrote is kept."""
 
 
-def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Weighted MSE: joints with weight 0 (not labeled, out of the crop) contribute nothing."""
-    w = weights[:, :, None, None].to(pred.dtype)
-    return ((pred - target) ** 2 * w).mean() * scale
+def heatmap_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    scale: float = 1.0,
+    fg_weight: float = 0.0,
+    topk: int = 0,
+) -> torch.Tensor:
+    """Weighted MSE: joints with weight 0 (not labeled, out of the crop) contribute nothing.
+
+    ``fg_weight`` > 0 weighs each pixel by 1 + fg_weight × (the target's 3×3 maximum there), so the few pixels
+    around a joint's peak count more than the background that fills most of a heatmap. ``topk`` > 0 keeps, per
+    sample, only the ``topk`` joints with the largest loss (online hard keypoint mining) and averages those."""
+    err = (pred - target) ** 2
+    if fg_weight > 0:
+        near = nn.functional.max_pool2d(target.detach().float(), 3, stride=1, padding=1).to(err.dtype)
+        err = err * (1.0 + fg_weight * near)
+    w = weights.to(pred.dtype)
+    if topk <= 0 or topk >= err.shape[1]:
+        return (err * w[:, :, None, None]).mean() * scale
+    per_joint = err.mean(dim=(2, 3)) * w  # (B, J)
+    return per_joint.topk(topk, dim=1).values.mean() * scale
 
 
 def apply_freeze(model: PoseHRNet, policy: str) -> list[str]:
@@ -441,11 +459,13 @@ def _epoch(
         y = batch["heatmaps"].to(dev, non_blocking=True)
         w = batch["weights"].to(dev, non_blocking=True)
         if box_codec is None:
-            loss = heatmap_loss(net(x), y, w, tcfg.loss_scale)
+            loss = heatmap_loss(net(x), y, w, tcfg.loss_scale, tcfg.fg_weight, tcfg.ohkm_topk)
         else:  # the box head learns the labeled person's box beside the heatmaps
             hm, box_out = net(x, with_box=True)
             b, v = batch["box"].to(dev), batch["box_valid"].to(dev)
-            loss = heatmap_loss(hm, y, w, tcfg.loss_scale) + box_codec.loss(box_out.float(), b[:, :2], b[:, 2], v)
+            loss = heatmap_loss(hm, y, w, tcfg.loss_scale, tcfg.fg_weight, tcfg.ohkm_topk) + box_codec.loss(
+                box_out.float(), b[:, :2], b[:, 2], v
+            )
         if not bool(torch.isfinite(loss.detach())):  # a poisoned label or a diverging lr: stop, keep nothing
             raise TrainingDiverged(
                 f"training stopped at step {prog.step + 1}: the loss is {float(loss.detach()):g}, "
@@ -547,6 +567,8 @@ def _config(setup: TrainSetup, epochs: int, init, time_limit_s=None) -> dict:
         "warmup_steps": tc.warmup_steps,
         "freeze": tc.freeze,
         "loss_scale": tc.loss_scale,
+        "fg_weight": tc.fg_weight,
+        "ohkm_topk": tc.ohkm_topk,
         "init": str(init) if init else "",
         "l2sp": tc.l2sp if init else 0.0,
         "ema": tc.ema,

@@ -41,6 +41,33 @@ def test_loss_ignores_unlabeled_joints():
     assert heatmap_loss(pred3, target, w) > base
 
 
+def test_loss_foreground_weight_and_hard_joint_mining():
+    """fg_weight: the same squared error costs more at a joint's peak than in the background; topk: only each
+    sample's hardest joints count, so an error on an easy joint stops mattering once it falls out of the top k."""
+    target = torch.zeros(1, 3, 9, 9)
+    target[0, :, 4, 4] = 1.0
+    w = torch.ones(1, 3)
+    at_peak, far = target.clone(), target.clone()
+    at_peak[0, 0, 4, 4] += 0.5
+    far[0, 0, 0, 0] += 0.5
+    assert heatmap_loss(at_peak, target, w) == pytest.approx(float(heatmap_loss(far, target, w)))
+    assert heatmap_loss(at_peak, target, w, fg_weight=4.0) > 3 * heatmap_loss(far, target, w, fg_weight=4.0)
+    assert heatmap_loss(far, target, w, fg_weight=4.0) == pytest.approx(float(heatmap_loss(far, target, w)))
+
+    pred = target.clone()
+    pred[0, 0] += 0.3  # the hardest joint
+    pred[0, 1] += 0.1
+    pred[0, 2, 0, 0] += 0.1  # the easiest
+    full = heatmap_loss(pred, target, w)
+    top2 = heatmap_loss(pred, target, w, topk=2)
+    assert top2 > full  # the easiest joint no longer dilutes the mean
+    easier = pred.clone()
+    easier[0, 2, 0, 0] = 0.0  # changing the joint outside the top 2 leaves the mined loss alone
+    assert heatmap_loss(easier, target, w, topk=2) == pytest.approx(float(top2))
+    assert heatmap_loss(easier, target, w) < full
+    assert heatmap_loss(pred, target, w, topk=3) == pytest.approx(float(full))  # k = all joints: plain MSE
+
+
 def _random_state(layout: dict) -> dict:
     g = torch.Generator().manual_seed(0)
     return {

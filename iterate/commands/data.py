@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, progress_bar
-from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum
+from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, model_frames
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
 from iterate.loop.ingest import ingest
@@ -147,8 +147,8 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
         if model:
             score = model["metrics"].get("val_pckh01")
             score_s = f"val PCKh@0.1 {score:.1f} %" if isinstance(score, (int, float)) else "not scored"
-            n_replay = int(model["metrics"].get("replay_frames", 0))
-            labels = f"{model['n_train'] - n_replay} train labels" + (f" + {n_replay} replayed" if n_replay else "")
+            n_loop, n_replay = model_frames(model)
+            labels = f"{n_loop} train labels" + (f" + {n_replay} replayed" if n_replay else "")
             console.print(f"model #{model['id']}: {model['path']} ({score_s}, {labels})")
         else:
             console.print("model: none yet (run `iterate retrain`)")

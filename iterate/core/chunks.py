@@ -30,6 +30,12 @@ def training_frames(m: Manifest, ledger: Ledger) -> tuple[int, int]:
     return len(ids) - n_replay, n_replay
 
 
+def model_frames(model: dict) -> tuple[int, int]:
+    """(the loop's labels, replayed frames) a recorded model trained on: its ``n_train`` counts both."""
+    n_replay = int(model["metrics"].get("replay_frames", 0))
+    return model["n_train"] - n_replay, n_replay
+
+
 def chunk_progress(m: Manifest, ledger: Ledger) -> list[ChunkProgress]:
     """Labeled training frames (pool + train splits, not the replay source) and pending tasks fill the chunks in
     order."""

@@ -190,6 +190,17 @@ class TrainSettings(_Strict):
     freeze: str = "none"
     seed: int = 0
     loss_scale: float = Field(1000.0, gt=0)
+    fg_weight: float = Field(
+        0.0,
+        ge=0,
+        description="heatmap loss: each pixel weighs 1 + this × the target's 3×3 maximum there, so the pixels "
+        "around a joint's peak count more than the background (0 = plain MSE)",
+    )
+    ohkm_topk: int = Field(
+        0,
+        ge=0,
+        description="heatmap loss: only each sample's k hardest joints count (online hard keypoint mining; 0 = all)",
+    )
     best_metric: Literal["pckh01", "pckh05", "mean_sms01"] = Field(
         "pckh01", description="val figure that picks the best checkpoint (ties: the other PCKh, then the loss)"
     )

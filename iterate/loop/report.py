@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, training_frames
+from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, model_frames, training_frames
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop import tracking
@@ -125,7 +125,7 @@ def _timeline(ledger: Ledger) -> list[dict]:
         out.append(
             {
                 "model": md["id"],
-                "labels": md["n_train"] - int(mt.get("replay_frames", 0)),  # the loop's labels, not replay
+                "labels": model_frames(md)[0],  # the loop's labels, not replay
                 "pckh01": mt.get("val_pckh01"),
                 "pckh05": mt.get("val_pckh05"),
                 "mean_sms01": mt.get("val_mean_sms01"),

@@ -29,6 +29,7 @@ class AugmentConfig:
     scale: float = 0.25
     head_up: bool = False
     person_box: float = 0.5  # share of samples cropped to the labeled person's box
+    box_jitter: float = 0.0  # person crops: centre shift, normal σ as a share of the box side (0 = centred)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class PoseDataset(Dataset):
         rotations: dict[int, float] | None = None,
         boxes: dict[int, tuple[tuple[float, float], float]] | None = None,
         person_box_p: float = 0.0,
+        box_jitter: float = 0.0,
         targets: bool | None = None,
         box_targets: bool = False,
     ):
@@ -91,6 +92,7 @@ class PoseDataset(Dataset):
         self.rotations = rotations or {}
         self.boxes = boxes or {}
         self.person_box_p = person_box_p
+        self.box_jitter = box_jitter  # σ of a person crop's centre shift, as a share of its side
         self.box_targets = box_targets  # the labeled person's box in crop pixels, for a box head's loss
 
     def __len__(self) -> int:
@@ -112,6 +114,9 @@ class PoseDataset(Dataset):
             box = keypoint_box(kps, vis, margin=float(rng.uniform(1.15, 1.5)))
             if box is not None:
                 center, side = box
+                if self.box_jitter > 0:  # the refine pass's boxes are off-centre: train on such crops too
+                    dx, dy = rng.normal(0, self.box_jitter, size=2) * side
+                    center = (center[0] + float(dx), center[1] + float(dy))
         m = crop_matrix(center, side, size)
         plan = None
         if self.rotations.get(i):

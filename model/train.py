@@ -353,6 +353,7 @@ def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int
         up_joints=spec.up_joints(),
         seed=tcfg.seed,
         person_box_p=tcfg.augment.person_box,
+        box_jitter=tcfg.augment.box_jitter,
         box_targets=cfg.box_head,
     )
     sampler = None

@@ -105,3 +105,39 @@ def test_pixel_and_noise_ops_keep_shape_and_change_pixels(op):
     out = op.fn(rng, 1.0, img)
     assert out.shape == img.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - img).mean() > 0.1
+
+
+def test_box_jitter_moves_person_crops_off_centre_and_keeps_the_labels_on_the_content(tmp_path):
+    """Person crops centre the labeled joints' box; ``box_jitter`` shifts that centre (as the refine pass's real
+    boxes are off), and the dot stays under its keypoint either way."""
+    pt = np.array([70.0, 80.0])
+    p, _ = _dot_image(tmp_path, pt)
+    codec = DarkCodec(128, 32, 2.0)
+    kps = np.array([[pt[0], pt[1], 2], [50.0, 40.0, 2], [95.0, 130.0, 2]], dtype=np.float64)
+    plain = AugmentSettings(n=0, flip=False, rotate_deg=0, scale=0, max_pixel=0, max_noise=0)
+
+    def crop_centres(jitter: float) -> np.ndarray:
+        ds = PoseDataset(
+            [Sample(str(p), kps)],
+            codec,
+            flip_index=[0, 1, 2],
+            joint_weights=[1, 1, 1],
+            train=True,
+            augment=plain,
+            person_box_p=1.0,
+            box_jitter=jitter,
+        )
+        out = []
+        for epoch in range(12):
+            ds.epoch = epoch
+            item = ds[0]
+            xy, _ = codec.decode(item["heatmaps"][None])
+            crop = item["image"].numpy().transpose(1, 2, 0)
+            assert np.abs(_centroid(crop - crop.min()) - xy[0, 0]).max() < 0.5
+            out.append((xy[0].min(axis=0) + xy[0].max(axis=0)) / 2)  # the joints' box centre in the crop
+        return np.array(out)
+
+    centred, jittered = crop_centres(0.0), crop_centres(0.1)
+    assert np.abs(centred - 63.5).max() < 1.0
+    shift = np.abs(jittered - 63.5)
+    assert shift.max() > 5.0 and 2.0 < shift.mean() < 15.0  # σ 0.1 of a side of ≈ 128 / margin crop pixels

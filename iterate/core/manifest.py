@@ -169,6 +169,13 @@ class AugmentSettings(_Strict):
     scale: float = 0.25
     head_up: bool = False
     person_box: float = Field(0.5, ge=0, le=1, description="share of samples cropped to the labeled person's box")
+    box_jitter: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="person crops: shift the box's centre by a normal draw of this × its side per axis, like the "
+        "refine pass's own box errors (0 = centred on the labels)",
+    )
 
 
 class ReplaySettings(_Strict):

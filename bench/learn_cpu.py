@@ -129,6 +129,8 @@ def main() -> None:
                 "lr": m.train.lr,
                 "warmup_steps": m.train.warmup_steps,
                 "schedule": m.train.schedule,
+                "fg_weight": m.train.fg_weight,
+                "ohkm_topk": m.train.ohkm_topk,
                 "augment": m.train.augment.model_dump(),
                 "overrides": args.set,
             },

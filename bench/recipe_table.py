@@ -22,6 +22,10 @@ def main() -> None:
         r = json.loads(p.read_text())
         d, f = r["details"], r["figures"]
         over = d.get("recipe", {}).get("overrides") or []
+        if "fg_weight" not in d.get("recipe", {}) and not any(o.startswith("train.fg_weight") for o in over):
+            # ran while plain MSE was the default
+            over = ["(the default recipe until train.fg_weight)"] if p.stem == "learn_cpu" else list(over)
+            over.append("plain MSE (train.fg_weight=0)")
         rows.append(
             (
                 p.stem,

@@ -44,7 +44,7 @@ class TrainConfig:
     freeze: str = "none"  # none | all_but_stage4 | comma-separated trunk module prefixes
     seed: int = 0
     loss_scale: float = 1000.0
-    fg_weight: float = 0.0  # heatmap loss: pixels near a joint's peak weigh 1 + this (0 = plain MSE)
+    fg_weight: float = 9.0  # heatmap loss: pixels near a joint's peak weigh 1 + this (0 = plain MSE)
     ohkm_topk: int = 0  # heatmap loss: only each sample's k hardest joints count (0 = all)
     best_metric: str = "pckh01"
     eval_every_steps: int = 100

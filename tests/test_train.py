@@ -63,9 +63,10 @@ def test_cpu_recipe_learns_on_64_lspet_images(tmp_path, lspet_coco):
         samples, codec, flip_index=m.keypoints.flip_index(), joint_weights=m.keypoints.joint_weights(), targets=True
     )
     b = collate([ds[i] for i in range(len(ds))])
+    t = m.train  # the loss the recipe optimises (with its foreground weight)
     with torch.no_grad():
-        loss = float(heatmap_loss(model(b["image"]), b["heatmaps"], b["weights"], m.train.loss_scale))
-    zero = float(heatmap_loss(torch.zeros_like(b["heatmaps"]), b["heatmaps"], b["weights"], m.train.loss_scale))
+        loss = float(heatmap_loss(model(b["image"]), b["heatmaps"], b["weights"], t.loss_scale, t.fg_weight))
+    zero = float(heatmap_loss(torch.zeros_like(b["heatmaps"]), b["heatmaps"], b["weights"], t.loss_scale, t.fg_weight))
     assert loss < 0.8 * zero
     pred = Predictor(model, codec, m.keypoints.flip_index(), flip=True).predict(samples).keypoints
     got = score(keypoint_spec(m), pred, samples)["pckh05"]

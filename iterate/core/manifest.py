@@ -198,10 +198,10 @@ class TrainSettings(_Strict):
     seed: int = 0
     loss_scale: float = Field(1000.0, gt=0)
     fg_weight: float = Field(
-        0.0,
+        9.0,
         ge=0,
         description="heatmap loss: each pixel weighs 1 + this × the target's 3×3 maximum there, so the pixels "
-        "around a joint's peak count more than the background (0 = plain MSE)",
+        "around a joint's peak count more than the background (0 = plain MSE; 9 measured best in bench/learn_cpu.py)",
     )
     ohkm_topk: int = Field(
         0,

@@ -5,6 +5,7 @@ whose `posture` attribute is in --postures; scored afterwards on the held-out im
 posture). Writes model/weights/<name>.pt (weights only, half the size) and its record model/weights/<name>.json.
 
     python bench/train_base.py --minutes 60 [--postures upright,leaning] [--name lspet_w18s_128] [--workdir /tmp/base]
+        [--set model.heatmap_size=64 --set model.sigma=3]   (manifest fields changed for this run, values read as YAML)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from model.checkpoints import model_from_checkpoint, save_atomic  # noqa: E402
 from model.codec import DarkCodec  # noqa: E402
 from model.infer import Predictor  # noqa: E402
 
-from _common import LSPET, REPO, lspet_samples, per_posture, slim_checkpoint  # noqa: E402
+from _common import LSPET, REPO, apply_overrides, lspet_samples, per_posture, slim_checkpoint  # noqa: E402
 
 OUT = REPO / "model" / "weights"
 
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/iterate-base"))
     ap.add_argument("--postures", default="", help="comma list: train/val only on frames of these postures")
     ap.add_argument("--name", default="lspet_w18s_128")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="change a manifest field")
     args = ap.parse_args()
     postures = {p for p in args.postures.split(",") if p} or None
     last_train = 5800 if postures else 5900  # keep ~100 val frames after the posture filter
@@ -83,6 +85,8 @@ def main() -> None:
     )
     man["model"]["base"] = None  # from scratch
     man["train"].update(epochs=1000, lr=0.003)  # the wall-time limit ends it; the schedule follows the time
+    man["train"]["replay"] = None  # the demo's replay source is not in this project
+    apply_overrides(man, args.set)
     mpath = wd / "data_manifest.yaml"
     mpath.write_text(yaml.safe_dump(man, sort_keys=False))
     iterate = str(Path(sys.executable).with_name("iterate"))

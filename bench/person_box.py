@@ -64,7 +64,8 @@ def _train_head(model: str, steps: int, out: Path, overrides: list[str]) -> tupl
     out.mkdir(parents=True, exist_ok=True)
     model = str(out / "keypoints_only.pt")
     save_atomic(ck, model)
-    m = manifest(["model.box_head=true", "train.freeze=pose", "train.eval_every_steps=500", *overrides])
+    own = [f"model.{k}={ck[k]}" for k in ("heatmap_size", "sigma") if k in ck]  # decode as the pose weights learned
+    m = manifest(["model.box_head=true", "train.freeze=pose", "train.eval_every_steps=500", *own, *overrides])
     setup = train_setup(m)
     codec = DarkCodec(setup.model.input_size, setup.model.heatmap_size, setup.model.sigma)
     ev = evaluator(keypoint_spec(m), setup.infer_config(), codec)

@@ -301,10 +301,16 @@ def _build(setup: TrainSetup, init, allow_partial: bool, dev: torch.device) -> t
     model = build_model(cfg.backbone, spec.num_joints, cfg.input_size, cfg.heatmap_size, cfg.box_head)
     load_report = ""
     if init:
-        rep = load_into(model, load_file(init), list(spec.names), dict(spec.init_from), allow_partial, init)
+        obj = load_file(init)
+        rep = load_into(model, obj, list(spec.names), dict(spec.init_from), allow_partial, init)
         load_report = f"{rep.layout}: {rep.describe()}"
         if rep.joints_from_nearest:
             load_report += "; from nearest: " + ", ".join(f"{k}←{v}" for k, v in rep.joints_from_nearest.items())
+        if (obj.get("heatmap_size"), obj.get("sigma")) not in ((None, None), (cfg.heatmap_size, cfg.sigma)):
+            load_report += (  # the weights fit either way; the targets they learned do not
+                f"; the checkpoint learned {obj.get('heatmap_size')}² heatmaps at σ {obj.get('sigma')}, "
+                f"this run trains {cfg.heatmap_size}² at σ {cfg.sigma:g} (model.heatmap_size, model.sigma)"
+            )
     apply_freeze(model, setup.train.freeze)
     return model.to(dev).to(memory_format=torch.channels_last), load_report
 

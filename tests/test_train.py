@@ -163,6 +163,25 @@ def test_l2sp_keeps_a_fine_tune_near_its_base(tmp_path, lspet_coco):
     assert held < 0.8 * free, (held, free)
 
 
+def test_warm_start_says_when_the_base_learned_other_heatmaps(tmp_path, lspet_coco):
+    """The weights of any heatmap size fit one network; a fine-tune that trains other targets than its base
+    learned (heatmap size or σ) says so in its load report, and one that matches says nothing of it."""
+    from dataclasses import replace
+
+    m = load_manifest(REPO / "data_manifest.yaml")
+    samples = _samples(lspet_coco, set(range(1, 9)))
+    base = REPO / "model" / "weights" / "lspet_upright_w18s_128.pt"
+    learned = load_file(base)
+    setup = train_setup(m, epochs=1)
+    setup = replace(setup, train=replace(setup.train, batch_size=8, warmup_steps=0))
+    same = replace(setup, model=replace(setup.model, heatmap_size=learned["heatmap_size"], sigma=learned["sigma"]))
+    other = replace(setup, model=replace(setup.model, heatmap_size=2 * learned["heatmap_size"], sigma=3.0))
+    quiet = train(same, samples, [], tmp_path / "same", init=base, max_steps=1).load_report
+    loud = train(other, samples, [], tmp_path / "other", init=base, max_steps=1).load_report
+    assert "heatmaps" not in quiet
+    assert f"learned {learned['heatmap_size']}² heatmaps" in loud and f"trains {2 * learned['heatmap_size']}²" in loud
+
+
 def test_ema_weights_are_what_evaluation_and_checkpoints_see(tmp_path, lspet_coco):
     """With ``train.ema`` the checkpoints' weights are the moving average: they moved less from the base than
     the raw weights (kept apart for resume), the val scorer saw exactly them, and a resume goes on from both."""

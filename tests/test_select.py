@@ -235,6 +235,23 @@ def test_balanced_gives_every_predicted_posture_an_equal_share():
     assert "uncertainty + diversity" in set(again.why.values())
 
 
+def test_a_pool_too_small_for_uncertainty_to_narrow_the_choice_is_said():
+    """k-center looks at the budget × POOL_FACTOR most uncertain free frames: where that is every free frame the
+    score did not narrow the choice, and the picks say so; in a large pool they are the most uncertain frames'."""
+    rng = np.random.default_rng(0)
+
+    def pool(n):
+        return strategies.Pool(n, rng, combined=rng.random(n), emb=rng.normal(size=(n, 8)).astype(np.float32))
+
+    small = strategies.choose("diversity", 30, pool(100))
+    assert any("did not narrow the choice for uncertainty + diversity (30 of 100)" in n for n in small.notes)
+    big_pool = pool(1000)
+    big = strategies.choose("diversity", 30, big_pool)
+    assert not any("narrow" in n for n in big.notes)
+    top = set(np.argsort(-big_pool.combined)[: 30 * strategies.POOL_FACTOR].tolist())
+    assert set(big.rows) <= top
+
+
 def test_select_refuses_the_simulation_only_snapshot_score(proj):
     """``snapshot`` is measured as a simulation arm only: `select` says so in one line instead of ignoring it."""
     m = load_manifest(proj)

@@ -74,6 +74,7 @@ class Picker:
         self.chosen: list[int] = []
         self.why: dict[int, str] = {}
         self.notes: list[str] = []
+        self.unnarrowed: list[str] = []  # by_diversity calls whose candidates were every free row
 
     def take(self, rows, tag: str) -> None:
         for r in rows:
@@ -124,6 +125,8 @@ class Picker:
             self.take(self._k_center(rows, k), tag)
             return
         order = self.by_score(rows)
+        if k < len(rows) <= k * POOL_FACTOR:
+            self.unnarrowed.append(f"{tag} ({k} of {len(rows)})")
         before = len(self.chosen)
         self.take(self._k_center(order[: max(k * POOL_FACTOR, k)], k), tag)
         short = k - (len(self.chosen) - before)
@@ -141,6 +144,11 @@ class Picker:
             left = np.flatnonzero(~self.taken)
             left = self.by_score(left) if self.pool.combined is not None else self.pool.rng.permutation(left)
             self.take(left[: budget - len(self.chosen)], "fill")
+        if self.unnarrowed:
+            self.notes.append(
+                f"uncertainty did not narrow the choice for {', '.join(self.unnarrowed)}: with at most {POOL_FACTOR}× "
+                "the picks free, k-center chose among all of them, so these picks are spread out, not the hardest"
+            )
         return Picked(self.chosen[:budget], self.why, self.notes)
 
 

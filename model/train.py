@@ -306,9 +306,10 @@ def _build(setup: TrainSetup, init, allow_partial: bool, dev: torch.device) -> t
         load_report = f"{rep.layout}: {rep.describe()}"
         if rep.joints_from_nearest:
             load_report += "; from nearest: " + ", ".join(f"{k}←{v}" for k, v in rep.joints_from_nearest.items())
-        if (obj.get("heatmap_size"), obj.get("sigma")) not in ((None, None), (cfg.heatmap_size, cfg.sigma)):
+        learned = (obj.get("heatmap_size"), obj.get("sigma"))
+        if None not in learned and learned != (cfg.heatmap_size, cfg.sigma):
             load_report += (  # the weights fit either way; the targets they learned do not
-                f"; the checkpoint learned {obj.get('heatmap_size')}² heatmaps at σ {obj.get('sigma')}, "
+                f"; the checkpoint learned {learned[0]}² heatmaps at σ {learned[1]:g}, "
                 f"this run trains {cfg.heatmap_size}² at σ {cfg.sigma:g} (model.heatmap_size, model.sigma)"
             )
     apply_freeze(model, setup.train.freeze)

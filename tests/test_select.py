@@ -237,7 +237,7 @@ def test_balanced_gives_every_predicted_posture_an_equal_share():
 
 def test_a_pool_too_small_for_uncertainty_to_narrow_the_choice_is_said():
     """k-center looks at the budget × POOL_FACTOR most uncertain free frames: where that is every free frame the
-    score did not narrow the choice, and the picks say so; in a large pool they are the most uncertain frames'."""
+    score did not narrow the choice, and the picks say so; in a large pool they are among the most uncertain frames."""
     rng = np.random.default_rng(0)
 
     def pool(n):

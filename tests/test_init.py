@@ -26,6 +26,7 @@ def test_presets_write_a_manifest_that_loads(tmp_path, preset, joints, kind):
     assert flip[k.index("left_knee")] == k.index("right_knee") and flip[k.index("right_ankle")] == k.index("left_ankle")
     assert len(k.height_chain) == 2 and all(len(c) >= 4 for c in k.height_chain)
     assert len(k.skeleton) >= joints - 2
+    assert (m.model.heatmap_size, m.model.sigma) == (64, 3.0)  # the CPU recipe's targets at 128² input
 
 
 def test_default_is_coco17_not_a_two_joint_schema(tmp_path):

@@ -42,7 +42,8 @@ sources:                       # images | video (every: N or fps: F) | coco (lab
 model:
   backbone: hrnet_w18_small    # hrnet_w32 / hrnet_w48 on a GPU
   input_size: 128
-  heatmap_size: 32
+  heatmap_size: 64             # at 128² input the CPU recipe's 64² heatmaps, σ 3 (bench/results/recipe.md)
+  sigma: 3.0
   base: null                   # checkpoint to fine-tune from (a file path; nothing is downloaded)
 
 label_studio:

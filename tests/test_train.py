@@ -54,7 +54,7 @@ def test_cpu_recipe_learns_on_64_lspet_images(tmp_path, lspet_coco):
     m = load_manifest(REPO / "data_manifest.yaml")
     samples = _samples(lspet_coco, set(range(1, 65)))
     assert len(samples) == 64
-    codec = DarkCodec(128, 32, 2.0)
+    codec = DarkCodec(m.model.input_size, m.model.heatmap_size, m.model.sigma)  # the targets the recipe trains
     res = train(train_setup(m, epochs=40), samples, [], tmp_path / "run")
     model, _ = model_from_checkpoint(res.last)
     model.eval()

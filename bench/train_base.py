@@ -79,12 +79,11 @@ def main() -> None:
         record_path = OUT / f"{args.name}.json"
         record = json.loads(record_path.read_text())
         record.update(default_path(OUT / f"{args.name}.pt"))
-        if "train_samples_per_s" not in record:  # a record written before the script kept the speeds
-            batch = record["config"]["batch_size"]
-            record["train_samples_per_s"] = round(record["steps"] * batch / record["train_seconds"], 1)
-            record["bare_forward_images_per_s"] = bare_forward_speed(
-                record["config"]["backbone"], record["config"]["input_size"]
-            )
+        cfg = record["config"]  # a record written before the script kept the speeds: add them
+        if "train_samples_per_s" not in record:
+            record["train_samples_per_s"] = round(record["steps"] * cfg["batch_size"] / record["train_seconds"], 1)
+        if "bare_forward_images_per_s" not in record:  # measure it on an otherwise idle machine
+            record["bare_forward_images_per_s"] = bare_forward_speed(cfg["backbone"], cfg["input_size"])
         record_path.write_text(json.dumps(record, indent=2) + "\n")
         return _print(record)
     postures = {p for p in args.postures.split(",") if p} or None
@@ -137,7 +136,8 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     save_atomic(slim_checkpoint(ck, model.state_dict()), OUT / f"{args.name}.pt")
     record = {
-        "command": " ".join(["iterate", "retrain", "-m", "<base manifest>", "--minutes", str(args.minutes)]),
+        "command": " ".join(["python", "bench/train_base.py", *sys.argv[1:]])
+        + f" (iterate retrain -m <base manifest> --minutes {args.minutes})",
         "data": f"LSPET im00001-im{last_train:05d} train, im{last_train + 1:05d}-im06000 val (best checkpoint)"
         + (f", only posture in {sorted(postures)}" if postures else ""),
         "held_out": "LSPET im07001-im08000, flip TTA + DARK",

@@ -76,7 +76,7 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
     console.print(t)
     for s in summaries:
         for p in s.unreadable:
-            console.print(f"[yellow]skipped:[/] {escape(p)}", highlight=False)
+            console.print(f"[yellow]skipped:[/] {escape(p)}", highlight=False, soft_wrap=True)  # a path, whole
         for k, n in s.unknown_strata.items():
             console.print(
                 f"[yellow]{s.source}: stratum value {k} is not in the manifest ({n} labels; reported as 'other')[/]"

@@ -71,7 +71,7 @@ def retrain(
     if out.load_report:
         console.print(f"start: {out.load_report}", highlight=False)
     for p in out.bad_images:
-        console.print(f"[yellow]skipped unreadable training image:[/] {p}", highlight=False)
+        console.print(f"[yellow]skipped unreadable training image:[/] {escape(p)}", highlight=False, soft_wrap=True)
     t = Table(title=f"model #{out.model_id}: {out.path}")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -154,7 +154,9 @@ def predict(
     )
     for p in bad:
         console.print(
-            f"[yellow]skipped unreadable, too large or degenerate:[/] {escape(printable(p))}", highlight=False
+            f"[yellow]skipped unreadable, too large or degenerate:[/] {escape(printable(p))}",
+            highlight=False,
+            soft_wrap=True,
         )
     console.print(f"wrote {n} predictions to {out} ({path})", highlight=False, soft_wrap=True)
 

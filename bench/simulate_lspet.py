@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--name", default="simulate", help="results go to bench/results/<name>/")
     ap.add_argument("--set", action="append", default=[], help="manifest override, e.g. train.l2sp=0 (repeatable)")
     ap.add_argument("--no-cold-first-chunk", action="store_true", help="skip the cold-start first-chunk arm")
+    ap.add_argument("--no-replay", action="store_true", help="fine-tune without the manifest's train.replay source")
     ap.add_argument(
         "--base", default="", help="checkpoint each round fine-tunes from (default: the manifest's model.base)"
     )
@@ -98,6 +99,8 @@ def main() -> None:
             cmd += ["--base", args.base]
         if args.no_cold_first_chunk:
             cmd += ["--no-cold-first-chunk"]
+        if args.no_replay:
+            cmd += ["--no-replay"]
         subprocess.run(cmd, check=True)
     if args.rename:
         from iterate.loop.simulate import rename_arms, write_outputs
@@ -138,12 +141,17 @@ def _figures(out: Path, args) -> None:
 
 
 def _manifest(overrides: list[str], d: Path) -> Path:
-    """The repo manifest with ``overrides`` (``a.b=value``, values read as YAML), its base as an absolute path."""
+    """The repo manifest with ``overrides`` (``a.b=value``, values read as YAML), its base and sources (the replay
+    source) as absolute paths."""
     import yaml
 
     data = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
     if data["model"].get("base"):
         data["model"]["base"] = str(REPO / data["model"]["base"])
+    for src in data.get("sources", []):
+        for key in ("path", "images"):
+            if src.get(key):
+                src[key] = str(REPO / src[key])
     apply_overrides(data, overrides)
     out = d / "data_manifest.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))

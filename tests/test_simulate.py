@@ -188,3 +188,43 @@ def test_snapshot_score_ranks_the_frames_whose_prediction_moved_since_the_last_r
     big = now * 4  # the same shift on a person four times the size counts a quarter as much
     s_big = _snapshot(spec, big, big + (before - now))
     assert s_big[2] == pytest.approx(s[2] / 4, rel=1e-6)
+
+
+def test_simulate_fine_tunes_with_the_manifests_replay_source(tmp_path, lspet_coco):
+    """The demo manifest names `base_replay` (251 of the base's training frames): simulate mixes it into every
+    fine-tune as retrain does, says so in its Markdown, and --no-replay turns it off (a different fine-tune)."""
+    pool = lspet_subset(lspet_coco, list(range(6001, 6013)), tmp_path / "pool.json")
+    val = lspet_subset(lspet_coco, list(range(6901, 6906)), tmp_path / "val.json")
+    test = lspet_subset(lspet_coco, list(range(7001, 7011)), tmp_path / "test.json")
+    args = ["simulate", "-m", str(REPO / "data_manifest.yaml"), "--pool", str(pool), "--val", str(val)]
+    args += ["--test", str(test), "--images", str(LSPET), "--budgets", "4", "--seeds", "0", "--steps", "4"]
+    args += ["--strategies", "random", "--no-cold-first-chunk"]
+    got = {}
+    for flag in ("--replay", "--no-replay"):
+        out = tmp_path / flag
+        r = CliRunner().invoke(app, [*args, flag, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        got[flag] = json.loads((out / "simulate.json").read_text())
+        got[flag]["md"] = (out / "simulate.md").read_text()
+    assert got["--replay"]["config"]["replay_frames"] == 251 and got["--replay"]["config"]["replay_fraction"] == 0.5
+    assert "drawn from 251 replayed frames" in got["--replay"]["md"]
+    assert got["--no-replay"]["config"]["replay_frames"] == 0 and "no replay" in got["--no-replay"]["md"]
+    after = [got[f]["per_seed"]["random"][0][1] for f in ("--replay", "--no-replay")]
+    assert after[0]["pckh05"] != after[1]["pckh05"] or after[0]["pckh01"] != after[1]["pckh01"]
+
+
+def test_simulate_refuses_a_replay_source_it_cannot_read(tmp_path, lspet_coco):
+    import yaml
+
+    data = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    data["model"]["base"] = str(REPO / data["model"]["base"])
+    for src in data["sources"]:
+        src["path"] = str(REPO / src["path"])
+    data["sources"].append({"name": "old_video", "kind": "video", "path": str(tmp_path / "v.mp4"), "split": "train"})
+    data["train"]["replay"] = {"source": "old_video", "fraction": 0.5}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(data))
+    pool = lspet_subset(lspet_coco, [6001, 6002, 6003], tmp_path / "pool.json")
+    args = ["simulate", "-m", str(tmp_path / "m.yaml"), "--pool", str(pool), "--val", str(pool), "--test", str(pool)]
+    r = CliRunner().invoke(app, [*args, "--images", str(LSPET), "--budgets", "2", "--seeds", "0", "--steps", "1"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "train.replay.source" in r.output and "old_video" in r.output and "--no-replay" in r.output

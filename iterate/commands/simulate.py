@@ -25,6 +25,9 @@ def simulate(
     cold_first_chunk: Annotated[
         bool, typer.Option(help="with a base: also pick the first chunk by a cold start, to compare the two")
     ] = True,
+    replay: Annotated[
+        bool, typer.Option(help="mix the manifest's train.replay source into every fine-tune, as retrain does")
+    ] = True,
     base: Annotated[
         Path | None,
         typer.Option(help="checkpoint each round fine-tunes from (default: model.base; `none`: from scratch)"),
@@ -62,7 +65,7 @@ def simulate(
     P, V, T = coco_samples(m, pool, images), coco_samples(m, val, images), coco_samples(m, test, images)
     if sum(b) > len(P):
         raise IterateError(f"--budgets ask for {sum(b)} labels but the pool has {len(P)} labeled frames")
-    cfg = SimConfig(b, strat, seed_list, steps, str(base_ck) if base_ck else None, cold_first_chunk)
+    cfg = SimConfig(b, strat, seed_list, steps, str(base_ck) if base_ck else None, cold_first_chunk, replay)
     summary = run(m, P, V, T, cfg, out, log=lambda s: console.print(s, highlight=False))
     console.print(f"wrote {out / 'simulate.md'} ({summary['wall_s']:.0f} s)")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from iterate.core.coco import ann_key, coco_keypoints, read_coco
+from iterate.core.errors import IterateError
 from iterate.core.manifest import Manifest
 from iterate.loop.scoring import score
 from iterate.loop.select import batch_scores, person_size, plausibility_scores
@@ -50,6 +51,7 @@ class SimConfig:
     steps_per_round: int = 150
     base: str | None = None
     cold_first_chunk: bool = True  # with a base: also pick the first chunk by a cold start, to compare the two
+    replay: bool = True  # mix the manifest's train.replay source into every fine-tune, as `iterate retrain` does
 
 
 def _scoring_predictor(m: Manifest, model, codec):
@@ -132,6 +134,27 @@ def coco_samples(m: Manifest, path: Path, images: Path | None, limit: int | None
     return out[:limit] if limit else out
 
 
+def replay_samples(m: Manifest) -> list[Sample]:
+    """The manifest's ``train.replay`` source (the base's own training data `iterate retrain` mixes into every
+    fine-tune) as samples; [] when the manifest names none. The simulation reads it from its COCO file."""
+    rp = m.train.replay
+    if rp is None:
+        return []
+    src = next(s for s in m.sources if s.label == rp.source)
+    if src.kind != "coco":
+        raise IterateError(
+            f"train.replay.source: simulate reads replay frames from a coco source, '{rp.source}' is {src.kind} "
+            "(or pass --no-replay)"
+        )
+    path = m.resolve(src.path)
+    if not path.is_file():
+        raise IterateError(f"train.replay.source '{rp.source}': {path} not found (or pass --no-replay)")
+    out = coco_samples(m, path, m.resolve(src.images) if src.images else None)
+    if not out:
+        raise IterateError(f"train.replay.source '{rp.source}': {path} holds no labeled person")
+    return out
+
+
 class _Sim:
     """One simulation's fixed parts: the data, the base, the codec and the cached cold-start features."""
 
@@ -142,6 +165,7 @@ class _Sim:
         self.base_model = model_from_checkpoint(cfg.base)[0] if cfg.base else None
         self.base_row = self._row(0, self.base_model) if self.base_model is not None else None
         self._features: np.ndarray | None = None
+        self.replay = replay_samples(m) if cfg.replay else []
 
     def _row(self, labels: int, model) -> dict:
         res, pred = _evaluate(self.m, model, self.codec, self.test)
@@ -207,7 +231,15 @@ class _Sim:
             chunk = [int(avail[i]) for i in picked.rows]
             labeled += chunk
             with tempfile.TemporaryDirectory() as d:
-                res = train(setup, [self.pool[i] for i in labeled], [], d, init=cfg.base, max_steps=cfg.steps_per_round)
+                res = train(
+                    setup,
+                    [self.pool[i] for i in labeled],
+                    [],
+                    d,
+                    init=cfg.base,
+                    max_steps=cfg.steps_per_round,
+                    replay=self.replay or None,
+                )
                 model, _ = model_from_checkpoint(res.last)
             row = self._row(len(labeled), model)
             row["focus"] = focus
@@ -257,6 +289,8 @@ def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path, log: Callab
         "val": len(val),
         "test": len(test),
         "base": cfg.base,
+        "replay_frames": len(sim.replay),
+        "replay_fraction": m.train.replay.fraction if sim.replay else 0.0,
     }
     write_outputs(summary, out_dir)
     return summary
@@ -515,6 +549,15 @@ def _verdict(mean, ci, what: str) -> str:
     return f"{what}: {mean:+.2f}{_iv(ci)} → {word}"
 
 
+def _replay_note(cfg: dict) -> str:
+    n = cfg.get("replay_frames", 0)
+    if not n:
+        return " (no replay of the base's data)"
+    return (
+        f", {cfg['replay_fraction']:.0%} of each fine-tune's samples drawn from {n} replayed frames of the base's data"
+    )
+
+
 def _markdown(summary: dict) -> str:
     cfg = summary["config"]
     L = [
@@ -524,7 +567,8 @@ def _markdown(summary: dict) -> str:
         f"{cfg['budgets']} labels; seeds {cfg['seeds']}. For each seed every strategy starts from "
         f"`{Path(cfg['base']).name if cfg['base'] else 'scratch'}`, sees the same pool and trains with the same seed: "
         f"each round fine-tunes from the base for {cfg['steps_per_round']} steps at batch {cfg['batch_size']} on "
-        f"everything revealed. Intervals: {summary['interval']}. Wall time {summary['wall_s']:.0f} s.",
+        f"everything revealed{_replay_note(cfg)}. Intervals: {summary['interval']}. "
+        f"Wall time {summary['wall_s']:.0f} s.",
         "",
         "| strategy | labels | PCKh@0.5 | − random (paired) | PCKh@0.1 | − random (paired) | MeanSmS@0.1 |",
         "|---|---:|---:|---:|---:|---:|---:|",

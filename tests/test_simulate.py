@@ -228,3 +228,47 @@ def test_simulate_refuses_a_replay_source_it_cannot_read(tmp_path, lspet_coco):
     r = CliRunner().invoke(app, [*args, "--images", str(LSPET), "--budgets", "2", "--seeds", "0", "--steps", "1"])
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert "train.replay.source" in r.output and "old_video" in r.output and "--no-replay" in r.output
+
+
+def test_summary_says_where_the_points_go_per_stratum():
+    """Upright falls under full and inverted rises: the per-stratum curves are the seeds' means, the final difference
+    is paired with random, and the Markdown shows both."""
+    from iterate.loop.simulate import _markdown
+
+    def runs(upright, inverted):
+        out = _runs([[40, 41, 42, 43]] * len(upright))
+        for run, up, inv in zip(out, upright, inverted):
+            for r, u, i in zip(run, up, inv):
+                r["strata"] = {"posture": {"upright": u, "inverted": i}}
+        return out
+
+    rnd = runs(
+        [[55, 50, 52, 53], [55, 49, 51, 52], [55, 51, 52, 54]], [[8, 15, 18, 20], [8, 14, 19, 21], [8, 16, 17, 19]]
+    )
+    full = runs(
+        [[55, 47, 49, 50], [55, 46, 50, 50], [55, 48, 48, 51]], [[8, 17, 21, 23], [8, 16, 22, 24], [8, 18, 20, 22]]
+    )
+    s = summarise({"random": rnd, "full": full}, [0, 1, 2])
+    f = s["strategies"]["full"]
+    assert f["strata_pckh05"]["posture"]["upright"] == [55.0, 47.0, 49.0, 50.333]
+    d = f["strata_pckh05_vs_random_final"]["posture"]
+    assert d["upright"]["mean"] == -2.667 and d["upright"]["ci"][1] < 0
+    assert d["inverted"]["mean"] == 3.0 and d["inverted"]["ci"][0] > 0
+    assert "strata_pckh05_vs_random_final" not in s["strategies"]["random"]
+    md = _markdown(
+        s
+        | {
+            "wall_s": 1.0,
+            "config": {
+                "pool": 9,
+                "val": 3,
+                "test": 5,
+                "budgets": [30, 120, 150],
+                "seeds": [0, 1, 2],
+                "steps_per_round": 3,
+                "batch_size": 16,
+                "base": None,
+            },
+        }
+    )
+    assert "| posture=upright | 55.0 / 50.0 / 51.7 / 53.0 | 55.0 / 47.0 / 49.0 / 50.3 | -2.67 [" in md

@@ -388,6 +388,7 @@ def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
         if rnd is not None and s != COLD:
             reach = _reach(row["labels"], c["pckh05"], rnd["pckh05"], idx)
             row.update(reach)
+        row.update(_strata_rows(runs, per_seed.get("random") if s not in ("random", COLD) else None, idx))
         out["strategies"][s] = row
     full = out["strategies"].get("full", {})
     if "labels_to_random_ratio" in full:
@@ -407,6 +408,43 @@ def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
             "base_minus_cold_ci": _ci((a - b)[idx].mean(1)) if len(seeds) > 1 else None,
         }
     out["per_seed"] = per_seed
+    return out
+
+
+def _strata_curves(runs: list[list[dict]]) -> dict[tuple[str, str], np.ndarray]:
+    """Each stratum's test PCKh@0.5 as (seeds, rounds), NaN where a round has no test frame of it."""
+    keys = sorted({(k, v) for run in runs for r in run for k, vals in r.get("strata", {}).items() for v in vals})
+    return {
+        (k, v): np.array([[r.get("strata", {}).get(k, {}).get(v, np.nan) for r in run] for run in runs], float)
+        for k, v in keys
+    }
+
+
+def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+    n = (~np.isnan(a)).sum(axis)
+    return np.where(n > 0, np.nansum(a, axis) / np.maximum(n, 1), np.nan)
+
+
+def _strata_rows(runs: list[list[dict]], rnd_runs: list[list[dict]] | None, idx: np.ndarray) -> dict:
+    """Where the points go: each stratum's mean test PCKh@0.5 per round and, paired with random, its difference at
+    the final budget with an interval: the stratum a base knew can lose what the focused one gains."""
+    curves = _strata_curves(runs)
+    if not curves:
+        return {}
+    out: dict = {"strata_pckh05": {}}
+    for (k, v), arr in curves.items():
+        out["strata_pckh05"].setdefault(k, {})[v] = _num(_nanmean(arr, 0))
+    if rnd_runs is None:
+        return out
+    rnd = _strata_curves(rnd_runs)
+    out["strata_pckh05_vs_random_final"] = {}
+    for (k, v), arr in curves.items():
+        if (k, v) not in rnd or len(idx[0]) < 2:
+            continue
+        d = arr[:, -1] - rnd[(k, v)][:, arr.shape[1] - 1]
+        if np.isnan(d).any():
+            continue
+        out["strata_pckh05_vs_random_final"].setdefault(k, {})[v] = {"mean": _num(d.mean()), "ci": _ci(d[idx].mean(1))}
     return out
 
 
@@ -653,8 +691,40 @@ def _markdown(summary: dict) -> str:
                 f"| {summary['seeds'][r['seed_index']]} | {r['round']} | {r['stratum']} | {g(r['gain_full'])} | "
                 f"{g(r['gain_random'])} | {r['chunk_share_full']:.0%} | {r['chunk_share_random']:.0%} |"
             )
+    L += _strata_markdown(summary)
     L += ["", "![learning curves](simulate.png)", ""]
     return "\n".join(L)
+
+
+def _strata_markdown(summary: dict) -> list[str]:
+    """Per stratum: each arm's mean test PCKh@0.5 round by round, and each arm − random at the final budget."""
+    arms = {s: c for s, c in summary["strategies"].items() if c.get("strata_pckh05")}
+    if not arms:
+        return []
+    paired = [s for s, c in arms.items() if c.get("strata_pckh05_vs_random_final")]
+    L = [
+        "",
+        "## Where the points go: test PCKh@0.5 per stratum (mean of the seeds)",
+        "",
+        "Each arm's cell reads round by round from the base; a stratum the base knew can lose what a focused one "
+        "gains.",
+    ]
+    keys = sorted({k for c in arms.values() for k in c["strata_pckh05"]})
+    for key in keys:
+        head = ["stratum", *(f"{s} ({' / '.join(map(str, arms[s]['labels']))} labels)" for s in arms)]
+        head += [f"{s} − random at {arms[s]['labels'][-1]}" for s in paired]
+        L += ["", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        values = sorted({v for c in arms.values() for v in c["strata_pckh05"].get(key, {})})
+        for v in values:
+            cells = [f"{key}={v}"]
+            for s in arms:
+                ys = arms[s]["strata_pckh05"].get(key, {}).get(v)
+                cells.append("–" if ys is None else " / ".join("–" if y is None else f"{y:.1f}" for y in ys))
+            for s in paired:
+                d = arms[s]["strata_pckh05_vs_random_final"].get(key, {}).get(v)
+                cells.append("–" if d is None else f"{d['mean']:+.2f}" + _iv(d["ci"]))
+            L.append("| " + " | ".join(cells) + " |")
+    return L
 
 
 def _col(ci, i):

@@ -167,6 +167,21 @@ def test_a_seed_reruns_to_the_same_figures(tmp_path, lspet_coco):
     assert got[0] == got[1]
     assert got[0]["random"][0][1]["pckh05"] != got[0]["random"][0][0]["pckh05"]  # the rounds did train
 
+    # the first-chunk arm alone, merged with that run: the base-scored vs cold first chunk, paired by seed
+    from iterate.loop.simulate import merge
+
+    args[args.index("random,full")] = COLD
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "cold")])
+    assert r.exit_code == 0, r.output
+    cold = json.loads((tmp_path / "cold" / "simulate.json").read_text())
+    assert set(cold["per_seed"]) == {COLD} and len(cold["per_seed"][COLD][0]) == 2  # the base and one chunk
+    both = merge([json.loads((tmp_path / "sim0" / "simulate.json").read_text()), cold])
+    fc = both["first_chunk"]
+    assert fc["cold_start_pckh05"] == cold["per_seed"][COLD][0][1]["pckh05"]
+    assert fc["base_scored_pckh05"] == got[0]["full"][0][1]["pckh05"]
+    r = CliRunner().invoke(app, [*args, "--base", "none", "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "give a base" in r.output and "Traceback" not in r.output
+
 
 def test_snapshot_score_ranks_the_frames_whose_prediction_moved_since_the_last_round():
     """The ``snapshot`` arm's score: the distance between this round's and the last round's predictions, divided by

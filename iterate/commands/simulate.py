@@ -19,7 +19,13 @@ def simulate(
     manifest: ManifestOpt = DEFAULT,
     images: Annotated[Path | None, typer.Option(help="folder the COCO file names are relative to")] = None,
     budgets: Annotated[str, typer.Option(help="labels per round, comma-separated (default: the chunk plan of D)")] = "",
-    strategies: Annotated[str, typer.Option(help="comma-separated names from the strategy registry")] = "random,full",
+    strategies: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated names from the strategy registry, or cold_start alone (the first-chunk arm, "
+            "to merge with an earlier run's full)"
+        ),
+    ] = "random,full",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds (≥ 2 for intervals; 5 for a claim)")] = "0,1,2,3,4",
     steps: Annotated[int, typer.Option(help="fine-tuning steps per round (at train.batch_size)")] = 150,
     cold_first_chunk: Annotated[
@@ -39,7 +45,7 @@ def simulate(
 
     Example: iterate simulate --pool pool.json --val val.json --test test.json --budgets 30,120,150 --seeds 0,1,2,3,4
     """
-    from iterate.loop.simulate import SimConfig, coco_samples, run
+    from iterate.loop.simulate import COLD, SimConfig, coco_samples, run
     from iterate.selection.strategies import STRATEGIES
 
     m = load_manifest(manifest, check_sources=False)
@@ -53,15 +59,18 @@ def simulate(
         raise IterateError("--steps must be a positive number of training steps")
     b = [int(x) for x in budgets.split(",") if x.strip()] if budgets else m.chunk_targets()
     strat = tuple(s.strip() for s in strategies.split(",") if s.strip())
-    bad = [s for s in strat if s not in STRATEGIES]
+    known = (*STRATEGIES, COLD)  # cold_start alone: the first-chunk arm, to merge with an earlier run's full
+    bad = [s for s in strat if s not in known]
     if bad:
-        raise IterateError(f"--strategies: unknown {', '.join(bad)} (known: {', '.join(STRATEGIES)})")
+        raise IterateError(f"--strategies: unknown {', '.join(bad)} (known: {', '.join(known)})")
     if base is not None and str(base) in (".", "none"):  # --base none: train from scratch
         base_ck = None
     else:
         base_ck = base or (m.resolve(m.model.base) if m.model.base else None)
     if base_ck is not None and not Path(base_ck).is_file():
         raise IterateError(f"base checkpoint not found: {base_ck}")
+    if COLD in strat and base_ck is None:
+        raise IterateError(f"--strategies: {COLD} compares a cold first chunk with the base's; give a base (--base)")
     P, V, T = coco_samples(m, pool, images), coco_samples(m, val, images), coco_samples(m, test, images)
     if sum(b) > len(P):
         raise IterateError(f"--budgets ask for {sum(b)} labels but the pool has {len(P)} labeled frames")

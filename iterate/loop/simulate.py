@@ -272,7 +272,7 @@ def run(m: Manifest, pool, val, test, cfg: SimConfig, out_dir: Path, log: Callab
     t_start = time.time()
     sim = _Sim(m, pool, val, test, cfg, log)
     names = list(cfg.strategies)
-    if cfg.base and cfg.cold_first_chunk and "full" in names:
+    if cfg.base and cfg.cold_first_chunk and "full" in names and COLD not in names:
         names.append(COLD)
     per_seed: dict[str, list[list[dict]]] = {s: [] for s in names}
     for seed in cfg.seeds:

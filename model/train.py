@@ -372,7 +372,7 @@ def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int
     bs = max(1, tcfg.batch_size // world)  # the global batch stays train.batch_size across ranks
     g = torch.Generator().manual_seed(tcfg.seed)
     if replay:
-        sampler = replay_sampler(len(samples), len(replay), tcfg.replay_fraction, g)
+        sampler = replay_sampler(len(samples), len(replay), tcfg.replay_fraction, g, min_samples=bs)
     loader = DataLoader(
         ds,
         batch_size=bs,
@@ -387,13 +387,16 @@ def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int
     return ds, sampler, loader
 
 
-def replay_sampler(n_new: int, n_replay: int, fraction: float, generator: torch.Generator) -> WeightedRandomSampler:
-    """Draw an epoch of ``n_new / (1 - fraction)`` samples in which the replay rows (after the new ones) are
+def replay_sampler(
+    n_new: int, n_replay: int, fraction: float, generator: torch.Generator, min_samples: int = 1
+) -> WeightedRandomSampler:
+    """Draw an epoch of ``n_new / (1 - fraction)`` samples, at least ``min_samples`` (one batch: the loader drops a
+    last partial batch, so a shorter epoch would train no step), in which the replay rows (after the new ones) are
     ``fraction`` of the draws on average, each row of a group equally likely."""
     w = torch.cat([torch.full((n_new,), (1 - fraction) / max(1, n_new)), torch.full((n_replay,), fraction / n_replay)])
     if n_new == 0:
         w = torch.full((n_replay,), 1.0 / n_replay)
-    n = max(1, round(max(1, n_new) / (1 - fraction)))
+    n = max(min_samples, round(max(1, n_new) / (1 - fraction)))
     return WeightedRandomSampler(w, num_samples=n, replacement=True, generator=generator)
 
 

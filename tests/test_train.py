@@ -232,6 +232,8 @@ def test_replay_sampler_draws_the_replay_share():
     share = np.mean([r >= 40 for r in many])
     assert abs(share - 0.3) < 0.03, share  # 400 replay frames, yet 30 % of the draws, not 91 %
     assert len({r for r in many if r < 40}) == 40  # every new frame is drawn
+    # 4 new frames at 50 %: an epoch of 8 draws would be no whole batch of 16 — the loader would train no step
+    assert len(list(replay_sampler(4, 251, 0.5, g, min_samples=16))) == 16
 
 
 def test_replay_source_must_exist_and_be_labeled(tmp_path, lspet_coco):
@@ -376,3 +378,20 @@ def test_refine_passes_rebox_on_the_last_crop_and_its_head_box(lspet_coco):
     np.testing.assert_allclose(p1.boxes, p2.boxes)  # the reported person box is the whole-frame head's
     st = InferConfig.from_dict(two.settings.to_dict())
     assert st.refine_passes == 2 and "box refine ×2" in st.describe()
+
+
+def test_a_few_new_frames_with_replay_still_train(tmp_path, lspet_coco):
+    """4 new frames at replay fraction 0.5 make an epoch of 8 draws, under one batch of 16: each epoch still trains a
+    step (before, the loader dropped the partial batch and the fine-tune trained nothing)."""
+    from dataclasses import replace
+
+    m = load_manifest(REPO / "data_manifest.yaml")
+    setup = train_setup(m, epochs=2)
+    assert setup.train.replay_fraction == 0.5 and setup.train.batch_size == 16
+    res = train(
+        setup, _samples(lspet_coco, {1, 2, 3, 4}), [], tmp_path / "run", replay=_samples(lspet_coco, set(range(5, 45)))
+    )
+    assert load_file(res.last)["step"] == 2
+    setup = replace(setup, train=replace(setup.train, replay_fraction=0.0))
+    res = train(setup, _samples(lspet_coco, {1, 2, 3, 4}), [], tmp_path / "plain", replay=_samples(lspet_coco, {5}))
+    assert load_file(res.last)["step"] == 2  # 4 frames, no replay: one partial batch per epoch

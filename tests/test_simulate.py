@@ -28,6 +28,15 @@ def _runs(curves: list[list[float]], strata=None, focus=None) -> list[list[dict]
     return out
 
 
+def _sim_args(tmp_path, lspet_coco, n_pool: int, n_val: int, n_test: int) -> list[str]:
+    """`iterate simulate` on the demo manifest with the first LSPET frames of the pool, val and test ranges."""
+    pool = lspet_subset(lspet_coco, list(range(6001, 6001 + n_pool)), tmp_path / "pool.json")
+    val = lspet_subset(lspet_coco, list(range(6901, 6901 + n_val)), tmp_path / "val.json")
+    test = lspet_subset(lspet_coco, list(range(7001, 7001 + n_test)), tmp_path / "test.json")
+    args = ["simulate", "-m", str(REPO / "data_manifest.yaml"), "--pool", str(pool), "--val", str(val)]
+    return [*args, "--test", str(test), "--images", str(LSPET)]
+
+
 def test_summary_pairs_seeds_and_gives_intervals():
     """A seeded case where the answer is known: full is random's curve plus 2, then 3 points (random's seed noise
     is shared, so the paired difference has no spread), and reaches random's final figure at 90 labels."""
@@ -77,12 +86,9 @@ def test_focus_test_compares_the_focused_stratum_under_full_and_random():
 
 def test_simulate_tiny_slice_end_to_end(tmp_path, lspet_coco):
     """Two seeds from the demo's upright base: paired rounds, a cold-start first chunk, the focus test's rows."""
-    pool = lspet_subset(lspet_coco, list(range(6001, 6041)), tmp_path / "pool.json")
-    val = lspet_subset(lspet_coco, list(range(6901, 6916)), tmp_path / "val.json")
-    test = lspet_subset(lspet_coco, list(range(7001, 7016)), tmp_path / "test.json")
     out = tmp_path / "sim"
-    args = ["simulate", "-m", str(REPO / "data_manifest.yaml"), "--pool", str(pool), "--val", str(val)]
-    args += ["--test", str(test), "--images", str(LSPET), "--budgets", "6,6", "--seeds", "0,1", "--steps", "3"]
+    args = _sim_args(tmp_path, lspet_coco, 40, 15, 15)
+    args += ["--budgets", "6,6", "--seeds", "0,1", "--steps", "3"]
     r = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert r.exit_code == 0, r.output
     s = json.loads((out / "simulate.json").read_text())
@@ -153,11 +159,8 @@ def test_merge_arms_on_the_same_seeds_equals_one_run():
 
 def test_a_seed_reruns_to_the_same_figures(tmp_path, lspet_coco):
     """What merging arms across runs rests on: the same seed and settings give the same rounds, figure for figure."""
-    pool = lspet_subset(lspet_coco, list(range(6001, 6021)), tmp_path / "pool.json")
-    val = lspet_subset(lspet_coco, list(range(6901, 6911)), tmp_path / "val.json")
-    test = lspet_subset(lspet_coco, list(range(7001, 7011)), tmp_path / "test.json")
-    args = ["simulate", "-m", str(REPO / "data_manifest.yaml"), "--pool", str(pool), "--val", str(val)]
-    args += ["--test", str(test), "--images", str(LSPET), "--budgets", "4,4", "--seeds", "3", "--steps", "3"]
+    args = _sim_args(tmp_path, lspet_coco, 20, 10, 10)
+    args += ["--budgets", "4,4", "--seeds", "3", "--steps", "3"]
     args += ["--strategies", "random,full", "--no-cold-first-chunk"]
     got = []
     for i in range(2):
@@ -208,11 +211,8 @@ def test_snapshot_score_ranks_the_frames_whose_prediction_moved_since_the_last_r
 def test_simulate_fine_tunes_with_the_manifests_replay_source(tmp_path, lspet_coco):
     """The demo manifest names `base_replay` (251 of the base's training frames): simulate mixes it into every
     fine-tune as retrain does, says so in its Markdown, and --no-replay turns it off (a different fine-tune)."""
-    pool = lspet_subset(lspet_coco, list(range(6001, 6013)), tmp_path / "pool.json")
-    val = lspet_subset(lspet_coco, list(range(6901, 6906)), tmp_path / "val.json")
-    test = lspet_subset(lspet_coco, list(range(7001, 7011)), tmp_path / "test.json")
-    args = ["simulate", "-m", str(REPO / "data_manifest.yaml"), "--pool", str(pool), "--val", str(val)]
-    args += ["--test", str(test), "--images", str(LSPET), "--budgets", "4", "--seeds", "0", "--steps", "4"]
+    args = _sim_args(tmp_path, lspet_coco, 12, 5, 10)
+    args += ["--budgets", "4", "--seeds", "0", "--steps", "4"]
     args += ["--strategies", "random", "--no-cold-first-chunk"]
     got = {}
     for flag in ("--replay", "--no-replay"):

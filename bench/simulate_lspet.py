@@ -130,7 +130,7 @@ def _figures(out: Path, args) -> None:
         "simulate_wall_s": s["wall_s"],
     }
     for name, c in s["strategies"].items():  # variant arms: their own paired figures
-        if name not in ("random", "full") and c.get("pckh05_vs_random"):
+        if name not in ("random", "full", "cold_start") and c.get("pckh05_vs_random"):  # cold_start: first_chunk
             figures[f"{name}_minus_random_final_pckh05"] = c["pckh05_vs_random"][-1]
             figures[f"{name}_minus_random_final_pckh05_ci"] = _last(c.get("pckh05_vs_random_ci"))
             figures[f"{name}_labels_to_random_ratio"] = c.get("labels_to_random_ratio")

@@ -160,12 +160,12 @@ class _Sim:
 
     def __init__(self, m: Manifest, pool, val, test, cfg: SimConfig, log):
         self.m, self.pool, self.val, self.test, self.cfg, self.log = m, pool, val, test, cfg, log
+        self.replay = replay_samples(m) if cfg.replay else []  # first: a bad replay source fails before any work
         self.spec = keypoint_spec(m)
         self.codec = DarkCodec(m.model.input_size, m.model.heatmap_size, m.model.sigma)
         self.base_model = model_from_checkpoint(cfg.base)[0] if cfg.base else None
         self.base_row = self._row(0, self.base_model) if self.base_model is not None else None
         self._features: np.ndarray | None = None
-        self.replay = replay_samples(m) if cfg.replay else []
 
     def _row(self, labels: int, model) -> dict:
         res, pred = _evaluate(self.m, model, self.codec, self.test)

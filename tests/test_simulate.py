@@ -287,3 +287,19 @@ def test_summary_says_where_the_points_go_per_stratum():
         }
     )
     assert "| posture=upright | 55.0 / 50.0 / 51.7 / 53.0 | 55.0 / 47.0 / 49.0 / 50.3 | -2.67 [" in md
+
+
+def test_paired_difference_between_two_runs_uses_the_common_seeds():
+    """The same arm of two runs (e.g. with and without replay), paired seed by seed over the seeds both ran."""
+    from iterate.loop.simulate import paired_difference
+
+    a = summarise({"random": _runs([[40, 41, 42, 44], [39, 41, 43, 45], [41, 42, 42, 43]])}, [0, 1, 2])
+    b = summarise({"random": _runs([[40, 40, 41, 42], [39, 40, 42, 44]])}, [1, 0])
+    d = paired_difference(a, "random", b, "random")
+    assert d["seeds"] == [0, 1] and d["labels"] == [0, 30, 150, 300]
+    # seed 0: a 40 41 42 44 − b 39 40 42 44 = 1 1 0 0; seed 1: a 39 41 43 45 − b 40 40 41 42 = −1 1 2 3
+    assert d["pckh05_diff"] == [0.0, 1.0, 1.0, 1.5]
+    lo, hi = d["pckh05_diff_ci"]
+    assert lo[-1] == 0.0 and hi[-1] == 3.0  # two seeds: the resamples' means span the two differences
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_difference(a, "random", summarise({"random": _runs([[1, 2, 3, 4]])}, [7]), "random")

@@ -346,6 +346,22 @@ def rename_arms(summary: dict, names: dict[str, str]) -> dict:
 
 
 # -- statistics over seeds ----------------------------------------------------------------------------
+def paired_difference(a: dict, arm_a: str, b: dict, arm_b: str) -> dict:
+    """Test PCKh@0.5 of ``arm_a`` in summary ``a`` minus ``arm_b`` in summary ``b``, round by round, paired over the
+    seeds both ran (e.g. the same arm with and without replay): the mean and its 95 % bootstrap interval."""
+    seeds = [x for x in a["seeds"] if x in b["seeds"]]
+    if not seeds:
+        raise ValueError(f"no seed in common: {a['seeds']} and {b['seeds']}")
+    ra = [a["per_seed"][arm_a][a["seeds"].index(x)] for x in seeds]
+    rb = [b["per_seed"][arm_b][b["seeds"].index(x)] for x in seeds]
+    labels = [r["labels"] for r in ra[0]]
+    if labels != [r["labels"] for r in rb[0]]:
+        raise ValueError(f"the arms ran different budgets: {labels} and {[r['labels'] for r in rb[0]]}")
+    d = np.array([[x["pckh05"] for x in run] for run in ra]) - np.array([[x["pckh05"] for x in run] for run in rb])
+    ci = _ci(d[_boot_idx(len(seeds))].mean(1)) if len(seeds) > 1 else None
+    return {"seeds": seeds, "labels": labels, "pckh05_diff": _num(d.mean(0)), "pckh05_diff_ci": ci}
+
+
 def _boot_idx(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """Resampled seed indices (n_boot, n): the same draws for every paired statistic of one summary."""
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))

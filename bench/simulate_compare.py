@@ -1,0 +1,41 @@
+"""Paired differences between arms of two simulation runs (e.g. with and without replay), over the seeds both ran.
+
+    python bench/simulate_compare.py --pair simulate-replay:random simulate-final:random [--pair …] --name NAME
+
+Each ``--pair A:ARM B:ARM`` prints and records A's arm minus B's arm, test PCKh@0.5 round by round, with a 95 %
+bootstrap interval over the common seeds; figures ``<A>_<ARM>_minus_<B>_<ARM>_final`` (the last budget) and ``_ci``.
+Writes bench/results/<name>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, write_result  # noqa: E402
+
+
+def main() -> None:
+    from iterate.loop.simulate import paired_difference
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pair", nargs=2, action="append", required=True, metavar="RUN:ARM", help="runs in bench/results/")
+    ap.add_argument("--name", required=True)
+    args = ap.parse_args()
+    figures, details = {}, {}
+    for pair in args.pair:
+        (ra, aa), (rb, ab) = (side.rsplit(":", 1) for side in pair)
+        a, b = (json.loads((RESULTS / r / "simulate.json").read_text()) for r in (ra, rb))
+        d = paired_difference(a, aa, b, ab)
+        key = f"{ra}_{aa}_minus_{rb}_{ab}".replace("-", "_")
+        figures[f"{key}_final"] = d["pckh05_diff"][-1]
+        figures[f"{key}_final_ci"] = None if d["pckh05_diff_ci"] is None else [c[-1] for c in d["pckh05_diff_ci"]]
+        details[key] = d
+    write_result(args.name, figures, details)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,12 +18,18 @@ from iterate.core.errors import IterateError
 err_console = Console(stderr=True)
 
 
+def _one_line(text: str) -> str:
+    """Control characters (a newline, or a record separator inside a field name from the user's file) written as
+    escapes: the error stays one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class _Group(TyperGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except IterateError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(_one_line(str(e)))}", highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted: the ledger keeps every completed step; re-run to continue")

@@ -175,3 +175,16 @@ def test_generated_manifests_never_traceback(tmp_path):
         _no_traceback(CliRunner().invoke(app, ["status", "-m", str(p)]))
 
     check()
+
+
+def test_a_control_character_in_a_field_name_stays_on_one_line(tmp_path):
+    """Found by the generated-manifests test: a key holding U+001E (a line break to str.splitlines) split the error
+    in two. Control characters in an error are written as escapes."""
+    d = demo_manifest_dict()
+    d["sources"] = []
+    d["keypoints"]["normalizer"] = {"\x1e": None, "a\nb": 1}
+    p = tmp_path / "m.yaml"
+    p.write_text(yaml.safe_dump(d, allow_unicode=True))
+    r = CliRunner().invoke(app, ["status", "-m", str(p)])
+    _no_traceback(r)
+    assert r.exit_code == 2 and "keypoints.normalizer" in r.output and "\\x1e" in r.output

@@ -454,8 +454,10 @@ def _strata_rows(runs: list[list[dict]], rnd_runs: list[list[dict]] | None, idx:
         return out
     rnd = _strata_curves(rnd_runs)
     out["strata_pckh05_vs_random_final"] = {}
+    if len(idx[0]) < 2:  # one seed: no interval
+        return out
     for (k, v), arr in curves.items():
-        if (k, v) not in rnd or len(idx[0]) < 2:
+        if (k, v) not in rnd:
             continue
         d = arr[:, -1] - rnd[(k, v)][:, arr.shape[1] - 1]
         if np.isnan(d).any():

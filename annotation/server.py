@@ -8,6 +8,7 @@ printed, logged or written to disk by iterate.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -45,6 +46,7 @@ class ServerState:
     pid: int | None
     running: bool
     data_dir: Path
+    stale: bool = False  # a pid file that names no server of this workspace
 
 
 def _port_of(url: str) -> tuple[str, int]:
@@ -93,17 +95,83 @@ def server_env(ls: LabelStudioSettings, data: Path, token: str) -> dict:
     return env
 
 
-def status(ls: LabelStudioSettings) -> ServerState:
-    d = data_dir(ls)
-    pid = None
-    pf = d / "server.pid"
-    if pf.is_file():
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22): with the pid it names one
+    process, never a later one that reuses the number. None where ``/proc`` is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def _proc_cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
         try:
-            pid = int(pf.read_text().strip())
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pid = None
-    return ServerState(ls.url, pid, _healthy(ls.url), d)
+            out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return []
+        return out.stdout.split()
+
+
+def _read_pid_file(pf: Path) -> dict | None:
+    """The record ``start`` wrote: pid, start time, port, data folder (a bare pid from an older version reads as
+    a record without the start time)."""
+    try:
+        text = pf.read_text().strip()
+    except OSError:
+        return None
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(rec, int):
+        rec = {"pid": rec}
+    if not isinstance(rec, dict) or not isinstance(rec.get("pid"), int) or rec["pid"] <= 1:
+        return None
+    return rec
+
+
+def _is_ours(rec: dict, port: int) -> bool:
+    """Provably the server this workspace started: alive, a ``label-studio start`` on this port, and the same
+    process (start time) as the one recorded. Anything else holding the pid is left alone."""
+    pid = rec["pid"]
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, OverflowError):
+        return False
+    if rec.get("start") is not None and _proc_start(pid) not in (None, rec["start"]):
+        return False
+    argv = _proc_cmdline(pid)
+    names = {Path(a).name for a in argv}
+    if "label-studio" not in names or "start" not in argv:
+        return False
+    return any(a == "--port" and b == str(port) for a, b in zip(argv, argv[1:]))
+
+
+def _pid_file(ls: LabelStudioSettings) -> Path:
+    return data_dir(ls) / "server.pid"
+
+
+def status(ls: LabelStudioSettings) -> ServerState:
+    """``pid`` is set only for the server this workspace started (:func:`_is_ours`); ``stale`` says the pid file
+    names some other process or none."""
+    d = data_dir(ls)
+    pf = _pid_file(ls)
+    rec = _read_pid_file(pf) if pf.is_file() else None
+    _, port = _port_of(ls.url)
+    ours = rec is not None and _is_ours(rec, port)
+    return ServerState(ls.url, rec["pid"] if ours else None, _healthy(ls.url), d, stale=pf.is_file() and not ours)
+
+
+def _make_private(d: Path) -> None:
+    """The server's folder holds its database and with it the API token: only the owner may read it."""
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    for f in d.glob("*.sqlite3*"):
+        os.chmod(f, 0o600)
 
 
 def start(ls: LabelStudioSettings, *, template: Path | None = None, timeout: float = 240.0) -> ServerState:
@@ -116,12 +184,14 @@ def start(ls: LabelStudioSettings, *, template: Path | None = None, timeout: flo
     st = status(ls)
     if st.running and st.pid:
         return st
+    if st.stale:
+        _pid_file(ls).unlink(missing_ok=True)
     if _port_busy(port):
         raise StudioError(f"port {port} is busy with another program: change label_studio.url or stop it")
     d = data_dir(ls)
     if template is not None and not (d / "label_studio.sqlite3").exists():
         shutil.copytree(template, d, dirs_exist_ok=True)
-    d.mkdir(parents=True, exist_ok=True)
+    _make_private(d)
     log = open(d / "server.log", "ab")
     proc = subprocess.Popen(
         [str(studio_binary()), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
@@ -131,8 +201,9 @@ def start(ls: LabelStudioSettings, *, template: Path | None = None, timeout: flo
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         cwd=d,
+        umask=0o077,  # every file the server writes (its database holds the token) is the owner's alone
     )
-    (d / "server.pid").write_text(str(proc.pid))
+    _pid_file(ls).write_text(json.dumps({"pid": proc.pid, "start": _proc_start(proc.pid), "port": port}))
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
@@ -144,10 +215,16 @@ def start(ls: LabelStudioSettings, *, template: Path | None = None, timeout: flo
     raise StudioError(f"label-studio did not answer on {ls.url} within {timeout:.0f} s; see {d / 'server.log'}")
 
 
-def stop(ls: LabelStudioSettings, timeout: float = 20.0) -> bool:
+def stop(ls: LabelStudioSettings, timeout: float = 20.0) -> str:
+    """Stop the server this workspace started: ``"stopped"``; ``"stale"`` when the pid file names another process
+    or none (the file is removed, nothing is signalled); ``"none"`` when there is no pid file."""
     st = status(ls)
+    pf = _pid_file(ls)
+    if st.stale:
+        pf.unlink(missing_ok=True)
+        return "stale"
     if not st.pid:
-        return False
+        return "none"
     try:
         os.killpg(st.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -164,8 +241,8 @@ def stop(ls: LabelStudioSettings, timeout: float = 20.0) -> bool:
             os.killpg(st.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    (st.data_dir / "server.pid").unlink(missing_ok=True)
-    return True
+    pf.unlink(missing_ok=True)
+    return "stopped"
 
 
 def require_running(ls: LabelStudioSettings) -> None:

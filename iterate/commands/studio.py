@@ -43,7 +43,12 @@ def stop(manifest: ManifestOpt = DEFAULT) -> None:
     from iterate.loop.studio import stop_server
 
     m = load_manifest(manifest)
-    console.print("stopped" if stop_server(m) else "no local Label Studio was running")
+    said = {
+        "stopped": "stopped",
+        "stale": "the pid file was stale (its process is not this workspace's Label Studio): removed it, stopped nothing",
+        "none": "no local Label Studio was running",
+    }
+    console.print(said[stop_server(m)])
 
 
 @studio_app.command("status")

@@ -27,7 +27,8 @@ def start_server(m: Manifest, **kw) -> server.ServerState:
     return server.start(studio_settings(m), **kw)
 
 
-def stop_server(m: Manifest) -> bool:
+def stop_server(m: Manifest) -> str:
+    """``"stopped"``, ``"stale"`` (a pid file naming no server of this workspace, removed) or ``"none"``."""
     return server.stop(studio_settings(m))
 
 

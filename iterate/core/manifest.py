@@ -7,6 +7,7 @@ turns one into an absolute path. Validation errors name the field path (``keypoi
 from __future__ import annotations
 
 import math
+import unicodedata
 from pathlib import Path
 from typing import Literal
 
@@ -121,6 +122,32 @@ class KeypointSchema(_Strict):
         )
 
 
+_RESERVED_FOLDER_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10))}
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a folder of its own under the workspace (frames are cut into ``frames/<name>``),
+    or None. Refused: empty, a path separator, ``..``, control characters, a leading dot, a trailing dot or
+    space, Windows' reserved device names (``CON``, ``NUL``, ``COM1``, …, with or without an extension)."""
+    if not name:
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "holds a path separator (/ or \\)"
+    if ".." in name:
+        return "holds '..'"
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name):
+        return "holds a control character"
+    if name.startswith("."):
+        return "starts with a dot"
+    if name[-1] in ". ":
+        return "ends with a dot or a space"
+    if name.split(".")[0].rstrip(" ").upper() in _RESERVED_FOLDER_NAMES:
+        return "is a reserved device name (CON, NUL, COM1, …)"
+    if len(name.encode("utf-8", "surrogateescape")) > 200:
+        return "is longer than 200 bytes"
+    return None
+
+
 class Source(_Strict):
     """Where frames come from. ``split`` is ``pool`` (unlabeled, selectable), ``train``, ``val`` or ``test``."""
 
@@ -135,6 +162,21 @@ class Source(_Strict):
     )
     fps: float | None = Field(None, gt=0, description="video: sample at this rate instead of `every`")
     labels: bool = Field(True, description="coco: import the labels (false: register the images only)")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str | None) -> str | None:
+        why = folder_name_problem(v) if v is not None else None
+        if why:
+            raise ValueError(f"{v!r} {why}: a source name must be a plain folder name (letters, digits, - _ .)")
+        return v
+
+    @model_validator(mode="after")
+    def _safe_label(self) -> Source:
+        why = folder_name_problem(self.label) if self.name is None and self.label else None  # "." has none
+        if why:
+            raise ValueError(f"the name taken from path, {self.label!r}, {why}: give the source a plain `name`")
+        return self
 
     @property
     def label(self) -> str:

@@ -97,6 +97,17 @@ class _NearDuplicates:
         self._n += 1
 
 
+def _frames_dir(m: Manifest, src: Source) -> Path:
+    """``<workspace>/frames/<source name>``, created; refused unless it resolves to a folder inside the workspace
+    (a name is checked when the manifest loads; this guards the write itself, e.g. against a planted symlink)."""
+    ws = m.workspace_dir
+    d = (ws / "frames" / src.label).resolve()
+    if ws not in d.parents:
+        raise IterateError(f"sources: {src.label!r}: its frames folder {printable(d)} lies outside the workspace {ws}")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def _frame_id(source: str, rel: str, index: int | None) -> str:
     return hashlib.sha1(f"{source}\0{rel}\0{index}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
@@ -177,8 +188,7 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
         step = max(1, int(round(vfps / src.fps)))
     total = (n + step - 1) // step
     background = _median_background(cap, n)
-    out_dir = m.workspace_dir / "frames" / src.label
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _frames_dir(m, src)
     idx = 0
     try:
         while True:
@@ -569,8 +579,7 @@ def _ingest_sleap(m, ledger, src, s, by_hash, progress) -> None:
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise IterateError(f"{path}: its video {video} cannot be opened (set `video:` on the source)")
-    out_dir = m.workspace_dir / "frames" / src.label
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _frames_dir(m, src)
     cut = []
     try:
         for idx in sorted(by_frame):

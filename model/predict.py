@@ -10,6 +10,7 @@ import numpy as np
 
 from iterate.core.errors import IterateError
 from iterate.core.images import IMAGE_EXTS
+from iterate.core.paths import name_parts, same_file, suffix_match
 
 
 def _files(inputs: list[Path]) -> list[Path]:
@@ -22,6 +23,60 @@ def _files(inputs: list[Path]) -> list[Path]:
         else:
             raise IterateError(f"{p}: no such image or folder")
     return out
+
+
+def check_out(out: Path, files: list[Path]) -> None:
+    """Before any prediction: ``out`` can be written, is not one of the inputs and overwrites no non-JSON file."""
+    if out.is_dir():
+        raise IterateError(f"--out {out} is a folder: give a JSON file name")
+    if not out.parent.is_dir():
+        raise IterateError(f"--out {out}: the folder {out.parent} does not exist")
+    if out.exists():
+        if any(out.resolve() == f.resolve() for f in files):
+            raise IterateError(f"--out {out} is one of the input images: give another file name")
+        if out.suffix.lower() != ".json":
+            raise IterateError(f"--out {out} exists and is not a JSON file: refusing to overwrite it")
+
+
+def coco_ids(coco: Path, files: list[Path]) -> dict[Path, int]:
+    """Each input file's image id in ``coco``, matched by its path's tail against the COCO ``file_name`` (the
+    longest shared tail wins). A file that matches no image, two images equally well, or an image claimed by two
+    files is refused by name: never paired by position or by base name alone."""
+    from iterate.core.coco import read_json
+
+    d = read_json(coco, "COCO file")
+    if not isinstance(d, dict) or not isinstance(d.get("images"), list):
+        raise IterateError(f"{coco}: not a COCO file (no 'images' list)")
+    images = [i for i in d["images"] if isinstance(i, dict) and isinstance(i.get("file_name"), str) and "id" in i]
+    by_base: dict[str, list[dict]] = {}
+    for im in images:
+        parts = name_parts(im["file_name"])
+        if parts:
+            by_base.setdefault(parts[-1], []).append(im)
+    ids: dict[Path, int] = {}
+    missing, claimed = [], {}
+    for f in files:
+        cands = by_base.get(f.name, [])
+        best = max((suffix_match(f, im["file_name"]) for im in cands), default=0)
+        top = [im for im in cands if suffix_match(f, im["file_name"]) == best and same_file(f, im["file_name"])]
+        if not top:
+            missing.append(f)
+            continue
+        if len(top) > 1:
+            names = ", ".join(repr(im["file_name"]) for im in top[:3])
+            raise IterateError(f"{coco}: {f} matches {len(top)} images equally ({names}): ambiguous, not guessed")
+        iid = int(top[0]["id"])
+        if iid in claimed:
+            raise IterateError(
+                f"{coco}: image {iid} ({top[0]['file_name']!r}) matches both {claimed[iid]} and {f}: "
+                "give the folder its file names are relative to"
+            )
+        claimed[iid] = f
+        ids[f] = iid
+    if missing:
+        shown = ", ".join(str(f) for f in missing[:3])
+        raise IterateError(f"{coco}: {len(missing)} input image(s) not among its images by file name: {shown}")
+    return ids
 
 
 def predict_files(
@@ -43,6 +98,9 @@ def predict_files(
     from model.data import Sample
     from model.infer import load_predictor
 
+    files = _files(inputs)
+    check_out(out, files)
+    ids = coco_ids(coco, files) if coco is not None else {}
     pred = load_predictor(
         model_path,
         flip=flip,
@@ -52,11 +110,6 @@ def predict_files(
         refine_passes=refine_passes,
         batch_size=batch_size,
     )
-    files = _files(inputs)
-    ids: dict[str, int] = {}
-    if coco is not None:
-        d = json.loads(coco.read_text())
-        ids = {Path(i["file_name"]).name: int(i["id"]) for i in d.get("images", [])}
     res = pred.predict([Sample(str(f)) for f in files])
     results = []
     for i, f in enumerate(files):
@@ -64,7 +117,7 @@ def predict_files(
             continue
         kp = np.concatenate([res.keypoints[i], res.scores[i][:, None]], axis=1)
         row = {
-            "image_id": ids.get(f.name, i + 1),
+            "image_id": ids.get(f, i + 1),  # without --coco: the file's position; evaluate checks file_name
             "file_name": str(f),
             "category_id": 1,
             "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],

@@ -190,6 +190,7 @@ def coco_evalset(spec: KeypointSpec, pred_path: Path, gt_path: Path) -> EvalSet:
         raise IterateError(
             f"{pred_path}: {len(bad_ids)} prediction image id(s) not in {gt_path}: " + ", ".join(map(str, bad_ids[:5]))
         )
+    notes = [_check_file_names(preds, gt, pred_path, gt_path)]
     by_img: dict = {}
     for p in preds:
         kp = p.get("keypoints") or []
@@ -224,4 +225,28 @@ def coco_evalset(spec: KeypointSpec, pred_path: Path, gt_path: Path) -> EvalSet:
         HB.append(hb if hb else [np.nan] * 4)
     if not G:
         raise IterateError(f"{gt_path}: no labeled annotations to evaluate")
-    return EvalSet(np.stack(P), np.stack(G), np.stack(V), A, I, np.asarray(HB, float), None, None, [])
+    return EvalSet(np.stack(P), np.stack(G), np.stack(V), A, I, np.asarray(HB, float), None, None, notes)
+
+
+def _check_file_names(preds: list[dict], gt: dict, pred_path: Path, gt_path: Path) -> str:
+    """Results are paired with labels by image id; where a result and its image both carry a file name they must
+    name the same file (a results file numbered by position against labels numbered otherwise is refused, not
+    scored). → the note saying how the pairing was checked."""
+    from iterate.core.paths import same_file
+
+    names = {im["id"]: im.get("file_name") for im in gt["images"]}
+    checked, wrong = 0, []
+    for p in preds:
+        ours, theirs = p.get("file_name"), names.get(p["image_id"])
+        if isinstance(ours, str) and isinstance(theirs, str):
+            checked += 1
+            if not same_file(ours, theirs):
+                wrong.append(f"image {p['image_id']}: {ours!r} vs {theirs!r}")
+    if wrong:
+        raise IterateError(
+            f"{pred_path}: {len(wrong)} of {checked} predictions name another file than {gt_path} under the same "
+            f"image id ({'; '.join(wrong[:2])}): predict with --coco {gt_path} so ids follow the labels"
+        )
+    if checked == len(preds):
+        return f"{checked} predictions paired with the labels by image id and file name"
+    return f"{len(preds)} predictions paired by image id; {checked} of them also checked by file name (the rest carry none)"

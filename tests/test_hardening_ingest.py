@@ -6,12 +6,15 @@ and video frames under the images' size rule. Real data from ../shared/data."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
 
 from conftest import SHARED, lsp_manifest
 
@@ -71,3 +74,56 @@ def test_a_plain_name_still_works(tmp_path):
     r = _ingest(p)
     assert r.exit_code == 0, r.output
     assert len(_files(tmp_path / "ws" / "frames" / "dance-cam_1.v2")) == 3
+
+
+# -- item 5: a Label Studio export reads only inside its images folder ---------------------------------------
+LS = SHARED / "label_studio_ui"
+
+
+def _ls_export(tmp_path, ref_of_task_1) -> tuple:
+    """The real UI export with task 1's image pointing elsewhere; images/ holds the three real frames, and
+    outside/secret.png a real picture next to it."""
+    import shutil
+
+    images, outside = tmp_path / "images", tmp_path / "outside"
+    images.mkdir()
+    outside.mkdir()
+    for f in ("frame_0000.png", "frame_0001.png", "frame_0002.png"):
+        shutil.copy(LS / f, images)
+    shutil.copy(LS / "frame_0000.png", outside / "secret.png")
+    os.symlink(outside / "secret.png", images / "link.png")
+    tasks = json.loads((LS / "export_full_json.json").read_text())
+    tasks[0]["data"]["image"] = ref_of_task_1(tmp_path)
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    d = dict(
+        strata={"posture": ["supine", "prone", "side"]},
+        keypoints={"names": ["head_top", "neck", "left_ankle"], "normalizer": {"kind": "person_box"}},
+    )
+    src = {"name": "ls", "kind": "labelstudio", "path": str(export), "images": str(images), "split": "train"}
+    return lsp_manifest(tmp_path, [src], **d), outside
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        lambda t: "/data/local-files/?d=../outside/secret.png",
+        lambda t: "/data/local-files/?d=" + "../" * 12 + str(t / "outside" / "secret.png").lstrip("/"),
+        lambda t: "/data/local-files/?d=link.png",  # a symlink inside images/ to a file outside
+        lambda t: "/data/local-files/?d=%2E%2E/outside/secret.png",
+    ],
+    ids=["dotdot", "deep-dotdot-absolute", "symlink", "encoded"],
+)
+def test_label_studio_task_image_outside_its_folder_is_refused(tmp_path, ref):
+    p, outside = _ls_export(tmp_path, ref)
+    line = _one_line(_ingest(p))
+    assert "task 1" in line and "outside the images folder" in line
+    with Ledger(load_manifest(p).workspace_dir) as led:
+        assert led.frames() == []  # refused whole: nothing registered, the outside file never read
+
+
+def test_label_studio_absolute_path_outside_is_not_registered(tmp_path):
+    p, outside = _ls_export(tmp_path, lambda t: str(t / "outside" / "secret.png"))
+    r = _ingest(p)
+    with Ledger(load_manifest(p).workspace_dir) as led:
+        assert all(str(outside) not in f.path for f in led.frames()), r.output

@@ -327,16 +327,19 @@ def _ingest_coco(m, ledger, src, s, by_hash, progress) -> None:
 
 
 # -- Label Studio JSON exports --------------------------------------------------------------------------
-def _ls_image_path(img_dir: Path, ref: str) -> tuple[str, Path]:
+def _ls_image_path(img_dir: Path, ref: str) -> tuple[str, Path] | None:
     """A task's image reference (local-files URL ``/data/local-files/?d=rel``, an upload or web URL, or a
-    path) → (relative path, file under ``img_dir``; the file's name alone when the relative path is not there)."""
+    path) → (relative path, file under ``img_dir``; the file's name alone when the relative path is not there),
+    or None when that file, resolved (``..``, symlinks), lies outside ``img_dir``."""
     from urllib.parse import parse_qs, unquote, urlparse
 
     u = urlparse(ref)
     rel = parse_qs(u.query).get("d", [None])[0] if "local-files" in u.path else None
     rel = unquote(rel or (u.path if u.scheme or ref.startswith("/data/") else ref)).lstrip("/")
     p = img_dir / rel
-    return rel, (p if p.is_file() else img_dir / Path(rel).name)
+    p = p if p.is_file() else img_dir / Path(rel).name
+    root, r = img_dir.resolve(), p.resolve()
+    return (rel, p) if r == root or root in r.parents else None
 
 
 def _ingest_labelstudio(m, ledger, src, s, by_hash, progress) -> None:
@@ -369,7 +372,13 @@ def _ingest_labelstudio(m, ledger, src, s, by_hash, progress) -> None:
             if any(v > 0 for _, _, v in kps):
                 who = anns[-1].get("completed_by")
                 label = (kps, attrs, f"{path.name} task {t.get('id')} by {who}")
-        parsed.append((t.get("id"), *_ls_image_path(img_dir, ref), label))
+        found = _ls_image_path(img_dir, ref)
+        if found is None:
+            raise IterateError(
+                f"{path}: task {t.get('id')}: image {ref!r} lies outside the images folder {img_dir} "
+                "(set the source's `images:` to the folder that holds the task images)"
+            )
+        parsed.append((t.get("id"), *found, label))
     with ledger.transaction():
         for n, (tid, rel, p, label) in enumerate(parsed, 1):
             if progress:

@@ -127,3 +127,47 @@ def test_label_studio_absolute_path_outside_is_not_registered(tmp_path):
     r = _ingest(p)
     with Ledger(load_manifest(p).workspace_dir) as led:
         assert all(str(outside) not in f.path for f in led.frames()), r.output
+
+
+# -- item 8: a COCO image's declared size is the decoded picture's -----------------------------------------
+def _resaved_lspet(tmp_path, lspet_coco, change) -> tuple:
+    """LSPET 7001 and 7002 copied to images/; 7001 re-saved by `change` (a PIL image → saved file)."""
+    import shutil
+
+    from PIL import Image
+
+    from conftest import LSPET, lspet_subset
+
+    images = tmp_path / "images"
+    (images / "images").mkdir(parents=True)
+    for i in (7001, 7002):
+        shutil.copy(LSPET / "images" / f"im0{i}.jpg", images / "images")
+    with Image.open(LSPET / "images" / "im07001.jpg") as im:
+        change(im.copy(), images / "images" / "im07001.jpg")
+    sub = lspet_subset(lspet_coco, [7001, 7002], tmp_path / "sub.json")
+    src = {"name": "l", "kind": "coco", "path": str(sub), "images": str(images), "split": "train"}
+    return lsp_manifest(tmp_path, [src])
+
+
+def _exif_rotated(im, out):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display; the pixels stay in raw orientation
+    im.save(out, exif=exif, quality=95)
+
+
+@pytest.mark.parametrize(
+    "change, decoded",
+    [(_exif_rotated, "316×210 (EXIF-rotated?)"), (lambda im, out: im.resize((105, 158)).save(out), "105×158")],
+    ids=["exif-orientation", "resized"],
+)
+def test_coco_declared_size_must_match_the_decoded_image(tmp_path, lspet_coco, change, decoded):
+    p = _resaved_lspet(tmp_path, lspet_coco, change)
+    r = _ingest(p)
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    (line,) = [x for x in r.output.splitlines() if "im07001.jpg" in x]
+    assert f"declares 210×316, the image decodes to {decoded}" in line, line
+    with Ledger(load_manifest(p).workspace_dir) as led:
+        assert [f.path.rsplit("/", 1)[1] for f in led.frames()] == ["im07002.jpg"]  # 7001 and its label refused
+        assert led.count_labels() == 1

@@ -155,10 +155,23 @@ def ann_key(a: dict) -> tuple:
 def image_size(coco: dict, image_id) -> tuple[float, float] | None:
     """(width, height) the file gives for an image, when it gives both."""
     im = next((i for i in coco["images"] if i.get("id") == image_id), None)
-    if not im:
-        return None
+    return declared_size(im) if im else None
+
+
+def declared_size(im: dict) -> tuple[float, float] | None:
+    """(width, height) one ``images`` entry gives, when it gives both as positive numbers."""
     w, h = _number(im.get("width")), _number(im.get("height"))
     return (w, h) if w and h and w > 0 and h > 0 else None
+
+
+def size_mismatch(declared: tuple[float, float] | None, width: int, height: int) -> str | None:
+    """Why a COCO image's declared size does not fit the decoded picture (decoded as every frame is, EXIF
+    orientation applied), or None: labels in another orientation or scale would land in the wrong place."""
+    if declared is None or (declared[0], declared[1]) == (width, height):
+        return None
+    dw, dh = declared
+    turned = " (EXIF-rotated?)" if (dw, dh) == (height, width) else ""
+    return f"the COCO file declares {dw:g}×{dh:g}, the image decodes to {width}×{height}{turned}"
 
 
 def coco_keypoints(

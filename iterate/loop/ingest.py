@@ -20,7 +20,16 @@ import numpy as np
 import yaml
 
 from annotation.labeling import BadAnnotation, parse_result
-from iterate.core.coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco, read_json
+from iterate.core.coco import (
+    ann_key,
+    coco_head_box,
+    coco_keypoints,
+    declared_size,
+    image_size,
+    read_coco,
+    read_json,
+    size_mismatch,
+)
 from iterate.core.errors import IterateError
 from iterate.core.images import IMAGE_EXTS, decode, nameable, printable, read_bytes
 from iterate.core.ledger import Frame, Ledger
@@ -305,7 +314,7 @@ def _ingest_coco(m, ledger, src, s, by_hash, progress) -> None:
             if progress:
                 progress(src.label, n, len(images))
             p = img_dir / str(im.get("file_name", ""))
-            fid = _register_image(m, ledger, src, s, by_hash, _rel(m, p), p)
+            fid = _register_image(m, ledger, src, s, by_hash, _rel(m, p), p, declared=declared_size(im))
             if fid is None:
                 continue
             labeled = [(a, k, hb) for a, k, hb in parsed.get(im.get("id"), []) if any(v > 0 for _, _, v in k)]
@@ -388,17 +397,25 @@ def _ingest_labelstudio(m, ledger, src, s, by_hash, progress) -> None:
                 _add_imported_label(m, ledger, s, fid, *label, source="labelstudio-export")
 
 
-def _register_image(m, ledger, src, s, by_hash, rel: str, p: Path, what: str | None = None) -> str | None:
+def _register_image(
+    m, ledger, src, s, by_hash, rel: str, p: Path, what: str | None = None, declared=None
+) -> str | None:
     """One labeled image of a COCO file or an imported project → its frame id (registered now or before, decoded
-    only when new), or None when it is skipped (unreadable, or the same picture as a registered frame)."""
+    only when new), or None when it is skipped (unreadable, the same picture as a registered frame, or not the
+    ``declared`` (width, height) its labels were made on)."""
     fid = _frame_id(src.label, rel, None)
-    if ledger.frame(fid) is not None:
+    old = ledger.frame(fid)
+    dec = _decode(p) if old is None else None
+    if isinstance(dec, str):
+        why = dec
+    else:
+        why = size_mismatch(declared, *((old.width, old.height) if dec is None else dec[1].shape[1::-1]))
+    if why:
+        s.unreadable.append(f"{printable(p)} ({what + ': ' if what else ''}{why})")
+        return None
+    if old is not None:
         s.existing += 1
         return fid
-    dec = _decode(p)
-    if isinstance(dec, str):
-        s.unreadable.append(f"{printable(p)} ({what + ': ' if what else ''}{dec})")
-        return None
     data, img = dec
     chash = hashlib.sha1(data).hexdigest()
     if chash in by_hash:

@@ -205,6 +205,11 @@ def test_select_after_a_failed_push_says_so(tmp_path, lspet_coco):
         sel = select(m, led, 4, push=False)
         assert any(f"round {first} was selected but its push did not finish" in n for n in sel.notes)
         assert "its push did not finish" in sel.markdown.read_text()
+        # the unpushed round keeps its frames (issue "Hardening, third pass", item 12): no frame in two rounds
+        again = select(m, led, 4, push=False)
+        rounds = [set(led.round_frame_ids(r["id"])) for r in led.rounds()]
+        assert len(rounds) == 3 and sum(map(len, rounds)) == len(set().union(*rounds)) == 12
+        assert not set(again.frame_ids) & (rounds[0] | rounds[1])
 
 
 def test_balanced_gives_every_predicted_posture_an_equal_share():

@@ -76,7 +76,9 @@ SIMULATION_ONLY = ("snapshot",)  # scores measured as simulation arms, not compu
 
 
 def candidates(ledger: Ledger) -> list[Frame]:
-    taken = ledger.labeled_frame_ids() | ledger.tasked_frame_ids()
+    """Pool frames no round holds: not labeled, not tasked, and not selected by an earlier round (one selected with
+    ``--no-push``, or whose push did not finish, keeps its frames until `iterate push --round N` sends them)."""
+    taken = ledger.labeled_frame_ids() | ledger.tasked_frame_ids() | ledger.selected_frame_ids()
     return [f for f in ledger.frames("pool") if f.id not in taken]
 
 
@@ -421,11 +423,11 @@ def _check_request(
         )
     cands = candidates(ledger)
     notes: list[str] = []
-    if unpushed is not None:  # --no-push after a failed push: say that its frames are in the running again
-        n = len(ledger.round_frame_ids(unpushed))
+    if unpushed is not None:  # --no-push after a failed push: its frames stay with that round
+        n = ledger.round_unhandled(unpushed)
         notes.append(
-            f"round {unpushed} was selected but its push did not finish: its {n} frames are not in Label "
-            f"Studio and may be picked again (`iterate push --round {unpushed}` finishes it instead)"
+            f"round {unpushed} was selected but its push did not finish: its {n} unpushed frames stay held for it "
+            f"and are not picked again (`iterate push --round {unpushed}` sends them)"
         )
     if budget <= 0:
         raise IterateError("--budget must be a positive number of frames")

@@ -575,6 +575,10 @@ class Ledger:
         return {int(r[0]): json.loads(r[1]) for r in rows}
 
     # -- rounds -------------------------------------------------------------------------------------
+    def selected_frame_ids(self) -> set[str]:
+        """Frames any round selected, pushed or not: never picked by a second round."""
+        return {r[0] for r in self._q("SELECT DISTINCT frame_id FROM round_frames")}
+
     def round_frame_ids(self, round_id: int) -> list[str]:
         rows = self._q("SELECT frame_id FROM round_frames WHERE round_id=:r ORDER BY rank", r=round_id)
         return [r[0] for r in rows]

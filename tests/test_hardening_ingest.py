@@ -171,3 +171,52 @@ def test_coco_declared_size_must_match_the_decoded_image(tmp_path, lspet_coco, c
     with Ledger(load_manifest(p).workspace_dir) as led:
         assert [f.path.rsplit("/", 1)[1] for f in led.frames()] == ["im07002.jpg"]  # 7001 and its label refused
         assert led.count_labels() == 1
+
+
+# -- item 9: two videos of one file name never share frame files ------------------------------------------
+def _write_video(out, frames, fps=30.0):
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        vw.write(f)
+    vw.release()
+    return out
+
+
+def _dance_frames(n=None, every=1):
+    import cv2
+
+    cap = cv2.VideoCapture(str(DANCE))
+    out, i = [], 0
+    while n is None or len(out) < n:
+        ok, img = cap.read()
+        if not ok:
+            break
+        if i % every == 0:
+            out.append(img)
+        i += 1
+    cap.release()
+    return out
+
+
+def test_a_second_video_of_the_same_name_gets_its_own_frames(tmp_path):
+    """The dance clip, then a changed dance.mp4 (mirrored, re-encoded) from another folder under the same source
+    name: 18 frames, 18 files, each file the picture its frame was registered with."""
+    import hashlib
+
+    import cv2
+
+    other = tmp_path / "b" / "dance.mp4"
+    other.parent.mkdir()
+    _write_video(other, [cv2.flip(f, 1) for f in _dance_frames()])
+    for video in (DANCE, other):
+        src = {"name": "dance", "kind": "video", "path": str(video), "every": 50}
+        r = _ingest(lsp_manifest(tmp_path, [src], selection={"dedup_hamming": 0}))
+        assert r.exit_code == 0, r.output
+    with Ledger(tmp_path / "ws") as led:
+        frames = led.frames(source="dance")
+    assert len(frames) == 18 and len({f.path for f in frames}) == 18
+    for f in frames:
+        assert hashlib.sha1(cv2.imread(f.path).tobytes()).hexdigest() == f.content_hash

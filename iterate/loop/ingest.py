@@ -117,6 +117,16 @@ def _frames_dir(m: Manifest, src: Source) -> Path:
     return d
 
 
+def _video_key(video: Path) -> str:
+    """``<stem>_<content hash>``: the prefix of the frames cut from this video. Two different videos (one file
+    name in two folders, or a file changed in place) never share a frame file."""
+    h = hashlib.sha1()
+    with open(video, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return f"{video.stem}_{h.hexdigest()[:12]}"
+
+
 def _frame_id(source: str, rel: str, index: int | None) -> str:
     return hashlib.sha1(f"{source}\0{rel}\0{index}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
@@ -197,7 +207,7 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
         step = max(1, int(round(vfps / src.fps)))
     total = (n + step - 1) // step
     background = _median_background(cap, n)
-    out_dir = _frames_dir(m, src)
+    out_dir, key = _frames_dir(m, src), _video_key(path)
     idx = 0
     try:
         while True:
@@ -218,7 +228,7 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
                         if background is not None and background.shape == gray.shape
                         else dhash(gray)
                     )
-                    yield total, (_rel(m, path), idx, out_dir / f"{path.stem}_{idx:06d}.png", buf.tobytes(), img, h)
+                    yield total, (_rel(m, path), idx, out_dir / f"{key}_{idx:06d}.png", buf.tobytes(), img, h)
             idx += 1
     finally:
         cap.release()
@@ -605,7 +615,7 @@ def _ingest_sleap(m, ledger, src, s, by_hash, progress) -> None:
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise IterateError(f"{path}: its video {video} cannot be opened (set `video:` on the source)")
-    out_dir = _frames_dir(m, src)
+    out_dir, key = _frames_dir(m, src), _video_key(video)
     cut = []
     try:
         for idx in sorted(by_frame):
@@ -614,7 +624,7 @@ def _ingest_sleap(m, ledger, src, s, by_hash, progress) -> None:
             if not ok or img is None:
                 s.unreadable.append(f"{printable(video)} frame {idx}")
                 continue
-            png = out_dir / f"{video.stem}_{idx:06d}.png"
+            png = out_dir / f"{key}_{idx:06d}.png"
             if not png.exists():
                 tmp = png.with_suffix(".tmp")
                 tmp.write_bytes(cv2.imencode(".png", img)[1].tobytes())

@@ -31,6 +31,14 @@ class _Group(TyperGroup):
         except IterateError as e:
             err_console.print(f"[bold red]error:[/] {escape(_one_line(str(e)))}", highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
+        except EOFError as e:  # click would print only "Aborted!": say what ended early instead
+            err_console.print(
+                f"[bold red]error:[/] a file ended before its end (EOFError: {escape(_one_line(str(e)) or 'no detail')}): "
+                "a truncated cache or data file; run the command again, and report it if it repeats",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(1)
         except KeyboardInterrupt:
             err_console.print("interrupted: the ledger keeps every completed step; re-run to continue")
             sys.exit(130)

@@ -54,6 +54,7 @@ class Scored:
     kp_scores: np.ndarray  # (N, K)
     embeddings: np.ndarray  # (N, D) float16
     scored_now: int = 0
+    notes: list[str] = field(default_factory=list)  # e.g. a broken cache recomputed
 
 
 @dataclass
@@ -164,11 +165,7 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
     d.mkdir(parents=True, exist_ok=True)
     stamp = {"checkpoint": str(ck_path), "mtime": ck_path.stat().st_mtime, "size": ck_path.stat().st_size}
     idx_file = d / "index.json"
-    old_ids: list[str] = []
-    if idx_file.is_file():
-        idx = json.loads(idx_file.read_text())
-        if idx.get("stamp") == stamp:
-            old_ids = idx["frame_ids"]
+    old_ids, notes = _cached_ids(d, stamp, model)
     have = set(old_ids)
     todo = [f for f in frames if f.id not in have]
     distributed, rank, world = rank_world()
@@ -203,7 +200,32 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
         np.load(d / "kpconf.npy")[rows].astype(np.float32),
         np.asarray(emb_all[rows]),
         len(todo),
+        notes,
     )
+
+
+_CACHE_FILES = ("index.json", "scores.npy", "kps.npy", "kpconf.npy", "emb.npy")
+
+
+def _cached_ids(d: Path, stamp: dict, model: dict) -> tuple[list[str], list[str]]:
+    """The frame ids the cache holds for this checkpoint, and a note when it was broken (a kill mid-write, a full
+    disk): then it is dropped and everything is scored again."""
+    idx_file = d / "index.json"
+    if not idx_file.is_file():
+        return [], []
+    try:
+        idx = json.loads(idx_file.read_text())
+        if idx.get("stamp") != stamp:
+            return [], []
+        ids = list(idx["frame_ids"])
+        for name in _CACHE_FILES[1:]:
+            if len(np.load(d / name, mmap_mode="r")) != len(ids):
+                raise ValueError(f"{name} does not hold one row per frame")
+        return ids, []
+    except (OSError, ValueError, EOFError, KeyError, TypeError) as e:
+        for name in _CACHE_FILES:
+            (d / name).unlink(missing_ok=True)
+        return [], [f"the score cache of {model_name(model)} in {d} was broken ({type(e).__name__}): scored again"]
 
 
 def _score_frames(m: Manifest, ck_path: Path, todo: list[Frame], d: Path, rank: int, progress):
@@ -303,41 +325,75 @@ def _merge_cache(d: Path, old_ids, new_ids, sc_new, kp_new, ks_new, emb_new, sta
     os.replace(tmp, d / "index.json")
 
 
-def cold_start_features(m: Manifest, frames: list[Frame], progress=None) -> tuple[np.ndarray, list[int]]:
-    """Image features of every candidate (cached per frame id); → (features, rows that could be read)."""
+def _cached_feature(p: Path) -> np.ndarray | None:
+    """A cold-start feature file, or None when it is missing or broken (a kill mid-write left it empty)."""
+    try:
+        x = np.load(p)
+    except (OSError, ValueError, EOFError):
+        return None
+    return x if x.ndim == 1 and x.size and np.isfinite(x).all() else None
+
+
+def _save_atomic(p: Path, x: np.ndarray) -> None:
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}.npy")
+    np.save(tmp, x)
+    os.replace(tmp, p)
+
+
+def cold_start_features(
+    m: Manifest, frames: list[Frame], progress=None, notes: list[str] | None = None
+) -> tuple[np.ndarray, list[int]]:
+    """Image features of every candidate (cached per frame id, written atomically; a broken cache file is computed
+    again and counted in ``notes``); → (features, rows that could be read)."""
     d = m.workspace_dir / "cache" / "coldstart"
     d.mkdir(parents=True, exist_ok=True)
-    feats, ok = [], []
+    feats, ok, broken = [], [], 0
     for i, f in enumerate(frames):
         p = d / f"{f.id}.npy"
-        if p.is_file():
-            x = np.load(p)
-        else:
+        x = _cached_feature(p) if p.is_file() else None
+        if x is None:
+            broken += p.is_file()
             x = features.image_features(f.path)
             if x is not None:
-                np.save(p, x)
+                _save_atomic(p, x)
         if x is not None:
             feats.append(x)
             ok.append(i)
         if progress:
             progress(i + 1, len(frames))
+    if broken and notes is not None:
+        notes.append(f"{broken} broken cold-start feature file(s) in {d} computed again")
     if not feats:
         raise IterateError("no pool frame could be read")
     return features.pca(np.stack(feats), 32, m.train.seed), ok
 
 
 # -- the selection itself -----------------------------------------------------------------------------------
+def _no_focus_note(m: Manifest) -> str:
+    if (m.workspace_dir / "reports" / "latest.md").exists():
+        return (
+            "the latest report sets no focus (no stratum with a gap to steer by: are the strata set on val?): "
+            "selecting without gap focus"
+        )
+    return "no report focus yet (run `iterate report`): selecting without gap focus"
+
+
 def read_focus(m: Manifest) -> dict | None:
     """The latest report's focus for one attribute: the key of its top-ranked stratum, and that key's shares."""
     p = m.workspace_dir / "reports" / "focus.json"
     if not p.is_file():
         return None
-    f = json.loads(p.read_text())
-    items = [i for i in f.get("items", []) if i.get("budget_share", 0) > 0]
-    if not items:
-        return None
-    key = items[0]["key"]
-    return {"key": key, "weights": f["weights"][key], "round": f.get("round"), "explore": f.get("explore")}
+    try:
+        f = json.loads(p.read_text())
+        items = [i for i in f.get("items", []) if i.get("budget_share", 0) > 0]
+        if not items:
+            return None
+        key = items[0]["key"]
+        return {"key": key, "weights": dict(f["weights"][key]), "round": f.get("round"), "explore": f.get("explore")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise IterateError(
+            f"{p}: the report's focus cannot be read ({type(e).__name__}): run `iterate report` to write it again"
+        ) from None
 
 
 def select(
@@ -452,7 +508,7 @@ def _candidate_pool(
         return cands, strategies.Pool(len(cands), rng, explore=m.selection.explore), None
     scored = None
     if model is None:
-        feats, ok = cold_start_features(m, cands, progress)
+        feats, ok = cold_start_features(m, cands, progress, notes)
         cands = [cands[i] for i in ok]
         pool = strategies.Pool(len(cands), rng, emb=feats, explore=m.selection.explore)
     else:
@@ -464,6 +520,7 @@ def _candidate_pool(
         scored = score_pool(m, ledger, model, cands, progress)
         if scored is None:  # another rank of a torchrun: its shard is scored, rank 0 goes on
             return cands, None, None
+        notes += scored.notes
         keep = np.flatnonzero(scored.scores["confidence"] >= 0)
         cands = [cands[i] for i in keep]
         scored = Scored(
@@ -484,7 +541,7 @@ def _candidate_pool(
         combined = sc.combine(scored.scores, m.selection.weights)
         pool = strategies.Pool(len(cands), rng, combined=combined, explore=m.selection.explore)
         if m.selection.diversity_on == "image":  # the cold start's features, no labeled-frame seeds
-            feats, ok = cold_start_features(m, cands, progress)
+            feats, ok = cold_start_features(m, cands, progress, notes)
             pool.emb = np.zeros((len(cands), feats.shape[1]), np.float32)
             pool.emb[ok] = feats
         else:
@@ -493,7 +550,7 @@ def _candidate_pool(
         if strategy == "full":
             pool.focus = read_focus(m)
             if pool.focus is None:
-                notes.append("no report focus yet (run `iterate report`): selecting without gap focus")
+                notes.append(_no_focus_note(m))
             else:
                 pool.strata = _predict_strata(m, ledger, model, scored)
         elif strategy == "balanced":

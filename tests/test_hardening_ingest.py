@@ -220,3 +220,24 @@ def test_a_second_video_of_the_same_name_gets_its_own_frames(tmp_path):
     assert len(frames) == 18 and len({f.path for f in frames}) == 18
     for f in frames:
         assert hashlib.sha1(cv2.imread(f.path).tobytes()).hexdigest() == f.content_hash
+
+
+# -- item 10: an images folder that holds the workspace never ingests the workspace ---------------------------
+def test_images_folder_holding_the_workspace_skips_its_files(tmp_path):
+    """proj/ holds two pictures, the workspace proj/ws (a plot, a cut frame) and another .iterate-demo folder:
+    only the two pictures are ingested, and the skipped ones are counted in the output."""
+    import shutil
+
+    from conftest import LSPET
+
+    proj = tmp_path / "proj"
+    for sub in ("", "ws/reports", "ws/frames/cam", ".iterate-demo/frames"):
+        (proj / sub).mkdir(parents=True, exist_ok=True)
+    for i, where in zip(range(7001, 7006), ("", "", "ws/reports", "ws/frames/cam", ".iterate-demo/frames")):
+        shutil.copy(LSPET / "images" / f"im0{i}.jpg", proj / where)
+    p = lsp_manifest(tmp_path, [{"name": "all", "kind": "images", "path": str(proj)}], workspace=str(proj / "ws"))
+    r = _ingest(p)
+    assert r.exit_code == 0, r.output
+    assert "all: skipped 3 image(s) inside the workspace" in r.output.replace("\n", " ")
+    with Ledger(proj / "ws") as led:
+        assert sorted(f.path.rsplit("/", 1)[1] for f in led.frames()) == ["im07001.jpg", "im07002.jpg"]

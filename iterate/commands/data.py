@@ -75,6 +75,8 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
         )
     console.print(t)
     for s in summaries:
+        for line in s.notes:
+            console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
         for p in s.unreadable:
             console.print(f"[yellow]skipped:[/] {escape(p)}", highlight=False, soft_wrap=True)  # a path, whole
         for k, n in s.unknown_strata.items():

@@ -55,6 +55,7 @@ class SourceSummary:
     unknown_strata: dict[str, int] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)  # frame ids whose file differs from what was ingested
     missing: list[str] = field(default_factory=list)  # frame ids whose file is gone
+    notes: list[str] = field(default_factory=list)  # lines for the user: what was skipped and why
 
 
 def dhash(gray: np.ndarray) -> int:
@@ -154,7 +155,7 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
     for src in manifest.sources:
         s = SourceSummary(src.label, src.kind, src.split)
         if src.kind == "images":
-            _ingest_frames(manifest, ledger, src, _image_items(manifest, src), s, by_hash, progress)
+            _ingest_frames(manifest, ledger, src, _image_items(manifest, src, s), s, by_hash, progress)
         elif src.kind == "video":
             _ingest_frames(manifest, ledger, src, _video_items(manifest, src, s), s, by_hash, progress)
         elif src.kind == "labelstudio":
@@ -187,8 +188,22 @@ def _check_existing(ledger: Ledger, src: Source, s: SourceSummary) -> None:
 _Item = tuple[str, int | None, Path | None, bytes | None, np.ndarray | None, int | None]
 
 
-def _image_items(m: Manifest, src: Source) -> Iterator[tuple[int, _Item]]:
-    files = sorted(p for p in m.resolve(src.path).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+def _in_a_workspace(m: Manifest, root: Path, p: Path) -> bool:
+    """True for a file of this workspace (its cut frames, plots, models), or under an ``.iterate*`` folder below
+    the source's folder (another workspace, the demo's)."""
+    r, ws = p.resolve(), m.workspace_dir
+    return ws in r.parents or any(part.startswith(".iterate") for part in p.relative_to(root).parts[:-1])
+
+
+def _image_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[int, _Item]]:
+    root = m.resolve(src.path)
+    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    files = [p for p in found if not _in_a_workspace(m, root, p)]
+    if len(files) < len(found):
+        s.notes.append(
+            f"{src.label}: skipped {len(found) - len(files)} image(s) inside the workspace "
+            f"({printable(m.workspace_dir)}) or an .iterate* folder: iterate never ingests its own files"
+        )
     for p in files:  # decoded lazily, after the "already registered" check
         yield len(files), (_rel(m, p), None, p, None, None, None)
 

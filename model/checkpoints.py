@@ -162,15 +162,47 @@ def load_into(
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
-    """Write a checkpoint so that a crash leaves either the old file or the new one, never half of one."""
+    """Write a checkpoint so that a crash leaves either the old file or the new one, never half of one; a full disk
+    or a file-size limit is one line naming the file, and the half-written temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        why = (
+            e.strerror
+            if isinstance(e, OSError) and e.strerror
+            else str(e).splitlines()[0]
+            if str(e)
+            else type(e).__name__
+        )
+        raise IterateError(f"{path}: the checkpoint could not be written ({why}): free disk space and re-run") from None
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the ``.<name>.tmp<pid>`` files :func:`save_atomic` left when its process was killed (``kill -9``):
+    those whose pid no longer runs. → the files removed."""
+    gone = []
+    for f in Path(folder).glob(".*.tmp*"):
+        pid = f.name.rsplit(".tmp", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # a live writer (another rank, another retrain): its file
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        f.unlink(missing_ok=True)
+        gone.append(f)
+    return gone
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[PoseHRNet, dict]:

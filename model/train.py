@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from iterate.core.errors import IterateError
-from model.checkpoints import FORMAT, load_file, load_into, save_atomic
+from model.checkpoints import FORMAT, load_file, load_into, remove_stale_temporaries, save_atomic
 from model.codec import BoxCodec, DarkCodec
 from model.config import TrainSetup
 from model.data import PoseDataset, Sample, collate
@@ -218,6 +218,7 @@ def train(
     t0 = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # a checkpoint write a kill -9 cut off
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
     dev, rank, world = _device(device, distributed)
     torch.manual_seed(setup.train.seed)

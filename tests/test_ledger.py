@@ -305,3 +305,31 @@ def test_ledger_urls(tmp_path, monkeypatch):
         resolve_url(tmp_path, "$TEAM_LEDGER")
     with pytest.raises(Exception, match="'mysql' is not supported"):
         resolve_url(tmp_path, "mysql://u@h/db")
+
+
+def test_a_damaged_ledger_page_is_one_line(tmp_path, lspet_coco):
+    """A corrupted SQLite page (a disk fault, a copy cut off) gives one line saying the ledger is damaged and what
+    to do, never a DatabaseError traceback (issue "Hardening, third pass", item 17)."""
+    from typer.testing import CliRunner
+
+    from iterate.cli import app
+
+    from conftest import LSPET, lsp_manifest, lspet_subset
+
+    f = lspet_subset(lspet_coco, list(range(7001, 7031)), tmp_path / "l.json")
+    p = lsp_manifest(tmp_path, [{"name": "l", "kind": "coco", "path": str(f), "images": str(LSPET), "split": "val"}])
+    assert CliRunner().invoke(app, ["ingest", "-m", str(p)]).exit_code == 0
+    db = tmp_path / "ws" / "ledger.sqlite"
+    for extra in ("-wal", "-shm"):
+        (tmp_path / "ws" / f"ledger.sqlite{extra}").unlink(missing_ok=True)
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big") or 65536
+    assert len(data) > 3 * page
+    data[page : len(data)] = bytes([0xA5]) * (len(data) - page)  # every page after the schema's first one
+    db.write_bytes(bytes(data))
+    for cmd in (["status"], ["ingest"]):
+        r = CliRunner().invoke(app, [*cmd, "-m", str(p)])
+        assert r.exit_code == 2, r.output
+        lines = [x for x in r.output.splitlines() if x.strip()]
+        assert len(lines) == 1 and "Traceback" not in r.output, r.output
+        assert "ledger" in lines[0] and ("damaged" in lines[0] or "cannot open" in lines[0]), lines[0]

@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from iterate.core.errors import BusyError, IterateError
@@ -161,7 +161,11 @@ class Ledger:
         except SQLAlchemyError as e:
             self.engine.dispose()
             raise IterateError(f"{self.where}: cannot open the ledger ({_reason(e)})") from None
-        self._migrate()
+        try:
+            self._migrate()
+        except DatabaseError as e:
+            self.close()
+            raise _damaged(self.where, e) from None
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -314,7 +318,12 @@ class Ledger:
         return self._conn.exec_driver_sql(sql, params)
 
     def _q(self, sql: str, **params):
-        return self._conn.execute(sa.text(sql), params)
+        try:
+            return self._conn.execute(sa.text(sql), params)
+        except DatabaseError as e:
+            if isinstance(e, IntegrityError):
+                raise
+            raise _damaged(self.where, e) from None
 
     # -- key/value (watermarks, project ids) ----------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -682,6 +691,15 @@ def _engine(url: str) -> sa.Engine:
 
 def _command_key(command: str) -> int:
     return int.from_bytes(hashlib.sha1(command.encode()).digest()[:8], "big", signed=True)
+
+
+def _damaged(where: str, e: Exception) -> IterateError:
+    """A database error outside a known case, as one line: a damaged file says so and what to do."""
+    why = _reason(e)
+    hint = ""
+    if any(w in why.lower() for w in ("malformed", "not a database", "corrupt", "disk i/o")):
+        hint = ": the ledger file is damaged; restore it from a backup (or `sqlite3 .recover`) before running again"
+    return IterateError(f"{where}: ledger error ({why}){hint}")
 
 
 def _reason(e: Exception) -> str:

@@ -241,3 +241,42 @@ def test_images_folder_holding_the_workspace_skips_its_files(tmp_path):
     assert "all: skipped 3 image(s) inside the workspace" in r.output.replace("\n", " ")
     with Ledger(proj / "ws") as led:
         assert sorted(f.path.rsplit("/", 1)[1] for f in led.frames()) == ["im07001.jpg", "im07002.jpg"]
+
+
+# -- item 13: a 1-frame video gives its frame; a source that adds nothing is said; duplicate YAML keys -------
+@pytest.mark.parametrize("sampling", [{"every": 1}, {"every": 30}, {"fps": 1.0}, {"fps": 1000.0}])
+def test_a_one_frame_video_gives_its_frame(tmp_path, sampling):
+    one = _write_video(tmp_path / "one.mp4", _dance_frames(1))
+    p = lsp_manifest(tmp_path, [{"name": "one", "kind": "video", "path": str(one), **sampling}])
+    r = _ingest(p)
+    assert r.exit_code == 0, r.output
+    with Ledger(tmp_path / "ws") as led:
+        (f,) = led.frames(source="one")
+    assert f.frame_index == 0 and (f.width, f.height) == (406, 720)
+
+
+def test_a_source_that_adds_nothing_is_said(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    srcs = [
+        {"name": "dance", "kind": "video", "path": str(DANCE), "every": 150},
+        {"name": "again", "kind": "video", "path": str(DANCE), "every": 150},  # the same pictures: duplicates
+        {"name": "nothing", "kind": "images", "path": str(empty)},
+    ]
+    r = _ingest(lsp_manifest(tmp_path, srcs))
+    assert r.exit_code == 0, r.output
+    out = r.output.replace("\n", " ")
+    assert "again: added no frames (3 duplicate(s) of frames already ingested, 0 skipped)" in out
+    assert f"nothing: added no frames (no images found in {empty})" in out
+    assert "dance: added no frames" not in out
+
+
+def test_a_duplicate_key_in_the_manifest_is_refused_with_its_line(tmp_path):
+    p = lsp_manifest(tmp_path, [{"name": "dance", "kind": "video", "path": str(DANCE), "every": 150}])
+    text = p.read_text() + "sources: []\n"
+    p.write_text(text)
+    first = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("sources:"))
+    line = _one_line(_ingest(p))
+    assert f"{p}: line {len(text.splitlines())}: key 'sources' repeats (first on line {first})" in line
+    p.write_text(text.replace("sources: []\n", "").replace("  every: 150\n", "  every: 150\n  every: 30\n"))
+    assert "key 'every' repeats" in _one_line(_ingest(p))

@@ -425,17 +425,43 @@ def _loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int, first: int):
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key that repeats in one mapping is an error, not "the last one wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}  # key → its line
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` may be overridden key by key, as YAML means it
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise _DuplicateKey(str(key), key_node.start_mark.line + 1, seen[key])
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_manifest(path: str | Path = DEFAULT_MANIFEST, *, check_sources: bool = True) -> Manifest:
     """Read and validate a manifest. Raises :class:`ManifestError` with one line naming file and field."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (run `iterate init` to write one)")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except UnicodeDecodeError as e:
         raise ManifestError(f"{path}: not UTF-8 text (byte {e.start}); save the manifest as UTF-8") from None
     except OSError as e:
         raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
+    except _DuplicateKey as e:
+        raise ManifestError(
+            f"{path}: line {e.line}: key {e.key!r} repeats (first on line {e.first}); YAML would keep only the last: "
+            "remove or merge one"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

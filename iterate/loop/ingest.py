@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,14 +73,20 @@ def foreground_hash(gray: np.ndarray, background: np.ndarray) -> int:
     return dhash(cv2.GaussianBlur(diff, (5, 5), 0))
 
 
-def _median_background(cap, n: int, samples: int = 25) -> np.ndarray | None:
-    frames = []
-    for i in np.linspace(0, max(0, n - 1), min(samples, n)).astype(int):
-        cap.set(cv2.CAP_PROP_POS_FRAMES, int(i))
-        ok, img = cap.read()
-        if ok and img is not None:
-            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+def _median_background(video: Path, n: int, samples: int = 25) -> np.ndarray | None:
+    """The median of up to ``samples`` frames spread over the video, read with a capture of its own (seeking
+    back to the start after the last frame fails in some files: a 1-frame video then gave no frame)."""
+    if n < 3:
+        return None
+    cap, frames = cv2.VideoCapture(str(video)), []
+    try:
+        for i in np.linspace(0, n - 1, min(samples, n)).astype(int):
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(i))
+            ok, img = cap.read()
+            if ok and img is not None:
+                frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    finally:
+        cap.release()
     if len(frames) < 3 or len({f.shape for f in frames}) != 1:
         return None
     return np.median(np.stack(frames), axis=0).astype(np.uint8)
@@ -167,8 +174,20 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
         else:
             _ingest_coco(manifest, ledger, src, s, by_hash, progress)
         _check_existing(ledger, src, s)
+        _say_if_nothing_added(manifest, src, s)
         out.append(s)
     return out
+
+
+def _say_if_nothing_added(m: Manifest, src: Source, s: SourceSummary) -> None:
+    """A source that brings no frame at all (none found, all duplicates or unreadable) is said, never silent."""
+    if s.added or s.existing:
+        return
+    if s.duplicates or s.unreadable:
+        why = f"{s.duplicates} duplicate(s) of frames already ingested, {len(s.unreadable)} skipped"
+    else:
+        why = f"no {'images' if src.kind == 'images' else 'frames'} found in {printable(m.resolve(src.path))}"
+    s.notes.append(f"{src.label}: added no frames ({why})")
 
 
 def _check_existing(ledger: Ledger, src: Source, s: SourceSummary) -> None:
@@ -208,6 +227,15 @@ def _image_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
         yield len(files), (_rel(m, p), None, p, None, None, None)
 
 
+def _step(src: Source, video_fps: float, n: int) -> int:
+    """Keep every Nth frame: ``every``, or the video's rate over ``fps`` (a rate the file does not give, or gives
+    as nonsense, is taken as 30); at least 1 and at most the video's length (frame 0 is always kept)."""
+    if not src.fps:
+        return src.every
+    vfps = video_fps if math.isfinite(video_fps) and 0 < video_fps < 10_000 else 30.0
+    return max(1, min(n, round(min(vfps / src.fps, n))))
+
+
 def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[int, _Item]]:
     path = m.resolve(src.path)
     cap = cv2.VideoCapture(str(path))
@@ -216,19 +244,16 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
         s.unreadable.append(f"{path} (cannot open video)")
         cap.release()
         return
-    step = src.every
-    if src.fps:
-        vfps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-        step = max(1, int(round(vfps / src.fps)))
+    step = _step(src, cap.get(cv2.CAP_PROP_FPS), n)
     total = (n + step - 1) // step
-    background = _median_background(cap, n)
+    background = _median_background(path, n)
     out_dir, key = _frames_dir(m, src), _video_key(path)
     idx = 0
     try:
         while True:
             ok = cap.grab()
             if not ok:
-                if idx < n - 1:
+                if idx < n - 1 or idx == 0:
                     s.unreadable.append(f"{path} (stopped decoding at frame {idx} of {n})")
                 break
             if idx % step == 0:
@@ -512,7 +537,6 @@ def _dlc_rows(path: Path, csv_path: Path) -> tuple[list[str], list[tuple[str, li
 def _ingest_dlc(m, ledger, src, s, by_hash, progress) -> None:
     """A DeepLabCut project (its `config.yaml`): every `labeled-data/*/CollectedData_*.csv`, bodyparts matched
     to the schema by name; a labeled point is visible (2), an empty cell not labeled (0)."""
-    import math
 
     path = m.resolve(src.path)
     try:
@@ -576,7 +600,6 @@ def _sleap_read(path: Path, want: list[str]) -> tuple[str, dict[int, list[list[l
     order). Points are stored in the skeleton's node order (not the file's global node list); a node marked not
     visible with coordinates is occluded (1), one without coordinates is not labeled (0). Predicted instances
     are left out."""
-    import math
 
     try:
         import h5py

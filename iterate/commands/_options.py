@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import DEFAULT_MANIFEST, Manifest, load_manifest
+from iterate.loop.distributed import is_writer
 
 console = Console()
 
@@ -23,7 +23,7 @@ def open_project(manifest: Path, *, write: bool = False, command: str = "iterate
     """Load the manifest and open its ledger; with ``write``, take the workspace lock."""
     m = load_manifest(manifest)
     ledger = Ledger(m.workspace_dir, m.ledger)
-    if write and int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
+    if write and is_writer():  # under torchrun only rank 0 writes
         try:
             ledger.lock(command)
         except Exception:

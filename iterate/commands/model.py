@@ -29,7 +29,13 @@ def retrain(
     allow_partial: Annotated[
         bool, typer.Option("--allow-partial", help="load a checkpoint that only partly fits")
     ] = False,
-    minutes: Annotated[float | None, typer.Option(help="stop after this wall time (the schedule follows it)")] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="a cap on the wall time: stop after this many minutes even if train.epochs are not done (the "
+            "schedule follows it); the run may end sooner when its epochs are done; must be > 0"
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune the model on the ledger's labeled frames, keep the best by val PCKh@0.1, record it.
 
@@ -62,7 +68,7 @@ def retrain(
             heatmap_size=heatmap_size,
             resume=resume,
             allow_partial=allow_partial,
-            time_limit_s=minutes * 60 if minutes else None,
+            time_limit_s=minutes * 60 if minutes is not None else None,
             on_step=on_step,
             on_epoch=on_epoch,
         )

@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 
 
+def is_writer() -> bool:
+    """Whether this process writes (takes the workspace lock, the ledger, the files): always, except a rank other
+    than 0 that torchrun started. A ``RANK`` variable left in the environment outside torchrun changes nothing."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return True
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def rank_world() -> tuple[bool, int, int]:
     """Join the process group when torchrun started this process; → (distributed, this rank, world size). On a GPU
     machine each rank uses the GPU of its local rank."""

@@ -280,3 +280,17 @@ def test_a_duplicate_key_in_the_manifest_is_refused_with_its_line(tmp_path):
     assert f"{p}: line {len(text.splitlines())}: key 'sources' repeats (first on line {first})" in line
     p.write_text(text.replace("sources: []\n", "").replace("  every: 150\n", "  every: 150\n  every: 30\n"))
     assert "key 'every' repeats" in _one_line(_ingest(p))
+
+
+# -- item 17: fps is a sensible rate ------------------------------------------------------------------------
+@pytest.mark.parametrize("fps", [1e-320, 1e-9, 0, -1, float("inf"), float("nan")])
+def test_an_fps_that_is_not_a_sensible_rate_is_one_line(tmp_path, fps):
+    p = lsp_manifest(tmp_path, [{"name": "dance", "kind": "video", "path": str(DANCE), "fps": fps}])
+    assert "sources[0].fps" in _one_line(_ingest(p))
+
+
+def test_the_smallest_fps_keeps_the_first_frame(tmp_path):
+    p = lsp_manifest(tmp_path, [{"name": "dance", "kind": "video", "path": str(DANCE), "fps": 1e-4}])
+    assert _ingest(p).exit_code == 0
+    with Ledger(tmp_path / "ws") as led:
+        assert [f.frame_index for f in led.frames(source="dance")] == [0]

@@ -122,6 +122,8 @@ class KeypointSchema(_Strict):
         )
 
 
+MIN_FPS = 1e-4  # video sampling rate: below it the step (video rate / fps) is no longer a sensible number
+
 _RESERVED_FOLDER_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10))}
 
 
@@ -162,6 +164,15 @@ class Source(_Strict):
     )
     fps: float | None = Field(None, gt=0, description="video: sample at this rate instead of `every`")
     labels: bool = Field(True, description="coco: import the labels (false: register the images only)")
+
+    @field_validator("fps")
+    @classmethod
+    def _sensible_fps(cls, v: float | None) -> float | None:
+        if v is not None and v < MIN_FPS:
+            raise ValueError(
+                f"must be at least {MIN_FPS:g} frames per second (one frame per {1 / MIN_FPS / 3600:.1f} h)"
+            )
+        return v
 
     @field_validator("name")
     @classmethod

@@ -294,3 +294,109 @@ def test_the_smallest_fps_keeps_the_first_frame(tmp_path):
     assert _ingest(p).exit_code == 0
     with Ledger(tmp_path / "ws") as led:
         assert [f.frame_index for f in led.frames(source="dance")] == [0]
+
+
+# -- item 19: strata vs the labeling config, quoting in `init`, booleans as numbers, tiny video frames -------
+def test_label_config_names_kept_in_the_core_are_the_configs_own(tmp_path):
+    """The manifest may not import annotation/: its list must be every control name the config writes."""
+    import re
+
+    from annotation.labeling import label_config
+    from iterate.core.manifest import LABEL_CONFIG_NAMES
+    from iterate.loop.settings import labeling
+
+    m = load_manifest(lsp_manifest(tmp_path, [], strata={"posture": ["up", "down"]}), check_sources=False)
+    names = re.findall(r' name="([^"]+)"', label_config(labeling(m)))
+    assert sorted(set(names) - {"posture"}) == sorted(LABEL_CONFIG_NAMES)
+
+
+@pytest.mark.parametrize("name", ["visibility", "kp", "img"])
+def test_a_stratum_named_like_a_labeling_control_is_refused(tmp_path, name):
+    p = lsp_manifest(tmp_path, [], strata={name: ["a", "b"], "posture": ["up"]})
+    line = _one_line(_ingest(p))
+    assert "strata" in line and f"'{name}'" in line and "labeling config" in line
+
+
+NASTY = [
+    "a: b",
+    "yes",
+    "no",
+    "null",
+    "123",
+    "1e3",
+    "#hash",
+    "- dash",
+    "{x}",
+    "[y]",
+    "'q'",
+    '"dq"',
+    "a\nb",
+    "tab\tx",
+    "über ☃ 🙂",
+    "*ref",
+    "&anchor",
+    "!tag",
+    "% pct",
+    "@at",
+    "`tick`",
+    " lead",
+    "trail ",
+    "",
+    "a #b",
+    "\x1e",
+]
+
+
+@pytest.mark.parametrize("name", NASTY)
+def test_init_quotes_the_project_name(tmp_path, name):
+    p = tmp_path / "m.yaml"
+    r = CliRunner().invoke(app, ["init", "-m", str(p), "--project", name])
+    assert r.exit_code == 0, r.output
+    m = load_manifest(p, check_sources=False)
+    assert m.project == name and m.label_studio.project_title == name
+
+
+def test_init_quotes_the_coco_path(tmp_path):
+    import shutil
+
+    odd = tmp_path / "labels: v2, #1"
+    odd.mkdir()
+    coco = shutil.copy(SHARED / "mmpose_samples" / "coco" / "test_coco.json", odd / "a, b.json")
+    p = tmp_path / "m.yaml"
+    assert CliRunner().invoke(app, ["init", "-m", str(p), "--from-coco", str(coco)]).exit_code == 0
+    assert load_manifest(p, check_sources=False).sources[0].path == str(coco)
+
+
+@pytest.mark.parametrize(
+    "where, over",
+    [
+        ("sources[0].every", {"sources": [{"name": "d", "kind": "video", "path": str(DANCE), "every": True}]}),
+        ("sources[0].fps", {"sources": [{"name": "d", "kind": "video", "path": str(DANCE), "fps": True}]}),
+        ("model.input_size", {"model": {"input_size": True}}),
+        ("train.epochs", {"train": {"epochs": False}}),
+        ("chunks", {"chunks": [True]}),
+        ("selection.weights", {"selection": {"weights": {"flip": True}}}),
+        ("keypoints.weights", {"keypoints": {"names": ["a", "b"], "weights": {"a": True}}}),
+    ],
+)
+def test_booleans_are_not_numbers(tmp_path, where, over):
+    if "keypoints" in over:
+        over["keypoints"]["normalizer"] = {"kind": "person_box"}
+    p = lsp_manifest(tmp_path, over.pop("sources", []), **over)
+    line = _one_line(_ingest(p))
+    assert where in line and "not true/false" in line
+
+
+@pytest.mark.parametrize("size", [(12, 64), (64, 12)])
+def test_video_frames_under_16_px_are_dropped_like_images(tmp_path, size):
+    import cv2
+
+    small = _write_video(tmp_path / "small.mp4", [cv2.resize(f, size) for f in _dance_frames(20)])
+    p = lsp_manifest(tmp_path, [{"name": "small", "kind": "video", "path": str(small), "every": 5}])
+    r = _ingest(p)
+    assert r.exit_code == 0, r.output
+    w, h = size
+    assert f"4 frame(s) dropped ({w}×{h} pixels: a side is under 16 px)" in r.output.replace("\n", " ")
+    with Ledger(tmp_path / "ws") as led:
+        assert led.frames() == []
+    assert _files(tmp_path / "ws" / "frames") == []

@@ -3,7 +3,8 @@
 * Any file name works, including one that is not valid UTF-8 (read as bytes, decoded by OpenCV from memory:
   ``cv2.imread`` on such a path can crash the process).
 * The header's size is checked before decoding (a PNG claiming 100,000 × 100,000 pixels is refused, not
-  allocated); degenerate frames (a side under 16 px, an aspect beyond 20:1) are refused after decoding.
+  allocated); degenerate frames (a side under 16 px, an aspect beyond 20:1) are refused after decoding, by
+  :func:`size_problem`, which ingest applies to the frames it cuts from videos too.
 * A refusal is a reason string, never an exception: callers name the file and skip it.
 """
 

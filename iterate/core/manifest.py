@@ -9,10 +9,19 @@ from __future__ import annotations
 import math
 import unicodedata
 from pathlib import Path
-from typing import Literal
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from iterate.core.errors import ManifestError
 from iterate.core.schema import KeypointSpec, NormalizerSpec, flip_index
@@ -20,8 +29,29 @@ from iterate.core.schema import KeypointSpec, NormalizerSpec, flip_index
 DEFAULT_MANIFEST = "data_manifest.yaml"
 
 
+def _holds_bool(v, ann) -> bool:
+    """True when ``v`` puts a YAML true/false where ``ann`` wants a number (pydantic would read it as 1 / 0)."""
+    if ann in (int, float):
+        return isinstance(v, bool)
+    args = get_args(ann)
+    if get_origin(ann) in (Union, UnionType):
+        return any(_holds_bool(v, a) for a in args)
+    if get_origin(ann) is list and isinstance(v, list):
+        return any(_holds_bool(x, args[0]) for x in v)
+    if get_origin(ann) is dict and isinstance(v, dict):
+        return any(_holds_bool(x, args[1]) for x in v.values())
+    return False
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v, info: ValidationInfo):
+        if _holds_bool(v, cls.model_fields[info.field_name].annotation):
+            raise ValueError("must be a number, not true/false")
+        return v
 
 
 class Normalizer(_Strict):
@@ -349,6 +379,11 @@ class SelectionSettings(_Strict):
         return v
 
 
+# The control names of the labeling config (annotation/labeling.py's IMAGE, KP and VIS; the core may not import
+# annotation/, tests/test_hardening_ingest.py checks the two agree): a stratum is a control of its own name.
+LABEL_CONFIG_NAMES = ("img", "kp", "visibility")
+
+
 class Manifest(_Strict):
     project: str
     workspace: str = ".iterate"
@@ -383,6 +418,17 @@ class Manifest(_Strict):
             except IterateError as e:
                 raise ValueError(str(e).removeprefix("ledger: ")) from None
         return v or None
+
+    @field_validator("strata")
+    @classmethod
+    def _not_label_config_names(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        taken = sorted(set(v) & set(LABEL_CONFIG_NAMES))
+        if taken:
+            raise ValueError(
+                f"'{taken[0]}' is a name the Label Studio labeling config already uses for its own controls "
+                f"({', '.join(LABEL_CONFIG_NAMES)}): give the stratum another name"
+            )
+        return v
 
     @field_validator("chunks")
     @classmethod

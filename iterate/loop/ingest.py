@@ -32,7 +32,7 @@ from iterate.core.coco import (
     size_mismatch,
 )
 from iterate.core.errors import IterateError
-from iterate.core.images import IMAGE_EXTS, decode, nameable, printable, read_bytes
+from iterate.core.images import IMAGE_EXTS, decode, nameable, printable, read_bytes, size_problem
 from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest, Source
 from iterate.loop.settings import labeling
@@ -248,7 +248,7 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
     total = (n + step - 1) // step
     background = _median_background(path, n)
     out_dir, key = _frames_dir(m, src), _video_key(path)
-    idx = 0
+    idx, dropped = 0, {}  # why → frames refused by the images' size rule (a side under 16 px, …)
     try:
         while True:
             ok = cap.grab()
@@ -260,18 +260,23 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
                 ok, img = cap.retrieve()
                 if not ok or img is None:
                     s.unreadable.append(f"{path} frame {idx}")
+                elif why := size_problem(img.shape[1], img.shape[0]):
+                    dropped[why] = dropped.get(why, 0) + 1
                 else:
-                    ok, buf = cv2.imencode(".png", img)
-                    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-                    h = (
-                        foreground_hash(gray, background)
-                        if background is not None and background.shape == gray.shape
-                        else dhash(gray)
-                    )
-                    yield total, (_rel(m, path), idx, out_dir / f"{key}_{idx:06d}.png", buf.tobytes(), img, h)
+                    yield total, _cut_item(m, path, idx, img, background, out_dir / f"{key}_{idx:06d}.png")
             idx += 1
     finally:
         cap.release()
+    s.unreadable.extend(f"{path}: {k} frame(s) dropped ({why})" for why, k in dropped.items())
+
+
+def _cut_item(m: Manifest, video: Path, idx: int, img: np.ndarray, background, png: Path) -> _Item:
+    """One sampled video frame: its PNG bytes, and its near-duplicate hash (of the foreground, when the video's
+    background is known)."""
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    fits = background is not None and background.shape == gray.shape
+    h = foreground_hash(gray, background) if fits else dhash(gray)
+    return _rel(m, video), idx, png, cv2.imencode(".png", img)[1].tobytes(), img, h
 
 
 def _ingest_frames(m, ledger, src, items, s, by_hash, progress) -> None:
@@ -661,6 +666,9 @@ def _ingest_sleap(m, ledger, src, s, by_hash, progress) -> None:
             ok, img = cap.read()
             if not ok or img is None:
                 s.unreadable.append(f"{printable(video)} frame {idx}")
+                continue
+            if why := size_problem(img.shape[1], img.shape[0]):  # the images' rule, for cut frames too
+                s.unreadable.append(f"{printable(video)} frame {idx} dropped ({why})")
                 continue
             png = out_dir / f"{key}_{idx:06d}.png"
             if not png.exists():

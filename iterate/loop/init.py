@@ -53,6 +53,12 @@ label_studio:
 """
 
 
+def _quoted(text: str) -> str:
+    """``text`` as a double-quoted YAML scalar on one line: read back as the same string, whatever it holds
+    (``a: b``, ``yes``, ``#``, line breaks, control characters)."""
+    return yaml.safe_dump(text, default_style='"', allow_unicode=True, width=float("inf")).strip()
+
+
 def manifest_text(project: str, coco: Path | None = None, preset: str | None = None) -> str:
     """The commented manifest: the schema from ``preset`` (coco17 | mpii16 | lsp14), else from a COCO file's
     categories, else coco17."""
@@ -63,7 +69,7 @@ def manifest_text(project: str, coco: Path | None = None, preset: str | None = N
     sources = "  - {kind: images, path: images/}"
     schema = dict(PRESETS[preset or "coco17"])
     if coco is not None:
-        sources = f"  - {{kind: coco, path: {coco}, split: train}}"
+        sources = f"  - {{kind: coco, path: {_quoted(str(coco))}, split: train}}"
     if coco is not None and preset is None:
         try:
             d = json.loads(coco.read_text())
@@ -96,7 +102,7 @@ def manifest_text(project: str, coco: Path | None = None, preset: str | None = N
     flow = lambda x: yaml.safe_dump(x, default_flow_style=True, width=10_000).strip()  # noqa: E731
     nm = schema["normalizer"]
     return _TEMPLATE.format(
-        project=project,
+        project=_quoted(project),
         target_size=1000,
         names=flow(schema["names"]),
         flip_pairs=flow(schema["flip_pairs"]),
@@ -115,5 +121,5 @@ def write_manifest(
 ) -> Path:
     if path.exists() and not force:
         raise IterateError(f"{path}: already exists (use --force to overwrite)")
-    path.write_text(manifest_text(project, coco, preset))
+    path.write_text(manifest_text(project, coco, preset), encoding="utf-8")
     return path

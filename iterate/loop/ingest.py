@@ -459,18 +459,21 @@ def _register_image(
     only when new), or None when it is skipped (unreadable, the same picture as a registered frame, or not the
     ``declared`` (width, height) its labels were made on)."""
     fid = _frame_id(src.label, rel, None)
-    old = ledger.frame(fid)
-    dec = _decode(p) if old is None else None
-    if isinstance(dec, str):
-        why = dec
-    else:
-        why = size_mismatch(declared, *((old.width, old.height) if dec is None else dec[1].shape[1::-1]))
-    if why:
+
+    def skip(why: str) -> None:
         s.unreadable.append(f"{printable(p)} ({what + ': ' if what else ''}{why})")
-        return None
+
+    old = ledger.frame(fid)
     if old is not None:
+        why = size_mismatch(declared, old.width, old.height)
+        if why:
+            return skip(why)
         s.existing += 1
         return fid
+    dec = _decode(p)
+    why = dec if isinstance(dec, str) else size_mismatch(declared, dec[1].shape[1], dec[1].shape[0])
+    if why:
+        return skip(why)
     data, img = dec
     chash = hashlib.sha1(data).hexdigest()
     if chash in by_hash:
@@ -542,7 +545,6 @@ def _dlc_rows(path: Path, csv_path: Path) -> tuple[list[str], list[tuple[str, li
 def _ingest_dlc(m, ledger, src, s, by_hash, progress) -> None:
     """A DeepLabCut project (its `config.yaml`): every `labeled-data/*/CollectedData_*.csv`, bodyparts matched
     to the schema by name; a labeled point is visible (2), an empty cell not labeled (0)."""
-
     path = m.resolve(src.path)
     try:
         cfg = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
@@ -605,7 +607,6 @@ def _sleap_read(path: Path, want: list[str]) -> tuple[str, dict[int, list[list[l
     order). Points are stored in the skeleton's node order (not the file's global node list); a node marked not
     visible with coordinates is occluded (1), one without coordinates is not labeled (0). Predicted instances
     are left out."""
-
     try:
         import h5py
     except ImportError:  # pragma: no cover - a dependency of the project

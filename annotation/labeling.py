@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import string
 from xml.sax.saxutils import quoteattr
@@ -17,6 +18,7 @@ from xml.sax.saxutils import quoteattr
 from annotation.settings import LabelingSetup
 
 IMAGE, KP, VIS = "img", "kp", "visibility"
+_MAX_PX = 1_000_000  # no frame is wider or taller
 _COLORS = [
     "#e6194b",
     "#3cb44b",
@@ -135,45 +137,125 @@ class BadAnnotation(ValueError):
     pass
 
 
-def parse_result(cfg: LabelingSetup, result: list[dict], width: int | None = None, height: int | None = None):
-    """→ (keypoints [[x, y, v] × K], attributes). Raises BadAnnotation naming the problem.
+def _show(v) -> str:
+    """A value for a one-line message: its repr (escapes control characters), cut short."""
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _finite(v) -> bool:
+    """A JSON number that is not NaN or infinite (a bool is not a number here)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return isinstance(v, int) or math.isfinite(v)
+
+
+def _number(v, what: str) -> float:
+    if not _finite(v):
+        raise BadAnnotation(f"{what} is {_show(v)}, not a number")
+    return v
+
+
+def _pct(v) -> str:
+    return f"{v:.1f} %" if abs(v) < 1e9 else f"{_show(v)} %"
+
+
+def _size(item: dict, key: str, frame_px: int | None, j: str) -> int:
+    """``original_width``/``original_height`` of a region, checked against the frame's decoded size."""
+    v = item.get(key)
+    if v is None:
+        if not frame_px:
+            raise BadAnnotation(f"joint '{j}': no {key} to convert percent to pixels")
+        return int(frame_px)
+    if not _finite(v) or v != int(v) or not 0 < v <= _MAX_PX:
+        raise BadAnnotation(f"joint '{j}': {key} is {_show(v)}, not a size in pixels")
+    if frame_px and int(v) != int(frame_px):
+        raise BadAnnotation(f"{key} {int(v)} ≠ the frame's {int(frame_px)} px")
+    return int(v)
+
+
+def _strings(v, what: str) -> list[str]:
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise BadAnnotation(f"{what} is {_show(v)}, not a list of names")
+    return v
+
+
+def _region(i: int, item) -> tuple[str | int | None, dict]:
+    """→ (region id, value) of result item ``i``, both checked for shape."""
+    if not isinstance(item, dict):
+        raise BadAnnotation(f"result item {i} is {_show(item)}, not an object")
+    rid = item.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
+        raise BadAnnotation(f"result item {i}: region id {_show(rid)} is not a string")
+    val = item.get("value")
+    if val is None:
+        val = {}
+    if not isinstance(val, dict):
+        raise BadAnnotation(f"region {rid}: value is {_show(val)}, not an object")
+    return rid, val
+
+
+def _point(cfg: LabelingSetup, item: dict, rid, val: dict, width, height) -> tuple[str, list[float]]:
+    """A keypoint region → (joint, [x, y, 2]) in pixels."""
+    labels = _strings(val.get("keypointlabels"), f"region {rid}: keypointlabels")
+    if len(labels) != 1:
+        raise BadAnnotation(f"region {rid}: {len(labels)} labels on one point")
+    j = labels[0]
+    if j not in cfg.keypoints.names:
+        raise BadAnnotation(f"unknown joint {_show(j)}")
+    w = _size(item, "original_width", width, j)
+    h = _size(item, "original_height", height, j)
+    x = _number(val.get("x"), f"joint '{j}': x")
+    y = _number(val.get("y"), f"joint '{j}': y")
+    if not (0 <= x <= 100 and 0 <= y <= 100):
+        raise BadAnnotation(f"joint '{j}' is outside the image (x={_pct(x)}, y={_pct(y)})")
+    return j, [x / 100.0 * w, y / 100.0 * h, 2]
+
+
+def _stratum(cfg: LabelingSetup, key: str, val: dict) -> str | None:
+    ch = _strings(val.get("choices"), f"{key}: choices")
+    if not ch:
+        return None
+    if ch[0] not in cfg.strata[key]:
+        raise BadAnnotation(f"{key} {_show(ch[0])} is not one of the manifest's values")
+    return ch[0]
+
+
+def parse_result(cfg: LabelingSetup, result, width: int | None = None, height: int | None = None):
+    """→ (keypoints [[x, y, v] × K], attributes). Raises BadAnnotation naming the problem, for any malformed
+    structure (never another exception).
 
     Percent → pixels uses the item's ``original_width/height``: pixel = percent × size / 100 (measured:
-    a click on the cross at pixel 213 of a 400-px image is stored as 53.2468 % → 212.987).
+    a click on the cross at pixel 213 of a 400-px image is stored as 53.2468 % → 212.987). With the frame's
+    decoded ``width``/``height`` given, a region claiming another size is refused.
     """
+    if result is None:
+        result = []
+    if not isinstance(result, list):
+        raise BadAnnotation(f"result is {_show(result)}, not a list of regions")
     names = cfg.keypoints.names
     kps: list[list[float]] = [[0.0, 0.0, 0] for _ in names]
-    placed: dict[str, str] = {}
-    occluded: set[str] = set()
-    visible: set[str] = set()
+    placed: dict[str, str | int | None] = {}
+    occluded: set = set()
     attrs: dict = {}
-    for item in result or []:
-        typ, frm, val = item.get("type"), item.get("from_name"), item.get("value") or {}
+    for i, item in enumerate(result):
+        rid, val = _region(i, item)
+        typ, frm = item.get("type"), item.get("from_name")
         if typ == "keypointlabels":
-            labels = val.get("keypointlabels") or []
-            if len(labels) != 1:
-                raise BadAnnotation(f"region {item.get('id')}: {len(labels)} labels on one point")
-            j = labels[0]
-            if j not in names:
-                raise BadAnnotation(f"unknown joint '{j}'")
+            j, kp = _point(cfg, item, rid, val, width, height)
             if j in placed:
                 raise BadAnnotation(f"joint '{j}' placed twice")
-            w = item.get("original_width") or width
-            h = item.get("original_height") or height
-            if not w or not h:
-                raise BadAnnotation(f"joint '{j}': no original_width/height to convert percent to pixels")
-            x, y = float(val.get("x", -1)), float(val.get("y", -1))
-            if not (0 <= x <= 100 and 0 <= y <= 100):
-                raise BadAnnotation(f"joint '{j}' is outside the image (x={x:.1f} %, y={y:.1f} %)")
-            kps[names.index(j)] = [x / 100.0 * w, y / 100.0 * h, 2]
-            placed[j] = item.get("id")
+            kps[names.index(j)] = kp
+            placed[j] = rid
         elif typ == "choices" and frm == VIS:
-            ch = val.get("choices") or []
-            (occluded if "occluded" in ch else visible).add(item.get("id"))
-        elif typ == "choices" and frm in cfg.strata:
-            ch = val.get("choices") or []
-            if ch:
-                attrs[frm] = ch[0]
+            if "occluded" in _strings(val.get("choices"), f"region {rid}: visibility choices"):
+                occluded.add(rid)
+        elif typ == "choices" and isinstance(frm, str) and frm in cfg.strata:
+            choice = _stratum(cfg, frm, val)
+            if choice is not None:
+                attrs[frm] = choice
     for j, rid in placed.items():
         if rid in occluded:
             kps[names.index(j)][2] = 1

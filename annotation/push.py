@@ -1,8 +1,15 @@
 """Project setup (idempotent) and push: frames → Label Studio tasks with the model's keypoints as predictions.
 
-Re-running never creates a duplicate task: before importing, the project's tasks are listed and every frame
-already there (by ``data.frame_id``) is recorded in the ledger instead of imported again, so a push cut off
-between the server's import and the ledger write (server restarted, process killed) is finished on re-run.
+The ledger records every task id it imports; ``sync-labels`` reads labels from those tasks only (a task anyone
+else made in the project is foreign, never adopted). Only pool frames are pushed: train/val/test labels are
+fixed.
+
+Re-running never creates a duplicate task: before importing, the project's tasks are listed and a task holding
+exactly what this push would send for one of its frames (``data`` = the frame's image URL and id) is recorded
+in the ledger instead of imported again, so a push cut off between the server's import and the ledger write
+(server restarted, process killed) is finished on re-run. A recorded task no longer on the server (deleted in
+Label Studio), or every open task of a recorded project that answers 404, is marked lost and named; its frame
+is pushed again.
 """
 
 from __future__ import annotations
@@ -26,6 +33,43 @@ def _project_key(cfg: LabelingSetup) -> str:
 
 def project_id(cfg: LabelingSetup, ledger: Ledger) -> int | None:
     return ledger.get(_project_key(cfg))
+
+
+def gone_project(cfg: LabelingSetup, pid: int) -> str:
+    """The one line for a recorded project that answers 404."""
+    return (
+        f"Label Studio project {pid} (the ledger's project at {cfg.label_studio.url}) answers 404: it was deleted; "
+        "restore it, or run `iterate push --round N` for each open round to push its frames to a new project"
+    )
+
+
+def _forget_gone_project(cfg: LabelingSetup, ledger: Ledger, studio: Studio) -> list[str]:
+    """A recorded project that answers 404: its open tasks are marked lost (named), so a new project takes over."""
+    pid = project_id(cfg, ledger)
+    if pid is None or studio.project(pid) is not None:
+        return []
+    lost = ledger.open_tasks(pid)
+    with ledger.transaction():
+        ledger.mark_tasks_lost(pid, [t for t, _, _ in lost], f"project {pid} deleted in Label Studio")
+    return [f"project {pid} answers 404 (deleted in Label Studio): its {len(lost)} open task(s) marked lost"] + [
+        _lost_line(pid, tid, fid, rid) for tid, fid, rid in lost
+    ]
+
+
+def _lost_line(pid: int, tid: int, fid: str, round_id: int | None) -> str:
+    again = f"`iterate push --round {round_id}` pushes its frame again" if round_id else "its frame may be pushed again"
+    return f"task {tid} of project {pid} (frame {fid}) is gone from Label Studio: marked lost; {again}"
+
+
+def mark_lost(ledger: Ledger, studio: Studio, pid: int, on_server: set[int]) -> list[str]:
+    """Open tasks the ledger recorded that the server's listing lacks and that answer 404 themselves: deleted in
+    Label Studio → lost, named. (Asking each one again keeps a task another machine's push imported after the
+    listing from being taken for a deleted one.)"""
+    lost = [t for t in ledger.open_tasks(pid) if t[0] not in on_server and studio.task(t[0]) is None]
+    if lost:
+        with ledger.transaction():
+            ledger.mark_tasks_lost(pid, [t for t, _, _ in lost], "deleted in Label Studio")
+    return [_lost_line(pid, *t) for t in lost]
 
 
 def ensure_project(cfg: LabelingSetup, ledger: Ledger, studio: Studio) -> int:
@@ -79,21 +123,53 @@ class PushSummary:
     recovered: int = 0
     refused: list[str] = field(default_factory=list)
     batches: int = 0
+    lost: list[str] = field(default_factory=list)  # tasks gone from Label Studio, named
 
 
-def reconcile(cfg: LabelingSetup, ledger: Ledger, studio: Studio, pid: int) -> int:
-    """Record tasks that exist on the server but not in the ledger (a push cut off after the import)."""
-    known = set(ledger.project_tasks(pid))
-    missing = []
-    for t in studio.tasks(pid, fields="task_only"):
-        fid = (t.get("data") or {}).get("frame_id")
-        if t["id"] not in known and fid and ledger.frame(fid) is not None:
-            missing.append((fid, t["id"]))
+def pushed_data(cfg: LabelingSetup, frame) -> dict:
+    """The task ``data`` push sends for a frame (what a task must still hold for its annotations to count)."""
+    return {"image": image_url(cfg, frame.path), "frame_id": frame.id}
+
+
+def fixed_split(frame) -> str | None:
+    """Why Label Studio may not label this frame (its split's labels are fixed), or None for a pool frame."""
+    if frame.split == "pool":
+        return None
+    return f"frame {frame.id} is a {frame.split} frame: its labels are fixed, never changed from Label Studio"
+
+
+def reconcile(cfg: LabelingSetup, ledger: Ledger, pid: int, server_tasks: list[dict], frame_ids: list[str]) -> int:
+    """Record tasks of a push cut off after the import: a server task the ledger does not know is adopted only
+    when it holds exactly what this push sends for one of ``frame_ids`` that has no task yet."""
+    known = ledger.project_tasks(pid)
+    wanted = set(frame_ids) - _tasked(ledger, pid)
+    missing: dict[str, int] = {}
+    for t in server_tasks:
+        data = t.get("data")
+        fid = data.get("frame_id") if isinstance(data, dict) else None
+        if t["id"] in known or not isinstance(fid, str) or fid not in wanted or fid in missing:
+            continue
+        f = ledger.frame(fid)
+        if f is not None and fixed_split(f) is None and data == _data_or_none(cfg, f):
+            missing[fid] = t["id"]
     if missing:
         with ledger.transaction():
-            for fid, tid in missing:
+            for fid, tid in missing.items():
                 ledger.add_task(fid, pid, tid)
     return len(missing)
+
+
+def _tasked(ledger: Ledger, pid: int) -> set[str]:
+    """Frames with a task in the project (a lost one does not count)."""
+    statuses = ledger.task_statuses(pid)
+    return {f for t, f in ledger.project_tasks(pid).items() if statuses.get(t) != "lost"}
+
+
+def _data_or_none(cfg: LabelingSetup, frame) -> dict | None:
+    try:
+        return pushed_data(cfg, frame)
+    except StudioError:
+        return None
 
 
 def push(
@@ -110,10 +186,13 @@ def push(
     """Create one task per frame (with a prediction when ``predictions[frame_id] = (kps (K, 2), scores (K,))``)."""
     from label_studio_sdk.label_interface import LabelInterface
 
+    lost = _forget_gone_project(cfg, ledger, studio)
     pid = ensure_project(cfg, ledger, studio)
-    s = PushSummary(pid)
-    s.recovered = reconcile(cfg, ledger, studio, pid)
-    in_project = set(ledger.project_tasks(pid).values())
+    s = PushSummary(pid, lost=lost)
+    server_tasks = studio.tasks(pid, fields="task_only")
+    s.lost += mark_lost(ledger, studio, pid, {t["id"] for t in server_tasks})
+    s.recovered = reconcile(cfg, ledger, pid, server_tasks, frame_ids)
+    in_project = _tasked(ledger, pid)
     iface = LabelInterface(label_config(cfg))
     todo, folders = [], set()
     for fid in frame_ids:
@@ -127,19 +206,23 @@ def push(
         if not Path(f.path).is_file():
             s.refused.append(f"{f.path}: image file missing; refused before sending")
             continue
+        if fixed_split(f):
+            s.refused.append(fixed_split(f))
+            continue
         try:
-            url = image_url(cfg, f.path)
+            task: dict = {"data": pushed_data(cfg, f)}
         except StudioError as e:
             s.refused.append(str(e))
             continue
-        task: dict = {"data": {"image": url, "frame_id": fid}}
         if predictions and fid in predictions:
             kps, scores = predictions[fid]
             # a prediction slightly off the frame (a cut-off limb) is placed on its edge for the annotator
             xy = np.clip(np.asarray(kps, dtype=np.float64), 0, [f.width - 1, f.height - 1])
             k3 = [[float(x), float(y), 2] for x, y in xy]
+            placed = [float(c) for c, k in zip(scores, k3) if k[2]]
             result = to_result(cfg, k3, f.width, f.height, origin="prediction", scores=scores)
-            pred = {"model_version": model_version or "iterate", "score": float(np.mean(scores)), "result": result}
+            mean = float(np.mean(placed)) if placed else 0.0
+            pred = {"model_version": model_version or "iterate", "score": mean, "result": result}
             errors = iface.validate_prediction(pred, return_errors=True)
             if errors:
                 s.refused.append(

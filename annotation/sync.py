@@ -5,6 +5,10 @@ Incremental: the tasks updated since the last watermark, then a full ``JSON`` ex
 order, one ledger transaction per batch, and the watermark moves only with a committed batch — a sync
 cut off anywhere is finished by re-running it; re-processing a task adds nothing (an unchanged label is
 not a new version).
+
+Only tasks the ledger pushed are read (their ids were recorded at push); a task anyone else made in the project
+is *foreign*: named by id, never adopted, whatever frame its ``data.frame_id`` names. A task changes only a
+pool frame's label (train/val/test labels are fixed), and only while its ``data`` is what was pushed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 
 from annotation.client import Studio
 from annotation.labeling import BadAnnotation, parse_result
-from annotation.push import project_id
+from annotation.push import fixed_split, gone_project, mark_lost, project_id, pushed_data
 from annotation.settings import LabelingSetup
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
@@ -38,7 +42,9 @@ class SyncSummary:
     skipped: int = 0
     pending: int = 0
     invalid: list[str] = field(default_factory=list)
-    foreign: int = 0
+    foreign: list[int] = field(default_factory=list)  # ids of tasks this ledger did not push: never read
+    waiting: list[str] = field(default_factory=list)  # agreement asked: one annotation so far, not ingested
+    lost: list[str] = field(default_factory=list)  # recorded tasks gone from Label Studio (a full sync sees them)
 
 
 def _ts(s: str) -> datetime:
@@ -65,7 +71,10 @@ def sync_labels(
     # many updated tasks: one export of the whole project is far cheaper than one export request per chunk of ids
     # (`bench/ls_roundtrip.py`: sync_over_export); a few among many: list what changed, export just those ids
     whole = None
-    total = (studio.project(pid) or {}).get("task_number") or 0
+    proj = studio.project(pid)
+    if proj is None:
+        raise IterateError(gone_project(cfg, pid))
+    total = proj.get("task_number") or 0
     if since is None and total >= _WHOLE_MIN:  # first or full sync of a large project: no listing needed
         listed = studio.export_all(pid)
         whole = {t["id"]: t for t in listed}
@@ -75,6 +84,8 @@ def sync_labels(
             whole = {t["id"]: t for t in studio.export_all(pid)}
     listed.sort(key=lambda t: t.get("updated_at") or "")
     s = SyncSummary(tasks=len(listed))
+    if since is None:  # the whole project was listed: a recorded task it lacks was deleted there
+        s.lost = mark_lost(ledger, studio, pid, {t["id"] for t in listed})
     by_task = ledger.project_tasks(pid)
     for i in range(0, len(listed), _BATCH):
         chunk = listed[i : i + _BATCH]
@@ -82,7 +93,7 @@ def sync_labels(
         with ledger.transaction():
             for lt in chunk:
                 t = exported.get(lt["id"], lt)
-                _one(cfg, ledger, pid, t, by_task, s)
+                sync_task(cfg, ledger, pid, t, by_task, s)
             last = chunk[-1].get("updated_at")
             if last:
                 ledger.set(_wm_key(pid), last)
@@ -95,16 +106,69 @@ def _set_status(ledger: Ledger, pid: int, tid: int, status: str, note: str | Non
     ledger.set_task_status(pid, tid, status, note)
 
 
-def _one(cfg: LabelingSetup, ledger: Ledger, pid: int, t: dict, by_task: dict, s: SyncSummary) -> None:
-    tid = t["id"]
-    fid = by_task.get(tid) or (t.get("data") or {}).get("frame_id")
-    frame = ledger.frame(fid) if fid else None
+# What a task may change, by its kind. Every task push makes today labels a pool frame. Hook for the audit (a
+# later feature): a review task of val/test frames gets its own kind recorded at push (a ``kind`` on the ledger's
+# task row) and its own handling here, proposing a change for a person to accept, never writing a fixed label.
+LABEL_TASK = "label"
+
+
+def _refusal(cfg: LabelingSetup, t: dict, frame, kind: str = LABEL_TASK) -> str | None:
+    """Why this pushed task may not change its frame's label, or None."""
     if frame is None:
-        s.foreign += 1
+        return "its frame is no longer in the ledger"
+    if kind == LABEL_TASK and fixed_split(frame):
+        return fixed_split(frame)
+    try:
+        want = pushed_data(cfg, frame)
+    except IterateError as e:
+        return str(e)
+    data = t.get("data")
+    if not isinstance(data, dict) or any(data.get(k) != v for k, v in want.items()):
+        got = data if not isinstance(data, dict) else {k: data.get(k) for k in want}
+        return f"its data was changed in Label Studio ({repr(got)[:120]}), not what was pushed ({want})"
+    return None
+
+
+def _invalid(ledger: Ledger, pid: int, tid: int, s: SyncSummary, why: str) -> None:
+    s.invalid.append(f"task {tid}: {why}")
+    _set_status(ledger, pid, tid, "invalid", why)
+
+
+def _annotations(t: dict) -> list[dict] | None:
+    anns = t.get("annotations")
+    if anns is None:
+        return []
+    if not isinstance(anns, list):
+        return None
+    return [a for a in anns if isinstance(a, dict)]
+
+
+def _order(a: dict) -> tuple[str, int]:
+    aid = a.get("id")
+    return (str(a.get("updated_at") or a.get("created_at") or ""), aid if isinstance(aid, int) else 0)
+
+
+def _annotator(ann: dict) -> str | None:
+    who = ann.get("completed_by")
+    who = who.get("email") or who.get("id") if isinstance(who, dict) else who
+    return str(who)[:200] if who not in (None, "") else None
+
+
+def sync_task(cfg: LabelingSetup, ledger: Ledger, pid: int, t: dict, by_task: dict, s: SyncSummary) -> None:
+    """One exported task → at most one new label version; anything wrong is named in ``s``. Call inside
+    :meth:`Ledger.transaction`."""
+    tid = t["id"]
+    fid = by_task.get(tid)
+    if fid is None:
+        s.foreign.append(tid)
         return
-    if tid not in by_task:
-        ledger.add_task(fid, pid, tid)
-    anns = [a for a in t.get("annotations") or [] if isinstance(a, dict)]
+    frame = ledger.frame(fid)
+    why = _refusal(cfg, t, frame)
+    if why:
+        return _invalid(ledger, pid, tid, s, why)
+    anns = _annotations(t)
+    if anns is None:
+        return _invalid(ledger, pid, tid, s, f"annotations is {repr(t.get('annotations'))[:40]}, not a list")
     done = [a for a in anns if not a.get("was_cancelled")]
     if not done:
         if any(a.get("was_cancelled") for a in anns):
@@ -113,36 +177,38 @@ def _one(cfg: LabelingSetup, ledger: Ledger, pid: int, t: dict, by_task: dict, s
         else:
             s.pending += 1
         return
-    done.sort(key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a.get("id", 0)))
+    done.sort(key=_order)
     try:
-        parsed = [(a, *parse_result(cfg, a.get("result") or [], frame.width, frame.height)) for a in done]
+        parsed = [(a, *parse_result(cfg, a.get("result"), frame.width, frame.height)) for a in done]
     except BadAnnotation as e:
-        s.invalid.append(f"task {tid}: {e}")
-        _set_status(ledger, pid, tid, "invalid", str(e))
-        return
-    if cfg.label_studio.agreement and len(parsed) >= 2:
+        return _invalid(ledger, pid, tid, s, str(e))
+    if cfg.label_studio.agreement:
+        if len(parsed) < 2:
+            s.pending += 1
+            s.waiting.append(f"task {tid}: 1 annotation, waiting for a second annotator (label_studio.agreement)")
+            return
         diag = float(np.hypot(frame.width, frame.height))
         if any(_disagree(cfg, parsed[-1][1], p[1], diag) for p in parsed[:-1]):
-            msg = f"{len(parsed)} annotators disagree (manifest asks for agreement)"
-            s.invalid.append(f"task {tid}: {msg}")
-            _set_status(ledger, pid, tid, "invalid", msg)
-            return
+            return _invalid(ledger, pid, tid, s, f"{len(parsed)} annotators disagree (manifest asks for agreement)")
     ann, kps, attrs = parsed[-1]  # the newest wins
     if not any(v > 0 for _, _, v in kps):
         s.invalid.append(f"task {tid}: no joint placed (skip the task instead)")
         _set_status(ledger, pid, tid, "invalid", "no joint placed")
         return
+    _store(ledger, pid, tid, frame, ann, kps, attrs, s)
+
+
+def _store(ledger: Ledger, pid: int, tid: int, frame, ann: dict, kps, attrs, s: SyncSummary) -> None:
     cur = ledger.current_label(frame.id)
-    who = ann.get("completed_by")
-    who = who.get("email") or who.get("id") if isinstance(who, dict) else who
+    aid = ann.get("id")
     v = ledger.add_label(
         frame.id,
         kps,
         source="labelstudio",
         attributes=attrs,
-        annotator=str(who) if who else None,
+        annotator=_annotator(ann),
         ls_task_id=tid,
-        ls_annotation_id=ann.get("id"),
+        ls_annotation_id=aid if isinstance(aid, int) and not isinstance(aid, bool) else None,
     )
     if v is None:
         s.unchanged += 1

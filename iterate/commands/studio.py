@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
@@ -107,7 +108,9 @@ def _print_push(s) -> None:
         + (f"; {s.recovered} recovered from an interrupted push" if s.recovered else "")
     )
     for r in s.refused:
-        console.print(f"[yellow]refused:[/] {r}", highlight=False)
+        console.print(f"[yellow]refused:[/] {escape(r)}", highlight=False)
+    for line in s.lost:
+        console.print(f"[yellow]lost:[/] {escape(line)}", highlight=False)
 
 
 def sync_labels(
@@ -130,7 +133,16 @@ def sync_labels(
     t.add_row(*(str(x) for x in (s.tasks, s.new, s.updated, s.unchanged, s.skipped, s.pending, len(s.invalid))))
     console.print(t)
     for line in s.invalid:
-        console.print(f"[yellow]invalid, not ingested:[/] {line}", highlight=False)
+        console.print(f"[yellow]invalid, not ingested:[/] {escape(line)}", highlight=False)
+    for line in s.waiting:
+        console.print(f"[yellow]waiting, not ingested:[/] {escape(line)}", highlight=False)
+    if s.foreign:
+        ids = ", ".join(map(str, s.foreign[:50])) + (f" and {len(s.foreign) - 50} more" if len(s.foreign) > 50 else "")
+        console.print(
+            f"[yellow]foreign, not read:[/] {len(s.foreign)} task(s) this ledger did not push: {ids}", highlight=False
+        )
+    for line in s.lost:
+        console.print(f"[yellow]lost:[/] {escape(line)}", highlight=False)
     if s.controls:
         c = s.controls[-1]
         console.print(f"round {c['round']} control ({c['model']}): {c['verdict']}", highlight=False)

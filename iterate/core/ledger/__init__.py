@@ -503,24 +503,44 @@ class Ledger:
         return {r[0] for r in self._q("SELECT frame_id FROM tasks WHERE status='pending'")}
 
     def tasked_frame_ids(self) -> set[str]:
-        """Frames that have a Label Studio task in any project."""
-        return {r[0] for r in self._q("SELECT frame_id FROM tasks")}
+        """Frames that have a Label Studio task in any project (a task lost in Label Studio does not count)."""
+        return {r[0] for r in self._q("SELECT frame_id FROM tasks WHERE status<>'lost'")}
 
     def project_tasks(self, project_id: int) -> dict[int, str]:
-        """task id → frame id for one Label Studio project."""
+        """task id → frame id for one Label Studio project: the tasks this ledger pushed (or recovered)."""
         rows = self._q("SELECT task_id, frame_id FROM tasks WHERE project_id=:p", p=project_id)
         return {int(r[0]): r[1] for r in rows}
 
     def task_statuses(self, project_id: int | None = None) -> dict[int, str]:
-        """task id → status (pending | labeled | skipped | invalid | retired)."""
+        """task id → status (pending | labeled | skipped | invalid | retired | lost)."""
         if project_id is None:
             rows = self._q("SELECT task_id, status FROM tasks")
         else:
             rows = self._q("SELECT task_id, status FROM tasks WHERE project_id=:p", p=project_id)
         return {int(r[0]): r[1] for r in rows}
 
+    def open_tasks(self, project_id: int) -> list[tuple[int, str, int | None]]:
+        """(task id, frame id, round id) of a project's tasks still waiting for a label (pending or invalid)."""
+        rows = self._q(
+            "SELECT task_id, frame_id, round_id FROM tasks WHERE project_id=:p AND status IN ('pending', 'invalid')"
+            " ORDER BY task_id",
+            p=project_id,
+        )
+        return [(int(r[0]), r[1], r[2]) for r in rows]
+
     def add_task(self, frame_id: str, project_id: int, task_id: int, round_id: int | None = None) -> None:
-        """Record a pending task (kept as it is when already recorded). Call inside :meth:`transaction`."""
+        """Record a pending task (kept as it is when already recorded); a frame whose task in this project was lost
+        gets the new task in its place. Call inside :meth:`transaction`."""
+        self._q(
+            "UPDATE tasks SET task_id=:t, round_id=COALESCE(:r, round_id), status='pending',"
+            " note='replaces task ' || CAST(task_id AS TEXT) || ', lost in Label Studio', updated_at=:now"
+            " WHERE project_id=:p AND frame_id=:f AND status='lost'",
+            f=frame_id,
+            p=project_id,
+            t=task_id,
+            r=round_id,
+            now=time.time(),
+        )
         self._q(
             "INSERT INTO tasks (frame_id, project_id, task_id, round_id, status, updated_at)"
             " VALUES (:f, :p, :t, :r, 'pending', :now) ON CONFLICT DO NOTHING",
@@ -541,6 +561,11 @@ class Ledger:
             p=project_id,
             t=task_id,
         )
+
+    def mark_tasks_lost(self, project_id: int, task_ids: list[int], why: str) -> None:
+        """Tasks gone from Label Studio (deleted, or their project deleted). Call inside :meth:`transaction`."""
+        for tid in task_ids:
+            self.set_task_status(project_id, tid, "lost", why)
 
     # -- models -------------------------------------------------------------------------------------
     def add_model(self, path: str, *, parent_id: int | None, n_train: int, config: dict, metrics: dict) -> int:

@@ -188,3 +188,173 @@ def test_a_control_character_in_a_field_name_stays_on_one_line(tmp_path):
     r = CliRunner().invoke(app, ["status", "-m", str(p)])
     _no_traceback(r)
     assert r.exit_code == 2 and "keypoints.normalizer" in r.output and "\\x1e" in r.output
+
+
+# -- Label Studio annotations (issue 29, item 19): parse_result and the sync step -------------------------------------
+def _studio_workspace(d: Path, lspet_coco: dict):
+    """A workspace with IDS unlabeled in the pool, tasks recorded as push records them (project 1, task = image id)."""
+    from iterate.loop.ingest import ingest
+
+    f = d / "pool.json"
+    f.write_text(json.dumps(_base(lspet_coco)))
+    p = lsp_manifest(
+        d,
+        [{"name": "p", "kind": "coco", "path": str(f), "images": str(LSPET), "split": "pool", "labels": False}],
+        label_studio={"data_root": "/"},
+        selection={"dedup_hamming": 0},
+    )
+    m = load_manifest(p)
+    led = Ledger(m.workspace_dir)
+    ingest(m, led)
+    frames = sorted(led.frames("pool"), key=lambda f: f.id)
+    with led.transaction():
+        for i, fr in enumerate(frames):
+            led.add_task(fr.id, 1, i + 1)
+    return m, led, frames
+
+
+def _good_result(cfg, fr, rng_seed: int, gt: dict) -> list[dict]:
+    import random
+
+    from annotation.labeling import to_result
+
+    kps = [[min(max(x, 0.0), fr.width), min(max(y, 0.0), fr.height), v] for x, y, v in gt[Path(fr.path).name]]
+    attrs = {k: v[rng_seed % len(v)] for k, v in cfg.strata.items() if v}
+    return to_result(cfg, kps, fr.width, fr.height, attrs, rng=random.Random(rng_seed))
+
+
+number_junk = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**400), 10**400) | junk
+size_junk = st.integers(-5, 5000) | st.floats(-5, 5000) | st.sampled_from(["167", True, None, [], {}]) | junk
+
+
+@st.composite
+def mutated_result(draw, good: list[dict]):
+    r = copy.deepcopy(good)
+    for _ in range(draw(st.integers(1, 4))):
+        if not isinstance(r, list) or not r:
+            break
+        i = draw(st.integers(0, len(r) - 1))
+        item = r[i]
+        where = draw(st.sampled_from(["result", "item", "value", "number", "name", "size", "key", "copy"]))
+        if where == "result":
+            r = draw(junk)
+        elif where == "item":
+            r[i] = draw(junk)
+        elif not isinstance(item, dict):
+            continue
+        elif where == "value":
+            item["value"] = draw(junk)
+        elif where == "number" and isinstance(item.get("value"), dict):
+            item["value"][draw(st.sampled_from(["x", "y"]))] = draw(number_junk)
+        elif where == "name" and isinstance(item.get("value"), dict):
+            item["value"][draw(st.sampled_from(["keypointlabels", "choices"]))] = draw(
+                junk | st.lists(st.sampled_from(["neck", "head_top", "occluded", "upright", "left_toe"]), max_size=3)
+            )
+        elif where == "size":
+            item[draw(st.sampled_from(["original_width", "original_height"]))] = draw(size_junk)
+        elif where == "key":
+            item[draw(st.sampled_from(["id", "type", "from_name"]))] = draw(junk)
+        elif where == "copy":
+            r.append(copy.deepcopy(item))
+    return r
+
+
+def _valid_label(cfg, kps, attrs, fr) -> None:
+    assert len(kps) == len(cfg.keypoints.names)
+    for x, y, v in kps:
+        assert v in (0, 1, 2) and math.isfinite(x) and math.isfinite(y)
+        assert v == 0 or (0 <= x <= fr.width and 0 <= y <= fr.height)
+    assert all(k in cfg.strata and val in cfg.strata[k] for k, val in attrs.items())
+
+
+def _one_line(msg: str) -> None:
+    assert msg and len(msg.splitlines()) == 1 and len(msg) < 400, msg
+
+
+def test_generated_annotations_parse_to_a_label_or_one_line(lspet_coco, tmp_path):
+    from annotation.labeling import BadAnnotation, parse_result
+    from iterate.loop.settings import labeling
+
+    m, led, frames = _studio_workspace(tmp_path, lspet_coco)
+    cfg = labeling(m)
+    gt = _gt_by_name(lspet_coco, cfg)
+    goods = [_good_result(cfg, fr, i, gt) for i, fr in enumerate(frames)]
+
+    @_SETTINGS
+    @given(st.integers(0, len(frames) - 1).flatmap(lambda i: st.tuples(st.just(i), mutated_result(goods[i]))))
+    def check(case):
+        i, result = case
+        try:
+            kps, attrs = parse_result(cfg, result, frames[i].width, frames[i].height)
+        except BadAnnotation as e:
+            _one_line(str(e))
+        else:
+            _valid_label(cfg, kps, attrs, frames[i])
+
+    check()
+    led.close()
+
+
+def test_generated_tasks_through_the_sync_step_never_raise(lspet_coco, tmp_path):
+    """The sync step on exported tasks as Label Studio may hold them (any result, any annotation fields): a new
+    label that is valid, or the task named invalid in one line; never another exception, never half a write."""
+    from annotation.sync import SyncSummary, sync_task
+    from iterate.loop.settings import labeling
+
+    m, led, frames = _studio_workspace(tmp_path, lspet_coco)
+    cfg = labeling(m)
+    gt = _gt_by_name(lspet_coco, cfg)
+    goods = [_good_result(cfg, fr, i, gt) for i, fr in enumerate(frames)]
+    by_task = led.project_tasks(1)
+    from annotation.push import pushed_data
+
+    def annotation(i):
+        return st.fixed_dictionaries(
+            {
+                "id": st.integers(1, 10**6) | junk,
+                "result": mutated_result(goods[i]) | st.just(goods[i]),
+                "was_cancelled": st.booleans() | junk,
+                "completed_by": st.integers(1, 9) | junk,
+                "updated_at": st.just("2025-01-01T00:00:00Z") | junk,
+            }
+        )
+
+    def task(i):
+        return st.fixed_dictionaries(
+            {
+                "id": st.just(i + 1),
+                "data": st.just(pushed_data(cfg, frames[i])),
+                "annotations": st.lists(annotation(i), max_size=3) | junk,
+            }
+        )
+
+    @_SETTINGS
+    @given(st.integers(0, len(frames) - 1).flatmap(lambda i: st.tuples(st.just(i), task(i))))
+    def check(case):
+        i, t = case
+        s = SyncSummary()
+        n_before = led.raw("SELECT COUNT(*) FROM labels").fetchone()[0]
+        with led.transaction():
+            sync_task(cfg, led, 1, t, by_task, s)
+        for line in s.invalid:
+            assert line.startswith(f"task {i + 1}: ")
+            _one_line(line)
+        n_after = led.raw("SELECT COUNT(*) FROM labels").fetchone()[0]
+        assert n_after - n_before == s.new + s.updated <= 1
+        lab = led.current_label(frames[i].id)
+        if lab is not None:
+            _valid_label(cfg, lab.keypoints, lab.attributes, frames[i])
+
+    check()
+    led.close()
+
+
+def _gt_by_name(lspet_coco: dict, cfg) -> dict:
+    """image file name → the first person's keypoints [[x, y, v] × K] (LSPET ground truth)."""
+    base = _base(lspet_coco)
+    names = {im["id"]: Path(im["file_name"]).name for im in base["images"]}
+    out = {}
+    for a in base["annotations"]:
+        k = a["keypoints"]
+        out.setdefault(names[a["image_id"]], [[k[3 * j], k[3 * j + 1], k[3 * j + 2]] for j in range(len(k) // 3)])
+    return out

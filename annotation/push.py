@@ -218,7 +218,8 @@ def push(
             kps, scores = predictions[fid]
             # a prediction slightly off the frame (a cut-off limb) is placed on its edge for the annotator
             xy = np.clip(np.asarray(kps, dtype=np.float64), 0, [f.width - 1, f.height - 1])
-            k3 = [[float(x), float(y), 2] for x, y in xy]
+            # a joint the model does not predict (NaN: not among its joints) is left unplaced, never guessed
+            k3 = [[float(x), float(y), 2] if np.isfinite([x, y]).all() else [0.0, 0.0, 0] for x, y in xy]
             placed = [float(c) for c, k in zip(scores, k3) if k[2]]
             result = to_result(cfg, k3, f.width, f.height, origin="prediction", scores=scores)
             mean = float(np.mean(placed)) if placed else 0.0

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from iterate.core.errors import IterateError
+from iterate.core.joints import init_sources, match_joints
 from iterate.core.presets import COCO_JOINTS, MPII_JOINTS
 from model.hrnet import PoseHRNet, build_model
 
@@ -125,20 +126,7 @@ def load_into(
     if "weight" in head and head["weight"].shape[1:] != head_w.shape[1:]:
         rep.mismatched.append(f"final_layer.weight {tuple(head['weight'].shape)}≠{tuple(head_w.shape)}")
     elif "weight" in head:
-        src_names = ck_joints or (joints if head["weight"].shape[0] == len(joints) else None)
-        for j, name in enumerate(joints):
-            src = name if src_names and name in src_names else None
-            if src is None and init_from and init_from.get(name) and src_names and init_from[name] in src_names:
-                src = init_from[name]
-                rep.joints_from_nearest[name] = src
-            if src is None:
-                rep.joints_new.append(name)
-                continue
-            i = src_names.index(src)
-            head_w[j] = head["weight"][i]
-            head_b[j] = head["bias"][i] if "bias" in head else 0.0
-            if src == name:
-                rep.joints_copied.append(name)
+        _init_head(head, head_w, head_b, ck_joints, joints, init_from, rep, path)
     else:
         rep.missing += ["final_layer.weight", "final_layer.bias"]
     if not rep.complete and not allow_partial:
@@ -159,6 +147,34 @@ def load_into(
             model.box_head.load_state_dict(box)
         rep.box_head = "loaded" if fits else "new"
     return rep
+
+
+def _init_head(head: dict, head_w, head_b, ck_joints, joints: list[str], init_from, rep: LoadReport, path) -> None:
+    """The head's channel of each manifest joint from the checkpoint's joint of the same name (or alias); a joint the
+    checkpoint lacks from the mean of the joints ``init_from`` or the built-in approximations name
+    (:func:`iterate.core.joints.init_sources`). A checkpoint that records no names (a foreign layout of another
+    size) fits only a manifest of its own size, and then only channel by channel as its layout documents."""
+    n_src = head["weight"].shape[0]
+    if ck_joints is None:
+        if n_src != len(joints):
+            rep.joints_new += list(joints)
+            return
+        ck_joints = list(joints)  # same count and no names: the layout's documented order is the manifest's
+    jm = match_joints(ck_joints, joints, required=False)
+    approx = init_sources(ck_joints, joints, init_from)
+    index = {n: i for i, n in enumerate(ck_joints)}
+    for j, name in enumerate(joints):
+        if jm.src[j] is not None:
+            rows = [jm.src[j]]
+            rep.joints_copied.append(name)
+        elif name in approx:
+            rows = [index[n] for n in approx[name]]
+            rep.joints_from_nearest[name] = "+".join(approx[name])
+        else:
+            rep.joints_new.append(name)
+            continue
+        head_w[j] = head["weight"][rows].mean(0)
+        head_b[j] = head["bias"][rows].mean(0) if "bias" in head else 0.0
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
@@ -203,6 +219,14 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
         f.unlink(missing_ok=True)
         gone.append(f)
     return gone
+
+
+def joint_match(path: str | Path, joints: list[str]):
+    """How an iterate checkpoint's joints meet ``joints`` (by name, :func:`iterate.core.joints.match_joints`);
+    None when they are the same list."""
+    obj = load_file(path)
+    jm = match_joints(list(obj.get("joints") or []), list(joints), what=f"checkpoint {path}")
+    return None if jm.identity else jm
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[PoseHRNet, dict]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from iterate.core.joints import JointMatch, match_joints
 from iterate.core.schema import KeypointSpec
 from model.codec import BoxCodec, DarkCodec
 from model.data import BOX_MARGIN, PoseDataset, Sample, collate, up_angle
@@ -124,6 +125,7 @@ def settings_from_checkpoint(ck: dict) -> InferConfig:
 def load_predictor(
     checkpoint: str | Path,
     *,
+    joints: list[str] | tuple[str, ...] | None = None,
     flip: bool | None = None,
     refine: bool | None = None,
     head_up: bool | None = None,
@@ -135,7 +137,9 @@ def load_predictor(
     device: str | None = None,
 ) -> Predictor:
     """The one predictor builder: an iterate checkpoint → a :class:`Predictor` with the inference settings the
-    checkpoint records; each keyword (not ``None``) is an explicit opt-out or change."""
+    checkpoint records; each keyword (not ``None``) is an explicit opt-out or change. ``joints``: the manifest's
+    joint names; predictions come out in that order, each joint matched by name to the checkpoint's
+    (:func:`iterate.core.joints.match_joints`), NaN with score 0 where the checkpoint does not predict it."""
     from model.checkpoints import model_from_checkpoint
 
     net, ck = model_from_checkpoint(checkpoint)
@@ -143,7 +147,11 @@ def load_predictor(
         flip=flip, refine=refine, head_up=head_up, rotations=rotations, box_head=box_head, refine_passes=refine_passes
     )
     codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
-    return Predictor.from_settings(net, codec, st, batch_size=batch_size, workers=workers, device=device)
+    pred = Predictor.from_settings(net, codec, st, batch_size=batch_size, workers=workers, device=device)
+    if joints is not None:
+        jm = match_joints(list(ck["joints"]), list(joints), what=f"checkpoint {checkpoint}")
+        pred.joints = None if jm.identity else jm
+    return pred
 
 
 def joints_box(kps: np.ndarray, scores: np.ndarray, rel: float = 0.3, margin: float = BOX_MARGIN):
@@ -236,6 +244,7 @@ class Predictor:
         self.box_codec = BoxCodec(model.input_size, model.box_map_size) if model.box_head is not None else None
         self.batch_size = batch_size
         self.workers = workers
+        self.joints: JointMatch | None = None  # the manifest's joints, where they are not the network's channels
         self.settings = InferConfig(
             tuple(self.flip_index),
             flip,
@@ -367,7 +376,21 @@ class Predictor:
             self._head_up_pass(samples, kps, scores)
         if self.rotations:
             self._rotation_tta(samples, kps, scores)
+        kps, scores = self.to_target(kps, scores)
         return Predictions(kps, scores, emb, bad, boxes)
+
+    def to_target(self, kps: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's joints (N, K, …) → the manifest's (N, T, …) by :attr:`joints`: NaN keypoints and score 0
+        where the network does not predict a joint."""
+        if self.joints is None:
+            return kps, scores
+        src = self.joints.src
+        out_k = np.full((len(kps), len(src), 2), np.nan)
+        out_s = np.zeros((len(kps), len(src)), scores.dtype)
+        for t, s in enumerate(src):
+            if s is not None:
+                out_k[:, t], out_s[:, t] = kps[:, s], scores[:, s]
+        return out_k, out_s
 
     def _rerun(self, samples, rot: dict[int, float], kps, scores, average: bool, boxes=None, head_boxes=None):
         """Run again on rotations or boxes; ``head_boxes`` (N, 3), when given, is updated with the box head's

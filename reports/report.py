@@ -299,7 +299,7 @@ def _base_section(d: dict) -> list[str]:
     """This model against the manifest's base checkpoint, per stratum (PCKh@0.5): forgetting shows as a loss on the
     strata the base knew."""
     b = d.get("base")
-    now = d.get(b["split"]) if b else None
+    now = (b.get("now") or d.get(b["split"])) if b else None
     if not b or not now:
         return []
     L = [
@@ -308,6 +308,14 @@ def _base_section(d: dict) -> list[str]:
         f"The base (`{b['path']}`) and this model on the same {b['split']} frames, PCKh@0.5 [95 %]. A fine-tune should "
         "keep what the base knew (no large loss on its strata) while the new strata rise.",
         "",
+    ]
+    if b.get("joints"):
+        L += [
+            f"> The base has another joint set: both models are scored here only on the joints it predicts, "
+            f"{b['joints']}; the other tables score this model on every joint.",
+            "",
+        ]
+    L += [
         "| stratum | frames | base | this model | Δ |",
         "|---|---:|---:|---:|---:|",
         f"| all | {now['frames']} | {_pct(b['pckh05'])} [{_pct(b['ci95_05'][0])}, {_pct(b['ci95_05'][1])}] | "

@@ -1,7 +1,6 @@
 """Selection on a real LSPET slice with a small real model (no Label Studio: --no-push)."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -67,16 +66,18 @@ def test_select_with_model_excludes_labeled_and_pending_and_caches(proj):
             for i, f in enumerate(pool[2:5]):
                 led.add_task(f.id, 99, i + 1)
         excluded = {f.id for f in pool[:5]}
-        t0 = time.time()
-        sel = select(m, led, 20, strategy="diversity", push=False)
-        first = time.time() - t0
-        assert len(sel.frame_ids) == 20 and not excluded & set(sel.frame_ids)
+        held = led.selected_frame_ids()  # an earlier test's round keeps its frames
+        sel = select(m, led, 10, strategy="diversity", push=False)  # the module's rounds share one pool: keep it
+        assert len(sel.frame_ids) == 10 and not excluded & set(sel.frame_ids)
         assert all(led.frame(f).split == "pool" for f in sel.frame_ids)
-        assert sel.scored_now == 75 and {"confidence", "flip", "entropy", "combined"} <= set(sel.table[0])
-        t0 = time.time()
-        again = select(m, led, 20, strategy="uncertainty", push=False)
-        assert again.scored_now == 0  # cache hit: the same model scores nothing again
-        assert time.time() - t0 < first
+        assert sel.scored_now == len([f for f in pool if f.id not in excluded | held]) and {
+            "confidence",
+            "flip",
+            "entropy",
+            "combined",
+        } <= set(sel.table[0])
+        again = select(m, led, 10, strategy="uncertainty", push=False)
+        assert again.scored_now == 0  # cache hit: the same model scores nothing again (a step count, not a timing)
         top = sorted(again.table, key=lambda r: -r["combined"])
         assert [r["frame_id"] for r in top] == again.frame_ids  # uncertainty = the top combined scores
 
@@ -129,7 +130,7 @@ def test_strata_shares_follow_the_focus(proj):
     state["state"]["threshold"] = 2.0  # every joint below it: a calibration only this cache can have given
     cache.write_text(json.dumps(state))
     with Ledger(m.workspace_dir) as led:
-        sel = select(m, led, 10, strategy="full", push=False)
+        sel = select(m, led, 5, strategy="full", push=False)  # earlier rounds of this module hold most of the pool
     assert {r["pred_occlusion"] for r in sel.table} == {"heavy"}
 
 

@@ -78,7 +78,10 @@ class KeypointSchema(_Strict):
         default_factory=list, description="chains of joints whose summed segment lengths are the height"
     )
     normalizer: Normalizer = Field(default_factory=Normalizer)
-    init_from: dict[str, str] = Field(default_factory=dict, description="new joint → nearest known joint")
+    init_from: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="a joint the checkpoint lacks → the checkpoint's joint (or joints, averaged) whose weights start it",
+    )
 
     @field_validator("names")
     @classmethod
@@ -103,7 +106,11 @@ class KeypointSchema(_Strict):
         check("height_joints", ((f"[{i}]", n) for i, n in enumerate(self.height_joints)))
         check("height_chain", ((f"[{i}][{j}]", n) for i, c in enumerate(self.height_chain) for j, n in enumerate(c)))
         check("normalizer.joints", ((f"[{i}]", n) for i, n in enumerate(self.normalizer.joints)))
-        check("init_from", ((f".{k}", v) for k, v in self.init_from.items()))
+        # keys are this manifest's joints; values name the checkpoint's joints, checked when a checkpoint is loaded
+        check("init_from", ((f".{k}", k) for k in self.init_from))
+        for k, v in self.init_from.items():
+            if not v or any(not str(x).strip() for x in ([v] if isinstance(v, str) else v)):
+                raise ValueError(f"init_from.{k}: name the checkpoint joint(s) it starts from")
         paired: dict[str, int] = {}
         for i, (a, b) in enumerate(self.flip_pairs):
             if a == b:
@@ -148,7 +155,7 @@ class KeypointSchema(_Strict):
             height_joints=tuple(self.height_joints),
             height_chain=tuple(tuple(c) for c in self.height_chain),
             normalizer=NormalizerSpec(n.kind, tuple(n.joints), n.factor, n.fallback, n.fallback_ratio),
-            init_from=tuple(self.init_from.items()),
+            init_from=tuple((k, v if isinstance(v, str) else tuple(v)) for k, v in self.init_from.items()),
         )
 
 

@@ -34,7 +34,7 @@ class KeypointSpec:
     height_joints: tuple[str, ...] = ()
     height_chain: tuple[tuple[str, ...], ...] = ()
     normalizer: NormalizerSpec = field(default_factory=NormalizerSpec)
-    init_from: tuple[tuple[str, str], ...] = ()
+    init_from: tuple[tuple[str, str | tuple[str, ...]], ...] = ()  # joint → the checkpoint joint(s) that start it
 
     @property
     def num_joints(self) -> int:

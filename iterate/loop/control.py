@@ -40,7 +40,7 @@ def round_control(m: Manifest, ledger: Ledger, round_id: int, labeled: dict | No
     if cached and cached.get("labels") == key and cached.get("checkpoint") == model["path"]:
         return cached
     samples = [label_sample(f, lab) for f, lab, _ in rows]
-    pred = load_predictor(model["path"]).predict(samples)
+    pred = load_predictor(model["path"], joints=m.keypoints.names).predict(samples)
     gt, vis = gt_arrays(samples)
     res = selection_control(
         keypoint_spec(m), pred.keypoints, gt, vis, head_boxes(samples), np.array([e for *_, e in rows])

@@ -93,7 +93,7 @@ def evaluate_checkpoint(m: Manifest, ledger: Ledger, path: str | Path, split: st
     samples = labeled_samples(ledger, (split,))
     if not samples:
         return None
-    return _evaluate_split(m, samples, load_predictor(path).predict(samples), alpha)
+    return _evaluate_split(m, samples, load_predictor(path, joints=m.keypoints.names).predict(samples), alpha)
 
 
 # -- the steps of build -----------------------------------------------------------------------------
@@ -156,21 +156,25 @@ def _split_arrays(samples) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarr
     return gt, vis, [s.attributes for s in samples], head_boxes(samples)
 
 
-def _evaluate_split(m: Manifest, samples, p: Predictions, alpha: float) -> dict:
+def _evaluate_split(m: Manifest, samples, p: Predictions, alpha: float, only: list[int] | None = None) -> dict:
+    """``only``: score just these joints (the others count as not labeled), e.g. those a base checkpoint predicts."""
     gt, vis, attrs, hb = _split_arrays(samples)
+    if only is not None:
+        vis = np.where(np.isin(np.arange(vis.shape[1]), only)[None], vis, 0)
     es = EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb, scores=p.scores)
     return evaluate(keypoint_spec(m), strata(m), es, alpha)
 
 
 def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir: Path, stem: str) -> dict:
-    pr = load_predictor(model["path"])  # the checkpoint's own inference path, as `iterate predict` runs it
+    # the checkpoint's own inference path, as `iterate predict` runs it, in the manifest's joints
+    pr = load_predictor(model["path"], joints=m.keypoints.names)
     out: dict = {"plots": {}, "inference": pr.settings.describe()}
     # the test split never picks a checkpoint or steers selection: its figures are the unbiased ones
     test_samples = labeled_samples(ledger, ("test",))
     if test_samples:
         out["test"] = _evaluate_split(m, test_samples, pr.predict(test_samples), alpha)
     samples = labeled_samples(ledger, ("val",))
-    out["base"] = _against_base(m, test_samples or samples, "test" if test_samples else "val", alpha)
+    out["base"] = _against_base(m, test_samples or samples, "test" if test_samples else "val", alpha, pr)
     if not samples:
         out["val"] = None
         out["notes"] = ["no labeled val frames: add a `split: val` source to the manifest"]
@@ -184,13 +188,16 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
     return out
 
 
-def _against_base(m: Manifest, samples, split: str, alpha: float) -> dict | None:
-    """The manifest's base checkpoint on the same split, per stratum: what fine-tuning kept, lost and gained."""
+def _against_base(m: Manifest, samples, split: str, alpha: float, current: Predictor) -> dict | None:
+    """The manifest's base checkpoint on the same split, per stratum: what fine-tuning kept, lost and gained. A base
+    of another joint set is compared on the joints both predict (both models scored on those, and said so)."""
     if not m.model.base or not samples or not m.resolve(m.model.base).is_file():
         return None
-    res = _evaluate_split(m, samples, load_predictor(m.resolve(m.model.base)).predict(samples), alpha)
+    base = load_predictor(m.resolve(m.model.base), joints=m.keypoints.names)
+    only = base.joints.shared if base.joints is not None else None
+    res = _evaluate_split(m, samples, base.predict(samples), alpha, only)
     keys = ("frames", "pckh", "pckh05", "ci95_05")
-    return {
+    out = {
         "path": m.model.base,
         "split": split,
         **{k: res[k] for k in keys},
@@ -242,6 +249,16 @@ def _focus_followup(ledger: Ledger, out_dir: Path, data: dict) -> dict | None:
         "after": None if after is None else {k: after[k] for k in ("frames", "pckh05", "ci95_05")},
         "previous_report": prev_file.name,
     }
+    if only is not None:  # this model on the same joints, so the two columns compare
+        now = _evaluate_split(m, samples, current.predict(samples), alpha, only)
+        out["joints"] = base.joints.describe()
+        out["now"] = {
+            **{k: now[k] for k in keys},
+            "strata": {
+                key: {v: {k: r[k] for k in keys} for v, r in rows.items()} for key, rows in now["strata"].items()
+            },
+        }
+    return out
 
 
 def _worst_sheet(m: Manifest, samples, p: Predictions, out: dict, alpha: float, path: Path) -> None:

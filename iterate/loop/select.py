@@ -31,14 +31,16 @@ from annotation.push import push
 from iterate.core.chunks import chunk_progress, current_chunk
 from iterate.core.errors import IterateError
 from iterate.core.images import read_image
+from iterate.core.joints import JointMatch
 from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest
 from iterate.core.schema import KeypointSpec
 from iterate.loop.distributed import barrier, rank_world
-from iterate.loop.settings import keypoint_spec, labeling, studio_settings
+from iterate.loop.settings import derived_strata, keypoint_spec, labeling, studio_settings
 from iterate.selection import diversity, features, strategies
 from iterate.selection import scores as sc
 from iterate.selection.strata import StrataPredictor
+from model.checkpoints import joint_match
 from model.data import Sample
 from model.infer import SCORING, load_predictor, to_image
 from reports.metrics import normalisers
@@ -87,8 +89,11 @@ def candidates(ledger: Ledger) -> list[Frame]:
 def person_size(spec: KeypointSpec, kp: np.ndarray) -> np.ndarray:
     """(N, K, 2) predicted keypoints → (N,) the person's size measured on the prediction itself: the PCKh
     normaliser, else (no head in view) a sixth of the person's extent. Disagreement scores are divided by it."""
-    norm = normalisers(kp, np.ones(kp.shape[:2]), spec.normalizer, list(spec.names)).lengths
-    box = np.hypot(*(kp.max(1) - kp.min(1)).T) / 6.0
+    seen = np.isfinite(kp).all(-1)  # joints the model does not predict are NaN
+    norm = normalisers(np.nan_to_num(kp), seen.astype(float), spec.normalizer, list(spec.names)).lengths
+    lo = np.where(seen[..., None], kp, np.inf).min(1)
+    hi = np.where(seen[..., None], kp, -np.inf).max(1)
+    box = np.where(seen.any(1), np.hypot(*(hi - lo).T), 0.0) / 6.0
     return np.where(np.isfinite(norm) & (norm > 1), norm, box)
 
 
@@ -105,17 +110,31 @@ def plausibility_scores(spec: KeypointSpec, kps: np.ndarray, labeled: list[np.nd
     return sc.plausibility(sc.bone_logs(kps, edges, person_size(spec, kps)), ref_bones, seen)
 
 
-def batch_scores(spec: KeypointSpec, codec, b) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """One predictor batch (plain + flipped-back heatmaps) → uncertainty scores, keypoints (image px), confidences."""
-    avg = 0.5 * (b.heatmaps + b.heatmaps_flip)
+def batch_scores(
+    spec: KeypointSpec, codec, b, joints: JointMatch | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """One predictor batch (plain + flipped-back heatmaps) → uncertainty scores, keypoints (image px), confidences.
+    ``joints``: the manifest's joints matched to the network's; the scores are over the joints both share, the
+    keypoints in the manifest's order with NaN (confidence 0) where the network does not predict a joint."""
+    hm, hf = b.heatmaps, b.heatmaps_flip
+    if joints is not None:
+        rows = [joints.src[t] for t in joints.shared]
+        hm, hf = hm[:, rows], hf[:, rows]
+    avg = 0.5 * (hm + hf)
     xy, conf = codec.decode(avg)
-    kp = to_image(xy, b.matrix)
-    xp, _ = codec.decode(b.heatmaps)
-    xf, _ = codec.decode(b.heatmaps_flip)
+    xp, _ = codec.decode(hm)
+    xf, _ = codec.decode(hf)
+    kp, plain, flipped = (to_image(c, b.matrix) for c in (xy, xp, xf))
+    if joints is not None:
+        full = np.full((len(kp), len(joints.target), 2), np.nan)
+        full[:, joints.shared] = kp
+        full_conf = np.zeros((len(kp), len(joints.target)), conf.dtype)
+        full_conf[:, joints.shared] = conf
+        kp, conf = full, full_conf
     norm = person_size(spec, kp)
     scores = {
         "confidence": sc.confidence(avg),
-        "flip": sc.flip_disagreement(to_image(xp, b.matrix), to_image(xf, b.matrix), norm),
+        "flip": sc.flip_disagreement(plain, flipped, norm),
         "entropy": sc.peak_entropy(avg),
     }
     return scores, kp, conf
@@ -237,7 +256,7 @@ def _score_frames(m: Manifest, ck_path: Path, todo: list[Frame], d: Path, rank: 
     new_ks = np.zeros((n, k), np.float16)
     if not n:
         return new_sc, new_kp, new_ks, None
-    pred = load_predictor(ck_path, batch_size=_SCORING_BATCH, **SCORING)
+    pred = load_predictor(ck_path, joints=m.keypoints.names, batch_size=_SCORING_BATCH, **SCORING)
     codec = pred.codec
     emb = None
     done = 0
@@ -245,7 +264,7 @@ def _score_frames(m: Manifest, ck_path: Path, todo: list[Frame], d: Path, rank: 
     for b in pred.batches([Sample(f.path, None, f.id) for f in todo]):
         done += len(b.index) + len(b.bad)
         if len(b.index):
-            bs, kp, conf = batch_scores(m.keypoints.spec(), codec, b)
+            bs, kp, conf = batch_scores(m.keypoints.spec(), codec, b, pred.joints)
             new_sc[b.index] = np.stack([bs[name] for name in sc.NAMES], axis=1)
             new_kp[b.index] = kp
             new_ks[b.index] = conf
@@ -517,6 +536,12 @@ def _candidate_pool(
                 raise IterateError(
                     f"selection.weights.{name}: only `iterate simulate` computes this score so far; set it to 0 here"
                 )
+        jm = joint_match(model["path"], m.keypoints.names) if Path(model["path"]).is_file() else None
+        if jm is not None:
+            notes.append(
+                f"{model_name(model)} predicts {jm.describe()}: uncertainty is scored over those, and its "
+                "pre-annotations leave the others unplaced"
+            )
         scored = score_pool(m, ledger, model, cands, progress)
         if scored is None:  # another rank of a torchrun: its shard is scored, rank 0 goes on
             return cands, None, None
@@ -599,7 +624,8 @@ def _labeled_embeddings(m: Manifest, ledger: Ledger, model: dict) -> np.ndarray 
 
 def _predict_strata(m: Manifest, ledger: Ledger, model: dict, scored: Scored) -> list[dict]:
     """Predicted strata of the candidates; the occlusion threshold calibrated on labeled val frames."""
-    sp = StrataPredictor(m.strata, m.keypoints.names)
+    derive = derived_strata(m)
+    sp = StrataPredictor(m.strata, m.keypoints.names, derive)
     val = [(f, lab) for f, lab in ledger.current_labels(("val",)) if lab.instance == 0][:300]
     if val:
         # the calibration is cached with the model's scores: same checkpoint and same val labels → same state
@@ -608,14 +634,15 @@ def _predict_strata(m: Manifest, ledger: Ledger, model: dict, scored: Scored) ->
             "checkpoint": str(ck_path),
             "mtime": ck_path.stat().st_mtime,
             "val": [[f.id, lab.version] for f, lab in val],
+            "derive": [[k, d.rule, list(d.values), list(d.thresholds)] for k, d in derive.items()],
         }
         cache = _cache_dir(m, model) / "strata.json"
         cached = json.loads(cache.read_text()) if cache.is_file() else {}
         if cached.get("key") == key:
-            sp = StrataPredictor.from_state(m.strata, m.keypoints.names, cached["state"])
+            sp = StrataPredictor.from_state(m.strata, m.keypoints.names, cached["state"], derive)
         else:
             # calibrated on the same scoring path as the pool it is applied to
-            pr = load_predictor(model["path"], **SCORING)
+            pr = load_predictor(model["path"], joints=m.keypoints.names, **SCORING)
             p = pr.predict([Sample(f.path, None, f.id) for f, _ in val])
             sp.fit(p.keypoints, p.scores, p.embeddings, [lab.attributes for _, lab in val])
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -738,9 +765,10 @@ def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str])
     model = round_model(ledger, round_id)
     if model is not None and Path(model["path"]).is_file():
         frames = [ledger.frame(fid) for fid in frame_ids]
-        p = load_predictor(model["path"]).predict([Sample(f.path, None, f.id) for f in frames])
-        preds = {
-            f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).any()
+        pr = load_predictor(model["path"], joints=m.keypoints.names)
+        p = pr.predict([Sample(f.path, None, f.id) for f in frames])
+        preds = {  # an unreadable frame has no keypoint at all; a joint the model lacks is NaN, left unplaced
+            f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).all()
         }
         version = "iterate-base" if model.get("base") else f"iterate-model-{model['id']}"
     studio = Studio.from_settings(studio_settings(m))

@@ -60,3 +60,23 @@ def test_demo_files_and_output_never_hold_the_token(tmp_path, lspet_coco, studio
     assert leaks == []
     assert (ws / "reports" / "round-02.md").is_file()
     assert not load_manifest(p).workspace_dir.exists()
+
+
+def test_credentials_in_the_label_studio_url_are_refused_and_never_printed(tmp_path):
+    """Issue "Hardening, third pass", item 6: `label_studio.url: http://u:pw@host` is refused at load, and the
+    line that says so does not print the password."""
+    import yaml
+
+    from conftest import lsp_manifest
+
+    secret = "pw-4f1e9c"
+    for url in (f"http://admin:{secret}@127.0.0.1:8080", f"https://{secret}@ls.example.org", "ftp://127.0.0.1"):
+        p = lsp_manifest(tmp_path, [], label_studio={"url": url, "token_env": "LABEL_STUDIO_TOKEN"})
+        r = CliRunner().invoke(app, ["status", "-m", str(p)])
+        assert r.exit_code == 2, r.output
+        assert "label_studio.url" in r.output and secret not in r.output
+        assert len([x for x in r.output.splitlines() if x.strip()]) == 1
+    ok = yaml.safe_load(p.read_text())
+    ok["label_studio"]["url"] = "http://127.0.0.1:8080"
+    p.write_text(yaml.safe_dump(ok))
+    load_manifest(p)  # a plain URL still loads

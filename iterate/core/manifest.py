@@ -333,6 +333,25 @@ class LabelStudioSettings(_Strict):
     batch_size: int = Field(500, ge=1)
     agreement: bool = False
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, v: str) -> str:
+        """The URL is printed in status and error lines: a user name or password in it would be printed too."""
+        from urllib.parse import urlsplit
+
+        try:
+            u = urlsplit(v)
+            u.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("not a URL (http://host:port)") from None
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if u.username is not None or u.password is not None or "@" in u.netloc:
+            raise ValueError(
+                "holds a user name or password: remove it; the token comes from the variable named by token_env"
+            )
+        return v
+
     @field_validator("token_env")
     @classmethod
     def _env_name(cls, v: str) -> str:

@@ -49,3 +49,24 @@ def test_checkpoint_save_on_a_full_disk_is_one_line_and_leaves_no_temporary(tmp_
     r = _retrain(p)
     assert r.returncode == 0, r.stderr[-2000:]
     assert not stale.exists()
+
+
+def test_video_ingest_on_a_full_disk_is_one_line_and_leaves_no_temporary(tmp_path):
+    from conftest import SHARED
+
+    video = SHARED / "sleap_dance" / "dance.mp4"
+    p = lsp_manifest(tmp_path, [{"name": "dance", "kind": "video", "path": str(video), "every": 150, "split": "pool"}])
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))  # a cut 406×720 frame's PNG is larger
+
+    cmd = [sys.executable, "-m", "iterate.cli", "ingest", "-m", str(p)]
+    r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=limit, timeout=600)
+    assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    lines = [x for x in (r.stdout + r.stderr).splitlines() if x.strip()]
+    assert len(lines) == 1 and "the frame could not be written" in lines[0], lines
+    ws = tmp_path / "ws"
+    assert not [f for f in ws.rglob("*tmp*") if f.is_file() and "frames" in f.parts], list(ws.rglob("*"))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # room again: the re-run finishes
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -32,6 +32,7 @@ from iterate.core.coco import (
     size_mismatch,
 )
 from iterate.core.errors import IterateError
+from iterate.core.files import write_bytes_atomic
 from iterate.core.images import IMAGE_EXTS, decode, nameable, printable, read_bytes, size_problem
 from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest, Source
@@ -287,9 +288,7 @@ def _ingest_frames(m, ledger, src, items, s, by_hash, progress) -> None:
         with ledger.transaction():
             for f, write_to, data in pending:
                 if write_to is not None and data is not None and not write_to.exists():
-                    tmp = write_to.with_suffix(".tmp")
-                    tmp.write_bytes(data)
-                    tmp.replace(write_to)
+                    write_bytes_atomic(write_to, data, "frame")
                 ledger.add_frame(f)
         pending.clear()
 
@@ -673,9 +672,7 @@ def _ingest_sleap(m, ledger, src, s, by_hash, progress) -> None:
                 continue
             png = out_dir / f"{key}_{idx:06d}.png"
             if not png.exists():
-                tmp = png.with_suffix(".tmp")
-                tmp.write_bytes(cv2.imencode(".png", img)[1].tobytes())
-                tmp.replace(png)
+                write_bytes_atomic(png, cv2.imencode(".png", img)[1].tobytes(), "frame")
             cut.append((idx, png, img))
     finally:
         cap.release()

@@ -70,9 +70,10 @@ def report(
     round_: Annotated[int | None, typer.Option("--round", help="re-render this older round")] = None,
     alpha: Annotated[float, typer.Option(help="PCKh threshold α")] = 0.1,
 ) -> None:
-    """Write the round's gap report (Markdown + JSON + PNGs) and the next chunk focus that `select` reads.
+    """Write the round's gap report (Markdown + JSON + PNGs, and its HTML page: the picked frames with their
+    pre-annotations drawn, the worst frames, the plots) and the next chunk focus that `select` reads.
 
-    Example: iterate report && less .iterate/reports/latest.md
+    Example: iterate report && less .iterate/reports/latest.md  (or open .iterate/reports/latest.html)
     """
     from iterate.loop.report import build
 
@@ -80,7 +81,7 @@ def report(
     with ledger:
         with console.status("scoring val and the pool with the current model…"):
             path = build(m, ledger, round_no=round_, alpha=alpha)
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path} and {path.with_suffix('.html')} (every round: {path.parent / 'index.html'})")
 
 
 def register(app: typer.Typer) -> None:

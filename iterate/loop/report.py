@@ -4,6 +4,7 @@ checkpoint on val/test, the pool's predicted strata) and hand it to :mod:`report
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from iterate.core.manifest import Manifest
 from iterate.loop import tracking
 from iterate.loop.control import update_controls
 from iterate.loop.retrain import labeled_samples
+from iterate.loop.select import model_name, round_model
 from iterate.loop.settings import keypoint_spec, strata
 from iterate.selection.strata import StrataPredictor
 from model.data import Sample
@@ -22,6 +24,7 @@ from model.evaluate import head_boxes
 from model.infer import Predictions, Predictor, load_predictor
 from reports.evaluation import EvalSet, check_alpha, coco_evalset, evaluate
 from reports.focus import next_chunk_focus
+from reports.html import write_html
 from reports.report import (
     contact_sheet,
     frame_scores,
@@ -53,7 +56,9 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
     out_dir = reports_dir(m)
     n = len(ledger.rounds())
     if round_no is not None and round_no != n:
-        return rerender(out_dir, round_no)
+        md = rerender(out_dir, round_no)
+        write_html(out_dir, json.loads(md.with_suffix(".json").read_text()))
+        return md
     data: dict = {
         "round": n,
         "project": m.project,
@@ -75,7 +80,9 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
         _add_timeline_plot(data, out_dir)
         data["focus_followup"] = _focus_followup(ledger, out_dir, data)
     data["controls"] = update_controls(m, ledger)
+    data["picked"] = _picked(m, ledger, out_dir)
     md = write_round(out_dir, data)
+    write_html(out_dir, data)  # the HTML twin: round-NN.html, index.html, latest.html
     with ledger.transaction():
         ledger.add_report(n, str(md), model["id"] if model else None, summary(data))
     if run is not None:  # the report's figures and files join the run that trained the model
@@ -97,6 +104,72 @@ def evaluate_checkpoint(m: Manifest, ledger: Ledger, path: str | Path, split: st
 
 
 # -- the steps of build -----------------------------------------------------------------------------
+PICKS_SHOWN = 200  # the HTML page draws at most this many of a round's picks (by rank)
+
+
+def _xy(k: np.ndarray) -> list:
+    """(K, 2) keypoints → JSON rows, null for a joint the model does not place (NaN)."""
+    return [[round(float(x), 1), round(float(y), 1)] if np.isfinite([x, y]).all() else None for x, y in k]
+
+
+def _picked(m: Manifest, ledger: Ledger, out_dir: Path) -> dict | None:
+    """The latest selection round's frames with the pre-annotations its model pushed — the same predictor call as
+    `push_round`, so the same keypoints — and each frame's label once synced: what the HTML page draws."""
+    rounds = ledger.rounds()
+    if not rounds:
+        return None
+    rnd = rounds[-1]
+    rows = ledger.round_frames(rnd["id"])
+    shown = [(r, fid, info, f) for r, (fid, info) in enumerate(rows[:PICKS_SHOWN], 1) if (f := ledger.frame(fid))]
+    model, notes = round_model(ledger, rnd["id"]), []
+    preds = None
+    if model is None:
+        notes.append("cold start: no model scored this round, so no pre-annotations were pushed")
+    elif not Path(model["path"]).is_file():
+        notes.append(f"{model_name(model)}'s checkpoint {model['path']} is gone: the frames are shown without it")
+        model = None
+    elif shown:
+        pr = load_predictor(model["path"], joints=m.keypoints.names)
+        preds = pr.predict([Sample(f.path, None, f.id) for *_, f in shown]).keypoints
+    if model is not None and not rnd["params"].get("push", True):
+        notes.append("pushed with --no-push: nothing was sent to Label Studio; the skeletons are what a push sends")
+    frames = []
+    for i, (rank, fid, info, f) in enumerate(shown):
+        lab = ledger.current_label(fid)
+        frames.append(
+            {
+                "rank": rank,
+                "frame_id": fid,
+                "path": f.path,
+                "why": info.get("why", ""),
+                "pred_strata": {k[5:]: v for k, v in info.items() if k.startswith("pred_")},
+                "pred": None if preds is None else _xy(preds[i]),
+                "label": None if lab is None else [[round(float(v), 1) for v in p] for p in lab.keypoints],
+            }
+        )
+    readable = preds[~np.isnan(preds).all(axis=(1, 2))] if preds is not None else np.zeros((0, 0, 2))
+    unplaced = np.isnan(readable).any(axis=2).all(axis=0) if len(readable) else []
+    rounds_dir = m.workspace_dir / "rounds"
+    rel = {
+        key: os.path.relpath(rounds_dir / f"round-{rnd['id']:02d}{ext}", out_dir)
+        for key, ext in (("why_md", ".md"), ("table_csv", ".csv"), ("scores_plot", "-scores.png"))
+        if (rounds_dir / f"round-{rnd['id']:02d}{ext}").is_file()
+    }
+    return {
+        "round": rnd["id"],
+        "strategy": rnd["strategy"],
+        "pre_annotated_by": model_name(model) if model is not None else None,
+        "checkpoint": model["path"] if model is not None else None,
+        "frames_total": len(rows),
+        "joints": list(m.keypoints.names),
+        "skeleton": [list(e) for e in m.keypoints.skeleton],
+        "unplaced": [n for n, u in zip(m.keypoints.names, unplaced) if u],
+        "notes": notes,
+        "frames": frames,
+        **rel,
+    }
+
+
 def _data_side(m: Manifest, ledger: Ledger) -> dict:
     prog = chunk_progress(m, ledger)
     n_train, n_replay = training_frames(m, ledger)
@@ -203,6 +276,16 @@ def _against_base(m: Manifest, samples, split: str, alpha: float, current: Predi
         **{k: res[k] for k in keys},
         "strata": {key: {v: {k: r[k] for k in keys} for v, r in rows.items()} for key, rows in res["strata"].items()},
     }
+    if only is not None:  # this model on the same joints, so the two columns compare
+        now = _evaluate_split(m, samples, current.predict(samples), alpha, only)
+        out["joints"] = base.joints.describe()
+        out["now"] = {
+            **{k: now[k] for k in keys},
+            "strata": {
+                key: {v: {k: r[k] for k in keys} for v, r in rows.items()} for key, rows in now["strata"].items()
+            },
+        }
+    return out
 
 
 def _focus(m: Manifest, ledger: Ledger, pr: Predictor, p: Predictions, res: dict, attrs: list[dict]) -> dict:
@@ -249,16 +332,6 @@ def _focus_followup(ledger: Ledger, out_dir: Path, data: dict) -> dict | None:
         "after": None if after is None else {k: after[k] for k in ("frames", "pckh05", "ci95_05")},
         "previous_report": prev_file.name,
     }
-    if only is not None:  # this model on the same joints, so the two columns compare
-        now = _evaluate_split(m, samples, current.predict(samples), alpha, only)
-        out["joints"] = base.joints.describe()
-        out["now"] = {
-            **{k: now[k] for k in keys},
-            "strata": {
-                key: {v: {k: r[k] for k in keys} for v, r in rows.items()} for key, rows in now["strata"].items()
-            },
-        }
-    return out
 
 
 def _worst_sheet(m: Manifest, samples, p: Predictions, out: dict, alpha: float, path: Path) -> None:

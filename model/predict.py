@@ -91,9 +91,12 @@ def predict_files(
     box_head: bool | None = None,
     refine_passes: int | None = None,
     batch_size: int = 32,
+    joints: list[str] | None = None,
 ) -> tuple[int, list[str], str]:
     """Write COCO results for ``inputs``; → (results written, unreadable files, the inference path used).
     ``flip``/``refine``/``head_up``/``box_head``/``refine_passes``: ``None`` keeps the checkpoint's setting.
+    ``joints``: write these joints (a manifest's), matched by name; one the checkpoint lacks is written as 0, 0
+    with score 0 (COCO results have no "not predicted").
     With a box head each result also carries the person box it found (``bbox``: x, y, w, h of a square)."""
     from model.data import Sample
     from model.infer import load_predictor
@@ -103,6 +106,7 @@ def predict_files(
     ids = coco_ids(coco, files) if coco is not None else {}
     pred = load_predictor(
         model_path,
+        joints=joints,
         flip=flip,
         refine=refine,
         head_up=head_up,
@@ -113,9 +117,9 @@ def predict_files(
     res = pred.predict([Sample(str(f)) for f in files])
     results = []
     for i, f in enumerate(files):
-        if np.isnan(res.keypoints[i]).any():
+        if np.isnan(res.keypoints[i]).all():  # unreadable
             continue
-        kp = np.concatenate([res.keypoints[i], res.scores[i][:, None]], axis=1)
+        kp = np.concatenate([np.nan_to_num(res.keypoints[i]), res.scores[i][:, None]], axis=1)
         row = {
             "image_id": ids.get(f, i + 1),  # without --coco: the file's position; evaluate checks file_name
             "file_name": str(f),

@@ -156,3 +156,27 @@ def test_predict_out_is_checked_before_predicting(val, tmp_path):
         r = CliRunner().invoke(app, ["predict", str(img), "--model", str(BASE), "--out", str(out)])
         assert said in _one_line(r)
     assert img.read_bytes() == before and other.read_text() == "mine"
+
+
+def test_predict_writes_a_manifests_joints_by_name(val, tmp_path):
+    """`predict -m` with a COCO-17 manifest and the 14-joint LSP base: 17 joints in the manifest's order, each
+    shared joint the base's own prediction of that name, the face joints written as not predicted (score 0)."""
+    from iterate.core.presets import COCO_JOINTS, LSP_JOINTS, PRESETS
+
+    m = lsp_manifest(
+        tmp_path, [], keypoints={k: PRESETS["coco17"][k] for k in ("names", "flip_pairs", "normalizer")}, strata={}
+    )
+    own, mapped = tmp_path / "own.json", tmp_path / "mapped.json"
+    for extra, out in (([], own), (["-m", str(m)], mapped)):
+        r = CliRunner().invoke(
+            app, ["predict", str(val["dir"] / "images"), "--model", str(BASE), "--out", str(out), *extra]
+        )
+        assert r.exit_code == 0, r.output
+    for a, b in zip(json.loads(own.read_text()), json.loads(mapped.read_text())):
+        ka, kb = ([r["keypoints"][i : i + 3] for i in range(0, len(r["keypoints"]), 3)] for r in (a, b))
+        assert len(ka) == 14 and len(kb) == 17
+        for j, name in enumerate(COCO_JOINTS):
+            if name in LSP_JOINTS:
+                assert kb[j] == ka[LSP_JOINTS.index(name)]
+            else:
+                assert kb[j][2] == 0

@@ -12,6 +12,7 @@ from rich.table import Table
 from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, progress_bar
 from iterate.core.errors import IterateError
 from iterate.core.images import printable
+from iterate.core.manifest import load_manifest
 
 
 def retrain(
@@ -42,6 +43,7 @@ def retrain(
     Example: iterate retrain --epochs 20 --from base.pt --freeze all_but_stage4
     """
     from iterate.loop.retrain import retrain as run
+    from reports.report import duration
 
     m, ledger = open_project(manifest, write=True, command="iterate retrain")
     with (
@@ -82,8 +84,17 @@ def retrain(
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in out.metrics.items():
-        t.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
+        if k != "best_pick":  # a sentence: printed below
+            t.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
     console.print(t)
+    secs = out.metrics.get("seconds")
+    if isinstance(secs, (int, float)):
+        cap = f" (cap {minutes:g} min)" if minutes is not None else ""
+        console.print(
+            f"trained {out.metrics.get('steps', '?')} steps in {duration(secs)}{cap}", highlight=False, soft_wrap=True
+        )
+    for note in out.notes:
+        console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     if out.tracking:
         tr = out.tracking
         console.print(
@@ -131,6 +142,15 @@ def predict(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="frames per batch")] = 32,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            "-m",
+            help="write this manifest's joints in its order, matched to the checkpoint's by name (default: the "
+            "checkpoint's own joints)",
+        ),
+    ] = None,
 ) -> None:
     """Predict keypoints for images and write COCO results (image_id, category_id, keypoints, score).
 
@@ -157,6 +177,7 @@ def predict(
         box_head=box_head,
         refine_passes=refine_passes,
         batch_size=batch_size,
+        joints=load_manifest(manifest, check_sources=False).keypoints.names if manifest else None,
     )
     for p in bad:
         console.print(

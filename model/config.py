@@ -30,6 +30,8 @@ class AugmentConfig:
     head_up: bool = False
     person_box: float = 0.5  # share of samples cropped to the labeled person's box
     box_jitter: float = 0.0  # person crops: centre shift, normal σ as a share of the box side (0 = centred)
+    zoom_out: float = 0.0  # share of samples pasted shrunk into a larger canvas over another (blurred) frame
+    zoom_min: float = 0.1  # zoom_out: the smallest share of the crop's side the frame shrinks to
 
 
 @dataclass(frozen=True)

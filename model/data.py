@@ -76,6 +76,7 @@ class PoseDataset(Dataset):
         boxes: dict[int, tuple[tuple[float, float], float]] | None = None,
         person_box_p: float = 0.0,
         box_jitter: float = 0.0,
+        zoom_out: tuple[float, float] = (0.0, 0.1),
         targets: bool | None = None,
         box_targets: bool = False,
     ):
@@ -94,9 +95,29 @@ class PoseDataset(Dataset):
         self.person_box_p = person_box_p
         self.box_jitter = box_jitter  # σ of a person crop's centre shift, as a share of its side
         self.box_targets = box_targets  # the labeled person's box in crop pixels, for a box head's loss
+        self.zoom_out = zoom_out  # (share of samples, smallest side share): frames pasted small over another frame
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def _over_background(self, crop, img, m, rng, i: int, kps, vis) -> np.ndarray:
+        """The shrunk person over another frame (blurred): a feathered ellipse around the labeled joints' box keeps
+        the person and a little of its scene, so no sharp pasted rectangle gives the person away."""
+        size = crop.shape[0]
+        bg = _background(self.samples, rng, i, size)
+        if bg is None:
+            return crop
+        inside = cv2.warpAffine(np.ones(img.shape[:2], np.float32), m, (size, size), flags=cv2.INTER_LINEAR)
+        box = keypoint_box(apply(m, kps), vis, margin=float(rng.uniform(1.3, 1.8)))
+        if box is not None:
+            (cx, cy), side = box
+            ell = np.zeros((size, size), np.float32)
+            axes = (max(1, int(side * 0.5)), max(1, int(side * 0.5)))
+            cv2.ellipse(ell, (int(round(cx)), int(round(cy))), axes, 0, 0, 360, 1.0, -1)
+            ell = cv2.GaussianBlur(ell, (0, 0), sigmaX=max(1.0, side * 0.08))
+            inside = inside * ell
+        a = inside[..., None]
+        return (crop * a + bg * (1 - a)).astype(np.uint8)
 
     def __getitem__(self, i: int) -> dict:
         s = self.samples[i]
@@ -118,6 +139,13 @@ class PoseDataset(Dataset):
                     dx, dy = rng.normal(0, self.box_jitter, size=2) * side
                     center = (center[0] + float(dx), center[1] + float(dy))
         m = crop_matrix(center, side, size)
+        zoomed = False
+        if self.train and self.zoom_out[0] > 0 and rng.random() < self.zoom_out[0]:
+            # the frame shrinks to f of the crop's side (log-uniform) at a random place: a person far from the camera
+            f = float(np.exp(rng.uniform(np.log(self.zoom_out[1]), 0.0)))
+            t = rng.uniform(0, size * (1 - f), size=2)
+            m = compose(np.array([[f, 0, t[0]], [0, f, t[1]]]), m)
+            zoomed = True
         plan = None
         if self.rotations.get(i):
             m = compose(rotate_about_matrix(self.rotations[i], size), m)
@@ -140,6 +168,8 @@ class PoseDataset(Dataset):
             )
             m = compose(plan.crop_matrix, m)
         crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        if zoomed:
+            crop = self._over_background(crop, img, m, rng, i, kps, vis)
         pts = apply(m, kps)
         if plan is not None:
             if plan.flip:
@@ -155,6 +185,22 @@ class PoseDataset(Dataset):
             out["box"] = torch.tensor([box[0][0], box[0][1], box[1]] if box else [0.0, 0.0, 1.0], dtype=torch.float32)
             out["box_valid"] = torch.tensor(1.0 if box else 0.0)
         return out
+
+
+def _background(samples: list[Sample], rng: np.random.Generator, skip: int, size: int) -> np.ndarray | None:
+    """Another frame of the set, whole, blurred: the scene a shrunk person is pasted into."""
+    if len(samples) < 2:
+        return None
+    j = int(rng.integers(len(samples) - 1))
+    j += j >= skip
+    bg, _ = read_image(samples[j].path)
+    if bg is None:
+        return None
+    c, side = image_box(bg.shape[1], bg.shape[0])
+    bg = cv2.warpAffine(
+        bg, crop_matrix(c, side, size), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
+    return cv2.GaussianBlur(bg, (0, 0), sigmaX=float(rng.uniform(1.0, 3.0)))
 
 
 def collate(items: list[dict]) -> dict:

@@ -65,6 +65,7 @@ class InferConfig:
     flip_shift: bool = False  # HRNet's one-pixel shift of the flipped-back map
     box_head: bool = True  # refine on the mean of the box head's box and the keypoint box, where the net has a head
     refine_passes: int = 1  # refine passes; each later one re-boxes on the last pass (and its head's box there)
+    localise: str = "frame"  # the first pass's crop: the whole frame, or the box head's person box found on it
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -85,6 +86,7 @@ class InferConfig:
             bool(d.get("flip_shift", False)),
             bool(d.get("box_head", True)),
             int(d.get("refine_passes", 1)),
+            str(d.get("localise", "frame")),
         )
 
     def override(self, **kw) -> InferConfig:
@@ -99,6 +101,8 @@ class InferConfig:
 
     def describe(self) -> str:
         parts = (["flip TTA"] if self.flip else ["no flip"]) + (["box refine"] if self.refine else ["no refine"])
+        if self.localise == "box_head":
+            parts.insert(0, "person found by the box head first")
         if self.refine and self.refine_passes > 1:
             parts[-1] += f" ×{self.refine_passes}"
         if self.refine and self.box_head:
@@ -132,6 +136,7 @@ def load_predictor(
     rotations: tuple[float, ...] | None = None,
     box_head: bool | None = None,
     refine_passes: int | None = None,
+    localise: str | None = None,
     batch_size: int = 32,
     workers: int | None = None,
     device: str | None = None,
@@ -144,7 +149,13 @@ def load_predictor(
 
     net, ck = model_from_checkpoint(checkpoint)
     st = settings_from_checkpoint(ck).override(
-        flip=flip, refine=refine, head_up=head_up, rotations=rotations, box_head=box_head, refine_passes=refine_passes
+        flip=flip,
+        refine=refine,
+        head_up=head_up,
+        rotations=rotations,
+        box_head=box_head,
+        refine_passes=refine_passes,
+        localise=localise,
     )
     codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
     pred = Predictor.from_settings(net, codec, st, batch_size=batch_size, workers=workers, device=device)
@@ -226,6 +237,7 @@ class Predictor:
         refine: bool = False,
         box_head: bool = True,
         refine_passes: int = 1,
+        localise: str = "frame",
         device: str | None = None,
         batch_size: int = 32,
         workers: int | None = None,
@@ -241,6 +253,7 @@ class Predictor:
         self.refine = refine
         self.refine_passes = max(1, int(refine_passes))
         self.box_head = box_head
+        self.localise = localise
         self.box_codec = BoxCodec(model.input_size, model.box_map_size) if model.box_head is not None else None
         self.batch_size = batch_size
         self.workers = workers
@@ -254,6 +267,7 @@ class Predictor:
             flip_shift,
             box_head,
             self.refine_passes,
+            localise,
         )
 
     @classmethod
@@ -269,6 +283,7 @@ class Predictor:
             refine=settings.refine,
             box_head=settings.box_head,
             refine_passes=settings.refine_passes,
+            localise=settings.localise,
             **kw,
         )
 
@@ -353,7 +368,7 @@ class Predictor:
         emb: np.ndarray | None = None
         bad: list[str] = []
         done = 0
-        with_box = self.box_head and self.box_codec is not None
+        with_box = (self.box_head or self.localise == "box_head") and self.box_codec is not None
         boxes = np.full((n, 3), np.nan) if with_box else None
         for b in self.batches(samples, with_box=with_box):
             bad += b.bad
@@ -370,6 +385,8 @@ class Predictor:
                 progress(done, n)
         if emb is None:
             emb = np.zeros((n, 0), np.float16)
+        if self.localise == "box_head" and boxes is not None:
+            self._localise_pass(samples, kps, scores, boxes)
         if self.refine:
             self._refine_pass(samples, kps, scores, boxes)
         if self.head_up is not None:
@@ -412,6 +429,17 @@ class Predictor:
                 scores[orig] = (scores[orig] + s) / 2
             else:
                 kps[orig], scores[orig] = c, s
+
+    def _localise_pass(self, samples, kps, scores, head_boxes: np.ndarray) -> None:
+        """Find the person first: the pose pass again on the person box the box head found on the whole frame (its
+        keypoints replace the whole frame's); the head's box is read again on that closer crop."""
+        boxes = {
+            i: ((float(b[0]), float(b[1])), float(b[2]))
+            for i, b in enumerate(head_boxes)
+            if np.isfinite(b).all() and b[2] >= 16 and not np.isnan(kps[i]).all()
+        }
+        if boxes:
+            self._rerun(samples, {}, kps, scores, average=False, boxes=boxes, head_boxes=head_boxes)
 
     def _refine_pass(self, samples, kps, scores, head_boxes: np.ndarray | None = None) -> None:
         """Second pass on the person box that the first (whole-frame) pass found: the person fills the crop. The box

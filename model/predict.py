@@ -92,6 +92,7 @@ def predict_files(
     refine_passes: int | None = None,
     batch_size: int = 32,
     joints: list[str] | None = None,
+    localise: str | None = None,
 ) -> tuple[int, list[str], str]:
     """Write COCO results for ``inputs``; → (results written, unreadable files, the inference path used).
     ``flip``/``refine``/``head_up``/``box_head``/``refine_passes``: ``None`` keeps the checkpoint's setting.
@@ -112,6 +113,7 @@ def predict_files(
         head_up=head_up,
         box_head=box_head,
         refine_passes=refine_passes,
+        localise=localise,
         batch_size=batch_size,
     )
     res = pred.predict([Sample(str(f)) for f in files])

@@ -363,6 +363,7 @@ def _data(setup: TrainSetup, samples: list[Sample], distributed: bool, rank: int
         seed=tcfg.seed,
         person_box_p=tcfg.augment.person_box,
         box_jitter=tcfg.augment.box_jitter,
+        zoom_out=(tcfg.augment.zoom_out, tcfg.augment.zoom_min),
         box_targets=cfg.box_head,
     )
     sampler = None

@@ -142,6 +142,14 @@ def predict(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="frames per batch")] = 32,
+    localise: Annotated[
+        str | None,
+        typer.Option(
+            "--localise",
+            help="frame: the first pass crops the whole frame; box_head: the person box the model's box head finds "
+            "first (people who do not fill the frame; default: as the checkpoint records)",
+        ),
+    ] = None,
     manifest: Annotated[
         Path | None,
         typer.Option(
@@ -164,6 +172,8 @@ def predict(
 
     if batch_size < 1:
         raise IterateError("--batch-size must be ≥ 1")
+    if localise not in (None, "frame", "box_head"):
+        raise IterateError(f"--localise must be frame or box_head, got {localise!r}")
     if refine_passes is not None and not 1 <= refine_passes <= 4:
         raise IterateError(f"--refine-passes must be 1 to 4, got {refine_passes}")
     n, bad, path = predict_files(
@@ -178,6 +188,7 @@ def predict(
         refine_passes=refine_passes,
         batch_size=batch_size,
         joints=load_manifest(manifest, check_sources=False).keypoints.names if manifest else None,
+        localise=localise,
     )
     for p in bad:
         console.print(

@@ -32,6 +32,7 @@ def infer_config(m: Manifest) -> InferConfig:
         refine=m.model.refine,
         refine_passes=m.model.refine_passes,
         head_up=None if hu is None else (tuple(hu[0]), tuple(hu[1])),
+        localise=m.model.localise,
     )
 
 

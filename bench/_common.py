@@ -19,7 +19,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ITERATE_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 LSPET = SHARED / "lspet"
-RESULTS = REPO / "bench" / "results"
+RESULTS = Path(os.environ.get("ITERATE_BENCH_RESULTS", REPO / "bench" / "results"))  # tests point it elsewhere
 
 
 def manifest(overrides: list[str] | None = None):

@@ -1,0 +1,91 @@
+"""People who do not fill the frame (issue 30, item 2): the zoom-out placement a box head learns from, the
+`localise: box_head` inference path, and the bench's smoke mode (bench/small_person.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from iterate.core.presets import LSP_JOINTS
+from iterate.core.schema import KeypointSpec
+from model.codec import DarkCodec
+from model.config import AugmentConfig
+from model.data import PoseDataset, Sample
+from model.infer import load_predictor
+
+from conftest import LSPET, REPO
+
+BASE = REPO / "model" / "weights" / "lspet_w18s_128.pt"
+
+
+def _samples(lspet_coco, ids):
+    ims = {i["id"]: i for i in lspet_coco["images"]}
+    return [
+        Sample(str(LSPET / ims[a["image_id"]]["file_name"]), np.asarray(a["keypoints"], float).reshape(-1, 3))
+        for a in lspet_coco["annotations"]
+        if a["image_id"] in ids
+    ]
+
+
+def test_zoom_out_shrinks_the_person_over_another_frame(lspet_coco):
+    samples = _samples(lspet_coco, set(range(7001, 7013)))
+    spec = KeypointSpec.from_names(LSP_JOINTS)
+    kw = dict(flip_index=spec.flip_index(), joint_weights=[1.0] * 14, train=True, box_targets=True)
+    plain = AugmentConfig(n=0, flip=False, rotate_deg=0, scale=0, person_box=0)
+    codec = DarkCodec(128, 64, 3.0)
+    tight = PoseDataset(samples, codec, augment=plain, **kw)
+    small = PoseDataset(samples, codec, augment=plain, zoom_out=(1.0, 0.15), **kw)
+    ratios, outside = [], []
+    for i in range(len(samples)):
+        a, b = tight[i], small[i]
+        ratios.append(float(b["box"][2] / a["box"][2]))
+        # the pixels far from the shrunk person come from another frame, not from this one's whole-frame crop
+        cx, cy, side = b["box"].tolist()
+        yy, xx = np.mgrid[:128, :128]
+        far = (np.abs(xx - cx) > side) | (np.abs(yy - cy) > side)
+        outside.append(float(np.abs(a["image"] - b["image"]).mean(0).numpy()[far].mean()))
+    assert max(ratios) <= 1.0 + 1e-6 and np.median(ratios) < 0.7  # log-uniform from 0.15 to 1 of the side
+    assert min(ratios) >= 0.15 - 0.02
+    assert np.median(outside) > 0.2  # another scene there (normalised pixels)
+
+
+def test_localise_on_the_box_head_crops_the_person_first(lspet_coco, tmp_path):
+    import cv2
+
+    s = _samples(lspet_coco, {7021, 7022, 7023, 7024})
+    canvas = []
+    for i, x in enumerate(s):  # a third of a grey canvas's side
+        img = cv2.imread(x.path)
+        h, w = img.shape[:2]
+        big = np.full((3 * h, 3 * w, 3), 127, np.uint8)
+        big[h : 2 * h, w : 2 * w] = img
+        p = tmp_path / f"c{i}.png"
+        cv2.imwrite(str(p), big)
+        canvas.append(Sample(str(p)))
+    frame = load_predictor(BASE, localise="frame")
+    first = load_predictor(BASE, localise="box_head")
+    assert "person found by the box head first" in first.settings.describe()
+    a, b = frame.predict(canvas), first.predict(canvas)
+    assert b.boxes is not None and np.isfinite(b.boxes).all()
+    assert not np.allclose(a.keypoints, b.keypoints)  # another first crop: the head's box, not the whole canvas
+
+
+def test_small_person_bench_smoke(tmp_path):
+    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "small_person.py"), "--smoke", "--head-out", str(tmp_path / "head")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = dict(line.split("=", 1) for line in r.stdout.strip().splitlines()[-10:] if "=" in line)
+    assert {"small_shipped_ratio_3", "small_box_head_ratio_5", "small_box_head_1_pckh05"} <= set(last)
+    rec = json.loads((tmp_path / "small_person_smoke.json").read_text())
+    assert rec["figures"]["small_shipped_3_pckh05"] == float(last["small_shipped_3_pckh05"])
+    assert rec["bare_forward_images_per_s"] > 0 and rec["commit"]

@@ -361,7 +361,14 @@ class Predictor:
         coords, scores = self.codec.decode(hm)
         return to_image(coords, b.matrix), scores
 
-    def predict(self, samples: list[Sample], progress: Callable[[int, int], None] | None = None) -> Predictions:
+    def predict(
+        self,
+        samples: list[Sample],
+        progress: Callable[[int, int], None] | None = None,
+        person_boxes: dict[int, tuple[tuple[float, float], float]] | None = None,
+    ) -> Predictions:
+        """``person_boxes``: sample index → a person box (centre, side) found elsewhere (a detector's, a file's):
+        the first pass crops on it instead of the whole frame (and no box-head localisation runs for it)."""
         n, k = len(samples), len(self.flip_index)
         kps = np.full((n, k, 2), np.nan)
         scores = np.zeros((n, k), np.float32)
@@ -370,7 +377,7 @@ class Predictor:
         done = 0
         with_box = (self.box_head or self.localise == "box_head") and self.box_codec is not None
         boxes = np.full((n, 3), np.nan) if with_box else None
-        for b in self.batches(samples, with_box=with_box):
+        for b in self.batches(samples, boxes=person_boxes or None, with_box=with_box):
             bad += b.bad
             done += len(b.index) + len(b.bad)
             if len(b.index):
@@ -385,7 +392,7 @@ class Predictor:
                 progress(done, n)
         if emb is None:
             emb = np.zeros((n, 0), np.float16)
-        if self.localise == "box_head" and boxes is not None:
+        if self.localise == "box_head" and boxes is not None and not person_boxes:
             self._localise_pass(samples, kps, scores, boxes)
         if self.refine:
             self._refine_pass(samples, kps, scores, boxes)

@@ -79,6 +79,49 @@ def coco_ids(coco: Path, files: list[Path]) -> dict[Path, int]:
     return ids
 
 
+DET_THRESHOLD = 0.3  # a detection below this score is not a person (MMPose's top-down demos use 0.3)
+DET_MARGIN = 1.25  # a detector's person box (tight around the body) → the square the pose pass crops
+
+
+def read_person_boxes(path: Path, ids: set[int]) -> tuple[dict[int, tuple[tuple[float, float], float]], int]:
+    """COCO detection results (``[{image_id, category_id, bbox: [x, y, w, h], score}]``, the ``bbox_file`` MMPose's
+    top-down evaluation reads) → each image's most confident person box as a square (centre, side), and the number
+    of images where more than one person scores at least :data:`DET_THRESHOLD` (one person per frame is the
+    product's scope: those frames are counted, the best box kept)."""
+    from iterate.core.coco import read_json
+
+    d = read_json(path, "detection results")
+    if not isinstance(d, list):
+        raise IterateError(f"{path}: expected a list of COCO detections [{{image_id, bbox, score}}, …]")
+    by_image: dict[int, list[tuple[float, list[float]]]] = {}
+    for i, det in enumerate(d):
+        box = det.get("bbox") if isinstance(det, dict) else None
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+            or not np.isfinite(box).all()
+            or box[2] <= 0
+            or box[3] <= 0
+        ):
+            raise IterateError(f"{path}: detection {i}: bbox must be [x, y, w, h] with w, h > 0")
+        if det.get("category_id", 1) != 1:  # COCO's person
+            continue
+        score = det.get("score", 1.0)
+        if not isinstance(score, (int, float)) or score < DET_THRESHOLD:
+            continue
+        by_image.setdefault(det.get("image_id"), []).append((float(score), [float(v) for v in box]))
+    unknown = [k for k in by_image if k not in ids]
+    if unknown and len(unknown) == len(by_image):
+        raise IterateError(f"{path}: no detection's image_id is among the inputs' ids (e.g. {unknown[0]!r})")
+    out, several = {}, 0
+    for iid, dets in by_image.items():
+        several += len(dets) > 1
+        _, (x, y, w, h) = max(dets, key=lambda t: t[0])
+        out[iid] = ((x + w / 2, y + h / 2), max(w, h) * DET_MARGIN)
+    return out, several
+
+
 def predict_files(
     model_path: Path,
     inputs: list[Path],
@@ -93,6 +136,8 @@ def predict_files(
     batch_size: int = 32,
     joints: list[str] | None = None,
     localise: str | None = None,
+    bbox_file: Path | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[int, list[str], str]:
     """Write COCO results for ``inputs``; → (results written, unreadable files, the inference path used).
     ``flip``/``refine``/``head_up``/``box_head``/``refine_passes``: ``None`` keeps the checkpoint's setting.
@@ -105,6 +150,17 @@ def predict_files(
     files = _files(inputs)
     check_out(out, files)
     ids = coco_ids(coco, files) if coco is not None else {}
+    first_boxes = None
+    if bbox_file is not None:
+        if coco is None:
+            raise IterateError("--bbox-file: give --coco too (detections name COCO image ids)")
+        found, several = read_person_boxes(bbox_file, set(ids.values()))
+        first_boxes = {i: found[ids[f]] for i, f in enumerate(files) if ids[f] in found}
+        if notes is not None:
+            notes.append(
+                f"person boxes from {bbox_file}: {len(first_boxes)} of {len(files)} images (the others: the whole "
+                f"frame); {several} image(s) with more than one person (the most confident box kept)"
+            )
     pred = load_predictor(
         model_path,
         joints=joints,
@@ -116,7 +172,7 @@ def predict_files(
         localise=localise,
         batch_size=batch_size,
     )
-    res = pred.predict([Sample(str(f)) for f in files])
+    res = pred.predict([Sample(str(f)) for f in files], person_boxes=first_boxes)
     results = []
     for i, f in enumerate(files):
         if np.isnan(res.keypoints[i]).all():  # unreadable

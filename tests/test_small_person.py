@@ -89,3 +89,59 @@ def test_small_person_bench_smoke(tmp_path):
     rec = json.loads((tmp_path / "small_person_smoke.json").read_text())
     assert rec["figures"]["small_shipped_3_pckh05"] == float(last["small_shipped_3_pckh05"])
     assert rec["bare_forward_images_per_s"] > 0 and rec["commit"]
+
+
+def test_person_boxes_from_a_detection_file(tmp_path):
+    """MMPose's own COCO sample and its detection results (`bbox_file`): the most confident person box of each
+    image is the first crop; frames with several people are counted (one person per frame is the scope)."""
+    from typer.testing import CliRunner
+
+    from iterate.cli import app
+
+    from conftest import SHARED
+
+    coco = SHARED / "mmpose_samples" / "coco"
+    out = {}
+    for name, extra in (("frame", []), ("boxes", ["--bbox-file", str(coco / "test_coco_det_AP_H_56.json")])):
+        p = tmp_path / f"{name}.json"
+        r = CliRunner().invoke(
+            app,
+            [
+                "predict",
+                str(coco),
+                "--model",
+                str(BASE),
+                "--coco",
+                str(coco / "test_coco.json"),
+                "--out",
+                str(p),
+                *extra,
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        out[name] = {d["image_id"]: np.asarray(d["keypoints"]).reshape(-1, 3)[:, :2] for d in json.loads(p.read_text())}
+        if name == "boxes":
+            assert "person boxes from" in r.output and "4 of 4 images" in r.output
+            assert "4 image(s) with more than one person" in r.output
+    dets = json.loads((coco / "test_coco_det_AP_H_56.json").read_text())
+    for iid, kp in out["boxes"].items():
+        x, y, w, h = max((d for d in dets if d["image_id"] == iid), key=lambda d: d["score"])["bbox"]
+        inside = (
+            (kp[:, 0] > x - 0.2 * w) & (kp[:, 0] < x + 1.2 * w) & (kp[:, 1] > y - 0.2 * h) & (kp[:, 1] < y + 1.2 * h)
+        )
+        assert inside.mean() > 0.8, iid  # the joints are on the detected person
+    assert any(not np.allclose(out["frame"][i], out["boxes"][i]) for i in out["boxes"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(coco),
+            "--model",
+            str(BASE),
+            "--out",
+            str(tmp_path / "x.json"),
+            "--bbox-file",
+            str(coco / "test_coco_det_AP_H_56.json"),
+        ],
+    )
+    assert r.exit_code == 2 and "give --coco too" in r.output

@@ -150,6 +150,14 @@ def predict(
             "first (people who do not fill the frame; default: as the checkpoint records)",
         ),
     ] = None,
+    bbox_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--bbox-file",
+            help="COCO detection results (image_id, bbox, score; MMPose's bbox_file): each image's most confident "
+            "person box is the first pass's crop (needs --coco for the ids)",
+        ),
+    ] = None,
     manifest: Annotated[
         Path | None,
         typer.Option(
@@ -176,6 +184,7 @@ def predict(
         raise IterateError(f"--localise must be frame or box_head, got {localise!r}")
     if refine_passes is not None and not 1 <= refine_passes <= 4:
         raise IterateError(f"--refine-passes must be 1 to 4, got {refine_passes}")
+    notes: list[str] = []
     n, bad, path = predict_files(
         model,
         images,
@@ -189,7 +198,11 @@ def predict(
         batch_size=batch_size,
         joints=load_manifest(manifest, check_sources=False).keypoints.names if manifest else None,
         localise=localise,
+        bbox_file=bbox_file,
+        notes=notes,
     )
+    for note in notes:
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     for p in bad:
         console.print(
             f"[yellow]skipped unreadable, too large or degenerate:[/] {escape(printable(p))}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ class EvalSet:
     boxes: np.ndarray | None = None
     scores: np.ndarray | None = None  # (N, K) prediction confidence
     notes: list[str] = field(default_factory=list)
+    only: list[int] | None = None  # score just these joints (e.g. those a base of another joint set predicts)
 
 
 def fmt(x: float) -> float | None:
@@ -52,7 +53,9 @@ def evaluate(
     check_alpha(alpha)
     names = list(spec.names)
     kind = spec.normalizer.kind
-    norms = normalisers(es.gt, es.vis, spec.normalizer, names, es.head_boxes, es.boxes)
+    norms = normalisers(es.gt, es.vis, spec.normalizer, names, es.head_boxes, es.boxes)  # from every labeled joint
+    if es.only is not None:  # the other joints are not scored (as if not labeled), the normaliser unchanged
+        es = replace(es, vis=np.where(np.isin(np.arange(es.vis.shape[1]), es.only)[None], es.vis, 0))
     labeled = (es.vis > 0).any(1)
     usable = norms.scored & labeled
     notes = list(es.notes)
@@ -64,7 +67,7 @@ def evaluate(
             f"{unscored} labeled frame(s) have no {kind} normaliser and no fallback (fewer than two labeled "
             "joints, or `normalizer.fallback: none`): not scored"
         )
-    no_pred = int((np.isnan(es.pred).any(axis=(1, 2)) & usable).sum())
+    no_pred = int((np.isnan(es.pred).all(axis=(1, 2)) & usable).sum())  # a joint a model lacks is NaN too
     if no_pred:
         notes.append(
             f"{no_pred} frame(s) had no prediction (unreadable image or NaN): every labeled joint counts as a miss"

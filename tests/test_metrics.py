@@ -254,3 +254,22 @@ def test_missing_predictions_are_misses_not_dropped_frames():
     res = evaluate(keypoint_spec(m), strata(m), EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
     assert res["frames"] == 3 and res["pckh"] == pytest.approx(100 * 14 / 42, abs=0.01)
     assert any("no prediction" in note for note in res["notes"])
+
+
+def test_scoring_only_the_shared_joints_keeps_the_normaliser(lspet_coco):
+    """A base of another joint set is scored on the joints it predicts (``EvalSet.only``); the PCKh normaliser still
+    comes from every labeled joint (here the neck–head-top segment, which that base does not predict)."""
+    m = load_manifest(REPO / "data_manifest.yaml")
+    spec = keypoint_spec(m)
+    anns = [a for a in lspet_coco["annotations"] if 7001 <= a["image_id"] <= 7060]
+    kp = np.stack([np.asarray(a["keypoints"], float).reshape(-1, 3) for a in anns])
+    gt, vis = kp[..., :2], kp[..., 2]
+    pred = gt.copy()
+    pred[:, 12:] = np.nan  # neck and head top: not among the model's joints
+    es = EvalSet(pred, gt, vis, [{} for _ in anns], [a["id"] for a in anns], only=list(range(12)))
+    res = evaluate(spec, {}, es, 0.1)
+    full = evaluate(spec, {}, EvalSet(gt, gt, vis, [{} for _ in anns], [a["id"] for a in anns]), 0.1)
+    assert res["pckh"] == pytest.approx(100.0)
+    assert res["frames_fallback"] == full["frames_fallback"]  # the same normaliser for every frame
+    assert not any("had no prediction" in n for n in res["notes"])
+    assert res["joints"] < full["joints"]  # the two unshared joints are not counted

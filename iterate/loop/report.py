@@ -232,9 +232,7 @@ def _split_arrays(samples) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarr
 def _evaluate_split(m: Manifest, samples, p: Predictions, alpha: float, only: list[int] | None = None) -> dict:
     """``only``: score just these joints (the others count as not labeled), e.g. those a base checkpoint predicts."""
     gt, vis, attrs, hb = _split_arrays(samples)
-    if only is not None:
-        vis = np.where(np.isin(np.arange(vis.shape[1]), only)[None], vis, 0)
-    es = EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb, scores=p.scores)
+    es = EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb, scores=p.scores, only=only)
     return evaluate(keypoint_spec(m), strata(m), es, alpha)
 
 

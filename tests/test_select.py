@@ -153,6 +153,23 @@ def test_strata_state_round_trip(tmp_path):
     assert [p["scene"] for p in back.predict(kps, scores, emb)].count("indoor") == int((emb[:, 0] > 0).sum())
 
 
+def test_predicted_occlusion_does_not_count_joints_the_model_lacks(tmp_path):
+    """A base of another joint set leaves joints unpredicted (NaN, score 0): they are not counted as hidden, so a
+    fully seen person stays `none` instead of `heavy`."""
+    from iterate.selection.strata import StrataPredictor
+
+    m = load_manifest(lsp_manifest(tmp_path, [], strata={"occlusion": ["none", "partial", "heavy"]}))
+    kps = np.zeros((20, 14, 2))
+    kps[:, 9:] = np.nan  # five joints the model does not predict
+    scores = np.full((20, 14), 0.9)
+    scores[:, 9:] = 0.0
+    scores[:10, 0] = 0.01  # one hidden joint in half of the frames
+    attrs = [{"occlusion": "partial" if i < 10 else "none"} for i in range(20)]
+    sp = StrataPredictor(m.strata, m.keypoints.names).fit(kps, scores, np.zeros((20, 0)), attrs)
+    got = [p["occlusion"] for p in sp.predict(kps, scores, np.zeros((20, 0)))]
+    assert got == [a["occlusion"] for a in attrs]
+
+
 def test_quotas_redistribute_an_empty_stratum():
     q, ex, notes = balance.quotas(10, 0.1, {"a": 0.45, "b": 0.45}, {"a": 0, "b": 50})
     assert q == {"b": 9} and ex == 1 and "a" in notes[0]

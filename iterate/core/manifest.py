@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -25,6 +26,7 @@ from pydantic import (
 
 from iterate.core.errors import ManifestError
 from iterate.core.schema import KeypointSpec, NormalizerSpec, flip_index
+from iterate.core.strata import DEFAULT_THRESHOLDS, DEFAULT_VALUES, Derivation, values_needed
 
 DEFAULT_MANIFEST = "data_manifest.yaml"
 
@@ -421,6 +423,47 @@ class SelectionSettings(_Strict):
         return v
 
 
+class DerivedStratum(_Strict):
+    """A stratum that follows from the keypoints, filled for labels that do not carry it (iterate/core/strata.py):
+    ``torso_angle`` (posture) or ``hidden_joints`` (occlusion); ``values`` in bin order, ``thresholds`` the edges."""
+
+    derive: Literal["torso_angle", "hidden_joints"]
+    values: list[str] | None = Field(
+        None,
+        description="names in bin order (torso_angle: the angle bins then the no-torso value; default upright, "
+        "leaning, horizontal, inverted, unknown; hidden_joints default none, partial, heavy)",
+    )
+    thresholds: list[float] | None = Field(
+        None,
+        description="torso_angle: the bins' upper angles in degrees (default 30, 60, 120); hidden_joints: the "
+        "counts of hidden or unlabeled joints from which the next value starts (default 1, 4)",
+    )
+
+    @model_validator(mode="after")
+    def _bins(self) -> DerivedStratum:
+        t = self.thresholds if self.thresholds is not None else list(DEFAULT_THRESHOLDS[self.derive])
+        if not t or any(not math.isfinite(x) for x in t) or any(b <= a for a, b in zip(t, t[1:])):
+            raise ValueError("thresholds: at least one, finite and strictly increasing")
+        if self.derive == "torso_angle" and not (0 < t[0] and t[-1] < 180):
+            raise ValueError("thresholds: torso angles lie between 0 and 180 degrees")
+        if self.derive == "hidden_joints" and (t[0] < 1 or any(x != int(x) for x in t)):
+            raise ValueError("thresholds: counts of joints, whole numbers ≥ 1")
+        need = values_needed(self.derive, len(t))
+        if self.values is None and self.thresholds is not None and len(t) != len(DEFAULT_THRESHOLDS[self.derive]):
+            raise ValueError(f"values: {len(t)} thresholds make {need} bins: name them")
+        v = self.values if self.values is not None else list(DEFAULT_VALUES[self.derive])
+        if len(v) != need:
+            extra = (
+                " (the angle bins, then the value where no torso is labeled)" if self.derive == "torso_angle" else ""
+            )
+            raise ValueError(f"values: {self.derive} with {len(t)} thresholds takes {need} values{extra}, not {len(v)}")
+        self.values, self.thresholds = v, [float(x) for x in t]
+        return self
+
+    def derivation(self) -> Derivation:
+        return Derivation(self.derive, tuple(self.values or ()), tuple(self.thresholds or ()))
+
+
 # The control names of the labeling config (annotation/labeling.py's IMAGE, KP and VIS; the core may not import
 # annotation/, tests/test_hardening_ingest.py checks the two agree): a stratum is a control of its own name.
 LABEL_CONFIG_NAMES = ("img", "kp", "visibility")
@@ -437,7 +480,11 @@ class Manifest(_Strict):
     target_size: int = Field(gt=0, strict=True, description="D: labeled frames wanted in all")
     chunks: list[float] = Field(default_factory=lambda: [0.1, 0.4, 0.5], min_length=1)
     keypoints: KeypointSchema
-    strata: dict[str, list[str]] = Field(default_factory=lambda: {"posture": [], "occlusion": []})
+    strata: dict[str, list[str] | DerivedStratum] = Field(
+        default_factory=lambda: {"posture": [], "occlusion": []},
+        description="attribute → its values, or a derived attribute {derive: torso_angle | hidden_joints, values, "
+        "thresholds}; after loading every entry is its list of values (the derivations: `derived_strata`)",
+    )
     sources: list[Source] = Field(default_factory=list)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -447,6 +494,7 @@ class Manifest(_Strict):
 
     # set by load_manifest; not part of the YAML
     root: Path = Field(default=Path("."), exclude=True)
+    _derived: dict[str, Derivation] = PrivateAttr(default_factory=dict)
 
     @field_validator("ledger")
     @classmethod
@@ -460,6 +508,25 @@ class Manifest(_Strict):
             except IterateError as e:
                 raise ValueError(str(e).removeprefix("ledger: ")) from None
         return v or None
+
+    @field_validator("strata", mode="before")
+    @classmethod
+    def _derived_form(cls, v):
+        """A mapping value is a derived attribute: validated here, so an error names the stratum and its field."""
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for k, s in v.items():
+            if isinstance(s, dict):
+                try:
+                    s = DerivedStratum.model_validate(s)
+                except ValidationError as e:
+                    err = e.errors()[0]
+                    raise ValueError(
+                        f"{k}{'.' + _loc(err['loc']) if err['loc'] else ''}: {err['msg'].removeprefix('Value error, ')}"
+                    ) from None
+            out[k] = s
+        return out
 
     @field_validator("strata")
     @classmethod
@@ -482,6 +549,20 @@ class Manifest(_Strict):
         if abs(sum(v) - 1.0) > 1e-6:
             raise ValueError(f"fractions must sum to 1 (they sum to {sum(v):g})")
         return v
+
+    @model_validator(mode="after")
+    def _derivations_apart(self) -> Manifest:
+        """Every stratum reads as its list of values; the derived ones' rules are kept apart (`derived_strata`)."""
+        for k, s in list(self.strata.items()):
+            if isinstance(s, DerivedStratum):
+                self._derived[k] = s.derivation()
+                self.strata[k] = list(s.values or ())
+        return self
+
+    @property
+    def derived_strata(self) -> dict[str, Derivation]:
+        """The strata the manifest derives from the keypoints (``{derive: …}``): key → its rule, values, bins."""
+        return dict(self._derived)
 
     @model_validator(mode="after")
     def _unique_sources(self) -> Manifest:

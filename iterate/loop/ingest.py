@@ -36,7 +36,8 @@ from iterate.core.files import write_bytes_atomic
 from iterate.core.images import IMAGE_EXTS, decode, nameable, printable, read_bytes, size_problem
 from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest, Source
-from iterate.loop.settings import labeling
+from iterate.core.strata import has_torso
+from iterate.loop.settings import label_attributes, labeling
 
 _BATCH = 256
 
@@ -157,7 +158,10 @@ def _decode(path: Path) -> tuple[bytes, np.ndarray] | str:
 
 
 def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None) -> list[SourceSummary]:
-    """Ingest every source of the manifest. Raises IterateError on a COCO file that does not fit the schema."""
+    """Ingest every source of the manifest. Raises IterateError on a COCO file that does not fit the schema.
+    Labels get the strata the manifest derives from the keypoints where they carry none (also labels stored
+    before the manifest derived them)."""
+    ledger.set_label_attributes(label_attributes(manifest))
     by_hash = ledger.frame_ids_by_hash()
     out = []
     for src in manifest.sources:
@@ -177,7 +181,49 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
         _check_existing(ledger, src, s)
         _say_if_nothing_added(manifest, src, s)
         out.append(s)
+    _fill_derived_strata(manifest, ledger, out)
     return out
+
+
+def _fill_derived_strata(m: Manifest, ledger: Ledger, out: list[SourceSummary]) -> None:
+    """Labels stored before the manifest derived a stratum (synced, or imported earlier) get it now, as a new
+    version of the same keypoints; and a joint set without a torso is told its torso angle is always unknown."""
+    derived = m.derived_strata
+    if not derived:
+        return
+    by_source = {s.source: s for s in out}
+    filled: dict[str, int] = {}
+    with ledger.transaction():
+        for f, lab in ledger.current_labels():
+            if all(lab.attributes.get(k) not in (None, "") for k in derived):
+                continue
+            v = ledger.add_label(
+                f.id,
+                lab.keypoints,
+                source=lab.source,
+                instance=lab.instance,
+                bbox=lab.bbox,
+                attributes=lab.attributes,
+                annotator=lab.annotator,
+                ls_task_id=lab.ls_task_id,
+                ls_annotation_id=lab.ls_annotation_id,
+                head_box=lab.head_box,
+            )
+            if v is not None:
+                filled[f.source] = filled.get(f.source, 0) + 1
+    keys = ", ".join(derived)
+    for source, n in filled.items():
+        if source in by_source:
+            by_source[source].notes.append(f"{source}: filled the derived strata ({keys}) of {n} earlier label(s)")
+    torso = [k for k, d in derived.items() if d.rule == "torso_angle"]
+    if torso and not has_torso(m.keypoints.names):
+        for s in out:
+            if s.labels_added or s.labels_skipped:
+                s.notes.append(
+                    f"{s.source}: {torso[0]} is derived from the torso angle, but keypoints.names has no hip with a "
+                    f"neck or shoulder: every label's {torso[0]} is '{derived[torso[0]].values[-1]}' (declare it as a "
+                    "list and set it in Label Studio, or leave it out of strata)"
+                )
 
 
 def _say_if_nothing_added(m: Manifest, src: Source, s: SourceSummary) -> None:
@@ -700,8 +746,4 @@ def _ingest_sleap(m, ledger, src, s, by_hash, progress) -> None:
             else:
                 s.existing += 1
             for inst, kps in enumerate(by_frame[idx]):
-                v = ledger.add_label(fid, kps, source="sleap", instance=inst, annotator=path.name)
-                if v is None:
-                    s.labels_skipped += 1
-                else:
-                    s.labels_added += 1
+                _add_imported_label(m, ledger, s, fid, kps, {}, path.name, source="sleap", instance=inst)

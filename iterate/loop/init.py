@@ -33,8 +33,10 @@ keypoints:
   init_from: {{}}                # new joint → nearest known joint when loading a checkpoint
 
 strata:                        # attributes every label carries; the report breaks figures down by them
-  posture: [upright, leaning, horizontal, inverted, unknown]
-  occlusion: [none, partial, heavy]
+  # derived from the keypoints where a label carries none (imported SLEAP / DeepLabCut / COCO labels); a plain
+  # list, e.g. [upright, leaning, horizontal, inverted, unknown], is a choice the annotators make in Label Studio
+  posture: {{derive: torso_angle, values: [upright, leaning, horizontal, inverted, unknown]}}   # ≤ 30°, 60°, 120°
+  occlusion: {{derive: hidden_joints, values: [none, partial, heavy]}}   # joints hidden or unlabeled: 0, 1-3, ≥ 4
 
 sources:                       # images | video (every: N or fps: F) | coco (labels that exist)
 {sources}

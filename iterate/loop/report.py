@@ -17,7 +17,7 @@ from iterate.loop import tracking
 from iterate.loop.control import update_controls
 from iterate.loop.retrain import labeled_samples
 from iterate.loop.select import model_name, round_model
-from iterate.loop.settings import keypoint_spec, strata
+from iterate.loop.settings import derived_strata, keypoint_spec, strata
 from iterate.selection.strata import StrataPredictor
 from model.data import Sample
 from model.evaluate import head_boxes
@@ -288,7 +288,9 @@ def _against_base(m: Manifest, samples, split: str, alpha: float, current: Predi
 
 def _focus(m: Manifest, ledger: Ledger, pr: Predictor, p: Predictions, res: dict, attrs: list[dict]) -> dict:
     """Strata predicted over (a sample of) the unlabeled pool → the next chunk's focus."""
-    sp = StrataPredictor(strata(m), m.keypoints.names).fit(p.keypoints, p.scores, p.embeddings, attrs)
+    sp = StrataPredictor(strata(m), m.keypoints.names, derived_strata(m)).fit(
+        p.keypoints, p.scores, p.embeddings, attrs
+    )
     taken = ledger.labeled_frame_ids() | ledger.pending_frame_ids()
     pool = [f for f in ledger.frames("pool") if f.id not in taken]
     cap = m.selection.max_pool_for_report

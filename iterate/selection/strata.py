@@ -50,11 +50,14 @@ class StrataPredictor:
 
     def fit(self, kps: np.ndarray, scores: np.ndarray, emb: np.ndarray, attrs: list[dict]) -> StrataPredictor:
         """Calibrate on labeled frames: predicted keypoints/scores/embeddings and their labeled attributes."""
-        if "occlusion" in self.strata and len(attrs):
-            truth = [a.get("occlusion") for a in attrs]
+        key = self._calibrate_on
+        if key is not None and len(attrs):
+            d = self.rules[key]
+            truth = [a.get(key) for a in attrs]
             best = (-1.0, self.threshold)
-            for t in np.quantile(scores, np.linspace(0.02, 0.6, 30)):
-                got = [occlusion_of(int((s < t).sum())) for s in scores]
+            seen = np.isfinite(kps).all(-1)  # a joint the model does not predict (NaN) is not counted as hidden
+            for t in np.quantile(scores[seen], np.linspace(0.02, 0.6, 30)) if seen.any() else ():
+                got = [occlusion_of(int(((s < t) & ok).sum()), d) for s, ok in zip(scores, seen)]
                 acc = np.mean([g == y for g, y in zip(got, truth) if y is not None] or [0])
                 if acc > best[0]:
                     best = (float(acc), float(t))
@@ -105,12 +108,14 @@ class StrataPredictor:
         n = len(kps)
         out: list[dict] = [{} for _ in range(n)]
         for key in self.strata:
-            if key == "posture" and self._rule(key):
+            d = self.rules.get(key)
+            if d is not None and d.rule == "torso_angle":
                 for i in range(n):
-                    out[i][key] = posture_of(kps[i], scores[i] > 0.02, self.names)  # torso from every joint found
-            elif key == "occlusion" and self._rule(key):
+                    out[i][key] = posture_of(kps[i], scores[i] > 0.02, self.names, d)  # torso from every joint found
+            elif d is not None:
                 for i in range(n):
-                    out[i][key] = occlusion_of(int((scores[i] < self.threshold).sum()))
+                    seen = np.isfinite(kps[i]).all(-1)  # joints the model does not predict are not counted
+                    out[i][key] = occlusion_of(int(((scores[i] < self.threshold) & seen).sum()), d)
             elif key in self.classifiers and n:
                 for i, v in enumerate(self.classifiers[key].predict(emb.astype(np.float32))):
                     out[i][key] = str(v)

@@ -22,7 +22,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,8 @@ class Ledger:
         self._lock_fd: int | None = None
         self._lock_key: int | None = None
         self._depth = 0
+        # (keypoints, attributes) → attributes: fills a label's derived strata as it is added (set_label_attributes)
+        self._fill_attributes: Callable[[list, dict], dict] | None = None
         self.engine = _engine(self.url)
         self.dialect = self.engine.dialect.name
         try:
@@ -410,6 +412,12 @@ class Ledger:
         return [(r[0], r[1], r[2]) for r in rows]
 
     # -- labels -------------------------------------------------------------------------------------
+    def set_label_attributes(self, fill: Callable[[list, dict], dict] | None) -> None:
+        """Every label added from now on has its attributes passed through ``fill(keypoints, attributes)`` first:
+        the loop fills the strata the manifest derives from the keypoints (:func:`iterate.core.strata.fill_derived`)
+        for the labels that do not carry them, whichever reader brought the label."""
+        self._fill_attributes = fill
+
     def add_label(
         self,
         frame_id: str,
@@ -429,6 +437,8 @@ class Ledger:
         with self.transaction():
             cur = self.current_label(frame_id, instance)
             attributes = attributes or {}
+            if self._fill_attributes is not None:
+                attributes = self._fill_attributes(keypoints, attributes)
             if (
                 cur is not None
                 and cur.keypoints == keypoints

@@ -6,7 +6,8 @@ priority = gap × pool share × uncertainty, where
 * uncertainty = the mean (1 − joint confidence) of those pool frames.
 Budget shares are per attribute (posture, occlusion, …) and sum to 1 − ``explore``; the rest stays random.
 Within an attribute, ``STEER`` of the share follows priority and the rest follows the pool, so one weak stratum
-does not take the whole chunk on a small gap.
+does not take the whole chunk on a small gap. Val frames whose label carries no value of an attribute ("(not
+set)") steer nothing; an attribute no val label carries is listed under ``unset``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 STEER = 0.7
+NOT_SET = "(not set)"  # reports.evaluation's value for a label without the attribute
 
 
 def next_chunk_focus(
@@ -26,8 +28,13 @@ def next_chunk_focus(
 ) -> dict:
     items = []
     weights: dict[str, dict[str, float]] = {}
+    unset = []
     n_pool = len(pool_strata)
     for key, rows in strata.items():
+        rows = {v: r for v, r in rows.items() if v != NOT_SET}
+        if not rows:
+            unset.append(key)
+            continue
         pool_vals = [p.get(key) for p in pool_strata]
         key_items = []
         for value, r in rows.items():
@@ -65,4 +72,11 @@ def next_chunk_focus(
         weights[key] = {i["value"]: i["budget_share"] for i in key_items}
         items += key_items
     items.sort(key=lambda i: (-i["priority"], -i["pool_share"]))
-    return {"metric": metric, "explore": explore, "pool_frames": n_pool, "items": items, "weights": weights}
+    return {
+        "metric": metric,
+        "explore": explore,
+        "pool_frames": n_pool,
+        "items": items,
+        "weights": weights,
+        "unset": unset,
+    }

@@ -461,13 +461,40 @@ def _followup_section(d: dict) -> list[str]:
     return L + [""]
 
 
+def _unset_strata(f: dict) -> list[str]:
+    """What to do when the val labels carry no stratum (labels imported without attributes)."""
+    keys = f.get("unset") or []
+    if not keys:
+        return []
+    names = " and ".join(f"`{k}`" for k in keys)
+    head = f'**No val label carries {names}** (every one is "(not set)"), so ' + (
+        "no stratum can steer the next chunk: it follows uncertainty and diversity alone."
+        if not f["items"]
+        else f"{'it' if len(keys) == 1 else 'they'} cannot steer the next chunk."
+    )
+    return [
+        head + " Labels imported from SLEAP, DeepLabCut or a COCO file without `attributes` carry no strata: "
+        "declare them derived from the keypoints in the manifest (`strata: {posture: {derive: torso_angle}, "
+        "occlusion: {derive: hidden_joints}}`) and run `iterate ingest` again (it fills the labels already stored), "
+        "or have the annotators set them in Label Studio.",
+        "",
+    ]
+
+
 def _focus_section(d: dict) -> list[str]:
     f = d.get("focus")
     if not f:
         return []
+    if not f["items"]:
+        why = _unset_strata(f) or [
+            "The manifest declares no strata: the next chunk follows uncertainty and diversity alone.",
+            "",
+        ]
+        return ["## Next chunk focus", "", *why]
     L = [
         "## Next chunk focus",
         "",
+        *_unset_strata(f),
         f"Ranked by gap × pool share × uncertainty (gap in {f['metric']} to the stratum's upper 95 % bound); "
         f"{f['explore']:.0%} of the budget stays random for exploration. Predicted over {f['pool_frames']} unlabeled "
         "frames.",

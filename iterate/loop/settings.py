@@ -5,11 +5,14 @@ strata. Nothing below this module sees the :class:`~iterate.core.manifest.Manife
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from annotation.settings import LabelingSetup, LabelStudioSettings
 from iterate.core.manifest import Manifest
 from iterate.core.schema import KeypointSpec
+from iterate.core.strata import Derivation, fill_derived
 from model.config import AugmentConfig, ModelConfig, TrainConfig, TrainSetup
 from model.infer import InferConfig
 
@@ -20,6 +23,18 @@ def keypoint_spec(m: Manifest) -> KeypointSpec:
 
 def strata(m: Manifest) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in m.strata.items()}
+
+
+def derived_strata(m: Manifest) -> dict[str, Derivation]:
+    """The strata the manifest derives from the keypoints (``strata: posture: {derive: torso_angle}``)."""
+    return m.derived_strata
+
+
+def label_attributes(m: Manifest) -> Callable[[list, dict], dict] | None:
+    """What the ledger applies to every label it adds (:meth:`Ledger.set_label_attributes`): the manifest's derived
+    strata filled from the keypoints where the label carries none; None when the manifest derives none."""
+    d = derived_strata(m)
+    return partial(fill_derived, names=tuple(m.keypoints.names), derivations=d) if d else None
 
 
 def infer_config(m: Manifest) -> InferConfig:

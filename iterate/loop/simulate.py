@@ -23,7 +23,7 @@ from iterate.core.errors import IterateError
 from iterate.core.manifest import Manifest
 from iterate.loop.scoring import score
 from iterate.loop.select import batch_scores, person_size, plausibility_scores
-from iterate.loop.settings import infer_config, keypoint_spec, train_setup
+from iterate.loop.settings import derived_strata, infer_config, keypoint_spec, train_setup
 from iterate.loop.settings import strata as strata_of
 from iterate.selection import features, strategies
 from iterate.selection import scores as sc
@@ -103,7 +103,9 @@ def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tup
     res, _ = _evaluate(m, model, codec, val)
     attrs = [s.attributes for s in val]
     ps = _scoring_predictor(m, model, codec).predict(val)  # calibrated on the pool's scoring path, as select does
-    sp = StrataPredictor(m.strata, m.keypoints.names).fit(ps.keypoints, ps.scores, ps.embeddings, attrs)
+    sp = StrataPredictor(m.strata, m.keypoints.names, derived_strata(m)).fit(
+        ps.keypoints, ps.scores, ps.embeddings, attrs
+    )
     strata = sp.predict(pool_kps, pool_conf, pool_emb)
     metric = m.selection.focus_metric
     f = next_chunk_focus(res["strata"], res.get(metric), strata, 1.0 - pool_conf.mean(1), m.selection.explore, metric)

@@ -15,7 +15,7 @@ from annotation.sync import SyncSummary, sync_labels
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop.control import update_controls
-from iterate.loop.settings import labeling, studio_settings
+from iterate.loop.settings import label_attributes, labeling, studio_settings
 
 
 def studio(m: Manifest) -> Studio:
@@ -43,7 +43,9 @@ class SyncResult(SyncSummary):
 
 def sync(m: Manifest, ledger: Ledger, *, full: bool = False, progress=None) -> SyncResult:
     """`iterate sync-labels`: finished annotations → validated label versions in the ledger; then the model that
-    selected each round scores the round's new labels, picked vs random frames (:mod:`iterate.loop.control`)."""
+    selected each round scores the round's new labels, picked vs random frames (:mod:`iterate.loop.control`). Labels
+    without the strata the manifest derives from the keypoints get them as they are stored."""
+    ledger.set_label_attributes(label_attributes(m))
     s = sync_labels(labeling(m), ledger, studio(m), full=full, progress=progress)
     return SyncResult(**asdict(s), controls=update_controls(m, ledger))
 

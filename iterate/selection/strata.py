@@ -1,52 +1,63 @@
 """Predicted strata for unlabeled frames (report focus, selection quotas).
 
-* ``posture``: the torso angle (mid-hip → neck, else mid-shoulder) against image-up, the rule LSPET's
-  attribute uses: upright ≤ 30°, leaning ≤ 60°, horizontal ≤ 120°, else inverted; ``unknown`` without a torso.
-* ``occlusion``: the number of joints whose confidence is below a threshold: none 0, partial 1–3, heavy ≥ 4;
-  the threshold is calibrated on labeled frames (the one that best reproduces their labels).
-* any other attribute (sensor, scene, …), or a posture/occlusion vocabulary other than those above:
-  a scikit-learn logistic regression on the pooled backbone embedding, trained on labeled frames.
+The rules of :mod:`iterate.core.strata`, applied to the model's keypoints:
+
+* a ``torso_angle`` stratum — one the manifest derives so, or a ``posture`` listing only upright, leaning,
+  horizontal, inverted, unknown: the torso angle (mid-hip → neck, else mid-shoulder) of the joints the model
+  found, binned as the labels are (upright ≤ 30°, leaning ≤ 60°, horizontal ≤ 120°, else inverted by default);
+* a ``hidden_joints`` stratum — derived so, or an ``occlusion`` listing only none, partial, heavy: the number of
+  joints whose confidence is below a threshold, binned as the labels are (none 0, partial 1–3, heavy ≥ 4 by
+  default); the threshold is calibrated on labeled frames (the one that best reproduces their labels);
+* any other attribute (sensor, scene, …): a scikit-learn logistic regression on the pooled backbone embedding,
+  trained on labeled frames.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-POSTURES = ["upright", "leaning", "horizontal", "inverted", "unknown"]
-OCCLUSIONS = ["none", "partial", "heavy"]
+from iterate.core.strata import DEFAULT_THRESHOLDS, DEFAULT_VALUES, Derivation, bin_angle, bin_count, torso_angle
+
+POSTURES = list(DEFAULT_VALUES["torso_angle"])
+OCCLUSIONS = list(DEFAULT_VALUES["hidden_joints"])
+_DEFAULT = {
+    key: Derivation(rule, DEFAULT_VALUES[rule], DEFAULT_THRESHOLDS[rule])
+    for key, rule in (("posture", "torso_angle"), ("occlusion", "hidden_joints"))
+}
 
 
-def posture_of(kps: np.ndarray, ok: np.ndarray, names: list[str]) -> str:
-    hips = [i for i, n in enumerate(names) if "hip" in n and ok[i]]
-    top = [i for i, n in enumerate(names) if n in ("neck", "upper_neck", "thorax") and ok[i]]
-    if not top:
-        top = [i for i, n in enumerate(names) if "shoulder" in n and ok[i]]
-    if not hips or not top:
-        return "unknown"
-    v = kps[top].mean(0) - kps[hips].mean(0)
-    if not np.isfinite(v).all() or np.hypot(*v) < 1e-6:
-        return "unknown"
-    ang = math.degrees(math.acos(max(-1.0, min(1.0, -v[1] / np.hypot(*v)))))  # 0 = torso points up
-    return "upright" if ang <= 30 else "leaning" if ang <= 60 else "horizontal" if ang <= 120 else "inverted"
+def posture_of(kps: np.ndarray, ok: np.ndarray, names: list[str], d: Derivation = _DEFAULT["posture"]) -> str:
+    return bin_angle(torso_angle(kps, ok, names), d.values, d.thresholds)
 
 
-def occlusion_of(n_missing: int) -> str:
-    return "none" if n_missing == 0 else "partial" if n_missing <= 3 else "heavy"
+def occlusion_of(n_missing: int, d: Derivation = _DEFAULT["occlusion"]) -> str:
+    return bin_count(n_missing, d.values, d.thresholds)
 
 
 class StrataPredictor:
-    def __init__(self, strata: Mapping[str, Sequence[str]], names: Sequence[str]):
+    def __init__(
+        self,
+        strata: Mapping[str, Sequence[str]],
+        names: Sequence[str],
+        derive: Mapping[str, Derivation] | None = None,
+    ):
         self.strata = {k: list(v) for k, v in strata.items()}
         self.names = list(names)
         self.threshold = 0.2
         self.classifiers: dict = {}
+        self.rules: dict[str, Derivation] = {}  # key → the keypoint rule that predicts it
+        for key in self.strata:
+            if derive and key in derive:
+                self.rules[key] = derive[key]
+            elif key in _DEFAULT and set(self.strata[key]) <= set(_DEFAULT[key].values):
+                self.rules[key] = _DEFAULT[key]
+        hidden = [k for k, d in self.rules.items() if d.rule == "hidden_joints"]
+        self._calibrate_on = hidden[0] if hidden else None  # the stratum the confidence threshold is fitted to
 
     def _rule(self, key: str) -> bool:
-        allowed = set(self.strata.get(key, []))
-        return (key == "posture" and allowed <= set(POSTURES)) or (key == "occlusion" and allowed <= set(OCCLUSIONS))
+        return key in self.rules
 
     def fit(self, kps: np.ndarray, scores: np.ndarray, emb: np.ndarray, attrs: list[dict]) -> StrataPredictor:
         """Calibrate on labeled frames: predicted keypoints/scores/embeddings and their labeled attributes."""
@@ -90,10 +101,16 @@ class StrataPredictor:
         }
 
     @classmethod
-    def from_state(cls, strata: Mapping[str, Sequence[str]], names: Sequence[str], state: dict) -> StrataPredictor:
+    def from_state(
+        cls,
+        strata: Mapping[str, Sequence[str]],
+        names: Sequence[str],
+        state: dict,
+        derive: Mapping[str, Derivation] | None = None,
+    ) -> StrataPredictor:
         from sklearn.linear_model import LogisticRegression
 
-        sp = cls(strata, names)
+        sp = cls(strata, names, derive)
         sp.threshold = float(state["threshold"])
         for key, c in state.get("classifiers", {}).items():
             clf = LogisticRegression()

@@ -137,6 +137,7 @@ def predict_files(
     joints: list[str] | None = None,
     localise: str | None = None,
     bbox_file: Path | None = None,
+    detector: tuple[str, Path, float] | None = None,
     notes: list[str] | None = None,
 ) -> tuple[int, list[str], str]:
     """Write COCO results for ``inputs``; → (results written, unreadable files, the inference path used).
@@ -151,6 +152,19 @@ def predict_files(
     check_out(out, files)
     ids = coco_ids(coco, files) if coco is not None else {}
     first_boxes = None
+    if bbox_file is not None and detector is not None:
+        raise IterateError("--bbox-file and --detector both give person boxes: choose one")
+    if detector is not None:
+        from model.detect import PersonDetector
+
+        arch, weights, thr = detector
+        found, several = PersonDetector(arch, weights, score=thr).person_boxes([str(f) for f in files])
+        first_boxes = found
+        if notes is not None:
+            notes.append(
+                f"person boxes from the {arch} detector: {len(found)} of {len(files)} images (the others: the whole "
+                f"frame); {several} image(s) with more than one person (the most confident box kept)"
+            )
     if bbox_file is not None:
         if coco is None:
             raise IterateError("--bbox-file: give --coco too (detections name COCO image ids)")

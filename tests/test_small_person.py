@@ -145,3 +145,37 @@ def test_person_boxes_from_a_detection_file(tmp_path):
         ],
     )
     assert r.exit_code == 2 and "give --coco too" in r.output
+
+
+def test_a_torchvision_detector_from_a_weights_file(tmp_path):
+    """A detector the test builds itself (torchvision's smallest Faster R-CNN, untrained, 2 classes), saved as a
+    state dict and given as a path: loaded with weights_only, its person boxes become the first crops. Untrained,
+    its boxes are arbitrary: the test checks the plumbing (the boxes are used, counted, and a bad file is one line),
+    not a detector's accuracy."""
+    import torch
+    import torchvision
+    from typer.testing import CliRunner
+
+    from iterate.cli import app
+    from model.detect import PersonDetector
+
+    from conftest import SHARED
+
+    torch.manual_seed(0)
+    net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=2
+    )
+    w = tmp_path / "det.pt"
+    torch.save(net.state_dict(), w)
+    coco = SHARED / "mmpose_samples" / "coco"
+    files = sorted(str(p) for p in coco.glob("*.jpg"))
+    found, several = PersonDetector("fasterrcnn_mobilenet_v3_large_320_fpn", w, score=0.0).person_boxes(files)
+    assert found and all(side > 0 for _, side in found.values()) and several >= 0
+    out = tmp_path / "p.json"
+    args = ["predict", *files, "--model", str(BASE), "--out", str(out), "--detector", str(w), "--detector-score", "0"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert f"person boxes from the fasterrcnn_mobilenet_v3_large_320_fpn detector: {len(found)} of 4 images" in r.output
+    (tmp_path / "bad.pt").write_bytes(b"not a state dict")
+    r = CliRunner().invoke(app, [*args[:-4], "--detector", str(tmp_path / "bad.pt")])
+    assert r.exit_code == 2 and "not a readable state dict" in r.output and "Traceback" not in r.output

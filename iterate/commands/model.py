@@ -158,6 +158,18 @@ def predict(
             "person box is the first pass's crop (needs --coco for the ids)",
         ),
     ] = None,
+    detector: Annotated[
+        Path | None,
+        typer.Option(
+            "--detector",
+            help="a torchvision detector's weights file (state dict; nothing is downloaded): its most confident "
+            "person box of each image is the first pass's crop",
+        ),
+    ] = None,
+    detector_arch: Annotated[
+        str, typer.Option("--detector-arch", help="the detector's torchvision architecture")
+    ] = "fasterrcnn_mobilenet_v3_large_320_fpn",
+    detector_score: Annotated[float, typer.Option("--detector-score", help="a person box's minimum score")] = 0.5,
     manifest: Annotated[
         Path | None,
         typer.Option(
@@ -199,6 +211,7 @@ def predict(
         joints=load_manifest(manifest, check_sources=False).keypoints.names if manifest else None,
         localise=localise,
         bbox_file=bbox_file,
+        detector=(detector_arch, detector, detector_score) if detector else None,
         notes=notes,
     )
     for note in notes:

@@ -519,6 +519,33 @@ def _record(rec: dict, prog: _Progress, best_metric: str, may_improve: bool) -> 
     return improved
 
 
+def best_pick_note(history: list[dict], best_metric: str, kept_step: int | None) -> str | None:
+    """When the kept checkpoint tied with other val evaluations on ``best_metric``: one line saying so and how the
+    tie was broken (the other PCKh, then the lower training loss, as :func:`_record` ranks them). None otherwise."""
+    evals = [r for r in history if r.get(best_metric) is not None]
+    if len(evals) < 2:
+        return None
+    top = max(r[best_metric] for r in evals)
+    tied = [r for r in evals if r[best_metric] == top]
+    if len(tied) < 2:
+        return None
+    second = "pckh05" if best_metric != "pckh05" else "pckh01"
+    kept = next((r for r in tied if r.get("step") == kept_step), None)
+    names = {"pckh01": "PCKh@0.1", "pckh05": "PCKh@0.5", "mean_sms01": "MeanSmS@0.1"}
+    head = (
+        f"the best checkpoint was picked among {len(tied)} of {len(evals)} val evaluations tied at "
+        f"{names.get(best_metric, best_metric)} {top:.1f} %"
+        + (" (val told none of them apart)" if len(tied) == len(evals) else "")
+    )
+    if kept is None:
+        return head + f": ties go to the higher val {names[second]}, then the lower training loss"
+    same2 = sum(1 for r in tied if r.get(second) == kept.get(second)) > 1
+    how = f"its val {names[second]} {kept.get(second, float('nan')):.1f} %" + (
+        f", then its lower training loss {kept['loss']:.4f}" if same2 else ""
+    )
+    return head + f": kept step {kept.get('step')} (epoch {kept.get('epoch', 0) + 1}) by {how}"
+
+
 def _save(
     model,
     setup: TrainSetup,

@@ -4,7 +4,8 @@ Each round keeps a random exploration share of the pool. Once its labels are bac
 round is scored on the frames it picked and on the random ones, before any retraining: if selection works, the
 model scores lower on its picks than on random pool frames; the random frames also estimate the model's accuracy
 on the whole unlabeled pool. Figures are pooled PCKh (:mod:`reports.metrics`) with 95 % intervals by a seeded
-bootstrap over frames; the difference's interval resamples each group on its own.
+bootstrap over frames; the difference's interval resamples each group on its own. Under ``MIN_EXPLORED`` random
+frames there is no interval, no difference and no verdict: one random frame would print "47.1 [47.1, 47.1]".
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from iterate.core.schema import KeypointSpec
 from reports.evaluation import fmt
 from reports.metrics import N_BOOT, frame_interval, normalisers, pck_hits, summarise
 
-MIN_EXPLORED = 5  # fewer random frames than this: no verdict
+MIN_EXPLORED = 5  # fewer random frames than this: no interval, no difference, no verdict
+
+
+def too_few_random(n: int) -> str:
+    """What the control shows instead of figures for ``n`` < ``MIN_EXPLORED`` random frames."""
+    return f"too few random frames to judge (n={n})"
 
 
 def _pooled(hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +71,12 @@ def selection_control(
         hits = pck_hits(pred[ok], gt[ok], vis[ok], norms.lengths[ok], alpha)
         sel, exp = hits[~explored[ok]], hits[explored[ok]]
         block = {"selected": _group(sel), "explored": _group(exp)}
+        if block["explored"]["frames"] < MIN_EXPLORED:  # nothing to judge by: no interval, no difference
+            block["explored"]["ci95"] = [None, None]
+            block["difference"], block["difference_ci95"] = None, [None, None]
+            block["too_few_random"] = True
+            out[name] = block
+            continue
         a, b = block["selected"]["pckh"], block["explored"]["pckh"]
         block["difference"] = fmt(a - b) if a is not None and b is not None else None
         lo, hi = difference_interval(sel, exp)
@@ -81,8 +93,8 @@ def verdict(block: dict) -> str:
         return "no picked frame is labeled yet"
     if e["frames"] < MIN_EXPLORED:
         return (
-            f"only {e['frames']} random (explore) frame(s) labeled: too few to tell whether selection found the hard"
-            " ones (raise selection.explore or the budget)"
+            f"{too_few_random(e['frames'])}: under {MIN_EXPLORED} random (explore) frames labeled are too few to tell "
+            "whether selection found the hard ones (raise selection.explore or the budget)"
         )
     lo, hi = block["difference_ci95"]
     head = (

@@ -14,9 +14,40 @@ import numpy as np
 
 from iterate.core.errors import IterateError
 from iterate.core.schema import KeypointSpec
-from reports.metrics import frame_interval, height_error, mean_sms, normalisers, pck_hits, summarise
+from reports.metrics import (
+    frame_interval,
+    frames_for_interval,
+    height_error,
+    interval_half_width,
+    mean_sms,
+    normalisers,
+    pck_hits,
+    summarise,
+)
 
-SMALL = 20  # frames: a stratum smaller than this is shown as too small to judge
+SMALL = 20  # frames: a stratum (or a val/test split) smaller than this is shown as too small to judge
+
+
+def split_size_warning(split: str, frames: int) -> str | None:
+    """One line when a fixed split holds too few labeled frames to pick a checkpoint (val) or judge the model or a
+    stratum (val, test): the interval it allows and the frames a narrower one needs (the frame-level binomial,
+    :func:`reports.metrics.frames_for_interval`). None when it holds enough (or, for test, none at all)."""
+    if frames >= SMALL or (frames == 0 and split != "val"):
+        return None
+    rule = (
+        f"±10 points needs about {frames_for_interval(10)} frames, ±5 about {frames_for_interval(5)} (95 % interval "
+        "of PCKh, each frame one trial at 50 %: the widest case)"
+    )
+    if frames == 0:
+        return (
+            "val holds no labeled frame: retrain cannot pick a best checkpoint (it keeps the last) and the report "
+            f"has no val tables; add a `split: val` source ({rule})"
+        )
+    use = "to pick a checkpoint or judge a stratum" if split == "val" else "to judge the model or a stratum"
+    return (
+        f"{split} holds {frames} labeled frame(s): too few {use} — at {frames} frames a 95 % interval spans about "
+        f"±{interval_half_width(frames):.0f} points; {rule}"
+    )
 
 
 @dataclass

@@ -198,6 +198,31 @@ def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (100 * max(0.0, c - half), 100 * min(1.0, c + half))
 
 
+def interval_half_width(n: int, p: float = 0.5) -> float:
+    """± points of the 95 % interval of a proportion ``p`` over ``n`` frames, each frame one trial (Wilson): the
+    frame-level binomial, widest at p = 50 % and for frames whose joints are all right or all wrong together — the
+    bootstrap over frames (:func:`frame_interval`) is narrower when a frame's joints disagree."""
+    lo, hi = wilson(p * n, n)
+    return (hi - lo) / 2
+
+
+def frames_for_interval(half_width: float, p: float = 0.5) -> int:
+    """The fewest frames whose 95 % interval (:func:`interval_half_width`) is at most ± ``half_width`` points: the
+    rule behind every "too few frames" warning (±5 points: 381 frames, ±10: 93 at p = 50 %)."""
+    if not (half_width > 0):
+        raise ValueError("half_width must be > 0")
+    lo, hi = 1, 2
+    while interval_half_width(hi, p) > half_width:
+        lo, hi = hi, hi * 2
+    while lo < hi:  # the half-width falls as n grows: the first n at or under it
+        mid = (lo + hi) // 2
+        if interval_half_width(mid, p) <= half_width:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def keypoint_scores(
     pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, norms: Normalisers, height_joints: list[int]
 ) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 from iterate.core.errors import IterateError
 from iterate.core.images import read_image
 from iterate.core.schema import KeypointSpec
+from reports.control import MIN_EXPLORED, too_few_random
 from reports.metrics import normalisers, pck_hits
 
 
@@ -174,10 +175,24 @@ def worst_frames(focus: dict, scores: np.ndarray, attrs: list[dict], per_stratum
 
 
 # -- Markdown ---------------------------------------------------------------------------------------
-def _length(cfg: dict) -> str:
-    if cfg.get("time_limit_s"):
-        return f"{cfg['time_limit_s'] / 60:.1f} min of training"
-    return f"{cfg.get('epochs', '?')} epochs"
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def training_time(seconds: float | None, cap_s: float | None = None, epochs: int | None = None) -> str:
+    """The wall time a retrain actually took, with its cap (`--minutes`) when it had one: "27 s of training (cap
+    3.0 min)". The cap is never shown as the time spent."""
+    cap = f"cap {cap_s / 60:.1f} min" if cap_s else None
+    if seconds is None:
+        return f"{epochs if epochs is not None else '?'} epochs" + (f" ({cap})" if cap else "")
+    return f"{duration(seconds)} of training" + (f" ({cap})" if cap else "")
+
+
+def _length(cfg: dict, metrics: dict | None = None) -> str:
+    m = metrics or {}
+    ep = m.get("epochs")
+    spent = training_time(m.get("seconds"), cfg.get("time_limit_s"), ep if ep is not None else cfg.get("epochs"))
+    return spent + (f", {ep} epoch(s), {m['steps']} steps" if ep is not None and m.get("steps") is not None else "")
 
 
 def _pct(x) -> str:
@@ -204,6 +219,8 @@ def render(d: dict) -> str:
         ),
         "",
     ]
+    for w in d.get("warnings") or []:
+        L += [f"> **Warning:** {w}.", ""]
     model = d.get("model")
     if model is None:
         L += ["**No model yet.** Run `iterate retrain` once labels exist; the data side is shown below.", ""]
@@ -232,12 +249,14 @@ def _replayed(model: dict) -> str:
 
 def _model_line(model: dict) -> list[str]:
     cfg = model.get("config", {})
+    tie = (model.get("metrics") or {}).get("best_pick")
     return [
         f"Model #{model['id']} (`{model['path']}`), trained on {model['n_train']} frames{_replayed(model)}: "
         f"{cfg.get('backbone', '?')} {cfg.get('input_size', '?')}² → {cfg.get('heatmap_size', '?')}² heatmaps, "
-        f"{_length(cfg)}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
+        f"{_length(cfg, model.get('metrics'))}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
         f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.",
         "",
+        *([f"> {tie[0].upper()}{tie[1:]}.", ""] if tie else []),
     ] + _tracking_line(model.get("tracking"))
 
 
@@ -413,6 +432,13 @@ def _control_section(d: dict) -> list[str]:
     for c in cs:
         a, a1 = c["pckh05"], c["pckh01"]
         s, e = a["selected"], a["explored"]
+        if e["frames"] < MIN_EXPLORED:  # also a control stored before this rule: no figure from so few frames
+            few = too_few_random(e["frames"])
+            L.append(
+                f"| {c['round']} | {c['model']} | {s['frames']} | {_pct(s['pckh'])} {_ci(s)} | {e['frames']} | "
+                f"{few} | – | {_pct(a1['selected']['pckh'])} / – |"
+            )
+            continue
         diff = "–" if a["difference"] is None else f"{a['difference']:+.1f} {_ci(a, 'difference_ci95')}"
         L.append(
             f"| {c['round']} | {c['model']} | {s['frames']} | {_pct(s['pckh'])} {_ci(s)} | {e['frames']} | "
@@ -422,7 +448,7 @@ def _control_section(d: dict) -> list[str]:
     last = cs[-1]
     e = last["pckh05"]["explored"]
     L += ["", f"Round {last['round']}: {last['verdict']}."]
-    if e["frames"]:
+    if e["frames"] >= MIN_EXPLORED:
         L += [
             "",
             f"Estimated from its {e['frames']} random frames, {last['model']} scored {_pct(e['pckh'])} % "

@@ -103,6 +103,12 @@ def test_control_verdict_on_a_pool_where_the_hard_frames_are_known(picked_err, r
     explored = np.r_[np.zeros(30, bool), np.ones(n_random, bool)]
     c = selection_control(keypoint_spec(m), pred, gt, vis, None, explored)
     assert word in c["verdict"]
+    if n_random < MIN_EXPLORED:  # no interval and no difference from so few random frames
+        assert f"too few random frames to judge (n={n_random})" in c["verdict"]
+        for block in (c["pckh05"], c["pckh01"]):
+            assert block["explored"]["ci95"] == [None, None] and block["difference_ci95"] == [None, None]
+            assert block["difference"] is None and block["selected"]["ci95"][0] is not None
+        return
     lo, hi = c["pckh05"]["difference_ci95"]
     assert lo <= c["pckh05"]["difference"] <= hi
     if word == "selection found the hard ones":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -18,10 +19,11 @@ from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
 from iterate.core.strata import DEFAULT_THRESHOLDS, DEFAULT_VALUES, Derivation, derive
 from iterate.loop.ingest import ingest
-from iterate.loop.settings import labeling, studio_settings
+from iterate.loop.select import candidates
+from iterate.loop.settings import keypoint_spec, labeling, studio_settings
 from iterate.loop.studio import sync
 
-from conftest import LSPET, SHARED, demo_manifest_dict, lsp_manifest, lspet_subset, studio_manifest
+from conftest import LSPET, REPO, SHARED, demo_manifest_dict, lsp_manifest, lspet_subset, studio_manifest
 
 DERIVED = {
     "posture": {"derive": "torso_angle", "values": ["upright", "leaning", "horizontal", "inverted", "unknown"]},
@@ -61,7 +63,6 @@ def _own_manifest(tmp_path, names_from: str, source: dict, strata=DERIVED):
     return p
 
 
-# -- item 3: strata when the labels have none ---------------------------------------------------------------
 def test_torso_angle_and_hidden_joints_reproduce_lspets_own_attributes(tmp_path, lspet_coco):
     """400 LSPET labels imported without their attributes: the derived posture and occlusion are LSPET's own
     (which were derived by this rule), in every posture the sample holds."""
@@ -217,3 +218,186 @@ def test_labels_synced_from_label_studio_without_strata_get_them(tmp_path, lspet
     assert {k: (a["posture"], a["occlusion"]) for k, a in got.items()} == {
         k: (a["posture"], a["occlusion"]) for k, a in by_frame.items()
     }
+
+
+# -- a small project of a user's own COCO labels (no attributes), 3 val frames: items 3, 4 and 5 end to end ---------
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, lspet_coco):
+    """16 train, 3 val, 4 test frames of LSPET imported as a user's COCO file without `attributes`, 10 pool frames;
+    the manifest lists the strata as plain choices (none is set on any label); one short retrain from scratch."""
+    tmp = tmp_path_factory.mktemp("small")
+    srcs = []
+    for name, lo, hi, split, labels in (
+        ("tr", 7001, 7016, "train", True),
+        ("va", 7101, 7103, "val", True),
+        ("te", 7301, 7304, "test", True),
+        ("pool", 7201, 7210, "pool", False),
+    ):
+        f = _bare(lspet_coco, list(range(lo, hi + 1)), tmp / f"{name}.json")
+        srcs.append(
+            {"name": name, "kind": "coco", "path": str(f), "images": str(LSPET), "split": split, "labels": labels}
+        )
+    p = lsp_manifest(
+        tmp,
+        srcs,
+        train={"epochs": 2, "batch_size": 8, "warmup_steps": 1, "eval_every_steps": 1, "best_metric": "pckh01"},
+        selection={"dedup_hamming": 0},
+    )
+    assert _cli(p, "ingest").exit_code == 0
+    retrain = _cli(p, "retrain")
+    assert retrain.exit_code == 0, retrain.output
+    report = _cli(p, "report")
+    assert report.exit_code == 0, report.output
+    m = load_manifest(p)
+    data = json.loads((m.workspace_dir / "reports" / "round-00.json").read_text())
+    md = (m.workspace_dir / "reports" / "round-00.md").read_text()
+    return {"path": p, "m": m, "retrain": retrain.output, "data": data, "md": md}
+
+
+def test_a_report_whose_strata_are_all_unset_says_so_and_what_to_do(small):
+    md, focus = small["md"], small["data"]["focus"]
+    assert focus["items"] == [] and focus["unset"] == ["posture", "occlusion"]
+    assert "No val label carries `posture` and `occlusion`" in md
+    assert "derive: torso_angle" in md and "iterate ingest" in md
+    assert "posture=(not set)" not in md  # no all-zero focus table
+    section = md.split("## Next chunk focus")[1].split("##")[0]
+    assert "| rank |" not in section and "0%" not in section
+
+
+def test_derived_strata_then_steer_the_same_project(small, tmp_path):
+    """The same labels with the strata declared derived: ingest fills them, and the report's focus ranks them."""
+    d = yaml.safe_load(small["path"].read_text())
+    d["strata"], d["workspace"] = DERIVED, str(tmp_path / "ws2")
+    p = tmp_path / "derived.yaml"
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    import shutil
+
+    shutil.copytree(small["m"].workspace_dir, tmp_path / "ws2")
+    r = _cli(p, "ingest")
+    assert r.exit_code == 0, r.output
+    r = _cli(p, "report")
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "ws2" / "reports" / "round-00.json").read_text())
+    assert data["focus"]["unset"] == [] and {i["key"] for i in data["focus"]["items"]} == {"posture", "occlusion"}
+    assert "(not set)" not in json.dumps(data["val"]["strata"])
+
+
+def test_small_val_and_test_splits_are_warned_with_the_frames_a_narrower_interval_needs(small):
+    from iterate.loop.retrain import split_warnings
+
+    with Ledger(small["m"].workspace_dir) as led:
+        warnings = split_warnings(led)
+    assert len(warnings) == 2
+    val, test = warnings
+    assert val.startswith("val holds 3 labeled frame(s): too few to pick a checkpoint")
+    assert "±37 points" in val and "±5 about 381" in val and "±10 points needs about 93" in val
+    assert test.startswith("test holds 4 labeled frame(s)")
+    for out in (small["retrain"], _cli(small["path"], "status").output):
+        flat = " ".join(out.split())
+        assert "val holds 3 labeled frame(s)" in flat and "test holds 4 labeled frame(s)" in flat, out
+    assert small["md"].count("> **Warning:**") == 2 and "val holds 3 labeled frame(s)" in small["md"]
+
+
+def test_the_rule_matches_the_bootstrap_where_a_frames_joints_agree():
+    """frames_for_interval: the frame-level binomial. On frames whose joints are all right or all wrong (p = 50 %),
+    the report's bootstrap over frames is as wide as the rule says at the N it gives."""
+    from reports.metrics import frame_interval, frames_for_interval, interval_half_width
+
+    for half in (5, 10):
+        n = frames_for_interval(half)
+        assert interval_half_width(n) <= half < interval_half_width(n - 1)
+        right = np.zeros(n, bool)
+        right[: n // 2] = True
+        hits = np.repeat(right[:, None].astype(float), 14, axis=1)
+        lo, hi = frame_interval(hits)
+        assert abs((hi - lo) / 2 - half) < 0.6
+
+
+def test_a_best_checkpoint_picked_among_ties_says_so(small):
+    """3 val frames after 2 short epochs from scratch: both evaluations score PCKh@0.1 0.0 %; retrain and the report
+    say the pick was a tie and how it was broken."""
+    from model.train import best_pick_note
+
+    mt = json.loads(json.dumps(small["data"]["model"]["metrics"]))
+    assert "among 2 of 2 val evaluations tied at PCKh@0.1 0.0 %" in mt["best_pick"]
+    assert "among 2 of 2" in " ".join(small["retrain"].split())
+    assert "Best checkpoint was picked among 2 of 2" in small["md"].replace("The best", "Best")
+    hist = [
+        {"epoch": 0, "step": 10, "loss": 0.9, "pckh01": 40.0, "pckh05": 70.0},
+        {"epoch": 1, "step": 20, "loss": 0.5, "pckh01": 40.0, "pckh05": 70.0},
+        {"epoch": 2, "step": 30, "loss": 0.7, "pckh01": 38.0, "pckh05": 75.0},
+    ]
+    note = best_pick_note(hist, "pckh01", 20)
+    assert "2 of 3 val evaluations tied at PCKh@0.1 40.0 %" in note and "lower training loss 0.5000" in note
+    assert best_pick_note(hist[:1] + hist[2:], "pckh01", 10) is None
+
+
+def test_the_control_prints_no_interval_from_one_random_frame(lspet_coco):
+    from reports.control import selection_control
+    from reports.report import _control_section
+
+    m = load_manifest(REPO / "data_manifest.yaml", check_sources=False)
+    anns = [a for a in lspet_coco["annotations"] if 7001 <= a["image_id"] <= 7012]
+    kp = np.stack([np.asarray(a["keypoints"], float).reshape(-1, 3) for a in anns])
+    gt, vis = kp[:, :, :2], kp[:, :, 2]
+    pred = gt + np.random.default_rng(0).normal(0, 6, gt.shape)  # a model a few pixels off
+    explored = np.zeros(len(anns), bool)
+    explored[-1] = True
+    c = selection_control(keypoint_spec(m), pred, gt, vis, None, explored)
+    c |= {"round": 1, "model": "base"}
+    md = "\n".join(_control_section({"controls": [c]}))
+    assert "too few random frames to judge (n=1)" in md
+    e = c["pckh05"]["explored"]
+    assert e["frames"] == 1 and f"[{e['pckh']:.1f}, {e['pckh']:.1f}]" not in md and "Estimated from" not in md
+
+
+@pytest.mark.parametrize("pool_first", [True, False])
+def test_a_pool_picture_that_is_also_a_val_picture_is_dropped_from_the_pool(tmp_path, lspet_coco, pool_first):
+    """Two LSPET images sit in both the pool and the val file: whichever is ingested first, val keeps its labeled
+    frame, the pool's copy is never selectable, and ingest counts it."""
+    pool = lspet_subset(lspet_coco, list(range(7501, 7509)), tmp_path / "pool.json")
+    val = lspet_subset(lspet_coco, [7503, 7506, 7520], tmp_path / "val.json")
+    srcs = [
+        {"name": "pool", "kind": "coco", "path": str(pool), "images": str(LSPET), "split": "pool", "labels": False},
+        {"name": "val", "kind": "coco", "path": str(val), "images": str(LSPET), "split": "val"},
+    ]
+    p = lsp_manifest(tmp_path, srcs if pool_first else srcs[::-1], selection={"dedup_hamming": 0})
+    r = _cli(p, "ingest")
+    assert r.exit_code == 0, r.output
+    assert "pool: 2 pool frame(s) dropped: the same picture as a val/test/train frame" in " ".join(r.output.split())
+    with Ledger(load_manifest(p).workspace_dir) as led:
+        names = lambda fs: sorted(f.path.rsplit("/", 1)[1] for f in fs)  # noqa: E731
+        assert names(led.frames("val")) == ["im07503.jpg", "im07506.jpg", "im07520.jpg"]
+        assert len(led.current_labels(("val",))) == 3
+        pool_names = names(candidates(led))
+        assert len(pool_names) == 6 and "im07503.jpg" not in pool_names and "im07506.jpg" not in pool_names
+    r = _cli(p, "ingest")  # nothing comes back into the pool on a re-run
+    with Ledger(load_manifest(p).workspace_dir) as led:
+        assert len(candidates(led)) == 6
+
+
+def test_a_video_source_takes_a_frame_range(tmp_path):
+    """val from frames 0–99, the pool from frame 300 on, every 50th: held apart in time; a range is checked."""
+    srcs = [
+        {"name": "early", "kind": "video", "path": str(SLEAP / "dance.mp4"), "every": 50, "end": 100, "split": "val"},
+        {"name": "late", "kind": "video", "path": str(SLEAP / "dance.mp4"), "every": 50, "start": 300, "split": "pool"},
+    ]
+    p = lsp_manifest(tmp_path, srcs, selection={"dedup_hamming": 0})
+    r = _cli(p, "ingest")
+    assert r.exit_code == 0, r.output
+    with Ledger(load_manifest(p).workspace_dir) as led:
+        assert sorted(f.frame_index for f in led.frames("val")) == [0, 50]
+        assert sorted(f.frame_index for f in led.frames("pool")) == [300, 350, 400]
+    for bad, needle in (
+        ({"start": 100, "end": 100}, "sources[0]: end (100) must be after start (100)"),
+        ({"start": -1}, "sources[0].start"),
+    ):
+        p = lsp_manifest(tmp_path, [{**srcs[0], "end": None, **bad}])
+        r = _cli(p, "status")
+        assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    coco = {"name": "c", "kind": "coco", "path": str(LSPET / "annotations.coco.json"), "start": 10}
+    r = _cli(lsp_manifest(tmp_path, [coco]), "status")
+    assert r.exit_code == 2 and "a frame range is for a video source, not coco" in r.output, r.output
+    p = lsp_manifest(tmp_path, [{**srcs[1], "start": 5000}])
+    r = _cli(p, "ingest")
+    assert r.exit_code == 0 and "start 5000 lies past the video's last frame (450 frames)" in " ".join(r.output.split())

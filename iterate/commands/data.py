@@ -60,7 +60,18 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
 
         summaries = ingest(m, ledger, progress)
     t = Table(title="ingest")
-    for col in ("source", "kind", "split", "added", "already there", "near-duplicates", "unreadable", "labels added"):
+    cols = (
+        "source",
+        "kind",
+        "split",
+        "added",
+        "already there",
+        "near-duplicates",
+        "held out",
+        "unreadable",
+        "labels added",
+    )
+    for col in cols:
         t.add_column(col, justify="right" if col not in ("source", "kind", "split") else "left")
     for s in summaries:
         t.add_row(
@@ -70,6 +81,7 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
             str(s.added),
             str(s.existing),
             str(s.duplicates),
+            str(s.held_out),
             str(len(s.unreadable)),
             str(s.labels_added),
         )
@@ -152,8 +164,21 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
             n_loop, n_replay = model_frames(model)
             labels = f"{n_loop} train labels" + (f" + {n_replay} replayed" if n_replay else "")
             console.print(f"model #{model['id']}: {model['path']} ({score_s}, {labels})")
+        elif m.model.base:
+            base = m.resolve(m.model.base)
+            state = "" if base.is_file() else " — [red]the file is missing[/]"
+            console.print(
+                f"model: the base {escape(str(base))} (`model.base`{state}): it scores and pre-annotates `select` "
+                "and is the start of the first `iterate retrain`; none trained yet",
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
             console.print("model: none yet (run `iterate retrain`)")
+        from iterate.loop.retrain import split_warnings  # imports the model code: only here
+
+        for w in split_warnings(ledger):
+            console.print(f"[yellow]{escape(w)}[/]", highlight=False, soft_wrap=True)
 
 
 def ledger_copy(

@@ -202,6 +202,12 @@ class Source(_Strict):
         None, description="sleap: the labeled video (default: the file the .slp names, next to it)"
     )
     fps: float | None = Field(None, gt=0, description="video: sample at this rate instead of `every`")
+    start: int | None = Field(
+        None,
+        ge=0,
+        description="video: the first frame index taken (frames start ≤ i < end): val/test held apart in time",
+    )
+    end: int | None = Field(None, ge=1, description="video: the frame index where taking stops (not taken itself)")
     labels: bool = Field(True, description="coco: import the labels (false: register the images only)")
 
     @field_validator("fps")
@@ -220,6 +226,14 @@ class Source(_Strict):
         if why:
             raise ValueError(f"{v!r} {why}: a source name must be a plain folder name (letters, digits, - _ .)")
         return v
+
+    @model_validator(mode="after")
+    def _frame_range(self) -> Source:
+        if (self.start is not None or self.end is not None) and self.kind != "video":
+            raise ValueError(f"start/end: a frame range is for a video source, not {self.kind}")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start}): frames start ≤ i < end")
+        return self
 
     @model_validator(mode="after")
     def _safe_label(self) -> Source:

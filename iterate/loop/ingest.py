@@ -55,9 +55,11 @@ class SourceSummary:
     unreadable: list[str] = field(default_factory=list)
     labels_added: int = 0
     labels_skipped: int = 0
+    held_out: int = 0  # pool frames dropped: the same picture as a val/test/train frame (never selectable)
     unknown_strata: dict[str, int] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)  # frame ids whose file differs from what was ingested
     missing: list[str] = field(default_factory=list)  # frame ids whose file is gone
+    dropped: list[str] = field(default_factory=list)  # "what (why)": duplicates and pool frames held out
     notes: list[str] = field(default_factory=list)  # lines for the user: what was skipped and why
 
 
@@ -137,6 +139,11 @@ def _video_key(video: Path) -> str:
     return f"{video.stem}_{h.hexdigest()[:12]}"
 
 
+def _where(path: Path | None, fidx: int | None) -> str:
+    """A dropped item as a user finds it: the file, or the video frame (its index)."""
+    return printable(path) if fidx is None else f"frame {fidx} ({printable(path)})"
+
+
 def _frame_id(source: str, rel: str, index: int | None) -> str:
     return hashlib.sha1(f"{source}\0{rel}\0{index}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
@@ -181,8 +188,52 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
         _check_existing(ledger, src, s)
         _say_if_nothing_added(manifest, src, s)
         out.append(s)
+    _drop_pool_leaks(ledger, out)
+    for s in out:
+        if s.held_out:
+            s.notes.append(
+                f"{s.source}: {s.held_out} pool frame(s) dropped: the same picture as a val/test/train frame (never "
+                "selectable, never trained on as pool)"
+            )
     _fill_derived_strata(manifest, ledger, out)
     return out
+
+
+def _fixed_over_pool(ledger: Ledger, src: Source, existing_id: str) -> bool:
+    """True when a fixed-split source (val/test/train) brings a picture the pool already holds: the fixed frame is
+    registered, and :func:`_drop_pool_leaks` takes the pool's copy out of the pool."""
+    if src.split == "pool":
+        return False
+    f = ledger.frame(existing_id)
+    return f is not None and f.split == "pool"
+
+
+def _is_held_out(ledger: Ledger, src: Source, existing_id: str) -> bool:
+    """True when a pool source brings a picture a fixed split already holds (dropped from the pool, counted)."""
+    if src.split != "pool":
+        return False
+    f = ledger.frame(existing_id)
+    return f is not None and f.split != "pool"
+
+
+def _drop_pool_leaks(ledger: Ledger, out: list[SourceSummary]) -> None:
+    """A pool frame that is the same picture (content hash) as a val, test or train frame is retired: it is never
+    selectable, and a val/test picture never trains. Counted on its pool source."""
+    fixed = {}
+    for f in ledger.frames():
+        if f.split != "pool":
+            fixed.setdefault(f.content_hash, f)
+    leaks = [(f, fixed[f.content_hash]) for f in ledger.frames("pool") if f.content_hash in fixed]
+    if not leaks:
+        return
+    by_source = {s.source: s for s in out}
+    with ledger.transaction():
+        for f, twin in leaks:
+            ledger.retire_frames([f.id], f"the same picture as {twin.split} frame {twin.id}: never in the pool")
+            s = by_source.get(f.source)
+            if s is not None:
+                s.held_out += 1
+                s.dropped.append(f"{f.path} (frame {f.id}: the same picture as {twin.split} frame {twin.id})")
 
 
 def _fill_derived_strata(m: Manifest, ledger: Ledger, out: list[SourceSummary]) -> None:
@@ -292,18 +343,23 @@ def _video_items(m: Manifest, src: Source, s: SourceSummary) -> Iterator[tuple[i
         cap.release()
         return
     step = _step(src, cap.get(cv2.CAP_PROP_FPS), n)
-    total = (n + step - 1) // step
+    first, stop = src.start or 0, min(n, src.end) if src.end is not None else n  # frames first ≤ i < stop
+    if first >= n:
+        s.notes.append(f"{src.label}: start {first} lies past the video's last frame ({n} frames): no frame taken")
+        cap.release()
+        return
+    total = (stop - first + step - 1) // step
     background = _median_background(path, n)
     out_dir, key = _frames_dir(m, src), _video_key(path)
     idx, dropped = 0, {}  # why → frames refused by the images' size rule (a side under 16 px, …)
     try:
-        while True:
+        while idx < stop:
             ok = cap.grab()
             if not ok:
                 if idx < n - 1 or idx == 0:
                     s.unreadable.append(f"{path} (stopped decoding at frame {idx} of {n})")
                 break
-            if idx % step == 0:
+            if idx >= first and (idx - first) % step == 0:
                 ok, img = cap.retrieve()
                 if not ok or img is None:
                     s.unreadable.append(f"{path} frame {idx}")
@@ -360,10 +416,24 @@ def _ingest_frames(m, ledger, src, items, s, by_hash, progress) -> None:
             data, img = dec
         chash = hashlib.sha1(data).hexdigest() if fidx is None else hashlib.sha1(img.tobytes()).hexdigest()
         h = pre_h if pre_h is not None else dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-        # the same picture is dropped anywhere; a near-duplicate only among one video's frames, judged on the
-        # foreground (image folders keep every distinct picture: `select`'s k-center on embeddings spreads them)
-        if chash in by_hash or (index is not None and index.is_duplicate(h)):
+        # the same picture is dropped anywhere (a fixed split's copy wins over the pool's); a near-duplicate only
+        # among one video's frames, judged on the foreground (image folders keep every distinct picture: `select`'s
+        # k-center on embeddings spreads them)
+        twin = by_hash.get(chash)
+        if twin is not None and _is_held_out(ledger, src, twin):
+            s.held_out += 1
+            s.dropped.append(f"{_where(path, fidx)} (the same picture as {ledger.frame(twin).split} frame {twin})")
+            continue
+        if twin is not None and not _fixed_over_pool(ledger, src, twin):
             s.duplicates += 1
+            s.dropped.append(f"{_where(path, fidx)} (the same picture as frame {twin})")
+            continue
+        if index is not None and index.is_duplicate(h):
+            s.duplicates += 1
+            s.dropped.append(
+                f"{_where(path, fidx)} (a near-duplicate of an earlier frame of this video, within "
+                f"{m.selection.dedup_hamming} bits)"
+            )
             continue
         is_video = fidx is not None
         f = Frame(
@@ -521,8 +591,14 @@ def _register_image(
         return skip(why)
     data, img = dec
     chash = hashlib.sha1(data).hexdigest()
-    if chash in by_hash:
+    twin = by_hash.get(chash)
+    if twin is not None and _is_held_out(ledger, src, twin):
+        s.held_out += 1
+        s.dropped.append(f"{printable(p)} (the same picture as {ledger.frame(twin).split} frame {twin})")
+        return None
+    if twin is not None and not _fixed_over_pool(ledger, src, twin):
         s.duplicates += 1
+        s.dropped.append(f"{printable(p)} (the same picture as frame {twin})")
         return None
     h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
     ledger.add_frame(

@@ -15,7 +15,7 @@ from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop import tracking
 from iterate.loop.control import update_controls
-from iterate.loop.retrain import labeled_samples
+from iterate.loop.retrain import labeled_samples, split_warnings
 from iterate.loop.select import model_name, round_model
 from iterate.loop.settings import derived_strata, keypoint_spec, strata
 from iterate.selection.strata import StrataPredictor
@@ -68,6 +68,7 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
         "focus_metric": m.selection.focus_metric,
         "timeline": _timeline(ledger),
         "model": None,
+        "warnings": split_warnings(ledger),
     }
     model = ledger.latest_model()
     run = None

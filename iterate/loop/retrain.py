@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,8 @@ from model.checkpoints import load_file
 from model.codec import DarkCodec
 from model.data import Sample
 from model.infer import load_predictor
-from model.train import train
+from model.train import best_pick_note, train
+from reports.evaluation import split_size_warning
 
 _RUN_KEY = "training_run"
 
@@ -51,6 +52,17 @@ def label_sample(f: Frame, lab: Label) -> Sample:
     )
 
 
+def split_warnings(ledger: Ledger) -> list[str]:
+    """One line per fixed split (val, test) too small to pick a checkpoint or judge a stratum — `status`, `retrain`
+    and the report say the same (:func:`reports.evaluation.split_size_warning`)."""
+    out = []
+    for split in ("val", "test"):
+        w = split_size_warning(split, len(labeled_samples(ledger, (split,))))
+        if w:
+            out.append(w)
+    return out
+
+
 def base_checkpoint(m: Manifest, ledger: Ledger) -> Path | None:
     """Warm start: the previous round's model, else the manifest's base checkpoint, else none (from scratch)."""
     prev = ledger.latest_model()
@@ -72,6 +84,7 @@ class RetrainOutcome:
     bad_images: list[str]
     load_report: str
     tracking: dict | None = None  # the MLflow run: run_id, experiment, store
+    notes: list[str] = field(default_factory=list)  # small val/test splits, a best checkpoint picked among ties
 
 
 def retrain(
@@ -155,6 +168,9 @@ def retrain(
         return None
     best = res.best if res.best.is_file() else res.last
     metrics = _metrics(setup.keypoints, best, res, train_s, val_s)
+    tie = best_pick_note(res.history, setup.train.best_metric, load_file(best).get("step"))
+    if tie:
+        metrics["best_pick"] = tie
     if replay_s:
         metrics.update({"replay_frames": len(replay_s), "replay_fraction": setup.train.replay_fraction})
     parent = ledger.latest_model()
@@ -181,7 +197,8 @@ def retrain(
         record = best.with_suffix(".json")
         run.log_files([record], "checkpoint")
         run.end(ok=True)
-    return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report, run.describe() if run else None)
+    notes = split_warnings(ledger) + ([tie] if tie else [])
+    return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report, run.describe() if run else None, notes)
 
 
 def _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, setup):

@@ -88,16 +88,20 @@ def _draw(img: np.ndarray, kps: np.ndarray, vis: np.ndarray, edges: list[tuple[i
 
 def contact_sheet(
     spec: KeypointSpec, frames: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, str]], path: Path
-) -> None:
-    """frames: (image path, gt (K,2), vis (K,), pred (K,2), caption) → a grid PNG (labels green, model red)."""
+) -> str | None:
+    """frames: (image path, gt (K,2), vis (K,), pred (K,2), caption) → a grid PNG (labels green, model red).
+    → None when written, else why not (no frame could be read, the PNG could not be written)."""
     edges = [(spec.index(a), spec.index(b)) for a, b in spec.skeleton]
     cell, cols = 200, 4
     rows = max(1, (len(frames) + cols - 1) // cols)
     sheet = np.full((rows * (cell + 18), cols * cell, 3), 255, np.uint8)
+    drawn = 0
     for i, (p, gt, vis, pred, cap) in enumerate(frames):
         img, _ = read_image(p)
         if img is None:
             continue
+        drawn += 1
+        pred = np.nan_to_num(pred, nan=-1e4)  # a joint the model does not predict is drawn off the picture
         s = cell / max(img.shape[:2])
         img = cv2.resize(img, (int(img.shape[1] * s), int(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
         _draw(img, (gt + 0.5) * s - 0.5, vis > 0, edges, (0, 200, 0))
@@ -106,7 +110,15 @@ def contact_sheet(
         y0, x0 = r * (cell + 18), c * cell
         sheet[y0 : y0 + img.shape[0], x0 : x0 + img.shape[1]] = img
         cv2.putText(sheet, cap[:32], (x0 + 2, y0 + cell + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), sheet)
+    if not drawn:
+        return f"none of the {len(frames)} worst val frames could be read"
+    try:
+        ok = cv2.imwrite(str(path), sheet)
+    except cv2.error as e:
+        ok, err = False, str(e).strip().splitlines()[-1]
+    else:
+        err = "OpenCV could not write it"
+    return None if ok else f"{path.name} could not be written ({err})"
 
 
 def rerender(out_dir: Path, round_no: int) -> Path:
@@ -165,13 +177,20 @@ def frame_scores(
 
 
 def worst_frames(focus: dict, scores: np.ndarray, attrs: list[dict], per_stratum: int = 4) -> list[tuple[int, str]]:
-    """The worst-scored frames of the two weakest focus strata: (frame index, caption)."""
+    """The worst-scored frames of the two weakest focus strata: (frame index, caption); empty without such a
+    stratum (no strata, none set on val, or no frame of them scored): see :func:`worst_overall`."""
     weak = [i for i in focus["items"] if i["gap"] > 0][:2] or focus["items"][:2]
     chosen = []
     for it in weak:
         idx = [j for j in np.argsort(scores) if attrs[j].get(it["key"]) == it["value"] and np.isfinite(scores[j])]
         chosen += [(int(j), f"{it['key']}={it['value']} {100 * scores[j]:.0f}%") for j in idx[:per_stratum]]
     return chosen
+
+
+def worst_overall(scores: np.ndarray, n: int = 8) -> list[tuple[int, str]]:
+    """The ``n`` worst-scored frames of the split, whatever their strata: (frame index, caption)."""
+    idx = [j for j in np.argsort(scores) if np.isfinite(scores[j])]
+    return [(int(j), f"{100 * scores[j]:.0f}%") for j in idx[:n]]
 
 
 # -- Markdown ---------------------------------------------------------------------------------------
@@ -236,6 +255,7 @@ def render(d: dict) -> str:
     L += _followup_section(d)
     L += _timeline_section(d)
     L += _focus_section(d)
+    L += _worst_section(d)
     L += _data_section(data)
     return "\n".join(L) + "\n"
 
@@ -534,14 +554,23 @@ def _focus_section(d: dict) -> list[str]:
             f"{it['pool_share']:.0%} | {it['uncertainty']:.2f} | {it['reason']} |"
         )
     L.append("")
+    return L
+
+
+def _worst_section(d: dict) -> list[str]:
+    """The contact sheet of the worst val frames, or why the report has none."""
+    if d.get("model") is None:
+        return []
+    L = ["## Worst val frames", ""]
     if d.get("plots", {}).get("worst"):
-        L += [
-            "Worst val frames of the weakest strata (labels green, model red):",
+        of = "of the weakest strata" if d.get("worst_of") == "strata" else "overall, no stratum to pick them by"
+        return L + [
+            f"Worst val frames {of} (labels green, model red):",
             "",
             f"![worst frames]({d['plots']['worst']})",
             "",
         ]
-    return L
+    return L + [f"No contact sheet: {d.get('worst_note') or 'it was not drawn'}.", ""]
 
 
 def _data_section(data: dict) -> list[str]:

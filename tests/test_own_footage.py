@@ -63,6 +63,7 @@ def _own_manifest(tmp_path, names_from: str, source: dict, strata=DERIVED):
     return p
 
 
+# -- item 3: strata when the labels have none ---------------------------------------------------------------
 def test_torso_angle_and_hidden_joints_reproduce_lspets_own_attributes(tmp_path, lspet_coco):
     """400 LSPET labels imported without their attributes: the derived posture and occlusion are LSPET's own
     (which were derived by this rule), in every posture the sample holds."""
@@ -332,6 +333,47 @@ def test_a_best_checkpoint_picked_among_ties_says_so(small):
     assert best_pick_note(hist[:1] + hist[2:], "pckh01", 10) is None
 
 
+def test_the_report_says_the_training_time_spent_and_draws_the_worst_frames(small):
+    """No `--minutes`: the report gives the seconds the run took, never a cap as time spent; the contact sheet is
+    drawn over the worst val frames overall when no stratum can pick them."""
+    from reports.report import training_time
+
+    secs = small["data"]["model"]["metrics"]["seconds"]
+    assert f"{secs:.0f} s of training, 2 epoch(s)" in small["md"] and "min of training" not in small["md"]
+    assert f"in {secs:.0f} s" in small["retrain"] or "trained" in small["retrain"]
+    assert training_time(27.0, 180.0) == "27 s of training (cap 3.0 min)"
+    assert small["data"]["plots"]["worst"] and small["data"]["worst_of"] == "all"
+    assert (small["m"].workspace_dir / "reports" / small["data"]["plots"]["worst"]).is_file()
+    assert "Worst val frames overall" in small["md"]
+
+
+def test_a_contact_sheet_that_cannot_be_drawn_says_why(tmp_path):
+    from reports.report import contact_sheet
+
+    spec = load_manifest(REPO / "data_manifest.yaml", check_sources=False).keypoints.spec()
+    bad = tmp_path / "not_an_image.png"
+    bad.write_text("no picture here")
+    z = np.zeros((14, 2))
+    why = contact_sheet(spec, [(str(bad), z, np.ones(14), z, "x")], tmp_path / "sheet.png")
+    assert why == "none of the 1 worst val frames could be read" and not (tmp_path / "sheet.png").exists()
+    from reports.report import _worst_section
+
+    md = "\n".join(_worst_section({"model": {"id": 1}, "plots": {}, "worst_note": why}))
+    assert "No contact sheet: none of the 1 worst val frames could be read." in md
+
+
+def test_status_shows_the_base_as_the_model_until_one_is_trained(tmp_path):
+    p = lsp_manifest(
+        tmp_path, [], model={**demo_manifest_dict()["model"], "base": str(REPO / "model/weights/lspet_w18s_128.pt")}
+    )
+    r = _cli(p, "status")
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 0 and "none yet (run" not in flat, r.output
+    assert "model: the base" in flat and "lspet_w18s_128.pt" in flat and "none trained yet" in flat
+    assert "val holds no labeled frame" in flat  # no val split yet: retrain could not pick a checkpoint
+
+
+# -- the control, leaky splits, frame ranges, dropped items ----------------------------------------------------
 def test_the_control_prints_no_interval_from_one_random_frame(lspet_coco):
     from reports.control import selection_control
     from reports.report import _control_section
@@ -374,6 +416,42 @@ def test_a_pool_picture_that_is_also_a_val_picture_is_dropped_from_the_pool(tmp_
     r = _cli(p, "ingest")  # nothing comes back into the pool on a re-run
     with Ledger(load_manifest(p).workspace_dir) as led:
         assert len(candidates(led)) == 6
+
+
+def test_the_dance_video_in_the_pool_and_its_sleap_labels_in_val(tmp_path):
+    """The issue's journey: the dance clip as the pool, its SLEAP labels as val. Frame 0 is in both: dropped from
+    the pool; the near-duplicates ingest dropped are listed (--list-dropped, and a file in the workspace)."""
+    from iterate.core.presets import PRESETS
+
+    d = demo_manifest_dict()
+    kp = {k: PRESETS["coco17"][k] for k in ("names", "flip_pairs", "skeleton", "height_joints", "normalizer")}
+    d.update(
+        project="own",
+        workspace=str(tmp_path / "ws"),
+        strata=DERIVED,
+        keypoints=kp,
+        sources=[
+            {"name": "clip", "kind": "video", "path": str(SLEAP / "dance.mp4"), "every": 3, "split": "pool"},
+            {"name": "labels", "kind": "sleap", "path": str(SLEAP / "dance.mp4.labels.slp"), "split": "val"},
+        ],
+    )
+    d["model"]["base"] = None
+    p = tmp_path / "m.yaml"
+    p.write_text(yaml.safe_dump(d))
+    r = _cli(p, "ingest", "--list-dropped")
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert "clip: 1 pool frame(s) dropped" in flat
+    listed = (tmp_path / "ws" / "ingest-dropped.txt").read_text().splitlines()
+    near = [x for x in listed if "near-duplicate of an earlier frame of this video" in x]
+    held = [x for x in listed if "the same picture as val frame" in x]
+    assert near and len(held) == 1 and all(x.startswith("clip\t") for x in listed)
+    assert flat.count("dropped: clip: ") == len(listed) and f"{len(listed)} dropped item(s)" in flat
+    with Ledger(tmp_path / "ws") as led:
+        assert 0 not in {f.frame_index for f in candidates(led)}
+        assert sorted(f.frame_index for f in led.frames("val")) == [0, 1, 2]
+    r = _cli(p, "ingest")
+    assert "ingest --list-dropped` prints them" in " ".join(r.output.split())
 
 
 def test_a_video_source_takes_a_frame_range(tmp_path):

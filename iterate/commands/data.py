@@ -13,7 +13,7 @@ from iterate.commands._options import DEFAULT, ManifestOpt, console, open_projec
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, model_frames
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
-from iterate.loop.ingest import ingest
+from iterate.loop.ingest import ingest, write_dropped
 from iterate.loop.init import write_manifest
 
 
@@ -41,7 +41,17 @@ def init(
     console.print(f"wrote {path}: edit sources, strata and target_size, then run [bold]iterate ingest[/]")
 
 
-def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
+def ingest_cmd(
+    manifest: ManifestOpt = DEFAULT,
+    list_dropped: Annotated[
+        bool,
+        typer.Option(
+            "--list-dropped",
+            help="print every item dropped (duplicates, near-duplicates, pool frames held out, unreadable files); "
+            "they are always listed in <workspace>/ingest-dropped.txt",
+        ),
+    ] = False,
+) -> None:
     """Register the manifest's images, video frames and COCO labels in the ledger (re-running adds only what is new).
 
     Example: iterate ingest --manifest data_manifest.yaml
@@ -59,6 +69,7 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
             bar.update(tasks[name], completed=done, total=total)
 
         summaries = ingest(m, ledger, progress)
+        dropped_file, n_dropped = write_dropped(m, summaries)
     t = Table(title="ingest")
     cols = (
         "source",
@@ -91,6 +102,9 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
             console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
         for p in s.unreadable:
             console.print(f"[yellow]skipped:[/] {escape(p)}", highlight=False, soft_wrap=True)  # a path, whole
+        if list_dropped:
+            for p in s.dropped:
+                console.print(f"[yellow]dropped:[/] {escape(s.source)}: {escape(p)}", highlight=False, soft_wrap=True)
         for k, n in s.unknown_strata.items():
             console.print(
                 f"[yellow]{s.source}: stratum value {k} is not in the manifest ({n} labels; reported as 'other')[/]"
@@ -104,6 +118,14 @@ def ingest_cmd(manifest: ManifestOpt = DEFAULT) -> None:
                     f"[yellow]{s.source}: frame {fid} is {what}[/]; `iterate frames remove {fid}` retires it",
                     highlight=False,
                 )
+    if dropped_file is not None:
+        more = "" if list_dropped else "; `iterate ingest --list-dropped` prints them"
+        console.print(
+            f"{n_dropped} dropped item(s) (duplicates, pool frames held out, unreadable) listed in "
+            f"{escape(str(dropped_file))}{more}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def frames_remove(

@@ -32,7 +32,12 @@ def demo(
     labels: Annotated[Path, typer.Option(help="ground truth the oracle annotator answers from")] = Path(
         "demo_data/pool.coco.json"
     ),
-    minutes: Annotated[list[float] | None, typer.Option(help="retrain wall time per round (minutes)")] = None,
+    minutes: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="a cap on each round's retrain wall time (minutes; default 3 then 5); a round says the time it took"
+        ),
+    ] = None,
     keep_server: Annotated[bool, typer.Option(help="leave the local Label Studio running at the end")] = False,
     workspace: Annotated[
         Path | None,

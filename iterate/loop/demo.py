@@ -27,6 +27,7 @@ from iterate.loop.report import build, evaluate_checkpoint
 from iterate.loop.retrain import retrain
 from iterate.loop.select import select
 from iterate.loop.studio import autolabel, start_server, stop_server, studio, sync
+from reports.report import training_time
 
 DEMO_MARK = ".iterate-demo-workspace"
 _MARK_TEXT = "created by `iterate demo`; the demo deletes and recreates this folder on its next run\n"
@@ -144,8 +145,13 @@ def _round(
     say(f"oracle annotator answered {a.answered} tasks in Label Studio")
     s = sync(m, ledger)
     say(f"sync-labels: {s.new} new labels, {len(s.invalid)} invalid, {s.skipped} skipped")
-    say(f"retrain ({mins:g} min on this machine)…")
+    say(f"retrain (at most {mins:g} min on this machine)…")
     out = retrain(m, ledger, time_limit_s=mins * 60, epochs=10_000, on_epoch=on_epoch)
+    secs = out.metrics.get("seconds")
+    say(
+        f"retrained {out.metrics.get('steps', '?')} steps: "
+        + (training_time(secs, mins * 60) if isinstance(secs, (int, float)) else "time not recorded")
+    )
     with status("writing the report…"):
         md = build(m, ledger)
     rep = json.loads(md.with_suffix(".json").read_text())

@@ -199,6 +199,25 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
     return out
 
 
+DROPPED_FILE = "ingest-dropped.txt"
+
+
+def write_dropped(m: Manifest, summaries: list[SourceSummary]) -> tuple[Path | None, int]:
+    """This ingest's dropped items — duplicates and near-duplicates, pool frames held out as the same picture as a
+    fixed split's, unreadable or refused files — one per line (``source<TAB>what (why)``) in the workspace's
+    ``ingest-dropped.txt``; → (that file, the number of lines), (None, 0) when nothing was dropped (an older list
+    is removed: it would describe another run)."""
+    path = m.workspace_dir / DROPPED_FILE
+    lines = [f"{s.source}\t{x}" for s in summaries for x in [*s.dropped, *s.unreadable]]
+    if not lines:
+        path.unlink(missing_ok=True)
+        return None, 0
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
+    tmp.replace(path)
+    return path, len(lines)
+
+
 def _fixed_over_pool(ledger: Ledger, src: Source, existing_id: str) -> bool:
     """True when a fixed-split source (val/test/train) brings a picture the pool already holds: the fixed frame is
     registered, and :func:`_drop_pool_leaks` takes the pool's copy out of the pool."""

@@ -33,6 +33,7 @@ from reports.report import (
     rerender,
     summary,
     worst_frames,
+    worst_overall,
     write_round,
 )
 
@@ -250,6 +251,7 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
     if not samples:
         out["val"] = None
         out["notes"] = ["no labeled val frames: add a `split: val` source to the manifest"]
+        out["worst_note"] = "there are no labeled val frames to draw"
         return out
     p = pr.predict(samples)
     out["val"] = res = _evaluate_split(m, samples, p, alpha)
@@ -336,11 +338,21 @@ def _focus_followup(ledger: Ledger, out_dir: Path, data: dict) -> dict | None:
 
 
 def _worst_sheet(m: Manifest, samples, p: Predictions, out: dict, alpha: float, path: Path) -> None:
-    """Contact sheet of the worst val frames of the two weakest strata."""
+    """Contact sheet of the worst val frames of the two weakest strata (else the worst overall); when none can be
+    drawn, ``worst_note`` says why, for the report to print."""
     gt, vis, attrs, hb = _split_arrays(samples)
     spec = keypoint_spec(m)
     a = 0.5 if m.selection.focus_metric == "pckh05" else alpha
-    chosen = worst_frames(out["focus"], frame_scores(spec, p.keypoints, gt, vis, hb, a), attrs)
-    if chosen:
-        contact_sheet(spec, [(samples[j].path, gt[j], vis[j], p.keypoints[j], cap) for j, cap in chosen], path)
-        out["plots"]["worst"] = path.name
+    scores = frame_scores(spec, p.keypoints, gt, vis, hb, a)
+    chosen, of = worst_frames(out["focus"], scores, attrs), "strata"
+    if not chosen:
+        chosen, of = worst_overall(scores), "all"
+    if not chosen:
+        out["worst_note"] = f"none of the {len(samples)} labeled val frames could be scored (no PCKh normaliser)"
+        return
+    why = contact_sheet(spec, [(samples[j].path, gt[j], vis[j], p.keypoints[j], cap) for j, cap in chosen], path)
+    if why:
+        out["worst_note"] = why
+        return
+    out["plots"]["worst"] = path.name
+    out["worst_of"] = of

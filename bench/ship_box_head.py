@@ -4,7 +4,10 @@ the size, like `bench/train_base.py`), and the base's record gains a ``box_head`
 trained and the held-out figures through the default inference path (flip TTA + refine on the mean of the head's
 and the keypoint box), overall and per posture.
 
-    python bench/ship_box_head.py --head /tmp/iterate-box-head/best.pt [--name lspet_w18s_128]
+    python bench/ship_box_head.py --head /tmp/iterate-box-head/best.pt [--name lspet_w18s_128] [--localise box_head]
+
+``--localise box_head`` records the inference path that finds the person first (the head's box on the whole frame,
+then the pose pass on it): for a head trained with `train.augment.zoom_out` (`bench/small_person.py --train-head`).
 Last lines: shipped_pckh05=…, shipped_pckh01=…
 """
 
@@ -30,6 +33,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--head", required=True, help="checkpoint of the box head run (frozen pose weights)")
     ap.add_argument("--name", default="lspet_w18s_128")
+    ap.add_argument("--localise", choices=["frame", "box_head"], default=None, help="record this first-crop path")
+    ap.add_argument("--how", default=None, help="how the head was trained (for the record)")
     args = ap.parse_args()
     base_path, rec_path = (
         REPO / "model" / "weights" / f"{args.name}.pt",
@@ -40,7 +45,12 @@ def main() -> None:
     if moved:
         raise SystemExit(f"{args.head}: {len(moved)} keypoint weights differ from {base_path} (e.g. {moved[0]})")
     tmp = base_path.with_name(f".{base_path.name}.candidate")
-    save_atomic(slim_checkpoint(base, head["model"]), tmp)
+    slim = slim_checkpoint(base, head["model"])
+    if args.localise:
+        from model.infer import settings_from_checkpoint
+
+        slim["infer"] = settings_from_checkpoint(base).override(localise=args.localise).to_dict()
+    save_atomic(slim, tmp)
     spec = keypoint_spec(manifest())
     held = lspet_samples(7001, 8000)
     pred = load_predictor(tmp).predict(held).keypoints
@@ -48,8 +58,10 @@ def main() -> None:
     hist = [h for h in head.get("history", []) if "pckh05" in h]
     rec = json.loads(rec_path.read_text())
     rec["box_head"] = {
-        "how": "bench/person_box.py: train() with model.box_head=true, train.freeze=pose (keypoint weights unchanged) "
+        "how": args.how
+        or "bench/person_box.py: train() with model.box_head=true, train.freeze=pose (keypoint weights unchanged) "
         "on LSPET im00001-im05900, val im05901-im06000",
+        "localise": args.localise or "frame",
         "steps": head.get("step"),
         "train_seconds": hist[-1]["elapsed_s"] if hist else None,
         "held_out": "LSPET im07001-im08000, the default path: flip TTA + refine on the mean of the head's and the "

@@ -263,16 +263,10 @@ class ModelSettings(_Strict):
         description="train a person-box head beside the heatmaps; inference's refine pass then crops on the mean of "
         "its box and the first pass's keypoint box",
     )
-    zoom_out: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="share of samples whose frame is pasted, shrunk, at a random place of a larger canvas over another "
-        "frame (blurred): a person from `zoom_min` of the crop's side to all of it, for a box head that finds people "
-        "who do not fill the frame",
-    )
-    zoom_min: float = Field(
-        0.1, gt=0, le=1, description="zoom_out: the smallest share of the crop's side a frame shrinks to"
+    localise: Literal["frame", "box_head"] = Field(
+        "frame",
+        description="inference: where the first pose pass crops — the whole frame, or (with a box head) the person "
+        "box the head finds on the whole frame: for people who do not fill the frame",
     )
 
 
@@ -293,10 +287,16 @@ class AugmentSettings(_Strict):
         description="person crops: shift the box's centre by a normal draw of this × its side per axis, like the "
         "refine pass's own box errors (0 = centred on the labels)",
     )
-    localise: Literal["frame", "box_head"] = Field(
-        "frame",
-        description="inference: where the first pose pass crops — the whole frame, or (with a box head) the person "
-        "box the head finds on the whole frame: for people who do not fill the frame",
+    zoom_out: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of samples whose frame is pasted, shrunk, at a random place of a larger canvas over another "
+        "frame (blurred): a person from `zoom_min` of the crop's side to all of it, for a box head that finds people "
+        "who do not fill the frame",
+    )
+    zoom_min: float = Field(
+        0.1, gt=0, le=1, description="zoom_out: the smallest share of the crop's side a frame shrinks to"
     )
 
 

@@ -333,3 +333,68 @@ def test_a_damaged_ledger_page_is_one_line(tmp_path, lspet_coco):
         lines = [x for x in r.output.splitlines() if x.strip()]
         assert len(lines) == 1 and "Traceback" not in r.output, r.output
         assert "ledger" in lines[0] and ("damaged" in lines[0] or "cannot open" in lines[0]), lines[0]
+
+
+def test_v3_ledger_gains_dataset_versions_keeping_its_rows(tmp_path):
+    """A ledger at schema v3 (before dataset versions, issue 32) is upgraded in place: its labels and models stay,
+    and versions can be recorded on them."""
+    from alembic import command
+    from alembic.config import Config
+
+    from iterate.core.ledger import _MIGRATIONS_DIR, _engine, resolve_url
+
+    eng = _engine(resolve_url(tmp_path))
+    with eng.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.exec_driver_sql(
+            "INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'val', 0, NULL, NULL)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO labels (frame_id, version, keypoints, source, created_at) VALUES ('f', 1, '[[1,2,2]]', 'coco', 0)"
+        )
+        conn.exec_driver_sql("INSERT INTO models (created_at, path) VALUES (0, 'm.pt')")
+    eng.dispose()
+    with Ledger(tmp_path) as led:
+        assert led.schema_version == SCHEMA_VERSION == 4
+        assert led.current_label("f").keypoints == [[1, 2, 2]]
+        assert led.models()[0]["dataset_version"] is None  # trained before versions existed
+        with led.transaction():
+            v, new = led.add_dataset_version("h1", made_by="export", n_frames=1, n_labels=1, params={})
+        assert new and v.id == 1 and [m[:3] for m in led.dataset_members(1)] == [("f", 0, 1)]
+
+
+def test_dataset_versions_hold_the_label_versions_they_were_recorded_with(tmp_path, ledger_url):
+    """A version keeps its (frame, label version) rows after later labels; the same content hash is the same
+    version; the members are streamed in order on both backends (PostgreSQL a page at a time)."""
+    with Ledger(tmp_path, ledger_url) as led:
+        led._PAGE = 3  # several pages on PostgreSQL
+        with led.transaction():
+            for i in range(7):
+                led.add_frame(_frame(i, "train" if i < 5 else "val"))
+                led.add_label(f"f{i}", [[i, 0, 2]], source="coco")
+            led.add_frame(_frame(9, "train"))
+            led.add_label("f9", [[9, 0, 2]], source="coco")
+        led.retire_frames(["f9"], "test")
+        with led.transaction():
+            rows = list(led.iter_current_labels(("train",)))
+            assert [f.id for f, _ in rows] == ["f0", "f1", "f2", "f3", "f4"]  # retired f9 and val left out
+            v1, new = led.add_dataset_version(
+                "a", made_by="export", n_frames=5, n_labels=5, params={}, splits=("train",)
+            )
+        assert new
+        with led.transaction():
+            led.add_label("f1", [[5, 5, 1]], source="labelstudio", ls_task_id=3)
+            assert led.add_dataset_version("a", made_by="retrain", n_frames=5, n_labels=5, params={})[0] == v1
+            v2, _ = led.add_dataset_version("b", made_by="retrain", n_frames=7, n_labels=7, params={"x": 1})
+        assert [(f, v) for f, _, v, *_ in led.dataset_members(v1.id)] == [(f"f{i}", 1) for i in range(5)]
+        assert dict((f, v) for f, _, v, *_ in led.dataset_members(v2.id))["f1"] == 2
+        rows = list(led.dataset_rows(v2.id))
+        assert [r.frame.split for r in rows] == ["train"] * 5 + ["val"] * 2  # (split, source, path) order
+        assert [r.reviewed for r in rows if r.frame.id == "f1"] == [True]  # replaced other keypoints
+        assert led.dataset_version(v2.id).params == {"x": 1} and led.dataset_version(99) is None
+        with pytest.raises(Exception, match="would hold 7 labels, 6 were hashed"), led.transaction():
+            led.add_dataset_version("c", made_by="export", n_frames=6, n_labels=6, params={})
+        assert [v.id for v in led.dataset_versions()] == [v1.id, v2.id]  # the refused one left nothing

@@ -34,11 +34,22 @@ from sqlalchemy.pool import NullPool
 
 from iterate.core.errors import BusyError, IterateError
 
-SCHEMA_VERSION = 3  # the newest migration (migrations/versions/000N_*.py)
+SCHEMA_VERSION = 4  # the newest migration (migrations/versions/000N_*.py)
 URL_ENV = "ITERATE_LEDGER_URL"
 _MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _WRITE_KEY = 0x1D6E7A7E  # PostgreSQL advisory lock id of the write transaction (one writer step at a time)
-TABLES = ("frames", "models", "labels", "rounds", "round_frames", "tasks", "reports", "kv")  # in foreign-key order
+TABLES = (
+    "frames",
+    "models",
+    "labels",
+    "rounds",
+    "round_frames",
+    "tasks",
+    "reports",
+    "dataset_versions",
+    "dataset_version_labels",
+    "kv",
+)  # in foreign-key order
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,31 @@ class Label:
     ls_annotation_id: int | None
     created_at: float
     head_box: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """A recorded dataset version (vN): a set of label versions, its content hash, and the joint schema and strata
+    it exports with (``params``)."""
+
+    id: int
+    created_at: float
+    made_by: str  # export | retrain
+    content_hash: str
+    n_frames: int
+    n_labels: int
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """One member of a dataset version with its provenance: the label's selection round (through its Label Studio
+    task, as recorded with the version) and whether it replaced an earlier version with other keypoints."""
+
+    frame: Frame
+    label: Label
+    round_id: int | None
+    reviewed: bool
 
 
 def _label(row) -> Label:
@@ -502,6 +538,139 @@ class Ledger:
         rows = self._conn.execute(stmt, args).mappings().fetchall()
         return [(_frame({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), _label(r)) for r in rows]
 
+    # -- dataset versions ---------------------------------------------------------------------------
+    _CURRENT = (
+        " FROM labels l JOIN frames f ON f.id = l.frame_id WHERE f.retired_at IS NULL"
+        " AND l.version = (SELECT MAX(version) FROM labels m WHERE m.frame_id=l.frame_id AND m.instance=l.instance)"
+    )
+
+    def _current_where(self, splits, exclude_source) -> tuple[str, dict]:
+        sql, args = self._CURRENT, {}
+        if splits:
+            sql += " AND f.split IN :splits"
+            args["splits"] = list(splits)
+        if exclude_source:
+            sql += " AND f.source <> :exclude"
+            args["exclude"] = exclude_source
+        return sql, args
+
+    _PAGE = 5000  # rows per query of a streamed read on PostgreSQL
+
+    def _stream(self, sql: str, args: dict) -> Iterator[Any]:
+        """Rows of one ordered query as they come, memory flat: SQLite steps its cursor lazily; PostgreSQL (whose
+        client holds a whole result) is read a page at a time. ``:splits`` expands to a list."""
+        pages = self.dialect != "sqlite"
+        stmt = sa.text(sql + (" LIMIT :page_n OFFSET :page_at" if pages else ""))
+        if "splits" in args:
+            stmt = stmt.bindparams(sa.bindparam("splits", expanding=True))
+        at = 0
+        while True:
+            try:
+                res = self._conn.execute(stmt, {**args, "page_n": self._PAGE, "page_at": at} if pages else args)
+                rows = res.mappings() if not pages else res.mappings().fetchall()
+                n = 0
+                for r in rows:
+                    n += 1
+                    yield r
+            except DatabaseError as e:
+                raise _damaged(self.where, e) from None
+            if not pages or n < self._PAGE:
+                return
+            at += n
+
+    def iter_current_labels(
+        self, splits: tuple[str, ...] | None = None, *, exclude_source: str | None = None
+    ) -> Iterator[tuple[Frame, Label]]:
+        """Newest version of every labeled (frame, instance) of ``splits`` (all when None), without the frames of
+        ``exclude_source``, streamed in (frame id, instance) order: the members :meth:`add_dataset_version` records
+        for the same arguments. Read it inside the transaction that records the version."""
+        where, args = self._current_where(splits, exclude_source)
+        fcols = ", ".join(f"f.{c} AS f_{c}" for c in Frame.__dataclass_fields__)
+        for r in self._stream(f"SELECT l.*, {fcols}{where} ORDER BY l.frame_id, l.instance", args):
+            yield _frame({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), _label(r)
+
+    def add_dataset_version(
+        self,
+        content_hash: str,
+        *,
+        made_by: str,
+        n_frames: int,
+        n_labels: int,
+        params: dict,
+        splits: tuple[str, ...] | None = None,
+        exclude_source: str | None = None,
+    ) -> tuple[DatasetVersion, bool]:
+        """Record the current labels of ``splits`` (without ``exclude_source``'s frames) as a dataset version, or
+        find the version with the same content hash → (the version, whether it is new). Call inside the
+        :meth:`transaction` in which :meth:`iter_current_labels` computed the hash over the same arguments."""
+        old = self._q("SELECT * FROM dataset_versions WHERE content_hash=:h", h=content_hash).mappings().fetchone()
+        if old is not None:
+            return _version(old), False
+        vid = int(
+            self._q(
+                "INSERT INTO dataset_versions (created_at, made_by, content_hash, n_frames, n_labels, params)"
+                " VALUES (:now, :by, :h, :nf, :nl, :p) RETURNING id",
+                now=time.time(),
+                by=made_by,
+                h=content_hash,
+                nf=n_frames,
+                nl=n_labels,
+                p=json.dumps(params, sort_keys=True),
+            ).scalar()
+        )
+        where, args = self._current_where(splits, exclude_source)
+        stmt = sa.text(
+            "INSERT INTO dataset_version_labels (version_id, label_id, round_id) SELECT :vid, l.id,"
+            " (SELECT MIN(t.round_id) FROM tasks t WHERE t.task_id = l.ls_task_id AND t.frame_id = l.frame_id)" + where
+        )
+        if "splits" in args:
+            stmt = stmt.bindparams(sa.bindparam("splits", expanding=True))
+        self._conn.execute(stmt, {**args, "vid": vid})
+        got = int(self._q("SELECT COUNT(*) FROM dataset_version_labels WHERE version_id=:v", v=vid).scalar())
+        if got != n_labels:
+            raise IterateError(
+                f"{self.where}: dataset version v{vid} would hold {got} labels, {n_labels} were hashed; nothing kept"
+            )
+        return self.dataset_version(vid), True
+
+    def dataset_version(self, version_id: int) -> DatasetVersion | None:
+        row = self._q("SELECT * FROM dataset_versions WHERE id=:v", v=version_id).mappings().fetchone()
+        return _version(row) if row else None
+
+    def dataset_versions(self) -> list[DatasetVersion]:
+        return [_version(r) for r in self._q("SELECT * FROM dataset_versions ORDER BY id").mappings()]
+
+    def dataset_rows(self, version_id: int, splits: tuple[str, ...] | None = None) -> Iterator[DatasetRow]:
+        """The members of a dataset version (of ``splits``, all when None) with their provenance, streamed in
+        (split, source, path, instance) order: the order an export writes them in."""
+        fcols = ", ".join(f"f.{c} AS f_{c}" for c in Frame.__dataclass_fields__)
+        sql = (
+            f"SELECT l.*, {fcols}, d.round_id AS d_round_id, EXISTS (SELECT 1 FROM labels p WHERE"
+            " p.frame_id = l.frame_id AND p.instance = l.instance AND p.version < l.version"
+            " AND p.keypoints <> l.keypoints) AS d_reviewed"
+            " FROM dataset_version_labels d JOIN labels l ON l.id = d.label_id JOIN frames f ON f.id = l.frame_id"
+            " WHERE d.version_id = :vid"
+        )
+        args: dict[str, Any] = {"vid": version_id}
+        if splits:
+            sql += " AND f.split IN :splits"
+            args["splits"] = list(splits)
+        sql += " ORDER BY f.split, f.source, f.path, l.frame_id, l.instance"
+        for r in self._stream(sql, args):
+            frame = _frame({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__})
+            yield DatasetRow(frame, _label(r), r["d_round_id"], bool(r["d_reviewed"]))
+
+    def dataset_members(self, version_id: int) -> Iterator[tuple[str, int, int, str, str, str]]:
+        """(frame id, instance, label version, frame path, source, split) of every member of a dataset version, in
+        (frame id, instance) order."""
+        sql = (
+            "SELECT l.frame_id, l.instance, l.version, f.path, f.source, f.split FROM dataset_version_labels d"
+            " JOIN labels l ON l.id = d.label_id JOIN frames f ON f.id = l.frame_id WHERE d.version_id = :vid"
+            " ORDER BY l.frame_id, l.instance"
+        )
+        for r in self._stream(sql, {"vid": version_id}):
+            yield r["frame_id"], int(r["instance"]), int(r["version"]), r["path"], r["source"], r["split"]
+
     def labeled_frame_ids(self) -> set[str]:
         return {r[0] for r in self._q("SELECT DISTINCT frame_id FROM labels")}  # retired ones too: never re-picked
 
@@ -578,17 +747,28 @@ class Ledger:
             self.set_task_status(project_id, tid, "lost", why)
 
     # -- models -------------------------------------------------------------------------------------
-    def add_model(self, path: str, *, parent_id: int | None, n_train: int, config: dict, metrics: dict) -> int:
+    def add_model(
+        self,
+        path: str,
+        *,
+        parent_id: int | None,
+        n_train: int,
+        config: dict,
+        metrics: dict,
+        dataset_version: int | None = None,
+    ) -> int:
+        """Record a trained model; ``dataset_version``: the dataset version (vN) it was trained on."""
         return int(
             self._q(
-                "INSERT INTO models (created_at, path, parent_id, n_train, config, metrics)"
-                " VALUES (:now, :path, :parent, :n, :config, :metrics) RETURNING id",
+                "INSERT INTO models (created_at, path, parent_id, n_train, config, metrics, dataset_version)"
+                " VALUES (:now, :path, :parent, :n, :config, :metrics, :dv) RETURNING id",
                 now=time.time(),
                 path=path,
                 parent=parent_id,
                 n=n_train,
                 config=json.dumps(config),
                 metrics=json.dumps(metrics),
+                dv=dataset_version,
             ).scalar()
         )
 
@@ -703,7 +883,7 @@ class Ledger:
                 if progress:
                     progress(name, len(rows))
             if target.dialect == "postgresql":  # ids were copied: move the id sequences past them
-                for name in ("models", "labels", "rounds", "reports"):
+                for name in ("models", "labels", "rounds", "reports", "dataset_versions"):
                     target._q(
                         f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), COALESCE(MAX(id), 0) + 1, false)"
                         f" FROM {name}"
@@ -740,6 +920,11 @@ def _damaged(where: str, e: Exception) -> IterateError:
 def _reason(e: Exception) -> str:
     orig = getattr(e, "orig", None) or e
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def _version(row) -> DatasetVersion:
+    d = dict(row)
+    return DatasetVersion(**{**d, "params": json.loads(d["params"])})
 
 
 def _model(row) -> dict:

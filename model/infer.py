@@ -165,6 +165,9 @@ def load_predictor(
     return pred
 
 
+LOCALISE_MAX = 0.7  # localise crops on the head's box only when it is smaller than this share of the frame's side
+
+
 def joints_box(kps: np.ndarray, scores: np.ndarray, rel: float = 0.3, margin: float = BOX_MARGIN):
     """One frame's refine box from its predicted keypoints: the box of the joints whose heatmap peak is at least
     ``rel`` × the frame's best (and 0.05), with ``margin``; None when too few joints are confident."""
@@ -377,12 +380,14 @@ class Predictor:
         done = 0
         with_box = (self.box_head or self.localise == "box_head") and self.box_codec is not None
         boxes = np.full((n, 3), np.nan) if with_box else None
+        sides = np.full(n, np.nan)  # each frame's square side as the first pass cropped it (image px)
         for b in self.batches(samples, boxes=person_boxes or None, with_box=with_box):
             bad += b.bad
             done += len(b.index) + len(b.bad)
             if len(b.index):
                 c, s = self.decode(b)
                 kps[b.index], scores[b.index] = c, s
+                sides[b.index] = self.codec.input_size / np.hypot(b.matrix[:, 0, 0], b.matrix[:, 1, 0])
                 if emb is None:
                     emb = np.zeros((n, b.embedding.shape[1]), np.float16)
                 emb[b.index] = b.embedding.numpy().astype(np.float16)
@@ -393,7 +398,7 @@ class Predictor:
         if emb is None:
             emb = np.zeros((n, 0), np.float16)
         if self.localise == "box_head" and boxes is not None and not person_boxes:
-            self._localise_pass(samples, kps, scores, boxes)
+            self._localise_pass(samples, kps, scores, boxes, sides)
         if self.refine:
             self._refine_pass(samples, kps, scores, boxes)
         if self.head_up is not None:
@@ -437,14 +442,15 @@ class Predictor:
             else:
                 kps[orig], scores[orig] = c, s
 
-    def _localise_pass(self, samples, kps, scores, head_boxes: np.ndarray) -> None:
+    def _localise_pass(self, samples, kps, scores, head_boxes: np.ndarray, frame_sides: np.ndarray) -> None:
         """Find the person first: the pose pass again on the person box the box head found on the whole frame (its
         keypoints replace the whole frame's); the head's box is read again on that closer crop."""
-        boxes = {
-            i: ((float(b[0]), float(b[1])), float(b[2]))
-            for i, b in enumerate(head_boxes)
-            if np.isfinite(b).all() and b[2] >= 16 and not np.isnan(kps[i]).all()
-        }
+        boxes = {}
+        for i, b in enumerate(head_boxes):
+            if not (np.isfinite(b).all() and b[2] >= 16) or np.isnan(kps[i]).all():
+                continue
+            if b[2] < LOCALISE_MAX * frame_sides[i]:  # a person that fills the frame is cropped whole, as before
+                boxes[i] = ((float(b[0]), float(b[1])), float(b[2]))
         if boxes:
             self._rerun(samples, {}, kps, scores, average=False, boxes=boxes, head_boxes=head_boxes)
 

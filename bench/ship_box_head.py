@@ -35,13 +35,18 @@ def main() -> None:
     ap.add_argument("--name", default="lspet_w18s_128")
     ap.add_argument("--localise", choices=["frame", "box_head"], default=None, help="record this first-crop path")
     ap.add_argument("--how", default=None, help="how the head was trained (for the record)")
+    ap.add_argument("--as", dest="as_name", default=None, help="write a new shipped checkpoint of this name instead")
     args = ap.parse_args()
     base_path, rec_path = (
         REPO / "model" / "weights" / f"{args.name}.pt",
         REPO / "model" / "weights" / f"{args.name}.json",
     )
     base, head = load_file(base_path), load_file(args.head)
-    moved = [k for k, v in base["model"].items() if not torch.equal(head["model"][k].to(v.dtype), v)]
+    moved = [
+        k
+        for k, v in base["model"].items()
+        if not k.startswith("box_head.") and not torch.equal(head["model"][k].to(v.dtype), v)
+    ]
     if moved:
         raise SystemExit(f"{args.head}: {len(moved)} keypoint weights differ from {base_path} (e.g. {moved[0]})")
     tmp = base_path.with_name(f".{base_path.name}.candidate")
@@ -71,8 +76,13 @@ def main() -> None:
         "held_out_mean_sms01": s["mean_sms01"],
         "held_out_per_posture": per_posture(spec, pred, held),
     }
-    tmp.replace(base_path)
-    rec_path.write_text(json.dumps(rec, indent=2) + "\n")
+    out_path, out_rec = base_path, rec_path
+    if args.as_name:
+        out_path = base_path.with_name(f"{args.as_name}.pt")
+        out_rec = rec_path.with_name(f"{args.as_name}.json")
+        rec["derived_from"] = base_path.name
+    tmp.replace(out_path)
+    out_rec.write_text(json.dumps(rec, indent=2) + "\n")
     print(json.dumps(rec["box_head"], indent=2))
     print(f"shipped_pckh05={s['pckh05']}")
     print(f"shipped_pckh01={s['pckh01']}")

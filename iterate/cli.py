@@ -54,9 +54,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from iterate.commands import data, demo, model, report, select, simulate, studio
+    from iterate.commands import data, demo, export, model, report, select, simulate, studio
 
     data.register(app)
+    export.register(app)
     select.register(app)
     model.register(app)
     report.register(app)

@@ -589,6 +589,19 @@ class Ledger:
         for r in self._stream(f"SELECT l.*, {fcols}{where} ORDER BY l.frame_id, l.instance", args):
             yield _frame({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), _label(r)
 
+    def iter_current_label_texts(
+        self, splits: tuple[str, ...] | None = None, *, exclude_source: str | None = None
+    ) -> Iterator[tuple]:
+        """The rows of :meth:`iter_current_labels` unparsed, for hashing: (frame id, split, image hash, path,
+        instance, label version, and the keypoints, bbox, head box and attributes as the JSON text stored)."""
+        where, args = self._current_where(splits, exclude_source)
+        sql = (
+            "SELECT l.frame_id, f.split, f.content_hash, f.path, l.instance, l.version, l.keypoints, l.bbox,"
+            f" l.head_box, l.attributes{where} ORDER BY l.frame_id, l.instance"
+        )
+        for r in self._stream(sql, args):
+            yield tuple(r.values())
+
     def add_dataset_version(
         self,
         content_hash: str,

@@ -277,7 +277,9 @@ def render_page(out_dir: Path, d: dict, rounds: list[int]) -> str:
             f"{_e(data.get('labels_train', 0))} labeled training frames so far."
         )
     intro += (
-        f" Model #{_e(model['id'])} (<code>{_e(model['path'])}</code>), trained on {_e(model.get('n_train'))} frames."
+        f" Model #{_e(model['id'])} (<code>{_e(model['path'])}</code>), trained on "
+        + (f"dataset v{_e(model['dataset']['version'])}: " if model.get("dataset") else "")
+        + f"{_e(model.get('n_train'))} frames."
         if model
         else " <b>No model yet</b>: run <code>iterate retrain</code> once labels exist."
     )

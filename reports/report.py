@@ -267,11 +267,28 @@ def _replayed(model: dict) -> str:
     return f" ({m['replay_frames']} of them the base's own, drawn as {100 * m.get('replay_fraction', 0):.0f} % of each epoch)"
 
 
+def _trained_on(model: dict) -> str:
+    """The frames a model trained on and the dataset version its retrain recorded: "dataset v7: 412 frames" (a model
+    from before dataset versions: "412 frames")."""
+    ds = model.get("dataset")
+    return f"dataset v{ds['version']}: {model['n_train']} frames" if ds else f"{model['n_train']} frames"
+
+
+def _version_note(model: dict) -> str:
+    ds = model.get("dataset")
+    if not ds:
+        return ""
+    return (
+        f" (v{ds['version']}, hash `{ds['hash'][:12]}`, holds the {ds['frames']} labeled frames of every split; "
+        f"`iterate export --version {ds['version']}` writes them out)"
+    )
+
+
 def _model_line(model: dict) -> list[str]:
     cfg = model.get("config", {})
     tie = (model.get("metrics") or {}).get("best_pick")
     return [
-        f"Model #{model['id']} (`{model['path']}`), trained on {model['n_train']} frames{_replayed(model)}: "
+        f"Model #{model['id']} (`{model['path']}`), trained on {_trained_on(model)}{_replayed(model)}{_version_note(model)}: "
         f"{cfg.get('backbone', '?')} {cfg.get('input_size', '?')}² → {cfg.get('heatmap_size', '?')}² heatmaps, "
         f"{_length(cfg, model.get('metrics'))}, batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr', '?')}, "
         f"freeze {cfg.get('freeze', '?')}, from `{cfg.get('init') or 'scratch'}`.",

@@ -156,6 +156,33 @@ def test_one_figure_everywhere_predict_evaluate_report_timeline_retrain(project,
     assert r.exit_code == 0 and "no refine" in r.output
 
 
+def test_evaluate_on_an_exported_test_split_gives_the_reports_figures(project, tmp_path):
+    """`iterate export --splits test`, then `predict` + `evaluate --gt` on the exported file and images: the report's
+    test figures for the same model (issue 32); the report names the dataset version the model trained on."""
+    m = load_manifest(project)
+    with Ledger(m.workspace_dir) as led:
+        if led.latest_model() is None:
+            retrain(m, led)
+        model = led.latest_model()
+    r = CliRunner().invoke(app, ["report", "-m", str(project)])
+    assert r.exit_code == 0, r.output
+    data = _latest_json(m)
+    assert model["dataset_version"] and data["model"]["dataset"]["version"] == model["dataset_version"]
+    out = tmp_path / "dataset"
+    r = CliRunner().invoke(app, ["export", "-m", str(project), "--splits", "test", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    gt = out / "annotations" / "test.json"
+    files = [str(out / "images" / im["file_name"]) for im in json.loads(gt.read_text())["images"]]
+    preds = tmp_path / "preds.json"
+    r = CliRunner().invoke(app, ["predict", "--model", model["path"], *files, "--coco", str(gt), "--out", str(preds)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["evaluate", "-m", str(project), "--pred", str(preds), "--gt", str(gt), "--json"])
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.output)
+    for key in ("pckh", "pckh05", "mean_sms", "frames", "frames_fallback"):
+        assert ev[key] == data["test"][key], key
+
+
 def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
     """PoseTrack's `bbox_head`: stored at ingest, used by the report; a frame without one uses the fallback."""
     from iterate.core.schema import guess_flip_pairs

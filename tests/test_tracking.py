@@ -67,6 +67,12 @@ def test_retrain_and_report_are_one_mlflow_run(project):
     assert any(f.endswith(".png") for f in files)
     md = (m.workspace_dir / "reports" / "latest.md").read_text()
     assert f"Tracked as MLflow run `{run.info.run_id}`" in md
+    # the dataset version the retrain recorded (issue 32): every labeled frame of every split, named in the model's
+    # record, the run and the report
+    assert model["dataset_version"] == 1
+    assert (p["dataset.version"], p["dataset.frames"], p["dataset.labels"]) == ("1", "30", "30")
+    assert tags["iterate.dataset_version"] == "v1" and len(tags["iterate.dataset_hash"]) == 64
+    assert "trained on dataset v1: 12 frames (v1, hash `" in md
 
 
 def test_tracking_off_and_an_unreachable_server(project, monkeypatch):

@@ -197,10 +197,44 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
             )
         else:
             console.print("model: none yet (run `iterate retrain`)")
+        _versions_table(ledger)
         from iterate.loop.retrain import split_warnings  # imports the model code: only here
 
         for w in split_warnings(ledger):
             console.print(f"[yellow]{escape(w)}[/]", highlight=False, soft_wrap=True)
+
+
+VERSIONS_SHOWN = 10
+
+
+def _versions_table(ledger: Ledger) -> None:
+    """The dataset versions `iterate export` and `retrain` recorded (the newest ten), and the models trained on
+    each."""
+    import time
+
+    from iterate.loop.export import version_models
+
+    versions = ledger.dataset_versions()
+    if not versions:
+        console.print("dataset versions: none yet (`iterate export` and `iterate retrain` record one)")
+        return
+    used = version_models(ledger)
+    t = Table(title=f"dataset versions ({len(versions)}; `iterate export --version N` writes one out)")
+    for col in ("version", "recorded", "by", "frames", "labels", "hash", "models trained on it"):
+        t.add_column(col, justify="right" if col in ("frames", "labels") else "left")
+    for v in versions[-VERSIONS_SHOWN:]:
+        t.add_row(
+            f"v{v.id}",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at)),
+            v.made_by,
+            str(v.n_frames),
+            str(v.n_labels),
+            v.content_hash[:12],
+            ", ".join(f"#{i}" for i in used.get(v.id, [])),
+        )
+    console.print(t)
+    if len(versions) > VERSIONS_SHOWN:
+        console.print(f"(v{versions[0].id}–v{versions[-VERSIONS_SHOWN - 1].id} not shown)")
 
 
 def ledger_copy(

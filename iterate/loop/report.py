@@ -75,6 +75,7 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
     run = None
     if model is not None:
         data["model"] = {k: model[k] for k in ("id", "path", "n_train", "config", "metrics")}
+        data["model"]["dataset"] = _dataset(ledger, model)
         run = tracking.model_run(m, ledger, model["id"])
         if run is not None:
             data["model"]["tracking"] = run.describe()
@@ -188,6 +189,16 @@ def _data_side(m: Manifest, ledger: Ledger) -> dict:
             k: {v: r for v, r in rows.items() if r} for k, rows in labels_per_stratum(m, ledger).items()
         },
     }
+
+
+def _dataset(ledger: Ledger, model: dict) -> dict | None:
+    """The dataset version the model was trained on (recorded by its retrain; None for a model trained before
+    versions existed): its number, hash and size."""
+    vid = model.get("dataset_version")
+    v = ledger.dataset_version(int(vid)) if vid else None
+    if v is None:
+        return None
+    return {"version": v.id, "hash": v.content_hash, "frames": v.n_frames, "labels": v.n_labels}
 
 
 def _timeline(ledger: Ledger) -> list[dict]:

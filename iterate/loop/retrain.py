@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from iterate.core.ledger import Frame, Label, Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop import tracking
 from iterate.loop.distributed import rank_world
+from iterate.loop.export import record_version
 from iterate.loop.scoring import evaluator, score
 from iterate.loop.settings import train_setup
 from model.checkpoints import load_file
@@ -110,19 +112,12 @@ def retrain(
     if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
         raise IterateError(f"--minutes must be a positive number, got {time_limit_s / 60:g}")
     distributed, rank, _ = rank_world()
-    rp = m.train.replay
-    train_s = labeled_samples(ledger, ("pool", "train"), not_source=rp.source if rp else None)
-    replay_s = labeled_samples(ledger, ("pool", "train"), source=rp.source) if rp else []
-    if rp and not replay_s:
-        raise IterateError(f"train.replay.source: source '{rp.source}' has no labeled frames (ingest it with labels)")
-    val_s = labeled_samples(ledger, ("val",))
-    if not train_s:
-        raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
+    train_s, replay_s, val_s, dataset = _training_data(m, ledger, rank)
     out_dir, init, hm = _run_dir(m, ledger, init, heatmap_size, resume, rank)
     setup = train_setup(m, epochs=epochs, freeze=freeze, heatmap_size=hm)
     codec = DarkCodec(m.model.input_size, hm, m.model.sigma)
     fresh = not out_dir.exists()
-    run = _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, setup)
+    run = _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, setup, dataset)
     log = tracking.StepLog(run)
 
     def step_hook(step: int, total: int, loss: float) -> None:
@@ -181,6 +176,7 @@ def retrain(
             n_train=len(train_s) + len(replay_s),
             config=load_file(best).get("config", {}),
             metrics=metrics,
+            dataset_version=dataset.id if dataset else None,
         )
         ledger.set(_RUN_KEY, None)
         tracking.remember(ledger, mid, run)
@@ -201,8 +197,28 @@ def retrain(
     return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report, run.describe() if run else None, notes)
 
 
-def _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, setup):
-    """Start (or, on ``--resume``, reopen) the retrain's MLflow run on rank 0 and log its parameters."""
+def _training_data(m: Manifest, ledger: Ledger, rank: int):
+    """(training, replay and val samples, the dataset version they come from). Rank 0 reads them and records the
+    version (every labeled frame of every split, the replay source included: what this model is trained,
+    checkpoint-picked and scored on) in one ledger transaction, so the version holds exactly these labels."""
+    rp = m.train.replay
+    with ledger.transaction() if rank == 0 else contextlib.nullcontext():
+        train_s = labeled_samples(ledger, ("pool", "train"), not_source=rp.source if rp else None)
+        replay_s = labeled_samples(ledger, ("pool", "train"), source=rp.source) if rp else []
+        if rp and not replay_s:
+            raise IterateError(
+                f"train.replay.source: source '{rp.source}' has no labeled frames (ingest it with labels)"
+            )
+        val_s = labeled_samples(ledger, ("val",))
+        if not train_s:
+            raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
+        dataset = record_version(m, ledger, made_by="retrain", include_replay=True)[0] if rank == 0 else None
+    return train_s, replay_s, val_s, dataset
+
+
+def _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, setup, dataset):
+    """Start (or, on ``--resume``, reopen) the retrain's MLflow run on rank 0 and log its parameters and the
+    dataset version it trains on."""
     if rank != 0:
         return None
     state = ledger.get(_RUN_KEY) or {}
@@ -212,9 +228,11 @@ def _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, set
     if not resume:
         params = tracking.retrain_params(m, ledger, train_s, val_s, replay_s, init)
         params |= {"train.epochs": setup.train.epochs, "model.heatmap_size": setup.model.heatmap_size}  # as run
+        params |= tracking.dataset_params(dataset)
         run.log_params(params)
         with ledger.transaction():
             ledger.set(_RUN_KEY, state | {"mlflow_run": run.run_id})
+    run.set_tags(tracking.dataset_tags(dataset))  # a resumed run says the version it went on with
     return run
 
 

@@ -177,6 +177,26 @@ def retrain_params(m: Manifest, ledger: Ledger, train_s, val_s, replay_s, init) 
     return p
 
 
+def dataset_params(version) -> dict:
+    """The dataset version a retrain trains on, as run parameters (``dataset.version`` = N of vN)."""
+    if version is None:
+        return {}
+    return {
+        "dataset.version": version.id,
+        "dataset.hash": version.content_hash,
+        "dataset.frames": version.n_frames,
+        "dataset.labels": version.n_labels,
+    }
+
+
+def dataset_tags(version) -> dict:
+    return (
+        {}
+        if version is None
+        else {"iterate.dataset_version": f"v{version.id}", "iterate.dataset_hash": version.content_hash}
+    )
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -352,7 +352,7 @@ def test_bad_versions_splits_and_vanished_images_are_one_line(tmp_path, lspet_co
     assert "no dataset version v4 in this ledger (versions: none yet" in _one_line(
         ["export", "-m", str(p), "--version", "4", "--out", str(out)]
     )
-    assert "nothing to export: split val has no labels" in _one_line(
+    assert "nothing to export: no labels in val" in _one_line(
         ["export", "-m", str(p), "--splits", "val", "--out", str(out)]
     )
     assert "--splits: unknown split 'pool'" in _one_line(

@@ -75,7 +75,8 @@ def export_cmd(
         return
     if out is None:
         raise IterateError("--out DIR is needed (or --diff A B to compare two versions)")
-    m, ledger = open_project(manifest, write=True, command="iterate export")
+    # a new version is a write; a recorded one is only read (it can be exported while `retrain` runs)
+    m, ledger = open_project(manifest, write=version is None, command="iterate export")
     with ledger:
         res = export(
             m,

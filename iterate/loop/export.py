@@ -119,7 +119,7 @@ def record_version(
         empty = [s for s in splits if not per_split[s]]
         if h.n_labels == 0 or (every_split and empty):
             raise IterateError(
-                f"nothing to export: split {', '.join(empty)} has no labels"
+                f"nothing to export: no labels in {', '.join(empty)}"
                 + (f" (the replay source '{exclude}' left out: --include-replay adds it)" if exclude else "")
                 + " — run `iterate ingest` with labels or `iterate sync-labels`"
             )
@@ -435,7 +435,7 @@ def export(
             f"--splits: split {', '.join(empty)} has no labels in dataset v{v.id} "
             f"(it holds {', '.join(f'{s} {n}' for s, n in per_split.items() if n) or 'none'})"
         )
-    splits = tuple(s for s in splits if per_split.get(s))
+    asked, splits = splits, tuple(s for s in splits if per_split.get(s))
     if not splits:
         raise IterateError(f"dataset v{v.id} holds no labels in the splits asked for")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -444,14 +444,17 @@ def export(
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        res = _write(ledger, v, new, tmp, fmt, splits, images, common, scorer)
+        res = _write(ledger, v, new, tmp, fmt, splits, asked, images, common, scorer)
         _swap(tmp, out, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     res.out = out
-    notes = [f"split {s} has no labels in dataset v{v.id}: no file for it" for s in SPLITS if s in empty]
-    res.notes = notes + res.notes
+    if empty:
+        res.notes.insert(
+            0,
+            f"no labels in {' or '.join(empty)} in dataset v{v.id}: no file for {'it' if len(empty) == 1 else 'them'}",
+        )
     return res
 
 
@@ -487,10 +490,13 @@ def _write(
     tmp: Path,
     fmt: str,
     splits: tuple[str, ...],
+    asked: tuple[str, ...],
     images: str,
     common: dict[str, str],
     scorer: str,
 ) -> ExportResult:
+    """Write the version's rows of ``splits`` (those of ``asked``, the splits the command named, that hold labels)
+    into ``tmp``."""
     sch = v.params["schema"]
     names = sch["names"]
     sheet = _Sheet(sch.get("strata") or {})
@@ -591,7 +597,8 @@ def _write(
     if images == "none":
         placed["not written (--images none)"] = sum(sheet.frames.values())
     res = ExportResult(tmp, v, new, fmt, files, placed)
-    (tmp / DATASHEET).write_text(_datasheet(v, fmt, splits, images, res, sheet, rounds, scorer), encoding="utf-8")
+    sheet_text = _datasheet(v, fmt, splits, asked, images, res, sheet, rounds, scorer)
+    (tmp / DATASHEET).write_text(sheet_text, encoding="utf-8")
     record = {
         "tool": "iterate export",
         "project": sch["project"],
@@ -604,7 +611,7 @@ def _write(
         "frames": dict(sheet.frames),
         "labels": dict(sheet.people),
         "recorded": info["date_created"],
-        "reproduce": _reproduce(v, fmt, splits, images, scorer),
+        "reproduce": _reproduce(v, fmt, asked, images, scorer),
     }
     (tmp / MARKER).write_text(canonical(record) + "\n", encoding="utf-8")
     return res
@@ -627,7 +634,7 @@ def _count_dlc_drops(sheet: _Sheet, lab: Label) -> None:
         sheet.dropped["person boxes"] += 1
     if any(k for k in lab.attributes):
         sheet.dropped["labels' strata (attributes)"] += 1
-    sheet.dropped["labels' provenance (label version, source, annotator, round; summed up below)"] += 1
+    sheet.dropped["labels' provenance (label version, source, annotator, round: the counts above sum it up)"] += 1
 
 
 def _reproduce(v: DatasetVersion, fmt: str, splits: tuple[str, ...], images: str, scorer: str) -> str:
@@ -654,6 +661,7 @@ def _datasheet(
     v: DatasetVersion,
     fmt: str,
     splits: tuple[str, ...],
+    asked: tuple[str, ...],
     images: str,
     res: ExportResult,
     s: _Sheet,
@@ -686,7 +694,7 @@ def _datasheet(
         f"`{v.content_hash}`",
         f"- **This export**: {layout}; splits {', '.join(splits)}; {sum(s.frames.values())} frames, "
         f"{total_people} people. Images: {img}.",
-        f"- **Reproduce it**: `{_reproduce(v, fmt, splits, images, scorer)}` gives these files byte for byte "
+        f"- **Reproduce it**: `{_reproduce(v, fmt, asked, images, scorer)}` gives these files byte for byte "
         "(label versions are never overwritten).",
     ]
     if v.params.get("replay_source"):

@@ -54,8 +54,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from iterate.commands import data, demo, export, model, report, select, simulate, studio
+    from iterate.commands import audit, data, demo, export, model, report, select, simulate, studio
 
+    audit.register(app)
     data.register(app)
     export.register(app)
     select.register(app)

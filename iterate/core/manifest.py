@@ -437,6 +437,27 @@ class SelectionSettings(_Strict):
         return v
 
 
+class AuditSettings(_Strict):
+    """`iterate audit`'s thresholds (iterate/selection/audit.py; lengths in units of PCKh's ``l``)."""
+
+    disagreement: float = Field(
+        0.5,
+        gt=0,
+        description="flag a labeled joint whose distance to the prediction / l × the model's confidence ≥ this",
+    )
+    swap: float = Field(
+        0.25, gt=0, description="flag a left/right pair whose distance gain when exchanged / 2 / l × confidence ≥ this"
+    )
+    implausible_z: float = Field(
+        6.0, gt=0, description="flag a bone whose log length / person size is this many robust SDs from the labels'"
+    )
+    coincident: float = Field(0.05, ge=0, description="flag two labeled joints closer than this × l")
+    missing_conf: float = Field(
+        0.6, gt=0, le=1, description="flag an unlabeled joint the model places inside the image with this confidence"
+    )
+    min_bodies: int = Field(20, ge=2, description="labeled bodies the bone test needs before it judges any")
+
+
 class DerivedStratum(_Strict):
     """A stratum that follows from the keypoints, filled for labels that do not carry it (iterate/core/strata.py):
     ``torso_angle`` (posture) or ``hidden_joints`` (occlusion); ``values`` in bin order, ``thresholds`` the edges."""
@@ -504,6 +525,7 @@ class Manifest(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
 
     # set by load_manifest; not part of the YAML

@@ -101,13 +101,18 @@ def plausibility_scores(spec: KeypointSpec, kps: np.ndarray, labeled: list[np.nd
     """The ``plausibility`` score of predictions (N, K, 2) against labeled bodies ((K, 3) each: x, y, v)."""
     if len(labeled) < 2:
         return np.zeros(len(kps))
+    edges, ref_bones, seen = labeled_bones(spec, np.stack(labeled))
+    return sc.plausibility(sc.bone_logs(kps, edges, person_size(spec, kps)), ref_bones, seen)
+
+
+def labeled_bones(spec: KeypointSpec, ref: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """Labeled bodies (M, K, 3) → (skeleton edges as joint indices, (M, E) log(bone / person size), (M, E) whether
+    both joints of the edge are labeled): the reference of the ``plausibility`` score and of the label audit."""
     names = list(spec.names)
     edges = [(names.index(a), names.index(b)) for a, b in spec.skeleton]
-    ref = np.stack(labeled)
     gt, vis = ref[..., :2], ref[..., 2]
     seen = np.stack([(vis[:, i] > 0) & (vis[:, j] > 0) for i, j in edges], 1)
-    ref_bones = sc.bone_logs(gt, edges, person_size(spec, gt))
-    return sc.plausibility(sc.bone_logs(kps, edges, person_size(spec, kps)), ref_bones, seen)
+    return edges, sc.bone_logs(gt, edges, person_size(spec, gt)), seen
 
 
 def batch_scores(

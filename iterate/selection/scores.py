@@ -51,15 +51,26 @@ def bone_logs(kps: np.ndarray, edges: list[tuple[int, int]], size: np.ndarray) -
     return np.log(np.maximum(ln, 1e-3) / np.maximum(size, 1.0)[:, None])
 
 
-def plausibility(bones: np.ndarray, ref: np.ndarray, ref_seen: np.ndarray) -> np.ndarray:
-    """Mean over edges of |z| of predicted ``bones`` (N, E) against the labeled ``ref`` bones (M, E), each edge
-    counted on the labeled frames where both its joints are labeled (``ref_seen``); an edge never seen counts 0."""
+def bone_z(bones: np.ndarray, ref: np.ndarray, ref_seen: np.ndarray, *, robust: bool = False) -> np.ndarray:
+    """|z| per edge (N, E) of ``bones`` (N, E) against the labeled ``ref`` bones (M, E), each edge counted on the
+    labeled frames where both its joints are labeled (``ref_seen``); an edge seen on fewer than 2 frames is 0.
+    ``robust``: median and 1.4826 × MAD instead of mean and standard deviation (the label audit, whose reference
+    holds the very errors it looks for)."""
     z = np.zeros_like(bones)
     for e in range(bones.shape[1]):
         r = ref[ref_seen[:, e], e]
         if len(r) >= 2:
-            z[:, e] = np.abs(bones[:, e] - r.mean()) / (r.std() + 1e-3)
-    return z.mean(1)
+            if robust:
+                mid = np.median(r)
+                z[:, e] = np.abs(bones[:, e] - mid) / (1.4826 * np.median(np.abs(r - mid)) + 1e-3)
+            else:
+                z[:, e] = np.abs(bones[:, e] - r.mean()) / (r.std() + 1e-3)
+    return z
+
+
+def plausibility(bones: np.ndarray, ref: np.ndarray, ref_seen: np.ndarray) -> np.ndarray:
+    """Mean over edges of :func:`bone_z` of predicted ``bones`` (N, E) against the labeled ``ref`` bones (M, E)."""
+    return bone_z(bones, ref, ref_seen).mean(1)
 
 
 def rank01(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""`iterate audit`: the labels that are probably wrong, ranked, with a reason (issue 33)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, progress_bar
+
+
+def audit(
+    manifest: ManifestOpt = DEFAULT,
+    out: Annotated[Path | None, typer.Option("--out", help="write every flag and the rates as JSON here")] = None,
+    top: Annotated[int, typer.Option(help="rows of the table (the JSON holds all)", min=0)] = 30,
+) -> None:
+    """Score every labeled frame (pool, train, val, test) against a model that never trained on it and flag the
+    labels that are probably wrong, per joint: disagreement, left/right swap, implausible body, missing joint.
+    Thresholds: the manifest's `audit:` section.
+
+    Example: iterate audit --out audit.json
+    """
+    from iterate.core.errors import IterateError
+    from iterate.loop.audit import run_audit, write_json
+
+    if out is not None and (out.is_dir() or out.suffix.lower() != ".json"):
+        raise IterateError(f"--out: {out} must be a .json file")
+    m, ledger = open_project(manifest)
+    with ledger, progress_bar() as bar:
+        task = bar.add_task("predicting labeled frames", total=None)
+        res = run_audit(m, ledger, progress=lambda done, n: bar.update(task, completed=done, total=n))
+    flagged = len({s.frame.id for s in res.suspects})
+    used = ", ".join(f"{k}: {v}" for k, v in res.models.items()) or "none"
+    console.print(
+        f"audited [bold]{res.frames}[/] labeled frames (predicted by {used}): {len(res.suspects)} flags on "
+        f"{flagged} frames — " + ", ".join(f"{r} {c}" for r, c in res.per_reason.items()),
+        highlight=False,
+    )
+    if res.suspects and top:
+        t = Table(title="labels to re-check (most suspicious first)")
+        for c in ("#", "frame", "joint", "reason", "score", "label x, y, v", "model x, y, conf", "ver", "annotator"):
+            t.add_column(c, justify="right" if c in ("#", "score", "ver") else "left")
+        for i, s in enumerate(res.suspects[:top], 1):
+            j = s.to_json()
+            t.add_row(
+                str(i),
+                s.frame.id,
+                j["joint"],
+                s.reason,
+                f"{s.score:.2f}",
+                "; ".join(" ".join(f"{v:.0f}" for v in xyv) for xyv in s.label_xyv),
+                "; ".join("–" if p is None else f"{p[0]:.0f} {p[1]:.0f} {p[2]:.2f}" for p in s.model_xyc),
+                str(s.label.version),
+                s.label.annotator or "–",
+            )
+        console.print(t)
+    rates = [(a, r) for a, r in res.per_annotator.items() if r["flagged"]]
+    if rates:
+        console.print(
+            "flagged frames per annotator: " + ", ".join(f"{a} {r['flagged']}/{r['labels']}" for a, r in rates),
+            highlight=False,
+        )
+    for n in res.notes:
+        console.print(f"[yellow]note:[/] {n}", highlight=False)
+    if out is not None:
+        write_json(res, out)
+        console.print(f"wrote {out}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit)

@@ -1,0 +1,266 @@
+"""`iterate audit`: find the labels that are probably wrong (issue 33), per joint, with a reason.
+
+Every current label (instance 0 of each frame, every split) is scored by :mod:`iterate.selection.audit` against
+a prediction from a model that never trained on it. Which models trained on which labels: a fine-tune recorded in
+the ledger trained on the pool/train labels that existed when it was recorded (``retrain`` reads them as it
+starts, and never trains on val/test). So the rule is:
+
+* a val/test frame → the newest model of the ledger, else ``model.base``;
+* a pool/train frame → the newest ledger model recorded before the frame's first label (the model that selected
+  a round is one: it had not seen the round's labels), else ``model.base``;
+* ``model.base`` counts as never having seen the project's labels, except those of the ``train.replay`` source
+  (the base's own training data): such frames get only the body test.
+
+Predictions come from each checkpoint's own inference path (flip TTA, box refine: the keypoints `predict` and
+the report score), cached per model beside `select`'s scores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from iterate.core.errors import IterateError
+from iterate.core.ledger import Frame, Label, Ledger
+from iterate.core.manifest import Manifest
+from iterate.loop.select import _base_model, _cache_dir, labeled_bones, model_name
+from iterate.loop.settings import keypoint_spec
+from iterate.selection import audit as au
+from model.data import Sample
+from model.infer import load_predictor
+from reports.metrics import normalisers, person_box_diagonal
+
+
+@dataclass
+class Suspect:
+    """One flagged label, with what a review task needs: the frame, the label version, the model's keypoints."""
+
+    frame: Frame
+    label: Label
+    joints: tuple[str, ...]
+    reason: str
+    score: float
+    severity: float
+    label_xyv: list[list[float]]  # per joint of ``joints``
+    model_xyc: list[list[float] | None]  # per joint; None where no out-of-sample model predicts it
+    model: str | None  # which model predicted, e.g. "model #3", "the base model"
+    prediction: np.ndarray | None = None  # (K, 3) the model's whole pose (x, y, confidence), for a review task
+
+    def to_json(self) -> dict:
+        one = len(self.joints) == 1
+        return {
+            "frame": self.frame.id,
+            "file": self.frame.path,
+            "joint": self.joints[0] if one else "/".join(self.joints),
+            "joints": list(self.joints),
+            "reason": self.reason,
+            "score": round(self.score, 4),
+            "label": self.label_xyv[0] if one else self.label_xyv,
+            "model": self.model_xyc[0] if one else self.model_xyc,
+            "label_version": self.label.version,
+            "annotator": self.label.annotator,
+            "by": self.model,
+        }
+
+
+@dataclass
+class AuditResult:
+    suspects: list[Suspect]  # ranked, most suspicious first
+    frames: int  # labeled frames audited
+    per_annotator: dict[str, dict]  # who → {labels, flagged, rate}
+    per_joint: dict[str, dict]  # joint → {frames, flagged, rate}
+    per_reason: dict[str, int]
+    models: dict[str, int]  # model name → frames it predicted
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "frames": self.frames,
+            "flags": [s.to_json() for s in self.suspects],
+            "per_reason": self.per_reason,
+            "per_annotator": self.per_annotator,
+            "per_joint": self.per_joint,
+            "models": self.models,
+            "notes": self.notes,
+        }
+
+
+def thresholds(m: Manifest) -> au.Thresholds:
+    return au.Thresholds(**m.audit.model_dump())
+
+
+def _models(m: Manifest, ledger: Ledger) -> tuple[list[dict], dict | None]:
+    """(the ledger's models whose checkpoint exists, oldest first; the base as a scoring model or None)."""
+    models = [md for md in ledger.models() if Path(md["path"]).is_file()]
+    base = None
+    if m.model.base:
+        p = m.resolve(m.model.base)
+        if not p.is_file():
+            raise IterateError(f"model.base: checkpoint not found: {p}")
+        base = _base_model(str(p))
+    return models, base
+
+
+def out_of_sample_model(
+    frame: Frame, first_label_at: float, models: list[dict], base: dict | None, replay: str | None
+) -> dict | None:
+    """The model that predicts ``frame`` for the audit (the rule in the module's docstring)."""
+    if frame.split in ("val", "test"):
+        unseen = models
+    else:
+        unseen = [md for md in models if md["created_at"] < first_label_at]
+    if unseen:
+        return unseen[-1]
+    if base is not None and frame.source != replay:
+        return base
+    return None
+
+
+def predict_frames(m: Manifest, model: dict, frames: list[Frame], progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K, 2) keypoints and (N, K) confidences of ``frames`` by the checkpoint's own inference path (the one
+    `predict` and the report use: flip TTA, box refine), NaN where it has no such joint or the frame is unreadable;
+    cached per model in ``<workspace>/cache/<model>/audit.npz``, keyed by the checkpoint's stamp."""
+    ck = Path(model["path"])
+    if not ck.is_file():
+        raise IterateError(f"{model_name(model)}: checkpoint {ck} is gone")
+    d = _cache_dir(m, model)
+    stamp = json.dumps({"checkpoint": str(ck), "mtime": ck.stat().st_mtime, "size": ck.stat().st_size})
+    cache = d / "audit.npz"
+    have: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if cache.is_file():
+        try:
+            with np.load(cache) as z:
+                if str(z["stamp"]) == stamp:
+                    have = {fid: (z["kps"][i], z["conf"][i]) for i, fid in enumerate(z["ids"].tolist())}
+        except (OSError, ValueError, KeyError, EOFError):
+            have = {}
+    todo = [f for f in frames if f.id not in have]
+    if todo:
+        pred = load_predictor(ck, joints=m.keypoints.names)
+        p = pred.predict([Sample(f.path, None, f.id) for f in todo], progress=progress)
+        for i, f in enumerate(todo):
+            have[f.id] = (p.keypoints[i], p.scores[i])
+        d.mkdir(parents=True, exist_ok=True)
+        ids = list(have)
+        tmp = d / ".audit.npz.tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                ids=np.array(ids),
+                kps=np.stack([have[i][0] for i in ids]),
+                conf=np.stack([have[i][1] for i in ids]),
+                stamp=np.array(stamp),
+            )
+        tmp.replace(cache)
+    return np.stack([have[f.id][0] for f in frames]), np.stack([have[f.id][1] for f in frames])
+
+
+def run_audit(m: Manifest, ledger: Ledger, progress=None, t: au.Thresholds | None = None) -> AuditResult:
+    """Audit every current label; ``t`` overrides the manifest's thresholds (the bench scores every joint)."""
+    labeled = [(f, lab) for f, lab in ledger.current_labels() if lab.instance == 0]
+    if not labeled:
+        raise IterateError("nothing to audit: the ledger holds no labels (ingest labeled sources or sync-labels)")
+    models, base = _models(m, ledger)
+    if not models and base is None:
+        raise IterateError("no model to audit with: set model.base in the manifest or run `iterate retrain`")
+    spec = keypoint_spec(m)
+    names = list(spec.names)
+    k = len(names)
+    n = len(labeled)
+    replay = m.train.replay.source if m.train.replay else None
+    labels = np.stack([np.asarray(lab.keypoints, np.float64).reshape(k, 3) for _, lab in labeled])
+    by: list[dict | None] = []
+    for f, _ in labeled:
+        first = min(v.created_at for v in ledger.label_history(f.id))
+        by.append(out_of_sample_model(f, first, models, base, replay))
+    preds = np.full((n, k, 2), np.nan)
+    conf = np.zeros((n, k))
+    used: Counter = Counter()
+    groups: dict[str, list[int]] = {}
+    keyed: dict[str, dict] = {}
+    for i, md in enumerate(by):
+        if md is not None:
+            key = md["path"]
+            groups.setdefault(key, []).append(i)
+            keyed[key] = md
+    notes: list[str] = []
+    for key, rows in groups.items():
+        md = keyed[key]
+        kp, cf = predict_frames(m, md, [labeled[i][0] for i in rows], progress)
+        r = np.asarray(rows)
+        preds[r], conf[r] = kp, np.nan_to_num(cf)
+        used[model_name(md)] += int(np.isfinite(kp).all(-1).any(-1).sum())
+    if any(md is None for md in by):
+        notes.append(
+            f"{sum(md is None for md in by)} frames of the `{replay}` source (the base's own training data) have no "
+            "model that did not train on them: only their bodies are checked"
+        )
+    xy = np.where(labels[..., 2:] > 0, labels[..., :2], np.nan)
+    vis = labels[..., 2]
+    hb = np.array([lab.head_box if lab.head_box else (np.nan,) * 4 for _, lab in labeled], np.float64)
+    own = normalisers(np.nan_to_num(xy), vis, spec.normalizer, names, head_boxes=hb).lengths
+    norm = au.steady_norm(own, person_box_diagonal(np.nan_to_num(xy), vis))
+    sizes = np.array([[f.width, f.height] for f, _ in labeled], np.float64)
+    edges, ref_bones, seen = labeled_bones(spec, np.concatenate([xy, vis[..., None]], -1))
+    pairs = [(names.index(a), names.index(b)) for a, b in spec.flip_pairs]
+    t = t or thresholds(m)
+    flags = au.audit(labels, preds, conf, norm, sizes, pairs, (edges, ref_bones, ref_bones, seen), t)
+    if int(seen.any(1).sum()) < t.min_bodies:
+        notes.append(f"the bone test needs {t.min_bodies} labeled bodies (audit.min_bodies); {n} so far: not run")
+    suspects = []
+    for fl in flags:
+        f, lab = labeled[fl.frame]
+        md = by[fl.frame]
+        pose = np.concatenate([preds[fl.frame], conf[fl.frame, :, None]], -1) if md is not None else None
+        suspects.append(
+            Suspect(
+                f,
+                lab,
+                tuple(names[j] for j in fl.joints),
+                fl.reason,
+                fl.score,
+                fl.severity,
+                [[float(v) for v in labels[fl.frame, j]] for j in fl.joints],
+                [
+                    None if pose is None or not np.isfinite(pose[j]).all() else [round(float(v), 2) for v in pose[j]]
+                    for j in fl.joints
+                ],
+                model_name(md) if md is not None else None,
+                pose,
+            )
+        )
+    return AuditResult(suspects, n, *_rates(labeled, names, flags), dict(used), notes)
+
+
+def _rates(labeled: list[tuple[Frame, Label]], names: list[str], flags: list[au.Flag]):
+    """Per annotator: labeled frames and those with a flag; per joint: frames and those flagging that joint."""
+    flagged_frames = {fl.frame for fl in flags}
+    per_ann: dict[str, dict] = {}
+    for i, (_, lab) in enumerate(labeled):
+        row = per_ann.setdefault(lab.annotator or "(unknown)", {"labels": 0, "flagged": 0})
+        row["labels"] += 1
+        row["flagged"] += i in flagged_frames
+    joint_frames: dict[int, set] = {}
+    for fl in flags:
+        for j in fl.joints:
+            joint_frames.setdefault(j, set()).add(fl.frame)
+    n = len(labeled)
+    per_joint = {
+        name: {"frames": n, "flagged": len(joint_frames.get(j, ())), "rate": round(len(joint_frames.get(j, ())) / n, 4)}
+        for j, name in enumerate(names)
+    }
+    for row in per_ann.values():
+        row["rate"] = round(row["flagged"] / row["labels"], 4)
+    per_reason = {r: sum(fl.reason == r for fl in flags) for r in au.REASONS}
+    return per_ann, per_joint, per_reason
+
+
+def write_json(result: AuditResult, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=1))
+    tmp.replace(out)

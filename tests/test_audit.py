@@ -1,0 +1,162 @@
+"""`iterate audit` (issue 33): real LSPET labels the shipped base never trained on (im07001+; it trained on
+im00001–05900), with known errors injected — a left/right arm swap and a joint moved by 2 ``l`` are flagged, a
+clean frame is not; bad input says so in one line."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from iterate.cli import app
+from iterate.core.ledger import Frame, Ledger
+from iterate.core.manifest import load_manifest
+from iterate.loop.audit import out_of_sample_model, run_audit
+from iterate.loop.ingest import ingest
+
+from conftest import LSP_NAMES, LSPET, REPO, lsp_manifest, lspet_subset
+
+BASE = str(REPO / "model/weights/lspet_w18s_128.pt")
+SWAPPED, MOVED, CLEAN = 7010, 7049, 7002
+MOVED_JOINT = "right_shoulder"
+
+
+def _image(coco: dict, iid: int) -> str:
+    return next(i["file_name"] for i in coco["images"] if i["id"] == iid).rsplit("/", 1)[-1]
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory, lspet_coco):
+    tmp = tmp_path_factory.mktemp("audit")
+    coco = copy.deepcopy(lspet_coco)
+    anns = {a["image_id"]: a for a in coco["annotations"]}
+    kp = np.asarray(anns[SWAPPED]["keypoints"], float).reshape(-1, 3)
+    for a, b in (("left_shoulder", "right_shoulder"), ("left_elbow", "right_elbow"), ("left_wrist", "right_wrist")):
+        ia, ib = LSP_NAMES.index(a), LSP_NAMES.index(b)
+        kp[[ia, ib]] = kp[[ib, ia]]
+    anns[SWAPPED]["keypoints"] = kp.ravel().tolist()
+    kp = np.asarray(anns[MOVED]["keypoints"], float).reshape(-1, 3)
+    neck, top = kp[LSP_NAMES.index("neck"), :2], kp[LSP_NAMES.index("head_top"), :2]
+    ll = float(np.hypot(*(neck - top)))
+    kp[LSP_NAMES.index(MOVED_JOINT), 1] += 2 * ll  # 2 l straight down
+    anns[MOVED]["keypoints"] = kp.ravel().tolist()
+    f = lspet_subset(coco, list(range(7001, 7051)), tmp / "val.json")
+    p = lsp_manifest(
+        tmp,
+        [{"name": "va", "kind": "coco", "path": str(f), "images": str(LSPET), "split": "val"}],
+        model={**load_manifest(REPO / "data_manifest.yaml").model.model_dump(), "base": BASE},
+    )
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        ingest(m, led)
+        res = run_audit(m, led)
+    return p, res, {k: _image(coco, k) for k in (SWAPPED, MOVED, CLEAN)}
+
+
+def _flags(res, image: str) -> list:
+    return [s for s in res.suspects if s.frame.path.endswith("/" + image)]
+
+
+def test_an_injected_arm_swap_is_flagged_naming_both_joints(proj):
+    _, res, im = proj
+    swaps = [s for s in _flags(res, im[SWAPPED]) if s.reason == "swap"]
+    assert swaps, [(s.joints, s.reason) for s in _flags(res, im[SWAPPED])]
+    for s in swaps:
+        a, b = s.joints
+        assert a.replace("left_", "right_") == b or b.replace("left_", "right_") == a
+        assert a.split("_", 1)[1] in ("shoulder", "elbow", "wrist")
+        j = s.to_json()
+        assert j["joint"] == f"{a}/{b}" and len(j["label"]) == 2 and len(j["model"][0]) == 3
+    # the swap explains the arms' disagreement: it is not flagged again
+    assert not [s for s in _flags(res, im[SWAPPED]) if s.reason == "disagreement" and s.joints[0] in swaps[0].joints]
+
+
+def test_a_joint_moved_by_2_l_is_flagged_as_disagreement(proj):
+    _, res, im = proj
+    hit = [s for s in _flags(res, im[MOVED]) if s.reason == "disagreement" and s.joints == (MOVED_JOINT,)]
+    assert hit and hit[0].score >= 0.5
+    j = hit[0].to_json()
+    assert j["label_version"] == 1 and j["annotator"] and j["by"] == "the base model"
+    assert j["label"][2] == 2 and 0 < j["model"][2] <= 1
+
+
+def test_a_clean_frame_is_not_flagged_and_rates_are_given(proj):
+    _, res, im = proj
+    assert _flags(res, im[CLEAN]) == []
+    assert res.frames == 50 and res.models == {"the base model": 50}
+    assert sum(res.per_reason.values()) == len(res.suspects)
+    ann = next(iter(res.per_annotator.values()))
+    assert ann["labels"] == 50 and 2 <= ann["flagged"] < 50
+    assert res.per_joint["right_shoulder"]["flagged"] >= 1
+    sev = [s.severity for s in res.suspects]
+    assert sev == sorted(sev, reverse=True) and min(sev) >= 1
+
+
+def test_audit_command_writes_the_json(proj, tmp_path):
+    p, res, _ = proj
+    out = tmp_path / "audit.json"
+    r = CliRunner().invoke(app, ["audit", "-m", str(p), "--out", str(out), "--top", "5"])
+    assert r.exit_code == 0, r.output
+    assert "labels to re-check" in r.output and "audited 50 labeled frames" in r.output
+    data = json.loads(out.read_text())
+    assert len(data["flags"]) == len(res.suspects)
+    first = data["flags"][0]
+    assert {"frame", "file", "joint", "reason", "score", "label", "model", "label_version", "annotator"} <= set(first)
+    assert set(data["per_annotator"]) and set(data["per_joint"]) == set(LSP_NAMES)
+
+
+def test_no_labels_and_no_model_are_one_line_each(tmp_path, lspet_coco):
+    f = lspet_subset(lspet_coco, list(range(7001, 7006)), tmp_path / "pool.json")
+    src = {"name": "pool", "kind": "coco", "path": str(f), "images": str(LSPET), "split": "pool", "labels": False}
+    (tmp_path / "a").mkdir()
+    p = lsp_manifest(tmp_path / "a", [src])  # model.base None, nothing trained
+    CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    r = CliRunner().invoke(app, ["audit", "-m", str(p)])
+    assert r.exit_code == 2 and "nothing to audit" in r.output and len(r.output.strip().splitlines()) == 1
+    src2 = {**src, "split": "val", "labels": True}
+    (tmp_path / "b").mkdir()
+    p = lsp_manifest(tmp_path / "b", [src2])
+    CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    r = CliRunner().invoke(app, ["audit", "-m", str(p)])
+    assert r.exit_code == 2 and "no model to audit with" in r.output and len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(app, ["audit", "-m", str(p), "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "must be a .json file" in r.output
+
+
+def _frame(split: str, source: str = "s") -> Frame:
+    return Frame("f", "/x.png", source, None, None, 10, 10, "h", 0, split)
+
+
+def test_the_out_of_sample_model_rule():
+    """val/test: the newest model; pool/train: the newest recorded before the frame's first label, else the base;
+    the base's own replayed frames: none."""
+    m1, m2 = {"id": 1, "created_at": 10.0, "path": "1"}, {"id": 2, "created_at": 20.0, "path": "2"}
+    base = {"id": None, "base": True, "path": "b"}
+    assert out_of_sample_model(_frame("val"), 5.0, [m1, m2], base, None) is m2
+    assert out_of_sample_model(_frame("pool"), 15.0, [m1, m2], base, None) is m1
+    assert out_of_sample_model(_frame("train"), 25.0, [m1, m2], base, None) is m2
+    assert out_of_sample_model(_frame("pool"), 5.0, [m1, m2], base, None) is base
+    assert out_of_sample_model(_frame("train", "replay"), 5.0, [m1, m2], base, "replay") is None
+
+
+def test_label_audit_bench_smoke(tmp_path):
+    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "label_audit.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = dict(line.split("=", 1) for line in r.stdout.strip().splitlines()[-20:] if "=" in line)
+    assert {"label_audit_swap_recall", "label_audit_move_ap", "label_audit_frames_for_90"} <= set(last)
+    rec = json.loads((tmp_path / "label_audit_smoke.json").read_text())
+    assert rec["figures"]["injected"] == {"swap": 6, "move": 6, "remove": 6}
+    assert 0 <= rec["figures"]["label_audit_swap_recall"] <= 1 and rec["commit"]

@@ -439,6 +439,7 @@ def export(
     if not splits:
         raise IterateError(f"dataset v{v.id} holds no labels in the splits asked for")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out)
     tmp = out.with_name(f".{out.name}.export-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -456,6 +457,26 @@ def export(
             f"no labels in {' or '.join(empty)} in dataset v{v.id}: no file for {'it' if len(empty) == 1 else 'them'}",
         )
     return res
+
+
+def _remove_stale(out: Path) -> None:
+    """Folders an interrupted export left beside ``out`` (``.<name>.export-<pid>``, ``.<name>.replaced-<pid>``, of a
+    process that is gone) are removed: nothing else is named so."""
+    import re
+
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(export|replaced)-(\d+)")
+    for d in out.parent.iterdir():
+        hit = pattern.fullmatch(d.name)
+        if not hit or not d.is_dir() or d.is_symlink():
+            continue
+        pid = int(hit.group(2))
+        try:
+            os.kill(pid, 0)
+            continue  # its export is still running
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _swap(tmp: Path, out: Path, replace: bool) -> None:

@@ -433,3 +433,47 @@ def test_versions_on_a_postgresql_ledger(tmp_path, lspet_coco, postgres):
     assert _files(tmp_path / "v1") == _files(tmp_path / "again")
     assert len(json.loads((tmp_path / "v2" / "annotations" / "val.json").read_text())["annotations"]) == 12
     assert "0 frame(s) added, 0 removed, 1 label(s) changed" in _ok(["export", "-m", str(p), "--diff", "1", "2"])
+
+
+def test_provenance_names_the_round_and_the_model_that_pre_annotated(lspet_project, tmp_path):
+    """A label synced from a Label Studio task of round 1, which model #1 pre-annotated: the annotation names the
+    task, the round and the model, DATASET.md counts it as model-assisted — and the version keeps the round after
+    the task is replaced in the ledger (lost in Label Studio, pushed again)."""
+    m = load_manifest(lspet_project)
+    with Ledger(m.workspace_dir) as led:
+        fid = sorted(f.id for f in led.frames("pool"))[2]
+        lab = led.current_label(fid)
+        with led.transaction():  # what select, push and sync-labels write
+            mid = led.add_model("m.pt", parent_id=None, n_train=8, config={}, metrics={})
+            rid = led.add_round(chunk=1, budget=1, strategy="full", model_id=mid, params={}, frames=[(fid, {})])
+            led.add_task(fid, 7, 41, rid)
+            kps = [[x - 1.0, y, v] for x, y, v in lab.keypoints]
+            led.add_label(
+                fid,
+                kps,
+                source="labelstudio",
+                attributes=lab.attributes,
+                annotator="ann@lab",
+                ls_task_id=41,
+                ls_annotation_id=5,
+            )
+    out = tmp_path / "out"
+    _ok(["export", "-m", str(lspet_project), "--out", str(out), "--splits", "train"])
+    with Ledger(m.workspace_dir) as led, led.transaction():
+        led.mark_tasks_lost(7, [41], "deleted in Label Studio")
+        led.add_task(fid, 7, 99, None)  # pushed again: the task row now says 99
+    again = tmp_path / "again"
+    _ok(["export", "-m", str(lspet_project), "--version", "1", "--out", str(again), "--splits", "train"])
+    assert _files(out) == _files(again)
+    anns = json.loads((out / "annotations" / "train.json").read_text())["annotations"]
+    prov = next(a["iterate"] for a in anns if a["iterate"]["frame_id"] == fid)
+    assert (prov["round"], prov["pre_annotated_by"], prov["ls_task_id"], prov["annotator"]) == (
+        rid,
+        f"model #{mid}",
+        41,
+        "ann@lab",
+    )
+    assert prov["origin"] == "review"  # it replaced the imported label's keypoints
+    sheet = (out / "DATASET.md").read_text()
+    assert f"0 of 8: 1 by model #{mid}" not in sheet and f"1 of 8: 1 by model #{mid}" in sheet
+    assert f"| {rid} | 1 | model #{mid} |" in sheet and "| ann@lab | 1 |" in sheet

@@ -15,7 +15,7 @@ nothing injected (the real labels' own noise, or false alarms) and a few of them
 33's item 4 (clean vs noisy vs fixed labels) is not measured here.
 
     python bench/label_audit.py [--first 7001 --last 8000] [--seed 0] [--smoke]
-Last lines: label_audit_<type>_precision / _recall / _ap, label_audit_frames_for_90, label_audit_clean_flagged
+Last lines: label_audit_<type>_precision / _recall / _ap / _chance_ap (a random ranking's AP), label_audit_frames_for_90, label_audit_clean_flagged
 Goals (issue 33): swaps recall ≥ 0.95 at precision ≥ 0.9; moved joints recall ≥ 0.8 at precision ≥ 0.8.
 """
 
@@ -177,6 +177,7 @@ def main() -> None:
     reason_of = {"swap": ("swap",), "move": ("disagreement", "implausible"), "remove": ("missing",)}
     for kind, reasons in reason_of.items():
         pos = {(i, j) for i, v in truth.items() if v["type"] == kind for j in v["joints"]}
+        pos_frames: set = set()
         if kind == "swap":
             pos_frames = {i for i, v in truth.items() if v["type"] == "swap"}
             got = {iid(s) for s in res.suspects if s.reason == "swap"}
@@ -211,6 +212,9 @@ def main() -> None:
         fig[f"label_audit_{kind}_precision"] = round(prec, 3)
         fig[f"label_audit_{kind}_recall"] = round(rec, 3)
         fig[f"label_audit_{kind}_ap"] = round(apv, 3)
+        fig[f"label_audit_{kind}_chance_ap"] = round(
+            sum(i in (pos_frames if kind == "swap" else pos) for i in items) / max(len(items), 1), 4
+        )
     # frames to open, most severe first (every score over its default threshold), to catch 90 % of the injected
     default = {"disagreement": t.disagreement, "swap": t.swap, "missing": t.missing_conf}
     sev: dict[int, float] = {}

@@ -38,8 +38,8 @@ FLIP_VOTE = 2 / 3  # the prediction is read flipped when more than this share of
 
 @dataclass(frozen=True)
 class Thresholds:
-    disagreement: float = 0.5
-    swap: float = 0.25
+    disagreement: float = 1.0
+    swap: float = 0.5
     implausible_z: float = 6.0
     coincident: float = 0.05
     missing_conf: float = 0.6

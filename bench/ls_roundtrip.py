@@ -2,8 +2,11 @@
 annotations bulk-imported with their tasks, in the shape the UI writes), and in the same run the server's bare
 JSON export of the same 5,000 tasks (one request, nothing parsed): the floor any sync stands on.
 
-    python bench/ls_roundtrip.py        (needs .venv-studio: bash scripts/setup_studio.sh)
+    python bench/ls_roundtrip.py [--smoke]      (needs .venv-studio: bash scripts/setup_studio.sh)
 Last lines: push_500_s=…, sync_5000_s=…, export_5000_s=…, sync_over_export=…
+``--smoke``: 20 pushed and 50 annotated tasks (the test suite's check that the bench still runs), results in
+``ls_roundtrip_smoke.json``. The annotated tasks are bulk-imported and then recorded in the ledger as pushed, as a
+push would: `sync-labels` reads only the tasks the ledger pushed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ TEMPLATE = Path(os.environ.get("ITERATE_LS_TEMPLATE", Path.home() / ".cache" / "
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="20 pushed + 50 annotated tasks")
+    args = ap.parse_args()
+    n_push, n_sync = (20, 50) if args.smoke else (500, 5000)
     # the test suite's throwaway server secret: the cached template data dir was created with it
     os.environ["ITERATE_BENCH_LS_TOKEN"] = "iterate-test-token-3f9a"
     with tempfile.TemporaryDirectory() as d:
@@ -43,6 +52,7 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         man = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+        man["train"].pop("replay", None)  # its source (the base's frames) is not among this bench's sources
         man.update(
             workspace=str(d / "ws"),
             model={**man["model"], "base": None},
@@ -68,19 +78,20 @@ def main() -> None:
             frames = led.frames("pool")
             st = Studio.from_settings(studio_settings(m))
             rng = np.random.default_rng(0)
-            first = frames[:500]
+            first = frames[:n_push]
             preds = {f.id: (rng.uniform(0, 100, (14, 2)), rng.random(14)) for f in first}
             ensure_project(labeling(m), led, st)
             t0 = time.perf_counter()
             s = push(labeling(m), led, st, [f.id for f in first], predictions=preds, model_version="bench")
             t_push = time.perf_counter() - t0
-            assert s.pushed == 500, (s.pushed, s.refused[:3])
+            assert s.pushed == n_push, (s.pushed, s.refused[:3])
             # 5,000 annotated tasks, bulk-imported with annotations in the UI's shape
             pid = s.project_id
-            many = frames[500:5500]
+            many = frames[n_push : n_push + n_sync]
             for i in range(0, len(many), 1000):
                 batch = []
-                for f in many[i : i + 1000]:
+                chunk = many[i : i + 1000]
+                for f in chunk:
                     kps = [
                         [float(x), float(y), int(v)]
                         for x, y, v in zip(
@@ -95,7 +106,10 @@ def main() -> None:
                             ],
                         }
                     )
-                st.import_tasks(pid, batch)
+                tids = st.import_tasks(pid, batch)
+                with led.transaction():  # as push records them: sync reads only the ledger's own tasks
+                    for f, tid in zip(chunk, tids, strict=True):
+                        led.add_task(f.id, pid, tid)
             ids = [t["id"] for t in st.tasks(pid, fields="task_only") if t.get("total_annotations", 1)]
             t_export = []
             for _ in range(2):  # the server's bare export of every task (the 5,000 annotated + 500 pushed)
@@ -112,13 +126,13 @@ def main() -> None:
                 f"synced: {r.new} new labels from {r.tasks} tasks, {len(r.invalid)} invalid; "
                 f"{len(ids)} tasks in the project; bare export {t_export[0]:.2f} / {t_export[1]:.2f} s"
             )
-            assert r.new == 5000, r
+            assert r.new == n_sync, r
             led.close()
         finally:
             server.stop(studio_settings(m))
     export = min(t_export)
     write_result(
-        "ls_roundtrip",
+        "ls_roundtrip_smoke" if args.smoke else "ls_roundtrip",
         {
             "push_500_s": round(t_push, 2),
             "sync_5000_s": round(t_sync, 2),

@@ -127,6 +127,9 @@ def _figures(out: Path, args) -> None:
         "focus_gain_full_minus_random_ci": ft.get("gain_full_minus_random_ci"),
         "first_chunk_base_minus_cold": fc.get("base_minus_cold"),
         "first_chunk_base_minus_cold_ci": fc.get("base_minus_cold_ci"),
+        "full_corrections_to_random_ratio": s.get("full_corrections_to_random_ratio"),
+        "full_corrections_to_random_ratio_ci": s.get("full_corrections_to_random_ratio_ci"),
+        "full_corrections_per_frame_vs_random": full.get("corrections_per_frame_vs_random"),
         "simulate_wall_s": s["wall_s"],
     }
     for name, c in s["strategies"].items():  # variant arms: their own paired figures
@@ -134,7 +137,11 @@ def _figures(out: Path, args) -> None:
             figures[f"{name}_minus_random_final_pckh05"] = c["pckh05_vs_random"][-1]
             figures[f"{name}_minus_random_final_pckh05_ci"] = _last(c.get("pckh05_vs_random_ci"))
             figures[f"{name}_labels_to_random_ratio"] = c.get("labels_to_random_ratio")
-    details = {"config": s["config"], "files": ["simulate.json", "simulate.md", "simulate.png"], "overrides": args.set}
+    details = {
+        "config": s["config"],
+        "files": ["simulate.json", "simulate.md", "simulate.png", "simulate_effort.png"],
+        "overrides": args.set,
+    }
     if args.merge:
         details["merged_from"] = args.merge.split(",")
     write_result(f"{args.name}/result", figures, details)

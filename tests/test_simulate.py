@@ -107,6 +107,48 @@ def test_simulate_tiny_slice_end_to_end(tmp_path, lspet_coco):
     md = (out / "simulate.md").read_text()
     assert "labels to reach random's final PCKh@0.5" in md and "## Verdicts" in md
     assert (out / "simulate.png").stat().st_size > 5000
+    # effort: every revealed frame counted by the product's accounting against its hidden labels
+    pool = {str(i["id"]): i for i in json.loads((tmp_path / "pool.json").read_text())["images"]}
+    assert len(pool) == 40
+    for runs in s["per_seed"].values():
+        for run in runs:
+            for r in run[1:]:
+                e = r["effort"]
+                assert e["frames"] == 6
+                assert e["corrections"] == e["moved"] + e["added"] + e["deleted"]
+                assert e["accepted"] + e["moved"] + e["added"] + e["deleted"] <= 6 * 14
+    cold = [run[1]["effort"] for run in s["per_seed"][COLD]]
+    assert all(e["accepted"] == e["moved"] == e["deleted"] == 0 and e["added"] > 0 for e in cold)  # nothing pushed
+    scored = [run[1]["effort"] for run in s["per_seed"]["full"]]
+    assert all(e["added"] == 0 and e["moved"] + e["accepted"] > 0 for e in scored)  # the base pre-annotated all 14
+    f = s["strategies"]["full"]
+    assert f["corrections"][0] == 0 and f["corrections"][2] >= f["corrections"][1] > 0
+    assert "corrections_to_random_ratio" in f and "corrections_per_frame_vs_random" in f
+    assert "## In annotator effort" in md and (out / "simulate_effort.png").stat().st_size > 5000
+
+
+def test_summary_measures_selection_in_corrections():
+    """Known answer: full reaches random's final figure at 90 labels (0.3× the labels), but its frames cost twice
+    random's corrections each (20 vs 10 a frame): 90 labels are 30 × 20 + 60 × 20 = 1800 corrections against random's
+    3000 — 0.6× in effort, and a full frame costs 2.0× a random one."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 4, size=(5, 1))
+    rnd = np.array([40.0, 41, 42, 44]) + noise
+    full = rnd + np.array([0, 2, 3, 3])
+    r_runs, f_runs = _runs(rnd.tolist()), _runs(full.tolist())
+    for runs, per in ((r_runs, 10), (f_runs, 20)):
+        for run in runs:
+            for prev, r in zip(run, run[1:]):
+                n = r["labels"] - prev["labels"]
+                r["effort"] = {"frames": n, "corrections": n * per, "explore_frames": 0, "explore_corrections": 0}
+    s = summarise({"random": r_runs, "full": f_runs}, [0, 1, 2, 3, 4])
+    f = s["strategies"]["full"]
+    assert f["labels_to_random_ratio"] == pytest.approx(0.3)
+    assert f["corrections"] == pytest.approx([0, 600, 3000, 6000])
+    assert f["corrections_to_reach_random_final_pckh05"] == pytest.approx(1800)
+    assert s["full_corrections_to_random_ratio"] == pytest.approx(0.6)
+    assert f["corrections_per_frame_vs_random"] == pytest.approx([2.0, 2.0, 2.0])
+    assert s["strategies"]["random"]["corrections_to_random_ratio"] == pytest.approx(1.0)
 
 
 def test_simulate_refuses_bad_seeds(tmp_path, lspet_coco):

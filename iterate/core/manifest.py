@@ -460,6 +460,16 @@ class AuditSettings(_Strict):
     min_bodies: int = Field(20, ge=2, description="labeled bodies the bone test needs before it judges any")
 
 
+class CostSettings(_Strict):
+    """What labeling costs (reports/cost.py): how a label's joints count against the pre-annotation it started from."""
+
+    accept_tolerance: float = Field(
+        0.05,
+        ge=0,
+        description="a pre-annotated joint the annotator left within this × l of where it was pushed counts accepted",
+    )
+
+
 class DerivedStratum(_Strict):
     """A stratum that follows from the keypoints, filled for labels that do not carry it (iterate/core/strata.py):
     ``torso_angle`` (posture) or ``hidden_joints`` (occlusion); ``values`` in bin order, ``thresholds`` the edges."""
@@ -528,6 +538,7 @@ class Manifest(_Strict):
     label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    cost: CostSettings = Field(default_factory=CostSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
 
     # set by load_manifest; not part of the YAML

@@ -35,8 +35,10 @@ from model.evaluate import head_boxes, predictor
 from model.hrnet import build_model
 from model.infer import SCORING, Predictor
 from model.train import train
+from reports import cost
 from reports.evaluation import EvalSet, evaluate
 from reports.focus import next_chunk_focus
+from reports.metrics import normalisers
 
 STRATEGY_ORDER = tuple(strategies.STRATEGIES)
 COLD = "cold_start"  # `full` whose first chunk is a cold start (image features), as if no base were given
@@ -175,6 +177,25 @@ class _Sim:
         strata = {k: {v: r["pckh05"] for v, r in rows.items()} for k, rows in res["strata"].items()}
         return {"labels": labels, **{k: ev[k] for k in ("pckh01", "pckh05", "mean_sms01")}, "strata": strata}
 
+    def _effort(self, model, samples: list[Sample], why: list[str]) -> dict:
+        """The corrections an annotator makes on a revealed chunk starting from the pre-annotations `iterate select`
+        would push (``model``'s keypoints on the checkpoint's inference path; None: no pre-annotation, every labeled
+        joint is added), counted by the product's accounting (reports/cost.py) against the hidden labels."""
+        label = np.stack([s.keypoints for s in samples]).astype(np.float64)
+        pre = None
+        if model is not None:
+            pre = predictor(infer_config(self.m), model, self.codec).predict(samples).keypoints
+        names = self.m.keypoints.names
+        hb = head_boxes(samples)
+        norm = normalisers(label[..., :2], label[..., 2], self.spec.normalizer, names, head_boxes=hb).lengths
+        kind, _, _ = cost.joint_edits(pre, label, norm, self.m.cost.accept_tolerance)
+        per = cost.corrections(kind)
+        explore = np.array([w == strategies.EXPLORE_TAG for w in why], bool)
+        out = {"frames": len(samples), "corrections": int(per.sum())}
+        out |= {name: int((kind == code).sum()) for code, name in cost.KINDS.items()}
+        out |= {"explore_frames": int(explore.sum()), "explore_corrections": int(per[explore].sum())}
+        return out
+
     def _plausibility(self, kps: np.ndarray, revealed: list[Sample]) -> np.ndarray:
         """The ``plausibility`` score of pool predictions against the labeled bodies: val and what is revealed."""
         return plausibility_scores(self.spec, kps, [s.keypoints for s in [*self.val, *revealed]])
@@ -231,6 +252,10 @@ class _Sim:
                     pool_.strata = _focus(m, model, self.codec, self.val, kps, conf, emb)[1]
             picked = strategies.choose(name, min(budget, len(sub)), pool_)
             chunk = [int(avail[i]) for i in picked.rows]
+            pre_model = None if strategy == COLD or (self.base_model is None and rnd == 1) else model
+            effort = self._effort(
+                pre_model, [self.pool[i] for i in chunk], [picked.why.get(i, "") for i in picked.rows]
+            )
             labeled += chunk
             with tempfile.TemporaryDirectory() as d:
                 res = train(
@@ -247,10 +272,12 @@ class _Sim:
             row["focus"] = focus
             row["chunk_strata"] = _count_strata(m, [self.pool[i] for i in chunk])
             row["why"] = _count([picked.why.get(i, "") for i in picked.rows])
+            row["effort"] = effort
             rows.append(row)
             self.log(
                 f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {row['pckh01']:.2f} "
-                f"@0.5 {row['pckh05']:.2f} MeanSmS@0.1 {row['mean_sms01']:.2f} ({time.time() - t0:.0f} s)"
+                f"@0.5 {row['pckh05']:.2f} MeanSmS@0.1 {row['mean_sms01']:.2f}; {effort['corrections']} corrections "
+                f"({effort['corrections'] / max(1, effort['frames']):.1f} a frame) ({time.time() - t0:.0f} s)"
             )
         return rows
 
@@ -303,6 +330,8 @@ def write_outputs(summary: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "simulate.json").write_text(json.dumps(summary, indent=1))
     _plot(summary, out_dir / "simulate.png")
+    if any("corrections" in c for c in summary["strategies"].values()):
+        _plot_effort(summary, out_dir / "simulate_effort.png")
     (out_dir / "simulate.md").write_text(_markdown(summary))
 
 
@@ -407,6 +436,10 @@ def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
             reach = _reach(row["labels"], c["pckh05"], rnd["pckh05"], idx)
             row.update(reach)
         row.update(_strata_rows(runs, per_seed.get("random") if s not in ("random", COLD) else None, idx))
+        if s != COLD:
+            row.update(
+                _effort_rows(runs, c["pckh05"], per_seed.get("random"), rnd["pckh05"] if rnd is not None else None, idx)
+            )
         out["strategies"][s] = row
     full = out["strategies"].get("full", {})
     if "labels_to_random_ratio" in full:
@@ -414,6 +447,11 @@ def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
         out["full_labels_to_random_ratio_ci"] = full["labels_to_random_ratio_ci"]
         ci = full["labels_to_random_ratio_ci"]  # None with one seed: no interval
         out["full_labels_to_random_ratio_ci_high"] = ci[1] if ci else None
+    if "corrections_to_random_ratio" in full:
+        out["full_corrections_to_random_ratio"] = full["corrections_to_random_ratio"]
+        out["full_corrections_to_random_ratio_ci"] = full["corrections_to_random_ratio_ci"]
+        ci = full["corrections_to_random_ratio_ci"]
+        out["full_corrections_to_random_ratio_ci_high"] = ci[1] if ci else None
     if "full" in per_seed and "random" in per_seed:
         out["focus_test"] = _focus_test(per_seed["full"], per_seed["random"], idx)
     if COLD in per_seed and "full" in per_seed:
@@ -483,6 +521,59 @@ def _reach(labels: list[int], ys: np.ndarray, rnd: np.ndarray, idx: np.ndarray) 
         "labels_to_random_ratio_ci": _ci(boots) if len(idx[0]) > 1 else None,
         "not_reached_share": round(float(np.isinf(boots).mean()), 3),
     }
+
+
+def _cumulative_corrections(runs: list[list[dict]]) -> np.ndarray | None:
+    """(seeds, rounds + 1) corrections revealed so far (0 at the base), or None when a run did not count them (a
+    simulation from before the effort accounting)."""
+    if not all("effort" in r for run in runs for r in run[1:]):
+        return None
+    return np.array([np.cumsum([0] + [r["effort"]["corrections"] for r in run[1:]]) for run in runs], np.float64)
+
+
+def _effort_rows(runs, ys: np.ndarray, rnd_runs, rnd_ys: np.ndarray | None, idx: np.ndarray) -> dict:
+    """Selection judged in annotator effort: cumulative corrections per round, corrections per revealed frame
+    (picked and explore frames apart), and the corrections this arm needs to reach random's final PCKh@0.5 as a
+    share of random's; paired with random, how many more corrections a frame of this arm costs per round."""
+    xs = _cumulative_corrections(runs)
+    if xs is None:
+        return {}
+    frames = np.array([[r["effort"]["frames"] for r in run[1:]] for run in runs], np.float64)
+    per_frame = np.diff(xs, axis=1) / np.maximum(frames, 1)
+    ex_f = np.array([[r["effort"]["explore_frames"] for r in run[1:]] for run in runs], np.float64)
+    ex_c = np.array([[r["effort"]["explore_corrections"] for r in run[1:]] for run in runs], np.float64)
+    picked = (np.diff(xs, axis=1) - ex_c) / np.maximum(frames - ex_f, 1)
+    one = len(idx[0]) > 1
+    out: dict = {
+        "corrections": _num(xs.mean(0)),
+        "corrections_ci": _ci(xs[idx].mean(1)) if one else None,
+        "corrections_per_frame": _num(per_frame.mean(0)),
+        "picked_corrections_per_frame": _num(picked.mean(0)),
+        "explore_corrections_per_frame": _num(
+            np.where(ex_f.sum(0) > 0, ex_c.sum(0) / np.maximum(ex_f.sum(0), 1), np.nan)
+        ),
+    }
+    rx = _cumulative_corrections(rnd_runs) if rnd_runs is not None else None
+    if rx is None or rnd_ys is None:
+        return out
+    target, final = rnd_ys[:, -1], rx[:, -1]
+    point = _labels_to_reach(list(xs.mean(0)), list(ys.mean(0)), float(target.mean()))
+    boots = []
+    for ix in idx:
+        v = _labels_to_reach(list(xs[ix].mean(0)), list(ys[ix].mean(0)), float(target[ix].mean()))
+        boots.append(np.inf if v is None else v / float(final[ix].mean()))
+    boots = np.array(boots)
+    rf = np.diff(rx, axis=1) / np.maximum([[r["effort"]["frames"] for r in run[1:]] for run in rnd_runs], 1)
+    ratio = per_frame / np.maximum(rf[:, : per_frame.shape[1]], 1e-9)  # paired per seed and round
+    out |= {
+        "corrections_to_reach_random_final_pckh05": point,
+        "corrections_to_random_ratio": None if point is None else round(point / float(final.mean()), 3),
+        "corrections_to_random_ratio_ci": _ci(boots) if one else None,
+        "corrections_not_reached_share": round(float(np.isinf(boots).mean()), 3),
+        "corrections_per_frame_vs_random": _num(ratio.mean(0)),
+        "corrections_per_frame_vs_random_ci": _ci(ratio[idx].mean(1)) if one else None,
+    }
+    return out
 
 
 def _labels_to_reach(labels: list[int], ys: list[float], target: float) -> float | None:
@@ -583,6 +674,78 @@ def _plot(summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _plot_effort(summary: dict, path: Path) -> None:
+    """Test PCKh@0.5 against the corrections revealed so far (mean over seeds): selection judged in effort."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    for i, (s, c) in enumerate(summary["strategies"].items()):
+        if "corrections" not in c:
+            continue
+        axes[0].plot(c["corrections"], c["pckh05"], marker="o", label=s, color=f"C{i}")
+        axes[1].plot(c["labels"][1:], c["corrections_per_frame"], marker="o", label=s, color=f"C{i}")
+    axes[0].set_xlabel("corrections so far (joints moved, added or deleted)")
+    axes[0].set_ylabel("PCKh@0.5 (test)")
+    axes[0].set_title("learning curve in annotator effort", fontsize=10)
+    axes[1].set_xlabel("labels")
+    axes[1].set_ylabel("corrections per revealed frame")
+    axes[1].set_title("what a frame of each round cost", fontsize=10)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _effort_markdown(summary: dict) -> list[str]:
+    arms = {s: c for s, c in summary["strategies"].items() if "corrections" in c}
+    if not arms:
+        return []
+    L = [
+        "",
+        "## In annotator effort",
+        "",
+        "Corrections: the joints an annotator moves (more than `cost.accept_tolerance` × l off), adds or deletes "
+        "starting from the round's pre-annotations (the model that selected the round, on the checkpoint's inference "
+        "path; none for a cold start), counted against the hidden labels by reports/cost.py.",
+        "",
+        "| strategy | labels | corrections so far | per revealed frame | per picked frame | per explore frame "
+        "| per frame ÷ random's (paired) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s, c in arms.items():
+        vr, vci = c.get("corrections_per_frame_vs_random"), c.get("corrections_per_frame_vs_random_ci")
+        ex = c.get("explore_corrections_per_frame")
+        for i, n in enumerate(c["labels"][1:]):
+            ratio = "" if vr is None or s == "random" else f"{vr[i]:.2f}" + (_iv([vci[0][i], vci[1][i]]) if vci else "")
+            e = "–" if not ex or ex[i] is None else f"{ex[i]:.1f}"
+            L.append(
+                f"| {s} | {n} | {c['corrections'][i + 1]:.0f} | {c['corrections_per_frame'][i]:.1f} | "
+                f"{c['picked_corrections_per_frame'][i]:.1f} | {e} | {ratio.replace('+', '')} |"
+            )
+    L += [
+        "",
+        "| strategy | corrections to reach random's final PCKh@0.5 | share of random's corrections | "
+        "share of random's labels |",
+        "|---|---:|---:|---:|",
+    ]
+    for s, c in arms.items():
+        if "corrections_to_random_ratio" not in c:
+            continue
+        r, ci = c["corrections_to_random_ratio"], c.get("corrections_to_random_ratio_ci")
+        v = c["corrections_to_reach_random_final_pckh05"]
+        lr, lci = c.get("labels_to_random_ratio"), c.get("labels_to_random_ratio_ci")
+        cell = "not reached" if r is None else f"{r:.2f}" + (_iv(ci).replace("+", "") if ci else "")
+        lcell = "not reached" if lr is None else f"{lr:.2f}" + (_iv(lci).replace("+", "") if lci else "")
+        L.append(f"| {s} | {'not reached' if v is None else f'{v:.0f}'} | {cell} | {lcell} |")
+    L += ["", "![learning curves in effort](simulate_effort.png)"]
+    return L
 
 
 def _iv(ci) -> str:
@@ -712,6 +875,7 @@ def _markdown(summary: dict) -> str:
                 f"{g(r['gain_random'])} | {r['chunk_share_full']:.0%} | {r['chunk_share_random']:.0%} |"
             )
     L += _strata_markdown(summary)
+    L += _effort_markdown(summary)
     L += ["", "![learning curves](simulate.png)", ""]
     return "\n".join(L)
 

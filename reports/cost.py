@@ -1,0 +1,103 @@
+"""What labeling costs: per-joint edit accounting of an annotation against the pre-annotation it started from.
+
+An annotator who opens a pre-annotated frame accepts the joints the model got right and moves the rest. Each joint
+of a label is, against the pushed pre-annotation (both in image pixels):
+
+* ``accepted``: both placed, within ``tolerance`` × the frame's PCKh normaliser ``l`` of each other;
+* ``moved``: both placed, farther apart (the distance is kept, in units of ``l``);
+* ``added``: placed in the label, not in the pre-annotation (the model lacks the joint, or no pre-annotation was
+  pushed: then every labeled joint is added);
+* ``deleted``: placed in the pre-annotation, left unlabeled;
+* and, beside the position, ``visibility`` changed: the pre-annotation is pushed visible; a label marked occluded
+  changed it.
+
+*Corrections* are the joints an annotator had to touch: moved + added + deleted. The same function counts them for
+a real Label Studio annotation (`sync-labels`) and for a simulated one (`iterate simulate`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "ACCEPTED",
+    "ADDED",
+    "DELETED",
+    "KINDS",
+    "MOVED",
+    "NONE",
+    "corrections",
+    "edit_record",
+    "joint_edits",
+    "summarise_records",
+]
+
+NONE, ACCEPTED, MOVED, ADDED, DELETED = 0, 1, 2, 3, 4
+KINDS = {ACCEPTED: "accepted", MOVED: "moved", ADDED: "added", DELETED: "deleted"}
+
+
+def joint_edits(
+    pre: np.ndarray | None, label: np.ndarray, norm: np.ndarray, tolerance: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per joint of N frames: (kind (N, K) of NONE/ACCEPTED/MOVED/ADDED/DELETED, distance (N, K) in ``l`` where both
+    are placed else NaN, visibility changed (N, K) bool).
+
+    ``pre`` (N, K, 2 or 3) the pushed pre-annotation in pixels, NaN (or v = 0) where a joint was left unplaced;
+    None: no pre-annotation at all. ``label`` (N, K, 3) x, y, v (v = 0 not placed, 1 occluded, 2 visible).
+    ``norm`` (N,) PCKh ``l`` in pixels; a frame without one (NaN, ≤ 0) counts every joint placed in both as moved
+    (no distance can say it was left)."""
+    label = np.asarray(label, dtype=np.float64)
+    n, k = label.shape[:2]
+    lab = label[..., 2] > 0
+    if pre is None:
+        placed = np.zeros((n, k), bool)
+        pxy = np.full((n, k, 2), np.nan)
+    else:
+        pre = np.asarray(pre, dtype=np.float64)
+        pxy = pre[..., :2]
+        placed = np.isfinite(pxy).all(-1)
+        if pre.shape[-1] > 2:
+            placed &= pre[..., 2] > 0
+    l = np.asarray(norm, dtype=np.float64).reshape(n)
+    l_ok = np.isfinite(l) & (l > 0)
+    both = lab & placed
+    d = np.linalg.norm(label[..., :2] - np.nan_to_num(pxy), axis=-1) / np.where(l_ok, l, 1.0)[:, None]
+    d = np.where(both & l_ok[:, None], d, np.nan)
+    kind = np.full((n, k), NONE, np.int8)
+    kind[both] = MOVED
+    kind[both & (d <= tolerance)] = ACCEPTED
+    kind[lab & ~placed] = ADDED
+    kind[~lab & placed] = DELETED
+    vis_changed = both & (label[..., 2] == 1)
+    return kind, d, vis_changed
+
+
+def corrections(kind: np.ndarray) -> np.ndarray:
+    """Joints touched per frame (N,): moved + added + deleted."""
+    kind = np.asarray(kind)
+    return ((kind == MOVED) | (kind == ADDED) | (kind == DELETED)).sum(-1)
+
+
+def edit_record(
+    names: list[str], kind: np.ndarray, dist: np.ndarray, vis: np.ndarray, tolerance: float, pre_annotated: bool
+) -> dict:
+    """One frame's accounting as stored with its label version (JSON): joint names per kind, moved distances."""
+    out: dict = {"tolerance": tolerance, "pre_annotated": pre_annotated}
+    for code, key in KINDS.items():
+        out[key] = [names[j] for j in np.flatnonzero(kind == code)]
+    out["moved_l"] = {names[j]: round(float(dist[j]), 3) for j in np.flatnonzero(kind == MOVED) if np.isfinite(dist[j])}
+    out["visibility"] = [names[j] for j in np.flatnonzero(vis)]
+    return out
+
+
+def summarise_records(records: list[dict]) -> dict:
+    """Counts over stored accounting records: frames, joints per kind, corrections, the share the pre-annotation got
+    right (accepted / joints it placed that the label kept or moved)."""
+    out = {"frames": len(records), "accepted": 0, "moved": 0, "added": 0, "deleted": 0, "visibility": 0}
+    for r in records:
+        for key in ("accepted", "moved", "added", "deleted", "visibility"):
+            out[key] += len(r.get(key) or [])
+    out["corrections"] = out["moved"] + out["added"] + out["deleted"]
+    shown = out["accepted"] + out["moved"] + out["deleted"]
+    out["pre_annotation_right"] = round(out["accepted"] / shown, 4) if shown else None
+    return out

@@ -124,6 +124,9 @@ def test_simulate_tiny_slice_end_to_end(tmp_path, lspet_coco):
     f = s["strategies"]["full"]
     assert f["corrections"][0] == 0 and f["corrections"][2] >= f["corrections"][1] > 0
     assert "corrections_to_random_ratio" in f and "corrections_per_frame_vs_random" in f
+    assert set(s["full_effort_at_tolerance"]) == {"0.1", "0.2", "0.5"}
+    loose = [run[1]["effort"]["at"]["0.5"]["corrections"] for run in s["per_seed"]["full"]]
+    assert all(a <= e["corrections"] for a, e in zip(loose, scored))  # a looser acceptance never costs more
     assert "## In annotator effort" in md and (out / "simulate_effort.png").stat().st_size > 5000
 
 

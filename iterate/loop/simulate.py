@@ -43,6 +43,7 @@ from reports.metrics import normalisers
 STRATEGY_ORDER = tuple(strategies.STRATEGIES)
 COLD = "cold_start"  # `full` whose first chunk is a cold start (image features), as if no base were given
 N_BOOT = 2000
+TOLERANCES = (0.1, 0.2, 0.5)  # besides cost.accept_tolerance: the effort verdict at looser acceptance (× l)
 
 
 @dataclass
@@ -188,12 +189,19 @@ class _Sim:
         names = self.m.keypoints.names
         hb = head_boxes(samples)
         norm = normalisers(label[..., :2], label[..., 2], self.spec.normalizer, names, head_boxes=hb).lengths
-        kind, _, _ = cost.joint_edits(pre, label, norm, self.m.cost.accept_tolerance)
+        kind, d, _ = cost.joint_edits(pre, label, norm, self.m.cost.accept_tolerance)
         per = cost.corrections(kind)
         explore = np.array([w == strategies.EXPLORE_TAG for w in why], bool)
         out = {"frames": len(samples), "corrections": int(per.sum())}
         out |= {name: int((kind == code).sum()) for code, name in cost.KINDS.items()}
         out |= {"explore_frames": int(explore.sum()), "explore_corrections": int(per[explore].sum())}
+        out["at"] = {}  # the same count had annotators left joints this far off (× l): how the verdict depends on it
+        for tol in TOLERANCES:
+            k2 = np.where(
+                (kind == cost.ACCEPTED) | (kind == cost.MOVED), np.where(d <= tol, cost.ACCEPTED, cost.MOVED), kind
+            )
+            p2 = cost.corrections(k2)
+            out["at"][str(tol)] = {"corrections": int(p2.sum()), "explore_corrections": int(p2[explore].sum())}
         return out
 
     def _plausibility(self, kps: np.ndarray, revealed: list[Sample]) -> np.ndarray:
@@ -452,6 +460,7 @@ def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
         out["full_corrections_to_random_ratio_ci"] = full["corrections_to_random_ratio_ci"]
         ci = full["corrections_to_random_ratio_ci"]
         out["full_corrections_to_random_ratio_ci_high"] = ci[1] if ci else None
+    out |= _tolerance_rows(per_seed, curves, idx)
     if "full" in per_seed and "random" in per_seed:
         out["focus_test"] = _focus_test(per_seed["full"], per_seed["random"], idx)
     if COLD in per_seed and "full" in per_seed:
@@ -574,6 +583,27 @@ def _effort_rows(runs, ys: np.ndarray, rnd_runs, rnd_ys: np.ndarray | None, idx:
         "corrections_per_frame_vs_random_ci": _ci(ratio[idx].mean(1)) if one else None,
     }
     return out
+
+
+def _recount(runs: list[list[dict]], tol: str) -> list[list[dict]]:
+    """The runs with each round's corrections as counted at tolerance ``tol``."""
+    return [[run[0], *({**r, "effort": {**r["effort"], **r["effort"]["at"][tol]}} for r in run[1:])] for run in runs]
+
+
+def _tolerance_rows(per_seed: dict, curves: dict, idx: np.ndarray) -> dict:
+    """`full`'s effort figures recounted as if annotators left joints up to each of ``TOLERANCES`` × l off."""
+    if "full" not in per_seed or "random" not in per_seed:
+        return {}
+    runs = {s: per_seed[s] for s in ("full", "random")}
+    if not all("at" in r.get("effort", {}) for rs in runs.values() for run in rs for r in run[1:]):
+        return {}
+    out = {}
+    for tol in next(iter(runs["full"][0][1:]))["effort"]["at"]:
+        f, r = _recount(runs["full"], tol), _recount(runs["random"], tol)
+        row = _effort_rows(f, curves["full"]["pckh05"], r, curves["random"]["pckh05"], idx)
+        keys = ("corrections_to_random_ratio", "corrections_to_random_ratio_ci", "corrections_per_frame_vs_random")
+        out[tol] = {k: row.get(k) for k in (*keys, "corrections_per_frame_vs_random_ci", "corrections_per_frame")}
+    return {"full_effort_at_tolerance": out}
 
 
 def _labels_to_reach(labels: list[int], ys: list[float], target: float) -> float | None:
@@ -744,6 +774,21 @@ def _effort_markdown(summary: dict) -> list[str]:
         cell = "not reached" if r is None else f"{r:.2f}" + (_iv(ci).replace("+", "") if ci else "")
         lcell = "not reached" if lr is None else f"{lr:.2f}" + (_iv(lci).replace("+", "") if lci else "")
         L.append(f"| {s} | {'not reached' if v is None else f'{v:.0f}'} | {cell} | {lcell} |")
+    at = summary.get("full_effort_at_tolerance") or {}
+    if at:
+        L += [
+            "",
+            "Had annotators left joints farther off (the same runs recounted): `full` against random",
+            "",
+            "| joints left within | share of random's corrections to reach its final PCKh@0.5 | a `full` frame's corrections "
+            "÷ random's, per round |",
+            "|---:|---:|---:|",
+        ]
+        for tol, r in at.items():
+            v, ci = r.get("corrections_to_random_ratio"), r.get("corrections_to_random_ratio_ci")
+            cell = "not reached" if v is None else f"{v:.2f}" + (_iv(ci).replace("+", "") if ci else "")
+            per = " / ".join("–" if x is None else f"{x:.2f}" for x in (r.get("corrections_per_frame_vs_random") or []))
+            L.append(f"| {tol} × l | {cell} | {per} |")
     L += ["", "![learning curves in effort](simulate_effort.png)"]
     return L
 

@@ -1,5 +1,11 @@
 """The oracle annotator for the demo and simulations: answers pending tasks through the API from existing
-ground-truth labels (COCO keypoints), writing the result items the Label Studio UI writes."""
+ground-truth labels (COCO keypoints), writing the result items the Label Studio UI writes.
+
+Its ``lead_time`` is a *model of effort*, not a measurement: with the loop's accounting of the answer against the
+task's pushed pre-annotation (``account``), seconds = a base per frame + seconds per joint accepted (checked),
+moved, added, deleted and re-marked (:class:`EffortModel`), times a random factor; without it, a uniform 20–60 s.
+Real figures come from real annotators.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,27 @@ from annotation.client import Studio
 from annotation.labeling import to_result
 from annotation.push import project_id
 from annotation.settings import LabelingSetup
+from annotation.sync import Account
 from iterate.core.coco import ann_key, coco_keypoints, read_coco
 from iterate.core.ledger import Ledger
+
+
+@dataclass(frozen=True)
+class EffortModel:
+    """Seconds an annotator plausibly spends on a pre-annotated frame (a model of effort for the demo)."""
+
+    base: float = 8.0  # open the frame, answer the strata, submit
+    accepted: float = 1.0  # look at a joint and leave it
+    moved: float = 5.0  # drag a joint to its place
+    added: float = 7.0  # pick the label and click the joint
+    deleted: float = 3.0
+    visibility: float = 2.0  # mark a joint occluded
+    spread: float = 0.25  # × a factor drawn in [1 − spread, 1 + spread]
+
+    def seconds(self, edits: dict, rng: random.Random) -> float:
+        s = self.base + sum(getattr(self, k) * len(edits.get(k) or []) for k in ("accepted", "moved", "added"))
+        s += self.deleted * len(edits.get("deleted") or []) + self.visibility * len(edits.get("visibility") or [])
+        return round(s * rng.uniform(1 - self.spread, 1 + self.spread), 1)
 
 
 @dataclass
@@ -23,7 +48,15 @@ class OracleSummary:
 
 
 def autolabel(
-    cfg: LabelingSetup, ledger: Ledger, studio: Studio, labels: Path, *, seed: int = 0, limit: int | None = None
+    cfg: LabelingSetup,
+    ledger: Ledger,
+    studio: Studio,
+    labels: Path,
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+    account: Account | None = None,
+    effort: EffortModel = EffortModel(),
 ) -> OracleSummary:
     pid = project_id(cfg, ledger)
     s = OracleSummary()
@@ -58,6 +91,9 @@ def autolabel(
             for x, y, v in coco_keypoints(cfg.keypoints, ann, order, labels)
         ]
         result = to_result(cfg, kps, f.width, f.height, ann.get("attributes") or {}, origin="manual", rng=rng)
-        studio.create_annotation(t["id"], result, lead_time=round(rng.uniform(20, 60), 1))
+        pre = ledger.task_prediction(pid, t["id"]) if account is not None else None
+        edits = account(f, kps, pre) if pre is not None else None
+        secs = effort.seconds(edits, rng) if edits else round(rng.uniform(20, 60), 1)
+        studio.create_annotation(t["id"], result, lead_time=secs)
         s.answered += 1
     return s

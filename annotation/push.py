@@ -195,6 +195,7 @@ def push(
     in_project = _tasked(ledger, pid)
     iface = LabelInterface(label_config(cfg))
     todo, folders = [], set()
+    pre: dict[str, list] = {}  # the pre-annotation each task is pushed with ([] none), kept in the ledger for cost
     for fid in frame_ids:
         if fid in in_project:
             s.already += 1
@@ -231,6 +232,7 @@ def push(
                 )
                 continue
             task["predictions"] = [pred]
+            pre[fid] = k3
         todo.append(task)
         folders.add(Path(f.path).resolve().parent)
     if todo:
@@ -245,7 +247,8 @@ def push(
             )
         with ledger.transaction():
             for t, tid in zip(batch, ids):
-                ledger.add_task(t["data"]["frame_id"], pid, tid, round_id)
+                fid = t["data"]["frame_id"]
+                ledger.add_task(fid, pid, tid, round_id, prediction=pre.get(fid, []))
         s.pushed += len(batch)
         s.batches += 1
         if progress:

@@ -13,6 +13,7 @@ pool frame's label (train/val/test labels are fixed), and only while its ``data`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -60,8 +61,20 @@ def _disagree(cfg: LabelingSetup, a: list, b: list, diag: float) -> bool:
     return False
 
 
+# How a label's joints count against the pre-annotation its task was pushed with: (frame, keypoints [x, y, v] per
+# joint, the pushed pre-annotation ([] none)) → the accounting stored with the label version (reports/cost.py,
+# passed in by the loop), or None
+Account = Callable[[object, list, list], dict | None]
+
+
 def sync_labels(
-    cfg: LabelingSetup, ledger: Ledger, studio: Studio, *, full: bool = False, progress=None
+    cfg: LabelingSetup,
+    ledger: Ledger,
+    studio: Studio,
+    *,
+    full: bool = False,
+    progress=None,
+    account: Account | None = None,
 ) -> SyncSummary:
     pid = project_id(cfg, ledger)
     if pid is None:
@@ -93,7 +106,7 @@ def sync_labels(
         with ledger.transaction():
             for lt in chunk:
                 t = exported.get(lt["id"], lt)
-                sync_task(cfg, ledger, pid, t, by_task, s)
+                sync_task(cfg, ledger, pid, t, by_task, s, account)
             last = chunk[-1].get("updated_at")
             if last:
                 ledger.set(_wm_key(pid), last)
@@ -154,7 +167,9 @@ def _annotator(ann: dict) -> str | None:
     return str(who)[:200] if who not in (None, "") else None
 
 
-def sync_task(cfg: LabelingSetup, ledger: Ledger, pid: int, t: dict, by_task: dict, s: SyncSummary) -> None:
+def sync_task(
+    cfg: LabelingSetup, ledger: Ledger, pid: int, t: dict, by_task: dict, s: SyncSummary, account: Account | None = None
+) -> None:
     """One exported task → at most one new label version; anything wrong is named in ``s``. Call inside
     :meth:`Ledger.transaction`."""
     tid = t["id"]
@@ -195,12 +210,24 @@ def sync_task(cfg: LabelingSetup, ledger: Ledger, pid: int, t: dict, by_task: di
         s.invalid.append(f"task {tid}: no joint placed (skip the task instead)")
         _set_status(ledger, pid, tid, "invalid", "no joint placed")
         return
-    _store(ledger, pid, tid, frame, ann, kps, attrs, s)
+    _store(ledger, pid, tid, frame, ann, kps, attrs, s, account)
 
 
-def _store(ledger: Ledger, pid: int, tid: int, frame, ann: dict, kps, attrs, s: SyncSummary) -> None:
+def _lead_time(ann: dict) -> float | None:
+    """Label Studio's ``lead_time`` (seconds the annotator spent), when it is a plausible number."""
+    v = ann.get("lead_time")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0:
+        return None
+    return float(v)
+
+
+def _store(ledger: Ledger, pid: int, tid: int, frame, ann: dict, kps, attrs, s: SyncSummary, account=None) -> None:
     cur = ledger.current_label(frame.id)
     aid = ann.get("id")
+    edits = None
+    if account is not None:
+        pre = ledger.task_prediction(pid, tid)
+        edits = None if pre is None else account(frame, kps, pre)
     v = ledger.add_label(
         frame.id,
         kps,
@@ -209,6 +236,8 @@ def _store(ledger: Ledger, pid: int, tid: int, frame, ann: dict, kps, attrs, s: 
         annotator=_annotator(ann),
         ls_task_id=tid,
         ls_annotation_id=aid if isinstance(aid, int) and not isinstance(aid, bool) else None,
+        lead_time=_lead_time(ann),
+        edits=edits,
     )
     if v is None:
         s.unchanged += 1

@@ -27,6 +27,7 @@ __all__ = [
     "MOVED",
     "NONE",
     "corrections",
+    "cost_section",
     "edit_record",
     "joint_edits",
     "summarise_records",
@@ -101,3 +102,92 @@ def summarise_records(records: list[dict]) -> dict:
     shown = out["accepted"] + out["moved"] + out["deleted"]
     out["pre_annotation_right"] = round(out["accepted"] / shown, 4) if shown else None
     return out
+
+
+# -- the round report's section ----------------------------------------------------------------------------
+def _h(x) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _n(x, f: str = ".1f") -> str:
+    return "–" if x is None else format(x, f)
+
+
+def _share(x) -> str:
+    return "–" if x is None else f"{x:.0%}"
+
+
+def _row(name: str, g: dict) -> str:
+    return (
+        f"| {name} | {g['frames']} | {_h(g['hours'])} | {_n(g['median_s'])} | {_n(g['accepted_per_frame'])} | "
+        f"{_n(g['moved_per_frame'])} | {_n(g['added_per_frame'])} | {_n(g['deleted_per_frame'])} | "
+        f"{_n(g['corrections_per_frame'])} | {_share(g['pre_annotation_right'])} |"
+    )
+
+
+_HEAD = [
+    "| | frames | annotator h | median s / frame | accepted / frame | moved / frame | added / frame | deleted / frame "
+    "| corrections / frame | pre-annotation right |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def cost_section(d: dict) -> list[str]:
+    """ "What this round cost": the latest round with labels — by annotator, stratum, picked vs random frames — and
+    every round so far with cumulative hours. ``d["cost"]`` as `iterate.loop.cost.cost_data` builds it."""
+    c = d.get("cost") or {}
+    rounds = c.get("rounds") or []
+    if not rounds:
+        return []
+    last = rounds[-1]
+    tol = c.get("tolerance")
+    name = f"round {last['round']}" if last["round"] is not None else "labels pushed outside a round"
+    L = [
+        "## What this round cost",
+        "",
+        f"{name}: {last['frames']} frames labeled in Label Studio, **{_h(last['hours'])} annotator hours** "
+        f"({_n(last['median_s'])} s a frame, median; {last['timed']} with a lead time); {_h(c.get('hours'))} hours "
+        f"so far. A joint counts *accepted* when the annotator left it within {tol} × l of the pre-annotation, "
+        "*moved* beyond that, *added* where none was pushed, *deleted* where the label has none; corrections = "
+        "moved + added + deleted.",
+        "",
+    ]
+    if last["counted"] < last["frames"]:
+        L += [
+            f"> {last['frames'] - last['counted']} of these labels have no accounting (their tasks were pushed "
+            "before the ledger kept the pre-annotation, or adopted from the server): they count in hours only.",
+            "",
+        ]
+    L += _HEAD + [_row("all", last)]
+    pc, ec = last.get("picked"), last.get("explore")
+    if pc:
+        L.append(_row("picked by selection", pc))
+    if ec:
+        L.append(_row("random (explore share)", ec))
+    for who, g in (last.get("annotators") or {}).items():
+        L.append(_row(f"annotator {who}", g))
+    for key, vals in (last.get("strata") or {}).items():
+        for v, g in vals.items():
+            L.append(_row(f"{key}={v}", g))
+    L.append("")
+    if "picked_vs_explore_corrections" in last:
+        r = last["picked_vs_explore_corrections"]
+        t = last.get("picked_vs_explore_seconds")
+        L += [
+            f"The frames selection picked cost **{r:.2f}×** the corrections of the random ones"
+            + (f" and {t:.2f}× their median time" if t else "")
+            + ": the hard frames cost more; weigh that against what they teach (the control above).",
+            "",
+        ]
+    if len(rounds) > 1:
+        L += [
+            "| round | frames | annotator h | cumulative h | corrections / frame | pre-annotation right |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rounds:
+            L.append(
+                f"| {r['round'] if r['round'] is not None else '–'} | {r['frames']} | {_h(r['hours'])} | "
+                f"{_h(r['cumulative_hours'])} | {_n(r['corrections_per_frame'])} | {_share(r['pre_annotation_right'])} |"
+            )
+        L.append("")
+    return L

@@ -19,6 +19,7 @@ from iterate.core.errors import IterateError
 from iterate.core.images import read_image
 from iterate.core.schema import KeypointSpec
 from reports.control import MIN_EXPLORED, too_few_random
+from reports.cost import cost_section
 from reports.metrics import normalisers, pck_hits
 
 
@@ -252,6 +253,7 @@ def render(d: dict) -> str:
         elif d.get("notes"):
             L += [f"> {note}" for note in d["notes"]] + [""]
     L += _control_section(d)
+    L += cost_section(d)
     L += _followup_section(d)
     L += _timeline_section(d)
     L += _focus_section(d)
@@ -429,13 +431,15 @@ def _timeline_section(d: dict) -> list[str]:
     L = [
         "## Timeline",
         "",
-        "| model | labels | val PCKh@0.1 | val PCKh@0.5 | val MeanSmS@0.1 | overfit | test PCKh@0.1 | test PCKh@0.5 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | labels | annotator h so far | val PCKh@0.1 | val PCKh@0.5 | val MeanSmS@0.1 | overfit | test PCKh@0.1 "
+        "| test PCKh@0.5 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in tl:
+        h = t.get("annotator_hours")
         L.append(
-            f"| {t['model']} | {t['labels']} | {_pct(t['pckh01'])} | {_pct(t['pckh05'])} | "
-            f"{_pct(t['mean_sms01'])} | {_gap(t['overfit01'])} | {_pct(t.get('test_pckh01'))} | "
+            f"| {t['model']} | {t['labels']} | {'–' if h is None else f'{h:.2f}'} | {_pct(t['pckh01'])} | "
+            f"{_pct(t['pckh05'])} | {_pct(t['mean_sms01'])} | {_gap(t['overfit01'])} | {_pct(t.get('test_pckh01'))} | "
             f"{_pct(t.get('test_pckh05'))} |"
         )
     L.append("")

@@ -358,12 +358,50 @@ def test_v3_ledger_gains_dataset_versions_keeping_its_rows(tmp_path):
         conn.exec_driver_sql("INSERT INTO models (created_at, path) VALUES (0, 'm.pt')")
     eng.dispose()
     with Ledger(tmp_path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 4
+        assert led.schema_version == SCHEMA_VERSION == 5
         assert led.current_label("f").keypoints == [[1, 2, 2]]
         assert led.models()[0]["dataset_version"] is None  # trained before versions existed
         with led.transaction():
             v, new = led.add_dataset_version("h1", made_by="export", n_frames=1, n_labels=1, params={})
         assert new and v.id == 1 and [m[:3] for m in led.dataset_members(1)] == [("f", 0, 1)]
+
+
+def test_v4_ledger_gains_what_labeling_costs_keeping_its_rows(tmp_path):
+    """A v4 ledger (before issue 34) opens at v5: its labels and tasks stay, with no lead time, no accounting and an
+    unknown pre-annotation (NULL, not "none pushed"); new rows keep all three."""
+    from alembic import command
+    from alembic.config import Config
+
+    from iterate.core.ledger import _MIGRATIONS_DIR, _engine, resolve_url
+
+    eng = _engine(resolve_url(tmp_path))
+    with eng.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.exec_driver_sql(
+            "INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'pool', 0, NULL, NULL)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO labels (frame_id, version, keypoints, source, created_at, ls_task_id)"
+            " VALUES ('f', 1, '[[1,2,2]]', 'labelstudio', 0, 7)"
+        )
+        conn.exec_driver_sql("INSERT INTO tasks (frame_id, project_id, task_id, updated_at) VALUES ('f', 1, 7, 0)")
+    eng.dispose()
+    with Ledger(tmp_path) as led:
+        assert led.schema_version == 5
+        lab = led.current_label("f")
+        assert lab.keypoints == [[1, 2, 2]] and lab.lead_time is None and lab.edits is None
+        assert led.task_prediction(1, 7) is None  # unknown: pushed before the ledger kept it
+        with led.transaction():
+            led.add_frame(_frame(3, "pool"))
+            led.add_task("f3", 1, 8, prediction=[])
+            led.add_label("f3", [[3, 0, 2]], source="labelstudio", ls_task_id=8, lead_time=12.5, edits={"added": ["a"]})
+        assert led.task_prediction(1, 8) == []
+        lab = led.current_label("f3")
+        assert lab.lead_time == 12.5 and lab.edits == {"added": ["a"]}
+        assert [(f.id, r) for f, _, r in led.effort_rows()] == [("f", None), ("f3", None)]
 
 
 def test_dataset_versions_hold_the_label_versions_they_were_recorded_with(tmp_path, ledger_url):

@@ -13,6 +13,7 @@ from iterate.commands._options import DEFAULT, ManifestOpt, console, open_projec
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, model_frames
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
+from iterate.loop.cost import chunk_hours
 from iterate.loop.ingest import ingest, write_dropped
 from iterate.loop.init import write_manifest
 
@@ -159,13 +160,17 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
     with ledger:
         prog = chunk_progress(m, ledger)
         cur = current_chunk(prog)
+        hours = chunk_hours(m, ledger)
         t = Table(title=f"{m.project}: chunk plan (D = {m.target_size})")
-        for col in ("chunk", "fraction", "target", "labeled", "pending", ""):
+        for col in ("chunk", "fraction", "target", "labeled", "pending", "annotator h", ""):
             t.add_column(col, justify="right")
         for c in prog:
             mark = "done" if c.done else ("← current" if c is cur else "")
-            t.add_row(str(c.index), f"{c.fraction:.0%}", str(c.target), str(c.labeled), str(c.pending), mark)
+            h = f"{hours[c.index]:.2f}" if c.index in hours else "–"
+            t.add_row(str(c.index), f"{c.fraction:.0%}", str(c.target), str(c.labeled), str(c.pending), h, mark)
         console.print(t)
+        if hours:
+            console.print(f"annotator hours so far: {sum(hours.values()):.2f} (Label Studio's lead time per label)")
         counts = ledger.count_frames()
         console.print(
             "frames: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none — run `iterate ingest`")

@@ -15,6 +15,7 @@ from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop import tracking
 from iterate.loop.control import update_controls
+from iterate.loop.cost import cost_data, hours_by_time
 from iterate.loop.retrain import labeled_samples, split_warnings
 from iterate.loop.select import model_name, round_model
 from iterate.loop.settings import derived_strata, keypoint_spec, strata
@@ -68,6 +69,7 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
         "alpha": alpha,
         "focus_metric": m.selection.focus_metric,
         "timeline": _timeline(ledger),
+        "cost": cost_data(m, ledger),
         "model": None,
         "warnings": split_warnings(ledger),
     }
@@ -204,6 +206,7 @@ def _dataset(ledger: Ledger, model: dict) -> dict | None:
 def _timeline(ledger: Ledger) -> list[dict]:
     """Each model's val figures (from training) and its test figures (from the report written for it)."""
     tests = {mid: s.get("test") or {} for mid, s in ledger.report_summaries().items()}
+    hours = hours_by_time(ledger)
     out = []
     for md in ledger.models():
         mt = md["metrics"]
@@ -219,6 +222,8 @@ def _timeline(ledger: Ledger) -> list[dict]:
                 "test_pckh05": t.get("pckh05"),
                 "overfit01": mt.get("overfit01"),
                 "created_at": md["created_at"],
+                # annotator hours of the labels synced before this model was trained (None: no lead time yet)
+                "annotator_hours": next((h for t, h in reversed(hours) if t <= md["created_at"]), None),
             }
         )
     return out

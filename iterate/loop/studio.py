@@ -15,6 +15,7 @@ from annotation.sync import SyncSummary, sync_labels
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop.control import update_controls
+from iterate.loop.cost import accounting
 from iterate.loop.settings import label_attributes, labeling, studio_settings
 
 
@@ -44,15 +45,17 @@ class SyncResult(SyncSummary):
 def sync(m: Manifest, ledger: Ledger, *, full: bool = False, progress=None) -> SyncResult:
     """`iterate sync-labels`: finished annotations → validated label versions in the ledger; then the model that
     selected each round scores the round's new labels, picked vs random frames (:mod:`iterate.loop.control`). Labels
-    without the strata the manifest derives from the keypoints get them as they are stored."""
+    without the strata the manifest derives from the keypoints get them as they are stored; each label version keeps
+    the annotator's time and its per-joint accounting against the pushed pre-annotation (:mod:`iterate.loop.cost`)."""
     ledger.set_label_attributes(label_attributes(m))
-    s = sync_labels(labeling(m), ledger, studio(m), full=full, progress=progress)
+    s = sync_labels(labeling(m), ledger, studio(m), full=full, progress=progress, account=accounting(m, ledger))
     return SyncResult(**asdict(s), controls=update_controls(m, ledger))
 
 
 def autolabel(m: Manifest, ledger: Ledger, labels: Path, *, limit: int | None = None, seed: int = 0) -> OracleSummary:
-    """The oracle annotator: answer pending tasks from COCO labels, as the UI would."""
-    return _autolabel(labeling(m), ledger, studio(m), labels, seed=seed, limit=limit)
+    """The oracle annotator: answer pending tasks from COCO labels, as the UI would, with a modelled lead time."""
+    acc = accounting(m, ledger)
+    return _autolabel(labeling(m), ledger, studio(m), labels, seed=seed, limit=limit, account=acc)
 
 
 def round_frames(ledger: Ledger, round_id: int) -> list[str]:

@@ -34,7 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from iterate.core.errors import BusyError, IterateError
 
-SCHEMA_VERSION = 4  # the newest migration (migrations/versions/000N_*.py)
+SCHEMA_VERSION = 5  # the newest migration (migrations/versions/000N_*.py)
 URL_ENV = "ITERATE_LEDGER_URL"
 _MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _WRITE_KEY = 0x1D6E7A7E  # PostgreSQL advisory lock id of the write transaction (one writer step at a time)
@@ -81,6 +81,8 @@ class Label:
     ls_annotation_id: int | None
     created_at: float
     head_box: list[float] | None = None
+    lead_time: float | None = None  # seconds the annotator spent (Label Studio's lead_time)
+    edits: dict[str, Any] | None = None  # per-joint accounting against the task's pre-annotation (reports/cost.py)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ def _label(row) -> Label:
         ls_annotation_id=row["ls_annotation_id"],
         created_at=row["created_at"],
         head_box=json.loads(row["head_box"]) if row["head_box"] else None,
+        lead_time=row.get("lead_time"),
+        edits=json.loads(row["edits"]) if row.get("edits") else None,
     )
 
 
@@ -467,6 +471,8 @@ class Ledger:
         ls_task_id: int | None = None,
         ls_annotation_id: int | None = None,
         head_box: list[float] | None = None,
+        lead_time: float | None = None,
+        edits: dict | None = None,
     ) -> int | None:
         """Add a label version. Returns its version, or None when it equals the current one (no-op). Call inside
         :meth:`transaction` (the version is read and written under the write lock)."""
@@ -486,9 +492,9 @@ class Ledger:
             version = 1 if cur is None else cur.version + 1
             self._q(
                 "INSERT INTO labels (frame_id, instance, version, keypoints, bbox, attributes, source, annotator,"
-                " ls_task_id, ls_annotation_id, created_at, head_box) VALUES (:frame_id, :instance, :version,"
-                " :keypoints, :bbox, :attributes, :source, :annotator, :ls_task_id, :ls_annotation_id, :created_at,"
-                " :head_box)",
+                " ls_task_id, ls_annotation_id, created_at, head_box, lead_time, edits) VALUES (:frame_id, :instance,"
+                " :version, :keypoints, :bbox, :attributes, :source, :annotator, :ls_task_id, :ls_annotation_id,"
+                " :created_at, :head_box, :lead_time, :edits)",
                 frame_id=frame_id,
                 instance=instance,
                 version=version,
@@ -501,6 +507,8 @@ class Ledger:
                 ls_annotation_id=ls_annotation_id,
                 created_at=time.time(),
                 head_box=json.dumps(head_box) if head_box else None,
+                lead_time=lead_time,
+                edits=json.dumps(edits, sort_keys=True) if edits is not None else None,
             )
             return version
 
@@ -720,28 +728,61 @@ class Ledger:
         )
         return [(int(r[0]), r[1], r[2]) for r in rows]
 
-    def add_task(self, frame_id: str, project_id: int, task_id: int, round_id: int | None = None) -> None:
+    def add_task(
+        self,
+        frame_id: str,
+        project_id: int,
+        task_id: int,
+        round_id: int | None = None,
+        prediction: list[list[float]] | None = None,
+    ) -> None:
         """Record a pending task (kept as it is when already recorded); a frame whose task in this project was lost
-        gets the new task in its place. Call inside :meth:`transaction`."""
+        gets the new task in its place. ``prediction``: the pre-annotation pushed with it ([x, y, v] per joint; []
+        for none; None: not known, e.g. a task adopted from the server). Call inside :meth:`transaction`."""
+        pred = None if prediction is None else json.dumps(prediction)
         self._q(
-            "UPDATE tasks SET task_id=:t, round_id=COALESCE(:r, round_id), status='pending',"
+            "UPDATE tasks SET task_id=:t, round_id=COALESCE(:r, round_id), status='pending', prediction=:pr,"
             " note='replaces task ' || CAST(task_id AS TEXT) || ', lost in Label Studio', updated_at=:now"
             " WHERE project_id=:p AND frame_id=:f AND status='lost'",
             f=frame_id,
             p=project_id,
             t=task_id,
             r=round_id,
+            pr=pred,
             now=time.time(),
         )
         self._q(
-            "INSERT INTO tasks (frame_id, project_id, task_id, round_id, status, updated_at)"
-            " VALUES (:f, :p, :t, :r, 'pending', :now) ON CONFLICT DO NOTHING",
+            "INSERT INTO tasks (frame_id, project_id, task_id, round_id, status, updated_at, prediction)"
+            " VALUES (:f, :p, :t, :r, 'pending', :now, :pr) ON CONFLICT DO NOTHING",
             f=frame_id,
             p=project_id,
             t=task_id,
             r=round_id,
+            pr=pred,
             now=time.time(),
         )
+
+    def task_prediction(self, project_id: int, task_id: int) -> list[list[float]] | None:
+        """The pre-annotation a task was pushed with ([] none; None unknown: pushed before v5 or adopted)."""
+        row = self._q(
+            "SELECT prediction FROM tasks WHERE project_id=:p AND task_id=:t", p=project_id, t=task_id
+        ).fetchone()
+        return json.loads(row[0]) if row and row[0] is not None else None
+
+    def effort_rows(self) -> list[tuple[Frame, Label, int | None]]:
+        """Every Label Studio label version (all versions: each was a piece of work) with its frame and its task's
+        selection round, oldest first: what the cost report counts."""
+        fcols = ", ".join(f"f.{c} AS f_{c}" for c in Frame.__dataclass_fields__)
+        rows = self._q(
+            f"SELECT l.*, {fcols}, t.round_id AS t_round FROM labels l JOIN frames f ON f.id = l.frame_id"
+            " LEFT JOIN tasks t ON t.task_id = l.ls_task_id AND t.frame_id = l.frame_id"
+            " WHERE l.ls_task_id IS NOT NULL ORDER BY l.created_at, l.id"
+        ).mappings()
+        out = []
+        for r in rows:
+            f = Frame(**{c: r[f"f_{c}"] for c in Frame.__dataclass_fields__})
+            out.append((f, _label(r), r["t_round"]))
+        return out
 
     def set_task_status(self, project_id: int, task_id: int, status: str, note: str | None = None) -> None:
         """Call inside :meth:`transaction`."""

@@ -440,7 +440,7 @@ class SelectionSettings(_Strict):
 class AuditSettings(_Strict):
     """`iterate audit`'s thresholds (iterate/selection/audit.py; lengths in units of PCKh's ``l``). Provisional:
     bench/results/label_audit.json measures them with the shipped base, whose own errors (PCKh@0.5 ≈ 55 % on
-    held-out LSPET) bury a joint moved by under 2 ``l``; README "Label audit"."""
+    held-out LSPET) bury a joint moved by under 2 ``l``; docs/audit.md."""
 
     disagreement: float = Field(
         1.0,

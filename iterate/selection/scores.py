@@ -10,7 +10,7 @@
   (`select` and `simulate`; not in the default weights);
 * ``snapshot``: a two-member committee of snapshots — the same normalised distance between this round's model's
   prediction and the previous round's model's (where one scored the frame; `iterate simulate` only, measured as
-  an arm: see README "Does selection beat random?").
+  an arm: see docs/evidence.md).
 Combined by rank (:func:`combine`), with the manifest's weights.
 """
 

@@ -189,8 +189,10 @@ class Studio:
                 return None
             raise
 
-    def create_project(self, title: str, label_config: str) -> dict:
-        return self.request("POST", "/api/projects/", json={"title": title, "label_config": label_config}, expect=dict)
+    def create_project(self, title: str, label_config: str, **fields) -> dict:
+        """A new project; ``fields`` are further project settings (``expert_instruction``, ``show_instruction``)."""
+        body = {"title": title, "label_config": label_config, **fields}
+        return self.request("POST", "/api/projects/", json=body, expect=dict)
 
     def update_project(self, pid: int, **fields) -> dict:
         return self.request("PATCH", f"/api/projects/{pid}/", json=fields, expect=dict)

@@ -1,7 +1,10 @@
 """The labeling interface and its JSON, both ways.
 
-* :func:`label_config`: the project's XML from the manifest — the image, one KeyPointLabels label per joint,
+* :func:`label_config`: the project's XML from the manifest — the image, one KeyPointLabels label per joint
+  (``model_index`` = its position in the manifest, which Label Studio's own COCO exporter orders keypoints by),
   a per-region visibility choice (visible / occluded), and one single-choice block per stratum.
+* :func:`instructions`: the HTML Label Studio shows annotators before labeling (the project's
+  ``expert_instruction``): the joints, left/right, occluded vs unlabeled, the strata; or the manifest's own text.
 * :func:`to_result`: keypoints in pixels → result items exactly as the Label Studio UI writes them
   (percent coordinates of the original size; the visibility choice carries the keypoint's region id).
 * :func:`parse_result`: a result list → keypoints [x, y, v] (v 2 visible, 1 occluded, 0 not placed) and
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import random
 import string
@@ -47,7 +51,7 @@ def label_config(cfg: LabelingSetup) -> str:
         f'  <KeyPointLabels name="{KP}" toName="{IMAGE}" smart="false">',
     ]
     for i, j in enumerate(cfg.keypoints.names):
-        lines.append(f'    <Label value={quoteattr(j)} background="{_COLORS[i % len(_COLORS)]}"/>')
+        lines.append(f'    <Label value={quoteattr(j)} model_index="{i}" background="{_COLORS[i % len(_COLORS)]}"/>')
     lines.append("  </KeyPointLabels>")
     lines.append(
         f'  <Choices name="{VIS}" toName="{IMAGE}" perRegion="true">'
@@ -63,6 +67,66 @@ def label_config(cfg: LabelingSetup) -> str:
         )
     lines.append("</View>")
     return "\n".join(lines) + "\n"
+
+
+def _side(name: str) -> str | None:
+    """'left' / 'right' for a joint named for one side (left_x, right_x, l_x, r_x, leftX), else None."""
+    low = name.lower()
+    for side, prefixes in (("left", ("left", "l_")), ("right", ("right", "r_"))):
+        if low.startswith(prefixes):
+            return side
+    return None
+
+
+def _text(s: str) -> str:
+    """Plain text from the manifest → HTML: escaped; a blank line starts a paragraph, a line break stays one."""
+    paras = [p.strip() for p in s.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    return "\n".join("<p>" + "<br>".join(html.escape(ln, quote=False) for ln in p.split("\n")) + "</p>" for p in paras)
+
+
+def generated_instructions(cfg: LabelingSetup) -> str:
+    """The instructions built from the joints and strata alone (what :func:`instructions` extends or replaces)."""
+    e = lambda s: html.escape(s, quote=False)  # noqa: E731 - every manifest string goes through it
+    names = cfg.keypoints.names
+    sided = {n: _side(n) for n in names}
+    out = [f"<h3>Joints to place ({len(names)})</h3>", "<ul>"]
+    for n in names:
+        side = sided[n]
+        note = f": the subject's own {side}" if side else ""
+        out.append(f"<li><b>{e(n)}</b>{note}</li>")
+    out.append("</ul>")
+    if any(sided.values()):
+        out.append(
+            "<p><b>Left and right</b> are the subject's own sides, not the image's: for a person facing the camera "
+            "their left joints lie on the image's right.</p>"
+        )
+    out += [
+        "<h3>Visible, occluded or unlabeled</h3>",
+        "<ul>",
+        "<li><b>Visible</b>: you can see the joint. Place it (its visibility choice unset or <i>visible</i>).</li>",
+        "<li><b>Occluded</b>: the joint is hidden (behind the body, another person, an object or clothing) but "
+        "you can estimate where it is. Place it there, then select the point and choose <i>occluded</i>.</li>",
+        "<li><b>Leave unlabeled</b>: the joint is outside the frame, or hidden so that its position cannot be "
+        "estimated. Do not place it; an unplaced joint counts as not labeled, never as a guess.</li>",
+        "</ul>",
+    ]
+    asked = [(k, v) for k, v in cfg.strata.items() if v]
+    if asked:
+        out += ["<h3>About the frame</h3>", "<p>Answer each question with one choice:</p>", "<ul>"]
+        out += [f"<li><b>{e(k)}</b>: {', '.join(e(x) for x in v)}</li>" for k, v in asked]
+        out.append("</ul>")
+    return "\n".join(out) + "\n"
+
+
+def instructions(cfg: LabelingSetup) -> str:
+    """The project's ``expert_instruction`` (HTML): the generated text, the manifest's
+    ``label_studio.instructions`` text instead, or the generated text followed by its ``{extend: ...}`` text.
+    Everything from the manifest is escaped (it is shown as written, never as markup)."""
+    ls = cfg.label_studio
+    if ls.instructions is not None:
+        return _text(ls.instructions) + "\n"
+    base = generated_instructions(cfg)
+    return base + _text(ls.instructions_extend) + "\n" if ls.instructions_extend else base
 
 
 def region_id(rng: random.Random | None = None) -> str:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import numpy as np
 
 from annotation.client import Studio, StudioError
-from annotation.labeling import label_config, to_result
+from annotation.labeling import instructions, label_config, to_result
 from annotation.settings import LabelingSetup
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
@@ -73,18 +73,27 @@ def mark_lost(ledger: Ledger, studio: Studio, pid: int, on_server: set[int]) -> 
 
 
 def ensure_project(cfg: LabelingSetup, ledger: Ledger, studio: Studio) -> int:
-    """The project for this manifest: found by the ledger's id, else by title, else created; config kept current."""
+    """The project for this manifest: found by the ledger's id, else by title, else created; its label config and
+    the instructions shown before labeling kept current."""
     xml = label_config(cfg)
+    shown = {"expert_instruction": instructions(cfg), "show_instruction": True}
     pid = project_id(cfg, ledger)
     proj = studio.project(pid) if pid else None
     if proj is None:
         same = [p for p in studio.projects() if p.get("title") == cfg.label_studio.project_title]
-        proj = same[0] if same else studio.create_project(cfg.label_studio.project_title, xml)
+        proj = same[0] if same else studio.create_project(cfg.label_studio.project_title, xml, **shown)
         pid = int(proj["id"])
         with ledger.transaction():
             ledger.set(_project_key(cfg), pid)
-    if proj.get("label_config", "").strip() != xml.strip():
-        studio.update_project(pid, label_config=xml)
+    stale = {}
+    if (proj.get("label_config") or "").strip() != xml.strip():
+        stale["label_config"] = xml
+    if (proj.get("expert_instruction") or "").strip() != shown["expert_instruction"].strip():
+        stale["expert_instruction"] = shown["expert_instruction"]
+    if proj.get("show_instruction") is not True:
+        stale["show_instruction"] = True
+    if stale:
+        studio.update_project(pid, **stale)
     return int(pid)
 
 

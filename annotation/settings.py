@@ -17,6 +17,10 @@ class LabelStudioSettings:
     batch_size: int = 500
     agreement: bool = False
     server_dir: Path = Path(".iterate/studio")  # a local server's data folder
+    # what annotators are shown before labeling (annotation/labeling.py:instructions): None = generated from the
+    # joints and strata; ``instructions`` replaces that text, ``instructions_extend`` is appended to it (plain text)
+    instructions: str | None = None
+    instructions_extend: str | None = None
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ class SyncSummary:
     foreign: list[int] = field(default_factory=list)  # ids of tasks this ledger did not push: never read
     waiting: list[str] = field(default_factory=list)  # agreement asked: one annotation so far, not ingested
     lost: list[str] = field(default_factory=list)  # recorded tasks gone from Label Studio (a full sync sees them)
+    confirmed: int = 0  # review tasks answered with the label unchanged: confirmed
+    corrected: int = 0  # review tasks answered with a change: a new label version (source `review`)
+    retired: int = 0  # review tasks of frames retired since: skipped
 
 
 def _ts(s: str) -> datetime:
@@ -75,10 +78,20 @@ def sync_labels(
     full: bool = False,
     progress=None,
     account: Account | None = None,
+    review: bool = False,
 ) -> SyncSummary:
-    pid = project_id(cfg, ledger)
+    """``review``: the review project's tasks (`iterate audit --push`) instead of the labeling project's."""
+    if review:
+        from annotation.review import review_project_id
+
+        pid = review_project_id(cfg, ledger)
+        if pid is None:
+            return SyncSummary()
+    else:
+        pid = project_id(cfg, ledger)
     if pid is None:
         raise IterateError("no Label Studio project yet: push frames first (`iterate select` or `iterate push`)")
+    kind = REVIEW_TASK if review else LABEL_TASK
     wm = None if full else ledger.get(_wm_key(pid))
     since = (_ts(wm) - timedelta(seconds=1)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if wm else None
     # many updated tasks: one export of the whole project is far cheaper than one export request per chunk of ids
@@ -106,7 +119,7 @@ def sync_labels(
         with ledger.transaction():
             for lt in chunk:
                 t = exported.get(lt["id"], lt)
-                sync_task(cfg, ledger, pid, t, by_task, s, account)
+                sync_task(cfg, ledger, pid, t, by_task, s, account, kind)
             last = chunk[-1].get("updated_at")
             if last:
                 ledger.set(_wm_key(pid), last)
@@ -119,10 +132,11 @@ def _set_status(ledger: Ledger, pid: int, tid: int, status: str, note: str | Non
     ledger.set_task_status(pid, tid, status, note)
 
 
-# What a task may change, by its kind. Every task push makes today labels a pool frame. Hook for the audit (a
-# later feature): a review task of val/test frames gets its own kind recorded at push (a ``kind`` on the ledger's
-# task row) and its own handling here, proposing a change for a person to accept, never writing a fixed label.
+# What a task may change, by its kind: a labeling task (the labeling project) labels a pool frame only; a review
+# task (the review project, pushed by `iterate audit --push` on purpose) confirms or corrects the label version it
+# was pushed with, in any split, as a new version with source `review` (the history keeps the old one).
 LABEL_TASK = "label"
+REVIEW_TASK = "review"  # a label the audit flagged, sent back (annotation/review.py): may correct any split's label
 
 
 def _refusal(cfg: LabelingSetup, t: dict, frame, kind: str = LABEL_TASK) -> str | None:
@@ -168,7 +182,14 @@ def _annotator(ann: dict) -> str | None:
 
 
 def sync_task(
-    cfg: LabelingSetup, ledger: Ledger, pid: int, t: dict, by_task: dict, s: SyncSummary, account: Account | None = None
+    cfg: LabelingSetup,
+    ledger: Ledger,
+    pid: int,
+    t: dict,
+    by_task: dict,
+    s: SyncSummary,
+    account: Account | None = None,
+    kind: str = LABEL_TASK,
 ) -> None:
     """One exported task → at most one new label version; anything wrong is named in ``s``. Call inside
     :meth:`Ledger.transaction`."""
@@ -178,7 +199,10 @@ def sync_task(
         s.foreign.append(tid)
         return
     frame = ledger.frame(fid)
-    why = _refusal(cfg, t, frame)
+    if kind == REVIEW_TASK and frame is not None and ledger.is_retired(fid):
+        s.retired += 1  # retired since it was pushed (its labels leave the current set)
+        return _set_status(ledger, pid, tid, "retired", "its frame was retired")
+    why = _refusal(cfg, t, frame, kind)
     if why:
         return _invalid(ledger, pid, tid, s, why)
     anns = _annotations(t)
@@ -210,7 +234,49 @@ def sync_task(
         s.invalid.append(f"task {tid}: no joint placed (skip the task instead)")
         _set_status(ledger, pid, tid, "invalid", "no joint placed")
         return
+    if kind == REVIEW_TASK:
+        return _review(ledger, pid, tid, frame, ann, kps, attrs, s, account)
     _store(ledger, pid, tid, frame, ann, kps, attrs, s, account)
+
+
+def _same(a: list, b: list, px: float = 0.5) -> bool:
+    """Two labels alike: the same joints placed, with the same visibility, each within ``px`` pixels."""
+    return len(a) == len(b) and all(
+        (p[2] > 0) == (q[2] > 0) and (p[2] <= 0 or (p[2] == q[2] and np.hypot(p[0] - q[0], p[1] - q[1]) <= px))
+        for p, q in zip(a, b)
+    )
+
+
+def _review(ledger: Ledger, pid: int, tid: int, frame, ann: dict, kps, attrs, s: SyncSummary, account) -> None:
+    """A review task's answer: the label it was pushed with unchanged → confirmed; changed → a new version with
+    source ``review``. A label changed in the ledger since the push is never confirmed by an older review."""
+    pushed = ledger.task_prediction(pid, tid)
+    cur = ledger.current_label(frame.id)
+    attrs = attrs or dict(cur.attributes)  # strata left unanswered keep the label's
+    if pushed is not None and _same(kps, pushed) and attrs == cur.attributes:
+        if _same(cur.keypoints, pushed) and cur.reviewed_at is None:
+            ledger.confirm_label(cur.id)
+            s.confirmed += 1
+        else:
+            s.unchanged += 1
+        return _set_status(ledger, pid, tid, "labeled", "confirmed by review")
+    aid = ann.get("id")
+    v = ledger.add_label(
+        frame.id,
+        kps,
+        source="review",
+        attributes=attrs,
+        annotator=_annotator(ann),
+        ls_task_id=tid,
+        ls_annotation_id=aid if isinstance(aid, int) and not isinstance(aid, bool) else None,
+        lead_time=_lead_time(ann),
+        edits=account(frame, kps, pushed) if account is not None and pushed is not None else None,
+    )
+    if v is None:
+        s.unchanged += 1
+    else:
+        s.corrected += 1
+    _set_status(ledger, pid, tid, "labeled", "corrected by review" if v else None)
 
 
 def _lead_time(ann: dict) -> float | None:

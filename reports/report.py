@@ -88,7 +88,10 @@ def _draw(img: np.ndarray, kps: np.ndarray, vis: np.ndarray, edges: list[tuple[i
 
 
 def contact_sheet(
-    spec: KeypointSpec, frames: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, str]], path: Path
+    spec: KeypointSpec,
+    frames: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, str]],
+    path: Path,
+    what: str = "worst val frames",
 ) -> str | None:
     """frames: (image path, gt (K,2), vis (K,), pred (K,2), caption) → a grid PNG (labels green, model red).
     → None when written, else why not (no frame could be read, the PNG could not be written)."""
@@ -112,7 +115,7 @@ def contact_sheet(
         sheet[y0 : y0 + img.shape[0], x0 : x0 + img.shape[1]] = img
         cv2.putText(sheet, cap[:32], (x0 + 2, y0 + cell + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     if not drawn:
-        return f"none of the {len(frames)} worst val frames could be read"
+        return f"none of the {len(frames)} {what} could be read"
     try:
         ok = cv2.imwrite(str(path), sheet)
     except cv2.error as e:
@@ -258,6 +261,7 @@ def render(d: dict) -> str:
     L += _timeline_section(d)
     L += _focus_section(d)
     L += _worst_section(d)
+    L += _audit_section(d)
     L += _data_section(data)
     return "\n".join(L) + "\n"
 
@@ -592,6 +596,45 @@ def _worst_section(d: dict) -> list[str]:
             "",
         ]
     return L + [f"No contact sheet: {d.get('worst_note') or 'it was not drawn'}.", ""]
+
+
+def _audit_section(d: dict) -> list[str]:
+    """ "Labels to re-check": what `iterate audit` flags now, counted, with a sheet of the top suspects."""
+    a = d.get("audit")
+    if not a:
+        return []
+    L = ["## Labels to re-check", ""]
+    if "note" in a:
+        return L + [f"No audit: {a['note']}.", ""]
+    reasons = ", ".join(f"{r} {c}" for r, c in a["per_reason"].items() if c) or "none"
+    L += [
+        f"`iterate audit` flags {a['flags']} labels on {a['flagged_frames']} of {a['frames']} labeled frames "
+        f"({reasons}); reviews so far: {a['confirmed']} labels confirmed, {a['corrected']} corrected. "
+        "`iterate audit --push` sends the flagged frames to Label Studio for review; `sync-labels` pulls the answers.",
+        "",
+    ]
+    if a["per_joint"]:
+        L += ["Flagged frames per joint: " + ", ".join(f"{j} {c}" for j, c in a["per_joint"].items()) + ".", ""]
+    if a["per_annotator"]:
+        L += [
+            "Per annotator (flagged / labeled frames): "
+            + ", ".join(f"{who} {r['flagged']}/{r['labels']}" for who, r in a["per_annotator"].items())
+            + ".",
+            "",
+        ]
+    if a.get("top"):
+        L += ["| frame | joint | reason | score | annotator |", "|---|---|---|---:|---|"]
+        for x in a["top"][:10]:
+            L.append(
+                f"| {x['frame']} | {x['joint']} | {x['reason']} | {x['score']:.2f} | {x.get('annotator') or '–'} |"
+            )
+        L.append("")
+    if a.get("sheet"):
+        L += ["The most suspicious frames (label green, model red):", "", f"![labels to re-check]({a['sheet']})", ""]
+    elif a.get("sheet_note"):
+        L += [f"No contact sheet: {a['sheet_note']}.", ""]
+    L += [f"> {n}" for n in a.get("notes") or []] + ([""] if a.get("notes") else [])
+    return L
 
 
 def _data_section(data: dict) -> list[str]:

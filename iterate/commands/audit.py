@@ -15,22 +15,33 @@ def audit(
     manifest: ManifestOpt = DEFAULT,
     out: Annotated[Path | None, typer.Option("--out", help="write every flag and the rates as JSON here")] = None,
     top: Annotated[int, typer.Option(help="rows of the table (the JSON holds all)", min=0)] = 30,
+    push: Annotated[
+        bool, typer.Option("--push", help="send the flagged frames to Label Studio as review tasks (a review project)")
+    ] = False,
+    max_push: Annotated[
+        int, typer.Option(help="with --push: at most this many frames, most suspicious first", min=1)
+    ] = 50,
 ) -> None:
     """Score every labeled frame (pool, train, val, test) against a model that never trained on it and flag the
     labels that are probably wrong, per joint: disagreement, left/right swap, implausible body, missing joint.
     Thresholds: the manifest's `audit:` section.
 
+    With --push, the flagged frames go to Label Studio as review tasks (the current label to correct, the model's
+    keypoints beside it, the reason shown); `iterate sync-labels` then confirms or corrects each label.
+
     Example: iterate audit --out audit.json
     """
     from iterate.core.errors import IterateError
-    from iterate.loop.audit import run_audit, write_json
+    from iterate.loop.audit import push_review, run_audit, write_json
 
     if out is not None and (out.is_dir() or out.suffix.lower() != ".json"):
         raise IterateError(f"--out: {out} must be a .json file")
-    m, ledger = open_project(manifest)
-    with ledger, progress_bar() as bar:
-        task = bar.add_task("predicting labeled frames", total=None)
-        res = run_audit(m, ledger, progress=lambda done, n: bar.update(task, completed=done, total=n))
+    m, ledger = open_project(manifest, write=push, command="iterate audit --push")
+    with ledger:
+        with progress_bar() as bar:
+            task = bar.add_task("predicting labeled frames", total=None)
+            res = run_audit(m, ledger, progress=lambda done, n: bar.update(task, completed=done, total=n))
+        pushed = push_review(m, ledger, res, max_push) if push and res.suspects else None
     flagged = len({s.frame.id for s in res.suspects})
     used = ", ".join(f"{k}: {v}" for k, v in res.models.items()) or "none"
     console.print(
@@ -67,6 +78,18 @@ def audit(
     if out is not None:
         write_json(res, out)
         console.print(f"wrote {out}", highlight=False)
+    if push and pushed is None:
+        console.print("nothing flagged: no review task pushed", highlight=False)
+    elif pushed is not None:
+        ps, n = pushed
+        console.print(
+            f"review tasks in Label Studio project {ps.project_id}: {ps.pushed} pushed ({ps.replaced} replacing an "
+            f"earlier review), {ps.already} already under review, of {n} flagged frames; `iterate sync-labels` "
+            "pulls the answers",
+            highlight=False,
+        )
+        for line in ps.refused:
+            console.print(f"[yellow]refused:[/] {line}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

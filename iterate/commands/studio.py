@@ -146,6 +146,15 @@ def sync_labels(
     if s.controls:
         c = s.controls[-1]
         console.print(f"round {c['round']} control ({c['model']}): {c['verdict']}", highlight=False)
+    r = s.review
+    if r is not None:
+        console.print(
+            f"review tasks: {r.tasks} read — {r.confirmed} labels confirmed, {r.corrected} corrected (new versions, "
+            f"source review), {r.pending} still pending, {r.retired} skipped (frame retired), {len(r.invalid)} invalid",
+            highlight=False,
+        )
+        for line in r.invalid:
+            console.print(f"[yellow]review invalid, not ingested:[/] {escape(line)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -357,6 +357,12 @@ class TrainSettings(_Strict):
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
 
+class ExtendInstructions(_Strict):
+    """``label_studio.instructions: {extend: text}``: the generated instructions, then this text."""
+
+    extend: str = Field(description="plain text shown after the generated instructions")
+
+
 class LabelStudioSettings(_Strict):
     url: str = "http://127.0.0.1:8080"
     project_title: str = "iterate"
@@ -364,6 +370,29 @@ class LabelStudioSettings(_Strict):
     data_root: str = "."
     batch_size: int = Field(500, ge=1)
     agreement: bool = False
+    instructions: str | ExtendInstructions | None = Field(
+        None,
+        description="what Label Studio shows annotators before labeling: left out, generated from the keypoints "
+        "and strata (the joints, left/right, occluded vs unlabeled, the strata choices); a text replaces it; "
+        "{extend: text} appends the text to it. Plain text (a blank line starts a paragraph), shown as written",
+    )
+
+    @field_validator("instructions", mode="before")
+    @classmethod
+    def _text_or_extend(cls, v):
+        """One message for any other shape (the union's own errors name its members, not what to write)."""
+        ok = isinstance(v, str) or (isinstance(v, dict) and list(v) == ["extend"] and isinstance(v["extend"], str))
+        if v is not None and not ok:
+            raise ValueError(f"must be a text (replaces the generated instructions) or {{extend: text}}, not {v!r:.60}")
+        return v
+
+    @field_validator("instructions")
+    @classmethod
+    def _some_text(cls, v):
+        text = v.extend if isinstance(v, ExtendInstructions) else v
+        if text is not None and not text.strip():
+            raise ValueError("empty: leave the key out for the generated instructions")
+        return v
 
     @field_validator("url")
     @classmethod

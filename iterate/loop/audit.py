@@ -209,6 +209,14 @@ def run_audit(m: Manifest, ledger: Ledger, progress=None, t: au.Thresholds | Non
     pairs = [(names.index(a), names.index(b)) for a, b in spec.flip_pairs]
     t = t or thresholds(m)
     flags = au.audit(labels, preds, conf, norm, sizes, pairs, (edges, ref_bones, ref_bones, seen), t)
+    confirmed = {i for i, (_, lab) in enumerate(labeled) if lab.reviewed_at is not None}
+    if confirmed:  # a review came back with this label version unchanged: not flagged again
+        dropped = {fl.frame for fl in flags if fl.frame in confirmed}
+        flags = [fl for fl in flags if fl.frame not in confirmed]
+        notes.append(
+            f"{len(confirmed)} label(s) confirmed by review are not flagged again"
+            + (f" ({len(dropped)} would have been)" if dropped else "")
+        )
     if int(seen.any(1).sum()) < t.min_bodies:
         notes.append(f"the bone test needs {t.min_bodies} labeled bodies (audit.min_bodies); {n} so far: not run")
     suspects = []
@@ -257,6 +265,37 @@ def _rates(labeled: list[tuple[Frame, Label]], names: list[str], flags: list[au.
         row["rate"] = round(row["flagged"] / row["labels"], 4)
     per_reason = {r: sum(fl.reason == r for fl in flags) for r in au.REASONS}
     return per_ann, per_joint, per_reason
+
+
+def review_items(res: AuditResult, max_frames: int) -> list:
+    """The flagged frames, most suspicious first (at most ``max_frames``), each with every reason it was flagged for:
+    what `iterate audit --push` sends back to the annotators."""
+    from annotation.review import ReviewItem
+
+    by: dict[str, list[Suspect]] = {}
+    for sp in res.suspects:
+        by.setdefault(sp.frame.id, []).append(sp)
+    items = []
+    for sps in list(by.values())[:max_frames]:
+        why = "; ".join(f"{'/'.join(sp.joints)}: {sp.reason} ({sp.score:.2f})" for sp in sps[:6])
+        if len(sps) > 6:
+            why += f"; and {len(sps) - 6} more"
+        items.append(ReviewItem(sps[0].frame, sps[0].label, why, sps[0].prediction))
+    return items
+
+
+def push_review(m: Manifest, ledger: Ledger, res: AuditResult, max_frames: int):
+    """`iterate audit --push`: the flagged frames to Label Studio's review project (annotation/review.py)."""
+    from annotation.client import Studio
+    from annotation.review import push_reviews
+    from iterate.loop.settings import labeling, studio_settings
+
+    items = review_items(res, max_frames)
+    studio = Studio.from_settings(studio_settings(m))
+    try:
+        return push_reviews(labeling(m), ledger, studio, items), len(items)
+    finally:
+        studio.close()
 
 
 def write_json(result: AuditResult, out: Path) -> None:

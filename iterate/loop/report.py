@@ -85,6 +85,7 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
         _add_timeline_plot(data, out_dir)
         data["focus_followup"] = _focus_followup(ledger, out_dir, data)
     data["controls"] = update_controls(m, ledger)
+    data["audit"] = _audit_side(m, ledger, out_dir, n)
     data["picked"] = _picked(m, ledger, out_dir)
     md = write_round(out_dir, data)
     write_html(out_dir, data)  # the HTML twin: round-NN.html, index.html, latest.html
@@ -173,6 +174,50 @@ def _picked(m: Manifest, ledger: Ledger, out_dir: Path) -> dict | None:
         "frames": frames,
         **rel,
     }
+
+
+AUDIT_SHOWN = 8  # suspect frames drawn on the report's "Labels to re-check" sheet
+
+
+def _audit_side(m: Manifest, ledger: Ledger, out_dir: Path, n: int) -> dict:
+    """ "Labels to re-check": the audit's flags counted per reason, joint and annotator, the reviews so far, and a
+    contact sheet (label green, model red) of the most suspicious frames; or why there is no audit."""
+    from iterate.core.errors import IterateError
+    from iterate.loop.audit import run_audit
+
+    try:
+        res = run_audit(m, ledger)
+    except IterateError as e:
+        return {"note": str(e)}
+    labs = [lab for _, lab in ledger.current_labels()]
+    out = {
+        "frames": res.frames,
+        "flags": len(res.suspects),
+        "flagged_frames": len({s.frame.id for s in res.suspects}),
+        "per_reason": res.per_reason,
+        "per_joint": {j: r["flagged"] for j, r in res.per_joint.items() if r["flagged"]},
+        "per_annotator": {a: r for a, r in res.per_annotator.items() if r["flagged"]},
+        "confirmed": sum(lab.reviewed_at is not None for lab in labs),
+        "corrected": sum(lab.source == "review" for lab in labs),
+        "notes": res.notes,
+        "top": [s.to_json() for s in res.suspects[:20]],
+    }
+    shown, seen = [], set()
+    for sp in res.suspects:
+        if sp.frame.id in seen or sp.prediction is None:
+            continue
+        seen.add(sp.frame.id)
+        kp = np.asarray(sp.label.keypoints, np.float64)
+        cap = f"{'/'.join(sp.joints)} {sp.reason}"
+        shown.append((sp.frame.path, kp[:, :2], kp[:, 2], sp.prediction[:, :2], cap))
+        if len(shown) == AUDIT_SHOWN:
+            break
+    if shown:
+        name = f"round-{n:02d}-recheck.png"
+        why = contact_sheet(keypoint_spec(m), shown, out_dir / name, "suspect frames")
+        out["sheet"] = None if why else name
+        out["sheet_note"] = why
+    return out
 
 
 def _data_side(m: Manifest, ledger: Ledger) -> dict:

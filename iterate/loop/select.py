@@ -111,6 +111,8 @@ def labeled_bones(spec: KeypointSpec, ref: np.ndarray) -> tuple[list[tuple[int, 
     names = list(spec.names)
     edges = [(names.index(a), names.index(b)) for a, b in spec.skeleton]
     gt, vis = ref[..., :2], ref[..., 2]
+    if not edges:  # a manifest without a skeleton: no bone to judge
+        return edges, np.zeros((len(ref), 0)), np.zeros((len(ref), 0), bool)
     seen = np.stack([(vis[:, i] > 0) & (vis[:, j] > 0) for i, j in edges], 1)
     return edges, sc.bone_logs(gt, edges, person_size(spec, gt)), seen
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from functools import partial
 
 from annotation.settings import LabelingSetup, LabelStudioSettings
-from iterate.core.manifest import Manifest
+from iterate.core.manifest import ExtendInstructions, Manifest
 from iterate.core.schema import KeypointSpec
 from iterate.core.strata import Derivation, fill_derived
 from model.config import AugmentConfig, ModelConfig, TrainConfig, TrainSetup
@@ -79,6 +79,8 @@ def studio_settings(m: Manifest) -> LabelStudioSettings:
         batch_size=ls.batch_size,
         agreement=ls.agreement,
         server_dir=m.workspace_dir / "studio",
+        instructions=ls.instructions if isinstance(ls.instructions, str) else None,
+        instructions_extend=ls.instructions.extend if isinstance(ls.instructions, ExtendInstructions) else None,
     )
 
 

@@ -10,7 +10,8 @@ from annotation import server
 from annotation.client import Studio
 from annotation.oracle import OracleSummary
 from annotation.oracle import autolabel as _autolabel
-from annotation.push import frames_of_round
+from annotation.push import frames_of_round, project_id
+from annotation.review import review_project_id
 from annotation.sync import SyncSummary, sync_labels
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
@@ -40,6 +41,7 @@ def server_status(m: Manifest) -> server.ServerState:
 @dataclass
 class SyncResult(SyncSummary):
     controls: list[dict] = field(default_factory=list)  # the in-loop control of each round a model selected
+    review: SyncSummary | None = None  # the review project's tasks (`iterate audit --push`), when there is one
 
 
 def sync(m: Manifest, ledger: Ledger, *, full: bool = False, progress=None) -> SyncResult:
@@ -48,8 +50,14 @@ def sync(m: Manifest, ledger: Ledger, *, full: bool = False, progress=None) -> S
     without the strata the manifest derives from the keypoints get them as they are stored; each label version keeps
     the annotator's time and its per-joint accounting against the pushed pre-annotation (:mod:`iterate.loop.cost`)."""
     ledger.set_label_attributes(label_attributes(m))
-    s = sync_labels(labeling(m), ledger, studio(m), full=full, progress=progress, account=accounting(m, ledger))
-    return SyncResult(**asdict(s), controls=update_controls(m, ledger))
+    lab, st, acc = labeling(m), studio(m), accounting(m, ledger)
+    review = None
+    if review_project_id(lab, ledger) is not None:
+        review = sync_labels(lab, ledger, st, full=full, progress=progress, account=acc, review=True)
+        if project_id(lab, ledger) is None:  # reviews of imported labels only: no labeling project yet
+            return SyncResult(review=review)
+    s = sync_labels(lab, ledger, st, full=full, progress=progress, account=acc)
+    return SyncResult(**asdict(s), controls=update_controls(m, ledger), review=review)
 
 
 def autolabel(m: Manifest, ledger: Ledger, labels: Path, *, limit: int | None = None, seed: int = 0) -> OracleSummary:

@@ -83,6 +83,7 @@ class Label:
     head_box: list[float] | None = None
     lead_time: float | None = None  # seconds the annotator spent (Label Studio's lead_time)
     edits: dict[str, Any] | None = None  # per-joint accounting against the task's pre-annotation (reports/cost.py)
+    reviewed_at: float | None = None  # a review task confirmed this version unchanged (`iterate audit --push`)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def _label(row) -> Label:
         head_box=json.loads(row["head_box"]) if row["head_box"] else None,
         lead_time=row.get("lead_time"),
         edits=json.loads(row["edits"]) if row.get("edits") else None,
+        reviewed_at=row.get("reviewed_at"),
     )
 
 
@@ -403,6 +405,10 @@ class Ledger:
     def frame(self, frame_id: str) -> Frame | None:
         row = self._q("SELECT * FROM frames WHERE id=:id", id=frame_id).mappings().fetchone()
         return _frame(row) if row else None
+
+    def is_retired(self, frame_id: str) -> bool:
+        row = self._q("SELECT retired_at FROM frames WHERE id=:id", id=frame_id).fetchone()
+        return bool(row and row[0] is not None)
 
     def frames(self, split: str | None = None, source: str | None = None) -> list[Frame]:
         q, args = "SELECT * FROM frames WHERE retired_at IS NULL", {}
@@ -761,6 +767,30 @@ class Ledger:
             pr=pred,
             now=time.time(),
         )
+
+    def confirm_label(self, label_id: int) -> None:
+        """A review came back with this label version unchanged. Call inside :meth:`transaction`."""
+        self._q("UPDATE labels SET reviewed_at=:now WHERE id=:i", now=time.time(), i=label_id)
+
+    def replace_task(
+        self, frame_id: str, project_id: int, task_id: int, prediction: list[list[float]] | None = None
+    ) -> None:
+        """The frame's task in this project becomes ``task_id`` (pending), e.g. a second review of a label corrected
+        since the first; the old task's id is kept in the note. Call inside :meth:`transaction`."""
+        self._q(
+            "UPDATE tasks SET task_id=:t, status='pending', prediction=:pr, updated_at=:now,"
+            " note='replaces task ' || CAST(task_id AS TEXT) WHERE project_id=:p AND frame_id=:f",
+            t=task_id,
+            pr=None if prediction is None else json.dumps(prediction),
+            now=time.time(),
+            p=project_id,
+            f=frame_id,
+        )
+
+    def project_task_rows(self, project_id: int) -> dict[str, tuple[int, str]]:
+        """frame id → (task id, status) of a project's tasks."""
+        rows = self._q("SELECT frame_id, task_id, status FROM tasks WHERE project_id=:p", p=project_id)
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     def task_prediction(self, project_id: int, task_id: int) -> list[list[float]] | None:
         """The pre-annotation a task was pushed with ([] none; None unknown: pushed before v5 or adopted)."""

@@ -5,6 +5,9 @@
 * ``labels.lead_time``: Label Studio's ``lead_time`` of the annotation (seconds the annotator spent on it).
 * ``labels.edits``: the per-joint accounting of the label against its task's pre-annotation (reports/cost.py:
   accepted / moved with the distance / added / deleted / visibility changed), JSON; NULL where none is known.
+* ``labels.reviewed_at`` (issue 33): when a review task (`iterate audit --push`) came back with this label version
+  unchanged — the label is confirmed and the audit does not flag it again. A corrected one is a new version with
+  source ``review``.
 """
 
 import sqlalchemy as sa
@@ -20,3 +23,4 @@ def upgrade() -> None:
     op.add_column("tasks", sa.Column("prediction", sa.Text))
     op.add_column("labels", sa.Column("lead_time", sa.Float))
     op.add_column("labels", sa.Column("edits", sa.Text))
+    op.add_column("labels", sa.Column("reviewed_at", sa.Float))

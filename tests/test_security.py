@@ -1,6 +1,10 @@
 """Security review as tests: tokens only from the environment, never on disk or screen; weights_only loads;
 the local server bound to 127.0.0.1; the demo's files free of the token."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -49,7 +53,10 @@ def test_demo_files_and_output_never_hold_the_token(tmp_path, lspet_coco, studio
         selection={"dedup_hamming": 0},
         train={"batch_size": 4, "warmup_steps": 1},
     )
-    r = CliRunner().invoke(app, ["demo", "-m", str(p), "--labels", str(pool), "--minutes", "0.05", "--minutes", "0.05"])
+    both = ["demo", "-m", str(p), "--steps", "3", "--minutes", "1"]
+    r = CliRunner().invoke(app, both)
+    assert r.exit_code == 2 and "give one of them" in r.output, r.output
+    r = CliRunner().invoke(app, ["demo", "-m", str(p), "--labels", str(pool), "--steps", "3", "--steps", "4"])
     assert r.exit_code == 0, r.output
     assert "round 2: model #2" in r.output
     assert STUDIO_TOKEN not in r.output
@@ -60,6 +67,16 @@ def test_demo_files_and_output_never_hold_the_token(tmp_path, lspet_coco, studio
     assert leaks == []
     assert (ws / "reports" / "round-02.md").is_file()
     assert not load_manifest(p).workspace_dir.exists()
+    # rounds by steps (the same figures on every machine), recorded by the demo's bench in its smoke mode
+    res = json.loads((ws / "demo-results.json").read_text())
+    assert [(r["round"], r["steps"]) for r in res["rounds"] if r["round"]] == [(1, 3), (2, 4)]
+    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path / "bench")}
+    cmd = [sys.executable, str(REPO / "bench" / "demo_figures.py"), "--smoke", "--from", str(ws / "demo-results.json")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1].startswith("round2_train_s=")
+    rec = json.loads((tmp_path / "bench" / "demo.json").read_text())
+    assert rec["figures"]["round2_steps"] == 4
 
 
 def test_credentials_in_the_label_studio_url_are_refused_and_never_printed(tmp_path):

@@ -32,11 +32,17 @@ def demo(
     labels: Annotated[Path, typer.Option(help="ground truth the oracle annotator answers from")] = Path(
         "demo_data/pool.coco.json"
     ),
+    steps: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="each round's retrain in optimiser steps (repeat per round; default 500 then 800): the same figures "
+            "on every machine; a round says the time it takes here",
+            min=1,
+        ),
+    ] = None,
     minutes: Annotated[
         list[float] | None,
-        typer.Option(
-            help="a cap on each round's retrain wall time (minutes; default 3 then 5); a round says the time it took"
-        ),
+        typer.Option(help="instead of --steps: a cap on each round's retrain wall time (figures follow the machine)"),
     ] = None,
     keep_server: Annotated[bool, typer.Option(help="leave the local Label Studio running at the end")] = False,
     workspace: Annotated[
@@ -50,7 +56,11 @@ def demo(
 
     Example: iterate demo
     """
+    from iterate.core.errors import IterateError
     from iterate.loop.demo import demo_workspace, run_demo
+
+    if steps and minutes:
+        raise IterateError("--steps and --minutes: give one of them (rounds by steps, or by a wall-time cap)")
 
     t0 = time.time()
     m = load_manifest(manifest)
@@ -78,7 +88,8 @@ def demo(
     results = run_demo(
         m,
         labels,
-        minutes or [3.0, 5.0],
+        minutes,
+        steps=steps,
         keep_server=keep_server,
         say=say,
         status=console.status,
@@ -91,6 +102,7 @@ def demo(
         name = "base model" if r.round == 0 else f"round {r.round}: model #{r.model}"
         console.print(f"{name}  {_figures(r.val, 'val')}  |  {_figures(r.test, 'test')}  {r.report}", highlight=False)
     console.print(f"reports: {m.workspace_dir / 'reports'} (latest.md); wall time {time.time() - t0:.0f} s")
+    console.print(f"figures: {m.workspace_dir / 'demo-results.json'}", highlight=False)
 
 
 def register(app) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
@@ -64,17 +65,23 @@ class RoundResult:
     val: dict
     test: dict
     report: object  # the report's path (the base checkpoint for round 0)
+    steps: int | None = None  # the retrain's optimiser steps
+    train_s: float | None = None  # its wall time on this machine
 
 
 def _no_status(_: str) -> ContextManager:
     return contextlib.nullcontext()
 
 
+DEMO_STEPS = (500, 800)  # optimiser steps of each round's retrain: the same figures on every machine
+
+
 def run_demo(
     m: Manifest,
     labels: Path,
-    minutes: list[float],
+    minutes: list[float] | None = None,
     *,
+    steps: list[int] | None = None,
     keep_server: bool = False,
     say: Callable[[str], None] = print,
     status: Callable[[str], ContextManager] = _no_status,
@@ -82,7 +89,11 @@ def run_demo(
     on_epoch: Callable[[dict], None] | None = None,
     on_result: Callable[[RoundResult], None] | None = None,
 ) -> list[RoundResult]:
-    """Run the loop on ``m`` (whose workspace is the demo's own folder) for ``len(minutes)`` rounds."""
+    """Run the loop on ``m`` (whose workspace is the demo's own folder): one round per entry of ``steps`` (each
+    round's retrain runs that many optimiser steps; default :data:`DEMO_STEPS`), or of ``minutes`` (a wall-time cap
+    instead, whose figures follow the machine's speed). Writes ``<workspace>/demo-results.json``."""
+    plan = [("minutes", float(x)) for x in minutes] if minutes else [("steps", int(x)) for x in steps or DEMO_STEPS]
+    t0 = time.time()
     rule = rule or (lambda s: say(f"-- {s} --"))
     token_var = m.label_studio.token_env
     if not os.environ.get(token_var):
@@ -101,14 +112,44 @@ def run_demo(
                     results.append(_base_figures(m, ledger))
                 if on_result:
                     on_result(results[-1])
-            for rnd, mins in enumerate(minutes, 1):
-                results.append(_round(m, ledger, rnd, mins, labels, say, status, rule, on_epoch))
+            for rnd, length in enumerate(plan, 1):
+                results.append(_round(m, ledger, rnd, length, labels, say, status, rule, on_epoch))
                 if on_result:
                     on_result(results[-1])
     finally:
         if started and not keep_server:
             stop_server(m)
+    _write_results(m, results, plan, time.time() - t0)
     return results
+
+
+def _figs(r: dict) -> dict:
+    keys = ("pckh05", "pckh05_ci95", "pckh", "ci95", "mean_sms", "frames")
+    return {k: r.get(k) for k in keys if k in r}
+
+
+def _write_results(m: Manifest, results: list[RoundResult], plan, wall_s: float) -> Path:
+    """The demo's figures, round by round, for `bench/demo_figures.py` to record (what docs/demo.md quotes)."""
+    out = m.workspace_dir / "demo-results.json"
+    data = {
+        "plan": [{"by": by, "value": v} for by, v in plan],
+        "wall_s": round(wall_s, 1),
+        "rounds": [
+            {
+                "round": r.round,
+                "model": r.model,
+                "steps": r.steps,
+                "train_s": r.train_s,
+                "val": _figs(r.val),
+                "test": _figs(r.test),
+            }
+            for r in results
+        ],
+    }
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(out)
+    return out
 
 
 def _ensure_server(m: Manifest, say, status) -> bool:
@@ -127,9 +168,7 @@ def _base_figures(m: Manifest, ledger: Ledger) -> RoundResult:
     return RoundResult(0, "base", base["val"] or {}, base["test"] or {}, m.model.base)
 
 
-def _round(
-    m: Manifest, ledger: Ledger, rnd: int, mins: float, labels: Path, say, status, rule, on_epoch
-) -> RoundResult:
+def _round(m: Manifest, ledger: Ledger, rnd: int, length, labels: Path, say, status, rule, on_epoch) -> RoundResult:
     """One round of the seed's loop: select → push → annotate (oracle) → sync → retrain → report."""
     cur = current_chunk(chunk_progress(m, ledger))
     budget = cur.target - cur.labeled - cur.pending
@@ -145,14 +184,36 @@ def _round(
     say(f"oracle annotator answered {a.answered} tasks in Label Studio")
     s = sync(m, ledger)
     say(f"sync-labels: {s.new} new labels, {len(s.invalid)} invalid, {s.skipped} skipped")
-    say(f"retrain (at most {mins:g} min on this machine)…")
-    out = retrain(m, ledger, time_limit_s=mins * 60, epochs=10_000, on_epoch=on_epoch)
+    by, value = length
+    if by == "minutes":
+        say(f"retrain (at most {value:g} min on this machine)…")
+        out = retrain(m, ledger, time_limit_s=value * 60, epochs=10_000, on_epoch=on_epoch)
+    else:
+        say(f"retrain: {value} steps…")
+        out = retrain(m, ledger, max_steps=value, epochs=10_000, on_epoch=on_epoch, on_step=_eta(say))
     secs = out.metrics.get("seconds")
+    cap = value * 60 if by == "minutes" else None
     say(
         f"retrained {out.metrics.get('steps', '?')} steps: "
-        + (training_time(secs, mins * 60) if isinstance(secs, (int, float)) else "time not recorded")
+        + (training_time(secs, cap) if isinstance(secs, (int, float)) else "time not recorded")
     )
     with status("writing the report…"):
         md = build(m, ledger)
     rep = json.loads(md.with_suffix(".json").read_text())
-    return RoundResult(rnd, out.model_id, rep.get("val") or {}, rep.get("test") or {}, md)
+    steps = out.metrics.get("steps")
+    return RoundResult(rnd, out.model_id, rep.get("val") or {}, rep.get("test") or {}, md, steps, secs)
+
+
+def _eta(say, at: int = 20):
+    """An on_step hook that says, once ``at`` steps are done, how long the rest takes on this machine."""
+    t0: list[float] = []
+
+    def hook(step: int, total: int, loss: float) -> None:
+        if not t0:
+            t0.append(time.time())
+            return
+        if step == at and total > at:
+            rate = (time.time() - t0[0]) / max(1, step - 1)
+            say(f"  {total} steps ≈ {rate * (total - step):.0f} s more on this machine ({1 / rate:.1f} steps/s)")
+
+    return hook

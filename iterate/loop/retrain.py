@@ -100,6 +100,7 @@ def retrain(
     resume: bool = False,
     allow_partial: bool = False,
     time_limit_s: float | None = None,
+    max_steps: int | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> RetrainOutcome | None:
@@ -142,6 +143,7 @@ def retrain(
             allow_partial=allow_partial,
             resume=resume,
             time_limit_s=time_limit_s,
+            max_steps=max_steps,
             evaluate=evaluator(setup.keypoints, setup.infer_config(), codec),
             on_step=step_hook,
             on_epoch=epoch_hook,

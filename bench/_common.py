@@ -2,6 +2,11 @@
 network's speed on this machine, and ``bench/results/<name>.json`` (figures, commit, command, cores, speed).
 
 Every script prints its figures as its last lines, ``name=value``, and writes them to its results file.
+
+Every script also has a smoke mode (``--smoke``: tiny sizes, seconds, :func:`smoke`), which
+`tests/test_bench_smoke.py` runs so that a bench cannot rot unseen: its results go where ``ITERATE_BENCH_RESULTS``
+points, else into a fresh temporary folder, never into ``bench/results`` (nor a release tool's into
+``model/weights``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +26,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ITERATE_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 LSPET = SHARED / "lspet"
 RESULTS = Path(os.environ.get("ITERATE_BENCH_RESULTS", REPO / "bench" / "results"))  # tests point it elsewhere
+SMOKE = False  # set by smoke(): shorter speed yardstick, results never in bench/results
+
+
+def smoke() -> Path:
+    """Enter smoke mode (a script's ``--smoke``) → the results folder: ``ITERATE_BENCH_RESULTS``, else a fresh
+    temporary folder (never ``bench/results``). Scripts read it from here, not from an imported ``RESULTS``."""
+    global RESULTS, SMOKE
+    SMOKE = True
+    if "ITERATE_BENCH_RESULTS" not in os.environ:
+        RESULTS = Path(tempfile.mkdtemp(prefix="iterate-bench-smoke-"))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    print(f"smoke mode: results in {RESULTS}", flush=True)
+    return RESULTS
 
 
 def manifest(overrides: list[str] | None = None):
@@ -93,18 +112,27 @@ def slim_checkpoint(ck: dict, state: dict) -> dict:
 
 
 def bare_forward_speed(
-    backbone: str = "hrnet_w18_small", size: int = 128, joints: int = 14, batch: int = 8, seconds: float = 3.0
+    backbone: str = "hrnet_w18_small",
+    size: int = 128,
+    joints: int = 14,
+    batch: int = 8,
+    seconds: float | None = None,
 ) -> float:
     """Images/s of the bare network's forward pass (batch 8, channels_last, inference mode) on this machine:
-    the yardstick every results file carries, so figures from machines of different speed can be compared."""
+    the yardstick every results file carries, so figures from machines of different speed can be compared.
+    ``seconds`` defaults to 3; in smoke mode 0.2, at batch 2 after one warm-up batch (a figure of no meaning)."""
     import torch
 
+    if seconds is None:
+        seconds = 0.2 if SMOKE else 3.0
+    if SMOKE:
+        batch = min(batch, 2)
     from model.hrnet import build_model
 
     net = build_model(backbone, joints, size, size // 4).eval().to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        for _ in range(2):
+        for _ in range(1 if SMOKE else 2):
             net(x)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -125,7 +153,8 @@ def _commit() -> str:
 
 
 def write_result(name: str, figures: dict, details: dict | None = None, *, speed: float | None = None) -> Path:
-    """Print ``figures`` as the last ``name=value`` lines and write ``bench/results/<name>.json``."""
+    """Print ``figures`` as the last ``name=value`` lines and write ``bench/results/<name>.json`` (the results
+    folder: ``ITERATE_BENCH_RESULTS``, or in smoke mode a temporary one)."""
     import torch
 
     RESULTS.mkdir(parents=True, exist_ok=True)

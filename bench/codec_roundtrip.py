@@ -8,11 +8,14 @@ never with the product's matrices, so a wrong matrix, a half-pixel shift or a fl
 caught. A second figure runs the product's whole forward path (image → crop matrix → `encode` → `decode`
 → inverse) on real LSPET labels.
 
+    python bench/codec_roundtrip.py [--smoke]
 Last line: roundtrip_mean_error_px=…
+``--smoke``: 80 analytic points and 10 LSPET frames (the test suite's check) → codec_roundtrip_smoke.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from pathlib import Path
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model.codec import DarkCodec  # noqa: E402
 from model.geometry import apply, compose, crop_matrix, hflip_matrix, invert  # noqa: E402
 
+import _common  # noqa: E402
 from _common import lspet_samples, write_result  # noqa: E402
 
 
@@ -44,8 +48,13 @@ def gaussian(v: np.ndarray, hm: int, sigma: float) -> np.ndarray:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="80 points, 10 LSPET frames: the test suite's check")
+    args = ap.parse_args()
+    if args.smoke:
+        _common.smoke()
     rng = np.random.default_rng(0)
-    n = 2000
+    n = 80 if args.smoke else 2000
     errs, cases = [], []
     for size, hm in ((128, 32), (256, 64), (256, 96), (192, 48)):
         codec = DarkCodec(size, hm, 2.0)
@@ -70,7 +79,7 @@ def main() -> None:
     # the whole forward path on real labels: image → crop → encode → decode → back
     fwd = []
     codec = DarkCodec(128, 32, 2.0)
-    for s in lspet_samples(7001, 7200):
+    for s in lspet_samples(7001, 7010 if args.smoke else 7200):
         vis = s.keypoints[:, 2] > 0
         pts = s.keypoints[vis, :2]
         if len(pts) < 2:
@@ -95,7 +104,7 @@ def main() -> None:
         f"forward path on LSPET labels: points={len(fwd)} mean_error_px={fwd.mean():.5f} max_error_px={fwd.max():.5f}"
     )
     write_result(
-        "codec_roundtrip",
+        "codec_roundtrip_smoke" if args.smoke else "codec_roundtrip",
         {
             "roundtrip_mean_error_px": round(float(errs.mean()), 6),
             "roundtrip_max_error_px": round(float(errs.max()), 6),

@@ -10,11 +10,14 @@ per-joint loop doing the same work, and what DARK is worth on a real model.
 * Real model: the shipped base `lspet_w18s_128.pt` through `load_predictor` (the path `iterate predict` runs:
   flip TTA + box refine) on LSPET im07001–08000, DARK vs the standard decoder.
 
+    python bench/dark_accuracy.py [--smoke]
 Last lines: dark_speedup=…, dark_mean_error_px=…, dark_gain_pckh05=…, dark_gain_pckh01=…
+``--smoke``: 128 maps per case and 4 LSPET frames (the test suite's check) → dark_accuracy_smoke.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,6 +30,7 @@ from iterate.loop.settings import keypoint_spec  # noqa: E402
 from model.codec import DarkCodec  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
 
+import _common  # noqa: E402
 from _common import REPO, lspet_samples, manifest, write_result  # noqa: E402
 
 
@@ -85,14 +89,14 @@ def _maps(codec: DarkCodec, centres: np.ndarray, rng, noisy: bool) -> np.ndarray
     return hms
 
 
-def synthetic(rng) -> dict:
-    n, size, sigma = 4096, 64, 2.0
+def synthetic(rng, n: int = 4096) -> dict:
+    size, sigma = 64, 2.0
     codec = DarkCodec(size, size, sigma)  # input = heatmap resolution: errors are in heatmap pixels
     out = {}
     for noisy in (False, True):
         centres = rng.uniform(8, size - 9, size=(n, 2))
         hms = _maps(codec, centres, rng, noisy)
-        batch = hms.reshape(64, 64, size, size)  # 64 frames × 64 joints
+        batch = hms.reshape(n // 64, 64, size, size)  # n / 64 frames × 64 joints
         codec.decode(batch[:2])  # warm-up
         t0 = time.perf_counter()
         xy, _ = codec.decode(batch)
@@ -115,9 +119,9 @@ def synthetic(rng) -> dict:
     return out
 
 
-def real_model() -> dict:
+def real_model(last: int = 8000) -> dict:
     m = manifest()
-    te = lspet_samples(7001, 8000)
+    te = lspet_samples(7001, last)
     base = REPO / "model" / "weights" / "lspet_w18s_128.pt"
     res = {}
     for name in ("dark", "standard"):
@@ -130,21 +134,26 @@ def real_model() -> dict:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="128 maps per case, 4 LSPET frames: the test suite's check")
+    args = ap.parse_args()
+    if args.smoke:
+        _common.smoke()
     rng = np.random.default_rng(0)
-    syn = synthetic(rng)
+    syn = synthetic(rng, 128 if args.smoke else 4096)
     for tag, r in syn.items():
         print(
             f"{tag}: DARK {r['dark_mean_error_px']:.4f} px (max {r['dark_max_error_px']:.4f}), standard "
             f"{r['standard_mean_error_px']:.4f} px; loop agrees to {r['loop_vs_vectorised_max_px']:.1e} px; "
             f"{r['vectorised_hm_per_s']:.0f} vs {r['loop_hm_per_s']:.0f} maps/s"
         )
-    real = real_model()
+    real = real_model(7004 if args.smoke else 8000)
     print(
         f"shipped base on LSPET 07001-08000 ({real['inference']}): DARK PCKh@0.5 {real['dark']['pckh05']:.2f} "
         f"@0.1 {real['dark']['pckh01']:.2f}; standard {real['standard']['pckh05']:.2f} / {real['standard']['pckh01']:.2f}"
     )
     write_result(
-        "dark_accuracy",
+        "dark_accuracy_smoke" if args.smoke else "dark_accuracy",
         {
             "dark_speedup": round(syn["exact"]["speedup"], 1),
             "dark_mean_error_px": round(syn["exact"]["dark_mean_error_px"], 6),
@@ -155,7 +164,11 @@ def main() -> None:
             "dark_gain_pckh05": round(real["dark"]["pckh05"] - real["standard"]["pckh05"], 2),
             "dark_gain_pckh01": round(real["dark"]["pckh01"] - real["standard"]["pckh01"], 2),
         },
-        {"synthetic": syn, "real_model": real, "heatmaps": "4,096 per case, 64×64, σ 2, centres ≥ 8 px from the edge"},
+        {
+            "synthetic": syn,
+            "real_model": real,
+            "heatmaps": f"{128 if args.smoke else 4096:,} per case, 64×64, σ 2, centres ≥ 8 px from the edge",
+        },
     )
 
 

@@ -4,6 +4,8 @@ sample), once per inference path, side by side: what `iterate predict` gives a n
     python bench/draw_footage.py --model CK [--localise frame,box_head] --out docs/img/footage.png [IMAGES...]
 Default images: dance.mp4 frames 0, 150, 300 and the three PoseTrack18 sample frames.
 Last line: drawn=<path>
+``--smoke``: two of the default images, 64 px tiles, the sheet and draw_footage_smoke.json in the results folder
+(the test suite's check; never docs/img).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from model.data import Sample
 from model.infer import load_predictor
 from reports.report import _draw
 
-from _common import REPO, SHARED
+import _common
+from _common import REPO, SHARED, write_result
 
 COLORS = {"frame": (0, 0, 255), "box_head": (0, 200, 0)}
 
@@ -47,12 +50,17 @@ def main() -> None:
     ap.add_argument("--localise", default="frame,box_head")
     ap.add_argument("--out", default=str(REPO / "docs" / "img" / "footage.png"))
     ap.add_argument("--height", type=int, default=240, help="each tile's height")
+    ap.add_argument("--smoke", action="store_true", help="2 images, small tiles, out in the results folder")
     ap.add_argument("images", nargs="*")
     args = ap.parse_args()
+    if args.smoke:
+        args.out, args.height = str(_common.smoke() / "draw_footage_smoke.png"), 64
     names = PRESETS["lsp14"]["names"]
     edges = [(names.index(a), names.index(b)) for a, b in PRESETS["lsp14"]["skeleton"]]
     with tempfile.TemporaryDirectory() as tmp:
         files = [Path(p) for p in args.images] or default_images(Path(tmp))
+        if args.smoke:
+            files = files[:1] + files[-1:]
         rows = []
         for path in args.localise.split(","):
             pred = load_predictor(args.model, localise=path, joints=names).predict([Sample(str(f)) for f in files])
@@ -70,7 +78,10 @@ def main() -> None:
         sheet = np.vstack([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(args.out, sheet)
-    print(f"drawn={args.out}")
+    if args.smoke:
+        write_result("draw_footage_smoke", {"drawn": args.out, "images": len(files)}, {"paths": args.localise})
+    else:
+        print(f"drawn={args.out}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _common
 from _common import LSPET, REPO, bare_forward_speed, write_result
 
 
@@ -123,6 +124,8 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(Path(args.measure), args.what, Path(args.out))))
         return
+    if args.smoke:
+        _common.smoke()
     sizes = [1000, 3000] if args.smoke else [int(x) for x in args.sizes.split(",")]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:

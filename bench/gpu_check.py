@@ -5,6 +5,7 @@ frames; beside each, the bare network on the same shapes, as pipeline/bare ratio
     python bench/gpu_check.py [--init W32_CHECKPOINT] [--steps 300] [--batch 32] [--heatmaps 64,96] [--workers 8]
     python bench/gpu_check.py --backbone hrnet_w18_small --input 128 --heatmaps 32 --steps 4 --batch 4 \
         --frames 16 --name gpu_check_smoke        # the same code on a CPU, in seconds
+    python bench/gpu_check.py --smoke             # smaller still, on the CPU even with a GPU: the test suite's check
 Without ``--init`` the trunk starts from random weights (speed figures hold; the PCKh does not mean much).
 Last lines per heatmap size: train_samples_per_s_hmN, train_ratio_hmN (pipeline/bare), predict_frames_per_s_hmN,
 predict_ratio_hmN (bare time/pipeline time), pckh05_hmN.
@@ -31,6 +32,7 @@ from model.hrnet import build_model  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
 from model.train import heatmap_loss, train  # noqa: E402
 
+import _common  # noqa: E402
 from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
 
 
@@ -70,13 +72,25 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=800, help="held-out frames the inference path predicts")
     ap.add_argument("--init", default="", help="checkpoint to fine-tune from (a W32 pose trunk)")
     ap.add_argument("--name", default="gpu_check")
+    ap.add_argument("--smoke", action="store_true", help="W18-small 128², 2 steps of 2, 4 frames, on the CPU")
     args = ap.parse_args()
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.smoke:
+        _common.smoke()
+        args.backbone, args.input, args.heatmaps, args.steps, args.batch, args.frames = (
+            "hrnet_w18_small",
+            128,
+            "32",
+            2,
+            2,
+            4,
+        )
+        args.name = "gpu_check_smoke"
+    dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if dev.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     m = manifest()
     spec = keypoint_spec(m)
-    tr, te = lspet_samples(1, 2000), lspet_samples(7001, 7000 + args.frames)
+    tr, te = lspet_samples(1, 16 if args.smoke else 2000), lspet_samples(7001, 7000 + args.frames)
     figures, details = {}, {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "runs": {}}
     for hm in (int(h) for h in args.heatmaps.split(",")):
         setup = train_setup(m)
@@ -86,8 +100,10 @@ def main() -> None:
             train=replace(setup.train, batch_size=args.batch, workers=args.workers if dev.type == "cuda" else 0),
         )
         with tempfile.TemporaryDirectory() as d:
-            res = train(setup, tr, [], d, init=args.init or None, allow_partial=True, max_steps=args.steps)
-            pred = load_predictor(res.last, batch_size=args.batch)
+            res = train(
+                setup, tr, [], d, init=args.init or None, allow_partial=True, max_steps=args.steps, device=dev.type
+            )
+            pred = load_predictor(res.last, batch_size=args.batch, device=dev.type)
             t_pipe, t_bare, batches, passes = measure(pred, te, args.batch)
             got = score(spec, pred.predict(te).keypoints, te)
         bare = bare_train_speed(args.backbone, spec.num_joints, args.input, hm, args.batch, min(args.steps, 50), dev)

@@ -3,8 +3,9 @@ crop, forward + flipped forward, DARK decode, then the box-refine pass: crop on 
 flipped forward, decode) against the bare forward passes that path needs (the same number of batches of the
 same shape, nothing else), in one run.
 
-    python bench/infer_throughput.py [--frames 800]
+    python bench/infer_throughput.py [--frames 800] [--smoke]
 Last lines: infer_default_frames_per_s=…, infer_default_ratio=…
+``--smoke``: 4 frames at batch 2 (the test suite's check) → infer_throughput_smoke.json.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from model.hrnet import build_model  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
 from model.train import checkpoint_dict  # noqa: E402
 
+import _common  # noqa: E402
 from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
 
 
@@ -68,7 +70,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=800)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--checkpoint", default=None, help="default: the shipped lspet_w18s_128.pt")
+    ap.add_argument("--smoke", action="store_true", help="4 frames at batch 2: the test suite's check")
     args = ap.parse_args()
+    if args.smoke:
+        _common.smoke()
+        args.frames, args.batch = 4, 2
     speed = bare_forward_speed()
     m = manifest()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -93,7 +99,7 @@ def main() -> None:
     )
     print(f"pipeline_s={t_pipe:.2f} bare_forward_s={t_bare:.2f}")
     write_result(
-        "infer_throughput",
+        "infer_throughput_smoke" if args.smoke else "infer_throughput",
         {"infer_default_frames_per_s": round(n / t_pipe, 1), "infer_default_ratio": round(t_bare / t_pipe, 3)},
         {
             "frames": n,

@@ -37,6 +37,7 @@ from iterate.loop.audit import run_audit, thresholds
 from iterate.loop.ingest import ingest
 from iterate.selection.audit import Thresholds
 
+import _common
 from _common import LSPET, REPO, write_result
 
 BASE = REPO / "model" / "weights" / "lspet_w18s_128.pt"
@@ -123,6 +124,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="60 frames, 10 %% of each error: a test runs it")
     args = ap.parse_args()
     if args.smoke:
+        _common.smoke()
         args.last, args.swap, args.move, args.remove = args.first + 59, 0.1, 0.1, 0.1
     coco = json.loads((LSPET / "annotations.coco.json").read_text())
     keep = set(range(args.first, args.last + 1))

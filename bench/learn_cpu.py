@@ -3,8 +3,9 @@ im00001–im02000, scored on im07001–im08000 through the product's inference p
 records: flip TTA + box refine + DARK), beside the mean-pose baseline. A step budget, not a time budget: the
 figure measures the recipe, not the machine; the wall time is reported apart.
 
-    python bench/learn_cpu.py [--steps 4000]
+    python bench/learn_cpu.py [--steps 4000] [--smoke]
 Last lines: cpu_steps_pckh05=…, cpu_steps_pckh01=…, samples_per_s=…
+``--smoke``: 2 steps of 2 on 16 images, scored on 4 (the test suite's check) → learn_cpu_smoke.json.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from model.geometry import image_box  # noqa: E402
 from model.infer import load_predictor  # noqa: E402
 from model.train import train  # noqa: E402
 
+import _common  # noqa: E402
 from _common import bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
 
 
@@ -59,10 +61,17 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="change a manifest field for this run, e.g. model.heatmap_size=64 (repeatable)",
     )
+    ap.add_argument("--smoke", action="store_true", help="2 steps on 16 images, 4 test images: the test suite's check")
     args = ap.parse_args()
+    last_test = 8000
+    if args.smoke:
+        _common.smoke()
+        args.steps, args.last, last_test = 2, args.first + 15, 7004
+        args.set = ["train.batch_size=2", "train.workers=0", *args.set]
+        args.name += "_smoke"
     speed = bare_forward_speed()
     m = manifest(args.set)
-    tr, te = lspet_samples(args.first, args.last), lspet_samples(7001, 8000)
+    tr, te = lspet_samples(args.first, args.last), lspet_samples(7001, last_test)
     print(
         f"train {len(tr)} LSPET images, test {len(te)}; {m.model.backbone} {m.model.input_size}² "
         f"→ {m.model.heatmap_size}², batch {m.train.batch_size}, lr {m.train.lr}, {args.steps} steps",

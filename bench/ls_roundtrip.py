@@ -32,6 +32,7 @@ from iterate.core.manifest import load_manifest  # noqa: E402
 from iterate.loop.ingest import ingest  # noqa: E402
 from iterate.loop.settings import labeling, studio_settings  # noqa: E402
 
+import _common  # noqa: E402
 from _common import LSPET, REPO, write_result  # noqa: E402
 
 TEMPLATE = Path(os.environ.get("ITERATE_LS_TEMPLATE", Path.home() / ".cache" / "iterate-tests" / "ls-1.23.2"))
@@ -43,6 +44,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="20 pushed + 50 annotated tasks")
     args = ap.parse_args()
+    if args.smoke:
+        _common.smoke()
     n_push, n_sync = (20, 50) if args.smoke else (500, 5000)
     # the test suite's throwaway server secret: the cached template data dir was created with it
     os.environ["ITERATE_BENCH_LS_TOKEN"] = "iterate-test-token-3f9a"

@@ -10,8 +10,10 @@ on the head's box alone (``box_head``) and on the mean of the head's and the key
 inference does with a head).
 
     python bench/person_box.py [--model model/weights/lspet_w18s_128.pt] [--head-steps 4000] [--head-out DIR]
-                               [--set train.augment.person_box=0 …] [--name person_box]
+                               [--set train.augment.person_box=0 …] [--name person_box] [--smoke]
 Last lines: box_<method>_pckh05=…, box_gap_closed=… (share of the refine → labeled-box gap the best method closes)
+``--smoke``: 4 test frames, a 2-step head (batch 2, val 4 frames) written into the results folder (the test suite's
+check) → person_box_smoke.json.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from model.geometry import keypoint_box
 from model.infer import joints_box, load_predictor
 from model.train import train
 
+import _common
 from _common import REPO, bare_forward_speed, lspet_samples, manifest, write_result
 
 
@@ -56,7 +59,7 @@ def _pass(pred, samples, boxes: dict, kps: np.ndarray, scores: np.ndarray) -> tu
     return k, s
 
 
-def _train_head(model: str, steps: int, out: Path, overrides: list[str]) -> tuple[str, dict]:
+def _train_head(model: str, steps: int, out: Path, overrides: list[str], last_val: int = 6000) -> tuple[str, dict]:
     """The product's train(): a new box head on ``model``'s frozen pose weights (a head the checkpoint already
     carries is left out, so the run starts fresh) → (best checkpoint, run figures)."""
     ck = load_file(model)
@@ -69,7 +72,8 @@ def _train_head(model: str, steps: int, out: Path, overrides: list[str]) -> tupl
     setup = train_setup(m)
     codec = DarkCodec(setup.model.input_size, setup.model.heatmap_size, setup.model.sigma)
     ev = evaluator(keypoint_spec(m), setup.infer_config(), codec)
-    res = train(setup, lspet_samples(1, 5900), lspet_samples(5901, 6000), out, init=model, max_steps=steps, evaluate=ev)
+    val = lspet_samples(5901, last_val)
+    res = train(setup, lspet_samples(1, 5900), val, out, init=model, max_steps=steps, evaluate=ev)
     samples_per_s = steps * setup.train.batch_size / max(1e-9, res.seconds)
     print(f"box head: {res.steps} steps in {res.seconds:.0f} s ({samples_per_s:.1f} samples/s)", flush=True)
     return str(res.best), {"steps": res.steps, "seconds": res.seconds, "samples_per_s": round(samples_per_s, 1)}
@@ -86,7 +90,16 @@ def main() -> None:
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="manifest change for the head run"
     )
     ap.add_argument("--name", default="person_box", help="results file name (bench/results/<name>.json)")
+    ap.add_argument("--smoke", action="store_true", help="4 frames, a 2-step head: the test suite's check")
     args = ap.parse_args()
+    last_val = 6000
+    if args.smoke:
+        results = _common.smoke()
+        args.last, args.head_steps, last_val = args.first + 3, min(args.head_steps, 2), 5904
+        if args.head_out == ap.get_default("head_out"):
+            args.head_out = str(results / "person_box_smoke_head")
+        args.set = ["train.batch_size=2", "train.workers=0", *args.set]
+        args.name += "_smoke"
     speed = bare_forward_speed()
     spec = keypoint_spec(manifest())
     te = lspet_samples(args.first, args.last)
@@ -131,7 +144,7 @@ def main() -> None:
     record("refine_conf_average", (kp * w).sum(0) / np.maximum(w.sum(0), 1e-6))
     head_run = {}
     if args.head_steps > 0:
-        head_ck, head_run = _train_head(args.model, args.head_steps, Path(args.head_out), args.set)
+        head_ck, head_run = _train_head(args.model, args.head_steps, Path(args.head_out), args.set, last_val)
         head_run["overrides"] = args.set
         ph = load_predictor(head_ck, refine=False).predict(te)  # the head's boxes; the same frozen pose weights
         head_run["checkpoint"] = head_ck

@@ -2,18 +2,26 @@
 default recipe's learn_cpu.json) into one Markdown table: bench/results/recipe.md. Same steps, same seed, same
 train/test images; only the overrides differ.
 
-    python bench/recipe_table.py
+    python bench/recipe_table.py [--smoke]
+
+``--smoke`` (the test suite's check): the same runs read, the table written to recipe_table_smoke.md in the results
+folder (`ITERATE_BENCH_RESULTS`, never bench/results) with recipe_table_smoke.json; last line recipe_runs=….
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="write the table into the results folder: the test's check")
+    args = ap.parse_args()
     runs = [RESULTS / "learn_cpu.json"] + sorted(RESULTS.glob("recipe_*.json"))
     rows = []
     for p in runs:
@@ -56,8 +64,17 @@ def main() -> None:
             f"{'–' if bare is None else f'{bare:.2f}'} | {'–' if headless is None else f'{headless:.2f}'} | "
             f"{sps} | {commit} |"
         )
-    (RESULTS / "recipe.md").write_text("\n".join(lines) + "\n")
+    if not args.smoke:
+        (RESULTS / "recipe.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common
+
+    out = _common.smoke() / "recipe_table_smoke.md"
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    _common.write_result("recipe_table_smoke", {"recipe_runs": len(rows)}, {"table": str(out)})
 
 
 if __name__ == "__main__":

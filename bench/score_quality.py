@@ -14,6 +14,8 @@ lengths relative to the person's size, |z| against the val frames' labeled poses
 
     python bench/score_quality.py [--bases model/weights/lspet_upright_w18s_128.pt,model/weights/lspet_w18s_128.pt]
 Last lines: per base, the best score's top-10 % gap to the pool (points of PCKh@0.5; negative = finds hard frames).
+``--smoke``: the all-posture base alone on an 8-frame pool, 50 bootstrap draws (the test suite's check) →
+score_quality_smoke.json and .md in the results folder.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from model.evaluate import gt_arrays, head_boxes, predictor  # noqa: E402
 from model.infer import SCORING, Predictor  # noqa: E402
 from reports.metrics import normalisers, pck_hits  # noqa: E402
 
+import _common  # noqa: E402
 from _common import REPO, bare_forward_speed, lspet_samples, manifest, write_result  # noqa: E402
 
 N_BOOT = 2000
@@ -172,15 +175,23 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=6001)
     ap.add_argument("--last", type=int, default=6900)
     ap.add_argument("--name", default="score_quality")
+    ap.add_argument("--smoke", action="store_true", help="one base, 8 frames, 50 draws: the test suite's check")
     args = ap.parse_args()
+    global N_BOOT
+    last_ref = 7000
+    if args.smoke:
+        _common.smoke()
+        args.bases, args.last, last_ref, N_BOOT = "model/weights/lspet_w18s_128.pt", args.first + 7, 6910, 50
+        args.name += "_smoke"
     m = manifest()
-    pool, ref = lspet_samples(args.first, args.last), lspet_samples(6901, 7000)
+    pool, ref = lspet_samples(args.first, args.last), lspet_samples(6901, last_ref)
     res = {}
     for b in args.bases.split(","):
         res[Path(b).stem] = grade(m, REPO / b, pool, ref)
         print(f"{b}: graded {res[Path(b).stem]['frames']} frames in {res[Path(b).stem]['seconds']} s", flush=True)
     md = _markdown(res)
-    (REPO / "bench" / "results" / f"{args.name}.md").write_text(md + "\n")
+    _common.RESULTS.mkdir(parents=True, exist_ok=True)
+    (_common.RESULTS / f"{args.name}.md").write_text(md + "\n")
     print(md)
     figures = {}
     for base, r in res.items():

@@ -5,8 +5,9 @@ process and once under `torchrun --nproc_per_node 2` (each rank scores every sec
 shards). Same machine, same run: the ratio is the figure. Each configuration gets the machine's cores: one process
 uses all of them as torch threads, two ranks split them.
 
-    python bench/score_scale.py [--frames 20000]
+    python bench/score_scale.py [--frames 20000] [--smoke]
 Last lines: score_1rank_frames_per_s=…, score_2rank_frames_per_s=…, score_2rank_speedup=…
+``--smoke``: 8 frames, still one process and two ranks (the test suite's check) → score_scale_smoke.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 from _common import LSPET, REPO, manifest, write_result  # noqa: E402
 
 BASE = REPO / "model" / "weights" / "lspet_w18s_128.pt"
@@ -61,10 +63,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=20000)
     ap.add_argument("--worker", nargs=2, metavar=("WS", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true", help="8 frames: the test suite's check")
     args = ap.parse_args()
     if args.worker:
         worker(args.frames, *args.worker)
         return
+    if args.smoke:
+        _common.smoke()
+        args.frames = 8
     import torch
 
     cores = int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
@@ -89,7 +95,7 @@ def main() -> None:
         diff = float(np.abs(np.load(c1 / "scores.npy") - np.load(c2 / "scores.npy")).max())
     f1, f2 = (args.frames / res[w]["seconds"] for w in (1, 2))
     write_result(
-        "score_scale",
+        "score_scale_smoke" if args.smoke else "score_scale",
         {
             "score_1rank_frames_per_s": round(f1, 1),
             "score_2rank_frames_per_s": round(f2, 1),

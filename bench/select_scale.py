@@ -7,8 +7,9 @@ per-model cache keeps them.
 Wall time of the selection step (`iterate.selection.strategies.choose`) in one run; its peak memory in a second run under
 tracemalloc (allocations of the selection alone, not of the fake cache built beforehand).
 
-    python bench/select_scale.py [--n 1000000]
+    python bench/select_scale.py [--n 1000000] [--smoke]
 Last lines: select_1m_full_s=…, select_1m_full_peak_gib=…
+``--smoke``: 5,000 frames, 20 picked, 100 seeds (the test suite's check) → select_scale_smoke.json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from iterate.selection import (
 )
 from iterate.selection import scores as sc  # noqa: E402
 
+import _common  # noqa: E402
 from _common import write_result  # noqa: E402
 
 FOCUS = {"key": "posture", "weights": {"upright": 0.1, "leaning": 0.2, "horizontal": 0.3, "inverted": 0.3}}
@@ -40,7 +42,12 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=240)  # hrnet_w18_small's pooled embedding
     ap.add_argument("--budget", type=int, default=500)
     ap.add_argument("--video-frames", type=int, default=1000, help="frames per video (near-duplicate blocking)")
+    ap.add_argument("--seeds", type=int, default=10_000, help="labeled embeddings k-center greedy starts from")
+    ap.add_argument("--smoke", action="store_true", help="5,000 frames, 20 picked: the test suite's check")
     args = ap.parse_args()
+    if args.smoke:
+        _common.smoke()
+        args.n, args.budget, args.video_frames, args.seeds = 5000, 20, 100, 100
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "emb.npy"
@@ -50,7 +57,7 @@ def main() -> None:
         emb.flush()
         del emb
         scores = {k: rng.random(args.n).astype(np.float32) for k in sc.NAMES}
-        seeds = rng.normal(size=(10_000, args.dim)).astype(np.float32)
+        seeds = rng.normal(size=(args.seeds, args.dim)).astype(np.float32)
         postures = np.array(list(FOCUS["weights"]))
         strata = [{"posture": str(p)} for p in postures[rng.integers(0, len(postures), args.n)]]
         videos = [f"video-{i // args.video_frames:05d}.mp4" for i in range(args.n)]
@@ -88,7 +95,7 @@ def main() -> None:
     sel_posture = {p: sum(1 for r in rows if strata[r]["posture"] == p) for p in FOCUS["weights"]}
     print(f"pool={args.n} dim={args.dim} budget={args.budget} picked by: {tags}; per posture: {sel_posture}")
     write_result(
-        "select_scale",
+        "select_scale_smoke" if args.smoke else "select_scale",
         {"select_1m_full_s": round(dt, 2), "select_1m_full_peak_gib": round(peak / 2**30, 3)},
         {
             "pool": args.n,
@@ -97,7 +104,7 @@ def main() -> None:
             "strategy": "full",
             "picked_by": tags,
             "per_posture": sel_posture,
-            "seeds": 10_000,
+            "seeds": args.seeds,
             "video_frames": args.video_frames,
             "video_gap": 15,
             "peak_measured_by": "tracemalloc around iterate.selection.strategies.choose (second run)",

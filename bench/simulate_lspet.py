@@ -6,6 +6,9 @@ Paired over seeds; writes bench/results/simulate/ (simulate.json/.md/.png and re
         [--set train.l2sp=0] [--name simulate]    # --merge NAME,NAME --name OUT: runs on disjoint seeds, or
         # the same seeds with other arms (--strategies ARM --rename full=ARM_NAME), as one
 Last lines: `full_labels_to_random_ratio`, its interval's upper end, the paired final difference, the focus test.
+``--smoke`` (the test suite's check): pool im06001–06008, val im06901–06904, test im07001–07004, seed 0, one round
+of 2 labels, 2 steps of 2, no cold-start arm; results in the results folder's simulate_lspet_smoke/ (never
+bench/results).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 from _common import LSPET, REPO, RESULTS, apply_overrides, write_result  # noqa: E402
 
 
@@ -55,8 +59,19 @@ def main() -> None:
         default="",
         help="OLD=NEW,…: name the arms of this run, e.g. full=full_flip for a variant's settings",
     )
+    ap.add_argument(
+        "--smoke", action="store_true", help="8 pool frames, 1 seed, 1 round of 2 steps: the test suite's check"
+    )
     args = ap.parse_args()
-    out = RESULTS / args.name
+    ranges = ((6001, 6900), (6901, 7000), (7001, 7400))  # pool, val, test
+    results = RESULTS
+    if args.smoke:
+        results = _common.smoke()
+        ranges = ((6001, 6008), (6901, 6904), (7001, 7004))
+        args.seeds, args.budgets, args.steps, args.no_cold_first_chunk = "0", "2", 2, True
+        args.set = ["train.batch_size=2", *args.set]
+        args.name, args.merge = "simulate_lspet_smoke", ""
+    out = results / args.name
     if args.merge:
         from iterate.loop.simulate import merge, write_outputs
 
@@ -66,11 +81,7 @@ def main() -> None:
     coco = json.loads((LSPET / "annotations.coco.json").read_text())
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        files = [
-            subset(coco, 6001, 6900, d / "pool.json"),
-            subset(coco, 6901, 7000, d / "val.json"),
-            subset(coco, 7001, 7400, d / "test.json"),
-        ]
+        files = [subset(coco, *r, d / f"{n}.json") for n, r in zip(("pool", "val", "test"), ranges)]
         cmd = [
             str(Path(sys.executable).with_name("iterate")),
             "simulate",

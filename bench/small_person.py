@@ -32,6 +32,7 @@ from model.data import Sample
 from model.predict import predict_files
 from model.train import train
 
+import _common
 from _common import REPO, bare_forward_speed, lspet_samples, manifest, write_result
 
 SCALES = (1, 3, 5)
@@ -104,7 +105,9 @@ def main() -> None:
     ap.add_argument("--model", default=str(REPO / "model" / "weights" / "lspet_w18s_128.pt"))
     ap.add_argument("--head", help="a checkpoint with a zoom-out box head (else --train-head)")
     ap.add_argument("--train-head", type=int, default=0, help="train a zoom-out box head this many steps first")
-    ap.add_argument("--head-out", default="/tmp/iterate-small-person-head")
+    ap.add_argument(
+        "--head-out", default=None, help="default /tmp/iterate-small-person-head (smoke: the results folder)"
+    )
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="manifest change for the head")
     ap.add_argument("--first", type=int, default=7001)
     ap.add_argument("--last", type=int, default=7300)
@@ -112,8 +115,11 @@ def main() -> None:
     ap.add_argument("--name", default="small_person")
     args = ap.parse_args()
     if args.smoke:
+        results = _common.smoke()
         args.last, args.train_head = args.first + 3, args.train_head or 2
         args.name += "_smoke"
+        args.head_out = args.head_out or str(results / "small_person_smoke_head")
+    args.head_out = args.head_out or "/tmp/iterate-small-person-head"
     speed = bare_forward_speed(seconds=0.5 if args.smoke else 3.0)
     spec = keypoint_spec(manifest())
     held = lspet_samples(args.first, args.last)

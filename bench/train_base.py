@@ -11,6 +11,10 @@ posture). Writes model/weights/<name>.pt (weights only, half the size) and its r
 The record holds the held-out figures of the whole frame (flip TTA, no refine) and of `iterate predict`'s default
 path (`load_predictor`: the settings the checkpoint records), both per posture, the training speed in samples/s and
 this machine's bare forward speed.
+
+``--smoke`` (the test suite's check): one epoch at batch 2 on im00001–00008 (val im00009–00012), no MLflow, scored
+on 4 held-out frames; the checkpoint, its record and the work folder go into the results folder
+(`ITERATE_BENCH_RESULTS`, else a temporary one), never into model/weights; with train_base_smoke.json.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from model.checkpoints import model_from_checkpoint, save_atomic  # noqa: E402
 from model.codec import DarkCodec  # noqa: E402
 from model.infer import Predictor, load_predictor  # noqa: E402
 
+import _common  # noqa: E402
 from _common import (  # noqa: E402
     LSPET,
     REPO,
@@ -43,9 +48,12 @@ from _common import (  # noqa: E402
     lspet_samples,
     per_posture,
     slim_checkpoint,
+    write_result,
 )
 
-OUT = REPO / "model" / "weights"
+OUT = REPO / "model" / "weights"  # smoke mode: the results folder
+HELD_LAST = 8000  # held out: LSPET im07001–im<HELD_LAST> (smoke: 7004)
+SMOKE = False
 
 
 def subset(coco: dict, lo: int, hi: int, path: Path, postures: set[str] | None = None) -> Path:
@@ -74,7 +82,18 @@ def main() -> None:
     ap.add_argument(
         "--rescore", action="store_true", help="no training: re-score model/weights/<name>.pt's default path"
     )
+    ap.add_argument("--smoke", action="store_true", help="1 epoch on 8 frames, out in the results folder: the test")
     args = ap.parse_args()
+    global OUT, HELD_LAST, SMOKE
+    last_val = 6000
+    if args.smoke:
+        if args.rescore:
+            ap.error("--smoke trains; it does not re-score")
+        results = _common.smoke()
+        OUT, HELD_LAST, SMOKE, last_val = results / "train_base_smoke", 7004, True, 12
+        if args.workdir == ap.get_default("workdir"):
+            args.workdir = results / "train_base_smoke_work"
+        args.minutes, args.set = 0.5, ["train.batch_size=2", *args.set]
     if args.rescore:
         record_path = OUT / f"{args.name}.json"
         record = json.loads(record_path.read_text())
@@ -88,6 +107,8 @@ def main() -> None:
         return _print(record)
     postures = {p for p in args.postures.split(",") if p} or None
     last_train = 5800 if postures else 5900  # keep ~100 val frames after the posture filter
+    if args.smoke:
+        last_train = 8
     wd = args.workdir
     wd.mkdir(parents=True, exist_ok=True)
     coco = json.loads((LSPET / "annotations.coco.json").read_text())
@@ -106,7 +127,7 @@ def main() -> None:
             {
                 "name": "lspet-val",
                 "kind": "coco",
-                "path": str(subset(coco, last_train + 1, 6000, wd / "val.json", postures)),
+                "path": str(subset(coco, last_train + 1, last_val, wd / "val.json", postures)),
                 "images": str(LSPET),
                 "split": "val",
             },
@@ -114,6 +135,9 @@ def main() -> None:
     )
     man["model"]["base"] = None  # from scratch
     man["train"].update(epochs=1000, lr=0.003)  # the wall-time limit ends it; the schedule follows the time
+    if args.smoke:
+        man["train"]["epochs"] = 1
+        man["tracking"] = {**man.get("tracking", {}), "mlflow": False}
     man["train"]["replay"] = None  # the demo's replay source is not in this project
     apply_overrides(man, args.set)
     mpath = wd / "data_manifest.yaml"
@@ -129,7 +153,7 @@ def main() -> None:
         rec = led.latest_model()
     model, ck = model_from_checkpoint(rec["path"])
     codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
-    held = lspet_samples(7001, 8000)
+    held = lspet_samples(7001, HELD_LAST)
     pred = Predictor(model, codec, m.keypoints.flip_index(), flip=True).predict(held).keypoints
     s = score(keypoint_spec(m), pred, held)
     postures_held = per_posture(keypoint_spec(m), pred, held)
@@ -138,9 +162,9 @@ def main() -> None:
     record = {
         "command": " ".join(["python", "bench/train_base.py", *sys.argv[1:]])
         + f" (iterate retrain -m <base manifest> --minutes {args.minutes})",
-        "data": f"LSPET im00001-im{last_train:05d} train, im{last_train + 1:05d}-im06000 val (best checkpoint)"
+        "data": f"LSPET im00001-im{last_train:05d} train, im{last_train + 1:05d}-im{last_val:05d} val (best checkpoint)"
         + (f", only posture in {sorted(postures)}" if postures else ""),
-        "held_out": "LSPET im07001-im08000, flip TTA + DARK",
+        "held_out": f"LSPET im07001-im{HELD_LAST:05d}, flip TTA + DARK",
         "epochs": rec["metrics"].get("epochs"),
         "best_epoch": rec["metrics"].get("best_epoch"),
         "steps": rec["metrics"].get("steps"),
@@ -165,11 +189,11 @@ def default_path(checkpoint: Path) -> dict:
     """Held-out figures of ``checkpoint`` through `iterate predict`'s path (the settings it records)."""
     pred = load_predictor(checkpoint)
     spec = keypoint_spec(load_manifest(REPO / "data_manifest.yaml", check_sources=False))
-    held = lspet_samples(7001, 8000)
+    held = lspet_samples(7001, HELD_LAST)
     kps = pred.predict(held).keypoints
     s = score(spec, kps, held)
     return {
-        "default_path": f"LSPET im07001-im08000 through load_predictor: {pred.settings.describe()}",
+        "default_path": f"LSPET im07001-im{HELD_LAST:05d} through load_predictor: {pred.settings.describe()}",
         "default_path_pckh05": s["pckh05"],
         "default_path_pckh01": s["pckh01"],
         "default_path_mean_sms01": s["mean_sms01"],
@@ -179,10 +203,17 @@ def default_path(checkpoint: Path) -> dict:
 
 def _print(record: dict) -> None:
     print(json.dumps(record, indent=2))
-    print(f"base_pckh05={record['held_out_pckh05']}")
-    print(f"base_pckh01={record['held_out_pckh01']}")
-    print(f"base_default_path_pckh05={record['default_path_pckh05']}")
-    print(f"base_default_path_pckh01={record['default_path_pckh01']}")
+    figures = {
+        "base_pckh05": record["held_out_pckh05"],
+        "base_pckh01": record["held_out_pckh01"],
+        "base_default_path_pckh05": record["default_path_pckh05"],
+        "base_default_path_pckh01": record["default_path_pckh01"],
+    }
+    if SMOKE:  # the figures as every bench's results file too (the record is in OUT)
+        write_result("train_base_smoke", figures, {"record": str(OUT)}, speed=record["bare_forward_images_per_s"])
+        return
+    for k, v in figures.items():
+        print(f"{k}={v}")
 
 
 if __name__ == "__main__":

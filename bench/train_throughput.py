@@ -1,7 +1,10 @@
 """Samples/s of a full training step with the real data pipeline (read, augment, encode, collate, forward,
 backward, AdamW) vs a bare forward+backward of the same net on the same batch shape, as a ratio.
 
+    python bench/train_throughput.py [--steps 40] [--backbone B --input N --heatmap N --batch N] [--smoke]
 Last line: train_step_ratio=…
+``--smoke`` (the test suite's check): 4 steps of 2 on 8 frames, no loader workers; also writes
+train_throughput_smoke.json into the results folder.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from model.data import PoseDataset, collate  # noqa: E402
 from model.hrnet import build_model  # noqa: E402
 from model.train import heatmap_loss  # noqa: E402
 
-from _common import lspet_samples, manifest  # noqa: E402
+import _common  # noqa: E402
+from _common import lspet_samples, manifest, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +35,11 @@ def main() -> None:
     ap.add_argument("--input", type=int, default=None)
     ap.add_argument("--heatmap", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--smoke", action="store_true", help="4 steps of 2 on 8 frames: the test suite's check")
     args = ap.parse_args()
+    if args.smoke:
+        _common.smoke()
+        args.steps, args.batch = 4, args.batch or 2
     m = manifest()
     bb = args.backbone or m.model.backbone
     size = args.input or m.model.input_size
@@ -44,7 +52,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     codec = DarkCodec(size, hs, m.model.sigma)
     ds = PoseDataset(
-        lspet_samples(1, 2000),
+        lspet_samples(1, 8 if args.smoke else 2000),
         codec,
         flip_index=m.keypoints.flip_index(),
         joint_weights=m.keypoints.joint_weights(),
@@ -53,7 +61,7 @@ def main() -> None:
         up_joints=m.keypoints.spec().up_joints(),
         person_box_p=m.train.augment.person_box,
     )
-    workers = m.train.workers if dev.type == "cpu" else 8
+    workers = 0 if args.smoke else m.train.workers if dev.type == "cpu" else 8
     loader = DataLoader(
         ds,
         batch_size=bs,
@@ -115,7 +123,19 @@ def main() -> None:
         f"heatmap={hs} batch={bs} workers={workers}"
     )
     print(f"pipeline_samples_per_s={pipe:.1f} bare_samples_per_s={bare:.1f}")
-    print(f"train_step_ratio={pipe / bare:.3f}")
+    if not args.smoke:
+        print(f"train_step_ratio={pipe / bare:.3f}")
+        return
+    write_result(
+        "train_throughput_smoke",
+        {"train_step_ratio": round(pipe / bare, 3)},
+        {
+            "pipeline_samples_per_s": round(pipe, 1),
+            "bare_samples_per_s": round(bare, 1),
+            "batch": bs,
+            "steps": args.steps,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -143,20 +140,3 @@ def test_the_out_of_sample_model_rule():
     assert out_of_sample_model(_frame("train"), 25.0, [m1, m2], base, None) is m2
     assert out_of_sample_model(_frame("pool"), 5.0, [m1, m2], base, None) is base
     assert out_of_sample_model(_frame("train", "replay"), 5.0, [m1, m2], base, "replay") is None
-
-
-def test_label_audit_bench_smoke(tmp_path):
-    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path)}
-    r = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "label_audit.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    last = dict(line.split("=", 1) for line in r.stdout.strip().splitlines()[-20:] if "=" in line)
-    assert {"label_audit_swap_recall", "label_audit_move_ap", "label_audit_frames_for_90"} <= set(last)
-    rec = json.loads((tmp_path / "label_audit_smoke.json").read_text())
-    assert rec["figures"]["injected"] == {"swap": 6, "move": 6, "remove": 6}
-    assert 0 <= rec["figures"]["label_audit_swap_recall"] <= 1 and rec["commit"]

@@ -8,8 +8,6 @@ import hashlib
 import json
 import os
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from iterate.core.ledger import Ledger
 from iterate.core.manifest import load_manifest
 from iterate.core.presets import PRESETS
 
-from conftest import LSPET, REPO, SHARED, demo_manifest_dict, lspet_subset
+from conftest import LSPET, SHARED, demo_manifest_dict, lspet_subset
 
 RUN = CliRunner()
 
@@ -382,23 +380,6 @@ def test_bad_versions_splits_and_vanished_images_are_one_line(tmp_path, lspet_co
     assert "--format: 'yolo' is not one of coco, mmpose, dlc" in _one_line(
         ["export", "-m", str(p), "--format", "yolo", "--out", str(tmp_path / "y")]
     )
-
-
-def test_bench_export_scale_smoke(tmp_path):
-    """bench/export_scale.py --smoke: synthetic ledger rows over real LSPET image paths, exported and read back."""
-    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path)}
-    r = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "export_scale.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    runs = json.loads((tmp_path / "export_scale_smoke.json").read_text())["details"]["runs"]
-    assert [x["frames"] for x in runs] == [1000, 3000]
-    assert all(x["export_s"] > 0 and x["read_s"] > 0 and x["peak_rss_mib"] > 0 for x in runs)
-    assert all(x["annotations"] == x["frames"] for x in runs)  # every synthetic row exported
 
 
 def test_versions_on_a_postgresql_ledger(tmp_path, lspet_coco, postgres):

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 
@@ -72,23 +69,6 @@ def test_localise_on_the_box_head_crops_the_person_first(lspet_coco, tmp_path):
     a, b = frame.predict(canvas), first.predict(canvas)
     assert b.boxes is not None and np.isfinite(b.boxes).all()
     assert not np.allclose(a.keypoints, b.keypoints)  # another first crop: the head's box, not the whole canvas
-
-
-def test_small_person_bench_smoke(tmp_path):
-    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path)}
-    r = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "small_person.py"), "--smoke", "--head-out", str(tmp_path / "head")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    last = dict(line.split("=", 1) for line in r.stdout.strip().splitlines()[-10:] if "=" in line)
-    assert {"small_shipped_ratio_3", "small_box_head_ratio_5", "small_box_head_1_pckh05"} <= set(last)
-    rec = json.loads((tmp_path / "small_person_smoke.json").read_text())
-    assert rec["figures"]["small_shipped_3_pckh05"] == float(last["small_shipped_3_pckh05"])
-    assert rec["bare_forward_images_per_s"] > 0 and rec["commit"]
 
 
 def test_person_boxes_from_a_detection_file(tmp_path):

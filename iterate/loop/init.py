@@ -52,6 +52,11 @@ label_studio:
   url: http://127.0.0.1:8080
   project_title: {project}
   token_env: LABEL_STUDIO_TOKEN   # the NAME of the variable that holds the token, never the token
+  # instructions: "…"           # what annotators read first: left out, generated from the joints and strata;
+                                # a text replaces it, {{extend: "…"}} appends to it
+
+cost:
+  accept_tolerance: 0.05       # a pre-annotated joint left within this × l counts accepted (docs/cost.md)
 """
 
 

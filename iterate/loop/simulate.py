@@ -724,6 +724,7 @@ def _plot_effort(summary: dict, path: Path) -> None:
     axes[0].set_title("learning curve in annotator effort", fontsize=10)
     axes[1].set_xlabel("labels")
     axes[1].set_ylabel("corrections per revealed frame")
+    axes[1].set_ylim(bottom=0)
     axes[1].set_title("what a frame of each round cost", fontsize=10)
     for ax in axes:
         ax.grid(alpha=0.3)

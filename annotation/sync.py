@@ -49,6 +49,7 @@ class SyncSummary:
     confirmed: int = 0  # review tasks answered with the label unchanged: confirmed
     corrected: int = 0  # review tasks answered with a change: a new label version (source `review`)
     retired: int = 0  # review tasks of frames retired since: skipped
+    stored: list[str] = field(default_factory=list)  # frames given a new label version by this sync
 
 
 def _ts(s: str) -> datetime:
@@ -276,6 +277,7 @@ def _review(ledger: Ledger, pid: int, tid: int, frame, ann: dict, kps, attrs, s:
         s.unchanged += 1
     else:
         s.corrected += 1
+        s.stored.append(frame.id)
     _set_status(ledger, pid, tid, "labeled", "corrected by review" if v else None)
 
 
@@ -311,4 +313,6 @@ def _store(ledger: Ledger, pid: int, tid: int, frame, ann: dict, kps, attrs, s: 
         s.new += 1
     else:
         s.updated += 1
+    if v is not None:
+        s.stored.append(frame.id)
     _set_status(ledger, pid, tid, "labeled")

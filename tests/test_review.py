@@ -86,6 +86,7 @@ def test_audit_push_and_sync_close_the_review_loop(tmp_path, lspet_coco, studio)
     r = _cli(p, "sync-labels")
     assert r.exit_code == 0, r.output
     assert "1 labels confirmed, 1 corrected" in r.output and "1 skipped (frame retired)" in r.output, r.output
+    assert "audit of the 1 label(s) just pulled:" in r.output, r.output  # the correction, checked out of sample
     with Ledger(m.workspace_dir) as led:
         hist = led.label_history(fid[SWAPPED])
         assert [h.source for h in hist] == ["coco", "review"] and hist[0].keypoints == labels[SWAPPED].keypoints

@@ -146,6 +146,14 @@ def sync_labels(
     if s.controls:
         c = s.controls[-1]
         console.print(f"round {c['round']} control ({c['model']}): {c['verdict']}", highlight=False)
+    a = s.audit
+    if a is not None:
+        why = ", ".join(f"{k} {v}" for k, v in a["per_reason"].items() if v) or "nothing"
+        console.print(
+            f"audit of the {a['labels']} label(s) just pulled: {a['flagged_frames']} frame(s) flagged ({why}) — "
+            "`iterate audit` lists them, `--push` sends them back for review",
+            highlight=False,
+        )
     r = s.review
     if r is not None:
         console.print(

@@ -159,9 +159,12 @@ def predict_frames(m: Manifest, model: dict, frames: list[Frame], progress=None)
     return np.stack([have[f.id][0] for f in frames]), np.stack([have[f.id][1] for f in frames])
 
 
-def run_audit(m: Manifest, ledger: Ledger, progress=None, t: au.Thresholds | None = None) -> AuditResult:
-    """Audit every current label; ``t`` overrides the manifest's thresholds (the bench scores every joint)."""
-    labeled = [(f, lab) for f, lab in ledger.current_labels() if lab.instance == 0]
+def run_audit(
+    m: Manifest, ledger: Ledger, progress=None, t: au.Thresholds | None = None, only: set[str] | None = None
+) -> AuditResult:
+    """Audit every current label (``only``: of these frames; their bodies are then the bone test's reference);
+    ``t`` overrides the manifest's thresholds (the bench scores every joint)."""
+    labeled = [(f, lab) for f, lab in ledger.current_labels() if lab.instance == 0 and (only is None or f.id in only)]
     if not labeled:
         raise IterateError("nothing to audit: the ledger holds no labels (ingest labeled sources or sync-labels)")
     models, base = _models(m, ledger)

@@ -42,6 +42,7 @@ def server_status(m: Manifest) -> server.ServerState:
 class SyncResult(SyncSummary):
     controls: list[dict] = field(default_factory=list)  # the in-loop control of each round a model selected
     review: SyncSummary | None = None  # the review project's tasks (`iterate audit --push`), when there is one
+    audit: dict | None = None  # the audit of the labels this sync stored (`iterate audit` on just them), or None
 
 
 def sync(m: Manifest, ledger: Ledger, *, full: bool = False, progress=None) -> SyncResult:
@@ -55,9 +56,28 @@ def sync(m: Manifest, ledger: Ledger, *, full: bool = False, progress=None) -> S
     if review_project_id(lab, ledger) is not None:
         review = sync_labels(lab, ledger, st, full=full, progress=progress, account=acc, review=True)
         if project_id(lab, ledger) is None:  # reviews of imported labels only: no labeling project yet
-            return SyncResult(review=review)
+            return SyncResult(review=review, audit=_audit_new(m, ledger, review.stored))
     s = sync_labels(lab, ledger, st, full=full, progress=progress, account=acc)
-    return SyncResult(**asdict(s), controls=update_controls(m, ledger), review=review)
+    stored = s.stored + (review.stored if review else [])
+    return SyncResult(
+        **asdict(s), controls=update_controls(m, ledger), review=review, audit=_audit_new(m, ledger, stored)
+    )
+
+
+def _audit_new(m: Manifest, ledger: Ledger, frame_ids: list[str]) -> dict | None:
+    """The free out-of-sample check: the labels just pulled, audited by a model that never trained on them (the
+    model that selected their round among them). None when nothing was stored or no model can audit."""
+    from iterate.core.errors import IterateError
+    from iterate.loop.audit import run_audit
+
+    if not frame_ids:
+        return None
+    try:
+        res = run_audit(m, ledger, only=set(frame_ids))
+    except IterateError:
+        return None
+    flagged = len({sp.frame.id for sp in res.suspects})
+    return {"labels": res.frames, "flagged_frames": flagged, "per_reason": res.per_reason}
 
 
 def autolabel(m: Manifest, ledger: Ledger, labels: Path, *, limit: int | None = None, seed: int = 0) -> OracleSummary:

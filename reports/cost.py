@@ -173,10 +173,17 @@ def cost_section(d: dict) -> list[str]:
     if "picked_vs_explore_corrections" in last:
         r = last["picked_vs_explore_corrections"]
         t = last.get("picked_vs_explore_seconds")
+        verdict = (
+            "the hard frames cost more; weigh that against what they teach (the control above)"
+            if r > 1.05
+            else "they cost less than random ones"
+            if r < 0.95
+            else "about the same: picking hard frames costs no extra corrections here"
+        )
         L += [
             f"The frames selection picked cost **{r:.2f}×** the corrections of the random ones"
             + (f" and {t:.2f}× their median time" if t else "")
-            + ": the hard frames cost more; weigh that against what they teach (the control above).",
+            + f": {verdict}.",
             "",
         ]
     if len(rounds) > 1:

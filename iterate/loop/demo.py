@@ -124,7 +124,7 @@ def run_demo(
 
 
 def _figs(r: dict) -> dict:
-    keys = ("pckh05", "pckh05_ci95", "pckh", "ci95", "mean_sms", "frames")
+    keys = ("pckh05", "ci95_05", "pckh", "ci95", "mean_sms", "frames")
     return {k: r.get(k) for k in keys if k in r}
 
 
@@ -214,6 +214,8 @@ def _eta(say, at: int = 20):
             return
         if step == at and total > at:
             rate = (time.time() - t0[0]) / max(1, step - 1)
-            say(f"  {total} steps ≈ {rate * (total - step):.0f} s more on this machine ({1 / rate:.1f} steps/s)")
+            say(
+                f"  {total} steps: ≈ {rate * (total - step):.0f} s more of steps here ({1 / rate:.1f} steps/s; val passes add to it)"
+            )
 
     return hook

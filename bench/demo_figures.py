@@ -39,7 +39,7 @@ def main() -> None:
     for r in d["rounds"]:
         name = "base" if r["round"] == 0 else f"round{r['round']}"
         figures[f"{name}_test_pckh05"] = r["test"].get("pckh05")
-        figures[f"{name}_test_pckh05_ci95"] = r["test"].get("pckh05_ci95")
+        figures[f"{name}_test_pckh05_ci95"] = r["test"].get("ci95_05")
         figures[f"{name}_val_pckh05"] = r["val"].get("pckh05")
         if r["round"]:
             figures[f"{name}_steps"] = r["steps"]

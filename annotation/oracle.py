@@ -45,6 +45,16 @@ class OracleSummary:
     answered: int = 0
     no_label: list[str] = field(default_factory=list)
     already: int = 0
+    corrupted: list[str] = field(default_factory=list)  # frames answered with the arms swapped on purpose
+
+
+def _arm_pairs(cfg: LabelingSetup) -> list[tuple[int, int]]:
+    """The left/right pairs of the arms (shoulder, elbow, wrist), else the first half of the flip pairs: a limb
+    swapped in the label, the error the audit's swap test looks for (a whole-body swap reads as a back view)."""
+    names = list(cfg.keypoints.names)
+    pairs = [(names.index(a), names.index(b)) for a, b in cfg.keypoints.flip_pairs]
+    arms = [p for p in pairs if any(w in names[p[0]] for w in ("shoulder", "elbow", "wrist"))]
+    return arms or pairs[: max(1, len(pairs) // 2)]
 
 
 def autolabel(
@@ -57,7 +67,10 @@ def autolabel(
     limit: int | None = None,
     account: Account | None = None,
     effort: EffortModel = EffortModel(),
+    corrupt: float = 0.0,
 ) -> OracleSummary:
+    """Answer the project's pending tasks from ``labels``; ``corrupt``: the share of answers given with the arms'
+    left and right exchanged (the demo's known label errors for the audit to find), named in the summary."""
     pid = project_id(cfg, ledger)
     s = OracleSummary()
     if pid is None:
@@ -90,6 +103,10 @@ def autolabel(
             [min(max(x, 0.0), float(f.width)), min(max(y, 0.0), float(f.height)), v]
             for x, y, v in coco_keypoints(cfg.keypoints, ann, order, labels)
         ]
+        if corrupt and rng.random() < corrupt:
+            for a, b in _arm_pairs(cfg):
+                kps[a], kps[b] = kps[b], kps[a]
+            s.corrupted.append(f.id)
         result = to_result(cfg, kps, f.width, f.height, ann.get("attributes") or {}, origin="manual", rng=rng)
         pre = ledger.task_prediction(pid, t["id"]) if account is not None else None
         edits = account(f, kps, pre) if pre is not None else None

@@ -41,6 +41,12 @@ def main() -> None:
         figures[f"{name}_test_pckh05"] = r["test"].get("pckh05")
         figures[f"{name}_test_pckh05_ci95"] = r["test"].get("ci95_05")
         figures[f"{name}_val_pckh05"] = r["val"].get("pckh05")
+        if r.get("audit"):
+            figures[f"{name}_audit_swapped"] = r["audit"]["swapped"]
+            figures[f"{name}_audit_caught"] = r["audit"]["caught"]
+            figures[f"{name}_audit_caught_as_swap"] = r["audit"].get("caught_as_swap")
+            figures[f"{name}_audit_swap_flagged_frames"] = r["audit"].get("swap_flagged")
+            figures[f"{name}_audit_flagged_frames"] = r["audit"]["flagged"]
         if r["round"]:
             figures[f"{name}_steps"] = r["steps"]
             figures[f"{name}_train_s"] = r["train_s"]

@@ -67,6 +67,7 @@ class RoundResult:
     report: object  # the report's path (the base checkpoint for round 0)
     steps: int | None = None  # the retrain's optimiser steps
     train_s: float | None = None  # its wall time on this machine
+    audit: dict | None = None  # round 2: the oracle's swapped answers and how many the sync's audit caught
 
 
 def _no_status(_: str) -> ContextManager:
@@ -74,6 +75,7 @@ def _no_status(_: str) -> ContextManager:
 
 
 DEMO_STEPS = (500, 800)  # optimiser steps of each round's retrain: the same figures on every machine
+CORRUPT = 0.05  # share of round 2's oracle answers given with the arms swapped: errors the audit should find
 
 
 def run_demo(
@@ -142,6 +144,7 @@ def _write_results(m: Manifest, results: list[RoundResult], plan, wall_s: float)
                 "train_s": r.train_s,
                 "val": _figs(r.val),
                 "test": _figs(r.test),
+                "audit": r.audit,
             }
             for r in results
         ],
@@ -180,10 +183,26 @@ def _round(m: Manifest, ledger: Ledger, rnd: int, length, labels: Path, say, sta
         f"{f', scored by {sel.scored_by}' if sel.scored_by else ''}); "
         f"pushed {sel.push.pushed} tasks to Label Studio project {sel.push.project_id}"
     )
-    a = autolabel(m, ledger, labels if labels.is_absolute() else m.resolve(labels))
-    say(f"oracle annotator answered {a.answered} tasks in Label Studio")
+    corrupt = CORRUPT if rnd == 2 else 0.0  # round 2: known label errors for the audit to find
+    a = autolabel(m, ledger, labels if labels.is_absolute() else m.resolve(labels), corrupt=corrupt)
+    say(
+        f"oracle annotator answered {a.answered} tasks in Label Studio"
+        + (f" ({len(a.corrupted)} of them on purpose with the arms' left and right exchanged)" if corrupt else "")
+    )
     s = sync(m, ledger)
     say(f"sync-labels: {s.new} new labels, {len(s.invalid)} invalid, {s.skipped} skipped")
+    audit = None
+    if corrupt and s.audit is not None:
+        caught = len(set(a.corrupted) & set(s.audit["flagged"]))
+        as_swap = len(set(a.corrupted) & set(s.audit["swap_flagged"]))
+        audit = {"labels": s.audit["labels"], "flagged": s.audit["flagged_frames"], "swapped": len(a.corrupted)}
+        audit |= {"caught": caught, "caught_as_swap": as_swap, "swap_flagged": len(s.audit["swap_flagged"])}
+        say(
+            f"label audit of the {s.audit['labels']} labels just pulled (by the model that selected the round): "
+            f"{s.audit['flagged_frames']} frames flagged for any reason, {audit['swap_flagged']} for a left/right swap; "
+            f"of the {len(a.corrupted)} swapped on purpose it flagged {caught}, {as_swap} of them as a swap "
+            "(`iterate audit` lists every flag, `--push` sends them back for review)"
+        )
     by, value = length
     if by == "minutes":
         say(f"retrain (at most {value:g} min on this machine)…")
@@ -201,7 +220,7 @@ def _round(m: Manifest, ledger: Ledger, rnd: int, length, labels: Path, say, sta
         md = build(m, ledger)
     rep = json.loads(md.with_suffix(".json").read_text())
     steps = out.metrics.get("steps")
-    return RoundResult(rnd, out.model_id, rep.get("val") or {}, rep.get("test") or {}, md, steps, secs)
+    return RoundResult(rnd, out.model_id, rep.get("val") or {}, rep.get("test") or {}, md, steps, secs, audit)
 
 
 def _eta(say, at: int = 20):

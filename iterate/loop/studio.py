@@ -77,13 +77,18 @@ def _audit_new(m: Manifest, ledger: Ledger, frame_ids: list[str]) -> dict | None
     except IterateError:
         return None
     flagged = len({sp.frame.id for sp in res.suspects})
-    return {"labels": res.frames, "flagged_frames": flagged, "per_reason": res.per_reason}
+    ids = sorted({sp.frame.id for sp in res.suspects})
+    swaps = sorted({sp.frame.id for sp in res.suspects if sp.reason == "swap"})
+    out = {"labels": res.frames, "flagged_frames": flagged, "per_reason": res.per_reason, "flagged": ids}
+    return out | {"swap_flagged": swaps}
 
 
-def autolabel(m: Manifest, ledger: Ledger, labels: Path, *, limit: int | None = None, seed: int = 0) -> OracleSummary:
+def autolabel(
+    m: Manifest, ledger: Ledger, labels: Path, *, limit: int | None = None, seed: int = 0, corrupt: float = 0.0
+) -> OracleSummary:
     """The oracle annotator: answer pending tasks from COCO labels, as the UI would, with a modelled lead time."""
     acc = accounting(m, ledger)
-    return _autolabel(labeling(m), ledger, studio(m), labels, seed=seed, limit=limit, account=acc)
+    return _autolabel(labeling(m), ledger, studio(m), labels, seed=seed, limit=limit, account=acc, corrupt=corrupt)
 
 
 def round_frames(ledger: Ledger, round_id: int) -> list[str]:

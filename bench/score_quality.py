@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from iterate.loop.select import person_size  # noqa: E402
+from iterate.loop.pool import person_size  # noqa: E402
 from iterate.loop.settings import infer_config, keypoint_spec  # noqa: E402
 from iterate.loop.simulate import pool_scores  # noqa: E402
 from iterate.selection import scores as sc  # noqa: E402
@@ -104,7 +104,8 @@ def grade(m, base: Path, pool, ref) -> dict:
     model.eval()
     codec = DarkCodec(model.input_size, model.heatmap_size, float(ck.get("sigma", m.model.sigma)))
     t0 = time.time()
-    scores, kps, _, _ = pool_scores(m, model, codec, pool)
+    scored = pool_scores(m, base, pool)
+    scores, kps = dict(scored.scores), scored.keypoints
     scores["combined"] = sc.combine(scores, m.selection.weights)
     # the true error: the product's inference path (flip + refine), per-frame PCKh@0.5
     infer = infer_config(m)

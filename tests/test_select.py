@@ -292,7 +292,8 @@ def test_select_refuses_the_simulation_only_snapshot_score(proj):
 def test_diversity_on_image_features_spreads_over_the_cold_start_features(proj):
     """``selection.diversity_on: image``: the model still scores the pool, but k-center spreads the batch over the
     cold start's image features (no labeled-frame seeds) instead of the model's embeddings."""
-    from iterate.loop.select import _candidate_pool, candidates, cold_start_features, scoring_model
+    from iterate.loop.models import scoring_model
+    from iterate.loop.select import _candidate_pool, candidates, cold_start_features
 
     m = load_manifest(proj)
     assert m.selection.diversity_on == "image"  # the default (bench/results/simulate-imagekc-5seeds)
@@ -317,7 +318,7 @@ def test_plausibility_scores_a_stretched_bone_above_a_labeled_like_pose(lspet_co
     """The ``plausibility`` arm's score on real labeled LSPET bodies: a pose from the reference set scores low; the
     same pose with the right shin stretched 6× scores higher; an edge never labeled counts nothing."""
     from iterate.core.manifest import load_manifest
-    from iterate.loop.select import person_size
+    from iterate.loop.pool import person_size
     from iterate.loop.settings import keypoint_spec
     from iterate.selection import scores as sc
 

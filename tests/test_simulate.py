@@ -235,8 +235,8 @@ def test_snapshot_score_ranks_the_frames_whose_prediction_moved_since_the_last_r
     """The ``snapshot`` arm's score: the distance between this round's and the last round's predictions, divided by
     the person's size; frames no earlier model scored (round 1) score 0 rather than NaN."""
     from iterate.core.manifest import load_manifest
+    from iterate.loop.pool import snapshot_scores as _snapshot
     from iterate.loop.settings import keypoint_spec
-    from iterate.loop.simulate import _snapshot
 
     spec = keypoint_spec(load_manifest(REPO / "data_manifest.yaml"))
     rng = np.random.default_rng(0)

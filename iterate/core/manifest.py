@@ -26,6 +26,8 @@ from pydantic import (
 
 from iterate.core.errors import ManifestError
 from iterate.core.schema import KeypointSpec, NormalizerSpec, flip_index
+from iterate.core.score_kinds import SCORES
+from iterate.core.score_kinds import describe as describe_scores
 from iterate.core.strata import DEFAULT_THRESHOLDS, DEFAULT_VALUES, Derivation, values_needed
 
 DEFAULT_MANIFEST = "data_manifest.yaml"
@@ -428,19 +430,13 @@ class TrackingSettings(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment name (default: the project name)")
 
 
-UNCERTAINTY_SCORES = (
-    "confidence",
-    "flip",
-    "entropy",
-    "snapshot",
-    "plausibility",
-)  # iterate/selection/scores.py defines them
+UNCERTAINTY_SCORES = tuple(SCORES)  # the registry: iterate/core/score_kinds.py
 
 
 class SelectionSettings(_Strict):
     weights: dict[str, float] = Field(
         default_factory=lambda: {"confidence": 1.0, "flip": 1.0, "entropy": 1.0},
-        description=f"rank weight per uncertainty score ({', '.join(UNCERTAINTY_SCORES)})",
+        description=f"rank weight per uncertainty score ({describe_scores()})",
     )
     explore: float = Field(0.1, ge=0, le=1)
     diversity_on: Literal["model", "image"] = Field(

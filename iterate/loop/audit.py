@@ -27,7 +27,8 @@ import numpy as np
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Frame, Label, Ledger
 from iterate.core.manifest import Manifest
-from iterate.loop.select import _base_model, _cache_dir, labeled_bones, model_name
+from iterate.loop.models import base_model, base_path, cache_dir, model_name
+from iterate.loop.pool import labeled_bones
 from iterate.loop.settings import keypoint_spec
 from iterate.selection import audit as au
 from model.data import Sample
@@ -96,13 +97,8 @@ def thresholds(m: Manifest) -> au.Thresholds:
 def _models(m: Manifest, ledger: Ledger) -> tuple[list[dict], dict | None]:
     """(the ledger's models whose checkpoint exists, oldest first; the base as a scoring model or None)."""
     models = [md for md in ledger.models() if Path(md["path"]).is_file()]
-    base = None
-    if m.model.base:
-        p = m.resolve(m.model.base)
-        if not p.is_file():
-            raise IterateError(f"model.base: checkpoint not found: {p}")
-        base = _base_model(str(p))
-    return models, base
+    p = base_path(m)
+    return models, base_model(str(p)) if p is not None else None
 
 
 def out_of_sample_model(
@@ -127,7 +123,7 @@ def predict_frames(m: Manifest, model: dict, frames: list[Frame], progress=None)
     ck = Path(model["path"])
     if not ck.is_file():
         raise IterateError(f"{model_name(model)}: checkpoint {ck} is gone")
-    d = _cache_dir(m, model)
+    d = cache_dir(m, model)
     stamp = json.dumps({"checkpoint": str(ck), "mtime": ck.stat().st_mtime, "size": ck.stat().st_size})
     cache = d / "audit.npz"
     have: dict[str, tuple[np.ndarray, np.ndarray]] = {}

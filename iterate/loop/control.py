@@ -10,8 +10,8 @@ import numpy as np
 
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
+from iterate.loop.models import model_name, round_model
 from iterate.loop.retrain import label_sample
-from iterate.loop.select import model_name, round_model
 from iterate.loop.settings import keypoint_spec
 from iterate.selection.strategies import EXPLORE_TAG
 from model.evaluate import gt_arrays, head_boxes

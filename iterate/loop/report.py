@@ -16,8 +16,8 @@ from iterate.core.manifest import Manifest
 from iterate.loop import tracking
 from iterate.loop.control import update_controls
 from iterate.loop.cost import cost_data, hours_by_time
+from iterate.loop.models import model_name, round_model
 from iterate.loop.retrain import labeled_samples, split_warnings
-from iterate.loop.select import model_name, round_model
 from iterate.loop.settings import derived_strata, keypoint_spec, strata
 from iterate.selection.strata import StrataPredictor
 from model.data import Sample

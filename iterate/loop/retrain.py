@@ -17,6 +17,7 @@ from iterate.core.manifest import Manifest
 from iterate.loop import tracking
 from iterate.loop.distributed import rank_world
 from iterate.loop.export import record_version
+from iterate.loop.models import base_path
 from iterate.loop.scoring import evaluator, score
 from iterate.loop.settings import train_setup
 from model.checkpoints import load_file
@@ -70,12 +71,7 @@ def base_checkpoint(m: Manifest, ledger: Ledger) -> Path | None:
     prev = ledger.latest_model()
     if prev is not None and Path(prev["path"]).is_file():
         return Path(prev["path"])
-    if m.model.base:
-        p = m.resolve(m.model.base)
-        if not p.is_file():
-            raise IterateError(f"model.base: checkpoint not found: {p}")
-        return p
-    return None
+    return base_path(m)
 
 
 @dataclass

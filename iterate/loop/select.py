@@ -31,32 +31,18 @@ from annotation.push import push
 from iterate.core.chunks import chunk_progress, current_chunk
 from iterate.core.errors import IterateError
 from iterate.core.images import read_image
-from iterate.core.joints import JointMatch
 from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest
-from iterate.core.schema import KeypointSpec
 from iterate.loop.distributed import barrier, rank_world
-from iterate.loop.settings import derived_strata, keypoint_spec, labeling, studio_settings
+from iterate.loop.models import cache_dir, model_name, round_model, scoring_model
+from iterate.loop.pool import SCORING_BATCH, PoolParts, Scored, build_pool, check_weights, score_samples
+from iterate.loop.settings import derived_strata, keypoint_spec, labeling, selection_setup, studio_settings
 from iterate.selection import diversity, features, strategies
 from iterate.selection import scores as sc
 from iterate.selection.strata import StrataPredictor
 from model.checkpoints import joint_match
 from model.data import Sample
-from model.infer import SCORING, load_predictor, to_image
-from reports.metrics import normalisers
-
-
-@dataclass
-class Scored:
-    """Per-frame model outputs of the pool, aligned with ``frame_ids``."""
-
-    frame_ids: list[str]
-    scores: dict[str, np.ndarray]
-    keypoints: np.ndarray  # (N, K, 2)
-    kp_scores: np.ndarray  # (N, K)
-    embeddings: np.ndarray  # (N, D) float16
-    scored_now: int = 0
-    notes: list[str] = field(default_factory=list)  # e.g. a broken cache recomputed
+from model.infer import SCORING, load_predictor
 
 
 @dataclass
@@ -75,9 +61,6 @@ class Selection:
 
 
 # -- candidates ---------------------------------------------------------------------------------------
-SIMULATION_ONLY = ("snapshot",)  # scores measured as simulation arms, not computed by select
-
-
 def candidates(ledger: Ledger) -> list[Frame]:
     """Pool frames no round holds: not labeled, not tasked, and not selected by an earlier round (one selected with
     ``--no-push``, or whose push did not finish, keeps its frames until `iterate push --round N` sends them)."""
@@ -86,93 +69,6 @@ def candidates(ledger: Ledger) -> list[Frame]:
 
 
 # -- model scoring with a per-model cache ----------------------------------------------------------------
-def person_size(spec: KeypointSpec, kp: np.ndarray) -> np.ndarray:
-    """(N, K, 2) predicted keypoints → (N,) the person's size measured on the prediction itself: the PCKh
-    normaliser, else (no head in view) a sixth of the person's extent. Disagreement scores are divided by it."""
-    seen = np.isfinite(kp).all(-1)  # joints the model does not predict are NaN
-    norm = normalisers(np.nan_to_num(kp), seen.astype(float), spec.normalizer, list(spec.names)).lengths
-    lo = np.where(seen[..., None], kp, np.inf).min(1)
-    hi = np.where(seen[..., None], kp, -np.inf).max(1)
-    box = np.where(seen.any(1), np.hypot(*(hi - lo).T), 0.0) / 6.0
-    return np.where(np.isfinite(norm) & (norm > 1), norm, box)
-
-
-def plausibility_scores(spec: KeypointSpec, kps: np.ndarray, labeled: list[np.ndarray]) -> np.ndarray:
-    """The ``plausibility`` score of predictions (N, K, 2) against labeled bodies ((K, 3) each: x, y, v)."""
-    if len(labeled) < 2:
-        return np.zeros(len(kps))
-    edges, ref_bones, seen = labeled_bones(spec, np.stack(labeled))
-    return sc.plausibility(sc.bone_logs(kps, edges, person_size(spec, kps)), ref_bones, seen)
-
-
-def labeled_bones(spec: KeypointSpec, ref: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
-    """Labeled bodies (M, K, 3) → (skeleton edges as joint indices, (M, E) log(bone / person size), (M, E) whether
-    both joints of the edge are labeled): the reference of the ``plausibility`` score and of the label audit."""
-    names = list(spec.names)
-    edges = [(names.index(a), names.index(b)) for a, b in spec.skeleton]
-    gt, vis = ref[..., :2], ref[..., 2]
-    if not edges:  # a manifest without a skeleton: no bone to judge
-        return edges, np.zeros((len(ref), 0)), np.zeros((len(ref), 0), bool)
-    seen = np.stack([(vis[:, i] > 0) & (vis[:, j] > 0) for i, j in edges], 1)
-    return edges, sc.bone_logs(gt, edges, person_size(spec, gt)), seen
-
-
-def batch_scores(
-    spec: KeypointSpec, codec, b, joints: JointMatch | None = None
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """One predictor batch (plain + flipped-back heatmaps) → uncertainty scores, keypoints (image px), confidences.
-    ``joints``: the manifest's joints matched to the network's; the scores are over the joints both share, the
-    keypoints in the manifest's order with NaN (confidence 0) where the network does not predict a joint."""
-    hm, hf = b.heatmaps, b.heatmaps_flip
-    if joints is not None:
-        rows = [joints.src[t] for t in joints.shared]
-        hm, hf = hm[:, rows], hf[:, rows]
-    avg = 0.5 * (hm + hf)
-    xy, conf = codec.decode(avg)
-    xp, _ = codec.decode(hm)
-    xf, _ = codec.decode(hf)
-    kp, plain, flipped = (to_image(c, b.matrix) for c in (xy, xp, xf))
-    if joints is not None:
-        full = np.full((len(kp), len(joints.target), 2), np.nan)
-        full[:, joints.shared] = kp
-        full_conf = np.zeros((len(kp), len(joints.target)), conf.dtype)
-        full_conf[:, joints.shared] = conf
-        kp, conf = full, full_conf
-    norm = person_size(spec, kp)
-    scores = {
-        "confidence": sc.confidence(avg),
-        "flip": sc.flip_disagreement(plain, flipped, norm),
-        "entropy": sc.peak_entropy(avg),
-    }
-    return scores, kp, conf
-
-
-def _cache_dir(m: Manifest, model: dict) -> Path:
-    return m.workspace_dir / "cache" / (model.get("cache") or f"model-{model['id']:03d}")
-
-
-def scoring_model(m: Manifest, ledger: Ledger) -> dict | None:
-    """The model that scores the pool: the latest one trained in the loop, else the manifest's base checkpoint
-    (``{"id": None, "path": …, "base": True}``), else None (a cold start)."""
-    model = ledger.latest_model()
-    if model is not None or not m.model.base:
-        return model
-    p = m.resolve(m.model.base)
-    if not p.is_file():
-        raise IterateError(f"model.base: checkpoint not found: {p}")
-    return _base_model(str(p))
-
-
-def _base_model(path: str) -> dict:
-    """The manifest's base checkpoint as a scoring model (not a model of the ledger)."""
-    return {"id": None, "path": path, "base": True, "cache": "model-base"}
-
-
-def model_name(model: dict) -> str:
-    """How a scoring model is named to users."""
-    return "the base model" if model.get("base") else f"model #{model['id']}"
-
-
 SCORING_PATH = (
     "one flip-TTA pass on the whole frame (no box-refine pass: half the cost); the pre-annotations "
     "pushed to Label Studio use the checkpoint's full inference path"
@@ -187,7 +83,7 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
     ck_path = Path(model["path"])
     if not ck_path.is_file():
         raise IterateError(f"{model_name(model)}: checkpoint {ck_path} is gone (stale); run `iterate retrain`")
-    d = _cache_dir(m, model)
+    d = cache_dir(m, model)
     d.mkdir(parents=True, exist_ok=True)
     stamp = {"checkpoint": str(ck_path), "mtime": ck_path.stat().st_mtime, "size": ck_path.stat().st_size}
     idx_file = d / "index.json"
@@ -198,7 +94,13 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
     if todo:
         # under torchrun each rank scores every world-th batch: the same batches one process would run
         mine = [todo[i] for i in _shard_rows(len(todo), rank, world)]
-        part = _score_frames(m, ck_path, mine, d, rank, progress)
+        part = score_samples(
+            keypoint_spec(m),
+            ck_path,
+            [Sample(f.path, None, f.id) for f in mine],
+            tmp=d / f".emb-new-{rank}.npy",
+            progress=progress,
+        )
         if distributed:
             shard_dir = d / "shards"
             shard_dir.mkdir(exist_ok=True)
@@ -254,50 +156,9 @@ def _cached_ids(d: Path, stamp: dict, model: dict) -> tuple[list[str], list[str]
         return [], [f"the score cache of {model_name(model)} in {d} was broken ({type(e).__name__}): scored again"]
 
 
-def _score_frames(m: Manifest, ck_path: Path, todo: list[Frame], d: Path, rank: int, progress):
-    """Score ``todo`` by :data:`SCORING_PATH` → (scores, keypoints, keypoint confidences, embeddings or None)."""
-    k = m.keypoints.num_joints
-    n = len(todo)
-    new_sc = np.zeros((n, 3), np.float32)
-    new_kp = np.zeros((n, k, 2), np.float32)
-    new_ks = np.zeros((n, k), np.float16)
-    if not n:
-        return new_sc, new_kp, new_ks, None
-    pred = load_predictor(ck_path, joints=m.keypoints.names, batch_size=_SCORING_BATCH, **SCORING)
-    codec = pred.codec
-    emb = None
-    done = 0
-    tmp = d / f".emb-new-{rank}.npy"
-    for b in pred.batches([Sample(f.path, None, f.id) for f in todo]):
-        done += len(b.index) + len(b.bad)
-        if len(b.index):
-            bs, kp, conf = batch_scores(m.keypoints.spec(), codec, b, pred.joints)
-            new_sc[b.index] = np.stack([bs[name] for name in sc.NAMES], axis=1)
-            new_kp[b.index] = kp
-            new_ks[b.index] = conf
-            if emb is None:
-                emb = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, b.embedding.shape[1]))
-            emb[b.index] = b.embedding.numpy().astype(np.float16)
-        for p in b.bad:  # unreadable: never selected
-            j = next(i for i, f in enumerate(todo) if f.path == p)
-            new_sc[j] = -1
-        if progress:
-            progress(done, n)
-    if emb is None:
-        return new_sc, new_kp, new_ks, None
-    emb.flush()
-    out = np.array(emb)
-    del emb
-    os.remove(tmp)
-    return new_sc, new_kp, new_ks, out
-
-
-_SCORING_BATCH = 32
-
-
 def _shard_rows(n: int, rank: int, world: int) -> list[int]:
-    """Rows of an ``n``-frame list that ``rank`` scores: every world-th batch of :data:`_SCORING_BATCH`."""
-    return [i for i in range(n) if (i // _SCORING_BATCH) % world == rank]
+    """Rows of an ``n``-frame list that ``rank`` scores: every world-th batch of :data:`SCORING_BATCH`."""
+    return [i for i in range(n) if (i // SCORING_BATCH) % world == rank]
 
 
 def _save_shard(path: Path, part) -> None:
@@ -528,21 +389,21 @@ def _candidate_pool(
     notes: list[str],
     progress,
 ) -> tuple[list[Frame], strategies.Pool, Scored | None]:
-    """What the strategy sees: the current model's scores and embeddings (cold start: image features), the
-    report's focus and the candidates' predicted strata; unreadable frames dropped."""
-    if strategy == "random":
-        return cands, strategies.Pool(len(cands), rng, explore=m.selection.explore), None
+    """What the strategy sees, from the one pool builder (iterate/loop/pool.py): the current model's scores and
+    embeddings (cold start: image features), the report's focus and the candidates' predicted strata, as the
+    strategy's needs ask; unreadable frames dropped."""
+    setup = selection_setup(m)
+    needs = strategies.NEEDS[strategy]
     scored = None
+    if "scores" not in needs:
+        parts = PoolParts(len(cands), None, lambda: np.zeros((len(cands), 0)))
+        return cands, build_pool(setup, strategy, parts, rng, notes), None
     if model is None:
         feats, ok = cold_start_features(m, cands, progress, notes)
         cands = [cands[i] for i in ok]
-        pool = strategies.Pool(len(cands), rng, emb=feats, explore=m.selection.explore)
+        parts = PoolParts(len(cands), None, lambda: feats)
     else:
-        for name in SIMULATION_ONLY:
-            if m.selection.weights.get(name, 0) > 0:
-                raise IterateError(
-                    f"selection.weights.{name}: only `iterate simulate` computes this score so far; set it to 0 here"
-                )
+        check_weights(setup, history=False)
         jm = joint_match(model["path"], m.keypoints.names) if Path(model["path"]).is_file() else None
         if jm is not None:
             notes.append(
@@ -553,44 +414,45 @@ def _candidate_pool(
         if scored is None:  # another rank of a torchrun: its shard is scored, rank 0 goes on
             return cands, None, None
         notes += scored.notes
-        keep = np.flatnonzero(scored.scores["confidence"] >= 0)
-        cands = [cands[i] for i in keep]
-        scored = Scored(
-            [scored.frame_ids[i] for i in keep],
-            {k: v[keep] for k, v in scored.scores.items()},
-            scored.keypoints[keep],
-            scored.kp_scores[keep],
-            scored.embeddings[keep],
-            scored.scored_now,
-        )
-        if m.selection.weights.get("plausibility", 0) > 0:  # against every labeled body but the test split's
-            labeled = [
-                np.asarray(lab.keypoints, np.float64).reshape(-1, 3)
-                for _, lab in ledger.current_labels(("pool", "train", "val"))
-                if lab.instance == 0
-            ]
-            scored.scores["plausibility"] = plausibility_scores(keypoint_spec(m), scored.keypoints, labeled)
-        combined = sc.combine(scored.scores, m.selection.weights)
-        pool = strategies.Pool(len(cands), rng, combined=combined, explore=m.selection.explore)
-        if m.selection.diversity_on == "image":  # the cold start's features, no labeled-frame seeds
-            feats, ok = cold_start_features(m, cands, progress, notes)
-            pool.emb = np.zeros((len(cands), feats.shape[1]), np.float32)
-            pool.emb[ok] = feats
-        else:
-            pool.emb = scored.embeddings  # float16; diversity converts only the rows it looks at
-            pool.seeds = _labeled_embeddings(m, ledger, model)
-        if strategy == "full":
-            pool.focus = read_focus(m)
-            if pool.focus is None:
-                notes.append(_no_focus_note(m))
-            else:
-                pool.strata = _predict_strata(m, ledger, model, scored)
-        elif strategy == "balanced":
-            pool.strata = _predict_strata(m, ledger, model, scored)
-    pool.blocked = diversity.video_neighbours(
+        keep = scored.readable()
+        cands, scored = [cands[i] for i in keep], scored.rows(keep)
+        parts = _pool_parts(m, ledger, model, cands, scored, progress, notes)
+    parts.blocked = diversity.video_neighbours(
         [f.video for f in cands], [f.frame_index for f in cands], m.selection.video_gap
     )
+    pool = build_pool(setup, strategy, parts, rng, notes)
+    if scored is not None:
+        scored.scores = pool.scores
     return cands, pool, scored
+
+
+def _pool_parts(m: Manifest, ledger: Ledger, model: dict, cands: list[Frame], scored: Scored, progress, notes):
+    """The ledger's answers to what the pool builder may ask: labeled bodies (every split but test), image
+    features, labeled embeddings, the report's focus, the candidates' predicted strata."""
+
+    def bodies() -> list[np.ndarray]:
+        return [
+            np.asarray(lab.keypoints, np.float64).reshape(-1, 3)
+            for _, lab in ledger.current_labels(("pool", "train", "val"))
+            if lab.instance == 0
+        ]
+
+    def image_features() -> np.ndarray:
+        feats, ok = cold_start_features(m, cands, progress, notes)
+        emb = np.zeros((len(cands), feats.shape[1]), np.float32)
+        emb[ok] = feats
+        return emb
+
+    return PoolParts(
+        len(cands),
+        scored,
+        image_features,
+        labeled_bodies=bodies,
+        labeled_embeddings=lambda: _labeled_embeddings(m, ledger, model),
+        focus=lambda: read_focus(m),
+        no_focus_note=_no_focus_note(m),
+        strata=lambda: _predict_strata(m, ledger, model, scored),
+    )
 
 
 def _table(cands: list[Frame], picked: strategies.Picked, scored: Scored | None, pool: strategies.Pool) -> list[dict]:
@@ -618,7 +480,7 @@ def _unpushed_round(ledger: Ledger) -> int | None:
 
 def _labeled_embeddings(m: Manifest, ledger: Ledger, model: dict) -> np.ndarray | None:
     """Embeddings of labeled training frames from the cache when they were scored as pool frames."""
-    d = _cache_dir(m, model)
+    d = cache_dir(m, model)
     if not (d / "index.json").is_file():
         return None
     ids = json.loads((d / "index.json").read_text())["frame_ids"]
@@ -643,7 +505,7 @@ def _predict_strata(m: Manifest, ledger: Ledger, model: dict, scored: Scored) ->
             "val": [[f.id, lab.version] for f, lab in val],
             "derive": [[k, d.rule, list(d.values), list(d.thresholds)] for k, d in derive.items()],
         }
-        cache = _cache_dir(m, model) / "strata.json"
+        cache = cache_dir(m, model) / "strata.json"
         cached = json.loads(cache.read_text()) if cache.is_file() else {}
         if cached.get("key") == key:
             sp = StrataPredictor.from_state(m.strata, m.keypoints.names, cached["state"], derive)
@@ -752,18 +614,6 @@ def _thumbs(paths: list[str], out: Path, cell: int = 96, cols: int = 8) -> None:
         r, c = divmod(i, cols)
         sheet[r * cell : r * cell + img.shape[0], c * cell : c * cell + img.shape[1]] = img
     cv2.imwrite(str(out), sheet)
-
-
-def round_model(ledger: Ledger, round_id: int) -> dict | None:
-    """The model that scored a round: a model of the ledger, the base checkpoint it named, or None (cold start)."""
-    rnd = ledger.round(round_id)
-    if rnd is None:
-        raise IterateError(f"no selection round {round_id}")
-    mid = rnd["model_id"]
-    if mid:
-        return next((md for md in ledger.models() if md["id"] == mid), None)
-    base = rnd["params"].get("base_path")
-    return _base_model(base) if base else None
 
 
 def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str]):

@@ -5,9 +5,10 @@ strata. Nothing below this module sees the :class:`~iterate.core.manifest.Manife
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
+from types import MappingProxyType
 
 from annotation.settings import LabelingSetup, LabelStudioSettings
 from iterate.core.manifest import ExtendInstructions, Manifest
@@ -86,3 +87,30 @@ def studio_settings(m: Manifest) -> LabelStudioSettings:
 
 def labeling(m: Manifest) -> LabelingSetup:
     return LabelingSetup(studio_settings(m), keypoint_spec(m), strata(m))
+
+
+@dataclass(frozen=True)
+class SelectionSetup:
+    """The manifest's ``selection`` section as the pool builder (iterate/loop/pool.py) takes it, for `iterate
+    select` and `iterate simulate` alike."""
+
+    spec: KeypointSpec
+    weights: Mapping[str, float]
+    explore: float
+    diversity_on: str  # "model" | "image"
+    video_gap: int
+    focus_metric: str
+    feature_seed: int  # the seed of the cold start's image-feature PCA
+
+
+def selection_setup(m: Manifest) -> SelectionSetup:
+    s = m.selection
+    return SelectionSetup(
+        keypoint_spec(m),
+        MappingProxyType(dict(s.weights)),
+        s.explore,
+        s.diversity_on,
+        s.video_gap,
+        s.focus_metric,
+        m.train.seed,
+    )

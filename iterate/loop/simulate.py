@@ -21,19 +21,19 @@ import numpy as np
 from iterate.core.coco import ann_key, coco_keypoints, read_coco
 from iterate.core.errors import IterateError
 from iterate.core.manifest import Manifest
+from iterate.core.score_kinds import PASS_SCORES
+from iterate.loop.pool import SCORING_BATCH, PoolParts, Scored, build_pool, score_samples
 from iterate.loop.scoring import score
-from iterate.loop.select import batch_scores, person_size, plausibility_scores
-from iterate.loop.settings import derived_strata, infer_config, keypoint_spec, train_setup
+from iterate.loop.settings import derived_strata, infer_config, keypoint_spec, selection_setup, train_setup
 from iterate.loop.settings import strata as strata_of
 from iterate.selection import features, strategies
-from iterate.selection import scores as sc
 from iterate.selection.strata import StrataPredictor
 from model.checkpoints import model_from_checkpoint
 from model.codec import DarkCodec
 from model.data import Sample
 from model.evaluate import head_boxes, predictor
 from model.hrnet import build_model
-from model.infer import SCORING, Predictor
+from model.infer import SCORING, load_predictor
 from model.train import train
 from reports import cost
 from reports.evaluation import EvalSet, evaluate
@@ -57,36 +57,15 @@ class SimConfig:
     replay: bool = True  # mix the manifest's train.replay source into every fine-tune, as `iterate retrain` does
 
 
-def _scoring_predictor(m: Manifest, model, codec):
-    """`iterate select`'s scoring path (flip TTA, no refine pass) for an in-memory model."""
-    st = infer_config(m).override(**SCORING)
-    return Predictor.from_settings(model, codec, st, batch_size=32)
-
-
-def pool_scores(m: Manifest, model, codec, samples):
-    """Per-frame uncertainty scores, keypoints and embeddings of unlabeled samples (one streamed pass)."""
-    pr = _scoring_predictor(m, model, codec)
-    n, k = len(samples), m.keypoints.num_joints
-    out = {name: np.zeros(n, np.float32) for name in sc.NAMES}
-    kps, conf, emb = np.zeros((n, k, 2)), np.zeros((n, k)), None
-    for b in pr.batches(samples):
-        if not len(b.index):
-            continue
-        bs, kp, c = batch_scores(keypoint_spec(m), codec, b)
-        for name in sc.NAMES:
-            out[name][b.index] = bs[name]
-        kps[b.index], conf[b.index] = kp, c
-        if emb is None:
-            emb = np.zeros((n, b.embedding.shape[1]), np.float32)
-        emb[b.index] = b.embedding.numpy()
-    return out, kps, conf, emb
-
-
-def _snapshot(spec, now: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """The ``snapshot`` score: how far this round's model moved each frame's prediction since the last round's
-    model scored it (normalised by the person's size); 0 where no earlier model scored the frame (round 1)."""
-    d = sc.flip_disagreement(now, before, person_size(spec, now))
-    return np.where(np.isfinite(d), d, 0.0)
+def pool_scores(m: Manifest, ck_path: Path, samples: list[Sample], ids: list[str] | None = None) -> Scored:
+    """The pool's scoring pass by `iterate select`'s own code (:func:`iterate.loop.pool.score_samples`): the same
+    checkpoint file, path, batches and stored precision, so a simulated round scores exactly as `select` does."""
+    spec = keypoint_spec(m)
+    raw, kps, conf, emb = score_samples(spec, ck_path, samples)
+    if emb is None:
+        raise IterateError("no pool frame could be read")
+    scores = {name: raw[:, i] for i, name in enumerate(PASS_SCORES)}
+    return Scored(ids or [s.frame_id for s in samples], scores, kps, conf.astype(np.float32), emb, len(samples))
 
 
 def _evaluate(m: Manifest, model, codec, samples):
@@ -101,11 +80,12 @@ def _evaluate(m: Manifest, model, codec, samples):
     return evaluate(keypoint_spec(m), strata_of(m), es), p
 
 
-def _focus(m: Manifest, model, codec, val, pool_kps, pool_conf, pool_emb) -> tuple[dict | None, list[dict]]:
+def _focus(m: Manifest, model, codec, ck_path, val, pool_kps, pool_conf, pool_emb) -> tuple[dict | None, list[dict]]:
     """What `iterate report` would tell the next round: the focus stratum and its shares, and the pool's strata."""
     res, _ = _evaluate(m, model, codec, val)
     attrs = [s.attributes for s in val]
-    ps = _scoring_predictor(m, model, codec).predict(val)  # calibrated on the pool's scoring path, as select does
+    # calibrated on the pool's scoring path, as select does
+    ps = load_predictor(ck_path, joints=m.keypoints.names, batch_size=SCORING_BATCH, **SCORING).predict(val)
     sp = StrataPredictor(m.strata, m.keypoints.names, derived_strata(m)).fit(
         ps.keypoints, ps.scores, ps.embeddings, attrs
     )
@@ -204,21 +184,66 @@ class _Sim:
             out["at"][str(tol)] = {"corrections": int(p2.sum()), "explore_corrections": int(p2[explore].sum())}
         return out
 
-    def _plausibility(self, kps: np.ndarray, revealed: list[Sample]) -> np.ndarray:
-        """The ``plausibility`` score of pool predictions against the labeled bodies: val and what is revealed."""
-        return plausibility_scores(self.spec, kps, [s.keypoints for s in [*self.val, *revealed]])
-
-    def features(self) -> np.ndarray:
-        """Cold-start image features of the whole pool (computed once)."""
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """Cold-start image features of the candidate ``rows`` (raw features computed once; the PCA over the
+        candidates with the manifest's seed, as `iterate select` does)."""
         if self._features is None:
-            x = np.stack([features.image_features(s.path) for s in self.pool])
-            self._features = features.pca(x, 32, 0)
-        return self._features
+            self._features = np.stack([features.image_features(s.path) for s in self.pool])
+        return features.pca(self._features[rows], 32, self.m.train.seed)
 
     def _fresh(self):
         m = self.m
         mm = m.model
         return build_model(mm.backbone, m.keypoints.num_joints, mm.input_size, mm.heatmap_size, mm.box_head)
+
+    def pick(self, strategy: str, budget: int, avail: np.ndarray, labeled: list[int], model, ck, rng, before):
+        """One round's choice by the product's pool builder and strategy: ``model``/``ck`` the selecting model (in
+        memory and its checkpoint file; None: no model yet, a cold start), ``before`` the last round's pool
+        predictions (the snapshot score; updated). → (picked, the chosen pool rows, the focus)."""
+        m = self.m
+        setup = selection_setup(m)
+        sub = [self.pool[i] for i in avail]
+        name = "full" if strategy == COLD else strategy
+        scored = None
+        if ck is not None and "scores" in strategies.NEEDS[name]:
+            scored = pool_scores(m, ck, sub)
+        seen: dict = {}
+
+        def focus_and_strata() -> tuple[dict | None, list[dict]]:
+            if not seen:
+                seen["f"] = _focus(
+                    m, model, self.codec, ck, self.val, scored.keypoints, scored.kp_scores, scored.embeddings
+                )
+            return seen["f"]
+
+        parts = PoolParts(
+            len(sub),
+            scored,
+            lambda: self.features(avail),
+            labeled_bodies=lambda: [s.keypoints for s in [*self.val, *(self.pool[i] for i in labeled)]],
+            previous_keypoints=before[avail],
+            focus=lambda: focus_and_strata()[0],
+            strata=lambda: focus_and_strata()[1],
+        )
+        notes: list[str] = []
+        pool_ = build_pool(setup, name, parts, rng, notes)
+        if scored is not None:
+            before[avail] = scored.keypoints
+        picked = strategies.choose(name, min(budget, len(sub)), pool_)
+        return picked, [int(avail[i]) for i in picked.rows], pool_.focus
+
+    def _fine_tune(self, setup, labeled: list[int], out: Path):
+        """Fine-tune from the base on every revealed frame → (the model, its checkpoint file)."""
+        res = train(
+            setup,
+            [self.pool[i] for i in labeled],
+            [],
+            out,
+            init=self.cfg.base,
+            max_steps=self.cfg.steps_per_round,
+            replay=self.replay or None,
+        )
+        return model_from_checkpoint(res.last)[0], Path(res.last)
 
     def run(self, strategy: str, seed: int) -> list[dict]:
         """One strategy's rounds for one seed: each round picks a chunk with the previous round's model, reveals
@@ -230,63 +255,28 @@ class _Sim:
         budgets = cfg.budgets[:1] if strategy == COLD else cfg.budgets
         labeled: list[int] = []
         model = self.base_model or self._fresh()
+        ck = None if strategy == COLD or self.base_model is None else Path(cfg.base)  # None: no model yet
         before = np.full((len(self.pool), m.keypoints.num_joints, 2), np.nan)  # last round's pool predictions
         rows = [dict(self.base_row or {"labels": 0, "pckh01": 0.0, "pckh05": 0.0, "mean_sms01": 0.0, "strata": {}})]
-        for rnd, budget in enumerate(budgets, 1):
-            t0 = time.time()
-            taken = np.zeros(len(self.pool), bool)
-            taken[labeled] = True
-            avail = np.flatnonzero(~taken)
-            sub = [self.pool[i] for i in avail]
-            pool_ = strategies.Pool(len(sub), rng, explore=m.selection.explore)
-            focus = None
-            name = "full" if strategy == COLD else strategy
-            if strategy == COLD or (strategy != "random" and self.base_model is None and rnd == 1):
-                pool_.emb = self.features()[avail]  # no model yet: diversity over image features
-            elif strategy != "random":
-                scores, kps, conf, emb = pool_scores(m, model, self.codec, sub)
-                if m.selection.weights.get("plausibility", 0) > 0:
-                    scores["plausibility"] = self._plausibility(kps, [self.pool[i] for i in labeled])
-                if m.selection.weights.get("snapshot", 0) > 0:
-                    scores["snapshot"] = _snapshot(self.spec, kps, before[avail])
-                    before[avail] = kps
-                pool_.combined, pool_.emb = sc.combine(scores, m.selection.weights), emb
-                if m.selection.diversity_on == "image":
-                    pool_.emb = self.features()[avail]
-                if strategy == "full":
-                    focus, pool_.strata = _focus(m, model, self.codec, self.val, kps, conf, emb)
-                    pool_.focus = focus
-                elif strategy == "balanced":  # the predicted strata, no focus
-                    pool_.strata = _focus(m, model, self.codec, self.val, kps, conf, emb)[1]
-            picked = strategies.choose(name, min(budget, len(sub)), pool_)
-            chunk = [int(avail[i]) for i in picked.rows]
-            pre_model = None if strategy == COLD or (self.base_model is None and rnd == 1) else model
-            effort = self._effort(
-                pre_model, [self.pool[i] for i in chunk], [picked.why.get(i, "") for i in picked.rows]
-            )
-            labeled += chunk
-            with tempfile.TemporaryDirectory() as d:
-                res = train(
-                    setup,
-                    [self.pool[i] for i in labeled],
-                    [],
-                    d,
-                    init=cfg.base,
-                    max_steps=cfg.steps_per_round,
-                    replay=self.replay or None,
+        with tempfile.TemporaryDirectory() as work:
+            for rnd, budget in enumerate(budgets, 1):
+                t0 = time.time()
+                avail = np.setdiff1d(np.arange(len(self.pool)), labeled)
+                picked, chunk, focus = self.pick(strategy, budget, avail, labeled, model, ck, rng, before)
+                why = [picked.why.get(i, "") for i in picked.rows]
+                effort = self._effort(model if ck is not None else None, [self.pool[i] for i in chunk], why)
+                labeled += chunk
+                model, ck = self._fine_tune(setup, labeled, Path(work) / f"round-{rnd}")
+                row = self._row(len(labeled), model)
+                row |= {"focus": focus, "chunk_strata": _count_strata(m, [self.pool[i] for i in chunk])}
+                row |= {"why": _count(why), "effort": effort, "picked": [self.pool[i].frame_id for i in chunk]}
+                rows.append(row)
+                self.log(
+                    f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {row['pckh01']:.2f} "
+                    f"@0.5 {row['pckh05']:.2f} MeanSmS@0.1 {row['mean_sms01']:.2f}; {effort['corrections']} "
+                    f"corrections ({effort['corrections'] / max(1, effort['frames']):.1f} a frame) "
+                    f"({time.time() - t0:.0f} s)"
                 )
-                model, _ = model_from_checkpoint(res.last)
-            row = self._row(len(labeled), model)
-            row["focus"] = focus
-            row["chunk_strata"] = _count_strata(m, [self.pool[i] for i in chunk])
-            row["why"] = _count([picked.why.get(i, "") for i in picked.rows])
-            row["effort"] = effort
-            rows.append(row)
-            self.log(
-                f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {row['pckh01']:.2f} "
-                f"@0.5 {row['pckh05']:.2f} MeanSmS@0.1 {row['mean_sms01']:.2f}; {effort['corrections']} corrections "
-                f"({effort['corrections'] / max(1, effort['frames']):.1f} a frame) ({time.time() - t0:.0f} s)"
-            )
         return rows
 
 

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-NAMES = ("confidence", "flip", "entropy")
+from iterate.core.score_kinds import PASS_SCORES
+
+NAMES = PASS_SCORES  # the columns of one scoring pass (the registry: iterate/core/score_kinds.py)
 
 
 def confidence(hm: torch.Tensor) -> np.ndarray:

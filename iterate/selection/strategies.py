@@ -41,6 +41,7 @@ class Pool:
     blocked: Callable[[int], list[int]] | None = None  # near-duplicate rows of a row (same video, close frames)
     strata: list[dict] | None = None  # predicted strata per row
     focus: dict | None = None  # {"key": stratum key, "weights": {value: share}} from the report
+    scores: dict[str, np.ndarray] | None = None  # the named scores behind ``combined`` (what the round's table shows)
     explore: float = 0.1  # share of the budget kept random under a focus
 
 
@@ -53,13 +54,24 @@ class Picked:
 
 Strategy = Callable[[Pool, int], Picked]
 STRATEGIES: dict[str, Strategy] = {}
+# What each strategy needs in its Pool, so the one pool builder (iterate/loop/pool.py) computes only that:
+#   "scores" — the model's uncertainty and embeddings (image features on a cold start);
+#   "focus"  — the report's focus, and the candidates' predicted strata when there is one;
+#   "strata" — the candidates' predicted strata, focus or not.
+NEEDS_KINDS = ("scores", "focus", "strata")
+NEEDS: dict[str, frozenset[str]] = {}
 
 
-def strategy(name: str) -> Callable[[Strategy], Strategy]:
-    """Register a strategy under ``name`` (what `--strategy` and `simulate --strategies` accept)."""
+def strategy(name: str, needs: tuple[str, ...] = ("scores",)) -> Callable[[Strategy], Strategy]:
+    """Register a strategy under ``name`` (what `--strategy` and `simulate --strategies` accept), with what it
+    needs in its :class:`Pool` (:data:`NEEDS_KINDS`)."""
+    bad = set(needs) - set(NEEDS_KINDS)
+    if bad:
+        raise ValueError(f"strategy {name}: unknown needs {sorted(bad)} (known: {', '.join(NEEDS_KINDS)})")
 
     def add(fn: Strategy) -> Strategy:
         STRATEGIES[name] = fn
+        NEEDS[name] = frozenset(needs)
         return fn
 
     return add
@@ -156,7 +168,7 @@ def _nothing_known(pool: Pool) -> bool:
     return pool.combined is None and pool.emb is None
 
 
-@strategy("random")
+@strategy("random", needs=())
 def random_sample(pool: Pool, budget: int) -> Picked:
     """A uniform sample: the baseline every other strategy is measured against."""
     rows = [int(r) for r in pool.rng.choice(pool.n, size=budget, replace=False)]
@@ -187,7 +199,7 @@ def uncertainty_diversity(pool: Pool, budget: int) -> Picked:
     return p.done(budget)
 
 
-@strategy("full")
+@strategy("full", needs=("scores", "focus"))
 def focused(pool: Pool, budget: int) -> Picked:
     """The report's focus: the budget split over one stratum's values by their gap shares (uncertainty +
     diversity inside each), an exploration share at random; without a focus, uncertainty + diversity and the same
@@ -206,7 +218,7 @@ def focused(pool: Pool, budget: int) -> Picked:
     return _by_quota(p, pool, pool.focus["key"], pool.focus["weights"], budget, "focus")
 
 
-@strategy("balanced")
+@strategy("balanced", needs=("scores", "strata"))
 def balanced(pool: Pool, budget: int) -> Picked:
     """The same budget split as ``full`` but uniform: every value of the first stratum attribute (posture) that the
     model predicts in the pool gets an equal share, whatever the report says (uncertainty + diversity inside each,

@@ -307,7 +307,7 @@ def _tracking_line(t: dict | None) -> list[str]:
     if not t:
         return []
     return [
-        f"Tracked as MLflow run `{t['run_id']}` (experiment `{t['experiment']}`, store `{t['store']}`); this report's "
+        f"Tracked as {t.get('backend', 'MLflow')} run `{t['run_id']}` (experiment `{t['experiment']}`, store `{t['store']}`); this report's "
         "figures and files are logged to it.",
         "",
     ]

@@ -98,7 +98,7 @@ def retrain(
     if out.tracking:
         tr = out.tracking
         console.print(
-            f"MLflow run {tr['run_id']} (experiment {escape(tr['experiment'])}, store {escape(tr['store'])})",
+            f"{tr.get('backend', 'MLflow')} run {tr['run_id']} (experiment {escape(tr['experiment'])}, store {escape(tr['store'])})",
             highlight=False,
             soft_wrap=True,
         )

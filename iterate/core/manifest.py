@@ -424,10 +424,20 @@ class LabelStudioSettings(_Strict):
 
 
 class TrackingSettings(_Strict):
-    mlflow: bool = Field(
-        True, description="each retrain is an MLflow run; report logs to it (MLFLOW_TRACKING_URI or the workspace)"
+    backend: Literal["mlflow", "wandb", "none"] = Field(
+        "mlflow",
+        description="each retrain is a run of this tracker and report logs to it: mlflow (MLFLOW_TRACKING_URI or the "
+        "workspace), wandb (pip install iterate[wandb]; online with WANDB_API_KEY, else offline files), none",
     )
-    experiment: str | None = Field(None, description="MLflow experiment name (default: the project name)")
+    mlflow: bool | None = Field(None, description="the older switch: false is backend none")
+    experiment: str | None = Field(
+        None, description="MLflow experiment or W&B project name (default: the project name)"
+    )
+
+    @property
+    def kind(self) -> str:
+        """The backend in use: ``mlflow: false`` (the older switch) turns tracking off whatever the backend."""
+        return "none" if self.mlflow is False else self.backend
 
 
 UNCERTAINTY_SCORES = tuple(SCORES)  # the registry: iterate/core/score_kinds.py

@@ -98,6 +98,7 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
         run.log_metrics(figures, step=n)
         run.log_files(sorted(out_dir.glob(f"round-{n:02d}*")), f"report-round-{n:02d}")
         run.set_tags({"iterate.report_round": n, "iterate.report": md})
+        run.close()
     return md
 
 

@@ -81,7 +81,7 @@ class RetrainOutcome:
     metrics: dict
     bad_images: list[str]
     load_report: str
-    tracking: dict | None = None  # the MLflow run: run_id, experiment, store
+    tracking: dict | None = None  # the tracked run: backend, run_id, experiment, store
     notes: list[str] = field(default_factory=list)  # small val/test splits, a best checkpoint picked among ties
 
 
@@ -215,12 +215,16 @@ def _training_data(m: Manifest, ledger: Ledger, rank: int):
 
 
 def _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, setup, dataset):
-    """Start (or, on ``--resume``, reopen) the retrain's MLflow run on rank 0 and log its parameters and the
+    """Start (or, on ``--resume``, reopen) the retrain's tracked run on rank 0 and log its parameters and the
     dataset version it trains on."""
     if rank != 0:
         return None
     state = ledger.get(_RUN_KEY) or {}
-    run = tracking.start_run(m, f"retrain {out_dir.name}", resume_id=state.get("mlflow_run") if resume else None)
+    run = tracking.start_run(
+        m,
+        f"retrain {out_dir.name}",
+        resume_id=(state.get("tracking_run") or state.get("mlflow_run")) if resume else None,
+    )
     if run is None:
         return None
     if not resume:
@@ -229,7 +233,7 @@ def _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, set
         params |= tracking.dataset_params(dataset)
         run.log_params(params)
         with ledger.transaction():
-            ledger.set(_RUN_KEY, state | {"mlflow_run": run.run_id})
+            ledger.set(_RUN_KEY, state | {"tracking_run": run.run_id})
     run.set_tags(tracking.dataset_tags(dataset))  # a resumed run says the version it went on with
     return run
 

@@ -235,3 +235,14 @@ def test_image_folder_from_a_fixed_camera_keeps_distinct_pictures_and_drops_the_
     with Ledger(m.workspace_dir) as led:
         (s,) = ingest(m, led)
     assert (s.added, s.duplicates) == (kept, 1)
+
+
+def test_every_source_kind_of_the_manifest_has_one_reader():
+    """Source kinds sit behind a registry (iterate/loop/ingest/registry.py): one module per kind, no dispatch chain."""
+    from typing import get_args
+
+    from iterate.core.manifest import Source
+    from iterate.loop.ingest import READERS
+
+    assert set(READERS) == set(get_args(Source.model_fields["kind"].annotation))
+    assert READERS["video"].cut_frames and READERS["sleap"].cut_frames and not READERS["coco"].cut_frames

@@ -51,6 +51,16 @@ def _label_audit(rec: dict, _: Path) -> None:
     assert 0 <= rec["figures"]["label_audit_swap_recall"] <= 1
 
 
+def _audit_payoff(rec: dict, _: Path) -> None:
+    f = rec["figures"]
+    assert rec["details"]["injected"] == {"swap": 4, "move": 4, "remove": 2}  # 40 frames at twice 5/5/2 %
+    assert 0 < f["audit_payoff_injected_frames_fixed"] <= f["audit_payoff_frames_fixed"] <= 40
+    for arm in ("base", "clean", "noisy", "fixed"):
+        assert 0 <= f[f"audit_payoff_{arm}_pckh05"] <= 100
+        lo, hi = rec["details"][f"audit_payoff_{arm}_pckh05_ci95"]
+        assert lo <= f[f"audit_payoff_{arm}_pckh05"] <= hi
+
+
 def _ls_roundtrip(rec: dict, _: Path) -> None:
     assert rec["details"]["tasks_in_project"] == 50 and rec["figures"]["sync_5000_s"] > 0
 
@@ -88,6 +98,12 @@ def _smoke(results: str, *figures: str, **kw) -> Smoke:
 
 
 SMOKES: dict[str, Smoke] = {
+    "audit_payoff": _smoke(
+        "audit_payoff_smoke.json",
+        "audit_payoff_noise_cost_pckh05",
+        "audit_payoff_recovered_share_pckh05",
+        check=_audit_payoff,
+    ),
     "box_fusion": _smoke("box_fusion_smoke.json", "fusion_mean_pckh05", "fusion_best", "fusion_gap_closed"),
     "codec_roundtrip": _smoke(
         "codec_roundtrip_smoke.json",
@@ -162,6 +178,8 @@ SMOKES: dict[str, Smoke] = {
     "small_person": _smoke(
         "small_person_smoke.json",
         "small_shipped_ratio_3",
+        "small_bbox_file_ratio_3",
+        "small_bbox_file_vs_shipped_5",
         "small_box_head_ratio_5",
         "small_box_head_1_pckh05",
         check=_small_person,

@@ -28,6 +28,7 @@ class Sample:
     frame_id: str = ""
     attributes: dict = field(default_factory=dict, compare=False)
     head_box: tuple[float, float, float, float] | None = None  # x, y, w, h (MPII-style head box), when labeled
+    person_box: tuple[float, float, float, float] | None = None  # x, y, w, h: a detector's person box (inference)
 
 
 def to_tensor(crop_bgr: np.ndarray) -> torch.Tensor:

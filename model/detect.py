@@ -11,6 +11,7 @@ import torch
 
 from iterate.core.errors import IterateError
 from iterate.core.images import read_image
+from model.geometry import detection_square
 
 __all__ = ["ARCHS", "PersonDetector"]
 
@@ -24,7 +25,6 @@ ARCHS = {
     "retinanet_resnet50_fpn": None,  # classes in the head's conv: give them as num_classes (default 91, COCO)
     "fcos_resnet50_fpn": None,
 }
-MARGIN = 1.25  # a detector's box (tight around the body) → the square the pose pass crops
 
 
 class PersonDetector:
@@ -85,5 +85,5 @@ class PersonDetector:
             several += len(boxes) > 1
             x0, y0, x1, y1 = (float(v) for v in boxes[int(np.argmax(scores))])
             if x1 - x0 >= 2 and y1 - y0 >= 2:
-                out[i] = (((x0 + x1) / 2, (y0 + y1) / 2), max(x1 - x0, y1 - y0) * MARGIN)
+                out[i] = detection_square((x0, y0, x1 - x0, y1 - y0))
         return out, several

@@ -82,3 +82,12 @@ def keypoint_box(kps: np.ndarray, vis: np.ndarray, margin: float = 1.25) -> tupl
     lo, hi = p.min(0), p.max(0)
     c = (lo + hi) / 2.0
     return (float(c[0]), float(c[1])), float(max(hi - lo) * margin + 1.0)
+
+
+DET_MARGIN = 1.25  # a detector's person box (tight around the body) → the square the pose pass crops
+
+
+def detection_square(box: tuple[float, float, float, float]) -> tuple[tuple[float, float], float]:
+    """A detector's person box (x, y, w, h, image px) → the square the pose pass crops: (centre, side)."""
+    x, y, w, h = box
+    return (x + w / 2, y + h / 2), max(w, h) * DET_MARGIN

@@ -21,7 +21,7 @@ from iterate.core.joints import JointMatch, match_joints
 from iterate.core.schema import KeypointSpec
 from model.codec import BoxCodec, DarkCodec
 from model.data import BOX_MARGIN, PoseDataset, Sample, collate, up_angle
-from model.geometry import apply, invert, keypoint_box
+from model.geometry import apply, detection_square, invert, keypoint_box
 from model.hrnet import PoseHRNet
 
 
@@ -163,6 +163,11 @@ def load_predictor(
         jm = match_joints(list(ck["joints"]), list(joints), what=f"checkpoint {checkpoint}")
         pred.joints = None if jm.identity else jm
     return pred
+
+
+def sample_boxes(samples: list[Sample]) -> dict[int, tuple[tuple[float, float], float]]:
+    """Sample index → the square the pose pass crops for the samples that carry a detector's ``person_box``."""
+    return {i: detection_square(s.person_box) for i, s in enumerate(samples) if s.person_box is not None}
 
 
 LOCALISE_MAX = 0.7  # localise crops on the head's box only when it is smaller than this share of the frame's side
@@ -321,8 +326,11 @@ class Predictor:
         self, samples: list[Sample], rotations: dict[int, float] | None = None, boxes=None, with_box: bool = False
     ) -> Iterator[Batch]:
         """Raw network outputs batch by batch (selection scores them without keeping heatmaps around);
-        ``with_box``: also the box head's maps, where the net has a head."""
+        ``with_box``: also the box head's maps, where the net has a head. Without ``boxes`` or ``rotations`` a sample
+        with a ``person_box`` (a detector's) is cropped on it, the others on the whole frame."""
         with_box = with_box and self.box_codec is not None
+        if boxes is None and not rotations:
+            boxes = sample_boxes(samples) or None
         for b in self._iterate(self._loader(samples, rotations, boxes), len(samples)):
             if "image" not in b:
                 yield Batch(np.zeros(0, int), torch.zeros(0), None, torch.zeros(0), np.zeros((0, 2, 3)), b["bad"])
@@ -371,7 +379,10 @@ class Predictor:
         person_boxes: dict[int, tuple[tuple[float, float], float]] | None = None,
     ) -> Predictions:
         """``person_boxes``: sample index → a person box (centre, side) found elsewhere (a detector's, a file's):
-        the first pass crops on it instead of the whole frame (and no box-head localisation runs for it)."""
+        the first pass crops on it instead of the whole frame (and no box-head localisation runs for it). Default:
+        the samples' own ``person_box`` where they have one."""
+        if person_boxes is None:
+            person_boxes = sample_boxes(samples)
         n, k = len(samples), len(self.flip_index)
         kps = np.full((n, k, 2), np.nan)
         scores = np.zeros((n, k), np.float32)
@@ -397,8 +408,8 @@ class Predictor:
                 progress(done, n)
         if emb is None:
             emb = np.zeros((n, 0), np.float16)
-        if self.localise == "box_head" and boxes is not None and not person_boxes:
-            self._localise_pass(samples, kps, scores, boxes, sides)
+        if self.localise == "box_head" and boxes is not None:
+            self._localise_pass(samples, kps, scores, boxes, sides, skip=person_boxes)
         if self.refine:
             self._refine_pass(samples, kps, scores, boxes)
         if self.head_up is not None:
@@ -442,12 +453,13 @@ class Predictor:
             else:
                 kps[orig], scores[orig] = c, s
 
-    def _localise_pass(self, samples, kps, scores, head_boxes: np.ndarray, frame_sides: np.ndarray) -> None:
+    def _localise_pass(self, samples, kps, scores, head_boxes: np.ndarray, frame_sides: np.ndarray, skip=()) -> None:
         """Find the person first: the pose pass again on the person box the box head found on the whole frame (its
-        keypoints replace the whole frame's); the head's box is read again on that closer crop."""
+        keypoints replace the whole frame's); the head's box is read again on that closer crop. ``skip``: frames
+        whose first pass already cropped on a person box found elsewhere."""
         boxes = {}
         for i, b in enumerate(head_boxes):
-            if not (np.isfinite(b).all() and b[2] >= 16) or np.isnan(kps[i]).all():
+            if i in skip or not (np.isfinite(b).all() and b[2] >= 16) or np.isnan(kps[i]).all():
                 continue
             if b[2] < LOCALISE_MAX * frame_sides[i]:  # a person that fills the frame is cropped whole, as before
                 boxes[i] = ((float(b[0]), float(b[1])), float(b[2]))

@@ -11,6 +11,7 @@ import numpy as np
 from iterate.core.errors import IterateError
 from iterate.core.images import IMAGE_EXTS
 from iterate.core.paths import name_parts, same_file, suffix_match
+from model.geometry import detection_square
 
 
 def _files(inputs: list[Path]) -> list[Path]:
@@ -80,7 +81,6 @@ def coco_ids(coco: Path, files: list[Path]) -> dict[Path, int]:
 
 
 DET_THRESHOLD = 0.3  # a detection below this score is not a person (MMPose's top-down demos use 0.3)
-DET_MARGIN = 1.25  # a detector's person box (tight around the body) → the square the pose pass crops
 
 
 def read_person_boxes(path: Path, ids: set[int]) -> tuple[dict[int, tuple[tuple[float, float], float]], int]:
@@ -117,8 +117,7 @@ def read_person_boxes(path: Path, ids: set[int]) -> tuple[dict[int, tuple[tuple[
     out, several = {}, 0
     for iid, dets in by_image.items():
         several += len(dets) > 1
-        _, (x, y, w, h) = max(dets, key=lambda t: t[0])
-        out[iid] = ((x + w / 2, y + h / 2), max(w, h) * DET_MARGIN)
+        out[iid] = detection_square(tuple(max(dets, key=lambda t: t[0])[1]))
     return out, several
 
 

@@ -428,6 +428,31 @@ def _val_sections(d: dict, a: float) -> list[str]:
     return L
 
 
+def _people_section(people: dict) -> list[str]:
+    """Frames by the people their source's person boxes found (the pose pass crops on the most confident one)."""
+    if not people:
+        return []
+    splits = [sp for sp in ("pool", "train", "val", "test") if sp in people]
+    L = [
+        "| person boxes | " + " | ".join(splits) + " |",
+        "|---|" + "---:|" * len(splits),
+    ]
+    for key, shown in (
+        ("one", "one person"),
+        ("several", "several people (most confident kept)"),
+        ("none found", "none found (whole frame)"),
+    ):
+        L.append(f"| {shown} | " + " | ".join(str(people[sp].get(key, 0)) for sp in splits) + " |")
+    several = sum(people[sp].get("several", 0) for sp in splits)
+    if several:
+        L += [
+            "",
+            f"{several} frame(s) show several people: one person per frame is iterate's scope, so their "
+            "labels and scores are of the most confident one.",
+        ]
+    return L + [""]
+
+
 def _timeline_section(d: dict) -> list[str]:
     tl = d.get("timeline") or []
     if not tl:
@@ -649,4 +674,5 @@ def _data_section(data: dict) -> list[str]:
                 f"| {val_name} | {r.get('pool', 0)} | {r.get('train', 0)} | {r.get('val', 0)} | {r.get('test', 0)} |"
             )
         L.append("")
+    L += _people_section(data.get("people") or {})
     return L

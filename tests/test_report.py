@@ -186,7 +186,7 @@ def test_evaluate_on_an_exported_test_split_gives_the_reports_figures(project, t
 def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
     """PoseTrack's `bbox_head`: stored at ingest, used by the report; a frame without one uses the fallback."""
     from iterate.core.schema import guess_flip_pairs
-    from iterate.loop.retrain import labeled_samples
+    from iterate.loop.samples import labeled_samples
     from model.checkpoints import save_atomic
     from model.hrnet import build_model
     from model.train import checkpoint_dict

@@ -211,6 +211,12 @@ class Source(_Strict):
     )
     end: int | None = Field(None, ge=1, description="video: the frame index where taking stops (not taken itself)")
     labels: bool = Field(True, description="coco: import the labels (false: register the images only)")
+    person_boxes: str | None = Field(
+        None,
+        description="COCO detection results for this source's frames ([{image_id | file_name | frame_index, bbox: "
+        "[x, y, w, h], score}], MMPose's bbox_file): the pose pass crops on each frame's most confident person "
+        "instead of the whole frame; frames where several people score are counted",
+    )
 
     @field_validator("fps")
     @classmethod
@@ -749,6 +755,8 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST, *, check_sources: bool = 
                 raise ManifestError(f"{path}: sources[{i}].path: {what} not found: {p}")
             if s.kind in ("coco", "labelstudio") and s.images and not m.resolve(s.images).is_dir():
                 raise ManifestError(f"{path}: sources[{i}].images: folder not found: {m.resolve(s.images)}")
+            if s.person_boxes and not m.resolve(s.person_boxes).is_file():
+                raise ManifestError(f"{path}: sources[{i}].person_boxes: file not found: {m.resolve(s.person_boxes)}")
     for k, vals in m.strata.items():
         if len(set(vals)) != len(vals):
             raise ManifestError(f"{path}: strata.{k}: values repeat")

@@ -29,9 +29,9 @@ from iterate.core.ledger import Frame, Label, Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop.models import base_model, base_path, cache_dir, model_name
 from iterate.loop.pool import labeled_bones
+from iterate.loop.samples import boxes_digest, frame_samples
 from iterate.loop.settings import keypoint_spec
 from iterate.selection import audit as au
-from model.data import Sample
 from model.infer import load_predictor
 from reports.metrics import normalisers, person_box_diagonal
 
@@ -116,7 +116,9 @@ def out_of_sample_model(
     return None
 
 
-def predict_frames(m: Manifest, model: dict, frames: list[Frame], progress=None) -> tuple[np.ndarray, np.ndarray]:
+def predict_frames(
+    m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, K, 2) keypoints and (N, K) confidences of ``frames`` by the checkpoint's own inference path (the one
     `predict` and the report use: flip TTA, box refine), NaN where it has no such joint or the frame is unreadable;
     cached per model in ``<workspace>/cache/<model>/audit.npz``, keyed by the checkpoint's stamp."""
@@ -124,7 +126,9 @@ def predict_frames(m: Manifest, model: dict, frames: list[Frame], progress=None)
     if not ck.is_file():
         raise IterateError(f"{model_name(model)}: checkpoint {ck} is gone")
     d = cache_dir(m, model)
-    stamp = json.dumps({"checkpoint": str(ck), "mtime": ck.stat().st_mtime, "size": ck.stat().st_size})
+    stamp = json.dumps(
+        {"checkpoint": str(ck), "mtime": ck.stat().st_mtime, "size": ck.stat().st_size, "boxes": boxes_digest(ledger)}
+    )
     cache = d / "audit.npz"
     have: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if cache.is_file():
@@ -137,7 +141,7 @@ def predict_frames(m: Manifest, model: dict, frames: list[Frame], progress=None)
     todo = [f for f in frames if f.id not in have]
     if todo:
         pred = load_predictor(ck, joints=m.keypoints.names)
-        p = pred.predict([Sample(f.path, None, f.id) for f in todo], progress=progress)
+        p = pred.predict(frame_samples(ledger, todo), progress=progress)
         for i, f in enumerate(todo):
             have[f.id] = (p.keypoints[i], p.scores[i])
         d.mkdir(parents=True, exist_ok=True)
@@ -189,7 +193,7 @@ def run_audit(
     notes: list[str] = []
     for key, rows in groups.items():
         md = keyed[key]
-        kp, cf = predict_frames(m, md, [labeled[i][0] for i in rows], progress)
+        kp, cf = predict_frames(m, ledger, md, [labeled[i][0] for i in rows], progress)
         r = np.asarray(rows)
         preds[r], conf[r] = kp, np.nan_to_num(cf)
         used[model_name(md)] += int(np.isfinite(kp).all(-1).any(-1).sum())

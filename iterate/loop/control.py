@@ -11,7 +11,7 @@ import numpy as np
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop.models import model_name, round_model
-from iterate.loop.retrain import label_sample
+from iterate.loop.samples import label_sample
 from iterate.loop.settings import keypoint_spec
 from iterate.selection.strategies import EXPLORE_TAG
 from model.evaluate import gt_arrays, head_boxes
@@ -39,7 +39,8 @@ def round_control(m: Manifest, ledger: Ledger, round_id: int, labeled: dict | No
     cached = ledger.get(_key(round_id))
     if cached and cached.get("labels") == key and cached.get("checkpoint") == model["path"]:
         return cached
-    samples = [label_sample(f, lab) for f, lab, _ in rows]
+    boxes = ledger.person_boxes()
+    samples = [label_sample(f, lab, boxes.get(f.id)) for f, lab, _ in rows]
     pred = load_predictor(model["path"], joints=m.keypoints.names).predict(samples)
     gt, vis = gt_arrays(samples)
     res = selection_control(

@@ -17,10 +17,10 @@ from iterate.loop import tracking
 from iterate.loop.control import update_controls
 from iterate.loop.cost import cost_data, hours_by_time
 from iterate.loop.models import model_name, round_model
-from iterate.loop.retrain import labeled_samples, split_warnings
+from iterate.loop.retrain import split_warnings
+from iterate.loop.samples import frame_samples, labeled_samples
 from iterate.loop.settings import derived_strata, keypoint_spec, strata
 from iterate.selection.strata import StrataPredictor
-from model.data import Sample
 from model.evaluate import head_boxes
 from model.infer import Predictions, Predictor, load_predictor
 from reports.evaluation import EvalSet, check_alpha, coco_evalset, evaluate
@@ -137,7 +137,7 @@ def _picked(m: Manifest, ledger: Ledger, out_dir: Path) -> dict | None:
         model = None
     elif shown:
         pr = load_predictor(model["path"], joints=m.keypoints.names)
-        preds = pr.predict([Sample(f.path, None, f.id) for *_, f in shown]).keypoints
+        preds = pr.predict(frame_samples(ledger, [f for *_, f in shown])).keypoints
     if model is not None and not rnd["params"].get("push", True):
         notes.append("pushed with --no-push: nothing was sent to Label Studio; the skeletons are what a push sends")
     frames = []
@@ -236,7 +236,22 @@ def _data_side(m: Manifest, ledger: Ledger) -> dict:
         "labels_per_stratum": {
             k: {v: r for v, r in rows.items() if r} for k, rows in labels_per_stratum(m, ledger).items()
         },
+        "people": people_per_split(ledger),
     }
+
+
+def people_per_split(ledger: Ledger) -> dict[str, dict[str, int]]:
+    """Frames whose source gives person boxes, per split: one person found, several (the most confident kept), none
+    (the pose pass crops the whole frame); {} when no source gives boxes."""
+    boxes = ledger.person_boxes()
+    out: dict[str, dict[str, int]] = {}
+    for f in ledger.frames():
+        b = boxes.get(f.id)
+        if b is not None:
+            key = "none found" if b.box is None else ("several" if b.people > 1 else "one")
+            row = out.setdefault(f.split, {"one": 0, "several": 0, "none found": 0})
+            row[key] += 1
+    return out
 
 
 def _dataset(ledger: Ledger, model: dict) -> dict | None:
@@ -362,7 +377,7 @@ def _focus(m: Manifest, ledger: Ledger, pr: Predictor, p: Predictions, res: dict
     if len(pool) > cap:
         pool = [pool[i] for i in sorted(np.random.default_rng(0).choice(len(pool), cap, replace=False))]
     if pool:
-        pp = pr.predict([Sample(f.path, None, f.id) for f in pool])
+        pp = pr.predict(frame_samples(ledger, pool))
         pool_strata = sp.predict(pp.keypoints, pp.scores, pp.embeddings)
         unc = 1.0 - np.nanmean(pp.scores, axis=1)
     else:

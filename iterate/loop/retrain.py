@@ -9,15 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from iterate.core.errors import IterateError
-from iterate.core.ledger import Frame, Label, Ledger
+from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop import tracking
 from iterate.loop.distributed import rank_world
 from iterate.loop.export import record_version
 from iterate.loop.models import base_path
+from iterate.loop.samples import labeled_samples
 from iterate.loop.scoring import evaluator, score
 from iterate.loop.settings import train_setup
 from model.checkpoints import load_file
@@ -28,31 +27,6 @@ from model.train import best_pick_note, train
 from reports.evaluation import split_size_warning
 
 _RUN_KEY = "training_run"
-
-
-def labeled_samples(
-    ledger: Ledger, splits: tuple[str, ...], *, source: str | None = None, not_source: str | None = None
-) -> list[Sample]:
-    """Current labels of the first person in each frame of ``splits`` (top-down, whole-frame box), with their
-    attributes (strata) and head box; only frames of ``source`` / not of ``not_source`` when given."""
-    out = []
-    for f, lab in ledger.current_labels(splits):
-        if (source is not None and f.source != source) or (not_source is not None and f.source == not_source):
-            continue
-        if lab.instance == 0:
-            out.append(label_sample(f, lab))
-    return out
-
-
-def label_sample(f: Frame, lab: Label) -> Sample:
-    """One ledger label as a training/scoring sample: keypoints, attributes (strata) and head box."""
-    return Sample(
-        f.path,
-        np.asarray(lab.keypoints, dtype=np.float64).reshape(-1, 3),
-        f.id,
-        dict(lab.attributes),
-        tuple(lab.head_box) if lab.head_box else None,
-    )
 
 
 def split_warnings(ledger: Ledger) -> list[str]:

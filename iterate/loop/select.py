@@ -36,12 +36,12 @@ from iterate.core.manifest import Manifest
 from iterate.loop.distributed import barrier, rank_world
 from iterate.loop.models import cache_dir, model_name, round_model, scoring_model
 from iterate.loop.pool import SCORING_BATCH, PoolParts, Scored, build_pool, check_weights, score_samples
+from iterate.loop.samples import boxes_digest, frame_samples
 from iterate.loop.settings import derived_strata, keypoint_spec, labeling, selection_setup, studio_settings
 from iterate.selection import diversity, features, strategies
 from iterate.selection import scores as sc
 from iterate.selection.strata import StrataPredictor
 from model.checkpoints import joint_match
-from model.data import Sample
 from model.infer import SCORING, load_predictor
 
 
@@ -85,7 +85,12 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
         raise IterateError(f"{model_name(model)}: checkpoint {ck_path} is gone (stale); run `iterate retrain`")
     d = cache_dir(m, model)
     d.mkdir(parents=True, exist_ok=True)
-    stamp = {"checkpoint": str(ck_path), "mtime": ck_path.stat().st_mtime, "size": ck_path.stat().st_size}
+    stamp = {
+        "checkpoint": str(ck_path),
+        "mtime": ck_path.stat().st_mtime,
+        "size": ck_path.stat().st_size,
+        "boxes": boxes_digest(ledger),
+    }
     idx_file = d / "index.json"
     old_ids, notes = _cached_ids(d, stamp, model)
     have = set(old_ids)
@@ -97,7 +102,7 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
         part = score_samples(
             keypoint_spec(m),
             ck_path,
-            [Sample(f.path, None, f.id) for f in mine],
+            frame_samples(ledger, mine),
             tmp=d / f".emb-new-{rank}.npy",
             progress=progress,
         )
@@ -512,7 +517,7 @@ def _predict_strata(m: Manifest, ledger: Ledger, model: dict, scored: Scored) ->
         else:
             # calibrated on the same scoring path as the pool it is applied to
             pr = load_predictor(model["path"], joints=m.keypoints.names, **SCORING)
-            p = pr.predict([Sample(f.path, None, f.id) for f, _ in val])
+            p = pr.predict(frame_samples(ledger, [f for f, _ in val]))
             sp.fit(p.keypoints, p.scores, p.embeddings, [lab.attributes for _, lab in val])
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(".strata.json.tmp")
@@ -623,7 +628,7 @@ def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str])
     if model is not None and Path(model["path"]).is_file():
         frames = [ledger.frame(fid) for fid in frame_ids]
         pr = load_predictor(model["path"], joints=m.keypoints.names)
-        p = pr.predict([Sample(f.path, None, f.id) for f in frames])
+        p = pr.predict(frame_samples(ledger, frames))
         preds = {  # an unreadable frame has no keypoint at all; a joint the model lacks is NaN, left unplaced
             f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).all()
         }

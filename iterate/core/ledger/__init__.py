@@ -34,7 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from iterate.core.errors import BusyError, IterateError
 
-SCHEMA_VERSION = 5  # the newest migration (migrations/versions/000N_*.py)
+SCHEMA_VERSION = 6  # the newest migration (migrations/versions/000N_*.py)
 URL_ENV = "ITERATE_LEDGER_URL"
 _MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _WRITE_KEY = 0x1D6E7A7E  # PostgreSQL advisory lock id of the write transaction (one writer step at a time)
@@ -48,6 +48,7 @@ TABLES = (
     "reports",
     "dataset_versions",
     "dataset_version_labels",
+    "person_boxes",
     "kv",
 )  # in foreign-key order
 
@@ -64,6 +65,16 @@ class Frame:
     content_hash: str
     phash: int
     split: str
+
+
+@dataclass(frozen=True)
+class PersonBox:
+    """A frame's person box from its source's ``person_boxes`` file: the most confident person (x, y, w, h in
+    image pixels; None where the detector found no one) and how many people it found."""
+
+    box: tuple[float, float, float, float] | None
+    score: float | None
+    people: int
 
 
 @dataclass(frozen=True)
@@ -419,6 +430,33 @@ class Ledger:
             q += " AND source=:source"
             args["source"] = source
         return [_frame(r) for r in self._q(q + " ORDER BY id", **args).mappings()]
+
+    def set_person_boxes(self, source: str, boxes: dict[str, PersonBox]) -> None:
+        """The person boxes of ``source``'s frames, replacing the ones it had (re-running an ingest with the same
+        file changes nothing). Call inside :meth:`transaction`."""
+        self._q("DELETE FROM person_boxes WHERE source=:s", s=source)
+        for fid, b in sorted(boxes.items()):
+            x, y, w, h = b.box if b.box is not None else (None, None, None, None)
+            self._q(
+                "INSERT INTO person_boxes (frame_id, source, x, y, w, h, score, people)"
+                " VALUES (:f, :s, :x, :y, :w, :h, :score, :p)",
+                f=fid,
+                s=source,
+                x=x,
+                y=y,
+                w=w,
+                h=h,
+                score=b.score,
+                p=b.people,
+            )
+
+    def person_boxes(self) -> dict[str, PersonBox]:
+        """Frame id → its person box, for the frames whose source gives person boxes."""
+        out = {}
+        for r in self._q("SELECT * FROM person_boxes ORDER BY frame_id").mappings():
+            box = None if r["x"] is None else (r["x"], r["y"], r["w"], r["h"])
+            out[r["frame_id"]] = PersonBox(box, r["score"], int(r["people"]))
+        return out
 
     def frame_ids_by_hash(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self._q("SELECT content_hash, id FROM frames ORDER BY id")}

@@ -18,6 +18,7 @@ from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest, Source
 from iterate.core.strata import has_torso
 from iterate.loop.ingest import coco, dlc, images, labelstudio, sleap, video  # noqa: F401 - each registers its kind
+from iterate.loop.ingest.boxes import apply_person_boxes
 from iterate.loop.ingest.common import Progress, SourceSummary, dhash
 from iterate.loop.ingest.registry import READERS, SourceReader, reader
 from iterate.loop.settings import label_attributes
@@ -37,6 +38,7 @@ def ingest(manifest: Manifest, ledger: Ledger, progress: Progress | None = None)
         if src.kind not in READERS:
             raise IterateError(f"sources[{src.label}].kind: no reader for '{src.kind}' (known: {', '.join(READERS)})")
         READERS[src.kind].read(manifest, ledger, src, s, by_hash, progress)
+        apply_person_boxes(manifest, ledger, src, s)
         _check_existing(ledger, src, s)
         _say_if_nothing_added(manifest, src, s)
         out.append(s)

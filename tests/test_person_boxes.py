@@ -1,0 +1,201 @@
+"""People who do not fill the frame, in the loop: a source's ``person_boxes`` (COCO detection results, MMPose's
+bbox_file) are paired with its frames at ingest, and every prediction of the loop — select's scoring pass, the
+pre-annotations, the report's evaluation, the audit — crops on the frame's person box. Real LSPET frames pasted at a
+third of a canvas over another frame blurred; the shipped base; boxes from the labels (an ideal detector)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from iterate.cli import app
+from iterate.core.errors import IterateError
+from iterate.core.ledger import Ledger
+from iterate.core.manifest import load_manifest
+from iterate.loop.ingest import ingest
+from iterate.loop.models import scoring_model
+from iterate.loop.report import people_per_split
+from iterate.loop.samples import labeled_samples
+from iterate.loop.scoring import score
+from iterate.loop.select import candidates, score_pool
+from iterate.loop.settings import keypoint_spec
+from model.infer import load_predictor
+from reports.report import render
+
+from conftest import LSPET, REPO, lsp_manifest
+
+BASE = REPO / "model" / "weights" / "lspet_w18s_128.pt"
+SCALE = 3
+
+
+def _canvases(lspet_coco, ids: list[int], out) -> tuple[list[dict], list[dict], list[dict]]:
+    """Each LSPET frame pasted at 1/SCALE of a canvas over the next one blurred → (COCO images, annotations, the
+    labeled joints' boxes padded by 10 % as detections keyed by file name)."""
+    ims = {i["id"]: i for i in lspet_coco["images"]}
+    anns = {a["image_id"]: a for a in lspet_coco["annotations"]}
+    rng = np.random.default_rng(0)
+    out.mkdir(parents=True, exist_ok=True)
+    images, annotations, dets = [], [], []
+    for n, iid in enumerate(ids):
+        img = cv2.imread(str(LSPET / ims[iid]["file_name"]))
+        h, w = img.shape[:2]
+        bg = cv2.imread(str(LSPET / ims[ids[(n + 1) % len(ids)]]["file_name"]))
+        bg = cv2.GaussianBlur(cv2.resize(bg, (w * SCALE, h * SCALE)), (0, 0), sigmaX=2.0 * SCALE)
+        x0, y0 = int(rng.integers(0, w * (SCALE - 1) + 1)), int(rng.integers(0, h * (SCALE - 1) + 1))
+        bg[y0 : y0 + h, x0 : x0 + w] = img
+        name = f"im{iid:05d}_x{SCALE}.png"
+        cv2.imwrite(str(out / name), bg)
+        kp = np.asarray(anns[iid]["keypoints"], float).reshape(-1, 3)
+        kp[:, 0] += np.where(kp[:, 2] > 0, x0, 0)
+        kp[:, 1] += np.where(kp[:, 2] > 0, y0, 0)
+        images.append({"id": iid, "file_name": name, "width": w * SCALE, "height": h * SCALE})
+        annotations.append({**anns[iid], "keypoints": [round(float(v), 2) for v in kp.ravel()]})
+        seen = kp[kp[:, 2] > 0, :2]
+        lo, hi = seen.min(0), seen.max(0)
+        pad = 0.1 * float(np.hypot(*(hi - lo)))
+        box = [float(lo[0] - pad), float(lo[1] - pad), float(hi[0] - lo[0] + 2 * pad), float(hi[1] - lo[1] + 2 * pad)]
+        dets.append({"file_name": name, "category_id": 1, "bbox": box, "score": 0.95})
+    return images, annotations, dets
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, lspet_coco):
+    tmp = tmp_path_factory.mktemp("boxes")
+    v_im, v_ann, v_det = _canvases(lspet_coco, list(range(7301, 7321)), tmp / "val")
+    p_im, _, p_det = _canvases(lspet_coco, list(range(7321, 7341)), tmp / "pool")
+    (tmp / "val.json").write_text(
+        json.dumps({"images": v_im, "annotations": v_ann, "categories": lspet_coco["categories"]})
+    )
+    v_det.append({**v_det[0], "bbox": [1.0, 1.0, 30.0, 60.0], "score": 0.5})  # a second, less sure person
+    v_det.append({"file_name": "not_a_frame.png", "bbox": [1.0, 1.0, 5.0, 5.0], "score": 0.9})
+    v_det.append({"file_name": v_im[1]["file_name"], "bbox": [1.0, 1.0, 5.0, 5.0], "score": 0.1})  # under 0.3
+    (tmp / "val_boxes.json").write_text(json.dumps(v_det))
+    (tmp / "pool_boxes.json").write_text(json.dumps(p_det))
+    srcs = [
+        {"name": "va", "kind": "coco", "path": str(tmp / "val.json"), "images": str(tmp / "val"), "split": "val"},
+        {"name": "pool", "kind": "images", "path": str(tmp / "pool"), "split": "pool"},
+    ]
+    model = {**yaml.safe_load((REPO / "data_manifest.yaml").read_text())["model"], "base": str(BASE)}
+    p = lsp_manifest(tmp, srcs, model=model, selection={"dedup_hamming": 0})
+    doc = yaml.safe_load(p.read_text())
+    doc["sources"][0]["person_boxes"] = str(tmp / "val_boxes.json")
+    doc["sources"][1]["person_boxes"] = str(tmp / "pool_boxes.json")
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        out = ingest(m, led)
+    return p, out, tmp
+
+
+def test_ingest_pairs_boxes_with_frames_by_name_and_counts_people(project):
+    p, out, _ = project
+    notes = {s.source: " ".join(s.notes) for s in out}
+    assert "20 of 20 frames boxed" in notes["va"] and "1 with several people" in notes["va"]
+    assert "1 detection(s) name no frame of this source (e.g. file_name 'not_a_frame.png')" in notes["va"]
+    assert "20 of 20 frames boxed" in notes["pool"] and "0 with several people" in notes["pool"]
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        boxes = led.person_boxes()
+        first = next(f for f in led.frames("val") if f.path.endswith("im07301_x3.png"))
+        assert boxes[first.id].people == 2 and boxes[first.id].score == pytest.approx(0.95)  # the surer one kept
+        second = next(f for f in led.frames("val") if f.path.endswith("im07302_x3.png"))
+        assert boxes[second.id].people == 1  # the 0.1 detection is not a person
+        assert people_per_split(led) == {
+            "val": {"one": 19, "several": 1, "none found": 0},
+            "pool": {"one": 20, "several": 0, "none found": 0},
+        }
+        before = dict(boxes)
+        ingest(m, led)  # re-running changes nothing
+        assert led.person_boxes() == before
+
+
+def test_the_loops_predictions_crop_on_the_person_box(project):
+    """The report's evaluation path on val (labeled_samples carry the boxes) and select's scoring pass on the pool:
+    a person a third of the frame's size is found through its box, and lost without it."""
+    p, _, _ = project
+    m = load_manifest(p)
+    spec = keypoint_spec(m)
+    pred = load_predictor(BASE, joints=m.keypoints.names)
+    with Ledger(m.workspace_dir) as led:
+        val = labeled_samples(led, ("val",))
+        assert all(s.person_box is not None for s in val)
+        boxed = score(spec, pred.predict(val).keypoints, val)["pckh05"]
+        bare = [type(s)(s.path, s.keypoints, s.frame_id, s.attributes, s.head_box) for s in val]
+        whole = score(spec, pred.predict(bare).keypoints, bare)["pckh05"]
+        print(f"val PCKh@0.5 with boxes {boxed:.1f}, whole frame {whole:.1f}")
+        assert boxed > whole + 15, (boxed, whole)
+        model = scoring_model(m, led)
+        cands = candidates(led)
+        scored = score_pool(m, led, model, cands)
+        boxes = led.person_boxes()
+        inside = []
+        for f, kp in zip(cands, scored.keypoints):
+            x, y, w, h = boxes[f.id].box
+            ok = np.isfinite(kp).all(1)
+            pad = 0.25 * max(w, h)
+            inside.append(
+                (
+                    (kp[ok, 0] >= x - pad)
+                    & (kp[ok, 0] <= x + w + pad)
+                    & (kp[ok, 1] >= y - pad)
+                    & (kp[ok, 1] <= y + h + pad)
+                ).mean()
+            )
+        assert np.mean(inside) > 0.9
+        assert score_pool(m, led, model, cands).scored_now == 0  # cached
+        led_boxes = {k: v for k, v in boxes.items()}
+        with led.transaction():  # other boxes (a rerun detector): the cached scores are scored again
+            from iterate.core.ledger import PersonBox
+
+            f0 = cands[0]
+            b = led_boxes[f0.id]
+            led.set_person_boxes("pool", {**{f.id: led_boxes[f.id] for f in cands}, f0.id: PersonBox(None, None, 0)})
+            assert b.box is not None
+        assert score_pool(m, led, model, cands).scored_now == len(cands)
+
+
+def test_the_report_shows_the_people_per_split(project):
+    p, _, _ = project
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        people = people_per_split(led)
+    data = {
+        "chunks": [{"chunk": 1, "fraction": 0.1, "target": 2, "labeled": 0, "pending": 0}],
+        "current_chunk": 1,
+        "frames": {"val": 20, "pool": 20},
+        "labels_train": 0,
+        "labels_replay": 0,
+        "labels_per_stratum": {},
+        "people": people,
+    }
+    md = render({"project": "t", "round": 0, "created_at": "now", "data": data})
+    assert "| several people (most confident kept) | " in md and "1 frame(s) show several people" in md
+
+
+def test_a_bad_boxes_file_is_one_line_naming_it(project, tmp_path):
+    p, _, tmp = project
+    doc = yaml.safe_load(p.read_text())
+    bad = tmp_path / "bad_boxes.json"
+    bad.write_text(
+        json.dumps([{"file_name": "a.png", "bbox": [1, 2, 3, 4]}, {"file_name": "b.png", "bbox": [1, 2, 0, 4]}])
+    )
+    doc["sources"][1]["person_boxes"] = str(bad)
+    doc["workspace"] = str(tmp_path / "ws")
+    p2 = tmp_path / "m.yaml"
+    p2.write_text(yaml.safe_dump(doc, sort_keys=False))
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p2)])
+    assert r.exit_code == 2 and f"{bad}: detection 1: bbox must be [x, y, w, h] with w, h > 0" in r.output, r.output
+    assert "Traceback" not in r.output
+    bad.write_text(json.dumps([{"file_name": "nowhere.png", "bbox": [1, 2, 3, 4]}]))
+    m = load_manifest(p2)
+    with Ledger(m.workspace_dir) as led, pytest.raises(IterateError, match="no detection names a frame of source"):
+        ingest(m, led)
+    doc["sources"][1]["person_boxes"] = str(tmp_path / "missing.json")
+    p2.write_text(yaml.safe_dump(doc, sort_keys=False))
+    r = CliRunner().invoke(app, ["status", "-m", str(p2)])
+    assert r.exit_code == 2 and "sources[1].person_boxes: file not found" in r.output, r.output

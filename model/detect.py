@@ -13,7 +13,7 @@ from iterate.core.errors import IterateError
 from iterate.core.images import read_image
 from model.geometry import detection_square
 
-__all__ = ["ARCHS", "PersonDetector"]
+__all__ = ["ARCHS", "PersonDetector", "write_detections"]
 
 # architecture → the state-dict key whose first dimension is the number of classes
 ARCHS = {
@@ -69,21 +69,57 @@ class PersonDetector:
         self.person_label, self.score = person_label, score
 
     @torch.inference_mode()
-    def person_boxes(self, paths: list[str]) -> tuple[dict[int, tuple[tuple[float, float], float]], int]:
-        """→ (image index → the most confident person box as a square (centre, side), images with several people)."""
-        out, several = {}, 0
-        for i, p in enumerate(paths):
+    def detections(self, paths: list[str]) -> list[list[tuple[float, tuple[float, float, float, float]]] | None]:
+        """Each image's person detections scoring at least the threshold, most confident first: (score, (x, y, w,
+        h)) in image pixels; None for an image that cannot be read."""
+        out: list = []
+        for p in paths:
             img, _ = read_image(p)
             if img is None:
+                out.append(None)
                 continue
             x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1])).permute(2, 0, 1).float().div(255)
             r = self.net([x.to(self.device)])[0]
             keep = (r["labels"] == self.person_label) & (r["scores"] >= self.score)
             boxes, scores = r["boxes"][keep].cpu().numpy(), r["scores"][keep].cpu().numpy()
-            if not len(boxes):
-                continue
-            several += len(boxes) > 1
-            x0, y0, x1, y1 = (float(v) for v in boxes[int(np.argmax(scores))])
-            if x1 - x0 >= 2 and y1 - y0 >= 2:
-                out[i] = detection_square((x0, y0, x1 - x0, y1 - y0))
+            found = []
+            for i in np.argsort(-scores, kind="stable"):
+                x0, y0, x1, y1 = (float(v) for v in boxes[i])
+                if x1 - x0 >= 2 and y1 - y0 >= 2:
+                    found.append((float(scores[i]), (x0, y0, x1 - x0, y1 - y0)))
+            out.append(found)
+        return out
+
+    def person_boxes(self, paths: list[str]) -> tuple[dict[int, tuple[tuple[float, float], float]], int]:
+        """→ (image index → the most confident person box as a square (centre, side), images with several people)."""
+        out, several = {}, 0
+        for i, found in enumerate(self.detections(paths)):
+            if found:
+                several += len(found) > 1
+                out[i] = detection_square(found[0][1])
         return out, several
+
+
+def write_detections(
+    detector: PersonDetector, files: list[Path], root: Path | None, out: Path
+) -> tuple[int, int, int, list[str]]:
+    """COCO detection results of ``files`` (``file_name`` relative to ``root`` when given, else as given): the file a
+    source's ``person_boxes`` reads → (images with a person, detections, images with several people, unreadable)."""
+    import json
+
+    rows, found_in, several, bad = [], 0, 0, []
+    for f, found in zip(files, detector.detections([str(f) for f in files])):
+        if found is None:
+            bad.append(str(f))
+            continue
+        name = str(f.relative_to(root)) if root is not None else str(f)
+        found_in += bool(found)
+        several += len(found) > 1
+        for score, box in found:
+            rows.append(
+                {"file_name": name, "category_id": 1, "bbox": [round(v, 2) for v in box], "score": round(score, 4)}
+            )
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(rows))
+    tmp.replace(out)
+    return found_in, len(rows), several, bad

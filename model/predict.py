@@ -14,7 +14,8 @@ from iterate.core.paths import name_parts, same_file, suffix_match
 from model.geometry import detection_square
 
 
-def _files(inputs: list[Path]) -> list[Path]:
+def image_files(inputs: list[Path]) -> list[Path]:
+    """The image files of ``inputs`` (files, or folders searched recursively), refused by name when missing."""
     out = []
     for p in inputs:
         if p.is_dir():
@@ -147,7 +148,7 @@ def predict_files(
     from model.data import Sample
     from model.infer import load_predictor
 
-    files = _files(inputs)
+    files = image_files(inputs)
     check_out(out, files)
     ids = coco_ids(coco, files) if coco is not None else {}
     first_boxes = None

@@ -199,3 +199,49 @@ def test_a_bad_boxes_file_is_one_line_naming_it(project, tmp_path):
     p2.write_text(yaml.safe_dump(doc, sort_keys=False))
     r = CliRunner().invoke(app, ["status", "-m", str(p2)])
     assert r.exit_code == 2 and "sources[1].person_boxes: file not found" in r.output, r.output
+
+
+def test_iterate_detect_writes_the_file_a_source_reads(project, tmp_path):
+    """`iterate detect` with a detector the test builds itself (torchvision's smallest Faster R-CNN, untrained, so its
+    boxes are arbitrary: the plumbing is under test, not a detector's accuracy) → COCO detection results keyed by the
+    file name under the folder → a source's person_boxes → every frame with a detection gets its most confident box."""
+    import torch
+    import torchvision
+
+    _, _, tmp = project
+    torch.manual_seed(0)
+    net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=2
+    )
+    w = tmp_path / "det.pt"
+    torch.save(net.state_dict(), w)
+    folder = tmp / "pool"
+    out = tmp_path / "people.json"
+    args = ["detect", str(folder), "--detector", str(w), "--out", str(out), "--detector-score", "0"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())
+    names = {d["file_name"] for d in rows}
+    assert names and all("/" not in n and (folder / n).is_file() for n in names)  # relative to the folder
+    assert f"wrote {len(rows)} person detections to {out}" in r.output
+    for name in names:  # most confident first within each image
+        scores = [d["score"] for d in rows if d["file_name"] == name]
+        assert scores == sorted(scores, reverse=True)
+    sure = tmp_path / "sure.json"  # the untrained detector's scores lifted over the 0.3 person threshold
+    sure.write_text(json.dumps([{**d, "score": 0.5 + 0.5 * d["score"]} for d in rows]))
+    rows = json.loads(sure.read_text())
+    srcs = [{"name": "pool", "kind": "images", "path": str(folder), "split": "pool", "person_boxes": str(sure)}]
+    p = lsp_manifest(tmp_path, srcs)
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        ingest(m, led)
+        boxes = led.person_boxes()
+        by_name = {f.id: f.path.rsplit("/", 1)[-1] for f in led.frames()}
+    assert sum(b.box is not None for b in boxes.values()) == len(names)  # every image with a detection is boxed
+    for fid, b in boxes.items():
+        mine = [d for d in rows if d["file_name"] == by_name[fid]]
+        assert b.people == len(mine)
+        if mine:
+            assert list(b.box) == pytest.approx(mine[0]["bbox"])
+    r = CliRunner().invoke(app, [*args[:3], str(tmp_path / "nope.pt"), *args[4:]])
+    assert r.exit_code == 2 and "file not found" in r.output and "Traceback" not in r.output

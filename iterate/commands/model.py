@@ -225,6 +225,54 @@ def predict(
     console.print(f"wrote {n} predictions to {out} ({path})", highlight=False, soft_wrap=True)
 
 
+def detect(
+    images: Annotated[list[Path], typer.Argument(help="image files or folders (searched recursively)")],
+    detector: Annotated[
+        Path,
+        typer.Option("--detector", help="a torchvision detector's weights file (state dict; nothing is downloaded)"),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the COCO detection-results JSON to write")],
+    detector_arch: Annotated[
+        str, typer.Option("--detector-arch", help="the detector's torchvision architecture")
+    ] = "fasterrcnn_mobilenet_v3_large_320_fpn",
+    detector_score: Annotated[float, typer.Option("--detector-score", help="a person box's minimum score")] = 0.3,
+    relative_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--relative-to",
+            help="write file names relative to this folder (a source's `path`; default: the folder given)",
+        ),
+    ] = None,
+) -> None:
+    """Find the people in images with a detector and write them as COCO detection results: the file a source's
+    ``person_boxes`` reads, so the loop crops on each frame's most confident person.
+
+    Example: iterate detect footage/cam1 --detector fasterrcnn.pt --out footage/cam1_people.json
+    """
+    from model.detect import PersonDetector, write_detections
+    from model.predict import check_out, image_files
+
+    files = image_files(images)
+    check_out(out, files)
+    root = relative_to or (images[0] if len(images) == 1 and images[0].is_dir() else None)
+    if root is not None:
+        outside = [f for f in files if not f.resolve().is_relative_to(root.resolve())]
+        if outside:
+            raise IterateError(f"--relative-to {root}: {outside[0]} is not inside it")
+        files = [root / f.resolve().relative_to(root.resolve()) for f in files]
+    det = PersonDetector(detector_arch, detector, score=detector_score)
+    found, n, several, bad = write_detections(det, files, root, out)
+    for p in bad:
+        console.print(f"[yellow]skipped unreadable:[/] {escape(printable(p))}", highlight=False, soft_wrap=True)
+    console.print(
+        f"wrote {n} person detections to {out}: a person in {found} of {len(files) - len(bad)} images, {several} with "
+        "several people (give the file as the source's person_boxes)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("retrain")(retrain)
     app.command("predict")(predict)
+    app.command("detect")(detect)

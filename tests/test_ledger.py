@@ -358,7 +358,7 @@ def test_v3_ledger_gains_dataset_versions_keeping_its_rows(tmp_path):
         conn.exec_driver_sql("INSERT INTO models (created_at, path) VALUES (0, 'm.pt')")
     eng.dispose()
     with Ledger(tmp_path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 5
+        assert led.schema_version == SCHEMA_VERSION  # every later migration applied in place
         assert led.current_label("f").keypoints == [[1, 2, 2]]
         assert led.models()[0]["dataset_version"] is None  # trained before versions existed
         with led.transaction():
@@ -390,7 +390,7 @@ def test_v4_ledger_gains_what_labeling_costs_keeping_its_rows(tmp_path):
         conn.exec_driver_sql("INSERT INTO tasks (frame_id, project_id, task_id, updated_at) VALUES ('f', 1, 7, 0)")
     eng.dispose()
     with Ledger(tmp_path) as led:
-        assert led.schema_version == 5
+        assert led.schema_version == SCHEMA_VERSION
         lab = led.current_label("f")
         assert lab.keypoints == [[1, 2, 2]] and lab.lead_time is None and lab.edits is None
         assert led.task_prediction(1, 7) is None  # unknown: pushed before the ledger kept it
@@ -402,6 +402,38 @@ def test_v4_ledger_gains_what_labeling_costs_keeping_its_rows(tmp_path):
         lab = led.current_label("f3")
         assert lab.lead_time == 12.5 and lab.edits == {"added": ["a"]}
         assert [(f.id, r) for f, _, r in led.effort_rows()] == [("f", None), ("f3", None)]
+
+
+def test_v5_ledger_gains_person_boxes_keeping_its_rows(tmp_path):
+    """A v5 ledger (before person boxes, issue 30) opens at v6: its frames and labels stay, no frame has a person box
+    (every prediction crops the whole frame, as before), and boxes can be stored and replaced per source."""
+    from alembic import command
+    from alembic.config import Config
+
+    from iterate.core.ledger import _MIGRATIONS_DIR, PersonBox, _engine, resolve_url
+
+    eng = _engine(resolve_url(tmp_path))
+    with eng.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+        conn.exec_driver_sql(
+            "INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'pool', 0, NULL, NULL)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO labels (frame_id, version, keypoints, source, created_at) VALUES ('f', 1, '[[1,2,2]]', 'coco', 0)"
+        )
+    eng.dispose()
+    with Ledger(tmp_path) as led:
+        assert led.schema_version == SCHEMA_VERSION == 6
+        assert led.current_label("f").keypoints == [[1, 2, 2]] and led.person_boxes() == {}
+        with led.transaction():
+            led.set_person_boxes("s", {"f": PersonBox((1.0, 2.0, 3.0, 4.0), 0.9, 2)})
+        assert led.person_boxes() == {"f": PersonBox((1.0, 2.0, 3.0, 4.0), 0.9, 2)}
+        with led.transaction():
+            led.set_person_boxes("s", {"f": PersonBox(None, None, 0)})  # a source's boxes are replaced, not added
+        assert led.person_boxes() == {"f": PersonBox(None, None, 0)}
 
 
 def test_dataset_versions_hold_the_label_versions_they_were_recorded_with(tmp_path, ledger_url):

@@ -245,3 +245,85 @@ def test_iterate_detect_writes_the_file_a_source_reads(project, tmp_path):
             assert list(b.box) == pytest.approx(mine[0]["bbox"])
     r = CliRunner().invoke(app, [*args[:3], str(tmp_path / "nope.pt"), *args[4:]])
     assert r.exit_code == 2 and "file not found" in r.output and "Traceback" not in r.output
+
+
+def test_a_real_detectors_file_on_a_coco17_source(tmp_path):
+    """MMPose's own bbox_file (a person detector at AP_H 56 on its COCO sample, keyed by image_id) as a COCO-17
+    source's person_boxes: each frame gets that detector's most confident box, and the frames with several people are
+    the ones `iterate predict --bbox-file` counts from the same file (one reader of the convention, two paths)."""
+    from iterate.core.presets import PRESETS
+    from model.predict import DET_THRESHOLD, read_person_boxes
+
+    from conftest import SHARED
+
+    coco_dir = SHARED / "mmpose_samples" / "coco"
+    det_file = coco_dir / "test_coco_det_AP_H_56.json"
+    coco17 = PRESETS["coco17"]
+    p = lsp_manifest(
+        tmp_path,
+        [
+            {
+                "name": "cocoval",
+                "kind": "coco",
+                "path": str(coco_dir / "test_coco.json"),
+                "images": str(coco_dir),
+                "split": "val",
+                "person_boxes": str(det_file),
+            }
+        ],
+        strata={},
+        keypoints={
+            k: coco17[k] for k in ("names", "flip_pairs", "skeleton", "height_joints", "height_chain", "normalizer")
+        },
+    )
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        out = ingest(m, led)
+        boxes = led.person_boxes()
+        frames = {f.id: f for f in led.frames()}
+    assert "4 of 4 frames boxed" in " ".join(out[0].notes)
+    dets = json.loads(det_file.read_text())
+    ids = {"000000000785.jpg": 785, "000000040083.jpg": 40083, "000000196141.jpg": 196141, "000000197388.jpg": 197388}
+    squares, several = read_person_boxes(det_file, set(ids.values()))
+    assert sum(b.people > 1 for b in boxes.values()) == several == 4
+    for fid, b in boxes.items():
+        iid = ids[frames[fid].path.rsplit("/", 1)[-1]]
+        mine = sorted(
+            (d for d in dets if d["image_id"] == iid and d["score"] >= DET_THRESHOLD), key=lambda d: -d["score"]
+        )
+        assert b.people == len(mine) and list(b.box) == pytest.approx(mine[0]["bbox"])
+        from model.geometry import detection_square
+
+        (cx, cy), side = detection_square(b.box)
+        (px, py), pside = squares[iid]
+        assert (cx, cy, side) == pytest.approx((px, py, pside))  # the square predict crops on, too
+
+
+def test_an_unlabeled_pool_listed_by_a_coco_file_of_another_joint_set(tmp_path):
+    """README's recipe on PoseTrack18 footage (MMPose's sample and its human detections, keyed by image_id) with the
+    14-joint LSP schema: a `coco` source with `labels: false` registers the images only, whatever joints the file
+    names, and the detections box its frames."""
+    from conftest import SHARED
+
+    pt = SHARED / "mmpose_samples" / "posetrack18"
+    src = {
+        "name": "ballroom",
+        "kind": "coco",
+        "path": str(pt / "annotations" / "test_posetrack18_val.json"),
+        "images": str(pt),
+        "labels": False,
+        "split": "pool",
+        "person_boxes": str(pt / "annotations" / "test_posetrack18_human_detections.json"),
+    }
+    p = lsp_manifest(tmp_path, [src])
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    assert r.exit_code == 0, r.output
+    assert "3 of 3 frames boxed" in r.output and "3 with several people" in r.output
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        assert len(led.frames("pool")) == 3 and not led.current_labels()
+        assert all(b.box is not None and b.people > 1 for b in led.person_boxes().values())
+    labeled = {**src, "labels": True}  # its labels do need the manifest's joints: still refused by name
+    p.write_text(yaml.safe_dump({**yaml.safe_load(p.read_text()), "sources": [labeled]}, sort_keys=False))
+    r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    assert r.exit_code == 2 and "joint names differ" in r.output

@@ -39,8 +39,9 @@ def _id_ok(v) -> bool:
     return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v != "")
 
 
-def read_coco(spec: KeypointSpec, path: Path) -> tuple[dict, list[int] | None]:
-    """Read and check a COCO keypoints file → (the file, joint order into the schema or None)."""
+def read_coco(spec: KeypointSpec, path: Path, *, joints: bool = True) -> tuple[dict, list[int] | None]:
+    """Read and check a COCO keypoints file → (the file, joint order into the schema or None). ``joints=False``:
+    only its images are wanted (an unlabeled pool listed by a COCO file), so its joint names are not checked."""
     path = Path(path)
     coco = read_json(path, "COCO file")
     if not isinstance(coco, dict):
@@ -99,7 +100,7 @@ def read_coco(spec: KeypointSpec, path: Path) -> tuple[dict, list[int] | None]:
             )
         if a.get("bbox") not in (None, []):
             _box(a["bbox"], path, aid, "bbox", positive=False)
-    return coco, _order(spec, coco, path)
+    return coco, _order(spec, coco, path) if joints else None
 
 
 def _order(spec: KeypointSpec, coco: dict, path: Path) -> list[int] | None:

@@ -73,7 +73,11 @@ def manifest_text(project: str, coco: Path | None = None, preset: str | None = N
 
     if preset is not None and preset not in PRESETS:
         raise IterateError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    sources = "  - {kind: images, path: images/}"
+    sources = (
+        "  - {kind: images, path: images/}\n"
+        "  # people small in the frame? add person_boxes: people.json (a detector's COCO detection results,\n"
+        "  # e.g. from `iterate detect images/ --detector W.pt --out people.json`; docs/own-data.md)"
+    )
     schema = dict(PRESETS[preset or "coco17"])
     if coco is not None:
         sources = f"  - {{kind: coco, path: {_quoted(str(coco))}, split: train}}"

@@ -16,7 +16,7 @@ from iterate.loop.ingest.registry import reader
 
 def _ingest_coco(m, ledger, src, s, by_hash, progress) -> None:
     path = m.resolve(src.path)
-    coco, order = read_coco(m.keypoints.spec(), path)
+    coco, order = read_coco(m.keypoints.spec(), path, joints=src.labels)
     img_dir = m.resolve(src.images) if src.images else path.parent
     anns_by_image: dict = {}
     for a in sorted(coco["annotations"], key=ann_key):

@@ -135,6 +135,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the default error rates (5/5/2 %%) by this")
+    ap.add_argument("--name", default="audit_payoff", help="the results file's name")
     ap.add_argument("--smoke", action="store_true", help="40 train / 20 test frames, 3 steps: a test runs it")
     args = ap.parse_args()
     if args.smoke:
@@ -199,7 +200,7 @@ def main() -> None:
     fig["audit_payoff_frames_fixed"] = len(flagged)
     fig["audit_payoff_injected_frames_fixed"] = len(flagged & set(truth))
     details["injected_frames"] = len(truth)
-    name = "audit_payoff_smoke" if args.smoke else "audit_payoff"
+    name = f"{args.name}_smoke" if args.smoke else args.name
     write_result(name, fig, details, speed=speed)
 
 

@@ -140,3 +140,34 @@ def test_the_out_of_sample_model_rule():
     assert out_of_sample_model(_frame("train"), 25.0, [m1, m2], base, None) is m2
     assert out_of_sample_model(_frame("pool"), 5.0, [m1, m2], base, None) is base
     assert out_of_sample_model(_frame("train", "replay"), 5.0, [m1, m2], base, "replay") is None
+
+
+def test_kfold_models_predict_the_frames_no_model_is_out_of_sample_for(tmp_path, lspet_coco):
+    """A project with no base: no model has ever not trained on its train labels. `--folds 2` trains two models from
+    scratch (a few steps: the plumbing is under test, not their accuracy), each on every pool/train label but its
+    fold's, and each frame is predicted by the model that left it out."""
+    from iterate.core.ledger import Ledger
+    from iterate.core.manifest import load_manifest
+    from iterate.loop.audit import kfold_models, run_audit
+    from iterate.loop.samples import labeled_samples
+
+    f = lspet_subset(lspet_coco, list(range(7001, 7013)), tmp_path / "train.json")
+    src = {"name": "tr", "kind": "coco", "path": str(f), "images": str(LSPET), "split": "train"}
+    p = lsp_manifest(tmp_path, [src], train={"batch_size": 4, "warmup_steps": 1})
+    CliRunner().invoke(app, ["ingest", "-m", str(p)])
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        frames = [fr for fr, lab in led.current_labels() if lab.instance == 0]
+        by, left_out = kfold_models(m, led, frames, 2, 2)
+        all_ids = {fr.id for fr in frames}
+        assert set(left_out[0]) | set(left_out[1]) == all_ids and not set(left_out[0]) & set(left_out[1])
+        assert {len(left_out[0]), len(left_out[1])} == {6}
+        assert {s.frame_id for s in labeled_samples(led, ("pool", "train"))} == all_ids  # what the folds split
+        for fr, md in zip(frames, by):
+            fold = 0 if fr.id in left_out[0] else 1  # the fold its model left out of its training labels
+            assert md["name"].startswith(f"k-fold model {fold + 1}/2") and md["cache"] == f"kfold/fold-{fold + 1}"
+        res = run_audit(m, led, folds=2, fold_steps=2)
+    assert sum(res.models.values()) == 12 and all(k.startswith("k-fold model") for k in res.models)
+    assert any("predicted by 2 k-fold models trained from scratch for 2 steps" in n for n in res.notes)
+    r = CliRunner().invoke(app, ["audit", "-m", str(p), "--folds", "1"])
+    assert r.exit_code == 2 and "--folds must be 0 (none) or at least 2" in r.output

@@ -21,6 +21,14 @@ def audit(
     max_push: Annotated[
         int, typer.Option(help="with --push: at most this many frames, most suspicious first", min=1)
     ] = 50,
+    folds: Annotated[
+        int,
+        typer.Option(
+            help="frames no model is out of sample for (the base's own training data; a project with no base): "
+            "train this many models from scratch, each leaving a fold out (0: only their bodies are checked)"
+        ),
+    ] = 0,
+    fold_steps: Annotated[int, typer.Option(help="with --folds: training steps of each fold's model")] = 200,
 ) -> None:
     """Score every labeled frame (pool, train, val, test) against a model that never trained on it and flag the
     labels that are probably wrong, per joint: disagreement, left/right swap, implausible body, missing joint.
@@ -40,7 +48,13 @@ def audit(
     with ledger:
         with progress_bar() as bar:
             task = bar.add_task("predicting labeled frames", total=None)
-            res = run_audit(m, ledger, progress=lambda done, n: bar.update(task, completed=done, total=n))
+            res = run_audit(
+                m,
+                ledger,
+                progress=lambda done, n: bar.update(task, completed=done, total=n),
+                folds=folds,
+                fold_steps=fold_steps,
+            )
         pushed = push_review(m, ledger, res, max_push) if push and res.suspects else None
     flagged = len({s.frame.id for s in res.suspects})
     used = ", ".join(f"{k}: {v}" for k, v in res.models.items()) or "none"

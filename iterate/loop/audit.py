@@ -9,7 +9,11 @@ starts, and never trains on val/test). So the rule is:
 * a pool/train frame → the newest ledger model recorded before the frame's first label (the model that selected
   a round is one: it had not seen the round's labels), else ``model.base``;
 * ``model.base`` counts as never having seen the project's labels, except those of the ``train.replay`` source
-  (the base's own training data): such frames get only the body test.
+  (the base's own training data): such frames get only the body test;
+* a frame no model qualifies for (the replay source's, or every frame of a project with no base once a model
+  trained on it) gets, with ``folds`` ≥ 2, a prediction from one of ``folds`` models trained from scratch for
+  ``fold_steps`` steps on every pool/train label but its fold's (k-fold: each frame predicted by a model that
+  never trained on it).
 
 Predictions come from each checkpoint's own inference path (flip TTA, box refine: the keypoints `predict` and
 the report score), cached per model beside `select`'s scores.
@@ -159,17 +163,63 @@ def predict_frames(
     return np.stack([have[f.id][0] for f in frames]), np.stack([have[f.id][1] for f in frames])
 
 
+def kfold_models(
+    m: Manifest, ledger: Ledger, frames: list[Frame], folds: int, steps: int
+) -> tuple[list[dict | None], dict]:
+    """``folds`` models trained from scratch (``steps`` steps each, the manifest's training settings) on every
+    current pool/train label except one fold of ``frames`` → (each frame's fold model, fold → the frame ids it
+    left out). Checkpoints under ``<workspace>/cache/kfold/``."""
+    from iterate.loop.samples import labeled_samples
+    from iterate.loop.settings import train_setup
+    from model.train import train
+
+    ids = sorted(f.id for f in frames)
+    order = np.random.default_rng(m.train.seed).permutation(len(ids))
+    fold_of = {ids[i]: n % folds for n, i in enumerate(order)}
+    pool = labeled_samples(ledger, ("pool", "train"))
+    setup = train_setup(m, epochs=10_000)
+    left_out: dict = {}
+    made: dict[int, dict] = {}
+    for j in range(folds):
+        out = set(fid for fid, k in fold_of.items() if k == j)
+        left_out[j] = sorted(out)
+        keep = [s for s in pool if s.frame_id not in out]
+        if not keep or not out:
+            continue
+        res = train(setup, keep, [], m.workspace_dir / "cache" / "kfold" / f"fold-{j + 1}", max_steps=steps)
+        made[j] = {
+            "id": None,
+            "path": str(res.last),
+            "cache": f"kfold/fold-{j + 1}",
+            "name": f"k-fold model {j + 1}/{folds} ({steps} steps from scratch)",
+            "created_at": 0.0,
+        }
+    return [made.get(fold_of[f.id]) for f in frames], left_out
+
+
 def run_audit(
-    m: Manifest, ledger: Ledger, progress=None, t: au.Thresholds | None = None, only: set[str] | None = None
+    m: Manifest,
+    ledger: Ledger,
+    progress=None,
+    t: au.Thresholds | None = None,
+    only: set[str] | None = None,
+    folds: int = 0,
+    fold_steps: int = 200,
 ) -> AuditResult:
     """Audit every current label (``only``: of these frames; their bodies are then the bone test's reference);
-    ``t`` overrides the manifest's thresholds (the bench scores every joint)."""
+    ``t`` overrides the manifest's thresholds (the bench scores every joint); ``folds`` ≥ 2 trains k-fold models
+    for the frames no model qualifies for (the module's rule)."""
     labeled = [(f, lab) for f, lab in ledger.current_labels() if lab.instance == 0 and (only is None or f.id in only)]
     if not labeled:
         raise IterateError("nothing to audit: the ledger holds no labels (ingest labeled sources or sync-labels)")
+    if folds == 1 or folds < 0 or fold_steps < 1:
+        raise IterateError("--folds must be 0 (none) or at least 2, and --fold-steps at least 1")
     models, base = _models(m, ledger)
-    if not models and base is None:
-        raise IterateError("no model to audit with: set model.base in the manifest or run `iterate retrain`")
+    if not models and base is None and folds < 2:
+        raise IterateError(
+            "no model to audit with: set model.base in the manifest, run `iterate retrain`, or give --folds K "
+            "(K models trained from scratch, each leaving a fold out)"
+        )
     spec = keypoint_spec(m)
     names = list(spec.names)
     k = len(names)
@@ -180,6 +230,17 @@ def run_audit(
     for f, _ in labeled:
         first = min(v.created_at for v in ledger.label_history(f.id))
         by.append(out_of_sample_model(f, first, models, base, replay))
+    orphans = [i for i, md in enumerate(by) if md is None]
+    kfold_note = None
+    if folds >= 2 and orphans:
+        fold_models, _ = kfold_models(m, ledger, [labeled[i][0] for i in orphans], folds, fold_steps)
+        for i, md in zip(orphans, fold_models):
+            by[i] = md
+        kfold_note = (
+            f"{sum(md is not None for md in fold_models)} frames with no model that did not train on them were "
+            f"predicted by {folds} k-fold models trained from scratch for {fold_steps} steps, each leaving its fold "
+            "out (their predictions are as good as those steps make them)"
+        )
     preds = np.full((n, k, 2), np.nan)
     conf = np.zeros((n, k))
     used: Counter = Counter()
@@ -197,10 +258,16 @@ def run_audit(
         r = np.asarray(rows)
         preds[r], conf[r] = kp, np.nan_to_num(cf)
         used[model_name(md)] += int(np.isfinite(kp).all(-1).any(-1).sum())
+    if kfold_note:
+        notes.append(kfold_note)
     if any(md is None for md in by):
         notes.append(
-            f"{sum(md is None for md in by)} frames of the `{replay}` source (the base's own training data) have no "
-            "model that did not train on them: only their bodies are checked"
+            f"{sum(md is None for md in by)} frames have no model that did not train on them (the `{replay}` "
+            "source's are the base's own training data): only their bodies are checked (`iterate audit --folds 3` "
+            "predicts them with k-fold models)"
+            if replay
+            else f"{sum(md is None for md in by)} frames have no model that did not train on them: only their bodies "
+            "are checked (`iterate audit --folds 3` predicts them with k-fold models)"
         )
     xy = np.where(labels[..., 2:] > 0, labels[..., :2], np.nan)
     vis = labels[..., 2]

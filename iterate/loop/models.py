@@ -52,6 +52,8 @@ def round_model(ledger: Ledger, round_id: int) -> dict | None:
 
 def model_name(model: dict) -> str:
     """How a scoring model is named to users."""
+    if model.get("name"):
+        return model["name"]
     return "the base model" if model.get("base") else f"model #{model['id']}"
 
 

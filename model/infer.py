@@ -438,7 +438,8 @@ class Predictor:
         idx = sorted(rot if boxes is None else boxes)
         sub = [samples[i] for i in idx]
         sub_rot = {j: rot[i] for j, i in enumerate(idx) if i in rot}
-        sub_box = {j: boxes[i] for j, i in enumerate(idx)} if boxes else None
+        # a rotation pass crops where the first pass did: a detector's person box, else the whole frame
+        sub_box = {j: boxes[i] for j, i in enumerate(idx)} if boxes else (sample_boxes(sub) or None)
         for b in self.batches(sub, sub_rot, sub_box, with_box=head_boxes is not None):
             if not len(b.index):
                 continue

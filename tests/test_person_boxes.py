@@ -327,3 +327,54 @@ def test_an_unlabeled_pool_listed_by_a_coco_file_of_another_joint_set(tmp_path):
     p.write_text(yaml.safe_dump({**yaml.safe_load(p.read_text()), "sources": [labeled]}, sort_keys=False))
     r = CliRunner().invoke(app, ["ingest", "-m", str(p)])
     assert r.exit_code == 2 and "joint names differ" in r.output
+
+
+def test_boxes_pair_by_their_whole_name_and_go_when_the_field_goes(tmp_path, lspet_coco):
+    """Two cameras with the same file names: a detection for cam2/0001.png never boxes cam1/0001.png (a file shared
+    by both sources pairs each with its own); removing person_boxes removes the boxes; an empty source is a note."""
+    import shutil
+
+    ims = {i["id"]: i["file_name"] for i in lspet_coco["images"]}
+    for cam, iid in (("cam1", 7001), ("cam2", 7002)):
+        (tmp_path / "footage" / cam).mkdir(parents=True)
+        shutil.copy(LSPET / ims[iid], tmp_path / "footage" / cam / "0001.jpg")
+    (tmp_path / "empty").mkdir()
+    dets = [
+        {"file_name": "cam1/0001.jpg", "bbox": [10.0, 10.0, 50.0, 80.0], "score": 0.9},
+        {"file_name": "cam2/0001.jpg", "bbox": [20.0, 20.0, 60.0, 90.0], "score": 0.99},
+    ]
+    (tmp_path / "people.json").write_text(json.dumps(dets))
+    srcs = [
+        {
+            "name": c,
+            "kind": "images",
+            "path": str(tmp_path / "footage" / c),
+            "person_boxes": str(tmp_path / "people.json"),
+        }
+        for c in ("cam1", "cam2")
+    ] + [
+        {
+            "name": "none",
+            "kind": "images",
+            "path": str(tmp_path / "empty"),
+            "person_boxes": str(tmp_path / "people.json"),
+        }
+    ]
+    p = lsp_manifest(tmp_path, srcs)
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        out = ingest(m, led)
+        boxes = {f.source: led.person_boxes()[f.id] for f in led.frames()}
+        assert boxes["cam1"].box == (10.0, 10.0, 50.0, 80.0) and boxes["cam1"].people == 1
+        assert boxes["cam2"].box == (20.0, 20.0, 60.0, 90.0) and boxes["cam2"].people == 1
+        notes = {s.source: " ".join(s.notes) for s in out}
+        assert "1 detection(s) name no frame of this source (e.g. file_name 'cam2/0001.jpg')" in notes["cam1"]
+        assert "no frames to pair people.json's person boxes with" in notes["none"]
+    doc = yaml.safe_load(p.read_text())
+    doc["sources"][0].pop("person_boxes")
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    m = load_manifest(p)
+    with Ledger(m.workspace_dir) as led:
+        out = ingest(m, led)
+        assert {f.source for f in led.frames() if f.id in led.person_boxes()} == {"cam2"}
+        assert "cam1: person_boxes no longer given: its frames' boxes removed" in " ".join(out[0].notes)

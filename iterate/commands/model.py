@@ -235,7 +235,13 @@ def detect(
     detector_arch: Annotated[
         str, typer.Option("--detector-arch", help="the detector's torchvision architecture")
     ] = "fasterrcnn_mobilenet_v3_large_320_fpn",
-    detector_score: Annotated[float, typer.Option("--detector-score", help="a person box's minimum score")] = 0.3,
+    detector_score: Annotated[
+        float,
+        typer.Option(
+            "--detector-score",
+            help="a person box's minimum score (ingest counts a person from 0.3 whatever is written)",
+        ),
+    ] = 0.3,
     relative_to: Annotated[
         Path | None,
         typer.Option(
@@ -255,11 +261,11 @@ def detect(
     files = image_files(images)
     check_out(out, files)
     root = relative_to or (images[0] if len(images) == 1 and images[0].is_dir() else None)
-    if root is not None:
-        outside = [f for f in files if not f.resolve().is_relative_to(root.resolve())]
+    if root is not None:  # absolute, not resolved: a folder of symlinked images keeps its own names
+        outside = [f for f in files if not f.absolute().is_relative_to(root.absolute())]
         if outside:
             raise IterateError(f"--relative-to {root}: {outside[0]} is not inside it")
-        files = [root / f.resolve().relative_to(root.resolve()) for f in files]
+        files = [root / f.absolute().relative_to(root.absolute()) for f in files]
     det = PersonDetector(detector_arch, detector, score=detector_score)
     found, n, several, bad = write_detections(det, files, root, out)
     for p in bad:

@@ -33,7 +33,7 @@ from iterate.core.ledger import Frame, Label, Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop.models import base_model, base_path, cache_dir, model_name
 from iterate.loop.pool import labeled_bones
-from iterate.loop.samples import boxes_digest, frame_samples
+from iterate.loop.samples import boxes_stamp, frame_samples
 from iterate.loop.settings import keypoint_spec
 from iterate.selection import audit as au
 from model.infer import load_predictor
@@ -131,7 +131,7 @@ def predict_frames(
         raise IterateError(f"{model_name(model)}: checkpoint {ck} is gone")
     d = cache_dir(m, model)
     stamp = json.dumps(
-        {"checkpoint": str(ck), "mtime": ck.stat().st_mtime, "size": ck.stat().st_size, "boxes": boxes_digest(ledger)}
+        {"checkpoint": str(ck), "mtime": ck.stat().st_mtime, "size": ck.stat().st_size, **boxes_stamp(ledger)}
     )
     cache = d / "audit.npz"
     have: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -11,7 +11,7 @@ import numpy as np
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
 from iterate.loop.models import model_name, round_model
-from iterate.loop.samples import label_sample
+from iterate.loop.samples import boxes_stamp, label_sample
 from iterate.loop.settings import keypoint_spec
 from iterate.selection.strategies import EXPLORE_TAG
 from model.evaluate import gt_arrays, head_boxes
@@ -37,8 +37,10 @@ def round_control(m: Manifest, ledger: Ledger, round_id: int, labeled: dict | No
         return None
     key = [[f.id, lab.version] for f, lab, _ in rows]
     cached = ledger.get(_key(round_id))
+    digest = boxes_stamp(ledger).get("boxes")
     if cached and cached.get("labels") == key and cached.get("checkpoint") == model["path"]:
-        return cached
+        if cached.get("boxes") == digest:
+            return cached
     boxes = ledger.person_boxes()
     samples = [label_sample(f, lab, boxes.get(f.id)) for f, lab, _ in rows]
     pred = load_predictor(model["path"], joints=m.keypoints.names).predict(samples)
@@ -46,7 +48,7 @@ def round_control(m: Manifest, ledger: Ledger, round_id: int, labeled: dict | No
     res = selection_control(
         keypoint_spec(m), pred.keypoints, gt, vis, head_boxes(samples), np.array([e for *_, e in rows])
     )
-    res |= {"round": round_id, "model": model_name(model), "checkpoint": model["path"], "labels": key}
+    res |= {"round": round_id, "model": model_name(model), "checkpoint": model["path"], "labels": key, "boxes": digest}
     with ledger.transaction():
         ledger.set(_key(round_id), res)
     return res

@@ -3,22 +3,26 @@ source gives person boxes) and a label to train or score on (keypoints, strata, 
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from iterate.core.ledger import Frame, Label, Ledger, PersonBox
 from model.data import Sample
 
-__all__ = ["frame_samples", "label_sample", "labeled_samples", "boxes_digest"]
+__all__ = ["frame_samples", "label_sample", "labeled_samples", "boxes_stamp"]
 
 
-def boxes_digest(ledger: Ledger) -> str:
-    """A digest of every stored person box: a prediction cache keyed by it is recomputed when the boxes change."""
-    import hashlib
-
+def boxes_stamp(ledger: Ledger) -> dict:
+    """What a prediction cache adds to its key so that it is recomputed when the person boxes change: ``{}`` for a
+    ledger without person boxes (a cache written before them stays valid), else ``{"boxes": digest}``."""
+    boxes = ledger.person_boxes()
+    if not boxes:
+        return {}
     h = hashlib.sha1()
-    for fid, b in ledger.person_boxes().items():
+    for fid, b in boxes.items():
         h.update(f"{fid}:{b.box}:{b.people};".encode())
-    return h.hexdigest()
+    return {"boxes": h.hexdigest()}
 
 
 def _box(b: PersonBox | None) -> tuple[float, float, float, float] | None:

@@ -33,10 +33,11 @@ from iterate.core.errors import IterateError
 from iterate.core.images import read_image
 from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest
+from iterate.core.score_kinds import CACHE_WIDTH
 from iterate.loop.distributed import barrier, rank_world
 from iterate.loop.models import cache_dir, model_name, round_model, scoring_model
 from iterate.loop.pool import SCORING_BATCH, PoolParts, Scored, build_pool, check_weights, score_samples
-from iterate.loop.samples import boxes_digest, frame_samples
+from iterate.loop.samples import boxes_stamp, frame_samples
 from iterate.loop.settings import derived_strata, keypoint_spec, labeling, selection_setup, studio_settings
 from iterate.selection import diversity, features, strategies
 from iterate.selection import scores as sc
@@ -89,7 +90,7 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
         "checkpoint": str(ck_path),
         "mtime": ck_path.stat().st_mtime,
         "size": ck_path.stat().st_size,
-        "boxes": boxes_digest(ledger),
+        **boxes_stamp(ledger),
     }
     idx_file = d / "index.json"
     old_ids, notes = _cached_ids(d, stamp, model)
@@ -182,7 +183,7 @@ def _load_shard(path: Path):
 
 def _assemble(n: int, world: int, parts: dict):
     """The ranks' shards back in one list's order."""
-    sc_ = np.zeros((n, 3), np.float32)
+    sc_ = np.zeros((n, CACHE_WIDTH), np.float32)
     kp = np.zeros((n, *parts[0][1].shape[1:]), np.float32)
     ks = np.zeros((n, parts[0][2].shape[1]), np.float16)
     dims = [p[3].shape[1] for p in parts.values() if p[3] is not None]
@@ -509,6 +510,7 @@ def _predict_strata(m: Manifest, ledger: Ledger, model: dict, scored: Scored) ->
             "mtime": ck_path.stat().st_mtime,
             "val": [[f.id, lab.version] for f, lab in val],
             "derive": [[k, d.rule, list(d.values), list(d.thresholds)] for k, d in derive.items()],
+            **boxes_stamp(ledger),
         }
         cache = cache_dir(m, model) / "strata.json"
         cached = json.loads(cache.read_text()) if cache.is_file() else {}

@@ -10,6 +10,7 @@ In-process (no Label Studio, no ledger), so it runs in minutes on a CPU.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -267,6 +268,7 @@ class _Sim:
                 effort = self._effort(model if ck is not None else None, [self.pool[i] for i in chunk], why)
                 labeled += chunk
                 model, ck = self._fine_tune(setup, labeled, Path(work) / f"round-{rnd}")
+                shutil.rmtree(Path(work) / f"round-{rnd - 1}", ignore_errors=True)  # only the latest is read
                 row = self._row(len(labeled), model)
                 row |= {"focus": focus, "chunk_strata": _count_strata(m, [self.pool[i] for i in chunk])}
                 row |= {"why": _count(why), "effort": effort, "picked": [self.pool[i].frame_id for i in chunk]}

@@ -68,6 +68,8 @@ def strategy(name: str, needs: tuple[str, ...] = ("scores",)) -> Callable[[Strat
     bad = set(needs) - set(NEEDS_KINDS)
     if bad:
         raise ValueError(f"strategy {name}: unknown needs {sorted(bad)} (known: {', '.join(NEEDS_KINDS)})")
+    if needs and "scores" not in needs:  # the focus and strata are predicted from the model's scoring pass
+        raise ValueError(f"strategy {name}: needs {', '.join(needs)} come with the model's scores: add 'scores'")
 
     def add(fn: Strategy) -> Strategy:
         STRATEGIES[name] = fn

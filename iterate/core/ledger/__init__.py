@@ -435,20 +435,23 @@ class Ledger:
         """The person boxes of ``source``'s frames, replacing the ones it had (re-running an ingest with the same
         file changes nothing). Call inside :meth:`transaction`."""
         self._q("DELETE FROM person_boxes WHERE source=:s", s=source)
+        rows = []
         for fid, b in sorted(boxes.items()):
             x, y, w, h = b.box if b.box is not None else (None, None, None, None)
-            self._q(
-                "INSERT INTO person_boxes (frame_id, source, x, y, w, h, score, people)"
-                " VALUES (:f, :s, :x, :y, :w, :h, :score, :p)",
-                f=fid,
-                s=source,
-                x=x,
-                y=y,
-                w=w,
-                h=h,
-                score=b.score,
-                p=b.people,
-            )
+            rows.append({"f": fid, "s": source, "x": x, "y": y, "w": w, "h": h, "score": b.score, "p": b.people})
+        if rows:  # one executemany: a large pool's boxes in one round trip per batch
+            try:
+                self._conn.execute(
+                    sa.text(
+                        "INSERT INTO person_boxes (frame_id, source, x, y, w, h, score, people)"
+                        " VALUES (:f, :s, :x, :y, :w, :h, :score, :p)"
+                    ),
+                    rows,
+                )
+            except DatabaseError as e:
+                if isinstance(e, IntegrityError):
+                    raise
+                raise _damaged(self.where, e) from None
 
     def person_boxes(self) -> dict[str, PersonBox]:
         """Frame id → its person box, for the frames whose source gives person boxes."""

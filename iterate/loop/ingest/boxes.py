@@ -20,7 +20,7 @@ from iterate.core.coco import read_json
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Frame, Ledger, PersonBox
 from iterate.core.manifest import Manifest, Source
-from iterate.core.paths import name_parts, suffix_match
+from iterate.core.paths import name_parts, same_file, suffix_match
 from iterate.loop.ingest.common import SourceSummary
 from model.predict import DET_THRESHOLD
 
@@ -70,8 +70,10 @@ class _Frames:
         self.kind = src.kind
 
     def by_name(self, name: str, path: Path) -> Frame | None:
+        """The frame whose path ends with every component of ``name`` (``cam2/0001.jpg`` never pairs with
+        ``cam1/0001.jpg``); the longest shared tail wins, a tie is refused."""
         parts = name_parts(name)
-        cands = self.by_base.get(parts[-1], []) if parts else []
+        cands = [f for f in self.by_base.get(parts[-1], []) if same_file(f.path, name)] if parts else []
         if not cands:
             return None
         best = max(suffix_match(f.path, name) for f in cands)
@@ -95,10 +97,17 @@ def apply_person_boxes(m: Manifest, ledger: Ledger, src: Source, s: SourceSummar
     """Pair ``src.person_boxes`` with the source's frames and store each frame's person box (a frame with no person
     detection keeps the whole frame: stored as none found)."""
     if not src.person_boxes:
+        if any(f.source == src.label for f in _boxed_frames(ledger)):
+            with ledger.transaction():
+                ledger.set_person_boxes(src.label, {})
+            s.notes.append(f"{src.label}: person_boxes no longer given: its frames' boxes removed (whole-frame crops)")
         return
     path = m.resolve(src.person_boxes)
     dets = read_detections(path)
     frames = ledger.frames(source=src.label)
+    if not frames:
+        s.notes.append(f"{src.label}: no frames to pair {path.name}'s person boxes with")
+        return
     index = _Frames(m, src, frames)
     found: dict[str, list[tuple[float, tuple]]] = defaultdict(list)
     unpaired: list[str] = []
@@ -106,7 +115,7 @@ def apply_person_boxes(m: Manifest, ledger: Ledger, src: Source, s: SourceSummar
         f = index.find(kind, key, path)
         if f is None:
             unpaired.append(f"{kind} {key!r}")
-        elif score >= DET_THRESHOLD:
+        elif score >= DET_THRESHOLD and min(box[2], box[3]) >= 2:
             found[f.id].append((score, box))
     if dets and len(unpaired) == len(dets):
         raise IterateError(f"{path}: no detection names a frame of source '{src.label}' (e.g. {unpaired[0]})")
@@ -127,3 +136,8 @@ def apply_person_boxes(m: Manifest, ledger: Ledger, src: Source, s: SourceSummar
     if unpaired:
         note += f"; {len(unpaired)} detection(s) name no frame of this source (e.g. {unpaired[0]})"
     s.notes.append(note)
+
+
+def _boxed_frames(ledger: Ledger) -> list[Frame]:
+    boxed = ledger.person_boxes()
+    return [f for f in ledger.frames() if f.id in boxed] if boxed else []

@@ -24,17 +24,44 @@ STEP = "iterate/step"
 
 
 def _mode() -> str:
-    return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    """``WANDB_MODE`` when set; else online with a key (``WANDB_API_KEY``, or `wandb login`'s entry in ~/.netrc),
+    offline without one (never a login prompt)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") or _netrc_key() else "offline"
+
+
+def _netrc_key() -> bool:
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 class WandbRun(Run):
     backend, label = "wandb", "W&B"
 
-    def __init__(self, run, experiment: str, store: str):
-        super().__init__(run.id, experiment, store)
-        self.run = run
+    def __init__(self, run_id: str, experiment: str, store: str, *, run=None, opener=None):
+        super().__init__(run_id, experiment, store)
+        self._run, self._opener = run, opener
+        if run is not None:
+            self._define_step(run)
+
+    @staticmethod
+    def _define_step(run) -> None:
         run.define_metric(STEP)
         run.define_metric("*", step_metric=STEP)
+
+    @property
+    def run(self):
+        """The W&B run; a reopened one (the report's) is opened at its first write, inside the logging guard, so a
+        tracker that cannot be reached costs a warning, never the report."""
+        if self._run is None:
+            self._run = self._opener()
+            self._define_step(self._run)
+        return self._run
 
     def _log_params(self, params: dict) -> None:
         self.run.config.update({k: v for k, v in sorted(params.items())}, allow_val_change=True)
@@ -60,10 +87,16 @@ class WandbRun(Run):
         self.run.finish(exit_code=0 if ok else 1)
 
     def _close(self) -> None:
-        self.run.finish()
+        if self._run is not None:
+            self._run.finish()
 
 
-def _init(m: Manifest, name: str | None, run_id: str | None, config: dict | None):
+def _store(m: Manifest, mode: str) -> str:
+    return f"offline files in {m.workspace_dir / 'wandb'} (`wandb sync` uploads them)" if mode == "offline" else mode
+
+
+def _open(m: Manifest, name: str | None, run_id: str | None, config: dict | None):
+    """``wandb.init`` for the project; any failure (no package, no key online, no network) as one line."""
     try:
         import wandb
     except ImportError:
@@ -91,14 +124,18 @@ def _init(m: Manifest, name: str | None, run_id: str | None, config: dict | None
             f"{str(e).splitlines()[0] if str(e) else ''}); check WANDB_MODE / WANDB_API_KEY or set tracking: "
             "{backend: none}"
         ) from None
-    store = f"offline files in {m.workspace_dir / 'wandb'} (`wandb sync` uploads them)" if mode == "offline" else mode
-    return WandbRun(run, project, store)
+    return run
 
 
 def start(m: Manifest, name: str, *, resume_id: str | None = None, tags: dict | None = None) -> WandbRun:
-    """A new run (or the interrupted one, ``resume_id``) in the project."""
-    return _init(m, name, resume_id, dict(tags or {}))
+    """A new run (or the interrupted one, ``resume_id``) in the project, opened now: a tracker that cannot be used
+    is one line before any training."""
+    run = _open(m, name, resume_id, dict(tags or {}))
+    return WandbRun(run.id, m.tracking.experiment or m.project, _store(m, _mode()), run=run)
 
 
 def reopen(m: Manifest, run_id: str) -> WandbRun:
-    return _init(m, None, run_id, None)
+    """The run that trained a model, opened at its first write (the report's figures)."""
+    return WandbRun(
+        run_id, m.tracking.experiment or m.project, _store(m, _mode()), opener=lambda: _open(m, None, run_id, None)
+    )

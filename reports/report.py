@@ -253,6 +253,7 @@ def render(d: dict) -> str:
         L += _base_section(d)
         if d.get("val"):
             L += _val_sections(d, a)
+            L += _people_val_section(d, a)
         elif d.get("notes"):
             L += [f"> {note}" for note in d["notes"]] + [""]
     L += _control_section(d)
@@ -426,6 +427,25 @@ def _val_sections(d: dict, a: float) -> list[str]:
             )
         L.append("")
     return L
+
+
+def _people_val_section(d: dict, a: float) -> list[str]:
+    """Val figures per people the person boxes found (the most confident person is labeled and scored)."""
+    rows = d.get("people_val")
+    if not rows:
+        return []
+    L = [
+        "## Per people found (val)",
+        "",
+        f"| people | frames | PCKh@{a} | PCKh@0.5 [95 %] | |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for v, r in rows.items():
+        L.append(
+            f"| {v} | {r['frames']} | {_pct(r['pckh'])} | {_pct(r['pckh05'])} "
+            f"[{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | {'too small to judge' if r['small'] else ''} |"
+        )
+    return L + [""]
 
 
 def _people_section(people: dict) -> list[str]:

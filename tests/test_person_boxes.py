@@ -175,6 +175,22 @@ def test_the_report_shows_the_people_per_split(project):
     }
     md = render({"project": "t", "round": 0, "created_at": "now", "data": data})
     assert "| several people (most confident kept) | " in md and "1 frame(s) show several people" in md
+    # val scored per people found, through the report's own evaluation, with the base's real predictions
+    from iterate.loop.report import people_rows
+
+    with Ledger(m.workspace_dir) as led:
+        val = labeled_samples(led, ("val",))
+        rows = people_rows(m, led, val, load_predictor(BASE, joints=m.keypoints.names).predict(val), 0.1)
+    assert {v: r["frames"] for v, r in rows.items()} == {"one": 19, "several": 1}
+    assert rows["several"]["small"] and 0 <= rows["one"]["pckh05"] <= 100
+    model = {"id": 1, "path": "m.pt", "n_train": 0, "config": {}, "metrics": {}}
+    val_block = {"frames": 20, "pckh": 1.0, "pckh05": 50.0, "mean_sms": 1.0, "ci95": [0, 2], "ci95_05": [40, 60]}
+    md = render({"project": "t", "round": 0, "created_at": "now", "data": data, "people_val": rows} | {"model": None})
+    assert "Per people found" not in md  # no model, no val figures
+    from reports.report import _people_val_section
+
+    section = "\n".join(_people_val_section({"people_val": rows, "val": val_block, "model": model}, 0.1))
+    assert "## Per people found (val)" in section and "| several | 1 |" in section and "too small to judge" in section
 
 
 def test_a_bad_boxes_file_is_one_line_naming_it(project, tmp_path):

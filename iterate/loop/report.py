@@ -308,6 +308,26 @@ def _split_arrays(samples) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarr
     return gt, vis, [s.attributes for s in samples], head_boxes(samples)
 
 
+PEOPLE = ("one", "several", "none found")  # what a frame's person boxes found
+
+
+def people_rows(m: Manifest, ledger: Ledger, samples, p: Predictions, alpha: float) -> dict | None:
+    """The split's figures per people its person boxes found (one, several: the most confident kept, none: the
+    whole frame) — a table of its own, not a stratum the focus steers by; None without person boxes."""
+    boxes = ledger.person_boxes()
+    found = [boxes.get(s.frame_id) for s in samples]
+    if all(b is None for b in found):
+        return None
+    attrs = [
+        {} if b is None else {"people": "none found" if b.box is None else ("several" if b.people > 1 else "one")}
+        for b in found
+    ]
+    gt, vis, _, hb = _split_arrays(samples)
+    es = EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb, scores=p.scores)
+    rows = evaluate(keypoint_spec(m), {"people": PEOPLE}, es, alpha)["strata"]["people"]
+    return {v: {k: r[k] for k in ("frames", "pckh", "pckh05", "ci95_05", "small")} for v, r in rows.items()}
+
+
 def _evaluate_split(m: Manifest, samples, p: Predictions, alpha: float, only: list[int] | None = None) -> dict:
     """``only``: score just these joints (the others count as not labeled), e.g. those a base checkpoint predicts."""
     gt, vis, attrs, hb = _split_arrays(samples)
@@ -332,6 +352,7 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
         return out
     p = pr.predict(samples)
     out["val"] = res = _evaluate_split(m, samples, p, alpha)
+    out["people_val"] = people_rows(m, ledger, samples, p, alpha)
     plot_joints(res["per_joint"], res["pckh"] or 0.0, out_dir / f"{stem}-joints.png", alpha)
     out["plots"]["joints"] = f"{stem}-joints.png"
     out["focus"] = _focus(m, ledger, pr, p, res, [s.attributes for s in samples])

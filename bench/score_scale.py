@@ -39,15 +39,18 @@ def _frames(n: int):
 
 def worker(n: int, ws: str, out: str) -> None:
     """One configuration: score the pool into a fresh cache under ``ws``; rank 0 writes its wall time to ``out``."""
+    from iterate.core.ledger import Ledger
     from iterate.loop.distributed import barrier, rank_world
     from iterate.loop.select import score_pool
 
     _, rank, world = rank_world()
     m = manifest([f"workspace={ws}", "tracking.mlflow=false"])
     frames = _frames(n)
+    led = Ledger(m.workspace_dir)  # the frames' person boxes (none here) are read from the project's ledger
     barrier()
     t0 = time.perf_counter()
-    scored = score_pool(m, None, {"id": 1, "path": str(BASE)}, frames)
+    scored = score_pool(m, led, {"id": 1, "path": str(BASE)}, frames)
+    led.close()
     if rank == 0:
         dt = time.perf_counter() - t0
         Path(out).write_text(json.dumps({"seconds": dt, "world": world, "scored": int(scored.scored_now)}))

@@ -30,15 +30,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from label_audit import BASE, inject
+from label_audit import BASE, audit_project, inject
 
 from iterate.core.ledger import Ledger
-from iterate.core.manifest import load_manifest
 from iterate.loop.audit import run_audit
-from iterate.loop.ingest import ingest
 from iterate.loop.settings import infer_config, keypoint_spec, train_setup
 from model.checkpoints import model_from_checkpoint
 from model.codec import DarkCodec
@@ -48,7 +45,7 @@ from model.train import train
 from reports.metrics import normalisers, pck_hits
 
 import _common
-from _common import LSPET, REPO, bare_forward_speed, lspet_samples, write_result
+from _common import LSPET, bare_forward_speed, lspet_samples, write_result
 
 N_BOOT = 2000
 
@@ -77,27 +74,8 @@ def samples_of(coco: dict) -> list[Sample]:
 def audited(noisy: dict, work: Path) -> set[int]:
     """`iterate audit` on the noisy labels as a train split (the base is their out-of-sample model) → the image ids
     of every frame it flags."""
-    (work / "noisy.coco.json").write_text(json.dumps(noisy))
-    md = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
-    md["train"].pop("replay", None)
-    md |= {
-        "project": "audit-payoff-bench",
-        "workspace": str(work / "ws"),
-        "sources": [
-            {
-                "name": "tr",
-                "kind": "coco",
-                "path": str(work / "noisy.coco.json"),
-                "images": str(LSPET),
-                "split": "train",
-            }
-        ],
-    }
-    md["model"]["base"] = str(BASE)
-    (work / "m.yaml").write_text(yaml.safe_dump(md, sort_keys=False))
-    m = load_manifest(work / "m.yaml")
+    m = audit_project(noisy, work, "train", "audit-payoff-bench")
     with Ledger(m.workspace_dir) as led:
-        ingest(m, led)
         res = run_audit(m, led)
     by_file = {Path(i["file_name"]).name: i["id"] for i in noisy["images"]}
     return {by_file[Path(s.frame.path).name] for s in res.suspects}

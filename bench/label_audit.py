@@ -102,6 +102,22 @@ def inject(coco: dict, names: list[str], rates: dict[str, float], seed: int) -> 
     return truth
 
 
+def audit_project(coco: dict, work: Path, split: str, project: str):
+    """``coco``'s labels as one ``split`` source of a project on the demo manifest with the shipped base, ingested
+    → its manifest (the workspace under ``work``)."""
+    (work / "audit.coco.json").write_text(json.dumps(coco))
+    md = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
+    md["train"].pop("replay", None)
+    src = {"name": "audit", "kind": "coco", "path": str(work / "audit.coco.json"), "images": str(LSPET), "split": split}
+    md |= {"project": project, "workspace": str(work / "ws"), "sources": [src]}
+    md["model"]["base"] = str(BASE)
+    (work / "m.yaml").write_text(yaml.safe_dump(md, sort_keys=False))
+    m = load_manifest(work / "m.yaml")
+    with Ledger(m.workspace_dir) as led:
+        ingest(m, led)
+    return m
+
+
 def average_precision(scores: np.ndarray, positive: np.ndarray, n_positive: int) -> float:
     """AP of a ranking by ``scores`` (higher first) whose true items are ``positive``, out of ``n_positive``."""
     if not n_positive:
@@ -138,27 +154,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = args.keep or Path(td)
         tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "audit.coco.json").write_text(json.dumps(coco))
-        md = yaml.safe_load((REPO / "data_manifest.yaml").read_text())
-        md["train"].pop("replay", None)
-        md |= {
-            "project": "label-audit-bench",
-            "workspace": str(tmp / "ws"),
-            "sources": [
-                {
-                    "name": "audit",
-                    "kind": "coco",
-                    "path": str(tmp / "audit.coco.json"),
-                    "images": str(LSPET),
-                    "split": "val",
-                }
-            ],
-        }
-        md["model"]["base"] = str(BASE)
-        (tmp / "m.yaml").write_text(yaml.safe_dump(md, sort_keys=False))
-        m = load_manifest(tmp / "m.yaml")
+        m = audit_project(coco, tmp, "val", "label-audit-bench")
         with Ledger(m.workspace_dir) as led:
-            ingest(m, led)
             res = run_audit(m, led)
             low = Thresholds(1e-9, 1e-9, 1e-9, m.audit.coincident, 1e-9, m.audit.min_bodies)
             every = run_audit(m, led, t=low)

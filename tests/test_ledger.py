@@ -335,9 +335,8 @@ def test_a_damaged_ledger_page_is_one_line(tmp_path, lspet_coco):
         assert "ledger" in lines[0] and ("damaged" in lines[0] or "cannot open" in lines[0]), lines[0]
 
 
-def test_v3_ledger_gains_dataset_versions_keeping_its_rows(tmp_path):
-    """A ledger at schema v3 (before dataset versions, issue 32) is upgraded in place: its labels and models stay,
-    and versions can be recorded on them."""
+def _ledger_at(tmp_path, revision: str, *sql: str) -> None:
+    """A ledger migrated only up to ``revision`` (an older iterate's), with ``sql`` run on it."""
     from alembic import command
     from alembic.config import Config
 
@@ -348,15 +347,22 @@ def test_v3_ledger_gains_dataset_versions_keeping_its_rows(tmp_path):
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0003")
-        conn.exec_driver_sql(
-            "INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'val', 0, NULL, NULL)"
-        )
-        conn.exec_driver_sql(
-            "INSERT INTO labels (frame_id, version, keypoints, source, created_at) VALUES ('f', 1, '[[1,2,2]]', 'coco', 0)"
-        )
-        conn.exec_driver_sql("INSERT INTO models (created_at, path) VALUES (0, 'm.pt')")
+        command.upgrade(cfg, revision)
+        for q in sql:
+            conn.exec_driver_sql(q)
     eng.dispose()
+
+
+def test_v3_ledger_gains_dataset_versions_keeping_its_rows(tmp_path):
+    """A ledger at schema v3 (before dataset versions, issue 32) is upgraded in place: its labels and models stay,
+    and versions can be recorded on them."""
+    _ledger_at(
+        tmp_path,
+        "0003",
+        "INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'val', 0, NULL, NULL)",
+        "INSERT INTO labels (frame_id, version, keypoints, source, created_at) VALUES ('f', 1, '[[1,2,2]]', 'coco', 0)",
+        "INSERT INTO models (created_at, path) VALUES (0, 'm.pt')",
+    )
     with Ledger(tmp_path) as led:
         assert led.schema_version == SCHEMA_VERSION  # every later migration applied in place
         assert led.current_label("f").keypoints == [[1, 2, 2]]
@@ -369,26 +375,14 @@ def test_v3_ledger_gains_dataset_versions_keeping_its_rows(tmp_path):
 def test_v4_ledger_gains_what_labeling_costs_keeping_its_rows(tmp_path):
     """A v4 ledger (before issue 34) opens at v5: its labels and tasks stay, with no lead time, no accounting and an
     unknown pre-annotation (NULL, not "none pushed"); new rows keep all three."""
-    from alembic import command
-    from alembic.config import Config
-
-    from iterate.core.ledger import _MIGRATIONS_DIR, _engine, resolve_url
-
-    eng = _engine(resolve_url(tmp_path))
-    with eng.begin() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
-        conn.exec_driver_sql(
-            "INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'pool', 0, NULL, NULL)"
-        )
-        conn.exec_driver_sql(
-            "INSERT INTO labels (frame_id, version, keypoints, source, created_at, ls_task_id)"
-            " VALUES ('f', 1, '[[1,2,2]]', 'labelstudio', 0, 7)"
-        )
-        conn.exec_driver_sql("INSERT INTO tasks (frame_id, project_id, task_id, updated_at) VALUES ('f', 1, 7, 0)")
-    eng.dispose()
+    _ledger_at(
+        tmp_path,
+        "0004",
+        "INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'pool', 0, NULL, NULL)",
+        "INSERT INTO labels (frame_id, version, keypoints, source, created_at, ls_task_id)"
+        " VALUES ('f', 1, '[[1,2,2]]', 'labelstudio', 0, 7)",
+        "INSERT INTO tasks (frame_id, project_id, task_id, updated_at) VALUES ('f', 1, 7, 0)",
+    )
     with Ledger(tmp_path) as led:
         assert led.schema_version == SCHEMA_VERSION
         lab = led.current_label("f")
@@ -407,24 +401,14 @@ def test_v4_ledger_gains_what_labeling_costs_keeping_its_rows(tmp_path):
 def test_v5_ledger_gains_person_boxes_keeping_its_rows(tmp_path):
     """A v5 ledger (before person boxes, issue 30) opens at v6: its frames and labels stay, no frame has a person box
     (every prediction crops the whole frame, as before), and boxes can be stored and replaced per source."""
-    from alembic import command
-    from alembic.config import Config
+    from iterate.core.ledger import PersonBox
 
-    from iterate.core.ledger import _MIGRATIONS_DIR, PersonBox, _engine, resolve_url
-
-    eng = _engine(resolve_url(tmp_path))
-    with eng.begin() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS_DIR))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0005")
-        conn.exec_driver_sql(
-            "INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'pool', 0, NULL, NULL)"
-        )
-        conn.exec_driver_sql(
-            "INSERT INTO labels (frame_id, version, keypoints, source, created_at) VALUES ('f', 1, '[[1,2,2]]', 'coco', 0)"
-        )
-    eng.dispose()
+    _ledger_at(
+        tmp_path,
+        "0005",
+        "INSERT INTO frames VALUES ('f', '/x.png', 's', NULL, NULL, 4, 4, 'h', 0, 'pool', 0, NULL, NULL)",
+        "INSERT INTO labels (frame_id, version, keypoints, source, created_at) VALUES ('f', 1, '[[1,2,2]]', 'coco', 0)",
+    )
     with Ledger(tmp_path) as led:
         assert led.schema_version == SCHEMA_VERSION == 6
         assert led.current_label("f").keypoints == [[1, 2, 2]] and led.person_boxes() == {}

@@ -58,7 +58,7 @@ class SimConfig:
     replay: bool = True  # mix the manifest's train.replay source into every fine-tune, as `iterate retrain` does
 
 
-def pool_scores(m: Manifest, ck_path: Path, samples: list[Sample], ids: list[str] | None = None) -> Scored:
+def pool_scores(m: Manifest, ck_path: Path, samples: list[Sample]) -> Scored:
     """The pool's scoring pass by `iterate select`'s own code (:func:`iterate.loop.pool.score_samples`): the same
     checkpoint file, path, batches and stored precision, so a simulated round scores exactly as `select` does."""
     spec = keypoint_spec(m)
@@ -66,7 +66,7 @@ def pool_scores(m: Manifest, ck_path: Path, samples: list[Sample], ids: list[str
     if emb is None:
         raise IterateError("no pool frame could be read")
     scores = {name: raw[:, i] for i, name in enumerate(PASS_SCORES)}
-    return Scored(ids or [s.frame_id for s in samples], scores, kps, conf.astype(np.float32), emb, len(samples))
+    return Scored([s.frame_id for s in samples], scores, kps, conf.astype(np.float32), emb, len(samples))
 
 
 def _evaluate(m: Manifest, model, codec, samples):

@@ -453,10 +453,11 @@ class Ledger:
                     raise
                 raise _damaged(self.where, e) from None
 
-    def person_boxes(self) -> dict[str, PersonBox]:
-        """Frame id → its person box, for the frames whose source gives person boxes."""
+    def person_boxes(self, source: str | None = None) -> dict[str, PersonBox]:
+        """Frame id → its person box, for the frames whose source gives person boxes (``source``: of that one)."""
         out = {}
-        for r in self._q("SELECT * FROM person_boxes ORDER BY frame_id").mappings():
+        q = "SELECT * FROM person_boxes" + (" WHERE source=:s" if source else "") + " ORDER BY frame_id"
+        for r in self._q(q, s=source).mappings():
             box = None if r["x"] is None else (r["x"], r["y"], r["w"], r["h"])
             out[r["frame_id"]] = PersonBox(box, r["score"], int(r["people"]))
         return out

@@ -97,7 +97,7 @@ def apply_person_boxes(m: Manifest, ledger: Ledger, src: Source, s: SourceSummar
     """Pair ``src.person_boxes`` with the source's frames and store each frame's person box (a frame with no person
     detection keeps the whole frame: stored as none found)."""
     if not src.person_boxes:
-        if any(f.source == src.label for f in _boxed_frames(ledger)):
+        if ledger.person_boxes(src.label):
             with ledger.transaction():
                 ledger.set_person_boxes(src.label, {})
             s.notes.append(f"{src.label}: person_boxes no longer given: its frames' boxes removed (whole-frame crops)")
@@ -136,8 +136,3 @@ def apply_person_boxes(m: Manifest, ledger: Ledger, src: Source, s: SourceSummar
     if unpaired:
         note += f"; {len(unpaired)} detection(s) name no frame of this source (e.g. {unpaired[0]})"
     s.notes.append(note)
-
-
-def _boxed_frames(ledger: Ledger) -> list[Frame]:
-    boxed = ledger.person_boxes()
-    return [f for f in ledger.frames() if f.id in boxed] if boxed else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from iterate.core.metric_keys import PCKH01
 from iterate.core.schema import KeypointSpec
 from model.infer import InferConfig
 
@@ -48,7 +49,7 @@ class TrainConfig:
     loss_scale: float = 1000.0
     fg_weight: float = 9.0  # heatmap loss: pixels near a joint's peak weigh 1 + this (0 = plain MSE)
     ohkm_topk: int = 0  # heatmap loss: only each sample's k hardest joints count (0 = all)
-    best_metric: str = "pckh01"
+    best_metric: str = PCKH01
     eval_every_steps: int = 100
     workers: int = 0
     l2sp: float = 0.0  # fine-tuning: decoupled pull of the trunk toward the starting weights (0 = off)

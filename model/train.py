@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from iterate.core.errors import IterateError
+from iterate.core.metric_keys import PCKH01, PCKH05, label
 from model.checkpoints import FORMAT, load_file, load_into, remove_stale_temporaries, save_atomic
 from model.codec import BoxCodec, DarkCodec
 from model.config import TrainSetup
@@ -210,7 +211,7 @@ def train(
     replay: list[Sample] | None = None,
 ) -> TrainResult:
     """Train on ``train_samples``; every ``train.eval_every_steps`` score ``val_samples`` with ``evaluate``
-    (→ ``{"pckh01": …}``) and keep the best checkpoint. ``time_limit_s`` ends training at that wall time and
+    (→ ``{"pckh@0.1": …}``) and keep the best checkpoint. ``time_limit_s`` ends training at that wall time and
     ``max_steps`` after that many optimiser steps, the schedule following whichever is given. ``replay`` samples
     (the base's own training data) make up ``train.replay_fraction`` of every epoch."""
     if not train_samples:
@@ -510,12 +511,12 @@ def _epoch(
 def _record(rec: dict, prog: _Progress, best_metric: str, may_improve: bool) -> bool:
     """Append the epoch's record; → whether it is the best so far (by ``best_metric``, ties to the other PCKh,
     then the loss)."""
-    second = "pckh05" if best_metric != "pckh05" else "pckh01"
+    second = PCKH05 if best_metric != PCKH05 else PCKH01
     key = [rec.get(best_metric, -1.0), rec.get(second, -1.0), -rec["loss"]]
     prog.history.append(rec)
     improved = key > prog.best_key and may_improve
     if improved:
-        prog.best_key, prog.best_score = key, rec.get("pckh01", -rec["loss"])
+        prog.best_key, prog.best_score = key, rec.get(PCKH01, -rec["loss"])
     return improved
 
 
@@ -529,18 +530,16 @@ def best_pick_note(history: list[dict], best_metric: str, kept_step: int | None)
     tied = [r for r in evals if r[best_metric] == top]
     if len(tied) < 2:
         return None
-    second = "pckh05" if best_metric != "pckh05" else "pckh01"
+    second = PCKH05 if best_metric != PCKH05 else PCKH01
     kept = next((r for r in tied if r.get("step") == kept_step), None)
-    names = {"pckh01": "PCKh@0.1", "pckh05": "PCKh@0.5", "mean_sms01": "MeanSmS@0.1"}
     head = (
         f"the best checkpoint was picked among {len(tied)} of {len(evals)} val evaluations tied at "
-        f"{names.get(best_metric, best_metric)} {top:.1f} %"
-        + (" (val told none of them apart)" if len(tied) == len(evals) else "")
+        f"{label(best_metric)} {top:.1f} %" + (" (val told none of them apart)" if len(tied) == len(evals) else "")
     )
     if kept is None:
-        return head + f": ties go to the higher val {names[second]}, then the lower training loss"
+        return head + f": ties go to the higher val {label(second)}, then the lower training loss"
     same2 = sum(1 for r in tied if r.get(second) == kept.get(second)) > 1
-    how = f"its val {names[second]} {kept.get(second, float('nan')):.1f} %" + (
+    how = f"its val {label(second)} {kept.get(second, float('nan')):.1f} %" + (
         f", then its lower training loss {kept['loss']:.4f}" if same2 else ""
     )
     return head + f": kept step {kept.get('step')} (epoch {kept.get('epoch', 0) + 1}) by {how}"

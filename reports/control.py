@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from iterate.core.metric_keys import PCKH01, PCKH05, ci_key, parse
 from iterate.core.schema import KeypointSpec
 from reports.evaluation import fmt
 from reports.metrics import N_BOOT, frame_interval, normalisers, pck_hits, summarise
@@ -47,10 +48,10 @@ def difference_interval(
     return 100 * float(lo), 100 * float(hi)
 
 
-def _group(hits: np.ndarray) -> dict:
+def _group(hits: np.ndarray, k: str) -> dict:
     s = summarise(hits)
     lo, hi = frame_interval(hits)
-    return {"frames": s.frames, "joints": s.count, "pckh": fmt(s.mean), "ci95": [fmt(lo), fmt(hi)]}
+    return {"frames": s.frames, "joints": s.count, k: fmt(s.mean), ci_key(k): [fmt(lo), fmt(hi)]}
 
 
 def selection_control(
@@ -67,27 +68,27 @@ def selection_control(
     norms = normalisers(gt, vis, spec.normalizer, list(spec.names), head_boxes)
     ok = norms.scored
     out: dict = {"frames_unscored": int((~ok).sum())}
-    for name, alpha in (("pckh05", 0.5), ("pckh01", 0.1)):
-        hits = pck_hits(pred[ok], gt[ok], vis[ok], norms.lengths[ok], alpha)
+    for name in (PCKH05, PCKH01):
+        hits = pck_hits(pred[ok], gt[ok], vis[ok], norms.lengths[ok], parse(name)[1])
         sel, exp = hits[~explored[ok]], hits[explored[ok]]
-        block = {"selected": _group(sel), "explored": _group(exp)}
+        block = {"selected": _group(sel, name), "explored": _group(exp, name)}
         if block["explored"]["frames"] < MIN_EXPLORED:  # nothing to judge by: no interval, no difference
-            block["explored"]["ci95"] = [None, None]
+            block["explored"][ci_key(name)] = [None, None]
             block["difference"], block["difference_ci95"] = None, [None, None]
             block["too_few_random"] = True
             out[name] = block
             continue
-        a, b = block["selected"]["pckh"], block["explored"]["pckh"]
+        a, b = block["selected"][name], block["explored"][name]
         block["difference"] = fmt(a - b) if a is not None and b is not None else None
         lo, hi = difference_interval(sel, exp)
         block["difference_ci95"] = [fmt(lo), fmt(hi)]
         out[name] = block
-    out["verdict"] = verdict(out["pckh05"])
+    out["verdict"] = verdict(out[PCKH05])
     return out
 
 
-def verdict(block: dict) -> str:
-    """What the PCKh@0.5 comparison says, in one line a user can read."""
+def verdict(block: dict, k: str = PCKH05) -> str:
+    """What the PCKh@0.5 comparison (a block keyed ``k``) says, in one line a user can read."""
     s, e = block["selected"], block["explored"]
     if s["frames"] == 0:
         return "no picked frame is labeled yet"
@@ -98,7 +99,7 @@ def verdict(block: dict) -> str:
         )
     lo, hi = block["difference_ci95"]
     head = (
-        f"the model scored {s['pckh']:.1f} % on the {s['frames']} frames it picked and {e['pckh']:.1f} % on "
+        f"the model scored {s[k]:.1f} % on the {s['frames']} frames it picked and {e[k]:.1f} % on "
         f"{e['frames']} random pool frames"
     )
     if hi is not None and hi < 0:

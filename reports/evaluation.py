@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from iterate.core.errors import IterateError
+from iterate.core.metric_keys import MEAN_SMS, PCKH, ci_key, metric_key
 from iterate.core.schema import KeypointSpec
 from reports.metrics import (
     frame_interval,
@@ -77,11 +78,21 @@ def check_alpha(alpha: float, name: str = "alpha") -> None:
 
 
 def evaluate(
-    spec: KeypointSpec, strata: Mapping[str, tuple[str, ...] | list[str]], es: EvalSet, alpha: float = 0.1
+    spec: KeypointSpec,
+    strata: Mapping[str, tuple[str, ...] | list[str]],
+    es: EvalSet,
+    alpha: float = 0.1,
+    also: tuple[float, ...] = (),
 ) -> dict:
     """All tables as one JSON-able dict (percentages). ``frames`` counts every labeled frame scored,
-    ``frames_fallback`` those scored with the fallback normaliser; intervals are a bootstrap over frames."""
+    ``frames_fallback`` those scored with the fallback normaliser; intervals are a bootstrap over frames.
+
+    Each block holds PCKh and MeanSmS at ``alpha``, at 0.5 and at each α of ``also``, keyed by
+    :func:`iterate.core.metric_keys.key` (``pckh@0.1``), each PCKh with its interval under ``ci_key``; the
+    per-joint table, the strata's ``gap`` and the height error are at ``alpha``."""
     check_alpha(alpha)
+    for a in also:
+        check_alpha(a, "also")
     names = list(spec.names)
     kind = spec.normalizer.kind
     norms = normalisers(es.gt, es.vis, spec.normalizer, names, es.head_boxes, es.boxes)  # from every labeled joint
@@ -104,8 +115,9 @@ def evaluate(
             f"{no_pred} frame(s) had no prediction (unreadable image or NaN): every labeled joint counts as a miss"
         )
     idx = np.flatnonzero(usable)
-    hits = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], alpha)
-    hits05 = pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], 0.5)
+    alphas = sorted({float(alpha), 0.5, *map(float, also)})
+    by_alpha = {a: pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], a) for a in alphas}
+    hits = by_alpha[float(alpha)]
     fb = norms.fallback[idx]
     hj = spec.height_indices()
     overall = summarise(hits)
@@ -113,25 +125,18 @@ def evaluate(
     herr = height_error(es.pred[idx], es.gt[idx], es.vis[idx], chains) if chains else np.full(len(idx), np.nan)
 
     def block(sel: np.ndarray) -> dict:
-        h, h5 = hits[sel], hits05[sel]
-        s, s5 = summarise(h), summarise(h5)
-        lo, hi = frame_interval(h)
-        lo5, hi5 = frame_interval(h5)
         he = herr[sel]
         he = he[~np.isnan(he)]
         n = int(sel.sum())
-        return {
-            "frames": n,
-            "frames_fallback": int(fb[sel].sum()),
-            "joints": s.count,
-            "pckh": fmt(s.mean),
-            "ci95": [fmt(lo), fmt(hi)],
-            "pckh05": fmt(s5.mean),
-            "ci95_05": [fmt(lo5), fmt(hi5)],
-            "mean_sms": fmt(mean_sms(h, hj)),
-            "height_err_pct": fmt(float(np.median(he))) if len(he) else None,
-            "small": bool(n < SMALL),
-        }
+        out = {"frames": n, "frames_fallback": int(fb[sel].sum()), "joints": summarise(hits[sel]).count}
+        for a in alphas:
+            h = by_alpha[a][sel]
+            out[metric_key(PCKH, a)] = fmt(summarise(h).mean)
+            out[ci_key(metric_key(PCKH, a))] = [fmt(v) for v in frame_interval(h)]
+            out[metric_key(MEAN_SMS, a)] = fmt(mean_sms(h, hj))
+        out["height_err_pct"] = fmt(float(np.median(he))) if len(he) else None
+        out["small"] = bool(n < SMALL)
+        return out
 
     allsel = np.ones(len(idx), bool)
     out = {
@@ -144,7 +149,8 @@ def evaluate(
     }
     out["per_joint"] = {n: fmt(v) for n, v in zip(names, overall.per_joint)}
     out["per_joint_count"] = {n: int((~np.isnan(hits[:, j])).sum()) for j, n in enumerate(names)}
-    out["strata"] = _strata_tables(strata, [es.attributes[i] for i in idx], block, out["pckh"], notes)
+    k = metric_key(PCKH, alpha)
+    out["strata"] = _strata_tables(strata, [es.attributes[i] for i in idx], block, (k, out[k]), notes)
     return out
 
 
@@ -169,8 +175,9 @@ def _stratum_values(key: str, allowed, attrs: list[dict], notes: list[str]) -> l
     return vals
 
 
-def _strata_tables(strata, attrs: list[dict], block, overall: float | None, notes: list[str]) -> dict:
-    """key → value → the same figures as the overall block, plus the gap to the overall PCKh."""
+def _strata_tables(strata, attrs: list[dict], block, overall: tuple[str, float | None], notes: list[str]) -> dict:
+    """key → value → the same figures as the overall block, plus the gap to the overall PCKh (its key, value)."""
+    pckh, overall = overall
     tables = {}
     for key, allowed in strata.items():
         allowed = list(allowed)
@@ -181,7 +188,7 @@ def _strata_tables(strata, attrs: list[dict], block, overall: float | None, note
             sel = arr == v
             if sel.any():
                 r = block(sel)
-                r["gap"] = fmt(r["pckh"] - overall) if r["pckh"] is not None and overall is not None else None
+                r["gap"] = fmt(r[pckh] - overall) if r[pckh] is not None and overall is not None else None
                 rows[v] = r
         tables[key] = rows
     return tables

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from iterate.core.metric_keys import ci_key, label
+
 STEER = 0.7
 NOT_SET = "(not set)"  # reports.evaluation's value for a label without the attribute
 
@@ -42,12 +44,12 @@ def next_chunk_focus(
             share = float(in_pool.mean()) if n_pool else 0.0
             unc = float(pool_uncertainty[in_pool].mean()) if in_pool.any() else 0.0
             fig = r.get(metric)
-            ci = r.get({"pckh": "ci95", "pckh05": "ci95_05"}.get(metric, ""), [None, None])
+            ci = r.get(ci_key(metric), [None, None])
             hi = ci[1] if ci[1] is not None else fig
             gap = max(0.0, (overall or 0.0) - (hi if hi is not None else (fig or 0.0))) if fig is not None else 0.0
             prio = gap * share * unc
             reason = (
-                f"{key}={value}: {metric} {fig if fig is not None else '–'} % vs {overall} % overall "
+                f"{key}={value}: {label(metric)} {fig if fig is not None else '–'} % vs {overall} % overall "
                 f"(95 % up to {hi}), {share:.0%} of the pool, uncertainty {unc:.2f}"
                 + (" — too few val frames to judge" if r.get("small") else "")
             )

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from iterate.core.images import read_image
+from iterate.core.metric_keys import MEAN_SMS, PCKH, PCKH05, ci_key, metric_key, upgrade
 from reports.report import _draw
 
 THUMB = 240  # the thumbnails' longer side, px (shown at their own size: one image pixel per screen pixel)
@@ -159,6 +160,7 @@ def _nav(n: int, rounds: list[int]) -> str:
 
 def _summary(d: dict) -> str:
     a = d.get("alpha", 0.1)
+    p, sm = metric_key(PCKH, a), metric_key(MEAN_SMS, a)
     rows = [(name, d.get(name)) for name in ("val", "test") if d.get(name)]
     if not rows:
         return ""
@@ -168,8 +170,8 @@ def _summary(d: dict) -> str:
     ]
     for name, r in rows:
         L.append(
-            f"<tr><td>{name}</td><td>{_pct(r.get('pckh'))} % {_ci(r, 'ci95')}</td>"
-            f"<td>{_pct(r.get('pckh05'))} % {_ci(r, 'ci95_05')}</td><td>{_pct(r.get('mean_sms'))} %</td>"
+            f"<tr><td>{name}</td><td>{_pct(r.get(p))} % {_ci(r, ci_key(p))}</td>"
+            f"<td>{_pct(r.get(PCKH05))} % {_ci(r, ci_key(PCKH05))}</td><td>{_pct(r.get(sm))} %</td>"
             f"<td>{_e(r.get('frames', '–'))}</td></tr>"
         )
     return "".join(L) + "</table>"
@@ -314,7 +316,7 @@ def render_index(reports: list[dict]) -> str:
         L.append(
             f'<tr><td><a href="{page_name(d["round"])}">round {d["round"]}</a></td><td>{_e(d.get("created_at", ""))}</td>'
             f"<td>{'#' + _e(model['id']) if model else '–'}</td><td>{_e((d.get('data') or {}).get('labels_train', '–'))}</td>"
-            f"<td>{_pct((d.get('val') or {}).get('pckh05'))}</td><td>{_pct((d.get('test') or {}).get('pckh05'))}</td>"
+            f"<td>{_pct((d.get('val') or {}).get(PCKH05))}</td><td>{_pct((d.get('test') or {}).get(PCKH05))}</td>"
             f"<td>{picked['frames_total'] if picked else '–'}</td></tr>"
         )
     return "".join(L) + "</table>\n</body></html>\n"
@@ -332,7 +334,7 @@ def write_pages(out_dir: Path) -> list[Path]:
     reports = []
     for p in out_dir.glob("round-*.json"):
         if _ROUND_JSON.fullmatch(p.name):
-            reports.append(json.loads(p.read_text()))
+            reports.append(upgrade(json.loads(p.read_text())))
     reports.sort(key=lambda d: d["round"])
     rounds = [d["round"] for d in reports]
     pages = []

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05
+
 N_BOOT = 1000
 
 
@@ -227,14 +229,14 @@ def keypoint_scores(
     pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, norms: Normalisers, height_joints: list[int]
 ) -> dict:
     """The training-time and simulation figures (%), from the same definitions the report uses:
-    ``pckh01``, ``pckh05``, ``mean_sms01``, ``frames`` (labeled frames scored), ``frames_fallback``."""
+    ``pckh@0.1``, ``pckh@0.5``, ``mean_sms@0.1``, ``frames`` (labeled frames scored), ``frames_fallback``."""
     ok = norms.scored
     h01 = pck_hits(pred[ok], gt[ok], vis[ok], norms.lengths[ok], 0.1)
     h05 = pck_hits(pred[ok], gt[ok], vis[ok], norms.lengths[ok], 0.5)
     return {
-        "pckh01": round(summarise(h01).mean, 3),
-        "pckh05": round(summarise(h05).mean, 3),
-        "mean_sms01": round(mean_sms(h01, height_joints), 3),
+        PCKH01: round(summarise(h01).mean, 3),
+        PCKH05: round(summarise(h05).mean, 3),
+        MEAN_SMS01: round(mean_sms(h01, height_joints), 3),
         "frames": int(summarise(h01).frames),
         "frames_fallback": int((norms.fallback & ok).sum()),
     }

@@ -17,10 +17,27 @@ import numpy as np
 
 from iterate.core.errors import IterateError
 from iterate.core.images import read_image
+from iterate.core.metric_keys import (
+    MEAN_SMS,
+    MEAN_SMS01,
+    PCKH,
+    PCKH01,
+    PCKH05,
+    ci_key,
+    is_key,
+    metric_key,
+    split_key,
+    upgrade,
+)
 from iterate.core.schema import KeypointSpec
 from reports.control import MIN_EXPLORED, too_few_random
 from reports.cost import cost_section
 from reports.metrics import normalisers, pck_hits
+
+# the timeline's columns: each model's val figures from training, its test figures from its report
+VAL01, VAL05, VAL_SMS01 = (split_key("val", k) for k in (PCKH01, PCKH05, MEAN_SMS01))
+TEST01, TEST05 = (split_key("test", k) for k in (PCKH01, PCKH05))
+OVERFIT = split_key("overfit", PCKH01)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -38,12 +55,12 @@ def plot_timeline(tl: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     x = [t["labels"] for t in tl]
     for key, label, ls in (
-        ("pckh01", "val PCKh@0.1", "-"),
-        ("pckh05", "val PCKh@0.5", "-"),
-        ("mean_sms01", "val MeanSmS@0.1", "-"),
-        ("overfit01", "overfit (train − val PCKh@0.1)", "-"),
-        ("test_pckh01", "test PCKh@0.1", "--"),
-        ("test_pckh05", "test PCKh@0.5", "--"),
+        (VAL01, "val PCKh@0.1", "-"),
+        (VAL05, "val PCKh@0.5", "-"),
+        (VAL_SMS01, "val MeanSmS@0.1", "-"),
+        (OVERFIT, "overfit (train − val PCKh@0.1)", "-"),
+        (TEST01, "test PCKh@0.1", "--"),
+        (TEST05, "test PCKh@0.5", "--"),
     ):
         y = [t.get(key) if t.get(key) is not None else np.nan for t in tl]
         if not np.isnan(y).all():
@@ -135,7 +152,7 @@ def rerender(out_dir: Path, round_no: int) -> Path:
             + ")"
         )
     md = out_dir / f"round-{round_no:02d}.md"
-    _atomic_write(md, render(json.loads(js.read_text())))
+    _atomic_write(md, render(upgrade(json.loads(js.read_text()))))
     return md
 
 
@@ -159,11 +176,15 @@ def write_round(out_dir: Path, data: dict) -> Path:
 
 
 def summary(data: dict) -> dict:
-    """The figures the ledger keeps per report (val, and test when there is one)."""
-    keys = ("pckh", "pckh05", "mean_sms", "frames", "frames_fallback")
-    out = {k: (data.get("val") or {}).get(k) for k in keys}
+    """The figures the ledger keeps per report (val, and test when there is one): every metric key, the frames,
+    and the report's α."""
+
+    def figures(block: dict) -> dict:
+        return {k: v for k, v in block.items() if is_key(k) or k in ("frames", "frames_fallback")}
+
+    out = {"alpha": data.get("alpha", 0.1), **figures(data.get("val") or {})}
     if data.get("test"):
-        out["test"] = {k: data["test"].get(k) for k in keys}
+        out["test"] = figures(data["test"])
     return out
 
 
@@ -315,6 +336,7 @@ def _tracking_line(t: dict | None) -> list[str]:
 
 
 def _summary_section(d: dict, a: float) -> list[str]:
+    p, sm = metric_key(PCKH, a), metric_key(MEAN_SMS, a)
     v, t = d.get("val"), d.get("test")
     if not (v or t):
         return []
@@ -329,9 +351,9 @@ def _summary_section(d: dict, a: float) -> list[str]:
     for name, r in (("val", v), ("test", t)):
         if r:
             L.append(
-                f"| {name} | {_pct(r['pckh'])} % [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
-                f"{_pct(r['pckh05'])} % [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
-                f"{_pct(r['mean_sms'])} % | {_pct(r['height_err_pct'])} % | {r['frames']} | "
+                f"| {name} | {_pct(r[p])} % [{_pct(r[ci_key(p)][0])}, {_pct(r[ci_key(p)][1])}] | "
+                f"{_pct(r[PCKH05])} % [{_pct(r[ci_key(PCKH05)][0])}, {_pct(r[ci_key(PCKH05)][1])}] | "
+                f"{_pct(r[sm])} % | {_pct(r['height_err_pct'])} % | {r['frames']} | "
                 f"{r.get('frames_fallback', 0)} | {r.get('frames_unscored', 0)} |"
             )
     nm = (v or t).get("normaliser") or {}
@@ -350,7 +372,7 @@ def _summary_section(d: dict, a: float) -> list[str]:
     if t:
         L += [f"> test: {note}" for note in t.get("notes", [])] + [""]
     L += [
-        f"Overfit (train − val PCKh@0.1): {_gap(mt.get('overfit01'))} pts. The val split picks the best "
+        f"Overfit (train − val PCKh@0.1): {_gap(mt.get(OVERFIT))} pts. The val split picks the best "
         "checkpoint and the tables below steer the next chunk, so its figures lean optimistic; the test "
         "split is used for nothing else.",
         "",
@@ -381,17 +403,17 @@ def _base_section(d: dict) -> list[str]:
     L += [
         "| stratum | frames | base | this model | Δ |",
         "|---|---:|---:|---:|---:|",
-        f"| all | {now['frames']} | {_pct(b['pckh05'])} [{_pct(b['ci95_05'][0])}, {_pct(b['ci95_05'][1])}] | "
-        f"{_pct(now['pckh05'])} [{_pct(now['ci95_05'][0])}, {_pct(now['ci95_05'][1])}] | "
-        f"{_gap(_delta(now['pckh05'], b['pckh05']))} |",
+        f"| all | {now['frames']} | {_pct(b[PCKH05])} [{_pct(b[ci_key(PCKH05)][0])}, {_pct(b[ci_key(PCKH05)][1])}] | "
+        f"{_pct(now[PCKH05])} [{_pct(now[ci_key(PCKH05)][0])}, {_pct(now[ci_key(PCKH05)][1])}] | "
+        f"{_gap(_delta(now[PCKH05], b[PCKH05]))} |",
     ]
     for key, rows in now["strata"].items():
         for v, r in rows.items():
             br = b["strata"].get(key, {}).get(v)
             if br:
                 L.append(
-                    f"| {key}={v} | {r['frames']} | {_pct(br['pckh05'])} | {_pct(r['pckh05'])} | "
-                    f"{_gap(_delta(r['pckh05'], br['pckh05']))} |"
+                    f"| {key}={v} | {r['frames']} | {_pct(br[PCKH05])} | {_pct(r[PCKH05])} | "
+                    f"{_gap(_delta(r[PCKH05], br[PCKH05]))} |"
                 )
     return L + [""]
 
@@ -401,11 +423,12 @@ def _delta(a, b):
 
 
 def _val_sections(d: dict, a: float) -> list[str]:
+    p, sm = metric_key(PCKH, a), metric_key(MEAN_SMS, a)
     v = d["val"]
     L = [f"> val: {note}" for note in v.get("notes", [])] + [""]
     L += [f"## Per joint (PCKh@{a})", "", "| joint | PCKh | gap to overall | labeled |", "|---|---:|---:|---:|"]
     for j, val in v["per_joint"].items():
-        g = None if val is None or v["pckh"] is None else val - v["pckh"]
+        g = None if val is None or v[p] is None else val - v[p]
         L.append(f"| {j} | {_pct(val)} | {_gap(g)} | {v['per_joint_count'][j]} |")
     L.append("")
     if d.get("plots", {}).get("joints"):
@@ -421,9 +444,9 @@ def _val_sections(d: dict, a: float) -> list[str]:
             flag = "too small to judge" if r["small"] else ""
             L.append(
                 f"| {val_name} | {r['frames']} | {r.get('frames_fallback', 0)} | "
-                f"{_pct(r['pckh'])} [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
-                f"{_gap(r['gap'])} | {_pct(r['pckh05'])} [{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | "
-                f"{_pct(r['mean_sms'])} | {_pct(r['height_err_pct'])} | {flag} |"
+                f"{_pct(r[p])} [{_pct(r[ci_key(p)][0])}, {_pct(r[ci_key(p)][1])}] | "
+                f"{_gap(r['gap'])} | {_pct(r[PCKH05])} [{_pct(r[ci_key(PCKH05)][0])}, {_pct(r[ci_key(PCKH05)][1])}] | "
+                f"{_pct(r[sm])} | {_pct(r['height_err_pct'])} | {flag} |"
             )
         L.append("")
     return L
@@ -442,8 +465,8 @@ def _people_val_section(d: dict, a: float) -> list[str]:
     ]
     for v, r in rows.items():
         L.append(
-            f"| {v} | {r['frames']} | {_pct(r['pckh'])} | {_pct(r['pckh05'])} "
-            f"[{_pct(r['ci95_05'][0])}, {_pct(r['ci95_05'][1])}] | {'too small to judge' if r['small'] else ''} |"
+            f"| {v} | {r['frames']} | {_pct(r[metric_key(PCKH, a)])} | {_pct(r[PCKH05])} "
+            f"[{_pct(r[ci_key(PCKH05)][0])}, {_pct(r[ci_key(PCKH05)][1])}] | {'too small to judge' if r['small'] else ''} |"
         )
     return L + [""]
 
@@ -487,9 +510,9 @@ def _timeline_section(d: dict) -> list[str]:
     for t in tl:
         h = t.get("annotator_hours")
         L.append(
-            f"| {t['model']} | {t['labels']} | {'–' if h is None else f'{h:.2f}'} | {_pct(t['pckh01'])} | "
-            f"{_pct(t['pckh05'])} | {_pct(t['mean_sms01'])} | {_gap(t['overfit01'])} | {_pct(t.get('test_pckh01'))} | "
-            f"{_pct(t.get('test_pckh05'))} |"
+            f"| {t['model']} | {t['labels']} | {'–' if h is None else f'{h:.2f}'} | {_pct(t[VAL01])} | "
+            f"{_pct(t[VAL05])} | {_pct(t[VAL_SMS01])} | {_gap(t[OVERFIT])} | {_pct(t.get(TEST01))} | "
+            f"{_pct(t.get(TEST05))} |"
         )
     L.append("")
     if d.get("plots", {}).get("timeline"):
@@ -497,14 +520,14 @@ def _timeline_section(d: dict) -> list[str]:
     return L
 
 
-def _ci(r: dict, key: str = "ci95") -> str:
-    lo, hi = r[key]
+def _ci(r: dict, k: str) -> str:
+    lo, hi = r[k]
     return f"[{_pct(lo)}, {_pct(hi)}]"
 
 
 def _control_section(d: dict) -> list[str]:
     """The in-loop control: each selecting model on the frames it picked vs the random exploration frames."""
-    cs = [c for c in d.get("controls") or [] if c.get("pckh05")]
+    cs = [c for c in d.get("controls") or [] if c.get(PCKH05)]
     if not cs:
         return []
     L = [
@@ -520,29 +543,29 @@ def _control_section(d: dict) -> list[str]:
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cs:
-        a, a1 = c["pckh05"], c["pckh01"]
+        a, a1 = c[PCKH05], c[PCKH01]
         s, e = a["selected"], a["explored"]
         if e["frames"] < MIN_EXPLORED:  # also a control stored before this rule: no figure from so few frames
             few = too_few_random(e["frames"])
             L.append(
-                f"| {c['round']} | {c['model']} | {s['frames']} | {_pct(s['pckh'])} {_ci(s)} | {e['frames']} | "
-                f"{few} | – | {_pct(a1['selected']['pckh'])} / – |"
+                f"| {c['round']} | {c['model']} | {s['frames']} | {_pct(s[PCKH05])} {_ci(s, ci_key(PCKH05))} | {e['frames']} | "
+                f"{few} | – | {_pct(a1['selected'][PCKH01])} / – |"
             )
             continue
         diff = "–" if a["difference"] is None else f"{a['difference']:+.1f} {_ci(a, 'difference_ci95')}"
         L.append(
-            f"| {c['round']} | {c['model']} | {s['frames']} | {_pct(s['pckh'])} {_ci(s)} | {e['frames']} | "
-            f"{_pct(e['pckh'])} {_ci(e) if e['frames'] else ''} | {diff} | "
-            f"{_pct(a1['selected']['pckh'])} / {_pct(a1['explored']['pckh'])} |"
+            f"| {c['round']} | {c['model']} | {s['frames']} | {_pct(s[PCKH05])} {_ci(s, ci_key(PCKH05))} | {e['frames']} | "
+            f"{_pct(e[PCKH05])} {_ci(e, ci_key(PCKH05)) if e['frames'] else ''} | {diff} | "
+            f"{_pct(a1['selected'][PCKH01])} / {_pct(a1['explored'][PCKH01])} |"
         )
     last = cs[-1]
-    e = last["pckh05"]["explored"]
+    e = last[PCKH05]["explored"]
     L += ["", f"Round {last['round']}: {last['verdict']}."]
     if e["frames"] >= MIN_EXPLORED:
         L += [
             "",
-            f"Estimated from its {e['frames']} random frames, {last['model']} scored {_pct(e['pckh'])} % "
-            f"{_ci(e)} PCKh@0.5 on the unlabeled pool it was choosing from.",
+            f"Estimated from its {e['frames']} random frames, {last['model']} scored {_pct(e[PCKH05])} % "
+            f"{_ci(e, ci_key(PCKH05))} PCKh@0.5 on the unlabeled pool it was choosing from.",
         ]
     return L + [""]
 
@@ -558,13 +581,13 @@ def _followup_section(d: dict) -> list[str]:
         f"Round {f['round']} was steered to **{f['stratum']}** by the previous report: {f['labels_in_stratum']} of its "
         f"{f['labels']} labeled frames are {f['stratum']}.",
     ]
-    if a and b and a["pckh05"] is not None and b["pckh05"] is not None:
-        delta = a["pckh05"] - b["pckh05"]
-        (alo, ahi), (blo, bhi) = a["ci95_05"], b["ci95_05"]
+    if a and b and a[PCKH05] is not None and b[PCKH05] is not None:
+        delta = a[PCKH05] - b[PCKH05]
+        (alo, ahi), (blo, bhi) = a[ci_key(PCKH05)], b[ci_key(PCKH05)]
         apart = None not in (alo, ahi, blo, bhi) and (alo > bhi or ahi < blo)
         L.append(
-            f"Its {f['split']} PCKh@0.5 went from {_pct(b['pckh05'])} % {_ci(b, 'ci95_05')} "
-            f"({f['previous_report']}) to {_pct(a['pckh05'])} % {_ci(a, 'ci95_05')} on {a['frames']} frames "
+            f"Its {f['split']} PCKh@0.5 went from {_pct(b[PCKH05])} % {_ci(b, ci_key(PCKH05))} "
+            f"({f['previous_report']}) to {_pct(a[PCKH05])} % {_ci(a, ci_key(PCKH05))} on {a['frames']} frames "
             f"({delta:+.1f} points; "
             + ("the intervals do not overlap)." if apart else "the intervals overlap: not yet told from noise).")
         )

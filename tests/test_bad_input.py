@@ -138,7 +138,7 @@ def test_evaluate_refuses_bad_predictions_and_scores_nan_as_misses(tmp_path, goo
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["frames"] == full["frames"] and res["joints"] == full["joints"]
-    assert res["pckh05"] == pytest.approx(full["pckh05"] - 100 * 2 / full["joints"], abs=0.01)
+    assert res["pckh@0.5"] == pytest.approx(full["pckh@0.5"] - 100 * 2 / full["joints"], abs=0.01)
 
 
 def _manifest_with(tmp_path, mutate):

@@ -51,7 +51,7 @@ def test_base_scores_the_first_chunk_and_sync_scores_picked_vs_random(tmp_path, 
         s = sync(m, led)
         assert s.new == 16 and len(s.controls) == 1
         c = s.controls[0]
-        a = c["pckh05"]
+        a = c["pckh@0.5"]
         assert (a["selected"]["frames"], a["explored"]["frames"]) == (10, 6) and c["model"] == "the base model"
         # both groups pooled back together give the product's PCKh@0.5 of the base on the whole round
         samples = []
@@ -60,9 +60,9 @@ def test_base_scores_the_first_chunk_and_sync_scores_picked_vs_random(tmp_path, 
             samples.append(Sample(led.frame(fid).path, np.asarray(lab.keypoints, float).reshape(-1, 3), fid))
         ref = score(keypoint_spec(m), load_predictor(BASE).predict(samples).keypoints, samples)
         g = (a["selected"], a["explored"])
-        pooled = sum(x["pckh"] * x["joints"] for x in g) / sum(x["joints"] for x in g)
-        assert pooled == pytest.approx(ref["pckh05"], abs=0.02)
-        assert a["difference"] == pytest.approx(a["selected"]["pckh"] - a["explored"]["pckh"], abs=0.02)
+        pooled = sum(x["pckh@0.5"] * x["joints"] for x in g) / sum(x["joints"] for x in g)
+        assert pooled == pytest.approx(ref["pckh@0.5"], abs=0.02)
+        assert a["difference"] == pytest.approx(a["selected"]["pckh@0.5"] - a["explored"]["pckh@0.5"], abs=0.02)
         stored = led.get(f"control:round-{sel.round_id}")
         assert stored["labels"] == c["labels"] and len(stored["labels"]) == 16
 
@@ -105,11 +105,12 @@ def test_control_verdict_on_a_pool_where_the_hard_frames_are_known(picked_err, r
     assert word in c["verdict"]
     if n_random < MIN_EXPLORED:  # no interval and no difference from so few random frames
         assert f"too few random frames to judge (n={n_random})" in c["verdict"]
-        for block in (c["pckh05"], c["pckh01"]):
-            assert block["explored"]["ci95"] == [None, None] and block["difference_ci95"] == [None, None]
-            assert block["difference"] is None and block["selected"]["ci95"][0] is not None
+        for k in ("pckh@0.5", "pckh@0.1"):
+            block = c[k]
+            assert block["explored"][f"{k}_ci95"] == [None, None] and block["difference_ci95"] == [None, None]
+            assert block["difference"] is None and block["selected"][f"{k}_ci95"][0] is not None
         return
-    lo, hi = c["pckh05"]["difference_ci95"]
-    assert lo <= c["pckh05"]["difference"] <= hi
+    lo, hi = c["pckh@0.5"]["difference_ci95"]
+    assert lo <= c["pckh@0.5"]["difference"] <= hi
     if word == "selection found the hard ones":
-        assert hi < 0 and c["pckh05"]["selected"]["pckh"] < 20 and c["pckh05"]["explored"]["pckh"] == 100
+        assert hi < 0 and c["pckh@0.5"]["selected"]["pckh@0.5"] < 20 and c["pckh@0.5"]["explored"]["pckh@0.5"] == 100

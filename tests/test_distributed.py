@@ -65,8 +65,8 @@ def test_ddp_two_processes_match_one_and_write_one_checkpoint(tmp_path, lspet_co
     assert files == ["best.pt", "last.pt"]  # one checkpoint set, no per-rank copies
     q1, q2 = one[0]["metrics"], two[0]["metrics"]
     assert q1["steps"] == q2["steps"]  # each rank: half the data at half the batch, the same global steps
-    assert q1["train_pckh05"] > 10 and q2["train_pckh05"] > 10  # both learned
-    assert abs(q1["train_pckh05"] - q2["train_pckh05"]) < 15, (q1, q2)  # the same quality, within noise
+    assert q1["train_pckh@0.5"] > 10 and q2["train_pckh@0.5"] > 10  # both learned
+    assert abs(q1["train_pckh@0.5"] - q2["train_pckh@0.5"]) < 15, (q1, q2)  # the same quality, within noise
 
 
 def test_select_scores_the_pool_in_shards_and_picks_what_one_process_picks(tmp_path, lspet_coco):

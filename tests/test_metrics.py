@@ -84,7 +84,7 @@ def test_posetrack18_head_boxes_against_hand_values():
     pp.write_text(json.dumps(preds))
     res = evaluate(keypoint_spec(m), strata(m), coco_evalset(keypoint_spec(m), pp, path), 0.1)
     assert res["joints"] == hand_total
-    assert res["pckh"] == pytest.approx(100 * hand_hits / hand_total, abs=0.01)
+    assert res["pckh@0.1"] == pytest.approx(100 * hand_hits / hand_total, abs=0.01)
     assert 0 < hand_hits < hand_total  # the offsets straddle the radius: a real test
 
 
@@ -121,8 +121,8 @@ def test_mean_sms_and_height_error_on_constructed_skeleton(tmp_path):
     es = EvalSet(pred, gt, vis, [{"posture": "upright", "occlusion": "none"}], ["f"])
     res = evaluate(keypoint_spec(m), strata(m), es, 0.1)  # radius 2 px: only the ankles miss
     assert res["per_joint"]["right_ankle"] == 0 and res["per_joint"]["head_top"] == 100
-    assert res["mean_sms"] == pytest.approx(100 * 6 / 8, abs=0.01)  # 8 height joints, 2 missed
-    assert res["pckh"] == pytest.approx(100 * 12 / 14, abs=0.01)
+    assert res["mean_sms@0.1"] == pytest.approx(100 * 6 / 8, abs=0.01)  # 8 height joints, 2 missed
+    assert res["pckh@0.1"] == pytest.approx(100 * 12 / 14, abs=0.01)
 
 
 def test_strata_tables_sum_back_and_other(tmp_path):
@@ -140,8 +140,8 @@ def test_strata_tables_sum_back_and_other(tmp_path):
     assert "other" in rows and "sideways" in " ".join(res["notes"])
     assert sum(r["frames"] for r in rows.values()) == res["frames"]
     assert sum(r["joints"] for r in rows.values()) == res["joints"]
-    weighted = sum(r["pckh"] * r["joints"] for r in rows.values()) / res["joints"]
-    assert weighted == pytest.approx(res["pckh"], abs=0.05)
+    weighted = sum(r["pckh@0.5"] * r["joints"] for r in rows.values()) / res["joints"]
+    assert weighted == pytest.approx(res["pckh@0.5"], abs=0.05)
     assert not any(r["small"] for r in rows.values())  # 20 frames each: just large enough to judge
     small = evaluate(
         keypoint_spec(m), strata(m), EvalSet(pred[:12], gt[:12], vis[:12], attrs[:12], list(range(12))), 0.5
@@ -170,8 +170,8 @@ def test_evaluate_cli_on_coco_results(tmp_path):
     )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
-    assert {"pckh", "mean_sms", "per_joint", "strata"} <= set(res)
-    assert 0 < res["pckh"] < res["pckh05"] <= 100  # 1 px off: more within half a head than within 0.1
+    assert {"pckh@0.1", "mean_sms@0.1", "per_joint", "strata"} <= set(res)
+    assert 0 < res["pckh@0.1"] < res["pckh@0.5"] <= 100  # 1 px off: more within half a head than within 0.1
     r = CliRunner().invoke(
         app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path)]
     )
@@ -249,10 +249,10 @@ def test_missing_predictions_are_misses_not_dropped_frames():
     pred[1] = 1e4  # a frame that is wrong everywhere
     res = evaluate(keypoint_spec(m), strata(m), EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
     assert res["frames"] == 3
-    assert res["pckh"] == pytest.approx(100 * (12 + 0 + 14) / 42, abs=0.01)
+    assert res["pckh@0.1"] == pytest.approx(100 * (12 + 0 + 14) / 42, abs=0.01)
     pred[0] = np.nan  # a whole frame without a prediction still counts, all misses
     res = evaluate(keypoint_spec(m), strata(m), EvalSet(pred, gt, vis, [{}] * 3, [0, 1, 2]), 0.1)
-    assert res["frames"] == 3 and res["pckh"] == pytest.approx(100 * 14 / 42, abs=0.01)
+    assert res["frames"] == 3 and res["pckh@0.1"] == pytest.approx(100 * 14 / 42, abs=0.01)
     assert any("no prediction" in note for note in res["notes"])
 
 
@@ -269,7 +269,7 @@ def test_scoring_only_the_shared_joints_keeps_the_normaliser(lspet_coco):
     es = EvalSet(pred, gt, vis, [{} for _ in anns], [a["id"] for a in anns], only=list(range(12)))
     res = evaluate(spec, {}, es, 0.1)
     full = evaluate(spec, {}, EvalSet(gt, gt, vis, [{} for _ in anns], [a["id"] for a in anns]), 0.1)
-    assert res["pckh"] == pytest.approx(100.0)
+    assert res["pckh@0.1"] == pytest.approx(100.0)
     assert res["frames_fallback"] == full["frames_fallback"]  # the same normaliser for every frame
     assert not any("had no prediction" in n for n in res["notes"])
     assert res["joints"] < full["joints"]  # the two unshared joints are not counted

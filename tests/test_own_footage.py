@@ -241,7 +241,7 @@ def small(tmp_path_factory, lspet_coco):
     p = lsp_manifest(
         tmp,
         srcs,
-        train={"epochs": 2, "batch_size": 8, "warmup_steps": 1, "eval_every_steps": 1, "best_metric": "pckh01"},
+        train={"epochs": 2, "batch_size": 8, "warmup_steps": 1, "eval_every_steps": 1, "best_metric": "pckh@0.1"},
         selection={"dedup_hamming": 0},
     )
     assert _cli(p, "ingest").exit_code == 0
@@ -324,13 +324,13 @@ def test_a_best_checkpoint_picked_among_ties_says_so(small):
     assert "among 2 of 2" in " ".join(small["retrain"].split())
     assert "Best checkpoint was picked among 2 of 2" in small["md"].replace("The best", "Best")
     hist = [
-        {"epoch": 0, "step": 10, "loss": 0.9, "pckh01": 40.0, "pckh05": 70.0},
-        {"epoch": 1, "step": 20, "loss": 0.5, "pckh01": 40.0, "pckh05": 70.0},
-        {"epoch": 2, "step": 30, "loss": 0.7, "pckh01": 38.0, "pckh05": 75.0},
+        {"epoch": 0, "step": 10, "loss": 0.9, "pckh@0.1": 40.0, "pckh@0.5": 70.0},
+        {"epoch": 1, "step": 20, "loss": 0.5, "pckh@0.1": 40.0, "pckh@0.5": 70.0},
+        {"epoch": 2, "step": 30, "loss": 0.7, "pckh@0.1": 38.0, "pckh@0.5": 75.0},
     ]
-    note = best_pick_note(hist, "pckh01", 20)
+    note = best_pick_note(hist, "pckh@0.1", 20)
     assert "2 of 3 val evaluations tied at PCKh@0.1 40.0 %" in note and "lower training loss 0.5000" in note
-    assert best_pick_note(hist[:1] + hist[2:], "pckh01", 10) is None
+    assert best_pick_note(hist[:1] + hist[2:], "pckh@0.1", 10) is None
 
 
 def test_the_report_says_the_training_time_spent_and_draws_the_worst_frames(small):
@@ -389,8 +389,8 @@ def test_the_control_prints_no_interval_from_one_random_frame(lspet_coco):
     c |= {"round": 1, "model": "base"}
     md = "\n".join(_control_section({"controls": [c]}))
     assert "too few random frames to judge (n=1)" in md
-    e = c["pckh05"]["explored"]
-    assert e["frames"] == 1 and f"[{e['pckh']:.1f}, {e['pckh']:.1f}]" not in md and "Estimated from" not in md
+    e = c["pckh@0.5"]["explored"]
+    assert e["frames"] == 1 and f"[{e['pckh@0.5']:.1f}, {e['pckh@0.5']:.1f}]" not in md and "Estimated from" not in md
 
 
 @pytest.mark.parametrize("pool_first", [True, False])

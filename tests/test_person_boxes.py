@@ -124,9 +124,9 @@ def test_the_loops_predictions_crop_on_the_person_box(project):
     with Ledger(m.workspace_dir) as led:
         val = labeled_samples(led, ("val",))
         assert all(s.person_box is not None for s in val)
-        boxed = score(spec, pred.predict(val).keypoints, val)["pckh05"]
+        boxed = score(spec, pred.predict(val).keypoints, val)["pckh@0.5"]
         bare = [type(s)(s.path, s.keypoints, s.frame_id, s.attributes, s.head_box) for s in val]
-        whole = score(spec, pred.predict(bare).keypoints, bare)["pckh05"]
+        whole = score(spec, pred.predict(bare).keypoints, bare)["pckh@0.5"]
         print(f"val PCKh@0.5 with boxes {boxed:.1f}, whole frame {whole:.1f}")
         assert boxed > whole + 15, (boxed, whole)
         model = scoring_model(m, led)
@@ -182,9 +182,16 @@ def test_the_report_shows_the_people_per_split(project):
         val = labeled_samples(led, ("val",))
         rows = people_rows(m, led, val, load_predictor(BASE, joints=m.keypoints.names).predict(val), 0.1)
     assert {v: r["frames"] for v, r in rows.items()} == {"one": 19, "several": 1}
-    assert rows["several"]["small"] and 0 <= rows["one"]["pckh05"] <= 100
+    assert rows["several"]["small"] and 0 <= rows["one"]["pckh@0.5"] <= 100
     model = {"id": 1, "path": "m.pt", "n_train": 0, "config": {}, "metrics": {}}
-    val_block = {"frames": 20, "pckh": 1.0, "pckh05": 50.0, "mean_sms": 1.0, "ci95": [0, 2], "ci95_05": [40, 60]}
+    val_block = {
+        "frames": 20,
+        "pckh@0.1": 1.0,
+        "pckh@0.5": 50.0,
+        "mean_sms@0.1": 1.0,
+        "pckh@0.1_ci95": [0, 2],
+        "pckh@0.5_ci95": [40, 60],
+    }
     md = render({"project": "t", "round": 0, "created_at": "now", "data": data, "people_val": rows} | {"model": None})
     assert "Per people found" not in md  # no model, no val figures
     from reports.report import _people_val_section

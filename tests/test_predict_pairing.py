@@ -72,7 +72,7 @@ def test_results_numbered_by_position_are_refused_against_other_ids(val):
     res = json.loads(r.output)
     assert res["frames"] == 20
     assert any("paired with the labels by image id and file name" in n for n in res["notes"]), res["notes"]
-    assert res["pckh05"] > 20  # the shipped base on its own people, paired right (reversed it scored ~1 %)
+    assert res["pckh@0.5"] > 20  # the shipped base on its own people, paired right (reversed it scored ~1 %)
 
 
 def test_coco_ids_follow_the_relative_path_not_the_base_name(val, tmp_path):

@@ -92,12 +92,12 @@ def test_report_with_model_has_every_section_and_plots(project, lspet_coco):
     assert (data["test"]["frames"], data["test"]["frames_fallback"]) == _scorable(lspet_coco, 7301, 7324)
     assert (data["val"]["frames"], data["val"]["frames_fallback"]) == _scorable(lspet_coco, 7101, 7130)
     assert data["val"]["frames_fallback"] > 0  # LSPET 7101-7130 has frames without a head segment: a real test
-    assert data["timeline"][-1]["test_pckh05"] == data["test"]["pckh05"]
+    assert data["timeline"][-1]["test_pckh@0.5"] == data["test"]["pckh@0.5"]
     with Ledger(m.workspace_dir) as led:
-        assert led.report_summaries()[data["model"]["id"]]["test"]["pckh05"] == data["test"]["pckh05"]
+        assert led.report_summaries()[data["model"]["id"]]["test"]["pckh@0.5"] == data["test"]["pckh@0.5"]
         # one checkpoint scored on its own (the demo's "base model, before any labels" line) gives the same figures
         again = evaluate_checkpoint(m, led, data["model"]["path"], "test")
-        assert (again["pckh"], again["pckh05"]) == (data["test"]["pckh"], data["test"]["pckh05"])
+        assert (again["pckh@0.1"], again["pckh@0.5"]) == (data["test"]["pckh@0.1"], data["test"]["pckh@0.5"])
     for png in data["plots"].values():
         img = cv2.imread(str(rdir / png))
         assert img is not None and img.shape[0] > 50 and img.std() > 5, png  # decodes and is not blank
@@ -142,15 +142,15 @@ def test_one_figure_everywhere_predict_evaluate_report_timeline_retrain(project,
     r = CliRunner().invoke(app, ["evaluate", "-m", str(project), "--pred", str(preds), "--gt", str(va), "--json"])
     assert r.exit_code == 0, r.output
     ev = json.loads(r.output)
-    for key in ("pckh", "pckh05", "mean_sms", "frames", "frames_fallback"):
+    for key in ("pckh@0.1", "pckh@0.5", "mean_sms@0.1", "frames", "frames_fallback"):
         assert ev[key] == val[key], key
     mt = model["metrics"]
-    assert mt["val_pckh01"] == pytest.approx(val["pckh"], abs=0.01)
-    assert mt["val_pckh05"] == pytest.approx(val["pckh05"], abs=0.01)
-    assert mt["val_mean_sms01"] == pytest.approx(val["mean_sms"], abs=0.01)
+    assert mt["val_pckh@0.1"] == pytest.approx(val["pckh@0.1"], abs=0.01)
+    assert mt["val_pckh@0.5"] == pytest.approx(val["pckh@0.5"], abs=0.01)
+    assert mt["val_mean_sms@0.1"] == pytest.approx(val["mean_sms@0.1"], abs=0.01)
     row = next(t for t in data["timeline"] if t["model"] == model["id"])
-    assert row["mean_sms01"] == pytest.approx(val["mean_sms"], abs=0.01)
-    assert row["pckh01"] == pytest.approx(val["pckh"], abs=0.01)
+    assert row["val_mean_sms@0.1"] == pytest.approx(val["mean_sms@0.1"], abs=0.01)
+    assert row["val_pckh@0.1"] == pytest.approx(val["pckh@0.1"], abs=0.01)
     # the opt-out is explicit and changes the figures' path, not silently the default
     r = CliRunner().invoke(app, ["predict", "--model", model["path"], files[0], "--no-refine", "--out", str(preds)])
     assert r.exit_code == 0 and "no refine" in r.output
@@ -179,7 +179,7 @@ def test_evaluate_on_an_exported_test_split_gives_the_reports_figures(project, t
     r = CliRunner().invoke(app, ["evaluate", "-m", str(project), "--pred", str(preds), "--gt", str(gt), "--json"])
     assert r.exit_code == 0, r.output
     ev = json.loads(r.output)
-    for key in ("pckh", "pckh05", "mean_sms", "frames", "frames_fallback"):
+    for key in ("pckh@0.1", "pckh@0.5", "mean_sms@0.1", "frames", "frames_fallback"):
         assert ev[key] == data["test"][key], key
 
 
@@ -256,7 +256,7 @@ def test_head_box_normaliser_through_ingest_report_and_predict(tmp_path):
         hits += int((d <= radius).sum())
         total += int(lab.sum())
     assert val["joints"] == total and 0 < hits < total
-    assert val["pckh"] == pytest.approx(100 * hits / total, abs=0.01)
+    assert val["pckh@0.1"] == pytest.approx(100 * hits / total, abs=0.01)
 
 
 def test_report_compares_with_the_base_model(project, tmp_path):
@@ -282,10 +282,10 @@ def test_report_compares_with_the_base_model(project, tmp_path):
     # the shipped base is scored like any checkpoint: the same figure evaluate_checkpoint gives
     with Ledger(m.workspace_dir) as led:
         alone = evaluate_checkpoint(m, led, data["model"]["base"], "test")
-    assert base["pckh05"] == alone["pckh05"]
+    assert base["pckh@0.5"] == alone["pckh@0.5"]
     md = (rdir / "latest.md").read_text()
     assert "## Against the base model" in md
     key, rows = next(iter(now["strata"].items()))
     v, row = next((v, r) for v, r in rows.items() if v in base["strata"][key])
-    delta = row["pckh05"] - base["strata"][key][v]["pckh05"]
+    delta = row["pckh@0.5"] - base["strata"][key][v]["pckh@0.5"]
     assert f"| {key}={v} | {row['frames']} |" in md and f"{delta:+.1f} |" in md

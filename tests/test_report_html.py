@@ -45,7 +45,7 @@ def project(tmp_path_factory, lspet_coco):
             {"name": name, "kind": "coco", "path": str(f), "images": str(LSPET), "split": split, "labels": labels}
         )
     model = {"backbone": "hrnet_w18_small", "input_size": 128, "heatmap_size": 64, "sigma": 3.0, "base": str(BASE)}
-    p = lsp_manifest(tmp, srcs, model=model, selection={"focus_metric": "pckh05", "dedup_hamming": 0})
+    p = lsp_manifest(tmp, srcs, model=model, selection={"focus_metric": "pckh@0.5", "dedup_hamming": 0})
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
         ingest(m, led)

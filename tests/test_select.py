@@ -36,7 +36,7 @@ def proj(tmp_path_factory, lspet_coco):
         tmp,
         srcs,
         train={"epochs": 1, "batch_size": 8, "warmup_steps": 1},
-        selection={"dedup_hamming": 0, "focus_metric": "pckh05", "explore": 0.1},
+        selection={"dedup_hamming": 0, "focus_metric": "pckh@0.5", "explore": 0.1},
     )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
@@ -99,7 +99,7 @@ def test_kcenter_batch_is_more_spread_than_random(proj):
 def test_strata_shares_follow_the_focus(proj):
     m = load_manifest(proj)
     focus = {
-        "metric": "pckh05",
+        "metric": "pckh@0.5",
         "explore": 0.1,
         "pool_frames": 80,
         "items": [

@@ -53,15 +53,15 @@ def test_retrain_and_report_are_one_mlflow_run(project):
     assert p["init"] == "scratch" and p["code.version"] and p["ledger"].startswith("sqlite")
     steps = client.get_metric_history(run.info.run_id, "loss")
     assert len(steps) == 6 and [s.step for s in steps] == [1, 2, 3, 4, 5, 6]  # 12 frames / batch 4 × 2 epochs
-    assert len(client.get_metric_history(run.info.run_id, "val_pckh01")) == 2  # val every epoch
+    assert len(client.get_metric_history(run.info.run_id, "val_pckh_at_0.1")) == 2  # val every epoch
     with Ledger(m.workspace_dir) as led:
         model = led.latest_model()
     tags = run.data.tags
     assert tags["iterate.model_id"] == str(model["id"]) and tags["iterate.checkpoint"] == model["path"]
     assert tags["iterate.checkpoint_sha256"] == file_sha256(model["path"])
-    assert run.data.metrics["best_val_pckh01"] == pytest.approx(model["metrics"]["val_pckh01"])
+    assert run.data.metrics["best_val_pckh_at_0.1"] == pytest.approx(model["metrics"]["val_pckh@0.1"])
     # the report: its figures and files on the same run, and it names the run
-    assert "report_val_pckh" in run.data.metrics and "report_test_pckh05" in run.data.metrics
+    assert "report_val_pckh_at_0.1" in run.data.metrics and "report_test_pckh_at_0.5" in run.data.metrics
     files = {a.path for a in client.list_artifacts(run.info.run_id, "report-round-00")}
     assert {"report-round-00/round-00.md", "report-round-00/round-00.json"} <= files
     assert any(f.endswith(".png") for f in files)
@@ -162,16 +162,16 @@ def test_retrain_and_report_are_one_wandb_run_offline(project, tmp_path, monkeyp
     history = [_items(x.history.item) for x in train if x.HasField("history")]
     loss = [(h["iterate/step"], h["loss"]) for h in history if "loss" in h]
     assert [s for s, _ in loss] == [1, 2, 3, 4, 5, 6]  # 12 frames / batch 4 × 2 epochs, by the training step
-    assert sum("val_pckh01" in h for h in history) == 2  # val every epoch
-    best = [h["best_val_pckh01"] for h in history if "best_val_pckh01" in h]
-    assert best == [pytest.approx(model["metrics"]["val_pckh01"])]
+    assert sum("val_pckh_at_0.1" in h for h in history) == 2  # val every epoch
+    best = [h["best_val_pckh_at_0.1"] for h in history if "best_val_pckh_at_0.1" in h]
+    assert best == [pytest.approx(model["metrics"]["val_pckh@0.1"])]
     config = {k: v for x in train if x.HasField("config") for k, v in _items(x.config.update).items()}
     assert config["model.backbone"] == "hrnet_w18_small" and config["train.batch_size"] == 4
     assert config["labels.train"] == 12 and config["iterate.model_id"] == str(model["id"])
     assert config["iterate.checkpoint_sha256"] == file_sha256(model["path"])
     assert [x.exit.exit_code for x in train if x.HasField("exit")] == [0]
     rep_hist = [_items(x.history.item) for x in rep if x.HasField("history")]
-    assert any("report_val_pckh" in h and "report_test_pckh05" in h for h in rep_hist)
+    assert any("report_val_pckh_at_0.1" in h and "report_test_pckh_at_0.5" in h for h in rep_hist)
     files = runs[1] / "files" / "report-round-00"
     assert (files / "round-00.md").read_text() == (m.workspace_dir / "reports" / "round-00.md").read_text()
     md = (m.workspace_dir / "reports" / "latest.md").read_text()

@@ -69,8 +69,8 @@ def test_cpu_recipe_learns_on_64_lspet_images(tmp_path, lspet_coco):
     zero = float(heatmap_loss(torch.zeros_like(b["heatmaps"]), b["heatmaps"], b["weights"], t.loss_scale, t.fg_weight))
     assert loss < 0.8 * zero
     pred = Predictor(model, codec, m.keypoints.flip_index(), flip=True).predict(samples).keypoints
-    got = score(keypoint_spec(m), pred, samples)["pckh05"]
-    base = score(keypoint_spec(m), _mean_pose(samples), samples)["pckh05"]
+    got = score(keypoint_spec(m), pred, samples)["pckh@0.5"]
+    base = score(keypoint_spec(m), _mean_pose(samples), samples)["pckh@0.5"]
     assert got > 3 * base, (got, base)  # measured: 17.3 % vs 3.2 % for the mean pose
 
 
@@ -113,7 +113,7 @@ def test_retrain_interrupted_then_resume_continues(tiny_project):
     assert [h["epoch"] for h in last["history"]] == [0, 1, 2]
     assert last["history"][0]["loss"] == first["history"][0]["loss"]
     assert out.model_id == 1 and led.latest_model()["n_train"] == 16
-    assert "val_pckh01" in out.metrics and "overfit01" in out.metrics
+    assert "val_pckh@0.1" in out.metrics and "overfit_pckh@0.1" in out.metrics
     with pytest.raises(Exception, match="nothing to resume"):
         retrain(m, led, resume=True)
     led.close()
@@ -122,7 +122,7 @@ def test_retrain_interrupted_then_resume_continues(tiny_project):
 def test_cli_retrain_and_predict(tiny_project, tmp_path):
     r = CliRunner().invoke(app, ["retrain", "-m", str(tiny_project), "--epochs", "1"])
     assert r.exit_code == 0, r.output
-    assert "val_pckh01" in r.output
+    assert "val_pckh@0.1" in r.output
     m = load_manifest(tiny_project)
     with Ledger(m.workspace_dir) as led:
         ck = led.latest_model()["path"]
@@ -199,7 +199,7 @@ def test_ema_weights_are_what_evaluation_and_checkpoints_see(tmp_path, lspet_coc
     def evaluate(model, val):
         seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
         seen["calls"] = seen.get("calls", 0) + 1
-        return {"pckh01": float(seen["calls"])}  # every epoch the best so far
+        return {"pckh@0.1": float(seen["calls"])}  # every epoch the best so far
 
     res = train(setup, samples, samples[:4], tmp_path / "ema", init=base, evaluate=evaluate)
     last = load_file(res.last)

@@ -22,6 +22,8 @@ DEFAULT = Path(DEFAULT_MANIFEST)
 def open_project(manifest: Path, *, write: bool = False, command: str = "iterate") -> tuple[Manifest, Ledger]:
     """Load the manifest and open its ledger; with ``write``, take the workspace lock."""
     m = load_manifest(manifest)
+    for note in m.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     ledger = Ledger(m.workspace_dir, m.ledger)
     if write and is_writer():  # under torchrun only rank 0 writes
         try:

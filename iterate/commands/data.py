@@ -13,6 +13,7 @@ from iterate.commands._options import DEFAULT, ManifestOpt, console, open_projec
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, model_frames
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
+from iterate.core.metric_keys import PCKH01, split_key
 from iterate.loop.cost import chunk_hours
 from iterate.loop.ingest import ingest, write_dropped
 from iterate.loop.init import write_manifest
@@ -186,7 +187,7 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
             console.print(st)
         model = ledger.latest_model()
         if model:
-            score = model["metrics"].get("val_pckh01")
+            score = model["metrics"].get(split_key("val", PCKH01))
             score_s = f"val PCKh@0.1 {score:.1f} %" if isinstance(score, (int, float)) else "not scored"
             n_loop, n_replay = model_frames(model)
             labels = f"{n_loop} train labels" + (f" + {n_replay} replayed" if n_replay else "")

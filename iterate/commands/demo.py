@@ -16,13 +16,14 @@ import typer
 
 from iterate.commands._options import DEFAULT, ManifestOpt, console
 from iterate.core.manifest import check_workspace, load_manifest
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05
 
 
 def _figures(r: dict | None, split: str) -> str:
-    if not r or r.get("pckh") is None:
+    if not r or r.get(PCKH01) is None:
         return f"{split}: –"
     return (
-        f"{split} PCKh@0.5 {r['pckh05']:.1f} %, PCKh@0.1 {r['pckh']:.1f} %, MeanSmS@0.1 {r['mean_sms']:.1f} % "
+        f"{split} PCKh@0.5 {r[PCKH05]:.1f} %, PCKh@0.1 {r[PCKH01]:.1f} %, MeanSmS@0.1 {r[MEAN_SMS01]:.1f} % "
         f"({r['frames']} frames)"
     )
 
@@ -69,10 +70,10 @@ def demo(
     check_workspace(m, manifest)
 
     def on_epoch(r: dict) -> None:
-        if "pckh01" in r:
+        if PCKH01 in r:
             console.print(
                 f"  epoch {r['epoch'] + 1} (step {r['step']}): loss {r['loss']:.3f}, "
-                f"val PCKh@0.1 {r['pckh01']:.1f} %, @0.5 {r['pckh05']:.1f} %",
+                f"val PCKh@0.1 {r[PCKH01]:.1f} %, @0.5 {r[PCKH05]:.1f} %",
                 highlight=False,
             )
 

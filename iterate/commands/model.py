@@ -13,6 +13,7 @@ from iterate.commands._options import DEFAULT, ManifestOpt, console, open_projec
 from iterate.core.errors import IterateError
 from iterate.core.images import printable
 from iterate.core.manifest import load_manifest
+from iterate.core.metric_keys import PCKH01, PCKH05
 
 
 def retrain(
@@ -57,8 +58,8 @@ def retrain(
             bar.update(task, completed=step, total=total, info=f"loss {loss:.3f} {last['val']}")
 
         def on_epoch(rec: dict) -> None:
-            if "pckh01" in rec:
-                last["val"] = f"val PCKh@0.1 {rec['pckh01']:.1f} %  @0.5 {rec['pckh05']:.1f} %"
+            if PCKH01 in rec:
+                last["val"] = f"val PCKh@0.1 {rec[PCKH01]:.1f} %  @0.5 {rec[PCKH05]:.1f} %"
             bar.console.print(f"epoch {rec['epoch'] + 1}: loss {rec['loss']:.3f} {last['val']}", highlight=False)
 
         out = run(

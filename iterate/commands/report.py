@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.core import metric_keys
 from iterate.core.manifest import load_manifest
 
 
@@ -35,9 +36,11 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(res))
         return
+    p, sm = metric_keys.metric_key(metric_keys.PCKH, alpha), metric_keys.metric_key(metric_keys.MEAN_SMS, alpha)
+    ci = res[metric_keys.ci_key(p)]
     console.print(
-        f"PCKh@{alpha}: [bold]{_pct(res['pckh'])} %[/] [{_pct(res['ci95'][0])}, {_pct(res['ci95'][1])}]  "
-        f"PCKh@0.5: {_pct(res['pckh05'])} %  MeanSmS@{alpha}: {_pct(res['mean_sms'])} %  "
+        f"PCKh@{alpha}: [bold]{_pct(res[p])} %[/] [{_pct(ci[0])}, {_pct(ci[1])}]  "
+        f"PCKh@0.5: {_pct(res[metric_keys.PCKH05])} %  MeanSmS@{alpha}: {_pct(res[sm])} %  "
         f"height error (median): {_pct(res['height_err_pct'])} %  ({res['frames']} people)"
     )
     t = Table(title="per joint")
@@ -55,8 +58,8 @@ def evaluate(
             st.add_row(
                 v,
                 str(r["frames"]),
-                _pct(r["pckh"]),
-                f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])}",
+                _pct(r[p]),
+                f"{_pct(r[metric_keys.ci_key(p)][0])}–{_pct(r[metric_keys.ci_key(p)][1])}",
                 _pct(r["gap"]),
                 "too small to judge" if r["small"] else "",
             )

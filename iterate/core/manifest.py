@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from iterate.core.errors import ManifestError
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05, canonical
 from iterate.core.schema import KeypointSpec, NormalizerSpec, flip_index
 from iterate.core.score_kinds import SCORES
 from iterate.core.score_kinds import describe as describe_scores
@@ -255,6 +256,31 @@ class Source(_Strict):
         return self.name or Path(self.path).stem
 
 
+BEST_METRICS = (PCKH01, PCKH05, MEAN_SMS01)  # the val figures training computes (reports.metrics.keypoint_scores)
+
+
+def _metric(v) -> str:
+    """A metric name → its key (older names accepted: :func:`deprecated_names` reports them)."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected a metric name such as {PCKH01!r}, got {v!r}")
+    return canonical(v)[0]
+
+
+def deprecated_names(data: dict, path) -> list[str]:
+    """One line per older metric name the raw manifest uses (``pckh01``, ``pckh``, …)."""
+    out = []
+    for section, field in (("train", "best_metric"), ("selection", "focus_metric")):
+        v = (data.get(section) or {}).get(field) if isinstance(data.get(section), dict) else None
+        if isinstance(v, str):
+            try:
+                note = canonical(v)[1]
+            except ValueError:
+                continue
+            if note:
+                out.append(f"{path}: {section}.{field}: {note}")
+    return out
+
+
 class ModelSettings(_Strict):
     backbone: str = "hrnet_w18_small"
     input_size: int = Field(128, ge=32)
@@ -338,8 +364,10 @@ class TrainSettings(_Strict):
         ge=0,
         description="heatmap loss: only each sample's k hardest joints count (online hard keypoint mining; 0 = all)",
     )
-    best_metric: Literal["pckh01", "pckh05", "mean_sms01"] = Field(
-        "pckh01", description="val figure that picks the best checkpoint (ties: the other PCKh, then the loss)"
+    best_metric: str = Field(
+        PCKH01,
+        description=f"val figure that picks the best checkpoint: {', '.join(BEST_METRICS)} (ties: the other PCKh, "
+        "then the loss)",
     )
     eval_every_steps: int = Field(
         100,
@@ -363,6 +391,14 @@ class TrainSettings(_Strict):
     )
     replay: ReplaySettings | None = None
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
+
+    @field_validator("best_metric", mode="before")
+    @classmethod
+    def _best_metric(cls, v):
+        k = _metric(v)
+        if k not in BEST_METRICS:
+            raise ValueError(f"{v!r}: training scores val by {', '.join(BEST_METRICS)}")
+        return k
 
 
 class ExtendInstructions(_Strict):
@@ -461,11 +497,18 @@ class SelectionSettings(_Strict):
         "(the cold start's, without the labeled frames as seeds)",
     )
     dedup_hamming: int = Field(4, ge=0, le=64)
-    focus_metric: Literal["pckh", "pckh05", "mean_sms"] = Field(
-        "pckh", description="figure whose per-stratum gaps steer the next chunk (pckh = PCKh@0.1)"
+    focus_metric: str = Field(
+        PCKH01,
+        description="figure whose per-stratum gaps steer the next chunk: pckh@α or mean_sms@α (the report computes "
+        "it at that α)",
     )
     video_gap: int = Field(15, ge=0, description="frames of one video closer than this are near duplicates in a batch")
     max_pool_for_report: int = Field(2000, ge=1, description="pool frames the report predicts to size strata")
+
+    @field_validator("focus_metric", mode="before")
+    @classmethod
+    def _focus_metric(cls, v):
+        return _metric(v)
 
     @field_validator("weights")
     @classmethod
@@ -585,6 +628,7 @@ class Manifest(_Strict):
     # set by load_manifest; not part of the YAML
     root: Path = Field(default=Path("."), exclude=True)
     _derived: dict[str, Derivation] = PrivateAttr(default_factory=dict)
+    _notes: list[str] = PrivateAttr(default_factory=list)  # one line per deprecated name load_manifest met
 
     @field_validator("ledger")
     @classmethod
@@ -673,6 +717,11 @@ class Manifest(_Strict):
         return (p if p.is_absolute() else self.root / p).resolve()
 
     @property
+    def notes(self) -> list[str]:
+        """Lines for the user about the manifest as written (older metric names), one each."""
+        return list(self._notes)
+
+    @property
     def workspace_dir(self) -> Path:
         return self.resolve(self.workspace)
 
@@ -746,6 +795,7 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST, *, check_sources: bool = 
         msg = err["msg"].removeprefix("Value error, ")
         raise ManifestError(f"{path}: {_loc(err['loc'])}: {msg}{more}") from None
     m.root = path.resolve().parent
+    m._notes = deprecated_names(data, path)
     if check_sources:
         for i, s in enumerate(m.sources):
             p = m.resolve(s.path)

@@ -10,6 +10,7 @@ import numpy as np
 
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
+from iterate.core.metric_keys import upgrade
 from iterate.loop.models import model_name, round_model
 from iterate.loop.samples import boxes_stamp, label_sample
 from iterate.loop.settings import keypoint_spec
@@ -36,7 +37,7 @@ def round_control(m: Manifest, ledger: Ledger, round_id: int, labeled: dict | No
     if not rows:
         return None
     key = [[f.id, lab.version] for f, lab, _ in rows]
-    cached = ledger.get(_key(round_id))
+    cached = upgrade(ledger.get(_key(round_id)))  # a control stored with older metric names reads as today's
     digest = boxes_stamp(ledger).get("boxes")
     if cached and cached.get("labels") == key and cached.get("checkpoint") == model["path"]:
         if cached.get("boxes") == digest:
@@ -77,5 +78,5 @@ def latest_control(ledger: Ledger) -> dict | None:
     for r in reversed(ledger.rounds()):
         c = ledger.get(_key(r["id"]))
         if c:
-            return c
+            return upgrade(c)
     return None

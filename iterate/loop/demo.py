@@ -23,6 +23,7 @@ from iterate.core.chunks import chunk_progress, current_chunk
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05, ci_key
 from iterate.loop.ingest import ingest
 from iterate.loop.report import build, evaluate_checkpoint
 from iterate.loop.retrain import retrain
@@ -126,7 +127,7 @@ def run_demo(
 
 
 def _figs(r: dict) -> dict:
-    keys = ("pckh05", "ci95_05", "pckh", "ci95", "mean_sms", "frames")
+    keys = (PCKH05, ci_key(PCKH05), PCKH01, ci_key(PCKH01), MEAN_SMS01, "frames")
     return {k: r.get(k) for k in keys if k in r}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, model_frames, training_frames
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
+from iterate.core.metric_keys import PCKH, PCKH01, PCKH05, ci_key, metric_key, parse, upgrade
 from iterate.loop import tracking
 from iterate.loop.control import update_controls
 from iterate.loop.cost import cost_data, hours_by_time
@@ -27,6 +28,12 @@ from reports.evaluation import EvalSet, check_alpha, coco_evalset, evaluate
 from reports.focus import next_chunk_focus
 from reports.html import write_html
 from reports.report import (
+    OVERFIT,
+    TEST01,
+    TEST05,
+    VAL01,
+    VAL05,
+    VAL_SMS01,
     contact_sheet,
     frame_scores,
     plot_joints,
@@ -59,7 +66,7 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
     n = len(ledger.rounds())
     if round_no is not None and round_no != n:
         md = rerender(out_dir, round_no)
-        write_html(out_dir, json.loads(md.with_suffix(".json").read_text()))
+        write_html(out_dir, upgrade(json.loads(md.with_suffix(".json").read_text())))
         return md
     data: dict = {
         "round": n,
@@ -276,12 +283,9 @@ def _timeline(ledger: Ledger) -> list[dict]:
             {
                 "model": md["id"],
                 "labels": model_frames(md)[0],  # the loop's labels, not replay
-                "pckh01": mt.get("val_pckh01"),
-                "pckh05": mt.get("val_pckh05"),
-                "mean_sms01": mt.get("val_mean_sms01"),
-                "test_pckh01": t.get("pckh"),
-                "test_pckh05": t.get("pckh05"),
-                "overfit01": mt.get("overfit01"),
+                **{k: mt.get(k) for k in (VAL01, VAL05, VAL_SMS01, OVERFIT)},
+                TEST01: t.get(PCKH01),
+                TEST05: t.get(PCKH05),
                 "created_at": md["created_at"],
                 # annotator hours of the labels synced before this model was trained (None: no lead time yet)
                 "annotator_hours": next((h for t, h in reversed(hours) if t <= md["created_at"]), None),
@@ -294,7 +298,7 @@ def _add_timeline_plot(data: dict, out_dir: Path) -> None:
     """The current model's test figures join its timeline row, then the timeline is plotted."""
     for t in data["timeline"]:
         if t["model"] == data["model"]["id"] and data.get("test"):
-            t["test_pckh01"], t["test_pckh05"] = data["test"]["pckh"], data["test"]["pckh05"]
+            t[TEST01], t[TEST05] = data["test"].get(PCKH01), data["test"][PCKH05]
     if data["timeline"]:
         name = f"round-{data['round']:02d}-timeline.png"
         plot_timeline(data["timeline"], out_dir / name)
@@ -325,14 +329,15 @@ def people_rows(m: Manifest, ledger: Ledger, samples, p: Predictions, alpha: flo
     gt, vis, _, hb = _split_arrays(samples)
     es = EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb, scores=p.scores)
     rows = evaluate(keypoint_spec(m), {"people": PEOPLE}, es, alpha)["strata"]["people"]
-    return {v: {k: r[k] for k in ("frames", "pckh", "pckh05", "ci95_05", "small")} for v, r in rows.items()}
+    keys = ("frames", metric_key(PCKH, alpha), PCKH05, ci_key(PCKH05), "small")
+    return {v: {k: r[k] for k in keys} for v, r in rows.items()}
 
 
 def _evaluate_split(m: Manifest, samples, p: Predictions, alpha: float, only: list[int] | None = None) -> dict:
     """``only``: score just these joints (the others count as not labeled), e.g. those a base checkpoint predicts."""
     gt, vis, attrs, hb = _split_arrays(samples)
     es = EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb, scores=p.scores, only=only)
-    return evaluate(keypoint_spec(m), strata(m), es, alpha)
+    return evaluate(keypoint_spec(m), strata(m), es, alpha, also=(parse(m.selection.focus_metric)[1],))
 
 
 def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir: Path, stem: str) -> dict:
@@ -353,7 +358,7 @@ def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir:
     p = pr.predict(samples)
     out["val"] = res = _evaluate_split(m, samples, p, alpha)
     out["people_val"] = people_rows(m, ledger, samples, p, alpha)
-    plot_joints(res["per_joint"], res["pckh"] or 0.0, out_dir / f"{stem}-joints.png", alpha)
+    plot_joints(res["per_joint"], res[metric_key(PCKH, alpha)] or 0.0, out_dir / f"{stem}-joints.png", alpha)
     out["plots"]["joints"] = f"{stem}-joints.png"
     out["focus"] = _focus(m, ledger, pr, p, res, [s.attributes for s in samples])
     _worst_sheet(m, samples, p, out, alpha, out_dir / f"{stem}-worst.png")
@@ -368,7 +373,7 @@ def _against_base(m: Manifest, samples, split: str, alpha: float, current: Predi
     base = load_predictor(m.resolve(m.model.base), joints=m.keypoints.names)
     only = base.joints.shared if base.joints is not None else None
     res = _evaluate_split(m, samples, base.predict(samples), alpha, only)
-    keys = ("frames", "pckh", "pckh05", "ci95_05")
+    keys = ("frames", metric_key(PCKH, alpha), PCKH05, ci_key(PCKH05))
     out = {
         "path": m.model.base,
         "split": split,
@@ -420,7 +425,7 @@ def _focus_followup(ledger: Ledger, out_dir: Path, data: dict) -> dict | None:
     key, value = focus["key"], max(focus["weights"], key=focus["weights"].get)
     labels = [ledger.current_label(fid) for fid in ledger.round_frame_ids(rounds[-1]["id"])]
     labels = [lab for lab in labels if lab is not None]
-    prev = json.loads(prev_file.read_text()).get(split) or {}
+    prev = upgrade(json.loads(prev_file.read_text())).get(split) or {}
     before = (prev.get("strata") or {}).get(key, {}).get(value)
     after = (now.get("strata") or {}).get(key, {}).get(value)
     return {
@@ -429,8 +434,8 @@ def _focus_followup(ledger: Ledger, out_dir: Path, data: dict) -> dict | None:
         "split": split,
         "labels": len(labels),
         "labels_in_stratum": sum(1 for lab in labels if lab.attributes.get(key) == value),
-        "before": None if before is None else {k: before[k] for k in ("frames", "pckh05", "ci95_05")},
-        "after": None if after is None else {k: after[k] for k in ("frames", "pckh05", "ci95_05")},
+        "before": None if before is None else {k: before[k] for k in ("frames", PCKH05, ci_key(PCKH05))},
+        "after": None if after is None else {k: after[k] for k in ("frames", PCKH05, ci_key(PCKH05))},
         "previous_report": prev_file.name,
     }
 
@@ -440,7 +445,7 @@ def _worst_sheet(m: Manifest, samples, p: Predictions, out: dict, alpha: float, 
     drawn, ``worst_note`` says why, for the report to print."""
     gt, vis, attrs, hb = _split_arrays(samples)
     spec = keypoint_spec(m)
-    a = 0.5 if m.selection.focus_metric == "pckh05" else alpha
+    a = parse(m.selection.focus_metric)[1]
     scores = frame_scores(spec, p.keypoints, gt, vis, hb, a)
     chosen, of = worst_frames(out["focus"], scores, attrs), "strata"
     if not chosen:

@@ -12,6 +12,7 @@ from pathlib import Path
 from iterate.core.errors import IterateError
 from iterate.core.ledger import Ledger
 from iterate.core.manifest import Manifest
+from iterate.core.metric_keys import PCKH01, split_key
 from iterate.loop import tracking
 from iterate.loop.distributed import rank_world
 from iterate.loop.export import record_version
@@ -236,11 +237,12 @@ def _metrics(spec, best: Path, res, train_s: list[Sample], val_s: list[Sample]) 
     metrics: dict = {}
     if val_s:
         v = score(spec, pr.predict(val_s).keypoints, val_s)
-        metrics.update({f"val_{k}": v[k] for k in v})
+        metrics.update({split_key("val", k): v[k] for k in v})
     tr = score(spec, pr.predict(train_s[:500]).keypoints, train_s[:500])
-    metrics.update({f"train_{k}": tr[k] for k in tr})
-    if "val_pckh01" in metrics:
-        metrics["overfit01"] = round(metrics["train_pckh01"] - metrics["val_pckh01"], 3)
+    metrics.update({split_key("train", k): tr[k] for k in tr})
+    if split_key("val", PCKH01) in metrics:
+        gap = metrics[split_key("train", PCKH01)] - metrics[split_key("val", PCKH01)]
+        metrics[split_key("overfit", PCKH01)] = round(gap, 3)
     metrics.update(
         {
             "epochs": res.epochs,

@@ -33,6 +33,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, IntegrityEr
 from sqlalchemy.pool import NullPool
 
 from iterate.core.errors import BusyError, IterateError
+from iterate.core.metric_keys import upgrade
 
 SCHEMA_VERSION = 6  # the newest migration (migrations/versions/000N_*.py)
 URL_ENV = "ITERATE_LEDGER_URL"
@@ -922,7 +923,7 @@ class Ledger:
     def report_summaries(self) -> dict[int, dict]:
         """model id → the summary of the newest report written for it."""
         rows = self._q("SELECT model_id, summary FROM reports WHERE model_id IS NOT NULL ORDER BY id")
-        return {int(r[0]): json.loads(r[1]) for r in rows}
+        return {int(r[0]): upgrade(json.loads(r[1])) for r in rows}  # older metric names read as today's
 
     # -- rounds -------------------------------------------------------------------------------------
     def selected_frame_ids(self) -> set[str]:
@@ -1055,8 +1056,8 @@ def _version(row) -> DatasetVersion:
 
 def _model(row) -> dict:
     d = dict(row)
-    d["config"] = json.loads(d["config"])
-    d["metrics"] = json.loads(d["metrics"])
+    d["config"] = upgrade(json.loads(d["config"]))  # its best_metric
+    d["metrics"] = upgrade(json.loads(d["metrics"]))  # older metric names read as today's
     return d
 
 

@@ -7,11 +7,14 @@ import math
 import sys
 from pathlib import Path
 
+from iterate.core.metric_keys import tracker_name
+
 
 def finite_points(series: dict[str, list[tuple[int, float]]]) -> list[tuple[str, int, float]]:
-    """name → [(step, value)] as (name, step, value), leaving out values that are not finite numbers."""
+    """name → [(step, value)] as (name, step, value), leaving out values that are not finite numbers. Names are
+    written as every tracker accepts them (MLflow refuses ``@``: ``val_pckh@0.1`` is logged as ``val_pckh_at_0.1``)."""
     return [
-        (k, int(s), float(v))
+        (tracker_name(k), int(s), float(v))
         for k, pts in series.items()
         for s, v in pts
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iterate.core.metric_keys import PCKH01, PCKH05
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ITERATE_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 LSPET = SHARED / "lspet"
@@ -100,7 +102,7 @@ def per_posture(spec, pred: np.ndarray, samples: list) -> dict:
     for p in sorted({posture[int(s.frame_id)] for s in samples}):
         idx = [i for i, s in enumerate(samples) if posture[int(s.frame_id)] == p]
         sp = score(spec, pred[idx], [samples[i] for i in idx])
-        out[p] = {"frames": len(idx), "pckh05": sp["pckh05"], "pckh01": sp["pckh01"]}
+        out[p] = {"frames": len(idx), "pckh05": sp[PCKH05], "pckh01": sp[PCKH01]}
     return out
 
 

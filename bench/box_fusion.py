@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterate.core.metric_keys import PCKH01, PCKH05
 from iterate.loop.scoring import score
 from iterate.loop.settings import keypoint_spec
 from model.data import BOX_MARGIN
@@ -86,8 +87,8 @@ def main() -> None:
         if sc is not None:
             passes[name] = (kps, sc)
         r = score(spec, kps, te)
-        res[name] = r["pckh05"]
-        print(f"{name}: PCKh@0.5 {r['pckh05']:.2f}  @0.1 {r['pckh01']:.2f}", flush=True)
+        res[name] = r[PCKH05]
+        print(f"{name}: PCKh@0.5 {r[PCKH05]:.2f}  @0.1 {r[PCKH01]:.2f}", flush=True)
 
     def refine(boxes: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One pass on ``boxes`` → keypoints, scores and the head's box read on each refined crop."""
@@ -120,7 +121,7 @@ def main() -> None:
         record("crop_pick_" + "+".join(names), np.stack([passes[names[j]][0][i] for i, j in enumerate(pick)]))
     if args.smoke:  # the labeled box's refine pass, in this run (no bench/results/person_box.json to read)
         gt = {i: b for i, s in enumerate(te) if (b := keypoint_box(s.keypoints[:, :2], s.keypoints[:, 2], BOX_MARGIN))}
-        ceiling = score(spec, refine(gt)[0], te)["pckh05"]
+        ceiling = score(spec, refine(gt)[0], te)[PCKH05]
     else:
         ceiling = json.loads((RESULTS / "person_box.json").read_text())["figures"]["box_labeled_box_pckh05"]
     best = max(res, key=res.get)

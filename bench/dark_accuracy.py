@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterate.core.metric_keys import PCKH01, PCKH05
 from iterate.loop.scoring import score  # noqa: E402
 from iterate.loop.settings import keypoint_spec  # noqa: E402
 from model.codec import DarkCodec  # noqa: E402
@@ -149,8 +150,8 @@ def main() -> None:
         )
     real = real_model(7004 if args.smoke else 8000)
     print(
-        f"shipped base on LSPET 07001-08000 ({real['inference']}): DARK PCKh@0.5 {real['dark']['pckh05']:.2f} "
-        f"@0.1 {real['dark']['pckh01']:.2f}; standard {real['standard']['pckh05']:.2f} / {real['standard']['pckh01']:.2f}"
+        f"shipped base on LSPET 07001-08000 ({real['inference']}): DARK PCKh@0.5 {real['dark'][PCKH05]:.2f} "
+        f"@0.1 {real['dark'][PCKH01]:.2f}; standard {real['standard'][PCKH05]:.2f} / {real['standard'][PCKH01]:.2f}"
     )
     write_result(
         "dark_accuracy_smoke" if args.smoke else "dark_accuracy",
@@ -159,10 +160,10 @@ def main() -> None:
             "dark_mean_error_px": round(syn["exact"]["dark_mean_error_px"], 6),
             "dark_noisy_mean_error_px": round(syn["noisy"]["dark_mean_error_px"], 4),
             "standard_noisy_mean_error_px": round(syn["noisy"]["standard_mean_error_px"], 4),
-            "shipped_pckh05": real["dark"]["pckh05"],
-            "shipped_pckh01": real["dark"]["pckh01"],
-            "dark_gain_pckh05": round(real["dark"]["pckh05"] - real["standard"]["pckh05"], 2),
-            "dark_gain_pckh01": round(real["dark"]["pckh01"] - real["standard"]["pckh01"], 2),
+            "shipped_pckh05": real["dark"][PCKH05],
+            "shipped_pckh01": real["dark"][PCKH01],
+            "dark_gain_pckh05": round(real["dark"][PCKH05] - real["standard"][PCKH05], 2),
+            "dark_gain_pckh01": round(real["dark"][PCKH01] - real["standard"][PCKH01], 2),
         },
         {
             "synthetic": syn,

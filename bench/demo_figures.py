@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterate.core.metric_keys import PCKH05, ci_key
+
 import _common  # noqa: E402
 
 
@@ -38,9 +40,9 @@ def main() -> None:
     figures: dict = {"wall_s": d["wall_s"]}
     for r in d["rounds"]:
         name = "base" if r["round"] == 0 else f"round{r['round']}"
-        figures[f"{name}_test_pckh05"] = r["test"].get("pckh05")
-        figures[f"{name}_test_pckh05_ci95"] = r["test"].get("ci95_05")
-        figures[f"{name}_val_pckh05"] = r["val"].get("pckh05")
+        figures[f"{name}_test_pckh05"] = r["test"].get(PCKH05)
+        figures[f"{name}_test_pckh05_ci95"] = r["test"].get(ci_key(PCKH05))
+        figures[f"{name}_val_pckh05"] = r["val"].get(PCKH05)
         if r.get("audit"):
             figures[f"{name}_audit_swapped"] = r["audit"]["swapped"]
             figures[f"{name}_audit_caught"] = r["audit"]["caught"]

@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infer_throughput import measure  # noqa: E402
 
+from iterate.core.metric_keys import PCKH05
 from iterate.loop.scoring import score  # noqa: E402
 from iterate.loop.settings import keypoint_spec, train_setup  # noqa: E402
 from model.hrnet import build_model  # noqa: E402
@@ -114,7 +115,7 @@ def main() -> None:
             f"train_ratio_{k}": round(train_speed / bare, 3),
             f"predict_frames_per_s_{k}": round(len(te) / t_pipe, 1),
             f"predict_ratio_{k}": round(t_bare / t_pipe, 3),
-            f"pckh05_{k}": round(got["pckh05"], 2),
+            f"pckh05_{k}": round(got[PCKH05], 2),
         }
         details["runs"][k] = {
             "steps": res.steps,

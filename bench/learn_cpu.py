@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05
 from iterate.loop.scoring import score  # noqa: E402
 from iterate.loop.settings import keypoint_spec, train_setup  # noqa: E402
 from model.geometry import image_box  # noqa: E402
@@ -99,20 +100,20 @@ def main() -> None:
         headless = None  # with a box head: the same checkpoint refined on the keypoint box alone, the head's gain
         if pred.box_codec is not None:
             headless = score(keypoint_spec(m), load_predictor(r.last, box_head=False).predict(te).keypoints, te)
-            print(f"without the box head: PCKh@0.5 {headless['pckh05']:.2f} @0.1 {headless['pckh01']:.2f}")
+            print(f"without the box head: PCKh@0.5 {headless[PCKH05]:.2f} @0.1 {headless[PCKH01]:.2f}")
     mp = score(keypoint_spec(m), mean_pose_predictions(tr, _sizes(tr), _sizes(te)), te)
     print(
         f"steps={r.steps} train_s={train_s:.0f} final_loss={r.history[-1]['loss']:.3f} inference={pred.settings.describe()}"
     )
     print(
-        f"no_flip_no_refine_pckh05={bare['pckh05']:.2f} mean_sms01={res['mean_sms01']:.2f} "
-        f"mean_pose_pckh05={mp['pckh05']:.2f} test_frames={res['frames']} on_fallback={res['frames_fallback']}"
+        f"no_flip_no_refine_pckh05={bare[PCKH05]:.2f} mean_sms01={res[MEAN_SMS01]:.2f} "
+        f"mean_pose_pckh05={mp[PCKH05]:.2f} test_frames={res['frames']} on_fallback={res['frames_fallback']}"
     )
     write_result(
         args.name,
         {
-            "cpu_steps_pckh05": res["pckh05"],
-            "cpu_steps_pckh01": res["pckh01"],
+            "cpu_steps_pckh05": res[PCKH05],
+            "cpu_steps_pckh01": res[PCKH01],
             "samples_per_s": round(r.steps * m.train.batch_size / train_s, 1),
         },
         {
@@ -124,7 +125,7 @@ def main() -> None:
             "infer_s": round(infer_s, 1),
             "final_loss": r.history[-1]["loss"],
             "inference": pred.settings.describe(),
-            "mean_sms01": res["mean_sms01"],
+            "mean_sms01": res[MEAN_SMS01],
             "test_frames": res["frames"],
             "test_frames_fallback": res["frames_fallback"],
             "no_flip_no_refine": bare,

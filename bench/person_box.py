@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterate.core.metric_keys import PCKH01, PCKH05
 from iterate.loop.scoring import evaluator, score
 from iterate.loop.settings import keypoint_spec, train_setup
 from model.checkpoints import load_file, save_atomic
@@ -113,8 +114,8 @@ def main() -> None:
         if sc is not None:
             passes[name] = (kps, sc)
         r = score(spec, kps, te)
-        res[name], details[name] = r["pckh05"], r
-        print(f"{name}: PCKh@0.5 {r['pckh05']:.2f}  @0.1 {r['pckh01']:.2f}", flush=True)
+        res[name], details[name] = r[PCKH05], r
+        print(f"{name}: PCKh@0.5 {r[PCKH05]:.2f}  @0.1 {r[PCKH01]:.2f}", flush=True)
 
     record("whole_frame", p0.keypoints)
     gt_boxes = {

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from iterate.core.metric_keys import PCKH05, upgrade
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -27,7 +29,7 @@ def main() -> None:
     for p in runs:
         if not p.is_file():
             continue
-        r = json.loads(p.read_text())
+        r = upgrade(json.loads(p.read_text()))  # runs recorded before the metric keys read under today's
         d, f = r["details"], r["figures"]
         over = d.get("recipe", {}).get("overrides") or []
         if "fg_weight" not in d.get("recipe", {}) and not any(o.startswith("train.fg_weight") for o in over):
@@ -41,8 +43,8 @@ def main() -> None:
                 d["steps"],
                 f["cpu_steps_pckh05"],
                 f["cpu_steps_pckh01"],
-                d.get("no_flip_no_refine", {}).get("pckh05"),
-                (d.get("without_box_head") or {}).get("pckh05"),
+                d.get("no_flip_no_refine", {}).get(PCKH05),
+                (d.get("without_box_head") or {}).get(PCKH05),
                 f["samples_per_s"],
                 r.get("commit", "?")[:7],
             )

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05, upgrade
 from iterate.loop.scoring import score  # noqa: E402
 from iterate.loop.settings import keypoint_spec  # noqa: E402
 from model.checkpoints import load_file, save_atomic  # noqa: E402
@@ -74,7 +75,7 @@ def main() -> None:
     held = lspet_samples(7001, last_held)
     pred = load_predictor(tmp).predict(held).keypoints
     s = score(spec, pred, held)
-    hist = [h for h in head.get("history", []) if "pckh05" in h]
+    hist = [h for h in upgrade(head.get("history", [])) if PCKH05 in h]  # a checkpoint of any version
     rec = json.loads(rec_path.read_text())
     rec["box_head"] = {
         "how": args.how
@@ -85,9 +86,9 @@ def main() -> None:
         "train_seconds": hist[-1]["elapsed_s"] if hist else None,
         "held_out": "LSPET im07001-im08000, the default path: flip TTA + refine on the mean of the head's and the "
         "keypoint box + DARK",
-        "held_out_pckh05": s["pckh05"],
-        "held_out_pckh01": s["pckh01"],
-        "held_out_mean_sms01": s["mean_sms01"],
+        "held_out_pckh05": s[PCKH05],
+        "held_out_pckh01": s[PCKH01],
+        "held_out_mean_sms01": s[MEAN_SMS01],
         "held_out_per_posture": per_posture(spec, pred, held),
     }
     out_path, out_rec = out_dir / base_path.name, out_dir / rec_path.name
@@ -99,11 +100,11 @@ def main() -> None:
     out_rec.write_text(json.dumps(rec, indent=2) + "\n")
     print(json.dumps(rec["box_head"], indent=2))
     if args.smoke:
-        figures = {"shipped_pckh05": s["pckh05"], "shipped_pckh01": s["pckh01"]}
+        figures = {"shipped_pckh05": s[PCKH05], "shipped_pckh01": s[PCKH01]}
         write_result("ship_box_head_smoke", figures, {"checkpoint": str(out_path), "record": str(out_rec)})
         return
-    print(f"shipped_pckh05={s['pckh05']}")
-    print(f"shipped_pckh01={s['pckh01']}")
+    print(f"shipped_pckh05={s[PCKH05]}")
+    print(f"shipped_pckh01={s[PCKH01]}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterate.core.metric_keys import PCKH05
 from iterate.loop.scoring import score
 from iterate.loop.settings import keypoint_spec, train_setup
 from model.checkpoints import load_file, save_atomic
@@ -159,9 +160,9 @@ def main() -> None:
                 if kw.get("boxes"):
                     kw = label_boxes(samples, Path(tmp))
                 r = score(spec, through_predict(ck, samples, Path(tmp), **kw), samples)
-                figures[f"small_{arm}_{scale}_pckh05"] = round(r["pckh05"], 2)
+                figures[f"small_{arm}_{scale}_pckh05"] = round(r[PCKH05], 2)
                 details[f"{arm}_{scale}"] = r
-                print(f"{arm} at 1/{scale}: PCKh@0.5 {r['pckh05']:.2f}", flush=True)
+                print(f"{arm} at 1/{scale}: PCKh@0.5 {r[PCKH05]:.2f}", flush=True)
     for arm in arms:
         tight = figures[f"small_{arm}_1_pckh05"] or 1e-9
         for scale in SCALES[1:]:

@@ -33,6 +33,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from iterate.core.ledger import Ledger  # noqa: E402
 from iterate.core.manifest import load_manifest  # noqa: E402
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05
 from iterate.loop.scoring import score  # noqa: E402
 from iterate.loop.settings import keypoint_spec  # noqa: E402
 from model.checkpoints import model_from_checkpoint, save_atomic  # noqa: E402
@@ -175,9 +176,9 @@ def main() -> None:
         "bare_forward_images_per_s": bare_forward_speed(ck["backbone"], ck["input_size"]),
         "config": ck.get("config", {}),
         "val": {k: v for k, v in rec["metrics"].items() if k.startswith("val_")},
-        "held_out_pckh05": s["pckh05"],
-        "held_out_pckh01": s["pckh01"],
-        "held_out_mean_sms01": s["mean_sms01"],
+        "held_out_pckh05": s[PCKH05],
+        "held_out_pckh01": s[PCKH01],
+        "held_out_mean_sms01": s[MEAN_SMS01],
         "held_out_per_posture": postures_held,
     }
     record.update(default_path(OUT / f"{args.name}.pt"))
@@ -194,9 +195,9 @@ def default_path(checkpoint: Path) -> dict:
     s = score(spec, kps, held)
     return {
         "default_path": f"LSPET im07001-im{HELD_LAST:05d} through load_predictor: {pred.settings.describe()}",
-        "default_path_pckh05": s["pckh05"],
-        "default_path_pckh01": s["pckh01"],
-        "default_path_mean_sms01": s["mean_sms01"],
+        "default_path_pckh05": s[PCKH05],
+        "default_path_pckh01": s[PCKH01],
+        "default_path_mean_sms01": s[MEAN_SMS01],
         "default_path_per_posture": per_posture(spec, kps, held),
     }
 

@@ -16,6 +16,7 @@ from iterate.core.errors import IterateError
 from iterate.core.metric_keys import MEAN_SMS, PCKH, ci_key, metric_key
 from iterate.core.schema import KeypointSpec
 from reports.metrics import (
+    N_BOOT,
     frame_interval,
     frames_for_interval,
     height_error,
@@ -100,6 +101,28 @@ def evaluate(
         es = replace(es, vis=np.where(np.isin(np.arange(es.vis.shape[1]), es.only)[None], es.vis, 0))
     labeled = (es.vis > 0).any(1)
     usable = norms.scored & labeled
+    notes, unscored = _scoring_notes(es, norms, kind, labeled, usable)
+    idx = np.flatnonzero(usable)
+    sc = _Scored.of(spec, es, norms, idx, sorted({float(alpha), 0.5, *map(float, also)}))
+    hits = sc.by_alpha[float(alpha)]
+    out = {
+        "alpha": alpha,
+        "notes": notes,
+        **sc.block(np.ones(len(idx), bool)),
+        "frames_unscored": unscored,
+        "normaliser": {"kind": kind, "fallback_ratio": norms.ratio, "fallback_ratio_frames": norms.ratio_frames},
+        "interval": f"95 % bootstrap over frames ({N_BOOT:,} resamples, seeded)",
+    }
+    out["per_joint"] = {n: fmt(v) for n, v in zip(names, summarise(hits).per_joint)}
+    out["per_joint_count"] = {n: int((~np.isnan(hits[:, j])).sum()) for j, n in enumerate(names)}
+    k = metric_key(PCKH, alpha)
+    out["strata"] = _strata_tables(strata, [es.attributes[i] for i in idx], sc.block, (k, out[k]), notes)
+    return out
+
+
+def _scoring_notes(es: EvalSet, norms, kind: str, labeled: np.ndarray, usable: np.ndarray) -> tuple[list[str], int]:
+    """The evaluation's notes (the set's own, the fallback normaliser, frames not scored or not predicted) and how
+    many labeled frames could not be scored."""
     notes = list(es.notes)
     if norms.note(kind):
         notes.append(norms.note(kind))
@@ -114,44 +137,42 @@ def evaluate(
         notes.append(
             f"{no_pred} frame(s) had no prediction (unreadable image or NaN): every labeled joint counts as a miss"
         )
-    idx = np.flatnonzero(usable)
-    alphas = sorted({float(alpha), 0.5, *map(float, also)})
-    by_alpha = {a: pck_hits(es.pred[idx], es.gt[idx], es.vis[idx], norms.lengths[idx], a) for a in alphas}
-    hits = by_alpha[float(alpha)]
-    fb = norms.fallback[idx]
-    hj = spec.height_indices()
-    overall = summarise(hits)
-    chains = [[names.index(j) for j in ch] for ch in spec.height_chain]
-    herr = height_error(es.pred[idx], es.gt[idx], es.vis[idx], chains) if chains else np.full(len(idx), np.nan)
+    return notes, unscored
 
-    def block(sel: np.ndarray) -> dict:
-        he = herr[sel]
+
+@dataclass
+class _Scored:
+    """The scored frames' hits at each α, fallback flags and height errors: :meth:`block` gives any subset's
+    figures (the overall block, a stratum's row)."""
+
+    by_alpha: dict[float, np.ndarray]  # α → (n, K) hits
+    fallback: np.ndarray
+    height_err: np.ndarray
+    height_joints: list[int]
+
+    @classmethod
+    def of(cls, spec: KeypointSpec, es: EvalSet, norms, idx: np.ndarray, alphas: list[float]) -> _Scored:
+        pred, gt, vis = es.pred[idx], es.gt[idx], es.vis[idx]
+        by_alpha = {a: pck_hits(pred, gt, vis, norms.lengths[idx], a) for a in alphas}
+        names = list(spec.names)
+        chains = [[names.index(j) for j in ch] for ch in spec.height_chain]
+        herr = height_error(pred, gt, vis, chains) if chains else np.full(len(idx), np.nan)
+        return cls(by_alpha, norms.fallback[idx], herr, spec.height_indices())
+
+    def block(self, sel: np.ndarray) -> dict:
+        he = self.height_err[sel]
         he = he[~np.isnan(he)]
         n = int(sel.sum())
-        out = {"frames": n, "frames_fallback": int(fb[sel].sum()), "joints": summarise(hits[sel]).count}
-        for a in alphas:
-            h = by_alpha[a][sel]
+        first = next(iter(self.by_alpha.values()))
+        out = {"frames": n, "frames_fallback": int(self.fallback[sel].sum()), "joints": summarise(first[sel]).count}
+        for a, hits in self.by_alpha.items():
+            h = hits[sel]
             out[metric_key(PCKH, a)] = fmt(summarise(h).mean)
             out[ci_key(metric_key(PCKH, a))] = [fmt(v) for v in frame_interval(h)]
-            out[metric_key(MEAN_SMS, a)] = fmt(mean_sms(h, hj))
+            out[metric_key(MEAN_SMS, a)] = fmt(mean_sms(h, self.height_joints))
         out["height_err_pct"] = fmt(float(np.median(he))) if len(he) else None
         out["small"] = bool(n < SMALL)
         return out
-
-    allsel = np.ones(len(idx), bool)
-    out = {
-        "alpha": alpha,
-        "notes": notes,
-        **block(allsel),
-        "frames_unscored": unscored,
-        "normaliser": {"kind": kind, "fallback_ratio": norms.ratio, "fallback_ratio_frames": norms.ratio_frames},
-        "interval": "95 % bootstrap over frames (1,000 resamples, seeded)",
-    }
-    out["per_joint"] = {n: fmt(v) for n, v in zip(names, overall.per_joint)}
-    out["per_joint_count"] = {n: int((~np.isnan(hits[:, j])).sum()) for j, n in enumerate(names)}
-    k = metric_key(PCKH, alpha)
-    out["strata"] = _strata_tables(strata, [es.attributes[i] for i in idx], block, (k, out[k]), notes)
-    return out
 
 
 def _stratum_values(key: str, allowed, attrs: list[dict], notes: list[str]) -> list[str]:
@@ -207,42 +228,10 @@ def coco_evalset(spec: KeypointSpec, pred_path: Path, gt_path: Path) -> EvalSet:
     from iterate.core.coco import ann_key, coco_head_box, coco_keypoints, image_size, read_coco
 
     gt, order = read_coco(spec, Path(gt_path))
-    preds = _load(pred_path, "predictions")
-    if isinstance(preds, dict) and "annotations" in preds:
-        preds = preds["annotations"]
-    if not isinstance(preds, list):
-        raise IterateError(f"{pred_path}: expected a COCO results list [{{image_id, keypoints, score}}, …]")
+    preds = _read_predictions(pred_path, gt, gt_path, spec.num_joints)
     k = spec.num_joints
-    for i, p in enumerate(preds):
-        if not isinstance(p, dict):
-            raise IterateError(f"{pred_path}: predictions[{i}] is not an object {{image_id, keypoints, score}}")
-        kp = p.get("keypoints")
-        if not isinstance(kp, list) or not all(
-            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in kp
-        ):
-            raise IterateError(
-                f"{pred_path}: prediction for image {p.get('image_id')!r}: keypoints must be a list "
-                "of numbers x, y, score"
-            )
-    gt_ids = {im["id"] for im in gt["images"]}
-    bad_ids = sorted({p.get("image_id") for p in preds if isinstance(p.get("image_id"), (int, str))} - gt_ids, key=str)
-    bad_ids += [p.get("image_id") for p in preds if not isinstance(p.get("image_id"), (int, str))][:1]
-    if bad_ids:
-        raise IterateError(
-            f"{pred_path}: {len(bad_ids)} prediction image id(s) not in {gt_path}: " + ", ".join(map(str, bad_ids[:5]))
-        )
     notes = [_check_file_names(preds, gt, pred_path, gt_path)]
-    by_img: dict = {}
-    for p in preds:
-        kp = p.get("keypoints") or []
-        if len(kp) != 3 * k:
-            raise IterateError(
-                f"{pred_path}: prediction for image {p.get('image_id')} has {len(kp) // 3} joints, the labels have {k}"
-            )
-        # a missing or non-finite prediction (null, NaN) is a miss, never a dropped frame
-        by_img.setdefault(p["image_id"], []).append(
-            np.asarray([np.nan if v is None else v for v in kp], float).reshape(k, 3)
-        )
+    by_img = _by_image(preds, pred_path, k)
     P, G, V, A, I, HB = [], [], [], [], [], []
     for a in sorted(gt["annotations"], key=ann_key):
         kps = np.asarray(coco_keypoints(spec, a, order, Path(gt_path), image_size(gt, a["image_id"])), float)
@@ -267,6 +256,49 @@ def coco_evalset(spec: KeypointSpec, pred_path: Path, gt_path: Path) -> EvalSet:
     if not G:
         raise IterateError(f"{gt_path}: no labeled annotations to evaluate")
     return EvalSet(np.stack(P), np.stack(G), np.stack(V), A, I, np.asarray(HB, float), None, None, notes)
+
+
+def _read_predictions(pred_path: Path, gt: dict, gt_path: Path, k: int) -> list[dict]:
+    """The results file's predictions, each an object with a list of numbers and an image id the labels have."""
+    preds = _load(pred_path, "predictions")
+    if isinstance(preds, dict) and "annotations" in preds:
+        preds = preds["annotations"]
+    if not isinstance(preds, list):
+        raise IterateError(f"{pred_path}: expected a COCO results list [{{image_id, keypoints, score}}, …]")
+    for i, p in enumerate(preds):
+        if not isinstance(p, dict):
+            raise IterateError(f"{pred_path}: predictions[{i}] is not an object {{image_id, keypoints, score}}")
+        kp = p.get("keypoints")
+        if not isinstance(kp, list) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in kp
+        ):
+            raise IterateError(
+                f"{pred_path}: prediction for image {p.get('image_id')!r}: keypoints must be a list "
+                "of numbers x, y, score"
+            )
+    gt_ids = {im["id"] for im in gt["images"]}
+    bad_ids = sorted({p.get("image_id") for p in preds if isinstance(p.get("image_id"), (int, str))} - gt_ids, key=str)
+    bad_ids += [p.get("image_id") for p in preds if not isinstance(p.get("image_id"), (int, str))][:1]
+    if bad_ids:
+        raise IterateError(
+            f"{pred_path}: {len(bad_ids)} prediction image id(s) not in {gt_path}: " + ", ".join(map(str, bad_ids[:5]))
+        )
+    return preds
+
+
+def _by_image(preds: list[dict], pred_path: Path, k: int) -> dict:
+    """image id → its predictions as (K, 3) arrays; a missing or non-finite value (null, NaN) is a miss."""
+    by_img: dict = {}
+    for p in preds:
+        kp = p.get("keypoints") or []
+        if len(kp) != 3 * k:
+            raise IterateError(
+                f"{pred_path}: prediction for image {p.get('image_id')} has {len(kp) // 3} joints, the labels have {k}"
+            )
+        by_img.setdefault(p["image_id"], []).append(
+            np.asarray([np.nan if v is None else v for v in kp], float).reshape(k, 3)
+        )
+    return by_img
 
 
 def _check_file_names(preds: list[dict], gt: dict, pred_path: Path, gt_path: Path) -> str:

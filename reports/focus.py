@@ -37,40 +37,11 @@ def next_chunk_focus(
         if not rows:
             unset.append(key)
             continue
-        pool_vals = [p.get(key) for p in pool_strata]
-        key_items = []
-        for value, r in rows.items():
-            in_pool = np.array([v == value for v in pool_vals], bool) if n_pool else np.zeros(0, bool)
-            share = float(in_pool.mean()) if n_pool else 0.0
-            unc = float(pool_uncertainty[in_pool].mean()) if in_pool.any() else 0.0
-            fig = r.get(metric)
-            ci = r.get(ci_key(metric), [None, None])
-            hi = ci[1] if ci[1] is not None else fig
-            gap = max(0.0, (overall or 0.0) - (hi if hi is not None else (fig or 0.0))) if fig is not None else 0.0
-            prio = gap * share * unc
-            reason = (
-                f"{key}={value}: {label(metric)} {fig if fig is not None else '–'} % vs {overall} % overall "
-                f"(95 % up to {hi}), {share:.0%} of the pool, uncertainty {unc:.2f}"
-                + (" — too few val frames to judge" if r.get("small") else "")
-            )
-            key_items.append(
-                {
-                    "key": key,
-                    "value": value,
-                    "gap": round(gap, 2),
-                    "pool_share": round(share, 4),
-                    "uncertainty": round(unc, 4),
-                    "priority": round(prio, 5),
-                    "val_frames": r.get("frames"),
-                    "reason": reason,
-                }
-            )
-        total = sum(i["priority"] for i in key_items)
-        share_total = sum(i["pool_share"] for i in key_items)
-        for i in key_items:
-            pool = i["pool_share"] / share_total if share_total else 0.0
-            base = STEER * i["priority"] / total + (1 - STEER) * pool if total > 0 else pool
-            i["budget_share"] = round((1 - explore) * base, 4)
+        pool_vals = np.array([p.get(key) for p in pool_strata], dtype=object)
+        key_items = [
+            _item(key, value, r, overall, pool_vals == value, pool_uncertainty, metric) for value, r in rows.items()
+        ]
+        _share_budget(key_items, explore)
         weights[key] = {i["value"]: i["budget_share"] for i in key_items}
         items += key_items
     items.sort(key=lambda i: (-i["priority"], -i["pool_share"]))
@@ -82,3 +53,39 @@ def next_chunk_focus(
         "weights": weights,
         "unset": unset,
     }
+
+
+def _item(key: str, value: str, r: dict, overall, in_pool: np.ndarray, unc_all: np.ndarray, metric: str) -> dict:
+    """One stratum's gap (to its upper 95 % bound), pool share, uncertainty and priority, with the reason in words."""
+    in_pool = np.asarray(in_pool, bool)
+    share = float(in_pool.mean()) if len(in_pool) else 0.0
+    unc = float(unc_all[in_pool].mean()) if in_pool.any() else 0.0
+    fig = r.get(metric)
+    ci = r.get(ci_key(metric), [None, None])
+    hi = ci[1] if ci[1] is not None else fig
+    gap = max(0.0, (overall or 0.0) - (hi if hi is not None else (fig or 0.0))) if fig is not None else 0.0
+    reason = (
+        f"{key}={value}: {label(metric)} {fig if fig is not None else '–'} % vs {overall} % overall "
+        f"(95 % up to {hi}), {share:.0%} of the pool, uncertainty {unc:.2f}"
+        + (" — too few val frames to judge" if r.get("small") else "")
+    )
+    return {
+        "key": key,
+        "value": value,
+        "gap": round(gap, 2),
+        "pool_share": round(share, 4),
+        "uncertainty": round(unc, 4),
+        "priority": round(gap * share * unc, 5),
+        "val_frames": r.get("frames"),
+        "reason": reason,
+    }
+
+
+def _share_budget(items: list[dict], explore: float) -> None:
+    """Each stratum's ``budget_share`` of one attribute: ``STEER`` by priority, the rest by pool share, × (1 − explore)."""
+    total = sum(i["priority"] for i in items)
+    share_total = sum(i["pool_share"] for i in items)
+    for i in items:
+        pool = i["pool_share"] / share_total if share_total else 0.0
+        base = STEER * i["priority"] / total + (1 - STEER) * pool if total > 0 else pool
+        i["budget_share"] = round((1 - explore) * base, 4)

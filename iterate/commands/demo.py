@@ -28,30 +28,35 @@ def _figures(r: dict | None, split: str) -> str:
     )
 
 
+LabelsOpt = Annotated[Path, typer.Option(help="ground truth the oracle annotator answers from")]
+StepsOpt = Annotated[
+    list[int] | None,
+    typer.Option(
+        help="each round's retrain in optimiser steps (repeat per round; default 500 then 800): the same figures "
+        "on every machine; a round says the time it takes here",
+        min=1,
+    ),
+]
+MinutesOpt = Annotated[
+    list[float] | None,
+    typer.Option(help="instead of --steps: a cap on each round's retrain wall time (figures follow the machine)"),
+]
+KeepServerOpt = Annotated[bool, typer.Option(help="leave the local Label Studio running at the end")]
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="the demo's own folder (default: the manifest's workspace name + '-demo'); recreated on every run"
+    ),
+]
+
+
 def demo(
     manifest: ManifestOpt = DEFAULT,
-    labels: Annotated[Path, typer.Option(help="ground truth the oracle annotator answers from")] = Path(
-        "demo_data/pool.coco.json"
-    ),
-    steps: Annotated[
-        list[int] | None,
-        typer.Option(
-            help="each round's retrain in optimiser steps (repeat per round; default 500 then 800): the same figures "
-            "on every machine; a round says the time it takes here",
-            min=1,
-        ),
-    ] = None,
-    minutes: Annotated[
-        list[float] | None,
-        typer.Option(help="instead of --steps: a cap on each round's retrain wall time (figures follow the machine)"),
-    ] = None,
-    keep_server: Annotated[bool, typer.Option(help="leave the local Label Studio running at the end")] = False,
-    workspace: Annotated[
-        Path | None,
-        typer.Option(
-            help="the demo's own folder (default: the manifest's workspace name + '-demo'); recreated on every run"
-        ),
-    ] = None,
+    labels: LabelsOpt = Path("demo_data/pool.coco.json"),
+    steps: StepsOpt = None,
+    minutes: MinutesOpt = None,
+    keep_server: KeepServerOpt = False,
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Run the loop on the bundled demo data: two rounds of select → Label Studio → sync → retrain → report.
 
@@ -68,35 +73,17 @@ def demo(
     # the demo never touches the manifest's workspace: it works in a folder of its own that it marks as its own
     m.workspace = str((workspace if workspace is not None else demo_workspace(m)).expanduser().resolve())
     check_workspace(m, manifest)
-
-    def on_epoch(r: dict) -> None:
-        if PCKH01 in r:
-            console.print(
-                f"  epoch {r['epoch'] + 1} (step {r['step']}): loss {r['loss']:.3f}, "
-                f"val PCKh@0.1 {r[PCKH01]:.1f} %, @0.5 {r[PCKH05]:.1f} %",
-                highlight=False,
-            )
-
-    def say(s: str) -> None:
-        console.print(s, highlight=False)
-
-    def on_result(r) -> None:
-        figs = f"{_figures(r.val or None, 'val')}; {_figures(r.test or None, 'test')}"
-        say(
-            f"base model, before any labels: {figs}" if r.round == 0 else f"round {r.round}: {figs} — report {r.report}"
-        )
-
     results = run_demo(
         m,
         labels,
         minutes,
         steps=steps,
         keep_server=keep_server,
-        say=say,
+        say=_say,
         status=console.status,
         rule=console.rule,
-        on_epoch=on_epoch,
-        on_result=on_result,
+        on_epoch=_on_epoch,
+        on_result=_on_result,
     )
     console.rule("demo done")
     for r in results:
@@ -104,6 +91,23 @@ def demo(
         console.print(f"{name}  {_figures(r.val, 'val')}  |  {_figures(r.test, 'test')}  {r.report}", highlight=False)
     console.print(f"reports: {m.workspace_dir / 'reports'} (latest.md); wall time {time.time() - t0:.0f} s")
     console.print(f"figures: {m.workspace_dir / 'demo-results.json'}", highlight=False)
+
+
+def _say(s: str) -> None:
+    console.print(s, highlight=False)
+
+
+def _on_epoch(r: dict) -> None:
+    if PCKH01 in r:
+        _say(
+            f"  epoch {r['epoch'] + 1} (step {r['step']}): loss {r['loss']:.3f}, "
+            f"val PCKh@0.1 {r[PCKH01]:.1f} %, @0.5 {r[PCKH05]:.1f} %"
+        )
+
+
+def _on_result(r) -> None:
+    figs = f"{_figures(r.val or None, 'val')}; {_figures(r.test or None, 'test')}"
+    _say(f"base model, before any labels: {figs}" if r.round == 0 else f"round {r.round}: {figs} — report {r.report}")
 
 
 def register(app) -> None:

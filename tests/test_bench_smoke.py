@@ -1,7 +1,8 @@
-"""Benchmarks cannot rot (issue 31, item 6; issue "One loop": `bench/ls_roundtrip.py` failed for months once the
-demo manifest gained `train.replay`): every script in bench/ has a smoke mode (``--smoke``: tiny sizes, seconds),
-and each runs here as a subprocess, its results redirected by ``ITERATE_BENCH_RESULTS`` to a temporary folder. A
-bench that breaks fails the suite, and so does a new bench without an entry in ``SMOKES``.
+"""Benchmarks cannot rot (issue 31, item 6; issue "One loop": `bench/speed/ls_roundtrip.py` failed for months once
+the demo manifest gained `train.replay`): every script in bench/ (speed/, release/, experiments/<question>/) has a
+smoke mode (``--smoke``: tiny sizes, seconds), and each runs here as a subprocess, its results redirected by
+``ITERATE_BENCH_RESULTS`` to a temporary folder. A bench that breaks fails the suite, and so does a new bench without
+an entry in ``SMOKES``.
 
 Each run must exit 0, end its stdout with its figures as ``name=value`` lines (the figures of its results file, in
 order), write that results file into the temporary folder, and leave bench/results and model/weights alone.
@@ -196,9 +197,16 @@ SMOKES: dict[str, Smoke] = {
 }
 
 
-def bench_scripts() -> list[str]:
-    """The bench scripts: bench/*.py but helper modules (a leading underscore, like ``_common.py``)."""
-    return sorted(p.stem for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+LAYOUT = ("speed/*.py", "release/*.py", "experiments/*/*.py")  # the only places a bench script lives
+
+
+def bench_scripts() -> dict[str, Path]:
+    """The bench scripts by name (their file's stem): bench/**/*.py but helper modules (a leading underscore, like
+    ``bench/_common.py``)."""
+    paths = [p for p in BENCH.rglob("*.py") if not p.name.startswith("_") and "results" not in p.parts]
+    by_name = {p.stem: p for p in paths}
+    assert len(by_name) == len(paths), f"two bench scripts share a name: {sorted(str(p) for p in paths)}"
+    return dict(sorted(by_name.items()))
 
 
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:
@@ -222,7 +230,8 @@ def test_every_bench_has_a_smoke_entry():
         "mode (tiny sizes, a few seconds, results via bench/_common.py where ITERATE_BENCH_RESULTS points) and an entry"
     )
     assert not sorted(set(SMOKES) - set(scripts)), "SMOKES names scripts that are not in bench/"
-    lacking = [s for s in scripts if '"--smoke"' not in (BENCH / f"{s}.py").read_text()]
+    paths = bench_scripts()
+    lacking = [s for s in scripts if '"--smoke"' not in paths[s].read_text()]
     assert not lacking, f"bench scripts without a --smoke option: {lacking}"
 
 
@@ -236,7 +245,7 @@ def test_bench_smoke(bench, tmp_path, request):
     smoke_files = {p for p in results.rglob("*smoke*")}
     env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path)}
     r = subprocess.run(
-        [sys.executable, str(BENCH / f"{bench}.py"), "--smoke"],
+        [sys.executable, str(bench_scripts()[bench]), "--smoke"],
         capture_output=True,
         text=True,
         env=env,

@@ -2,7 +2,7 @@
 the demo manifest gained `train.replay`): every script in bench/ (speed/, release/, experiments/<question>/) has a
 smoke mode (``--smoke``: tiny sizes, seconds), and each runs here as a subprocess, its results redirected by
 ``ITERATE_BENCH_RESULTS`` to a temporary folder. A bench that breaks fails the suite, and so does a new bench without
-an entry in ``SMOKES``.
+an entry in ``SMOKES``, a script outside the layout, or an experiment folder without its README.
 
 Each run must exit 0, end its stdout with its figures as ``name=value`` lines (the figures of its results file, in
 order), write that results file into the temporary folder, and leave bench/results and model/weights alone.
@@ -198,6 +198,7 @@ SMOKES: dict[str, Smoke] = {
 
 
 LAYOUT = ("speed/*.py", "release/*.py", "experiments/*/*.py")  # the only places a bench script lives
+README_SECTIONS = ("## Question", "## Command", "## Verdict", "## Superseded by")  # an experiment's README
 
 
 def bench_scripts() -> dict[str, Path]:
@@ -233,6 +234,25 @@ def test_every_bench_has_a_smoke_entry():
     paths = bench_scripts()
     lacking = [s for s in scripts if '"--smoke"' not in paths[s].read_text()]
     assert not lacking, f"bench scripts without a --smoke option: {lacking}"
+
+
+def test_bench_layout():
+    """bench/ holds speed benchmarks (speed/), release tools (release/: what writes model/weights and the docs'
+    figures of it) and experiments, one folder per question with a README (question, command, verdict, superseded
+    by); one helper module, bench/_common.py; results in bench/results/<name>.json (or a folder for a simulation)."""
+    placed = {p for pattern in LAYOUT for p in BENCH.glob(pattern)}
+    stray = sorted(str(p.relative_to(BENCH)) for p in bench_scripts().values() if p not in placed)
+    assert not stray, f"bench scripts outside speed/, release/ and experiments/<question>/: {stray}"
+    assert sorted(p.name for p in BENCH.glob("*.py")) == ["_common.py"], "bench/ itself holds only _common.py"
+    folders = sorted(p for p in (BENCH / "experiments").iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders
+    for folder in folders:
+        readme = folder / "README.md"
+        assert readme.is_file(), f"{folder.relative_to(REPO)}: an experiment without README.md"
+        text = readme.read_text()
+        missing = [s for s in README_SECTIONS if s not in text]
+        assert not missing, f"{readme.relative_to(REPO)} lacks {missing}"
+        assert list(folder.glob("*.py")), f"{folder.relative_to(REPO)}: an experiment folder without its script"
 
 
 @pytest.mark.parametrize("bench", sorted(SMOKES))

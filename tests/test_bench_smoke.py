@@ -263,7 +263,9 @@ def test_bench_smoke(bench, tmp_path, request):
     weights = _listing(REPO / "model" / "weights")
     results = REPO / "bench" / "results"
     smoke_files = {p for p in results.rglob("*smoke*")}
-    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path)}
+    # this checkout's packages first: an editable install may point at another checkout of the repo
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path), "PYTHONPATH": path}
     r = subprocess.run(
         [sys.executable, str(bench_scripts()[bench]), "--smoke"],
         capture_output=True,

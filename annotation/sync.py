@@ -96,7 +96,7 @@ def sync_labels(
     wm = None if full else ledger.get(_wm_key(pid))
     since = (_ts(wm) - timedelta(seconds=1)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if wm else None
     # many updated tasks: one export of the whole project is far cheaper than one export request per chunk of ids
-    # (`bench/ls_roundtrip.py`: sync_over_export); a few among many: list what changed, export just those ids
+    # (`bench/speed/ls_roundtrip.py`: sync_over_export); a few among many: list what changed, export just those ids
     whole = None
     proj = studio.project(pid)
     if proj is None:

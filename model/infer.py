@@ -297,7 +297,7 @@ class Predictor:
 
     def _iterate(self, loader: DataLoader, n: int):
         """``workers=None`` (default): batches read in a background thread when there is more than one batch
-        (`bench/infer_throughput.py`); ``workers=N``: N loader processes, as the DataLoader runs them."""
+        (`bench/speed/infer_throughput.py`); ``workers=N``: N loader processes, as the DataLoader runs them."""
         if self.workers is None and n > self.batch_size:
             return _Prefetch(loader)
         return loader
@@ -470,8 +470,9 @@ class Predictor:
     def _refine_pass(self, samples, kps, scores, head_boxes: np.ndarray | None = None) -> None:
         """Second pass on the person box that the first (whole-frame) pass found: the person fills the crop. The box
         is the confident joints' box; with a box head, the mean of that and the head's box (centre averaged, side
-        geometric mean — `bench/person_box.py` measures each). With ``refine_passes`` > 1 each later pass re-boxes
-        on the last one's keypoints and on the head's box read on the last crop (`bench/box_fusion.py`)."""
+        geometric mean — `bench/experiments/person_box/person_box.py` measures each). With ``refine_passes`` > 1
+        each later pass re-boxes on the last one's keypoints and on the head's box read on the last crop
+        (`bench/experiments/box_fusion/box_fusion.py`)."""
         hb = None if head_boxes is None else head_boxes.copy()
         for p in range(self.refine_passes):
             boxes = self._refine_boxes(samples, kps, scores, hb)

@@ -1,10 +1,10 @@
 """Training: weighted heatmap MSE, AdamW, warm-up + cosine/step schedule, freeze policy, atomic best/last
 checkpoints with optimizer state, resume, warm start.
 
-The CPU default recipe (measured in ``bench/learn_cpu.py``): zero-initialised head, loss × 1000, pixels near a
-joint's peak weighted 10× (``fg_weight`` 9: +5 PCKh@0.5 in 4,000 steps), AdamW 3e-3 with 100 warm-up steps then
-cosine, batch 16. A plain MSE recipe with a random head never leaves the all-zero-heatmap plateau in 10 CPU
-minutes.
+The CPU default recipe (measured in ``bench/experiments/cpu_recipe/learn_cpu.py``): zero-initialised head, loss ×
+1000, pixels near a joint's peak weighted 10× (``fg_weight`` 9: +5 PCKh@0.5 in 4,000 steps), AdamW 3e-3 with 100
+warm-up steps then cosine, batch 16. A plain MSE recipe with a random head never leaves the all-zero-heatmap
+plateau in 10 CPU minutes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Benchmarks cannot rot (issue 31, item 6; issue "One loop": `bench/ls_roundtrip.py` failed for months once the
-demo manifest gained `train.replay`): every script in bench/ has a smoke mode (``--smoke``: tiny sizes, seconds),
-and each runs here as a subprocess, its results redirected by ``ITERATE_BENCH_RESULTS`` to a temporary folder. A
-bench that breaks fails the suite, and so does a new bench without an entry in ``SMOKES``.
+"""Benchmarks cannot rot (issue 31, item 6; issue "One loop": `bench/speed/ls_roundtrip.py` failed for months once
+the demo manifest gained `train.replay`): every script in bench/ (speed/, release/, experiments/<question>/) has a
+smoke mode (``--smoke``: tiny sizes, seconds), and each runs here as a subprocess, its results redirected by
+``ITERATE_BENCH_RESULTS`` to a temporary folder. A bench that breaks fails the suite, and so does a new bench without
+an entry in ``SMOKES``, a script outside the layout, or an experiment folder without its README.
 
 Each run must exit 0, end its stdout with its figures as ``name=value`` lines (the figures of its results file, in
 order), write that results file into the temporary folder, and leave bench/results and model/weights alone.
@@ -196,9 +197,17 @@ SMOKES: dict[str, Smoke] = {
 }
 
 
-def bench_scripts() -> list[str]:
-    """The bench scripts: bench/*.py but helper modules (a leading underscore, like ``_common.py``)."""
-    return sorted(p.stem for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+LAYOUT = ("speed/*.py", "release/*.py", "experiments/*/*.py")  # the only places a bench script lives
+README_SECTIONS = ("## Question", "## Command", "## Verdict", "## Superseded by")  # an experiment's README
+
+
+def bench_scripts() -> dict[str, Path]:
+    """The bench scripts by name (their file's stem): bench/**/*.py but helper modules (a leading underscore, like
+    ``bench/_common.py``)."""
+    paths = [p for p in BENCH.rglob("*.py") if not p.name.startswith("_") and "results" not in p.parts]
+    by_name = {p.stem: p for p in paths}
+    assert len(by_name) == len(paths), f"two bench scripts share a name: {sorted(str(p) for p in paths)}"
+    return dict(sorted(by_name.items()))
 
 
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:
@@ -222,8 +231,28 @@ def test_every_bench_has_a_smoke_entry():
         "mode (tiny sizes, a few seconds, results via bench/_common.py where ITERATE_BENCH_RESULTS points) and an entry"
     )
     assert not sorted(set(SMOKES) - set(scripts)), "SMOKES names scripts that are not in bench/"
-    lacking = [s for s in scripts if '"--smoke"' not in (BENCH / f"{s}.py").read_text()]
+    paths = bench_scripts()
+    lacking = [s for s in scripts if '"--smoke"' not in paths[s].read_text()]
     assert not lacking, f"bench scripts without a --smoke option: {lacking}"
+
+
+def test_bench_layout():
+    """bench/ holds speed benchmarks (speed/), release tools (release/: what writes model/weights and the docs'
+    figures of it) and experiments, one folder per question with a README (question, command, verdict, superseded
+    by); one helper module, bench/_common.py; results in bench/results/<name>.json (or a folder for a simulation)."""
+    placed = {p for pattern in LAYOUT for p in BENCH.glob(pattern)}
+    stray = sorted(str(p.relative_to(BENCH)) for p in bench_scripts().values() if p not in placed)
+    assert not stray, f"bench scripts outside speed/, release/ and experiments/<question>/: {stray}"
+    assert sorted(p.name for p in BENCH.glob("*.py")) == ["_common.py"], "bench/ itself holds only _common.py"
+    folders = sorted(p for p in (BENCH / "experiments").iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders
+    for folder in folders:
+        readme = folder / "README.md"
+        assert readme.is_file(), f"{folder.relative_to(REPO)}: an experiment without README.md"
+        text = readme.read_text()
+        missing = [s for s in README_SECTIONS if s not in text]
+        assert not missing, f"{readme.relative_to(REPO)} lacks {missing}"
+        assert list(folder.glob("*.py")), f"{folder.relative_to(REPO)}: an experiment folder without its script"
 
 
 @pytest.mark.parametrize("bench", sorted(SMOKES))
@@ -234,9 +263,11 @@ def test_bench_smoke(bench, tmp_path, request):
     weights = _listing(REPO / "model" / "weights")
     results = REPO / "bench" / "results"
     smoke_files = {p for p in results.rglob("*smoke*")}
-    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path)}
+    # this checkout's packages first: an editable install may point at another checkout of the repo
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path), "PYTHONPATH": path}
     r = subprocess.run(
-        [sys.executable, str(BENCH / f"{bench}.py"), "--smoke"],
+        [sys.executable, str(bench_scripts()[bench]), "--smoke"],
         capture_output=True,
         text=True,
         env=env,

@@ -71,7 +71,13 @@ def test_demo_files_and_output_never_hold_the_token(tmp_path, lspet_coco, studio
     res = json.loads((ws / "demo-results.json").read_text())
     assert [(r["round"], r["steps"]) for r in res["rounds"] if r["round"]] == [(1, 3), (2, 4)]
     env = {**os.environ, "ITERATE_BENCH_RESULTS": str(tmp_path / "bench")}
-    cmd = [sys.executable, str(REPO / "bench" / "demo_figures.py"), "--smoke", "--from", str(ws / "demo-results.json")]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "release" / "demo_figures.py"),
+        "--smoke",
+        "--from",
+        str(ws / "demo-results.json"),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].startswith("round2_train_s=")

@@ -1,5 +1,5 @@
 """People who do not fill the frame (issue 30, item 2): the zoom-out placement a box head learns from, the
-`localise: box_head` inference path, and the bench's smoke mode (bench/small_person.py)."""
+`localise: box_head` inference path, and the bench's smoke mode (bench/experiments/small_person/small_person.py)."""
 
 from __future__ import annotations
 

@@ -357,7 +357,8 @@ class TrainSettings(_Strict):
         9.0,
         ge=0,
         description="heatmap loss: each pixel weighs 1 + this × the target's 3×3 maximum there, so the pixels "
-        "around a joint's peak count more than the background (0 = plain MSE; 9 measured best in bench/learn_cpu.py)",
+        "around a joint's peak count more than the background (0 = plain MSE; 9 measured best in "
+        "bench/experiments/cpu_recipe/learn_cpu.py)",
     )
     ohkm_topk: int = Field(
         0,

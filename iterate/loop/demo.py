@@ -132,7 +132,7 @@ def _figs(r: dict) -> dict:
 
 
 def _write_results(m: Manifest, results: list[RoundResult], plan, wall_s: float) -> Path:
-    """The demo's figures, round by round, for `bench/demo_figures.py` to record (what docs/demo.md quotes)."""
+    """The demo's figures, round by round, for `bench/release/demo_figures.py` to record (what docs/demo.md quotes)."""
     out = m.workspace_dir / "demo-results.json"
     data = {
         "plan": [{"by": by, "value": v} for by, v in plan],

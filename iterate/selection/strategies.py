@@ -12,7 +12,7 @@ A strategy takes a :class:`Pool` (what is known about the candidate rows) and a 
         return p.done(budget)
 
 Everything is O(n log n) in the pool size plus O(k · candidates) for k-center: membership is one boolean mask,
-never a set rebuilt per row (1,000,000 rows: `bench/select_scale.py`).
+never a set rebuilt per row (1,000,000 rows: `bench/speed/select_scale.py`).
 """
 
 from __future__ import annotations

@@ -134,6 +134,20 @@ def region_id(rng: random.Random | None = None) -> str:
     return "".join(r.choice(string.ascii_letters + string.digits + "_-") for _ in range(10))
 
 
+def _image_region(width: int, height: int, value: dict, rid: str, from_name: str, kind: str, origin: str) -> dict:
+    return {
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": 0,
+        "value": value,
+        "id": rid,
+        "from_name": from_name,
+        "to_name": IMAGE,
+        "type": kind,
+        "origin": origin,
+    }
+
+
 def to_result(
     cfg: LabelingSetup,
     keypoints,
@@ -154,34 +168,13 @@ def to_result(
             continue
         rid = region_id(rng)
         value = {"x": 100.0 * x / width, "y": 100.0 * y / height, "width": 0.25, "keypointlabels": [name]}
-        item = {
-            "original_width": width,
-            "original_height": height,
-            "image_rotation": 0,
-            "value": value,
-            "id": rid,
-            "from_name": KP,
-            "to_name": IMAGE,
-            "type": "keypointlabels",
-            "origin": origin,
-        }
+        item = _image_region(width, height, value, rid, KP, "keypointlabels", origin)
         if scores is not None:
             item["score"] = float(scores[j])
         out.append(item)
         if v == 1:
-            out.append(
-                {
-                    "original_width": width,
-                    "original_height": height,
-                    "image_rotation": 0,
-                    "value": {"x": value["x"], "y": value["y"], "width": 0.25, "choices": ["occluded"]},
-                    "id": rid,
-                    "from_name": VIS,
-                    "to_name": IMAGE,
-                    "type": "choices",
-                    "origin": origin,
-                }
-            )
+            occluded = {"x": value["x"], "y": value["y"], "width": 0.25, "choices": ["occluded"]}
+            out.append(_image_region(width, height, occluded, rid, VIS, "choices", origin))
     for key, val in (attributes or {}).items():
         if key in cfg.strata and val in cfg.strata[key]:
             out.append(

@@ -210,42 +210,72 @@ def push(
             s.already += 1
             continue
         f = ledger.frame(fid)
-        if f is None:
-            s.refused.append(f"{fid}: not a frame in the ledger")
-            continue
-        if not Path(f.path).is_file():
-            s.refused.append(f"{f.path}: image file missing; refused before sending")
-            continue
-        if fixed_split(f):
-            s.refused.append(fixed_split(f))
-            continue
+        prediction = predictions[fid] if predictions and fid in predictions else None
         try:
-            task: dict = {"data": pushed_data(cfg, f)}
-        except StudioError as e:
+            task, k3 = _task(cfg, iface, fid, f, prediction, model_version)
+        except _Refused as e:
             s.refused.append(str(e))
             continue
-        if predictions and fid in predictions:
-            kps, scores = predictions[fid]
-            # a prediction slightly off the frame (a cut-off limb) is placed on its edge for the annotator
-            xy = np.clip(np.asarray(kps, dtype=np.float64), 0, [f.width - 1, f.height - 1])
-            # a joint the model does not predict (NaN: not among its joints) is left unplaced, never guessed
-            k3 = [[float(x), float(y), 2] if np.isfinite([x, y]).all() else [0.0, 0.0, 0] for x, y in xy]
-            placed = [float(c) for c, k in zip(scores, k3) if k[2]]
-            result = to_result(cfg, k3, f.width, f.height, origin="prediction", scores=scores)
-            mean = float(np.mean(placed)) if placed else 0.0
-            pred = {"model_version": model_version or "iterate", "score": mean, "result": result}
-            errors = iface.validate_prediction(pred, return_errors=True)
-            if errors:
-                s.refused.append(
-                    f"{f.path}: prediction does not fit the labeling config ({'; '.join(map(str, errors))[:200]})"
-                )
-                continue
-            task["predictions"] = [pred]
+        if k3 is not None:
             pre[fid] = k3
         todo.append(task)
         folders.add(Path(f.path).resolve().parent)
     if todo:
         _ensure_storage(cfg, studio, pid, folders)
+    _import(cfg, ledger, studio, pid, todo, pre, round_id, s, progress)
+    if model_version and todo:
+        studio.update_project(pid, model_version=model_version)
+    return s
+
+
+class _Refused(Exception):
+    """A frame this push does not send, and why (listed in the summary)."""
+
+
+def _task(cfg: LabelingSetup, iface, fid: str, f, prediction: tuple | None, model_version: str | None):
+    """The frame's task (with the model's prediction when given) → (task, the pre-annotation pushed or None);
+    raises :class:`_Refused` for a frame not in the ledger, an image gone, a fixed-split frame, a path Label Studio
+    cannot serve, a prediction that does not fit the labeling config."""
+    if f is None:
+        raise _Refused(f"{fid}: not a frame in the ledger")
+    if not Path(f.path).is_file():
+        raise _Refused(f"{f.path}: image file missing; refused before sending")
+    if fixed_split(f):
+        raise _Refused(fixed_split(f))
+    try:
+        task: dict = {"data": pushed_data(cfg, f)}
+    except StudioError as e:
+        raise _Refused(str(e)) from None
+    if prediction is None:
+        return task, None
+    kps, scores = prediction
+    # a prediction slightly off the frame (a cut-off limb) is placed on its edge for the annotator
+    xy = np.clip(np.asarray(kps, dtype=np.float64), 0, [f.width - 1, f.height - 1])
+    # a joint the model does not predict (NaN: not among its joints) is left unplaced, never guessed
+    k3 = [[float(x), float(y), 2] if np.isfinite([x, y]).all() else [0.0, 0.0, 0] for x, y in xy]
+    placed = [float(c) for c, k in zip(scores, k3) if k[2]]
+    result = to_result(cfg, k3, f.width, f.height, origin="prediction", scores=scores)
+    mean = float(np.mean(placed)) if placed else 0.0
+    pred = {"model_version": model_version or "iterate", "score": mean, "result": result}
+    errors = iface.validate_prediction(pred, return_errors=True)
+    if errors:
+        raise _Refused(f"{f.path}: prediction does not fit the labeling config ({'; '.join(map(str, errors))[:200]})")
+    task["predictions"] = [pred]
+    return task, k3
+
+
+def _import(
+    cfg: LabelingSetup,
+    ledger: Ledger,
+    studio: Studio,
+    pid: int,
+    todo: list[dict],
+    pre: dict[str, list],
+    round_id: int | None,
+    s: PushSummary,
+    progress,
+) -> None:
+    """Import the tasks in batches, each batch's task ids recorded in the ledger as soon as the server gives them."""
     bs = cfg.label_studio.batch_size
     for i in range(0, len(todo), bs):
         batch = todo[i : i + bs]
@@ -262,9 +292,6 @@ def push(
         s.batches += 1
         if progress:
             progress(s.pushed, len(todo))
-    if model_version and todo:
-        studio.update_project(pid, model_version=model_version)
-    return s
 
 
 def frames_of_round(ledger: Ledger, round_id: int) -> list[str]:

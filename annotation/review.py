@@ -111,6 +111,47 @@ def _adopt(ledger: Ledger, studio: Studio, pid: int, items: list[ReviewItem]) ->
                 ledger.add_task(fid, pid, tid, prediction=kps)
 
 
+def _review_predictions(cfg: LabelingSetup, it: ReviewItem) -> list[dict]:
+    """The task's predictions: the label under review (with its strata), and the model's keypoints when given (a
+    joint it does not predict left unplaced, one slightly off the frame placed on its edge)."""
+    f, lab = it.frame, it.label
+    preds = [_prediction(cfg, f, lab.keypoints, LABEL_VERSION, attributes=_strata(cfg, lab.attributes))]
+    if it.model is not None:
+        m = np.asarray(it.model, np.float64)
+        ok = np.isfinite(m[:, :2]).all(1)
+        xy = np.clip(np.nan_to_num(m[:, :2]), 0, [f.width - 1, f.height - 1])
+        k3 = [[float(x), float(y), 2 if o else 0] for (x, y), o in zip(xy, ok)]
+        preds.append(_prediction(cfg, f, k3, MODEL_VERSION, scores=np.nan_to_num(m[:, 2])))
+    return preds
+
+
+def _import_reviews(
+    cfg: LabelingSetup,
+    ledger: Ledger,
+    studio: Studio,
+    pid: int,
+    todo: list[dict],
+    meta: list[tuple],
+    s: ReviewPushSummary,
+) -> None:
+    """Import the review tasks in batches; each task id recorded as it comes (in place of a frame's earlier review
+    task when it had one)."""
+    bs = cfg.label_studio.batch_size
+    for i in range(0, len(todo), bs):
+        batch, info = todo[i : i + bs], meta[i : i + bs]
+        ids = studio.import_tasks(pid, batch)
+        if len(ids) != len(batch):
+            raise IterateError(f"import returned {len(ids)} task ids for {len(batch)} review tasks; re-run to finish")
+        with ledger.transaction():
+            for (fid, kps, again), tid in zip(info, ids):
+                if again:
+                    ledger.replace_task(fid, pid, tid, prediction=kps)
+                    s.replaced += 1
+                else:
+                    ledger.add_task(fid, pid, tid, prediction=kps)
+        s.pushed += len(batch)
+
+
 def push_reviews(cfg: LabelingSetup, ledger: Ledger, studio: Studio, items: list[ReviewItem]) -> ReviewPushSummary:
     """One review task per flagged frame (see the module docstring)."""
     from label_studio_sdk.label_interface import LabelInterface
@@ -138,13 +179,7 @@ def push_reviews(cfg: LabelingSetup, ledger: Ledger, studio: Studio, items: list
         except IterateError as e:
             s.refused.append(str(e))
             continue
-        preds = [_prediction(cfg, f, lab.keypoints, LABEL_VERSION, attributes=_strata(cfg, lab.attributes))]
-        if it.model is not None:
-            m = np.asarray(it.model, np.float64)
-            ok = np.isfinite(m[:, :2]).all(1)
-            xy = np.clip(np.nan_to_num(m[:, :2]), 0, [f.width - 1, f.height - 1])
-            k3 = [[float(x), float(y), 2 if o else 0] for (x, y), o in zip(xy, ok)]
-            preds.append(_prediction(cfg, f, k3, MODEL_VERSION, scores=np.nan_to_num(m[:, 2])))
+        preds = _review_predictions(cfg, it)
         bad = [e for p in preds for e in iface.validate_prediction(p, return_errors=True)]
         if bad:
             s.refused.append(
@@ -156,20 +191,7 @@ def push_reviews(cfg: LabelingSetup, ledger: Ledger, studio: Studio, items: list
         folders.add(Path(f.path).resolve().parent)
     if todo:
         _ensure_storage(cfg, studio, pid, folders)
-    bs = cfg.label_studio.batch_size
-    for i in range(0, len(todo), bs):
-        batch, info = todo[i : i + bs], meta[i : i + bs]
-        ids = studio.import_tasks(pid, batch)
-        if len(ids) != len(batch):
-            raise IterateError(f"import returned {len(ids)} task ids for {len(batch)} review tasks; re-run to finish")
-        with ledger.transaction():
-            for (fid, kps, again), tid in zip(info, ids):
-                if again:
-                    ledger.replace_task(fid, pid, tid, prediction=kps)
-                    s.replaced += 1
-                else:
-                    ledger.add_task(fid, pid, tid, prediction=kps)
-        s.pushed += len(batch)
+    _import_reviews(cfg, ledger, studio, pid, todo, meta, s)
     if s.pushed:  # once predictions of that version exist: the editor opens on the current label
         studio.update_project(pid, model_version=LABEL_VERSION)
     return s

@@ -120,6 +120,60 @@ class PoseDataset(Dataset):
         a = inside[..., None]
         return (crop * a + bg * (1 - a)).astype(np.uint8)
 
+    def _crop_box(self, i: int, img: np.ndarray, kps, vis, rng) -> tuple[tuple[float, float], float]:
+        """The crop's centre and side: the sample's box, else the whole frame; in training, at ``person_box_p``,
+        the labeled joints' box (jittered), as the refinement pass of inference sees people."""
+        center, side = self.boxes.get(i) or image_box(img.shape[1], img.shape[0])
+        if self.train and self.person_box_p > 0 and rng.random() < self.person_box_p:
+            box = keypoint_box(kps, vis, margin=float(rng.uniform(1.15, 1.5)))
+            if box is not None:
+                center, side = box
+                if self.box_jitter > 0:  # the refine pass's boxes are off-centre: train on such crops too
+                    dx, dy = rng.normal(0, self.box_jitter, size=2) * side
+                    center = (center[0] + float(dx), center[1] + float(dy))
+        return center, side
+
+    def _zoom_out(self, m: np.ndarray, rng, size: int) -> tuple[np.ndarray, bool]:
+        """In training, at ``zoom_out[0]``: the frame shrinks to f of the crop's side (log-uniform) at a random
+        place, a person far from the camera → (the matrix, whether it shrank)."""
+        if not (self.train and self.zoom_out[0] > 0 and rng.random() < self.zoom_out[0]):
+            return m, False
+        f = float(np.exp(rng.uniform(np.log(self.zoom_out[1]), 0.0)))
+        t = rng.uniform(0, size * (1 - f), size=2)
+        return compose(np.array([[f, 0, t[0]], [0, f, t[1]]]), m), True
+
+    def _augment(self, m: np.ndarray, kps, vis, rng, size: int):
+        """The training augmentation: head-up rotation, then the random plan's crop → (the matrix, the plan)."""
+        a = self.augment
+        if a.head_up:
+            ang = up_angle(kps, vis, self.up_joints)
+            if ang:
+                m = compose(rotate_about_matrix(ang, size), m)
+        plan = aug.plan(
+            rng,
+            size,
+            n=a.n,
+            m=a.m,
+            max_pixel=a.max_pixel,
+            max_noise=a.max_noise,
+            flip=a.flip,
+            rotate_deg=a.rotate_deg,
+            scale=a.scale,
+        )
+        return compose(plan.crop_matrix, m), plan
+
+    def _add_targets(self, out: dict, pts: np.ndarray, vis: np.ndarray) -> None:
+        """Heatmaps and weights (only where a loss is computed: inference ships crops and matrices alone); the
+        labeled person's box for a box head."""
+        if self.targets:
+            hm, w = self.codec.encode(pts, vis)
+            out["heatmaps"] = torch.from_numpy(hm)
+            out["weights"] = torch.from_numpy(w * self.joint_weights)
+        if self.box_targets:
+            box = keypoint_box(pts, vis, margin=BOX_MARGIN)
+            out["box"] = torch.tensor([box[0][0], box[0][1], box[1]] if box else [0.0, 0.0, 1.0], dtype=torch.float32)
+            out["box_valid"] = torch.tensor(1.0 if box else 0.0)
+
     def __getitem__(self, i: int) -> dict:
         s = self.samples[i]
         img, _ = read_image(s.path)  # any file name; refuses huge or degenerate frames instead of crashing
@@ -130,44 +184,13 @@ class PoseDataset(Dataset):
         kps = s.keypoints[:, :2].astype(np.float64) if s.keypoints is not None else np.zeros((k, 2))
         vis = s.keypoints[:, 2].copy() if s.keypoints is not None else np.zeros(k)
         rng = np.random.default_rng((self.seed, self.epoch, i))
-        center, side = self.boxes.get(i) or image_box(img.shape[1], img.shape[0])
-        if self.train and self.person_box_p > 0 and rng.random() < self.person_box_p:
-            # train on person crops too, as the refinement pass of inference sees them
-            box = keypoint_box(kps, vis, margin=float(rng.uniform(1.15, 1.5)))
-            if box is not None:
-                center, side = box
-                if self.box_jitter > 0:  # the refine pass's boxes are off-centre: train on such crops too
-                    dx, dy = rng.normal(0, self.box_jitter, size=2) * side
-                    center = (center[0] + float(dx), center[1] + float(dy))
-        m = crop_matrix(center, side, size)
-        zoomed = False
-        if self.train and self.zoom_out[0] > 0 and rng.random() < self.zoom_out[0]:
-            # the frame shrinks to f of the crop's side (log-uniform) at a random place: a person far from the camera
-            f = float(np.exp(rng.uniform(np.log(self.zoom_out[1]), 0.0)))
-            t = rng.uniform(0, size * (1 - f), size=2)
-            m = compose(np.array([[f, 0, t[0]], [0, f, t[1]]]), m)
-            zoomed = True
+        m = crop_matrix(*self._crop_box(i, img, kps, vis, rng), size)
+        m, zoomed = self._zoom_out(m, rng, size)
         plan = None
         if self.rotations.get(i):
             m = compose(rotate_about_matrix(self.rotations[i], size), m)
         if self.train and self.augment is not None:
-            a = self.augment
-            if a.head_up:
-                ang = up_angle(kps, vis, self.up_joints)
-                if ang:
-                    m = compose(rotate_about_matrix(ang, size), m)
-            plan = aug.plan(
-                rng,
-                size,
-                n=a.n,
-                m=a.m,
-                max_pixel=a.max_pixel,
-                max_noise=a.max_noise,
-                flip=a.flip,
-                rotate_deg=a.rotate_deg,
-                scale=a.scale,
-            )
-            m = compose(plan.crop_matrix, m)
+            m, plan = self._augment(m, kps, vis, rng, size)
         crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         if zoomed:
             crop = self._over_background(crop, img, m, rng, i, kps, vis)
@@ -177,14 +200,7 @@ class PoseDataset(Dataset):
                 pts, vis = pts[self.flip_index], vis[self.flip_index]
             crop = aug.apply_image_ops(rng, plan, crop)
         out = {"image": to_tensor(crop), "matrix": torch.from_numpy(m.astype(np.float64)), "index": i}
-        if self.targets:  # targets only where a loss is computed: inference ships crops and matrices alone
-            hm, w = self.codec.encode(pts, vis)
-            out["heatmaps"] = torch.from_numpy(hm)
-            out["weights"] = torch.from_numpy(w * self.joint_weights)
-        if self.box_targets:
-            box = keypoint_box(pts, vis, margin=BOX_MARGIN)
-            out["box"] = torch.tensor([box[0][0], box[0][1], box[1]] if box else [0.0, 0.0, 1.0], dtype=torch.float32)
-            out["box_valid"] = torch.tensor(1.0 if box else 0.0)
+        self._add_targets(out, pts, vis)
         return out
 
 

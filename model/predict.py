@@ -151,30 +151,9 @@ def predict_files(
     files = image_files(inputs)
     check_out(out, files)
     ids = coco_ids(coco, files) if coco is not None else {}
-    first_boxes = None
     if bbox_file is not None and detector is not None:
         raise IterateError("--bbox-file and --detector both give person boxes: choose one")
-    if detector is not None:
-        from model.detect import PersonDetector
-
-        arch, weights, thr = detector
-        found, several = PersonDetector(arch, weights, score=thr).person_boxes([str(f) for f in files])
-        first_boxes = found
-        if notes is not None:
-            notes.append(
-                f"person boxes from the {arch} detector: {len(found)} of {len(files)} images (the others: the whole "
-                f"frame); {several} image(s) with more than one person (the most confident box kept)"
-            )
-    if bbox_file is not None:
-        if coco is None:
-            raise IterateError("--bbox-file: give --coco too (detections name COCO image ids)")
-        found, several = read_person_boxes(bbox_file, set(ids.values()))
-        first_boxes = {i: found[ids[f]] for i, f in enumerate(files) if ids[f] in found}
-        if notes is not None:
-            notes.append(
-                f"person boxes from {bbox_file}: {len(first_boxes)} of {len(files)} images (the others: the whole "
-                f"frame); {several} image(s) with more than one person (the most confident box kept)"
-            )
+    first_boxes = _first_boxes(files, ids, coco, bbox_file, detector, notes)
     pred = load_predictor(
         model_path,
         joints=joints,
@@ -187,6 +166,48 @@ def predict_files(
         batch_size=batch_size,
     )
     res = pred.predict([Sample(str(f)) for f in files], person_boxes=first_boxes)
+    results = _result_rows(files, ids, res)
+    out.write_text(json.dumps(results))
+    return len(results), res.bad, pred.settings.describe()
+
+
+def _first_boxes(
+    files: list[Path],
+    ids: dict[Path, int],
+    coco: Path | None,
+    bbox_file: Path | None,
+    detector: tuple[str, Path, float] | None,
+    notes: list[str] | None,
+) -> dict | None:
+    """Each file's person box for the first pass (file position → box), from the detector or the detections file;
+    None (the checkpoint's own first pass) without either."""
+    if detector is not None:
+        from model.detect import PersonDetector
+
+        arch, weights, thr = detector
+        found, several = PersonDetector(arch, weights, score=thr).person_boxes([str(f) for f in files])
+        if notes is not None:
+            notes.append(
+                f"person boxes from the {arch} detector: {len(found)} of {len(files)} images (the others: the whole "
+                f"frame); {several} image(s) with more than one person (the most confident box kept)"
+            )
+        return found
+    if bbox_file is None:
+        return None
+    if coco is None:
+        raise IterateError("--bbox-file: give --coco too (detections name COCO image ids)")
+    found, several = read_person_boxes(bbox_file, set(ids.values()))
+    first_boxes = {i: found[ids[f]] for i, f in enumerate(files) if ids[f] in found}
+    if notes is not None:
+        notes.append(
+            f"person boxes from {bbox_file}: {len(first_boxes)} of {len(files)} images (the others: the whole "
+            f"frame); {several} image(s) with more than one person (the most confident box kept)"
+        )
+    return first_boxes
+
+
+def _result_rows(files: list[Path], ids: dict[Path, int], res) -> list[dict]:
+    """One COCO result per readable file: keypoints with their scores, the mean score, the box head's box."""
     results = []
     for i, f in enumerate(files):
         if np.isnan(res.keypoints[i]).all():  # unreadable
@@ -203,5 +224,4 @@ def predict_files(
             cx, cy, side = (float(v) for v in res.boxes[i])
             row["bbox"] = [round(cx - side / 2, 2), round(cy - side / 2, 2), round(side, 2), round(side, 2)]
         results.append(row)
-    out.write_text(json.dumps(results))
-    return len(results), res.bad, pred.settings.describe()
+    return results

@@ -192,6 +192,16 @@ def _averaged(model: nn.Module, ema: _Ema | None):
         model.load_state_dict(saved)
 
 
+@dataclass
+class _Weights:
+    """What the steps update: the network, its optimiser, the L2-SP anchor and the weight average."""
+
+    model: PoseHRNet
+    opt: torch.optim.Optimizer
+    anchor: dict
+    ema: _Ema | None = None
+
+
 def train(
     setup: TrainSetup,
     train_samples: list[Sample],
@@ -217,26 +227,16 @@ def train(
     if not train_samples:
         raise IterateError("nothing to train on — run `iterate sync-labels` or `iterate ingest` with labels")
     t0 = time.time()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)  # a checkpoint write a kill -9 cut off
-    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+    best_path, last_path = _out_dir(Path(out_dir))
     dev, rank, world = _device(device, distributed)
     torch.manual_seed(setup.train.seed)
     np.random.seed(setup.train.seed)
-    model, load_report = _build(setup, None if resume else init, allow_partial, dev)
-    base_lr = setup.train.finetune_lr if init else setup.train.lr  # a warm start fine-tunes gently
-    anchor = _anchor(model, setup.train.l2sp) if init else {}
-    opt = _optimizer(model, setup.train, base_lr, anchor)
+    w, load_report, base_lr = _start(setup, init, resume, allow_partial, dev)
     ds, sampler, loader = _data(setup, train_samples, distributed, rank, world, replay)
-    net = _wrap(model, dev, distributed)
+    net = _wrap(w.model, dev, distributed)
     plan = _plan(setup.train, len(loader), base_lr, time_limit_s, max_steps)
-    prog = _Progress()
-    if resume:
-        prog, load_report = _resume(last_path, model, opt)
-    ema = _Ema(model, setup.train.ema) if setup.train.ema > 0 else None
-    if resume and ema is not None:
-        ema.state = {k: v.clone() for k, v in load_file(last_path)["model"].items()}
+    prog, load_report = _resume(last_path, w.model, w.opt) if resume else (_Progress(), load_report)
+    w.ema = _ema(w.model, setup.train.ema, last_path if resume else None)
     scoring = evaluate is not None and bool(val_samples)
     t_start = time.time() - (float(prog.history[-1]["elapsed_s"]) if prog.history else 0.0)
     epoch = prog.start_epoch - 1
@@ -244,47 +244,84 @@ def train(
         ds.epoch = epoch
         if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
             sampler.set_epoch(epoch)
-        losses, stop = _epoch(
-            net, model, loader, opt, setup.train, plan, prog, dev, t_start, distributed, on_step, anchor, ema
-        )
-        rec = {
-            "epoch": epoch,
-            "step": prog.step,
-            "loss": float(np.mean(losses)) if losses else float("nan"),
-            "elapsed_s": round(time.time() - t_start, 2),
-        }
-        prog.since_eval += len(losses)
-        # val is scored every train.eval_every_steps steps, and always after the last epoch
-        due = scoring and (prog.since_eval >= setup.train.eval_every_steps or stop or epoch == plan.epochs - 1)
-        if due:
-            prog.since_eval = 0
-            if rank == 0:
-                with _averaged(model, ema):
-                    model.eval()
-                    rec.update(evaluate(model, val_samples))
-                    model.train()
+        losses, stop = _epoch(net, w, loader, setup.train, plan, prog, dev, t_start, distributed, on_step)
+        rec = _epoch_record(epoch, prog, losses, t_start)
+        due = scoring and _val_due(prog, setup.train.eval_every_steps, stop or epoch == plan.epochs - 1)
+        if due and rank == 0:
+            rec.update(_validate(w, evaluate, val_samples))
         improved = _record(rec, prog, setup.train.best_metric, due or not scoring)
         if rank == 0:
             config = _config(setup, plan.epochs, init, time_limit_s)
-            _save(model, setup, opt, prog, epoch, config, last_path, best_path if improved else None, ema)
+            _save(w.model, setup, w.opt, prog, epoch, config, last_path, best_path if improved else None, w.ema)
         if on_epoch:
             on_epoch(rec)
         if stop:
             break
+    secs = round(time.time() - t0, 1)
     return TrainResult(
-        best_path,
-        last_path,
-        epoch + 1,
-        prog.step,
-        prog.best_score,
-        prog.history,
-        prog.bad,
-        load_report,
-        round(time.time() - t0, 1),
+        best_path, last_path, epoch + 1, prog.step, prog.best_score, prog.history, prog.bad, load_report, secs
     )
 
 
 # -- the steps of train -----------------------------------------------------------------------------
+def _start(
+    setup: TrainSetup, init, resume: bool, allow_partial: bool, dev: torch.device
+) -> tuple[_Weights, str, float]:
+    """The network (:func:`_build`; on resume its weights come from the checkpoint after), the L2-SP anchor and
+    the optimiser at the base learning rate (a warm start fine-tunes gently) → (them, what loaded said, the base
+    learning rate)."""
+    model, load_report = _build(setup, None if resume else init, allow_partial, dev)
+    base_lr = setup.train.finetune_lr if init else setup.train.lr
+    anchor = _anchor(model, setup.train.l2sp) if init else {}
+    return _Weights(model, _optimizer(model, setup.train, base_lr, anchor), anchor), load_report, base_lr
+
+
+def _out_dir(out_dir: Path) -> tuple[Path, Path]:
+    """The run's folder, made, without the temporaries of a checkpoint write a kill -9 cut off → (best, last)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
+    return out_dir / "best.pt", out_dir / "last.pt"
+
+
+def _ema(model: PoseHRNet, decay: float, resumed: Path | None) -> _Ema | None:
+    """The weight average (``train.ema`` > 0); on resume, the one the checkpoint ``resumed`` saved."""
+    if decay <= 0:
+        return None
+    ema = _Ema(model, decay)
+    if resumed is not None:
+        ema.state = {k: v.clone() for k, v in load_file(resumed)["model"].items()}
+    return ema
+
+
+def _val_due(prog: _Progress, every: int, last: bool) -> bool:
+    """val is scored every ``every`` (train.eval_every_steps) steps, and always after the last epoch; when it is
+    due, the count starts again."""
+    if prog.since_eval >= every or last:
+        prog.since_eval = 0
+        return True
+    return False
+
+
+def _epoch_record(epoch: int, prog: _Progress, losses: list[float], t_start: float) -> dict:
+    rec = {
+        "epoch": epoch,
+        "step": prog.step,
+        "loss": float(np.mean(losses)) if losses else float("nan"),
+        "elapsed_s": round(time.time() - t_start, 2),
+    }
+    prog.since_eval += len(losses)
+    return rec
+
+
+def _validate(w: _Weights, evaluate: Callable, val_samples: list[Sample]) -> dict:
+    """``evaluate`` on the averaged weights, in eval mode."""
+    with _averaged(w.model, w.ema):
+        w.model.eval()
+        scores = evaluate(w.model, val_samples)
+        w.model.train()
+    return scores
+
+
 def _device(device: str | None, distributed: bool) -> tuple[torch.device, int, int]:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = 0, 1
@@ -443,9 +480,8 @@ def _resume(last_path: Path, model: PoseHRNet, opt) -> tuple[_Progress, str]:
 
 def _epoch(
     net,
-    model,
+    w: _Weights,
     loader,
-    opt,
     tcfg,
     plan: _Plan,
     prog: _Progress,
@@ -453,50 +489,25 @@ def _epoch(
     t_start: float,
     distributed: bool,
     on_step,
-    anchor: dict | None = None,
-    ema: _Ema | None = None,
 ) -> tuple[list[float], bool]:
     """One pass over the loader; → (the step losses, whether the run ends here)."""
     net.train()
-    _freeze_bn(model)
-    box_codec = BoxCodec(model.input_size, model.box_map_size) if model.box_head is not None else None
+    _freeze_bn(w.model)
+    box_codec = BoxCodec(w.model.input_size, w.model.box_map_size) if w.model.box_head is not None else None
     losses: list[float] = []
     for batch in loader:
         prog.bad += [p for p in batch["bad"] if p not in prog.bad]
         if "image" not in batch:
             continue
-        frac = prog.step / plan.total_steps
-        if plan.time_limit_s:
-            frac = max(frac, (time.time() - t_start) / plan.time_limit_s)
-        for grp in opt.param_groups:
-            grp["lr"] = plan.base_lr * lr_factor(min(frac, 1.0), plan.warmup_frac, tcfg.schedule)
-        x = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        y = batch["heatmaps"].to(dev, non_blocking=True)
-        w = batch["weights"].to(dev, non_blocking=True)
-        if box_codec is None:
-            loss = heatmap_loss(net(x), y, w, tcfg.loss_scale, tcfg.fg_weight, tcfg.ohkm_topk)
-        else:  # the box head learns the labeled person's box beside the heatmaps
-            hm, box_out = net(x, with_box=True)
-            b, v = batch["box"].to(dev), batch["box_valid"].to(dev)
-            loss = heatmap_loss(hm, y, w, tcfg.loss_scale, tcfg.fg_weight, tcfg.ohkm_topk) + box_codec.loss(
-                box_out.float(), b[:, :2], b[:, 2], v
-            )
+        _set_lr(w.opt, plan, prog, t_start, tcfg.schedule)
+        loss = _loss(net, batch, dev, tcfg, box_codec)
         if not bool(torch.isfinite(loss.detach())):  # a poisoned label or a diverging lr: stop, keep nothing
             raise TrainingDiverged(
                 f"training stopped at step {prog.step + 1}: the loss is {float(loss.detach()):g}, "
                 "not a finite number (check the labels for extreme coordinates, or lower the "
                 "learning rate); no model was recorded"
             )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if anchor:  # decoupled L2-SP: w ← w − lr·α·(w − w₀)
-            lr = opt.param_groups[0]["lr"]
-            with torch.no_grad():
-                for p, p0 in anchor.items():
-                    p.add_(p - p0, alpha=-lr * tcfg.l2sp)
-        if ema is not None:
-            ema.update(model, prog.step)
+        _optimise(w, loss, tcfg.l2sp, prog.step)
         prog.step += 1
         losses.append(float(loss.detach()))
         if on_step:
@@ -506,6 +517,43 @@ def _epoch(
         ):
             return losses, True
     return losses, False
+
+
+def _set_lr(opt, plan: _Plan, prog: _Progress, t_start: float, schedule: str) -> None:
+    """The schedule's learning rate at the run's progress: its steps, or its wall time when that is capped."""
+    frac = prog.step / plan.total_steps
+    if plan.time_limit_s:
+        frac = max(frac, (time.time() - t_start) / plan.time_limit_s)
+    for grp in opt.param_groups:
+        grp["lr"] = plan.base_lr * lr_factor(min(frac, 1.0), plan.warmup_frac, schedule)
+
+
+def _loss(net, batch: dict, dev, tcfg, box_codec: BoxCodec | None) -> torch.Tensor:
+    """The batch's heatmap loss; with a box head, plus the box loss (the labeled person's box)."""
+    x = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y = batch["heatmaps"].to(dev, non_blocking=True)
+    wt = batch["weights"].to(dev, non_blocking=True)
+    if box_codec is None:
+        return heatmap_loss(net(x), y, wt, tcfg.loss_scale, tcfg.fg_weight, tcfg.ohkm_topk)
+    hm, box_out = net(x, with_box=True)
+    b, v = batch["box"].to(dev), batch["box_valid"].to(dev)
+    return heatmap_loss(hm, y, wt, tcfg.loss_scale, tcfg.fg_weight, tcfg.ohkm_topk) + box_codec.loss(
+        box_out.float(), b[:, :2], b[:, 2], v
+    )
+
+
+def _optimise(w: _Weights, loss: torch.Tensor, l2sp: float, step: int) -> None:
+    """One optimiser step, then L2-SP's pull toward the start and the weight average."""
+    w.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    w.opt.step()
+    if w.anchor:  # decoupled L2-SP: w ← w − lr·α·(w − w₀)
+        lr = w.opt.param_groups[0]["lr"]
+        with torch.no_grad():
+            for p, p0 in w.anchor.items():
+                p.add_(p - p0, alpha=-lr * l2sp)
+    if w.ema is not None:
+        w.ema.update(w.model, step)
 
 
 def _record(rec: dict, prog: _Progress, best_metric: str, may_improve: bool) -> bool:

@@ -158,7 +158,17 @@ def cost_section(d: dict) -> list[str]:
             "before the ledger kept the pre-annotation, or adopted from the server): they count in hours only.",
             "",
         ]
-    L += _HEAD + [_row("all", last)]
+    L += _round_table(last)
+    if "picked_vs_explore_corrections" in last:
+        L += _picked_vs_random(last)
+    if len(rounds) > 1:
+        L += _rounds_table(rounds)
+    return L
+
+
+def _round_table(last: dict) -> list[str]:
+    """The round's costs: all its frames, picked and random ones, per annotator and per stratum value."""
+    L = _HEAD + [_row("all", last)]
     pc, ec = last.get("picked"), last.get("explore")
     if pc:
         L.append(_row("picked by selection", pc))
@@ -170,31 +180,36 @@ def cost_section(d: dict) -> list[str]:
         for v, g in vals.items():
             L.append(_row(f"{key}={v}", g))
     L.append("")
-    if "picked_vs_explore_corrections" in last:
-        r = last["picked_vs_explore_corrections"]
-        t = last.get("picked_vs_explore_seconds")
-        verdict = (
-            "the hard frames cost more; weigh that against what they teach (the control above)"
-            if r > 1.05
-            else "they cost less than random ones"
-            if r < 0.95
-            else "about the same: picking hard frames costs no extra corrections here"
+    return L
+
+
+def _picked_vs_random(last: dict) -> list[str]:
+    r = last["picked_vs_explore_corrections"]
+    t = last.get("picked_vs_explore_seconds")
+    verdict = (
+        "the hard frames cost more; weigh that against what they teach (the control above)"
+        if r > 1.05
+        else "they cost less than random ones"
+        if r < 0.95
+        else "about the same: picking hard frames costs no extra corrections here"
+    )
+    return [
+        f"The frames selection picked cost **{r:.2f}×** the corrections of the random ones"
+        + (f" and {t:.2f}× their median time" if t else "")
+        + f": {verdict}.",
+        "",
+    ]
+
+
+def _rounds_table(rounds: list[dict]) -> list[str]:
+    L = [
+        "| round | frames | annotator h | cumulative h | corrections / frame | pre-annotation right |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rounds:
+        L.append(
+            f"| {r['round'] if r['round'] is not None else '–'} | {r['frames']} | {_h(r['hours'])} | "
+            f"{_h(r['cumulative_hours'])} | {_n(r['corrections_per_frame'])} | {_share(r['pre_annotation_right'])} |"
         )
-        L += [
-            f"The frames selection picked cost **{r:.2f}×** the corrections of the random ones"
-            + (f" and {t:.2f}× their median time" if t else "")
-            + f": {verdict}.",
-            "",
-        ]
-    if len(rounds) > 1:
-        L += [
-            "| round | frames | annotator h | cumulative h | corrections / frame | pre-annotation right |",
-            "|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in rounds:
-            L.append(
-                f"| {r['round'] if r['round'] is not None else '–'} | {r['frames']} | {_h(r['hours'])} | "
-                f"{_h(r['cumulative_hours'])} | {_n(r['corrections_per_frame'])} | {_share(r['pre_annotation_right'])} |"
-            )
-        L.append("")
+    L.append("")
     return L

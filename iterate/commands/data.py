@@ -16,6 +16,7 @@ from iterate.core.ledger import Ledger
 from iterate.core.metric_keys import PCKH01, split_key
 from iterate.loop.cost import chunk_hours
 from iterate.loop.ingest import ingest, write_dropped
+from iterate.loop.ingest.common import SourceSummary
 from iterate.loop.init import write_manifest
 
 
@@ -43,17 +44,28 @@ def init(
     console.print(f"wrote {path}: edit sources, strata and target_size, then run [bold]iterate ingest[/]")
 
 
-def ingest_cmd(
-    manifest: ManifestOpt = DEFAULT,
-    list_dropped: Annotated[
-        bool,
-        typer.Option(
-            "--list-dropped",
-            help="print every item dropped (duplicates, near-duplicates, pool frames held out, unreadable files); "
-            "they are always listed in <workspace>/ingest-dropped.txt",
-        ),
-    ] = False,
-) -> None:
+ListDroppedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--list-dropped",
+        help="print every item dropped (duplicates, near-duplicates, pool frames held out, unreadable files); "
+        "they are always listed in <workspace>/ingest-dropped.txt",
+    ),
+]
+_INGEST_COLUMNS = (
+    "source",
+    "kind",
+    "split",
+    "added",
+    "already there",
+    "near-duplicates",
+    "held out",
+    "unreadable",
+    "labels added",
+)
+
+
+def ingest_cmd(manifest: ManifestOpt = DEFAULT, list_dropped: ListDroppedOpt = False) -> None:
     """Register the manifest's images, video frames and COCO labels in the ledger (re-running adds only what is new).
 
     Example: iterate ingest --manifest data_manifest.yaml
@@ -72,19 +84,22 @@ def ingest_cmd(
 
         summaries = ingest(m, ledger, progress)
         dropped_file, n_dropped = write_dropped(m, summaries)
+    console.print(_ingest_table(summaries))
+    for s in summaries:
+        _print_source_notes(s, list_dropped)
+    if dropped_file is not None:
+        more = "" if list_dropped else "; `iterate ingest --list-dropped` prints them"
+        console.print(
+            f"{n_dropped} dropped item(s) (duplicates, pool frames held out, unreadable) listed in "
+            f"{escape(str(dropped_file))}{more}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _ingest_table(summaries: list[SourceSummary]) -> Table:
     t = Table(title="ingest")
-    cols = (
-        "source",
-        "kind",
-        "split",
-        "added",
-        "already there",
-        "near-duplicates",
-        "held out",
-        "unreadable",
-        "labels added",
-    )
-    for col in cols:
+    for col in _INGEST_COLUMNS:
         t.add_column(col, justify="right" if col not in ("source", "kind", "split") else "left")
     for s in summaries:
         t.add_row(
@@ -98,36 +113,32 @@ def ingest_cmd(
             str(len(s.unreadable)),
             str(s.labels_added),
         )
-    console.print(t)
-    for s in summaries:
-        for line in s.notes:
-            console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
-        for p in s.unreadable:
-            console.print(f"[yellow]skipped:[/] {escape(p)}", highlight=False, soft_wrap=True)  # a path, whole
-        if list_dropped:
-            for p in s.dropped:
-                console.print(f"[yellow]dropped:[/] {escape(s.source)}: {escape(p)}", highlight=False, soft_wrap=True)
-        for k, n in s.unknown_strata.items():
-            console.print(
-                f"[yellow]{s.source}: stratum value {k} is not in the manifest ({n} labels; reported as 'other')[/]"
-            )
-        for what, ids in (
-            ("changed since it was ingested (its labels describe the old picture)", s.changed),
-            ("gone from disk", s.missing),
-        ):
-            for fid in ids:
-                console.print(
-                    f"[yellow]{s.source}: frame {fid} is {what}[/]; `iterate frames remove {fid}` retires it",
-                    highlight=False,
-                )
-    if dropped_file is not None:
-        more = "" if list_dropped else "; `iterate ingest --list-dropped` prints them"
+    return t
+
+
+def _print_source_notes(s: SourceSummary, list_dropped: bool) -> None:
+    """A source's notes, unreadable files, (``list_dropped``) dropped items, unknown strata values, and frames
+    changed or gone since they were ingested."""
+    for line in s.notes:
+        console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
+    for p in s.unreadable:
+        console.print(f"[yellow]skipped:[/] {escape(p)}", highlight=False, soft_wrap=True)  # a path, whole
+    if list_dropped:
+        for p in s.dropped:
+            console.print(f"[yellow]dropped:[/] {escape(s.source)}: {escape(p)}", highlight=False, soft_wrap=True)
+    for k, n in s.unknown_strata.items():
         console.print(
-            f"{n_dropped} dropped item(s) (duplicates, pool frames held out, unreadable) listed in "
-            f"{escape(str(dropped_file))}{more}",
-            highlight=False,
-            soft_wrap=True,
+            f"[yellow]{s.source}: stratum value {k} is not in the manifest ({n} labels; reported as 'other')[/]"
         )
+    for what, ids in (
+        ("changed since it was ingested (its labels describe the old picture)", s.changed),
+        ("gone from disk", s.missing),
+    ):
+        for fid in ids:
+            console.print(
+                f"[yellow]{s.source}: frame {fid} is {what}[/]; `iterate frames remove {fid}` retires it",
+                highlight=False,
+            )
 
 
 def frames_remove(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,36 +15,120 @@ from iterate.core.images import printable
 from iterate.core.manifest import load_manifest
 from iterate.core.metric_keys import PCKH01, PCKH05
 
+if TYPE_CHECKING:
+    from iterate.loop.retrain import RetrainOutcome
+
+# -- retrain's options
+EpochsOpt = Annotated[int | None, typer.Option(help="epochs (default: train.epochs)")]
+FromOpt = Annotated[
+    Path | None,
+    typer.Option("--from", help="checkpoint to start from (default: last round's model, else model.base)"),
+]
+FreezeOpt = Annotated[str | None, typer.Option(help="none | all_but_stage4 | comma-separated trunk modules")]
+HeatmapSizeOpt = Annotated[
+    int | None, typer.Option("--heatmap-size", help="heatmap side (e.g. 64 or 96 for a 256 input)")
+]
+ResumeOpt = Annotated[bool, typer.Option(help="continue an interrupted retrain from its last checkpoint")]
+AllowPartialOpt = Annotated[bool, typer.Option("--allow-partial", help="load a checkpoint that only partly fits")]
+MinutesOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="a cap on the wall time: stop after this many minutes even if train.epochs are not done (the "
+        "schedule follows it); the run may end sooner when its epochs are done; must be > 0"
+    ),
+]
+
+# -- predict's options
+ImagesArg = Annotated[list[Path], typer.Argument(help="image files or folders")]
+ModelOpt = Annotated[Path, typer.Option("--model", help="an iterate checkpoint")]
+PredsOutOpt = Annotated[Path, typer.Option("--out", help="COCO results JSON to write")]
+CocoIdsOpt = Annotated[
+    Path | None, typer.Option("--coco", help="take image ids from this COCO file (matched by file name)")
+]
+FlipOpt = Annotated[
+    bool | None,
+    typer.Option("--flip/--no-flip", help="flip test-time augmentation (default: as the checkpoint records)"),
+]
+RefineOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--refine/--no-refine",
+        help="second pass on the person box the first pass found (default: as the checkpoint records)",
+    ),
+]
+HeadUpOpt = Annotated[
+    bool | None,
+    typer.Option("--head-up/--no-head-up", help="head-up rotated second pass (default: as the checkpoint records)"),
+]
+BoxHeadOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--box-head/--no-box-head",
+        help="refine on the box head's person box too, where the model has one (default: as the checkpoint records)",
+    ),
+]
+RefinePassesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--refine-passes",
+        help="refine passes, each re-boxed on the last (2: +0.4 PCKh@0.5 with a box head at 1.5× the time; "
+        "default: as the checkpoint records)",
+    ),
+]
+BatchSizeOpt = Annotated[int, typer.Option(help="frames per batch")]
+LocaliseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--localise",
+        help="frame: the first pass crops the whole frame; box_head: the person box the model's box head finds "
+        "first (people who do not fill the frame; default: as the checkpoint records)",
+    ),
+]
+BboxFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--bbox-file",
+        help="COCO detection results (image_id, bbox, score; MMPose's bbox_file): each image's most confident "
+        "person box is the first pass's crop (needs --coco for the ids)",
+    ),
+]
+PredictDetectorOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--detector",
+        help="a torchvision detector's weights file (state dict; nothing is downloaded): its most confident "
+        "person box of each image is the first pass's crop",
+    ),
+]
+DetectorArchOpt = Annotated[str, typer.Option("--detector-arch", help="the detector's torchvision architecture")]
+DetectorScoreOpt = Annotated[float, typer.Option("--detector-score", help="a person box's minimum score")]
+JointsManifestOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--manifest",
+        "-m",
+        help="write this manifest's joints in its order, matched to the checkpoint's by name (default: the "
+        "checkpoint's own joints)",
+    ),
+]
+DETECTOR_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
 
 def retrain(
     manifest: ManifestOpt = DEFAULT,
-    epochs: Annotated[int | None, typer.Option(help="epochs (default: train.epochs)")] = None,
-    from_: Annotated[
-        Path | None,
-        typer.Option("--from", help="checkpoint to start from (default: last round's model, else model.base)"),
-    ] = None,
-    freeze: Annotated[str | None, typer.Option(help="none | all_but_stage4 | comma-separated trunk modules")] = None,
-    heatmap_size: Annotated[
-        int | None, typer.Option("--heatmap-size", help="heatmap side (e.g. 64 or 96 for a 256 input)")
-    ] = None,
-    resume: Annotated[bool, typer.Option(help="continue an interrupted retrain from its last checkpoint")] = False,
-    allow_partial: Annotated[
-        bool, typer.Option("--allow-partial", help="load a checkpoint that only partly fits")
-    ] = False,
-    minutes: Annotated[
-        float | None,
-        typer.Option(
-            help="a cap on the wall time: stop after this many minutes even if train.epochs are not done (the "
-            "schedule follows it); the run may end sooner when its epochs are done; must be > 0"
-        ),
-    ] = None,
+    epochs: EpochsOpt = None,
+    from_: FromOpt = None,
+    freeze: FreezeOpt = None,
+    heatmap_size: HeatmapSizeOpt = None,
+    resume: ResumeOpt = False,
+    allow_partial: AllowPartialOpt = False,
+    minutes: MinutesOpt = None,
 ) -> None:
     """Fine-tune the model on the ledger's labeled frames, keep the best by val PCKh@0.1, record it.
 
     Example: iterate retrain --epochs 20 --from base.pt --freeze all_but_stage4
     """
     from iterate.loop.retrain import retrain as run
-    from reports.report import duration
 
     m, ledger = open_project(manifest, write=True, command="iterate retrain")
     with (
@@ -75,8 +159,14 @@ def retrain(
             on_step=on_step,
             on_epoch=on_epoch,
         )
-    if out is None:
-        return
+    if out is not None:
+        _print_retrain(out, minutes)
+
+
+def _print_retrain(out: RetrainOutcome, minutes: float | None) -> None:
+    """The new model: how its start loaded, skipped images, its metrics, time, notes and tracking run."""
+    from reports.report import duration
+
     if out.load_report:
         console.print(f"start: {out.load_report}", highlight=False)
     for p in out.bad_images:
@@ -105,81 +195,32 @@ def retrain(
         )
 
 
+def _check_predict_options(batch_size: int, localise: str | None, refine_passes: int | None) -> None:
+    if batch_size < 1:
+        raise IterateError("--batch-size must be ≥ 1")
+    if localise not in (None, "frame", "box_head"):
+        raise IterateError(f"--localise must be frame or box_head, got {localise!r}")
+    if refine_passes is not None and not 1 <= refine_passes <= 4:
+        raise IterateError(f"--refine-passes must be 1 to 4, got {refine_passes}")
+
+
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="image files or folders")],
-    model: Annotated[Path, typer.Option("--model", help="an iterate checkpoint")],
-    out: Annotated[Path, typer.Option("--out", help="COCO results JSON to write")] = Path("preds.json"),
-    coco: Annotated[
-        Path | None, typer.Option("--coco", help="take image ids from this COCO file (matched by file name)")
-    ] = None,
-    flip: Annotated[
-        bool | None,
-        typer.Option("--flip/--no-flip", help="flip test-time augmentation (default: as the checkpoint records)"),
-    ] = None,
-    refine: Annotated[
-        bool | None,
-        typer.Option(
-            "--refine/--no-refine",
-            help="second pass on the person box the first pass found (default: as the checkpoint records)",
-        ),
-    ] = None,
-    head_up: Annotated[
-        bool | None,
-        typer.Option("--head-up/--no-head-up", help="head-up rotated second pass (default: as the checkpoint records)"),
-    ] = None,
-    box_head: Annotated[
-        bool | None,
-        typer.Option(
-            "--box-head/--no-box-head",
-            help="refine on the box head's person box too, where the model has one (default: as the checkpoint records)",
-        ),
-    ] = None,
-    refine_passes: Annotated[
-        int | None,
-        typer.Option(
-            "--refine-passes",
-            help="refine passes, each re-boxed on the last (2: +0.4 PCKh@0.5 with a box head at 1.5× the time; "
-            "default: as the checkpoint records)",
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="frames per batch")] = 32,
-    localise: Annotated[
-        str | None,
-        typer.Option(
-            "--localise",
-            help="frame: the first pass crops the whole frame; box_head: the person box the model's box head finds "
-            "first (people who do not fill the frame; default: as the checkpoint records)",
-        ),
-    ] = None,
-    bbox_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--bbox-file",
-            help="COCO detection results (image_id, bbox, score; MMPose's bbox_file): each image's most confident "
-            "person box is the first pass's crop (needs --coco for the ids)",
-        ),
-    ] = None,
-    detector: Annotated[
-        Path | None,
-        typer.Option(
-            "--detector",
-            help="a torchvision detector's weights file (state dict; nothing is downloaded): its most confident "
-            "person box of each image is the first pass's crop",
-        ),
-    ] = None,
-    detector_arch: Annotated[
-        str, typer.Option("--detector-arch", help="the detector's torchvision architecture")
-    ] = "fasterrcnn_mobilenet_v3_large_320_fpn",
-    detector_score: Annotated[float, typer.Option("--detector-score", help="a person box's minimum score")] = 0.5,
-    manifest: Annotated[
-        Path | None,
-        typer.Option(
-            "--manifest",
-            "-m",
-            help="write this manifest's joints in its order, matched to the checkpoint's by name (default: the "
-            "checkpoint's own joints)",
-        ),
-    ] = None,
+    images: ImagesArg,
+    model: ModelOpt,
+    out: PredsOutOpt = Path("preds.json"),
+    coco: CocoIdsOpt = None,
+    flip: FlipOpt = None,
+    refine: RefineOpt = None,
+    head_up: HeadUpOpt = None,
+    box_head: BoxHeadOpt = None,
+    refine_passes: RefinePassesOpt = None,
+    batch_size: BatchSizeOpt = 32,
+    localise: LocaliseOpt = None,
+    bbox_file: BboxFileOpt = None,
+    detector: PredictDetectorOpt = None,
+    detector_arch: DetectorArchOpt = DETECTOR_ARCH,
+    detector_score: DetectorScoreOpt = 0.5,
+    manifest: JointsManifestOpt = None,
 ) -> None:
     """Predict keypoints for images and write COCO results (image_id, category_id, keypoints, score).
 
@@ -191,12 +232,7 @@ def predict(
     """
     from model.predict import predict_files
 
-    if batch_size < 1:
-        raise IterateError("--batch-size must be ≥ 1")
-    if localise not in (None, "frame", "box_head"):
-        raise IterateError(f"--localise must be frame or box_head, got {localise!r}")
-    if refine_passes is not None and not 1 <= refine_passes <= 4:
-        raise IterateError(f"--refine-passes must be 1 to 4, got {refine_passes}")
+    _check_predict_options(batch_size, localise, refine_passes)
     notes: list[str] = []
     n, bad, path = predict_files(
         model,
@@ -233,9 +269,7 @@ def detect(
         typer.Option("--detector", help="a torchvision detector's weights file (state dict; nothing is downloaded)"),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="the COCO detection-results JSON to write")],
-    detector_arch: Annotated[
-        str, typer.Option("--detector-arch", help="the detector's torchvision architecture")
-    ] = "fasterrcnn_mobilenet_v3_large_320_fpn",
+    detector_arch: DetectorArchOpt = DETECTOR_ARCH,
     detector_score: Annotated[
         float,
         typer.Option(

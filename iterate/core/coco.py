@@ -54,9 +54,24 @@ def read_coco(spec: KeypointSpec, path: Path, *, joints: bool = True) -> tuple[d
         bad = next((i for i, x in enumerate(coco[key]) if not isinstance(x, dict)), None)
         if bad is not None:
             raise IterateError(f"{path}: {key}[{bad}] is not an object ({type(coco[key][bad]).__name__})")
+    seen, types = _check_images(coco["images"], path)
+    _check_annotations(coco["annotations"], path, seen, types)
+    return coco, _order(spec, coco, path) if joints else None
+
+
+def _mixed(types: set, path: Path) -> None:
+    if len(types) > 1:
+        raise IterateError(
+            f'{path}: image ids mix {" and ".join(sorted(t.__name__ for t in types))} (e.g. 7 and "7"): use one type'
+        )
+
+
+def _check_images(images: list[dict], path: Path) -> tuple[dict, set]:
+    """Each image has a usable id, none repeats, all of one type, a string file name → (id → its position, the
+    ids' type)."""
     seen: dict = {}
     types = set()
-    for i, im in enumerate(coco["images"]):
+    for i, im in enumerate(images):
         iid = im.get("id")
         if not _id_ok(iid):
             raise IterateError(f"{path}: images[{i}] has no usable id ({iid!r})")
@@ -69,17 +84,15 @@ def read_coco(spec: KeypointSpec, path: Path, *, joints: bool = True) -> tuple[d
         types.add(type(iid))
         if not isinstance(im.get("file_name", ""), str):
             raise IterateError(f"{path}: image {iid}: file_name must be a string")
+    _mixed(types, path)
+    return seen, types
 
-    def mixed(more: set) -> None:
-        if len(types | more) > 1:
-            raise IterateError(
-                f"{path}: image ids mix {' and '.join(sorted(t.__name__ for t in types | more))} "
-                '(e.g. 7 and "7"): use one type'
-            )
 
-    mixed(set())
+def _check_annotations(annotations: list[dict], path: Path, seen: dict, types: set) -> None:
+    """Each annotation's id is usable and unique, its image_id names one of the images (of their id type), its
+    attributes are a mapping and its box a box."""
     ann_ids: set = set()
-    for i, a in enumerate(coco["annotations"]):
+    for i, a in enumerate(annotations):
         aid = a.get("id", f"#{i}")
         if "id" in a:
             if not _id_ok(a["id"]):
@@ -90,7 +103,7 @@ def read_coco(spec: KeypointSpec, path: Path, *, joints: bool = True) -> tuple[d
         iid = a.get("image_id")
         if not _id_ok(iid):
             raise IterateError(f"{path}: annotation {aid}: image_id {iid!r} is not an id")
-        mixed({type(iid)})
+        _mixed(types | {type(iid)}, path)
         if iid not in seen:
             raise IterateError(f"{path}: annotation {aid}: image {iid!r} is not in the file's images")
         if "attributes" in a and a["attributes"] is not None and not isinstance(a["attributes"], dict):
@@ -100,7 +113,6 @@ def read_coco(spec: KeypointSpec, path: Path, *, joints: bool = True) -> tuple[d
             )
         if a.get("bbox") not in (None, []):
             _box(a["bbox"], path, aid, "bbox", positive=False)
-    return coco, _order(spec, coco, path) if joints else None
 
 
 def _order(spec: KeypointSpec, coco: dict, path: Path) -> list[int] | None:

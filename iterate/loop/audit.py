@@ -209,6 +209,38 @@ def run_audit(
     """Audit every current label (``only``: of these frames; their bodies are then the bone test's reference);
     ``t`` overrides the manifest's thresholds (the bench scores every joint); ``folds`` ≥ 2 trains k-fold models
     for the frames no model qualifies for (the module's rule)."""
+    labeled, models, base = _audit_input(m, ledger, only, folds, fold_steps)
+    spec = keypoint_spec(m)
+    names = list(spec.names)
+    n = len(labeled)
+    replay = m.train.replay.source if m.train.replay else None
+    labels = np.stack([np.asarray(lab.keypoints, np.float64).reshape(len(names), 3) for _, lab in labeled])
+    by, kfold_note = _assign_models(m, ledger, labeled, models, base, replay, folds, fold_steps)
+    preds, conf, used = _predict_all(m, ledger, labeled, by, len(names), progress)
+    notes = [kfold_note] if kfold_note else []
+    if any(md is None for md in by):
+        notes.append(_no_model_note(sum(md is None for md in by), replay))
+    t = t or thresholds(m)
+    flags, seen = _flags(spec, labeled, labels, preds, conf, t)
+    confirmed = {i for i, (_, lab) in enumerate(labeled) if lab.reviewed_at is not None}
+    if confirmed:  # a review came back with this label version unchanged: not flagged again
+        dropped = {fl.frame for fl in flags if fl.frame in confirmed}
+        flags = [fl for fl in flags if fl.frame not in confirmed]
+        notes.append(
+            f"{len(confirmed)} label(s) confirmed by review are not flagged again"
+            + (f" ({len(dropped)} would have been)" if dropped else "")
+        )
+    if int(seen.any(1).sum()) < t.min_bodies:
+        notes.append(f"the bone test needs {t.min_bodies} labeled bodies (audit.min_bodies); {n} so far: not run")
+    suspects = [_suspect(fl, labeled, labels, preds, conf, by, names) for fl in flags]
+    return AuditResult(suspects, n, *_rates(labeled, names, flags), dict(used), notes)
+
+
+def _audit_input(
+    m: Manifest, ledger: Ledger, only: set[str] | None, folds: int, fold_steps: int
+) -> tuple[list[tuple[Frame, Label]], list[dict], dict | None]:
+    """The labels to audit (instance 0 of each frame, of ``only``), the ledger's models and the base; refuses
+    nothing to audit, bad fold options, and no model to audit with."""
     labeled = [(f, lab) for f, lab in ledger.current_labels() if lab.instance == 0 and (only is None or f.id in only)]
     if not labeled:
         raise IterateError("nothing to audit: the ledger holds no labels (ingest labeled sources or sync-labels)")
@@ -220,27 +252,43 @@ def run_audit(
             "no model to audit with: set model.base in the manifest, run `iterate retrain`, or give --folds K "
             "(K models trained from scratch, each leaving a fold out)"
         )
-    spec = keypoint_spec(m)
-    names = list(spec.names)
-    k = len(names)
-    n = len(labeled)
-    replay = m.train.replay.source if m.train.replay else None
-    labels = np.stack([np.asarray(lab.keypoints, np.float64).reshape(k, 3) for _, lab in labeled])
+    return labeled, models, base
+
+
+def _assign_models(
+    m: Manifest,
+    ledger: Ledger,
+    labeled: list[tuple[Frame, Label]],
+    models: list[dict],
+    base: dict | None,
+    replay: str | None,
+    folds: int,
+    fold_steps: int,
+) -> tuple[list[dict | None], str | None]:
+    """Each frame's out-of-sample model (the module's rule; k-fold models for the orphans when ``folds`` ≥ 2), and
+    a note on the k-fold models when any were trained."""
     by: list[dict | None] = []
     for f, _ in labeled:
         first = min(v.created_at for v in ledger.label_history(f.id))
         by.append(out_of_sample_model(f, first, models, base, replay))
     orphans = [i for i, md in enumerate(by) if md is None]
-    kfold_note = None
-    if folds >= 2 and orphans:
-        fold_models, _ = kfold_models(m, ledger, [labeled[i][0] for i in orphans], folds, fold_steps)
-        for i, md in zip(orphans, fold_models):
-            by[i] = md
-        kfold_note = (
-            f"{sum(md is not None for md in fold_models)} frames with no model that did not train on them were "
-            f"predicted by {folds} k-fold models trained from scratch for {fold_steps} steps, each leaving its fold "
-            "out (their predictions are as good as those steps make them)"
-        )
+    if folds < 2 or not orphans:
+        return by, None
+    fold_models, _ = kfold_models(m, ledger, [labeled[i][0] for i in orphans], folds, fold_steps)
+    for i, md in zip(orphans, fold_models):
+        by[i] = md
+    return by, (
+        f"{sum(md is not None for md in fold_models)} frames with no model that did not train on them were "
+        f"predicted by {folds} k-fold models trained from scratch for {fold_steps} steps, each leaving its fold "
+        "out (their predictions are as good as those steps make them)"
+    )
+
+
+def _predict_all(
+    m: Manifest, ledger: Ledger, labeled: list[tuple[Frame, Label]], by: list[dict | None], k: int, progress
+) -> tuple[np.ndarray, np.ndarray, Counter]:
+    """Each frame's prediction by its model (NaN without one), the joints' confidences, frames per model."""
+    n = len(labeled)
     preds = np.full((n, k, 2), np.nan)
     conf = np.zeros((n, k))
     used: Counter = Counter()
@@ -251,24 +299,34 @@ def run_audit(
             key = md["path"]
             groups.setdefault(key, []).append(i)
             keyed[key] = md
-    notes: list[str] = []
     for key, rows in groups.items():
         md = keyed[key]
         kp, cf = predict_frames(m, ledger, md, [labeled[i][0] for i in rows], progress)
         r = np.asarray(rows)
         preds[r], conf[r] = kp, np.nan_to_num(cf)
         used[model_name(md)] += int(np.isfinite(kp).all(-1).any(-1).sum())
-    if kfold_note:
-        notes.append(kfold_note)
-    if any(md is None for md in by):
-        notes.append(
-            f"{sum(md is None for md in by)} frames have no model that did not train on them (the `{replay}` "
+    return preds, conf, used
+
+
+def _no_model_note(n: int, replay: str | None) -> str:
+    if replay:
+        return (
+            f"{n} frames have no model that did not train on them (the `{replay}` "
             "source's are the base's own training data): only their bodies are checked (`iterate audit --folds 3` "
             "predicts them with k-fold models)"
-            if replay
-            else f"{sum(md is None for md in by)} frames have no model that did not train on them: only their bodies "
-            "are checked (`iterate audit --folds 3` predicts them with k-fold models)"
         )
+    return (
+        f"{n} frames have no model that did not train on them: only their bodies "
+        "are checked (`iterate audit --folds 3` predicts them with k-fold models)"
+    )
+
+
+def _flags(
+    spec, labeled: list[tuple[Frame, Label]], labels: np.ndarray, preds: np.ndarray, conf: np.ndarray, t
+) -> tuple[list[au.Flag], np.ndarray]:
+    """The selection library's flags, each label scored against its prediction and the labeled bodies; and which
+    bones of each body were labeled (the bone test's reference)."""
+    names = list(spec.names)
     xy = np.where(labels[..., 2:] > 0, labels[..., :2], np.nan)
     vis = labels[..., 2]
     hb = np.array([lab.head_box if lab.head_box else (np.nan,) * 4 for _, lab in labeled], np.float64)
@@ -277,41 +335,37 @@ def run_audit(
     sizes = np.array([[f.width, f.height] for f, _ in labeled], np.float64)
     edges, ref_bones, seen = labeled_bones(spec, np.concatenate([xy, vis[..., None]], -1))
     pairs = [(names.index(a), names.index(b)) for a, b in spec.flip_pairs]
-    t = t or thresholds(m)
     flags = au.audit(labels, preds, conf, norm, sizes, pairs, (edges, ref_bones, ref_bones, seen), t)
-    confirmed = {i for i, (_, lab) in enumerate(labeled) if lab.reviewed_at is not None}
-    if confirmed:  # a review came back with this label version unchanged: not flagged again
-        dropped = {fl.frame for fl in flags if fl.frame in confirmed}
-        flags = [fl for fl in flags if fl.frame not in confirmed]
-        notes.append(
-            f"{len(confirmed)} label(s) confirmed by review are not flagged again"
-            + (f" ({len(dropped)} would have been)" if dropped else "")
-        )
-    if int(seen.any(1).sum()) < t.min_bodies:
-        notes.append(f"the bone test needs {t.min_bodies} labeled bodies (audit.min_bodies); {n} so far: not run")
-    suspects = []
-    for fl in flags:
-        f, lab = labeled[fl.frame]
-        md = by[fl.frame]
-        pose = np.concatenate([preds[fl.frame], conf[fl.frame, :, None]], -1) if md is not None else None
-        suspects.append(
-            Suspect(
-                f,
-                lab,
-                tuple(names[j] for j in fl.joints),
-                fl.reason,
-                fl.score,
-                fl.severity,
-                [[float(v) for v in labels[fl.frame, j]] for j in fl.joints],
-                [
-                    None if pose is None or not np.isfinite(pose[j]).all() else [round(float(v), 2) for v in pose[j]]
-                    for j in fl.joints
-                ],
-                model_name(md) if md is not None else None,
-                pose,
-            )
-        )
-    return AuditResult(suspects, n, *_rates(labeled, names, flags), dict(used), notes)
+    return flags, seen
+
+
+def _suspect(
+    fl: au.Flag,
+    labeled: list[tuple[Frame, Label]],
+    labels: np.ndarray,
+    preds: np.ndarray,
+    conf: np.ndarray,
+    by: list[dict | None],
+    names: list[str],
+) -> Suspect:
+    f, lab = labeled[fl.frame]
+    md = by[fl.frame]
+    pose = np.concatenate([preds[fl.frame], conf[fl.frame, :, None]], -1) if md is not None else None
+    return Suspect(
+        f,
+        lab,
+        tuple(names[j] for j in fl.joints),
+        fl.reason,
+        fl.score,
+        fl.severity,
+        [[float(v) for v in labels[fl.frame, j]] for j in fl.joints],
+        [
+            None if pose is None or not np.isfinite(pose[j]).all() else [round(float(v), 2) for v in pose[j]]
+            for j in fl.joints
+        ],
+        model_name(md) if md is not None else None,
+        pose,
+    )
 
 
 def _rates(labeled: list[tuple[Frame, Label]], names: list[str], flags: list[au.Flag]):

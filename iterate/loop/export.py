@@ -392,6 +392,30 @@ def _provenance(row: DatasetRow, rounds: dict[int, str | None]) -> dict:
     return p
 
 
+def _check_options(fmt: str, images: str, scorer: str) -> None:
+    if fmt not in FORMATS:
+        raise IterateError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if images not in IMAGE_MODES:
+        raise IterateError(f"--images: {images!r} is not one of {', '.join(IMAGE_MODES)}")
+    if fmt == "dlc" and (not scorer or any(c in scorer for c in "/\\\0") or scorer.startswith(".")):
+        raise IterateError(f"--scorer: {scorer!r} cannot be part of a file name")
+
+
+def _splits_to_write(v: DatasetVersion, splits: tuple[str, ...], per_split: Counter, explicit: bool) -> tuple:
+    """The splits of ``splits`` that hold labels in the version, and those that hold none; refuses an empty split
+    the command named (``explicit``), and a version with none of them."""
+    empty = [s for s in splits if not per_split.get(s)]
+    if explicit and empty:
+        raise IterateError(
+            f"--splits: split {', '.join(empty)} has no labels in dataset v{v.id} "
+            f"(it holds {', '.join(f'{s} {n}' for s, n in per_split.items() if n) or 'none'})"
+        )
+    kept = tuple(s for s in splits if per_split.get(s))
+    if not kept:
+        raise IterateError(f"dataset v{v.id} holds no labels in the splits asked for")
+    return kept, empty
+
+
 def export(
     m: Manifest,
     ledger: Ledger,
@@ -405,15 +429,10 @@ def export(
     scorer: str | None = None,
 ) -> ExportResult:
     """Write a dataset version (``version``, or a new one of the current labels) into ``out``."""
-    if fmt not in FORMATS:
-        raise IterateError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
-    if images not in IMAGE_MODES:
-        raise IterateError(f"--images: {images!r} is not one of {', '.join(IMAGE_MODES)}")
     explicit = splits is not None
     splits = splits or tuple(SPLITS)
     scorer = scorer or "iterate"
-    if fmt == "dlc" and (not scorer or any(c in scorer for c in "/\\\0") or scorer.startswith(".")):
-        raise IterateError(f"--scorer: {scorer!r} cannot be part of a file name")
+    _check_options(fmt, images, scorer)
     out = Path(out).absolute()
     replace = _check_out(out, m.project)
     if version is None:
@@ -429,15 +448,7 @@ def export(
     else:
         v, new = get_version(ledger, version), False
     common, per_split = _common_folders(ledger, v.id, check_images=images != "none")
-    empty = [s for s in splits if not per_split.get(s)]
-    if explicit and empty:
-        raise IterateError(
-            f"--splits: split {', '.join(empty)} has no labels in dataset v{v.id} "
-            f"(it holds {', '.join(f'{s} {n}' for s, n in per_split.items() if n) or 'none'})"
-        )
-    asked, splits = splits, tuple(s for s in splits if per_split.get(s))
-    if not splits:
-        raise IterateError(f"dataset v{v.id} holds no labels in the splits asked for")
+    asked, (splits, empty) = splits, _splits_to_write(v, splits, per_split, explicit)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
     tmp = out.with_name(f".{out.name}.export-{os.getpid()}")
@@ -504,6 +515,138 @@ def _image_name(frame: Frame, common: dict[str, str]) -> str:
     return f"{frame.source}/{rel}"
 
 
+class _Files:
+    """The files one export streams its rows into: a COCO file per split, or a DeepLabCut CSV per source folder
+    (and ``images.csv`` with ``--images none``), each row's image placed beside them."""
+
+    def __init__(self, tmp: Path, fmt: str, images: str, scorer: str, sch: dict, info: dict, sheet: _Sheet):
+        self.tmp, self.fmt, self.images, self.scorer, self.sheet = tmp, fmt, images, scorer, sheet
+        self.names = sch["names"]
+        self.info = info
+        self.cats = coco_categories(self.names, sch["skeleton"], sch["flip_pairs"])
+        self.placed: Counter = Counter()
+        self.coco: dict[str, CocoFile] = {}
+        self.dlc: dict[str, DlcCsv] = {}
+        self.dlc_size: dict[str, tuple[int, int]] = {}
+        self.where: DlcCsv | None = None  # --format dlc --images none: each file the CSVs name → the frame's path
+        self.image_id = 0
+
+    def add_dlc(self, f: Frame, lab: Label, name: str) -> None:
+        folder, file = f.source, name.split("/", 1)[1].replace("/", "__")
+        if lab.instance != 0:
+            self.sheet.dropped["people after the first in a frame (DeepLabCut single-animal)"] += 1
+            return
+        if folder not in self.dlc:
+            path = self.tmp / "labeled-data" / folder / f"CollectedData_{self.scorer}.csv"
+            self.dlc[folder] = DlcCsv(path, self.scorer, self.names)
+        w, h = self.dlc_size.get(folder, (0, 0))
+        self.dlc_size[folder] = (max(w, f.width), max(h, f.height))
+        self.dlc[folder].add(folder, file, lab.keypoints)
+        if self.images != "none":
+            _place(f.path, self.tmp / "labeled-data" / folder / file, self.images, self.placed)
+        else:
+            if self.where is None:
+                self.where = DlcCsv.plain(self.tmp / "images.csv", ["image", "frame path"])
+            self.where.row([f"labeled-data/{folder}/{file}", f.path])
+        _count_dlc_drops(self.sheet, lab)
+
+    def add_coco(self, split: str, row: DatasetRow, name: str, new_frame: bool, ann: dict) -> None:
+        f = row.frame
+        if split not in self.coco:
+            self.coco[split] = CocoFile(self.tmp / "annotations" / f"{split}.json", self.info, self.cats)
+        if new_frame:
+            image = {
+                "file_name": name if self.images != "none" else f.path,
+                "width": f.width,
+                "height": f.height,
+                "iterate": _image_prov(f),
+            }
+            self.image_id = self.coco[split].add_image(image)
+            if self.images != "none":
+                _place(f.path, self.tmp / "images" / name, self.images, self.placed)
+        self.coco[split].add_annotation(self.image_id, ann)
+
+    def close(self) -> dict[str, int]:
+        """Close every file → file (relative) → labels in it."""
+        files: dict[str, int] = {}
+        for split, cf in self.coco.items():
+            cf.close()
+            files[f"annotations/{split}.json"] = cf.annotations
+        for folder, csv in self.dlc.items():
+            csv.close()
+            files[f"labeled-data/{folder}/CollectedData_{self.scorer}.csv"] = csv.rows
+        if self.where is not None:
+            self.where.close()
+        return files
+
+    def abort(self) -> None:
+        for cf in self.coco.values():
+            cf.abort()
+
+
+def _coco_annotation(lab: Label, labeled: int, bbox: list | None, bbox_source: str, prov: dict) -> dict:
+    flat = []
+    for x, y, v_ in lab.keypoints:
+        flat += (float(x), float(y), int(v_))
+    ann = {
+        "keypoints": flat,
+        "num_keypoints": labeled,
+        "bbox": bbox,
+        "area": (bbox[2] * bbox[3]) if bbox else 0.0,
+        "iscrowd": 0,
+        "attributes": lab.attributes,
+    }
+    if lab.head_box:
+        ann["bbox_head"] = lab.head_box
+    ann["iterate"] = {**prov, "bbox_source": bbox_source}
+    return ann
+
+
+def _stream_rows(
+    ledger: Ledger,
+    v: DatasetVersion,
+    splits: tuple[str, ...],
+    common: dict[str, str],
+    rounds: dict[int, str | None],
+    files: _Files,
+) -> None:
+    """Each row of the version's ``splits``, counted into the datasheet and written to its file."""
+    last_frame = None
+    for row in ledger.dataset_rows(v.id, _ledger_splits(splits)):
+        f, lab = row.frame, row.label
+        split = LEDGER_SPLIT[f.split]
+        new_frame = f.id != last_frame
+        last_frame = f.id
+        name = _image_name(f, common)
+        prov = _provenance(row, rounds)
+        vis = [k[2] for k in lab.keypoints]
+        labeled = len(vis) - vis.count(0)
+        bbox, bbox_source = (lab.bbox, "label") if lab.bbox else (joints_box(lab.keypoints), "joints")
+        files.sheet.add(split, row, new_frame, prov, bbox_source, labeled, vis.count(1))
+        if files.fmt == "dlc":
+            files.add_dlc(f, lab, name)
+        else:
+            files.add_coco(split, row, name, new_frame, _coco_annotation(lab, labeled, bbox, bbox_source, prov))
+
+
+def _write_format_files(tmp: Path, fmt: str, sch: dict, v: DatasetVersion, scorer: str, files: _Files) -> None:
+    """MMPose's ``dataset_info.py``; DeepLabCut's ``config.yaml``."""
+    if fmt == "mmpose":
+        text = mmpose_dataset_info(sch["project"], sch["names"], sch["flip_pairs"], sch["skeleton"], sch["weights"])
+        (tmp / "dataset_info.py").write_text(text, encoding="utf-8")
+    if fmt == "dlc":
+        date = time.strftime("%b%d", time.gmtime(v.created_at))
+        cfg = dlc_config(
+            task=sch["project"],
+            scorer=scorer,
+            date=date,
+            bodyparts=sch["names"],
+            skeleton=sch["skeleton"],
+            folders=files.dlc_size,
+        )
+        (tmp / "config.yaml").write_text(cfg, encoding="utf-8")
+
+
 def _write(
     ledger: Ledger,
     v: DatasetVersion,
@@ -519,105 +662,26 @@ def _write(
     """Write the version's rows of ``splits`` (those of ``asked``, the splits the command named, that hold labels)
     into ``tmp``."""
     sch = v.params["schema"]
-    names = sch["names"]
     sheet = _Sheet(sch.get("strata") or {})
     rounds = _rounds_info(ledger)
-    placed: Counter = Counter()
-    files: dict[str, int] = {}
+    recorded = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at)) + " UTC"
     info = {
         "description": f"{sch['project']}: dataset v{v.id}, exported by iterate",
         "version": f"v{v.id}",
         "content_hash": v.content_hash,
-        "date_created": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at)) + " UTC",
+        "date_created": recorded,
     }
-    cats = coco_categories(names, sch["skeleton"], sch["flip_pairs"])
-    coco: dict[str, CocoFile] = {}
-    dlc: dict[str, DlcCsv] = {}
-    dlc_size: dict[str, tuple[int, int]] = {}
-    where = None  # --format dlc --images none: images.csv, each file the CSVs name → the frame's path
-    last_frame, image_id = None, 0
+    files = _Files(tmp, fmt, images, scorer, sch, info, sheet)
     try:
-        for row in ledger.dataset_rows(v.id, _ledger_splits(splits)):
-            f, lab = row.frame, row.label
-            split = LEDGER_SPLIT[f.split]
-            new_frame = f.id != last_frame
-            last_frame = f.id
-            name = _image_name(f, common)
-            prov = _provenance(row, rounds)
-            kps = lab.keypoints
-            vis = [k[2] for k in kps]
-            labeled = len(vis) - vis.count(0)
-            bbox, bbox_source = (lab.bbox, "label") if lab.bbox else (joints_box(kps), "joints")
-            sheet.add(split, row, new_frame, prov, bbox_source, labeled, vis.count(1))
-            if fmt == "dlc":
-                folder, file = f.source, name.split("/", 1)[1].replace("/", "__")
-                if lab.instance != 0:
-                    sheet.dropped["people after the first in a frame (DeepLabCut single-animal)"] += 1
-                    continue
-                if folder not in dlc:
-                    dlc[folder] = DlcCsv(tmp / "labeled-data" / folder / f"CollectedData_{scorer}.csv", scorer, names)
-                w, h = dlc_size.get(folder, (0, 0))
-                dlc_size[folder] = (max(w, f.width), max(h, f.height))
-                dlc[folder].add(folder, file, lab.keypoints)
-                if images != "none":
-                    _place(f.path, tmp / "labeled-data" / folder / file, images, placed)
-                else:
-                    if where is None:
-                        where = DlcCsv.plain(tmp / "images.csv", ["image", "frame path"])
-                    where.row([f"labeled-data/{folder}/{file}", f.path])
-                _count_dlc_drops(sheet, lab)
-                continue
-            if split not in coco:
-                coco[split] = CocoFile(tmp / "annotations" / f"{split}.json", info, cats)
-            if new_frame:
-                image = {
-                    "file_name": name if images != "none" else f.path,
-                    "width": f.width,
-                    "height": f.height,
-                    "iterate": _image_prov(f),
-                }
-                image_id = coco[split].add_image(image)
-                if images != "none":
-                    _place(f.path, tmp / "images" / name, images, placed)
-            flat = []
-            for x, y, v_ in kps:
-                flat += (float(x), float(y), int(v_))
-            ann = {
-                "keypoints": flat,
-                "num_keypoints": labeled,
-                "bbox": bbox,
-                "area": (bbox[2] * bbox[3]) if bbox else 0.0,
-                "iscrowd": 0,
-                "attributes": lab.attributes,
-            }
-            if lab.head_box:
-                ann["bbox_head"] = lab.head_box
-            ann["iterate"] = {**prov, "bbox_source": bbox_source}
-            coco[split].add_annotation(image_id, ann)
-        for split, cf in coco.items():
-            cf.close()
-            files[f"annotations/{split}.json"] = cf.annotations
-        for folder, csv in dlc.items():
-            csv.close()
-            files[f"labeled-data/{folder}/CollectedData_{scorer}.csv"] = csv.rows
-        if where is not None:
-            where.close()
+        _stream_rows(ledger, v, splits, common, rounds, files)
+        written = files.close()
     except BaseException:
-        for cf in coco.values():
-            cf.abort()
+        files.abort()
         raise
-    if fmt == "mmpose":
-        text = mmpose_dataset_info(sch["project"], names, sch["flip_pairs"], sch["skeleton"], sch["weights"])
-        (tmp / "dataset_info.py").write_text(text, encoding="utf-8")
-    if fmt == "dlc":
-        date = time.strftime("%b%d", time.gmtime(v.created_at))
-        cfg = dlc_config(
-            task=sch["project"], scorer=scorer, date=date, bodyparts=names, skeleton=sch["skeleton"], folders=dlc_size
-        )
-        (tmp / "config.yaml").write_text(cfg, encoding="utf-8")
+    _write_format_files(tmp, fmt, sch, v, scorer, files)
     if images == "none":
-        placed["not written (--images none)"] = sum(sheet.frames.values())
-    res = ExportResult(tmp, v, new, fmt, files, placed)
+        files.placed["not written (--images none)"] = sum(sheet.frames.values())
+    res = ExportResult(tmp, v, new, fmt, written, files.placed)
     sheet_text = _datasheet(v, fmt, splits, asked, images, res, sheet, rounds, scorer)
     (tmp / DATASHEET).write_text(sheet_text, encoding="utf-8")
     record = {
@@ -628,10 +692,10 @@ def _write(
         "format": fmt,
         "splits": list(splits),
         "images": images,
-        "files": files,
+        "files": written,
         "frames": dict(sheet.frames),
         "labels": dict(sheet.people),
-        "recorded": info["date_created"],
+        "recorded": recorded,
         "reproduce": _reproduce(v, fmt, asked, images, scorer),
     }
     (tmp / MARKER).write_text(canonical(record) + "\n", encoding="utf-8")
@@ -689,23 +753,46 @@ def _datasheet(
     rounds: dict[int, str | None],
     scorer: str,
 ) -> str:
+    """DATASET.md: what the version is and how to reproduce the export, the counts, where the labels came from,
+    the boxes, and what the format carries."""
     sch = v.params["schema"]
-    names = sch["names"]
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at))
     total_people = sum(s.people.values())
+    L = _sheet_head(v, fmt, splits, asked, images, res, s, scorer)
+    L += _sheet_counts(sch, s, splits)
+    L += _sheet_origins(s, rounds, total_people)
+    L += _sheet_boxes(s, total_people)
+    L += _sheet_dlc(s) if fmt == "dlc" else _sheet_coco(fmt, sch["names"], splits)
+    return "\n".join(L) + "\n"
+
+
+def _images_line(fmt: str, images: str, res: ExportResult) -> str:
+    if images == "none":
+        if fmt != "dlc":
+            return "not written (`--images none`): each `file_name` is the frame's path on this machine"
+        return "not written (`--images none`): `images.csv` maps each file the CSVs name to the frame's path"
+    return ", ".join(f"{n} {k}" for k, n in sorted(res.images.items())) + (
+        " under `images/`" if fmt != "dlc" else " beside each CSV"
+    )
+
+
+def _sheet_head(
+    v: DatasetVersion,
+    fmt: str,
+    splits: tuple[str, ...],
+    asked: tuple[str, ...],
+    images: str,
+    res: ExportResult,
+    s: _Sheet,
+    scorer: str,
+) -> list[str]:
+    """The title and the version: its hash, this export's layout, how to reproduce it, the replay source."""
+    sch = v.params["schema"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v.created_at))
     layout = {
         "coco": "COCO keypoints, one file per split: `annotations/<split>.json`",
         "mmpose": "COCO keypoints for MMPose 1.x: `annotations/<split>.json` and `dataset_info.py` (its meta information)",
         "dlc": f"a single-animal DeepLabCut project: `config.yaml`, `labeled-data/<source>/CollectedData_{scorer}.csv`",
     }[fmt]
-    img = (
-        "not written (`--images none`): each `file_name` is the frame's path on this machine"
-        if images == "none" and fmt != "dlc"
-        else "not written (`--images none`): `images.csv` maps each file the CSVs name to the frame's path"
-        if images == "none"
-        else ", ".join(f"{n} {k}" for k, n in sorted(res.images.items()))
-        + (" under `images/`" if fmt != "dlc" else " beside each CSV")
-    )
     L = [
         f"# {sch['project']}: dataset v{v.id}",
         "",
@@ -714,7 +801,7 @@ def _datasheet(
         f"- **Content hash** (sha256 over the joint schema and every frame's id, split, image hash and label): "
         f"`{v.content_hash}`",
         f"- **This export**: {layout}; splits {', '.join(splits)}; {sum(s.frames.values())} frames, "
-        f"{total_people} people. Images: {img}.",
+        f"{sum(s.people.values())} people. Images: {_images_line(fmt, images, res)}.",
         f"- **Reproduce it**: `{_reproduce(v, fmt, asked, images, scorer)}` gives these files byte for byte "
         "(label versions are never overwritten).",
     ]
@@ -723,7 +810,13 @@ def _datasheet(
             f"- **Replay source** `{v.params['replay_source']}` (the base model's own data): "
             + ("in this version." if v.params.get("includes_replay") else "left out (`--include-replay` adds it).")
         )
-    L += [
+    return L
+
+
+def _sheet_counts(sch: dict, s: _Sheet, splits: tuple[str, ...]) -> list[str]:
+    """The joints, then the counts per split and per value of each stratum."""
+    names = sch["names"]
+    L = [
         "",
         f"**Joints** ({len(names)}): {', '.join(names)}. Visibility exactly as stored: 0 not labeled (x = y = 0), "
         "1 labeled but occluded, 2 visible. Left/right pairs: "
@@ -741,13 +834,20 @@ def _datasheet(
         vals = list(dict.fromkeys([*(sch["strata"].get(key) or []), *sorted({val for val, _ in c})]))
         rows = [[val, *(c[(val, sp)] for sp in splits)] for val in vals if any(c[(val, sp)] for sp in splits)]
         L += [f"## Per {key}", "", *_table([key, *splits], rows)]
-    L += ["## Where the labels came from", ""]
-    origin_name = {
-        "ingest": "imported from a file at `iterate ingest`",
-        "label_studio": "a Label Studio task (`iterate sync-labels`)",
-        "review": "a review: it replaced an earlier version with other keypoints",
-    }
-    L += _table(["origin", "labels"], [[origin_name.get(k, k), n] for k, n in sorted(s.origin.items())])
+    return L
+
+
+_ORIGIN_NAME = {
+    "ingest": "imported from a file at `iterate ingest`",
+    "label_studio": "a Label Studio task (`iterate sync-labels`)",
+    "review": "a review: it replaced an earlier version with other keypoints",
+}
+
+
+def _sheet_origins(s: _Sheet, rounds: dict[int, str | None], total_people: int) -> list[str]:
+    """Where the labels came from: origin, ledger source, model assistance, annotators, rounds."""
+    L = ["## Where the labels came from", ""]
+    L += _table(["origin", "labels"], [[_ORIGIN_NAME.get(k, k), n] for k, n in sorted(s.origin.items())])
     L += _table(["ledger source", "labels"], [[k, n] for k, n in sorted(s.sources.items())])
     assisted = sum(s.assisted.values())
     L.append(
@@ -757,18 +857,21 @@ def _datasheet(
     )
     L.append("")
     L += ["**Per annotator**", "", *_table(["annotator", "labels"], [[k, n] for k, n in s.annotators.most_common()])]
-    if s.rounds:
-        L += [
-            "**Rounds** (the selection round of each label's task)",
-            "",
-            *_table(
-                ["round", "labels", "pre-annotated by"],
-                [[r, n, rounds.get(r) or "nothing (cold start)"] for r, n in sorted(s.rounds.items())],
-            ),
-        ]
-    else:
-        L += ["**Rounds**: none of these labels came from a selection round.", ""]
-    L += [
+    if not s.rounds:
+        return L + ["**Rounds**: none of these labels came from a selection round.", ""]
+    return L + [
+        "**Rounds** (the selection round of each label's task)",
+        "",
+        *_table(
+            ["round", "labels", "pre-annotated by"],
+            [[r, n, rounds.get(r) or "nothing (cold start)"] for r, n in sorted(s.rounds.items())],
+        ),
+    ]
+
+
+def _sheet_boxes(s: _Sheet, total_people: int) -> list[str]:
+    """Where each person box came from, how many labels carry a head box; then the heading of what follows."""
+    return [
         "## Boxes",
         "",
         f"- `bbox`: the label's own person box (from its source file) for {s.bbox.get('label', 0)}, the labeled "
@@ -779,38 +882,43 @@ def _datasheet(
         "## What this format carries",
         "",
     ]
-    if fmt == "dlc":
-        L.append("DeepLabCut's CSV holds x, y per bodypart and nothing else. Left out of the files:")
-        L.append("")
-        L += [f"- {k}: {n}" for k, n in sorted(s.dropped.items())] or ["- nothing"]
-        L += [
-            "",
-            "The splits are not a DeepLabCut notion: each source is one `labeled-data` folder ("
-            + ", ".join(f"{src} → {sp}" for src, sp in sorted(s.source_split.items()))
-            + "). DeepLabCut trains from the `.h5` twin of each CSV: "
-            "`deeplabcut.convertcsv2h5('config.yaml', userfeedback=False)` writes it.",
-        ]
-    else:
-        L += [
-            "Everything the ledger holds for the newest label version of each frame: keypoints with visibility "
-            "0/1/2, the strata as `attributes`, head boxes as `bbox_head`, and each annotation's provenance under "
-            "`iterate` (label version, ledger source and origin, Label Studio task and annotation ids, annotator, "
-            "round, the model that pre-annotated it, when it was stored). Earlier label versions stay in the "
-            "ledger, not in the files.",
-        ]
-        if fmt == "mmpose":
-            L += [
-                "",
-                "`dataset_info.py`: `swap` from the flip pairs, `joint_weights` from the manifest's "
-                "`keypoints.weights`, OKS `sigmas` by joint name:",
-                "",
-                *_table(["joint", "sigma", "from"], [[n, f"{sigma_for(n)[0]:g}", sigma_for(n)[1]] for n in names]),
-                "An MMPose 1.x config reads it as",
-                "",
-                "```python",
-                "dataset = dict(type='CocoDataset', data_root='DIR/', data_mode='topdown',",
-                f"               ann_file='annotations/{splits[0]}.json', data_prefix=dict(img='images/'),",
-                "               metainfo=dict(from_file='DIR/dataset_info.py'))",
-                "```",
-            ]
-    return "\n".join(L) + "\n"
+
+
+def _sheet_dlc(s: _Sheet) -> list[str]:
+    """What the DeepLabCut files leave out, and how its folders map to the splits."""
+    L = ["DeepLabCut's CSV holds x, y per bodypart and nothing else. Left out of the files:", ""]
+    L += [f"- {k}: {n}" for k, n in sorted(s.dropped.items())] or ["- nothing"]
+    return L + [
+        "",
+        "The splits are not a DeepLabCut notion: each source is one `labeled-data` folder ("
+        + ", ".join(f"{src} → {sp}" for src, sp in sorted(s.source_split.items()))
+        + "). DeepLabCut trains from the `.h5` twin of each CSV: "
+        "`deeplabcut.convertcsv2h5('config.yaml', userfeedback=False)` writes it.",
+    ]
+
+
+def _sheet_coco(fmt: str, names: list[str], splits: tuple[str, ...]) -> list[str]:
+    """What the COCO files carry; for MMPose, what `dataset_info.py` holds and how a config reads it."""
+    L = [
+        "Everything the ledger holds for the newest label version of each frame: keypoints with visibility "
+        "0/1/2, the strata as `attributes`, head boxes as `bbox_head`, and each annotation's provenance under "
+        "`iterate` (label version, ledger source and origin, Label Studio task and annotation ids, annotator, "
+        "round, the model that pre-annotated it, when it was stored). Earlier label versions stay in the "
+        "ledger, not in the files.",
+    ]
+    if fmt != "mmpose":
+        return L
+    return L + [
+        "",
+        "`dataset_info.py`: `swap` from the flip pairs, `joint_weights` from the manifest's "
+        "`keypoints.weights`, OKS `sigmas` by joint name:",
+        "",
+        *_table(["joint", "sigma", "from"], [[n, f"{sigma_for(n)[0]:g}", sigma_for(n)[1]] for n in names]),
+        "An MMPose 1.x config reads it as",
+        "",
+        "```python",
+        "dataset = dict(type='CocoDataset', data_root='DIR/', data_mode='topdown',",
+        f"               ann_file='annotations/{splits[0]}.json', data_prefix=dict(img='images/'),",
+        "               metainfo=dict(from_file='DIR/dataset_info.py'))",
+        "```",
+    ]

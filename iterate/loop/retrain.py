@@ -79,10 +79,7 @@ def retrain(
 
     Returns None on ranks other than 0 of a distributed run (rank 0 writes checkpoints and the ledger).
     """
-    if epochs is not None and epochs < 1:
-        raise IterateError(f"--epochs must be ≥ 1, got {epochs}")
-    if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
-        raise IterateError(f"--minutes must be a positive number, got {time_limit_s / 60:g}")
+    _check_limits(epochs, time_limit_s)
     distributed, rank, _ = rank_world()
     train_s, replay_s, val_s, dataset = _training_data(m, ledger, rank)
     out_dir, init, hm = _run_dir(m, ledger, init, heatmap_size, resume, rank)
@@ -90,18 +87,7 @@ def retrain(
     codec = DarkCodec(m.model.input_size, hm, m.model.sigma)
     fresh = not out_dir.exists()
     run = _track(m, ledger, out_dir, resume, rank, train_s, val_s, replay_s, init, setup, dataset)
-    log = tracking.StepLog(run)
-
-    def step_hook(step: int, total: int, loss: float) -> None:
-        log.step(step, total, loss)
-        if on_step:
-            on_step(step, total, loss)
-
-    def epoch_hook(rec: dict) -> None:
-        log.epoch(rec)
-        if on_epoch:
-            on_epoch(rec)
-
+    step_hook, epoch_hook = _hooks(tracking.StepLog(run), on_step, on_epoch)
     try:
         # val during training runs the report's inference path (flip + refine): the checkpoint kept is the one it
         # scores best
@@ -122,52 +108,97 @@ def retrain(
             replay=replay_s,
         )
     except IterateError:
-        # a run that failed for a known reason (bad checkpoint, diverged loss) leaves no model folder and nothing
-        # to resume; an interrupted one (Ctrl-C, kill) keeps both for `--resume`
         if rank == 0:
-            if fresh and out_dir.is_dir():
-                shutil.rmtree(out_dir)
-            with ledger.transaction():
-                ledger.set(_RUN_KEY, None)
-            if run is not None:
-                run.end(ok=False)
+            _abandon(ledger, out_dir if fresh else None, run)
         raise
     if rank != 0:
         return None
     best = res.best if res.best.is_file() else res.last
+    metrics, tie = _best_metrics(setup, best, res, train_s, val_s, replay_s)
+    mid = _record_model(ledger, best, metrics, len(train_s) + len(replay_s), dataset, run)
+    if run is not None:
+        _close_run(run, best, mid, metrics, res.steps)
+    notes = split_warnings(ledger) + ([tie] if tie else [])
+    return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report, run.describe() if run else None, notes)
+
+
+def _check_limits(epochs: int | None, time_limit_s: float | None) -> None:
+    if epochs is not None and epochs < 1:
+        raise IterateError(f"--epochs must be ≥ 1, got {epochs}")
+    if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise IterateError(f"--minutes must be a positive number, got {time_limit_s / 60:g}")
+
+
+def _hooks(log: tracking.StepLog, on_step, on_epoch) -> tuple[Callable, Callable]:
+    """The training loop's step and epoch callbacks: the tracked run's log, then the caller's."""
+
+    def step_hook(step: int, total: int, loss: float) -> None:
+        log.step(step, total, loss)
+        if on_step:
+            on_step(step, total, loss)
+
+    def epoch_hook(rec: dict) -> None:
+        log.epoch(rec)
+        if on_epoch:
+            on_epoch(rec)
+
+    return step_hook, epoch_hook
+
+
+def _abandon(ledger: Ledger, new_dir: Path | None, run) -> None:
+    """A run that failed for a known reason (bad checkpoint, diverged loss) leaves no model folder (``new_dir``:
+    the one it made) and nothing to resume; an interrupted one (Ctrl-C, kill) keeps both for `--resume`."""
+    if new_dir is not None and new_dir.is_dir():
+        shutil.rmtree(new_dir)
+    with ledger.transaction():
+        ledger.set(_RUN_KEY, None)
+    if run is not None:
+        run.end(ok=False)
+
+
+def _best_metrics(setup, best: Path, res, train_s, val_s, replay_s) -> tuple[dict, str | None]:
+    """The kept checkpoint's metrics (:func:`_metrics`, the replay share) and the note when it was picked among
+    ties."""
     metrics = _metrics(setup.keypoints, best, res, train_s, val_s)
     tie = best_pick_note(res.history, setup.train.best_metric, load_file(best).get("step"))
     if tie:
         metrics["best_pick"] = tie
     if replay_s:
         metrics.update({"replay_frames": len(replay_s), "replay_fraction": setup.train.replay_fraction})
+    return metrics, tie
+
+
+def _record_model(ledger: Ledger, best: Path, metrics: dict, n_train: int, dataset, run) -> int:
+    """The model row (its parent the latest model, the dataset version it trained on); the run is done."""
     parent = ledger.latest_model()
     with ledger.transaction():
         mid = ledger.add_model(
             str(best),
             parent_id=parent["id"] if parent else None,
-            n_train=len(train_s) + len(replay_s),
+            n_train=n_train,
             config=load_file(best).get("config", {}),
             metrics=metrics,
             dataset_version=dataset.id if dataset else None,
         )
         ledger.set(_RUN_KEY, None)
         tracking.remember(ledger, mid, run)
-    if run is not None:
-        run.log_metrics({f"best_{k}": v for k, v in metrics.items()}, step=res.steps)
-        run.set_tags(
-            {
-                "iterate.model_id": mid,
-                "iterate.checkpoint": best,
-                "iterate.checkpoint_sha256": tracking.file_sha256(best),
-                "iterate.inference": metrics.get("inference", ""),
-            }
-        )
-        record = best.with_suffix(".json")
-        run.log_files([record], "checkpoint")
-        run.end(ok=True)
-    notes = split_warnings(ledger) + ([tie] if tie else [])
-    return RetrainOutcome(mid, best, metrics, res.bad_images, res.load_report, run.describe() if run else None, notes)
+    return mid
+
+
+def _close_run(run, best: Path, mid: int, metrics: dict, steps: int) -> None:
+    """The tracked run gets the kept checkpoint's metrics, its model id and file, and ends."""
+    run.log_metrics({f"best_{k}": v for k, v in metrics.items()}, step=steps)
+    run.set_tags(
+        {
+            "iterate.model_id": mid,
+            "iterate.checkpoint": best,
+            "iterate.checkpoint_sha256": tracking.file_sha256(best),
+            "iterate.inference": metrics.get("inference", ""),
+        }
+    )
+    record = best.with_suffix(".json")
+    run.log_files([record], "checkpoint")
+    run.end(ok=True)
 
 
 def _training_data(m: Manifest, ledger: Ledger, rank: int):

@@ -178,15 +178,6 @@ def _cut_item(m: Manifest, video: Path, idx: int, img: np.ndarray, background, p
 def _ingest_frames(m, ledger, src, items, s, by_hash, progress) -> None:
     done = 0
     pending: list[tuple[Frame, Path | None, bytes | None]] = []
-
-    def flush():
-        with ledger.transaction():
-            for f, write_to, data in pending:
-                if write_to is not None and data is not None and not write_to.exists():
-                    write_bytes_atomic(write_to, data, "frame")
-                ledger.add_frame(f)
-        pending.clear()
-
     # near-duplicates only among one video's frames, by their foreground hash; elsewhere only the same picture
     index = (
         _NearDuplicates((f.phash % (1 << 64) for f in ledger.frames(source=src.label)), m.selection.dedup_hamming)
@@ -209,47 +200,68 @@ def _ingest_frames(m, ledger, src, items, s, by_hash, progress) -> None:
             data, img = dec
         chash = hashlib.sha1(data).hexdigest() if fidx is None else hashlib.sha1(img.tobytes()).hexdigest()
         h = pre_h if pre_h is not None else dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-        # the same picture is dropped anywhere (a fixed split's copy wins over the pool's); a near-duplicate only
-        # among one video's frames, judged on the foreground (image folders keep every distinct picture: `select`'s
-        # k-center on embeddings spreads them)
-        twin = by_hash.get(chash)
-        if twin is not None and _is_held_out(ledger, src, twin):
-            s.held_out += 1
-            s.dropped.append(f"{_where(path, fidx)} (the same picture as {ledger.frame(twin).split} frame {twin})")
-            continue
-        if twin is not None and not _fixed_over_pool(ledger, src, twin):
-            s.duplicates += 1
-            s.dropped.append(f"{_where(path, fidx)} (the same picture as frame {twin})")
-            continue
-        if index is not None and index.is_duplicate(h):
-            s.duplicates += 1
-            s.dropped.append(
-                f"{_where(path, fidx)} (a near-duplicate of an earlier frame of this video, within "
-                f"{m.selection.dedup_hamming} bits)"
-            )
+        if _dropped(m, ledger, src, s, by_hash, index, (path, fidx), chash, h):
             continue
         is_video = fidx is not None
-        f = Frame(
-            id=fid,
-            path=str(path.resolve()),
-            source=src.label,
-            video=str(m.resolve(src.path)) if is_video else None,
-            frame_index=fidx,
-            width=img.shape[1],
-            height=img.shape[0],
-            content_hash=chash,
-            phash=h,
-            split=src.split,
-        )
+        f = _new_frame(m, src, fid, path, fidx, img, chash, h)
         pending.append((f, path if is_video else None, data if is_video else None))
         by_hash[chash] = fid
         if index is not None:
             index.add(h)
         s.added += 1
         if len(pending) >= _BATCH:
-            flush()
+            _flush(ledger, pending)
     if pending:
-        flush()
+        _flush(ledger, pending)
+
+
+def _flush(ledger: Ledger, pending: list[tuple[Frame, Path | None, bytes | None]]) -> None:
+    """Register the pending frames in one transaction (a video frame's PNG written first), and forget them."""
+    with ledger.transaction():
+        for f, write_to, data in pending:
+            if write_to is not None and data is not None and not write_to.exists():
+                write_bytes_atomic(write_to, data, "frame")
+            ledger.add_frame(f)
+    pending.clear()
+
+
+def _dropped(m, ledger, src, s, by_hash, index, item: tuple[Path, int | None], chash: str, h: int) -> bool:
+    """True (counted and listed in ``s``) when the picture is not registered: the same picture is dropped anywhere
+    (a fixed split's copy wins over the pool's); a near-duplicate only among one video's frames, judged on the
+    foreground (image folders keep every distinct picture: `select`'s k-center on embeddings spreads them)."""
+    twin = by_hash.get(chash)
+    if twin is not None and _is_held_out(ledger, src, twin):
+        s.held_out += 1
+        s.dropped.append(f"{_where(*item)} (the same picture as {ledger.frame(twin).split} frame {twin})")
+        return True
+    if twin is not None and not _fixed_over_pool(ledger, src, twin):
+        s.duplicates += 1
+        s.dropped.append(f"{_where(*item)} (the same picture as frame {twin})")
+        return True
+    if index is not None and index.is_duplicate(h):
+        s.duplicates += 1
+        s.dropped.append(
+            f"{_where(*item)} (a near-duplicate of an earlier frame of this video, within "
+            f"{m.selection.dedup_hamming} bits)"
+        )
+        return True
+    return False
+
+
+def _new_frame(m, src, fid: str, path: Path, fidx: int | None, img: np.ndarray, chash: str, h: int) -> Frame:
+    is_video = fidx is not None
+    return Frame(
+        id=fid,
+        path=str(path.resolve()),
+        source=src.label,
+        video=str(m.resolve(src.path)) if is_video else None,
+        frame_index=fidx,
+        width=img.shape[1],
+        height=img.shape[0],
+        content_hash=chash,
+        phash=h,
+        split=src.split,
+    )
 
 
 def _register_image(

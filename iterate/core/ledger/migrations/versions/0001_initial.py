@@ -16,6 +16,17 @@ _AUTO = {"sqlite_autoincrement": True}  # ids are never reused on SQLite either
 
 
 def upgrade() -> None:
+    _frames()
+    _models()
+    _labels()
+    _rounds()
+    _round_frames()
+    _tasks()
+    _reports()
+    _kv()
+
+
+def _frames() -> None:
     op.create_table(
         "frames",
         sa.Column("id", sa.Text, primary_key=True),  # stable: hash of source + relative path + frame index
@@ -33,6 +44,9 @@ def upgrade() -> None:
     )
     op.create_index("frames_split", "frames", ["split"])
     op.create_index("frames_content", "frames", ["content_hash", "source", "frame_index"], unique=True)
+
+
+def _models() -> None:
     op.create_table(
         "models",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -44,6 +58,9 @@ def upgrade() -> None:
         sa.Column("metrics", sa.Text, nullable=False, server_default="{}"),
         **_AUTO,
     )
+
+
+def _labels() -> None:
     op.create_table(
         "labels",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -62,6 +79,9 @@ def upgrade() -> None:
         **_AUTO,
     )
     op.create_index("labels_frame", "labels", ["frame_id"])
+
+
+def _rounds() -> None:
     op.create_table(
         "rounds",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -73,6 +93,9 @@ def upgrade() -> None:
         sa.Column("params", sa.Text, nullable=False, server_default="{}"),
         **_AUTO,
     )
+
+
+def _round_frames() -> None:
     op.create_table(
         "round_frames",
         sa.Column("round_id", sa.Integer, sa.ForeignKey("rounds.id"), primary_key=True),
@@ -80,6 +103,9 @@ def upgrade() -> None:
         sa.Column("rank", sa.Integer, nullable=False),
         sa.Column("scores", sa.Text, nullable=False, server_default="{}"),
     )
+
+
+def _tasks() -> None:
     op.create_table(
         "tasks",
         sa.Column("frame_id", sa.Text, sa.ForeignKey("frames.id"), nullable=False),
@@ -93,6 +119,9 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.Float, nullable=False),
         sa.UniqueConstraint("project_id", "frame_id", name="tasks_one_per_frame"),
     )
+
+
+def _reports() -> None:
     op.create_table(
         "reports",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -103,4 +132,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         **_AUTO,
     )
+
+
+def _kv() -> None:
     op.create_table("kv", sa.Column("key", sa.Text, primary_key=True), sa.Column("value", sa.Text, nullable=False))

@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.loop.simulate import COLD, summarise
+from reports.simulation import COLD, summarise
 
 from conftest import LSPET, REPO, lspet_subset
 
@@ -162,7 +162,7 @@ def test_simulate_refuses_bad_seeds(tmp_path, lspet_coco):
 
 
 def test_merge_runs_on_disjoint_seeds_equals_one_run():
-    from iterate.loop.simulate import merge
+    from reports.simulation import merge
 
     rnd = [[40, 41, 42, 44], [39, 41, 43, 45], [41, 42, 42, 43], [40, 40, 41, 44]]
     full = [[40, 43, 44, 45], [39, 42, 45, 46], [41, 44, 44, 45], [40, 42, 43, 46]]
@@ -184,7 +184,7 @@ def test_merge_runs_on_disjoint_seeds_equals_one_run():
 def test_merge_arms_on_the_same_seeds_equals_one_run():
     """A variant arm run alone (renamed) and merged with an earlier run's random and full: the same summary as one
     run of all three arms."""
-    from iterate.loop.simulate import merge, rename_arms
+    from reports.simulation import merge, rename_arms
 
     rnd = [[40, 41, 42, 44], [39, 41, 43, 45], [41, 42, 42, 43]]
     full = [[40, 43, 44, 45], [39, 42, 45, 46], [41, 44, 44, 45]]
@@ -216,7 +216,7 @@ def test_a_seed_reruns_to_the_same_figures(tmp_path, lspet_coco):
     assert got[0]["random"][0][1]["pckh05"] != got[0]["random"][0][0]["pckh05"]  # the rounds did train
 
     # the first-chunk arm alone, merged with that run: the base-scored vs cold first chunk, paired by seed
-    from iterate.loop.simulate import merge
+    from reports.simulation import merge
 
     args[args.index("random,full")] = COLD
     r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "cold")])
@@ -293,7 +293,7 @@ def test_simulate_refuses_a_replay_source_it_cannot_read(tmp_path, lspet_coco):
 def test_summary_says_where_the_points_go_per_stratum():
     """Upright falls under full and inverted rises: the per-stratum curves are the seeds' means, the final difference
     is paired with random, and the Markdown shows both."""
-    from iterate.loop.simulate import _markdown
+    from reports.simulation import markdown as _markdown
 
     def runs(upright, inverted):
         out = _runs([[40, 41, 42, 43]] * len(upright))
@@ -336,7 +336,7 @@ def test_summary_says_where_the_points_go_per_stratum():
 
 def test_paired_difference_between_two_runs_uses_the_common_seeds():
     """The same arm of two runs (e.g. with and without replay), paired seed by seed over the seeds both ran."""
-    from iterate.loop.simulate import paired_difference
+    from reports.simulation import paired_difference
 
     a = summarise({"random": _runs([[40, 41, 42, 44], [39, 41, 43, 45], [41, 42, 42, 43]])}, [0, 1, 2])
     b = summarise({"random": _runs([[40, 40, 41, 42], [39, 40, 42, 44]])}, [1, 0])

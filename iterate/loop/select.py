@@ -16,7 +16,6 @@ again. Never picks a val/test, labeled or pushed frame.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -30,7 +29,6 @@ from annotation.client import Studio
 from annotation.push import push
 from iterate.core.chunks import chunk_progress, current_chunk
 from iterate.core.errors import IterateError
-from iterate.core.images import read_image
 from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest
 from iterate.core.score_kinds import CACHE_WIDTH
@@ -44,6 +42,7 @@ from iterate.selection import scores as sc
 from iterate.selection.strata import StrataPredictor
 from model.checkpoints import joint_match
 from model.infer import SCORING, load_predictor
+from reports.round import RoundPicks, write_round
 
 
 @dataclass
@@ -334,9 +333,24 @@ def select(
         "scored_by": None if model is None else ("base" if model.get("base") else f"model-{model['id']}"),
         "base_path": model["path"] if model and model.get("base") else None,
     }
+    cur_id = _record_round(ledger, cur.index, budget, strategy, model, params, table)
+    sel = Selection(
+        int(cur_id), [r["frame_id"] for r in table], strategy, cold, table, notes, scored.scored_now if scored else 0
+    )
+    sel.scored_by = model_name(model) if scored is not None else None
+    sel.csv, sel.markdown = _write_outputs(m, sel, scored, picked.rows)
+    if push:
+        sel.push = push_round(m, ledger, sel.round_id, sel.frame_ids)
+    return sel
+
+
+def _record_round(
+    ledger: Ledger, chunk: int, budget: int, strategy: str, model: dict | None, params: dict, table: list[dict]
+) -> int:
+    """The round in the ledger, with each picked frame's row (less its id, path and rank)."""
     with ledger.transaction():
-        cur_id = ledger.add_round(
-            chunk=cur.index,
+        return ledger.add_round(
+            chunk=chunk,
             budget=budget,
             strategy=strategy,
             model_id=model["id"] if model else None,  # None for the base: it is not a model of the ledger
@@ -346,14 +360,6 @@ def select(
                 for row in table
             ],
         )
-    sel = Selection(
-        int(cur_id), [r["frame_id"] for r in table], strategy, cold, table, notes, scored.scored_now if scored else 0
-    )
-    sel.scored_by = model_name(model) if scored is not None else None
-    sel.csv, sel.markdown = _write_outputs(m, sel, scored, picked.rows)
-    if push:
-        sel.push = push_round(m, ledger, sel.round_id, sel.frame_ids)
-    return sel
 
 
 def _check_request(
@@ -529,98 +535,13 @@ def _predict_strata(m: Manifest, ledger: Ledger, model: dict, scored: Scored) ->
 
 
 def _write_outputs(m: Manifest, sel: Selection, scored: Scored | None, rows: list[int]) -> tuple[Path, Path]:
-    d = m.workspace_dir / "rounds"
-    d.mkdir(parents=True, exist_ok=True)
-    stem = f"round-{sel.round_id:02d}"
-    csv_path = d / f"{stem}.csv"
-    cols = sorted(
-        {k for r in sel.table for k in r},
-        key=lambda k: ["rank", "frame_id", "path", "why"].index(k) if k in ("rank", "frame_id", "path", "why") else 10,
-    )
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        w.writerows(sel.table)
-    md = d / f"{stem}.md"
-    L = [
-        f"# Why these frames — round {sel.round_id}",
-        "",
-        f"{len(sel.frame_ids)} frames by strategy **{sel.strategy}**"
-        + (" (cold start: no model yet, diversity over image features)" if sel.cold_start else "")
-        + ".",
-        "",
-    ]
+    """The round's "why these frames" (reports/round.py) under ``<workspace>/rounds/``."""
+    picks = RoundPicks(sel.round_id, sel.strategy, sel.cold_start, sel.table, sel.notes)
     if scored is not None:
-        L += [f"Scored by {sel.scored_by}: {SCORING_PATH}.", ""]
-    for n in sel.notes:
-        L.append(f"> {n}")
-    if sel.notes:
-        L.append("")
-    whys: dict[str, int] = {}
-    for r in sel.table:
-        whys[r["why"]] = whys.get(r["why"], 0) + 1
-    L += (
-        ["| picked because | frames |", "|---|---:|"]
-        + [f"| {k} | {v} |" for k, v in sorted(whys.items(), key=lambda kv: -kv[1])]
-        + [""]
-    )
-    pred_keys = sorted({k for r in sel.table for k in r if k.startswith("pred_")})
-    for k in pred_keys:
-        cnt: dict[str, int] = {}
-        for r in sel.table:
-            cnt[r[k]] = cnt.get(r[k], 0) + 1
-        L += (
-            [f"| predicted {k[5:]} | frames |", "|---|---:|"]
-            + [f"| {v} | {n} |" for v, n in sorted(cnt.items())]
-            + [""]
-        )
-    if scored is not None:
-        png = d / f"{stem}-scores.png"
-        _plot_scores(scored, rows, png)
-        L += [f"![score distributions]({png.name})", ""]
-    thumbs = d / f"{stem}-thumbs.png"
-    _thumbs([r["path"] for r in sel.table[:24]], thumbs)
-    L += [f"![first frames]({thumbs.name})", "", f"Every score: `{csv_path.name}`.", ""]
-    md.write_text("\n".join(L))
-    return csv_path, md
-
-
-def _plot_scores(scored: Scored, rows: list[int], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(9, 2.6), dpi=100)
-    for ax, name in zip(axes, sc.NAMES):
-        v = scored.scores[name]
-        ax.hist(v, bins=30, alpha=0.5, label="pool", density=True)
-        ax.hist(v[rows], bins=30, alpha=0.6, label="selected", density=True)
-        ax.set_title(name, fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _thumbs(paths: list[str], out: Path, cell: int = 96, cols: int = 8) -> None:
-    import cv2
-
-    if not paths:
-        return
-    rows = (len(paths) + cols - 1) // cols
-    sheet = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
-    for i, p in enumerate(paths):
-        img, _ = read_image(p)
-        if img is None:
-            continue
-        s = cell / max(img.shape[:2])
-        img = cv2.resize(
-            img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))), interpolation=cv2.INTER_AREA
-        )
-        r, c = divmod(i, cols)
-        sheet[r * cell : r * cell + img.shape[0], c * cell : c * cell + img.shape[1]] = img
-    cv2.imwrite(str(out), sheet)
+        picks.scored_by = f"{sel.scored_by}: {SCORING_PATH}"
+        picks.pool_scores = {name: scored.scores[name] for name in sc.NAMES}
+        picks.picked_rows = list(rows)
+    return write_round(m.workspace_dir / "rounds", picks)
 
 
 def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str]):

@@ -25,7 +25,7 @@ SMOKE_PAIR = ["simulate-replay:random", "simulate-final:random"]
 
 
 def main() -> None:
-    from iterate.loop.simulate import paired_difference
+    from reports.simulation import paired_difference
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--pair", nargs=2, action="append", metavar="RUN:ARM", help="runs in bench/results/ (required)")

@@ -73,7 +73,7 @@ def main() -> None:
         args.name, args.merge = "simulate_lspet_smoke", ""
     out = results / args.name
     if args.merge:
-        from iterate.loop.simulate import merge, write_outputs
+        from reports.simulation import merge, write_outputs
 
         parts = [json.loads((RESULTS / n / "simulate.json").read_text()) for n in args.merge.split(",")]
         write_outputs(merge(parts), out)
@@ -114,7 +114,7 @@ def main() -> None:
             cmd += ["--no-replay"]
         subprocess.run(cmd, check=True)
     if args.rename:
-        from iterate.loop.simulate import rename_arms, write_outputs
+        from reports.simulation import rename_arms, write_outputs
 
         names = dict(pair.split("=", 1) for pair in args.rename.split(","))
         write_outputs(rename_arms(json.loads((out / "simulate.json").read_text()), names), out)

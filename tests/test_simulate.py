@@ -17,6 +17,7 @@ def _runs(curves: list[list[float]], strata=None, focus=None) -> list[list[dict]
     for ys in curves:
         rows = []
         for i, (n, y) in enumerate(zip(labels, ys)):
+            # rows as older versions recorded them (pckh05, …): summarise reads them under today's names
             r = {"labels": n, "pckh05": y, "pckh01": y / 10, "mean_sms01": y / 10, "strata": {}, "chunk_strata": {}}
             if strata is not None:
                 r["strata"] = {"posture": {"inverted": strata[i]}}
@@ -46,13 +47,13 @@ def test_summary_pairs_seeds_and_gives_intervals():
     full = rnd + np.array([0, 2, 3, 3])
     s = summarise({"random": _runs(rnd.tolist()), "full": _runs(full.tolist())}, [0, 1, 2, 3, 4])
     f = s["strategies"]["full"]
-    assert f["pckh05_vs_random"] == pytest.approx([0, 2, 3, 3])
-    lo, hi = f["pckh05_vs_random_ci"]
+    assert f["pckh@0.5_vs_random"] == pytest.approx([0, 2, 3, 3])
+    lo, hi = f["pckh@0.5_vs_random_ci"]
     assert lo[-1] == pytest.approx(3) and hi[-1] == pytest.approx(3)  # paired: seed noise cancels
     # unpaired spread is wide: the mean's interval over seeds is not a point
-    assert f["pckh05_ci"][1][-1] - f["pckh05_ci"][0][-1] > 1
+    assert f["pckh@0.5_ci"][1][-1] - f["pckh@0.5_ci"][0][-1] > 1
     # random ends at 44 + noise; full is at 43 + noise with 30 labels, 45 + noise with 150: 90 labels, 0.3×
-    assert f["labels_to_reach_random_final_pckh05"] == pytest.approx(90)
+    assert f["labels_to_reach_random_final_pckh@0.5"] == pytest.approx(90)
     assert s["full_labels_to_random_ratio"] == pytest.approx(0.3)
     assert s["full_labels_to_random_ratio_ci_high"] == pytest.approx(0.3)
     assert s["strategies"]["random"]["labels_to_random_ratio"] == pytest.approx(1.0)
@@ -103,7 +104,7 @@ def test_simulate_tiny_slice_end_to_end(tmp_path, lspet_coco):
     scored = s["per_seed"]["full"][0][1]["why"]
     assert "diversity (cold start)" not in scored  # the base scored full's first chunk
     assert "first_chunk" in s and "focus_test" in s
-    assert s["strategies"]["full"]["pckh05_vs_random_ci"] is not None
+    assert s["strategies"]["full"]["pckh@0.5_vs_random_ci"] is not None
     md = (out / "simulate.md").read_text()
     assert "labels to reach random's final PCKh@0.5" in md and "## Verdicts" in md
     assert (out / "simulate.png").stat().st_size > 5000
@@ -148,7 +149,7 @@ def test_summary_measures_selection_in_corrections():
     f = s["strategies"]["full"]
     assert f["labels_to_random_ratio"] == pytest.approx(0.3)
     assert f["corrections"] == pytest.approx([0, 600, 3000, 6000])
-    assert f["corrections_to_reach_random_final_pckh05"] == pytest.approx(1800)
+    assert f["corrections_to_reach_random_final_pckh@0.5"] == pytest.approx(1800)
     assert s["full_corrections_to_random_ratio"] == pytest.approx(0.6)
     assert f["corrections_per_frame_vs_random"] == pytest.approx([2.0, 2.0, 2.0])
     assert s["strategies"]["random"]["corrections_to_random_ratio"] == pytest.approx(1.0)
@@ -197,7 +198,7 @@ def test_merge_arms_on_the_same_seeds_equals_one_run():
     assert set(renamed["strategies"]) == {"full_flip"}
     m = merge([first, renamed])
     assert m["strategies"] == whole["strategies"] and m["wall_s"] == 8.0
-    assert m["strategies"]["full_flip"]["pckh05_vs_random"] == whole["strategies"]["full_flip"]["pckh05_vs_random"]
+    assert m["strategies"]["full_flip"]["pckh@0.5_vs_random"] == whole["strategies"]["full_flip"]["pckh@0.5_vs_random"]
     with pytest.raises(ValueError, match="arms"):
         merge([first, renamed | {"config": cfg | {"steps_per_round": 150}}])
 
@@ -213,7 +214,7 @@ def test_a_seed_reruns_to_the_same_figures(tmp_path, lspet_coco):
         assert r.exit_code == 0, r.output
         got.append(json.loads((tmp_path / f"sim{i}" / "simulate.json").read_text())["per_seed"])
     assert got[0] == got[1]
-    assert got[0]["random"][0][1]["pckh05"] != got[0]["random"][0][0]["pckh05"]  # the rounds did train
+    assert got[0]["random"][0][1]["pckh@0.5"] != got[0]["random"][0][0]["pckh@0.5"]  # the rounds did train
 
     # the first-chunk arm alone, merged with that run: the base-scored vs cold first chunk, paired by seed
     from reports.simulation import merge
@@ -225,8 +226,8 @@ def test_a_seed_reruns_to_the_same_figures(tmp_path, lspet_coco):
     assert set(cold["per_seed"]) == {COLD} and len(cold["per_seed"][COLD][0]) == 2  # the base and one chunk
     both = merge([json.loads((tmp_path / "sim0" / "simulate.json").read_text()), cold])
     fc = both["first_chunk"]
-    assert fc["cold_start_pckh05"] == cold["per_seed"][COLD][0][1]["pckh05"]
-    assert fc["base_scored_pckh05"] == got[0]["full"][0][1]["pckh05"]
+    assert fc["cold_start_pckh@0.5"] == cold["per_seed"][COLD][0][1]["pckh@0.5"]
+    assert fc["base_scored_pckh@0.5"] == got[0]["full"][0][1]["pckh@0.5"]
     r = CliRunner().invoke(app, [*args, "--base", "none", "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "give a base" in r.output and "Traceback" not in r.output
 
@@ -270,7 +271,7 @@ def test_simulate_fine_tunes_with_the_manifests_replay_source(tmp_path, lspet_co
     assert "drawn from 251 replayed frames" in got["--replay"]["md"]
     assert got["--no-replay"]["config"]["replay_frames"] == 0 and "no replay" in got["--no-replay"]["md"]
     after = [got[f]["per_seed"]["random"][0][1] for f in ("--replay", "--no-replay")]
-    assert after[0]["pckh05"] != after[1]["pckh05"] or after[0]["pckh01"] != after[1]["pckh01"]
+    assert after[0]["pckh@0.5"] != after[1]["pckh@0.5"] or after[0]["pckh@0.1"] != after[1]["pckh@0.1"]
 
 
 def test_simulate_refuses_a_replay_source_it_cannot_read(tmp_path, lspet_coco):
@@ -310,11 +311,11 @@ def test_summary_says_where_the_points_go_per_stratum():
     )
     s = summarise({"random": rnd, "full": full}, [0, 1, 2])
     f = s["strategies"]["full"]
-    assert f["strata_pckh05"]["posture"]["upright"] == [55.0, 47.0, 49.0, 50.333]
-    d = f["strata_pckh05_vs_random_final"]["posture"]
+    assert f["strata_pckh@0.5"]["posture"]["upright"] == [55.0, 47.0, 49.0, 50.333]
+    d = f["strata_pckh@0.5_vs_random_final"]["posture"]
     assert d["upright"]["mean"] == -2.667 and d["upright"]["ci"][1] < 0
     assert d["inverted"]["mean"] == 3.0 and d["inverted"]["ci"][0] > 0
-    assert "strata_pckh05_vs_random_final" not in s["strategies"]["random"]
+    assert "strata_pckh@0.5_vs_random_final" not in s["strategies"]["random"]
     md = _markdown(
         s
         | {
@@ -343,8 +344,8 @@ def test_paired_difference_between_two_runs_uses_the_common_seeds():
     d = paired_difference(a, "random", b, "random")
     assert d["seeds"] == [0, 1] and d["labels"] == [0, 30, 150, 300]
     # seed 0: a 40 41 42 44 − b 39 40 42 44 = 1 1 0 0; seed 1: a 39 41 43 45 − b 40 40 41 42 = −1 1 2 3
-    assert d["pckh05_diff"] == [0.0, 1.0, 1.0, 1.5]
-    lo, hi = d["pckh05_diff_ci"]
+    assert d["pckh@0.5_diff"] == [0.0, 1.0, 1.0, 1.5]
+    lo, hi = d["pckh@0.5_diff_ci"]
     assert lo[-1] == 0.0 and hi[-1] == 3.0  # two seeds: the resamples' means span the two differences
     with pytest.raises(ValueError, match="no seed in common"):
         paired_difference(a, "random", summarise({"random": _runs([[1, 2, 3, 4]])}, [7]), "random")

@@ -22,6 +22,7 @@ import numpy as np
 from iterate.core.coco import ann_key, coco_keypoints, read_coco
 from iterate.core.errors import IterateError
 from iterate.core.manifest import Manifest
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05
 from iterate.core.score_kinds import PASS_SCORES
 from iterate.loop.pool import SCORING_BATCH, PoolParts, Scored, build_pool, score_samples
 from iterate.loop.scoring import score
@@ -155,8 +156,8 @@ class _Sim:
     def _row(self, labels: int, model) -> dict:
         res, pred = _evaluate(self.m, model, self.codec, self.test)
         ev = score(self.spec, pred.keypoints, self.test)
-        strata = {k: {v: r["pckh05"] for v, r in rows.items()} for k, rows in res["strata"].items()}
-        return {"labels": labels, **{k: ev[k] for k in ("pckh01", "pckh05", "mean_sms01")}, "strata": strata}
+        strata = {k: {v: r[PCKH05] for v, r in rows.items()} for k, rows in res["strata"].items()}
+        return {"labels": labels, **{k: ev[k] for k in (PCKH01, PCKH05, MEAN_SMS01)}, "strata": strata}
 
     def _effort(self, model, samples: list[Sample], why: list[str]) -> dict:
         """The corrections an annotator makes on a revealed chunk starting from the pre-annotations `iterate select`
@@ -257,7 +258,7 @@ class _Sim:
         model = self.base_model or self._fresh()
         ck = None if strategy == COLD or self.base_model is None else Path(cfg.base)  # None: no model yet
         before = np.full((len(self.pool), m.keypoints.num_joints, 2), np.nan)  # last round's pool predictions
-        rows = [dict(self.base_row or {"labels": 0, "pckh01": 0.0, "pckh05": 0.0, "mean_sms01": 0.0, "strata": {}})]
+        rows = [dict(self.base_row or {"labels": 0, PCKH01: 0.0, PCKH05: 0.0, MEAN_SMS01: 0.0, "strata": {}})]
         with tempfile.TemporaryDirectory() as work:
             for rnd, budget in enumerate(budgets, 1):
                 t0 = time.time()
@@ -273,8 +274,8 @@ class _Sim:
                 row |= {"why": _count(why), "effort": effort, "picked": [self.pool[i].frame_id for i in chunk]}
                 rows.append(row)
                 self.log(
-                    f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {row['pckh01']:.2f} "
-                    f"@0.5 {row['pckh05']:.2f} MeanSmS@0.1 {row['mean_sms01']:.2f}; {effort['corrections']} "
+                    f"{strategy} seed {seed} round {rnd}: {len(labeled)} labels → PCKh@0.1 {row[PCKH01]:.2f} "
+                    f"@0.5 {row[PCKH05]:.2f} MeanSmS@0.1 {row[MEAN_SMS01]:.2f}; {effort['corrections']} "
                     f"corrections ({effort['corrections'] / max(1, effort['frames']):.1f} a frame) "
                     f"({time.time() - t0:.0f} s)"
                 )

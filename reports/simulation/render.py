@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05
+
 
 def write_outputs(summary: dict, out_dir: Path) -> None:
     """simulate.json, simulate.png and simulate.md of a summary."""
@@ -27,7 +29,7 @@ def _plot(summary: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=100)
     color = {s: f"C{i}" for i, s in enumerate(summary["strategies"])}  # one colour per strategy in every panel
-    panels = (("pckh05", "PCKh@0.5 (test)"), ("pckh01", "PCKh@0.1 (test)"), ("pckh05_vs_random", "PCKh@0.5 − random"))
+    panels = ((PCKH05, "PCKh@0.5 (test)"), (PCKH01, "PCKh@0.1 (test)"), (f"{PCKH05}_vs_random", "PCKh@0.5 − random"))
     for ax, (key, title) in zip(axes, panels):
         for s, c in summary["strategies"].items():
             if key not in c or (key.endswith("random") and s == "random"):
@@ -62,7 +64,7 @@ def _plot_effort(summary: dict, path: Path) -> None:
     for i, (s, c) in enumerate(summary["strategies"].items()):
         if "corrections" not in c:
             continue
-        axes[0].plot(c["corrections"], c["pckh05"], marker="o", label=s, color=f"C{i}")
+        axes[0].plot(c["corrections"], c[PCKH05], marker="o", label=s, color=f"C{i}")
         axes[1].plot(c["labels"][1:], c["corrections_per_frame"], marker="o", label=s, color=f"C{i}")
     axes[0].set_xlabel("corrections so far (joints moved, added or deleted)")
     axes[0].set_ylabel("PCKh@0.5 (test)")
@@ -115,7 +117,7 @@ def _effort_markdown(summary: dict) -> list[str]:
         if "corrections_to_random_ratio" not in c:
             continue
         r, ci = c["corrections_to_random_ratio"], c.get("corrections_to_random_ratio_ci")
-        v = c["corrections_to_reach_random_final_pckh05"]
+        v = c[f"corrections_to_reach_random_final_{PCKH05}"]
         lr, lci = c.get("labels_to_random_ratio"), c.get("labels_to_random_ratio_ci")
         cell = "not reached" if r is None else f"{r:.2f}" + (_iv(ci).replace("+", "") if ci else "")
         lcell = "not reached" if lr is None else f"{lr:.2f}" + (_iv(lci).replace("+", "") if lci else "")
@@ -203,7 +205,7 @@ def _curve_table(summary: dict) -> list[str]:
     for s, c in summary["strategies"].items():
         for i, n in enumerate(c["labels"]):
             cell = []
-            for k in ("pckh05", "pckh01"):
+            for k in (PCKH05, PCKH01):
                 ci = c.get(f"{k}_ci")
                 cell.append(f"{c[k][i]:.2f}" + (_iv([ci[0][i], ci[1][i]]).replace("+", "") if ci else ""))
                 d = c.get(f"{k}_vs_random")
@@ -211,7 +213,7 @@ def _curve_table(summary: dict) -> list[str]:
                 cell.append(
                     "" if d is None or s == "random" else f"{d[i]:+.2f}" + (_iv([dci[0][i], dci[1][i]]) if dci else "")
                 )
-            L.append(f"| {s} | {n} | {' | '.join(cell)} | {c['mean_sms01'][i]:.2f} |")
+            L.append(f"| {s} | {n} | {' | '.join(cell)} | {c[MEAN_SMS01][i]:.2f} |")
     return L
 
 
@@ -225,7 +227,7 @@ def _reach_table(summary: dict) -> list[str]:
     for s, c in summary["strategies"].items():
         if "labels_to_random_ratio" not in c:
             continue
-        v, r = c["labels_to_reach_random_final_pckh05"], c["labels_to_random_ratio"]
+        v, r = c[f"labels_to_reach_random_final_{PCKH05}"], c["labels_to_random_ratio"]
         ci = c["labels_to_random_ratio_ci"]
         ratio = "not reached" if r is None else f"{r:.2f}" + (_iv(ci).replace("+", "") if ci else "")
         L.append(f"| {s} | {v if v is not None else 'not reached'} | {ratio} | {c['not_reached_share']:.0%} |")
@@ -237,12 +239,12 @@ def _verdicts(summary: dict) -> list[str]:
     chunk."""
     L = []
     full = summary["strategies"].get("full")
-    if full and "pckh05_vs_random" in full:
+    if full and f"{PCKH05}_vs_random" in full:
         L.append(
             "- "
             + _verdict(
-                full["pckh05_vs_random"][-1],
-                _col(full.get("pckh05_vs_random_ci"), -1),
+                full[f"{PCKH05}_vs_random"][-1],
+                _col(full.get(f"{PCKH05}_vs_random_ci"), -1),
                 f"`full` − random at {full['labels'][-1]} labels, test PCKh@0.5 (points)",
             )
         )
@@ -309,10 +311,10 @@ def _focus_rounds(summary: dict) -> list[str]:
 
 def _strata_markdown(summary: dict) -> list[str]:
     """Per stratum: each arm's mean test PCKh@0.5 round by round, and each arm − random at the final budget."""
-    arms = {s: c for s, c in summary["strategies"].items() if c.get("strata_pckh05")}
+    arms = {s: c for s, c in summary["strategies"].items() if c.get(f"strata_{PCKH05}")}
     if not arms:
         return []
-    paired = [s for s, c in arms.items() if c.get("strata_pckh05_vs_random_final")]
+    paired = [s for s, c in arms.items() if c.get(f"strata_{PCKH05}_vs_random_final")]
     L = [
         "",
         "## Where the points go: test PCKh@0.5 per stratum (mean of the seeds)",
@@ -320,19 +322,19 @@ def _strata_markdown(summary: dict) -> list[str]:
         "Each arm's cell reads round by round from the base; a stratum the base knew can lose what a focused one "
         "gains.",
     ]
-    keys = sorted({k for c in arms.values() for k in c["strata_pckh05"]})
+    keys = sorted({k for c in arms.values() for k in c[f"strata_{PCKH05}"]})
     for key in keys:
         head = ["stratum", *(f"{s} ({' / '.join(map(str, arms[s]['labels']))} labels)" for s in arms)]
         head += [f"{s} − random at {arms[s]['labels'][-1]}" for s in paired]
         L += ["", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-        values = sorted({v for c in arms.values() for v in c["strata_pckh05"].get(key, {})})
+        values = sorted({v for c in arms.values() for v in c[f"strata_{PCKH05}"].get(key, {})})
         for v in values:
             cells = [f"{key}={v}"]
             for s in arms:
-                ys = arms[s]["strata_pckh05"].get(key, {}).get(v)
+                ys = arms[s][f"strata_{PCKH05}"].get(key, {}).get(v)
                 cells.append("–" if ys is None else " / ".join("–" if y is None else f"{y:.1f}" for y in ys))
             for s in paired:
-                d = arms[s]["strata_pckh05_vs_random_final"].get(key, {}).get(v)
+                d = arms[s][f"strata_{PCKH05}_vs_random_final"].get(key, {}).get(v)
                 cells.append("–" if d is None else f"{d['mean']:+.2f}" + _iv(d["ci"]))
             L.append("| " + " | ".join(cells) + " |")
     return L

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05, upgrade
+
 COLD = "cold_start"  # `full` whose first chunk is a cold start (image features), as if no base were given
 N_BOOT = 2000
 
@@ -63,14 +65,14 @@ def paired_difference(a: dict, arm_a: str, b: dict, arm_b: str) -> dict:
     seeds = [x for x in a["seeds"] if x in b["seeds"]]
     if not seeds:
         raise ValueError(f"no seed in common: {a['seeds']} and {b['seeds']}")
-    ra = [a["per_seed"][arm_a][a["seeds"].index(x)] for x in seeds]
-    rb = [b["per_seed"][arm_b][b["seeds"].index(x)] for x in seeds]
+    ra = upgrade([a["per_seed"][arm_a][a["seeds"].index(x)] for x in seeds])
+    rb = upgrade([b["per_seed"][arm_b][b["seeds"].index(x)] for x in seeds])
     labels = [r["labels"] for r in ra[0]]
     if labels != [r["labels"] for r in rb[0]]:
         raise ValueError(f"the arms ran different budgets: {labels} and {[r['labels'] for r in rb[0]]}")
-    d = np.array([[x["pckh05"] for x in run] for run in ra]) - np.array([[x["pckh05"] for x in run] for run in rb])
+    d = np.array([[x[PCKH05] for x in run] for run in ra]) - np.array([[x[PCKH05] for x in run] for run in rb])
     ci = _ci(d[_boot_idx(len(seeds))].mean(1)) if len(seeds) > 1 else None
-    return {"seeds": seeds, "labels": labels, "pckh05_diff": _num(d.mean(0)), "pckh05_diff_ci": ci}
+    return {"seeds": seeds, "labels": labels, f"{PCKH05}_diff": _num(d.mean(0)), f"{PCKH05}_diff_ci": ci}
 
 
 def _boot_idx(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
@@ -93,11 +95,13 @@ def _num(x) -> float | None | list:
 
 def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
     """Means over seeds, paired differences to random and labels to reach random's final PCKh@0.5, each with a 95 %
-    bootstrap interval over seeds; the focus test and the first-chunk comparison."""
+    bootstrap interval over seeds; the focus test and the first-chunk comparison. Rows recorded with older metric
+    names read under today's (:func:`iterate.core.metric_keys.upgrade`)."""
+    per_seed = upgrade(per_seed)
     idx = _boot_idx(len(seeds))
     out: dict = {"seeds": seeds, "interval": f"95 % bootstrap over seeds ({N_BOOT} resamples, paired)"}
     curves = {
-        s: {k: np.array([[r[k] for r in run] for run in runs]) for k in ("pckh01", "pckh05", "mean_sms01")}
+        s: {k: np.array([[r[k] for r in run] for run in runs]) for k in (PCKH01, PCKH05, MEAN_SMS01)}
         for s, runs in per_seed.items()
     }
     rnd = curves.get("random")
@@ -108,17 +112,17 @@ def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
         for k, arr in c.items():
             row[k] = _num(arr.mean(0))
             row[f"{k}_ci"] = _ci(arr[idx].mean(1)) if len(seeds) > 1 else None
-            if rnd is not None and k != "mean_sms01":
+            if rnd is not None and k != MEAN_SMS01:
                 d = arr - rnd[k][:, : arr.shape[1]]
                 row[f"{k}_vs_random"] = _num(d.mean(0))
                 row[f"{k}_vs_random_ci"] = _ci(d[idx].mean(1)) if len(seeds) > 1 else None
         if rnd is not None and s != COLD:
-            reach = _reach(row["labels"], c["pckh05"], rnd["pckh05"], idx)
+            reach = _reach(row["labels"], c[PCKH05], rnd[PCKH05], idx)
             row.update(reach)
         row.update(_strata_rows(runs, per_seed.get("random") if s not in ("random", COLD) else None, idx))
         if s != COLD:
             row.update(
-                _effort_rows(runs, c["pckh05"], per_seed.get("random"), rnd["pckh05"] if rnd is not None else None, idx)
+                _effort_rows(runs, c[PCKH05], per_seed.get("random"), rnd[PCKH05] if rnd is not None else None, idx)
             )
         out["strategies"][s] = row
     full = out["strategies"].get("full", {})
@@ -136,11 +140,11 @@ def summarise(per_seed: dict[str, list[list[dict]]], seeds: list[int]) -> dict:
     if "full" in per_seed and "random" in per_seed:
         out["focus_test"] = _focus_test(per_seed["full"], per_seed["random"], idx)
     if COLD in per_seed and "full" in per_seed:
-        a, b = curves["full"]["pckh05"][:, 1], curves[COLD]["pckh05"][:, 1]
+        a, b = curves["full"][PCKH05][:, 1], curves[COLD][PCKH05][:, 1]
         out["first_chunk"] = {
             "labels": per_seed[COLD][0][1]["labels"],
-            "base_scored_pckh05": _num(a.mean()),
-            "cold_start_pckh05": _num(b.mean()),
+            f"base_scored_{PCKH05}": _num(a.mean()),
+            f"cold_start_{PCKH05}": _num(b.mean()),
             "base_minus_cold": _num((a - b).mean()),
             "base_minus_cold_ci": _ci((a - b)[idx].mean(1)) if len(seeds) > 1 else None,
         }
@@ -168,13 +172,13 @@ def _strata_rows(runs: list[list[dict]], rnd_runs: list[list[dict]] | None, idx:
     curves = _strata_curves(runs)
     if not curves:
         return {}
-    out: dict = {"strata_pckh05": {}}
+    out: dict = {f"strata_{PCKH05}": {}}
     for (k, v), arr in curves.items():
-        out["strata_pckh05"].setdefault(k, {})[v] = _num(_nanmean(arr, 0))
+        out[f"strata_{PCKH05}"].setdefault(k, {})[v] = _num(_nanmean(arr, 0))
     if rnd_runs is None:
         return out
     rnd = _strata_curves(rnd_runs)
-    out["strata_pckh05_vs_random_final"] = {}
+    out[f"strata_{PCKH05}_vs_random_final"] = {}
     if len(idx[0]) < 2:  # one seed: no interval
         return out
     for (k, v), arr in curves.items():
@@ -183,7 +187,10 @@ def _strata_rows(runs: list[list[dict]], rnd_runs: list[list[dict]] | None, idx:
         d = arr[:, -1] - rnd[(k, v)][:, arr.shape[1] - 1]
         if np.isnan(d).any():
             continue
-        out["strata_pckh05_vs_random_final"].setdefault(k, {})[v] = {"mean": _num(d.mean()), "ci": _ci(d[idx].mean(1))}
+        out[f"strata_{PCKH05}_vs_random_final"].setdefault(k, {})[v] = {
+            "mean": _num(d.mean()),
+            "ci": _ci(d[idx].mean(1)),
+        }
     return out
 
 
@@ -197,7 +204,7 @@ def _reach(labels: list[int], ys: np.ndarray, rnd: np.ndarray, idx: np.ndarray) 
         boots.append(np.inf if v is None else v / final)
     boots = np.array(boots)
     return {
-        "labels_to_reach_random_final_pckh05": point,
+        f"labels_to_reach_random_final_{PCKH05}": point,
         "labels_to_random_ratio": None if point is None else round(point / final, 3),
         "labels_to_random_ratio_ci": _ci(boots) if len(idx[0]) > 1 else None,
         "not_reached_share": round(float(np.isinf(boots).mean()), 3),
@@ -247,7 +254,7 @@ def _effort_rows(runs, ys: np.ndarray, rnd_runs, rnd_ys: np.ndarray | None, idx:
     rf = np.diff(rx, axis=1) / np.maximum([[r["effort"]["frames"] for r in run[1:]] for run in rnd_runs], 1)
     ratio = per_frame / np.maximum(rf[:, : per_frame.shape[1]], 1e-9)  # paired per seed and round
     out |= {
-        "corrections_to_reach_random_final_pckh05": point,
+        f"corrections_to_reach_random_final_{PCKH05}": point,
         "corrections_to_random_ratio": None if point is None else round(point / float(final.mean()), 3),
         "corrections_to_random_ratio_ci": _ci(boots) if one else None,
         "corrections_not_reached_share": round(float(np.isinf(boots).mean()), 3),
@@ -272,7 +279,7 @@ def _tolerance_rows(per_seed: dict, curves: dict, idx: np.ndarray) -> dict:
     out = {}
     for tol in next(iter(runs["full"][0][1:]))["effort"]["at"]:
         f, r = _recount(runs["full"], tol), _recount(runs["random"], tol)
-        row = _effort_rows(f, curves["full"]["pckh05"], r, curves["random"]["pckh05"], idx)
+        row = _effort_rows(f, curves["full"][PCKH05], r, curves["random"][PCKH05], idx)
         keys = ("corrections_to_random_ratio", "corrections_to_random_ratio_ci", "corrections_per_frame_vs_random")
         out[tol] = {k: row.get(k) for k in (*keys, "corrections_per_frame_vs_random_ci", "corrections_per_frame")}
     return {"full_effort_at_tolerance": out}

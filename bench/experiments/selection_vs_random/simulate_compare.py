@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/: _common
+from iterate.core.metric_keys import PCKH05
+
 import _common  # noqa: E402
 from _common import REPO, RESULTS, write_result  # noqa: E402
 
@@ -46,8 +48,8 @@ def main() -> None:
         a, b = (json.loads((runs / r / "simulate.json").read_text()) for r in (ra, rb))
         d = paired_difference(a, aa, b, ab)
         key = f"{ra}_{aa}_minus_{rb}_{ab}".replace("-", "_")
-        figures[f"{key}_final"] = d["pckh05_diff"][-1]
-        figures[f"{key}_final_ci"] = None if d["pckh05_diff_ci"] is None else [c[-1] for c in d["pckh05_diff_ci"]]
+        figures[f"{key}_final"] = d[f"{PCKH05}_diff"][-1]
+        figures[f"{key}_final_ci"] = None if d[f"{PCKH05}_diff_ci"] is None else [c[-1] for c in d[f"{PCKH05}_diff_ci"]]
         details[key] = d
     write_result(args.name, figures, details)
 

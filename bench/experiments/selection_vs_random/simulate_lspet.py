@@ -21,8 +21,12 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/: _common
+from iterate.core.metric_keys import PCKH01, PCKH05
+
 import _common  # noqa: E402
 from _common import LSPET, REPO, RESULTS, apply_overrides, write_result  # noqa: E402
+
+VS_RANDOM = f"{PCKH05}_vs_random"  # the summary's paired difference to random, per round
 
 
 def subset(coco: dict, lo: int, hi: int, path: Path) -> Path:
@@ -124,7 +128,7 @@ def main() -> None:
 def _figures(out: Path, args) -> None:
     s = json.loads((out / "simulate.json").read_text())
     for name, c in s["strategies"].items():
-        print(f"{name}: labels {c['labels']} PCKh@0.5 {c['pckh05']} PCKh@0.1 {c['pckh01']}")
+        print(f"{name}: labels {c['labels']} PCKh@0.5 {c[PCKH05]} PCKh@0.1 {c[PCKH01]}")
     full = s["strategies"].get("full", {})
     ft = s.get("focus_test", {})
     fc = s.get("first_chunk", {})
@@ -132,8 +136,8 @@ def _figures(out: Path, args) -> None:
         "seeds": len(s["seeds"]),
         "full_labels_to_random_ratio": s.get("full_labels_to_random_ratio"),
         "full_labels_to_random_ratio_ci_high": s.get("full_labels_to_random_ratio_ci_high"),
-        "full_minus_random_final_pckh05": (full.get("pckh05_vs_random") or [None])[-1],
-        "full_minus_random_final_pckh05_ci": _last(full.get("pckh05_vs_random_ci")),
+        "full_minus_random_final_pckh05": (full.get(VS_RANDOM) or [None])[-1],
+        "full_minus_random_final_pckh05_ci": _last(full.get(f"{VS_RANDOM}_ci")),
         "focus_gain_full_minus_random": ft.get("gain_full_minus_random"),
         "focus_gain_full_minus_random_ci": ft.get("gain_full_minus_random_ci"),
         "first_chunk_base_minus_cold": fc.get("base_minus_cold"),
@@ -144,9 +148,9 @@ def _figures(out: Path, args) -> None:
         "simulate_wall_s": s["wall_s"],
     }
     for name, c in s["strategies"].items():  # variant arms: their own paired figures
-        if name not in ("random", "full", "cold_start") and c.get("pckh05_vs_random"):  # cold_start: first_chunk
-            figures[f"{name}_minus_random_final_pckh05"] = c["pckh05_vs_random"][-1]
-            figures[f"{name}_minus_random_final_pckh05_ci"] = _last(c.get("pckh05_vs_random_ci"))
+        if name not in ("random", "full", "cold_start") and c.get(VS_RANDOM):  # cold_start: first_chunk
+            figures[f"{name}_minus_random_final_pckh05"] = c[VS_RANDOM][-1]
+            figures[f"{name}_minus_random_final_pckh05_ci"] = _last(c.get(f"{VS_RANDOM}_ci"))
             figures[f"{name}_labels_to_random_ratio"] = c.get("labels_to_random_ratio")
     details = {
         "config": s["config"],

@@ -92,7 +92,9 @@ def test_kcenter_batch_is_more_spread_than_random(proj):
     rng = np.random.default_rng(0)
     rand = [diversity.min_pairwise_distance(emb[rng.choice(len(emb), k, replace=False)]) for _ in range(20)]
     assert spread > np.median(rand)
-    rows = strategies.choose("diversity", k, strategies.Pool(len(emb), rng, combined=np.zeros(len(emb)), emb=emb)).rows
+    rows = strategies.choose(
+        "diversity", k, strategies.Pool(len(emb), rng, combined=np.zeros(len(emb)), emb=emb, explore=0.1)
+    ).rows
     assert len(set(rows)) == k
 
 
@@ -264,7 +266,9 @@ def test_a_pool_too_small_for_uncertainty_to_narrow_the_choice_is_said():
     rng = np.random.default_rng(0)
 
     def pool(n):
-        return strategies.Pool(n, rng, combined=rng.random(n), emb=rng.normal(size=(n, 8)).astype(np.float32))
+        return strategies.Pool(
+            n, rng, combined=rng.random(n), emb=rng.normal(size=(n, 8)).astype(np.float32), explore=0.1
+        )
 
     small = strategies.choose("diversity", 30, pool(100))
     assert any("did not narrow the choice for uncertainty + diversity (30 of 100)" in n for n in small.notes)

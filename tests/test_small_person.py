@@ -9,8 +9,8 @@ import numpy as np
 
 from iterate.core.presets import LSP_JOINTS
 from iterate.core.schema import KeypointSpec
+from iterate.loop.settings import augment_config
 from model.codec import DarkCodec
-from model.config import AugmentConfig
 from model.data import PoseDataset, Sample
 from model.infer import load_predictor
 
@@ -32,7 +32,7 @@ def test_zoom_out_shrinks_the_person_over_another_frame(lspet_coco):
     samples = _samples(lspet_coco, set(range(7001, 7013)))
     spec = KeypointSpec.from_names(LSP_JOINTS)
     kw = dict(flip_index=spec.flip_index(), joint_weights=[1.0] * 14, train=True, box_targets=True)
-    plain = AugmentConfig(n=0, flip=False, rotate_deg=0, scale=0, person_box=0)
+    plain = augment_config(n=0, flip=False, rotate_deg=0, scale=0, person_box=0)
     codec = DarkCodec(128, 64, 3.0)
     tight = PoseDataset(samples, codec, augment=plain, **kw)
     small = PoseDataset(samples, codec, augment=plain, zoom_out=(1.0, 0.15), **kw)

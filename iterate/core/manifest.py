@@ -2,6 +2,10 @@
 
 Every relative path in the manifest is relative to the manifest's own folder; :meth:`Manifest.resolve`
 turns one into an absolute path. Validation errors name the field path (``keypoints.flip_pairs[2][0]``).
+
+The sections here are the one place each setting's default is written: the frozen settings the libraries take
+(``model.config``, ``annotation.settings``, ``iterate.selection``) declare none for the fields the manifest sets and
+are built from these models by :mod:`iterate.loop.settings` (tests/test_settings.py holds them to it).
 """
 
 from __future__ import annotations
@@ -59,18 +63,25 @@ class _Strict(BaseModel):
         return v
 
 
+_NORMALIZER = NormalizerSpec()  # the core's frozen spec declares the normaliser's defaults; the manifest reads them
+
+
 class Normalizer(_Strict):
     """PCKh normaliser ``l``: MPII head size, a head segment between two joints, or the person box."""
 
-    kind: Literal["head_box", "head_segment", "person_box"] = "head_segment"
-    joints: list[str] = Field(default_factory=list, description="the two joints of a head_segment")
-    factor: float = Field(1.0, gt=0, description="l = factor × (segment length | box diagonal)")
+    kind: Literal["head_box", "head_segment", "person_box"] = _NORMALIZER.kind
+    joints: list[str] = Field(
+        default_factory=lambda: list(_NORMALIZER.joints), description="the two joints of a head_segment"
+    )
+    factor: float = Field(_NORMALIZER.factor, gt=0, description="l = factor × (segment length | box diagonal)")
     fallback: Literal["person_box_ratio", "none"] = Field(
-        "person_box_ratio",
+        _NORMALIZER.fallback,
         description="frames without this normaliser: the labeled joints' box diagonal × the "
         "median normaliser-to-box ratio of the frames that have both (none: leave them out, counted)",
     )
-    fallback_ratio: float | None = Field(None, gt=0, description="a fixed normaliser-to-box ratio for the fallback")
+    fallback_ratio: float | None = Field(
+        _NORMALIZER.fallback_ratio, gt=0, description="a fixed normaliser-to-box ratio for the fallback"
+    )
 
 
 class KeypointSchema(_Strict):
@@ -408,7 +419,10 @@ class ExtendInstructions(_Strict):
     extend: str = Field(description="plain text shown after the generated instructions")
 
 
-class LabelStudioSettings(_Strict):
+class LabelStudioSection(_Strict):
+    """``label_studio:``: the one place its defaults are written; iterate/loop/settings.py:studio_settings turns it
+    into the annotation package's frozen :class:`annotation.settings.LabelStudioSettings`."""
+
     url: str = "http://127.0.0.1:8080"
     project_title: str = "iterate"
     token_env: str = "LABEL_STUDIO_TOKEN"
@@ -620,7 +634,7 @@ class Manifest(_Strict):
     sources: list[Source] = Field(default_factory=list)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
-    label_studio: LabelStudioSettings = Field(default_factory=LabelStudioSettings)
+    label_studio: LabelStudioSection = Field(default_factory=LabelStudioSection)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     cost: CostSettings = Field(default_factory=CostSettings)

@@ -34,7 +34,7 @@ from iterate.core.manifest import Manifest
 from iterate.loop.models import base_model, base_path, cache_dir, model_name
 from iterate.loop.pool import labeled_bones
 from iterate.loop.samples import boxes_stamp, frame_samples
-from iterate.loop.settings import keypoint_spec
+from iterate.loop.settings import from_section, keypoint_spec
 from iterate.selection import audit as au
 from model.infer import load_predictor
 from reports.metrics import normalisers, person_box_diagonal
@@ -95,7 +95,7 @@ class AuditResult:
 
 
 def thresholds(m: Manifest) -> au.Thresholds:
-    return au.Thresholds(**m.audit.model_dump())
+    return from_section(au.Thresholds, m.audit)
 
 
 def _models(m: Manifest, ledger: Ledger) -> tuple[list[dict], dict | None]:

@@ -8,16 +8,19 @@ from pathlib import Path
 import yaml
 
 from iterate.core.errors import IterateError
+from iterate.core.manifest import CostSettings, LabelStudioSection, Manifest, ModelSettings
 from iterate.core.schema import guess_flip_pairs
 
+# The values the template states that are the manifest's defaults come from its models (iterate/core/manifest.py),
+# the one place they are written; the others (heatmap_size, sigma) are the CPU recipe's choice, not defaults.
 _TEMPLATE = """\
 # iterate data manifest: what the data is, how labels are planned, and how the model trains.
 # Relative paths are relative to this file's folder. `iterate --help` lists the commands.
 project: {project}
-workspace: .iterate            # ledger, frames cut from videos, models, reports
+workspace: {workspace}            # ledger, frames cut from videos, models, reports
 # ledger: $ITERATE_LEDGER_URL  # a team's PostgreSQL ledger (URL in that variable); default: SQLite in the workspace
 target_size: {target_size}     # D: labeled frames wanted in all
-chunks: [0.1, 0.4, 0.5]        # chunk plan: fractions of D, labeled in this order (must sum to 1)
+chunks: {chunks}        # chunk plan: fractions of D, labeled in this order (must sum to 1)
 
 keypoints:
   names: {names}
@@ -42,21 +45,21 @@ sources:                       # images | video (every: N or fps: F) | coco (lab
 {sources}
 
 model:
-  backbone: hrnet_w18_small    # hrnet_w32 / hrnet_w48 on a GPU
-  input_size: 128
+  backbone: {backbone}    # hrnet_w32 / hrnet_w48 on a GPU
+  input_size: {input_size}
   heatmap_size: 64             # at 128² input the CPU recipe's 64² heatmaps, σ 3 (bench/results/recipe.md)
   sigma: 3.0
   base: null                   # checkpoint to fine-tune from (a file path; nothing is downloaded)
 
 label_studio:
-  url: http://127.0.0.1:8080
+  url: {url}
   project_title: {project}
-  token_env: LABEL_STUDIO_TOKEN   # the NAME of the variable that holds the token, never the token
+  token_env: {token_env}   # the NAME of the variable that holds the token, never the token
   # instructions: "…"           # what annotators read first: left out, generated from the joints and strata;
                                 # a text replaces it, {{extend: "…"}} appends to it
 
 cost:
-  accept_tolerance: 0.05       # a pre-annotated joint left within this × l counts accepted (docs/cost.md)
+  accept_tolerance: {accept_tolerance}       # a pre-annotated joint left within this × l counts accepted (docs/cost.md)
 """
 
 
@@ -112,7 +115,15 @@ def manifest_text(project: str, coco: Path | None = None, preset: str | None = N
             }
     flow = lambda x: yaml.safe_dump(x, default_flow_style=True, width=10_000).strip()  # noqa: E731
     nm = schema["normalizer"]
+    man, mod, ls = Manifest.model_fields, ModelSettings(), LabelStudioSection()
     return _TEMPLATE.format(
+        workspace=man["workspace"].default,
+        chunks=flow(man["chunks"].get_default(call_default_factory=True)),
+        backbone=mod.backbone,
+        input_size=mod.input_size,
+        url=ls.url,
+        token_env=ls.token_env,
+        accept_tolerance=CostSettings().accept_tolerance,
         project=_quoted(project),
         target_size=1000,
         names=flow(schema["names"]),

@@ -20,7 +20,7 @@ from iterate.loop.cost import cost_data, hours_by_time
 from iterate.loop.models import model_name, round_model
 from iterate.loop.retrain import split_warnings
 from iterate.loop.samples import frame_samples, labeled_samples
-from iterate.loop.settings import derived_strata, keypoint_spec, strata
+from iterate.loop.settings import derived_strata, keypoint_spec, selection_setup, strata
 from iterate.selection.strata import StrataPredictor
 from model.evaluate import head_boxes
 from model.infer import Predictions, Predictor, load_predictor
@@ -408,8 +408,10 @@ def _focus(m: Manifest, ledger: Ledger, pr: Predictor, p: Predictions, res: dict
         unc = 1.0 - np.nanmean(pp.scores, axis=1)
     else:
         pool_strata, unc = [], np.zeros(0)
-    metric = m.selection.focus_metric
-    return next_chunk_focus(res["strata"], res.get(metric), pool_strata, unc, m.selection.explore, metric)
+    setup = selection_setup(m)
+    return next_chunk_focus(
+        res["strata"], res.get(setup.focus_metric), pool_strata, unc, setup.explore, setup.focus_metric
+    )
 
 
 def _focus_followup(ledger: Ledger, out_dir: Path, data: dict) -> dict | None:

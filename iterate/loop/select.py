@@ -257,7 +257,7 @@ def cold_start_features(
         notes.append(f"{broken} broken cold-start feature file(s) in {d} computed again")
     if not feats:
         raise IterateError("no pool frame could be read")
-    return features.pca(np.stack(feats), 32, m.train.seed), ok
+    return features.pca(np.stack(feats), 32, selection_setup(m).feature_seed), ok
 
 
 # -- the selection itself -----------------------------------------------------------------------------------
@@ -430,7 +430,7 @@ def _candidate_pool(
         cands, scored = [cands[i] for i in keep], scored.rows(keep)
         parts = _pool_parts(m, ledger, model, cands, scored, progress, notes)
     parts.blocked = diversity.video_neighbours(
-        [f.video for f in cands], [f.frame_index for f in cands], m.selection.video_gap
+        [f.video for f in cands], [f.frame_index for f in cands], setup.video_gap
     )
     pool = build_pool(setup, strategy, parts, rng, notes)
     if scored is not None:

@@ -1,21 +1,47 @@
 """The edge where the manifest becomes the plain frozen settings the libraries take: ``model`` gets a
 :class:`~model.config.TrainSetup` and an :class:`~model.infer.InferConfig`, ``annotation`` a
 :class:`~annotation.settings.LabelingSetup`, ``reports`` a :class:`~iterate.core.schema.KeypointSpec` and the
-strata. Nothing below this module sees the :class:`~iterate.core.manifest.Manifest`."""
+strata, the pool builder and its strategies a :class:`SelectionSetup`. Nothing below this module sees the
+:class:`~iterate.core.manifest.Manifest`.
+
+The manifest's sections are the one place each default is written: the library dataclasses declare none for
+the fields the manifest sets, and are built here from the section of the same field names (:func:`from_section`).
+``model_config()``, ``augment_config()`` and ``train_config()`` without a section give the manifest's defaults, for
+callers without a manifest (tests, benches)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from functools import partial
 from types import MappingProxyType
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from annotation.settings import LabelingSetup, LabelStudioSettings
-from iterate.core.manifest import ExtendInstructions, Manifest
+from iterate.core.manifest import (
+    AugmentSettings,
+    ExtendInstructions,
+    Manifest,
+    ModelSettings,
+    TrainSettings,
+)
 from iterate.core.schema import KeypointSpec
 from iterate.core.strata import Derivation, fill_derived
 from model.config import AugmentConfig, ModelConfig, TrainConfig, TrainSetup
 from model.infer import InferConfig
+
+T = TypeVar("T")
+
+
+def from_section(cls: type[T], section: BaseModel, **values) -> T:
+    """The frozen library settings ``cls`` from a manifest section: each field the section has by the same name
+    is taken from it, ``values`` give the rest (or replace one). A field neither gives is a TypeError, not a
+    default of the library's own."""
+    own = type(section).model_fields
+    taken = {f.name: getattr(section, f.name) for f in fields(cls) if f.name in own and f.name not in values}
+    return cls(**taken, **values)
 
 
 def keypoint_spec(m: Manifest) -> KeypointSpec:
@@ -52,33 +78,40 @@ def infer_config(m: Manifest) -> InferConfig:
     )
 
 
+def model_config(s: ModelSettings | None = None, **values) -> ModelConfig:
+    """The network: the manifest's ``model:`` section (None: its defaults)."""
+    return from_section(ModelConfig, s if s is not None else ModelSettings(), **values)
+
+
+def augment_config(a: AugmentSettings | None = None, **values) -> AugmentConfig:
+    """Training augmentation: the manifest's ``train.augment:`` section (None: its defaults)."""
+    return from_section(AugmentConfig, a if a is not None else AugmentSettings(), **values)
+
+
+def train_config(t: TrainSettings | None = None, **values) -> TrainConfig:
+    """The recipe: the manifest's ``train:`` section (None: its defaults); the replay share is the replay
+    source's ``fraction``, 0 without one."""
+    t = t if t is not None else TrainSettings()
+    values.setdefault("replay_fraction", t.replay.fraction if t.replay else 0.0)
+    values.setdefault("augment", augment_config(t.augment))
+    return from_section(TrainConfig, t, **values)
+
+
 def train_setup(
     m: Manifest, *, epochs: int | None = None, freeze: str | None = None, heatmap_size: int | None = None
 ) -> TrainSetup:
     """The manifest's model and train sections, with a command's overrides applied."""
-    mm, t = m.model, m.train
-    model = ModelConfig(mm.backbone, mm.input_size, heatmap_size or mm.heatmap_size, mm.sigma, mm.box_head)
-    train = TrainConfig(
-        **{k: v for k, v in t.model_dump().items() if k not in ("augment", "replay")},
-        replay_fraction=t.replay.fraction if t.replay else 0.0,
-        augment=AugmentConfig(**t.augment.model_dump()),
-    )
-    if epochs is not None:
-        train = replace(train, epochs=epochs)
-    if freeze is not None:
-        train = replace(train, freeze=freeze)
-    return TrainSetup(keypoint_spec(m), model, train, infer_config(m))
+    model = model_config(m.model, **({"heatmap_size": heatmap_size} if heatmap_size else {}))
+    over = {k: v for k, v in (("epochs", epochs), ("freeze", freeze)) if v is not None}
+    return TrainSetup(keypoint_spec(m), model, train_config(m.train, **over), infer_config(m))
 
 
 def studio_settings(m: Manifest) -> LabelStudioSettings:
     ls = m.label_studio
-    return LabelStudioSettings(
-        url=ls.url,
-        project_title=ls.project_title,
-        token_env=ls.token_env,
+    return from_section(
+        LabelStudioSettings,
+        ls,
         data_root=m.resolve(ls.data_root),
-        batch_size=ls.batch_size,
-        agreement=ls.agreement,
         server_dir=m.workspace_dir / "studio",
         instructions=ls.instructions if isinstance(ls.instructions, str) else None,
         instructions_extend=ls.instructions.extend if isinstance(ls.instructions, ExtendInstructions) else None,
@@ -91,8 +124,9 @@ def labeling(m: Manifest) -> LabelingSetup:
 
 @dataclass(frozen=True)
 class SelectionSetup:
-    """The manifest's ``selection`` section as the pool builder (iterate/loop/pool.py) takes it, for `iterate
-    select` and `iterate simulate` alike."""
+    """The manifest's ``selection`` section as the selection step takes it — the pool builder
+    (iterate/loop/pool.py), the near-duplicate blocking, the focus and the cold start's features — for `iterate
+    select` and `iterate simulate` alike: neither reads the manifest's section itself."""
 
     spec: KeypointSpec
     weights: Mapping[str, float]
@@ -104,13 +138,10 @@ class SelectionSetup:
 
 
 def selection_setup(m: Manifest) -> SelectionSetup:
-    s = m.selection
-    return SelectionSetup(
-        keypoint_spec(m),
-        MappingProxyType(dict(s.weights)),
-        s.explore,
-        s.diversity_on,
-        s.video_gap,
-        s.focus_metric,
-        m.train.seed,
+    return from_section(
+        SelectionSetup,
+        m.selection,
+        spec=keypoint_spec(m),
+        weights=MappingProxyType(dict(m.selection.weights)),
+        feature_seed=m.train.seed,
     )

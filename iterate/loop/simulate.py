@@ -91,8 +91,9 @@ def _focus(m: Manifest, model, codec, ck_path, val, pool_kps, pool_conf, pool_em
         ps.keypoints, ps.scores, ps.embeddings, attrs
     )
     strata = sp.predict(pool_kps, pool_conf, pool_emb)
-    metric = m.selection.focus_metric
-    f = next_chunk_focus(res["strata"], res.get(metric), strata, 1.0 - pool_conf.mean(1), m.selection.explore, metric)
+    setup = selection_setup(m)
+    metric = setup.focus_metric
+    f = next_chunk_focus(res["strata"], res.get(metric), strata, 1.0 - pool_conf.mean(1), setup.explore, metric)
     items = [i for i in f["items"] if i["budget_share"] > 0]
     if not items:
         return None, strata
@@ -190,7 +191,7 @@ class _Sim:
         candidates with the manifest's seed, as `iterate select` does)."""
         if self._features is None:
             self._features = np.stack([features.image_features(s.path) for s in self.pool])
-        return features.pca(self._features[rows], 32, self.m.train.seed)
+        return features.pca(self._features[rows], 32, selection_setup(self.m).feature_seed)
 
     def _fresh(self):
         m = self.m

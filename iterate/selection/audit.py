@@ -38,12 +38,15 @@ FLIP_VOTE = 2 / 3  # the prediction is read flipped when more than this share of
 
 @dataclass(frozen=True)
 class Thresholds:
-    disagreement: float = 1.0
-    swap: float = 0.5
-    implausible_z: float = 6.0
-    coincident: float = 0.05
-    missing_conf: float = 0.6
-    min_bodies: int = 20
+    """The manifest's ``audit:`` section (its defaults and meanings: iterate/core/manifest.py:AuditSettings),
+    built at the edge (iterate/loop/audit.py:thresholds)."""
+
+    disagreement: float
+    swap: float
+    implausible_z: float
+    coincident: float
+    missing_conf: float
+    min_bodies: int
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def audit(
     sizes: np.ndarray,
     flip_pairs: list[tuple[int, int]],
     bones: tuple[list[tuple[int, int]], np.ndarray, np.ndarray, np.ndarray] | None,
-    t: Thresholds = Thresholds(),
+    t: Thresholds,
 ) -> list[Flag]:
     """Flags of N labeled frames, ranked by severity (highest first).
 

@@ -42,7 +42,8 @@ class Pool:
     strata: list[dict] | None = None  # predicted strata per row
     focus: dict | None = None  # {"key": stratum key, "weights": {value: share}} from the report
     scores: dict[str, np.ndarray] | None = None  # the named scores behind ``combined`` (what the round's table shows)
-    explore: float = 0.1  # share of the budget kept random under a focus
+    # share of the budget kept random under a focus: the manifest's selection.explore (no default of its own)
+    explore: float = field(kw_only=True)
 
 
 @dataclass

@@ -12,10 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from iterate.cli import app
-from iterate.core.ledger import Frame, Ledger
+from iterate.core.ledger import Frame, Ledger, Model
 from iterate.core.manifest import load_manifest
 from iterate.loop.audit import out_of_sample_model, run_audit
 from iterate.loop.ingest import ingest
+from iterate.loop.models import base_model
 
 from conftest import LSP_NAMES, LSPET, REPO, lsp_manifest, lspet_subset
 
@@ -133,8 +134,9 @@ def _frame(split: str, source: str = "s") -> Frame:
 def test_the_out_of_sample_model_rule():
     """val/test: the newest model; pool/train: the newest recorded before the frame's first label, else the base;
     the base's own replayed frames: none."""
-    m1, m2 = {"id": 1, "created_at": 10.0, "path": "1"}, {"id": 2, "created_at": 20.0, "path": "2"}
-    base = {"id": None, "base": True, "path": "b"}
+    m1 = Model(id=1, created_at=10.0, path="1", parent_id=None, n_train=1, config={}, metrics={})
+    m2 = Model(id=2, created_at=20.0, path="2", parent_id=1, n_train=2, config={}, metrics={})
+    base = base_model("b")
     assert out_of_sample_model(_frame("val"), 5.0, [m1, m2], base, None) is m2
     assert out_of_sample_model(_frame("pool"), 15.0, [m1, m2], base, None) is m1
     assert out_of_sample_model(_frame("train"), 25.0, [m1, m2], base, None) is m2
@@ -165,7 +167,7 @@ def test_kfold_models_predict_the_frames_no_model_is_out_of_sample_for(tmp_path,
         assert {s.frame_id for s in labeled_samples(led, ("pool", "train"))} == all_ids  # what the folds split
         for fr, md in zip(frames, by):
             fold = 0 if fr.id in left_out[0] else 1  # the fold its model left out of its training labels
-            assert md["name"].startswith(f"k-fold model {fold + 1}/2") and md["cache"] == f"kfold/fold-{fold + 1}"
+            assert md.name.startswith(f"k-fold model {fold + 1}/2") and md.cache == f"kfold/fold-{fold + 1}"
         res = run_audit(m, led, folds=2, fold_steps=2)
     assert sum(res.models.values()) == 12 and all(k.startswith("k-fold model") for k in res.models)
     assert any("predicted by 2 k-fold models trained from scratch for 2 steps" in n for n in res.notes)

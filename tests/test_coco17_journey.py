@@ -180,7 +180,7 @@ def test_coco17_project_with_the_lsp_base_end_to_end(tmp_path, studio):
     assert r.exit_code == 0, r.output
     assert "nose←head_top" in r.output and "left_ear←head_top" in r.output  # the face starts at the head top
     with Ledger(m.workspace_dir) as led:
-        ck = led.latest_model()["path"]
+        ck = led.latest_model().path
     # the five face joints started as one channel (the base's head top) and learned apart
     assert _face_spread(ck, pool_frames, list(COCO_JOINTS)) > 4.0
 

@@ -39,7 +39,7 @@ def test_base_scores_the_first_chunk_and_sync_scores_picked_vs_random(tmp_path, 
         sel = select(m, led, 16)
         # no model trained in the loop yet: the base scored the pool (no cold start) and pre-annotated the push
         assert not sel.cold_start and sel.scored_by == "the base model"
-        assert led.round(sel.round_id)["params"]["scored_by"] == "base"
+        assert led.round(sel.round_id).params["scored_by"] == "base"
         whys = [r["why"] for r in sel.table]
         assert whys.count(EXPLORE_TAG) == 6 and whys.count("uncertainty + diversity") == 10
         st = Studio.from_settings(studio_settings(m))

@@ -63,7 +63,7 @@ def test_ddp_two_processes_match_one_and_write_one_checkpoint(tmp_path, lspet_co
     assert len(one) == len(two) == 1  # rank 0 alone wrote the ledger
     files = sorted(p.name for p in (m2.workspace_dir / "models").rglob("*") if p.is_file())
     assert files == ["best.pt", "last.pt"]  # one checkpoint set, no per-rank copies
-    q1, q2 = one[0]["metrics"], two[0]["metrics"]
+    q1, q2 = one[0].metrics, two[0].metrics
     assert q1["steps"] == q2["steps"]  # each rank: half the data at half the batch, the same global steps
     assert q1["train_pckh@0.5"] > 10 and q2["train_pckh@0.5"] > 10  # both learned
     assert abs(q1["train_pckh@0.5"] - q2["train_pckh@0.5"]) < 15, (q1, q2)  # the same quality, within noise

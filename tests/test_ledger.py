@@ -1,9 +1,10 @@
+import dataclasses
 import sqlite3
 
 import pytest
 
 from iterate.core.errors import BusyError
-from iterate.core.ledger import SCHEMA_VERSION, Frame, Ledger
+from iterate.core.ledger import SCHEMA_VERSION, Frame, Ledger, Model, Round
 
 # The schema as iterate wrote it before the Alembic migrations (ledger v1, raw SQLite DDL): such ledgers exist in
 # users' workspaces and must open, be stamped and be upgraded in place.
@@ -137,6 +138,45 @@ def test_label_versions_keep_history(tmp_path, ledger_url):
         assert hist[0].keypoints == [[1, 2, 2]] and hist[1].keypoints == [[3, 4, 1]]
         assert led.current_label("f1").source == "labelstudio"
         assert [(f.id, lab.version) for f, lab in led.current_labels()] == [("f1", 2)]
+
+
+def test_models_and_rounds_come_back_as_typed_records(tmp_path, ledger_url):
+    """Models and rounds are frozen records with their JSON columns decoded, the same on both backends."""
+    with Ledger(tmp_path, ledger_url) as led:
+        assert led.latest_model() is None and led.models() == [] and led.rounds() == [] and led.round(1) is None
+        with led.transaction():
+            led.add_frame(_frame(1))
+            m1 = led.add_model("a.pt", parent_id=None, n_train=4, config={"lr": 0.1}, metrics={"val_pckh01": 50.0})
+            m2 = led.add_model(
+                "b.pt", parent_id=m1, n_train=9, config={}, metrics={"replay_frames": 2}, dataset_version=None
+            )
+            rid = led.add_round(
+                chunk=2,
+                budget=1,
+                strategy="uncertainty",
+                model_id=m2,
+                params={"push": True},
+                frames=[("f1", {"u": 0.5})],
+            )
+    with Ledger(tmp_path, ledger_url) as led:
+        model = led.latest_model()
+        assert isinstance(model, Model) and model.id == m2 and model.parent_id == m1 and model.path == "b.pt"
+        assert model.n_train == 9 and model.metrics == {"replay_frames": 2} and model.dataset_version is None
+        assert [md.id for md in led.models()] == [m1, m2] and led.models()[0].config == {"lr": 0.1}
+        assert led.models()[0].metrics["val_pckh01"] == 50.0 and led.model(m1) == led.models()[0]
+        assert led.model(99) is None
+        rnd = led.round(rid)
+        assert isinstance(rnd, Round) and led.rounds() == [rnd]
+        assert (rnd.chunk, rnd.budget, rnd.strategy, rnd.model_id, rnd.params) == (
+            2,
+            1,
+            "uncertainty",
+            m2,
+            {"push": True},
+        )
+        assert rnd.created_at >= model.created_at > 0
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            model.path = "c.pt"  # type: ignore[misc]
 
 
 def test_failed_step_rolls_back(tmp_path, ledger_url):
@@ -284,6 +324,8 @@ def test_copy_moves_a_ledger_to_postgresql_keeping_ids(tmp_path, postgres):
             assert counts["labels"] == 6 and counts["frames"] == 5
             assert dst.current_label("f1").keypoints == [[9, 9, 2]] and dst.current_label("f2").head_box == [0, 0, 2, 2]
             assert dst.phashes() == led.phashes() and dst.get("watermark") == 5
+            assert dst.models() == led.models() and dst.rounds() == led.rounds()  # the same records, ids kept
+            assert dst.latest_model().config == {"a": 1} and dst.rounds()[0].model_id == mid
             assert dst.add_model("n.pt", parent_id=mid, n_train=6, config={}, metrics={}) == mid + 1  # ids go on
             with pytest.raises(Exception, match="not empty"):
                 led.copy_to(dst)
@@ -366,7 +408,7 @@ def test_v3_ledger_gains_dataset_versions_keeping_its_rows(tmp_path):
     with Ledger(tmp_path) as led:
         assert led.schema_version == SCHEMA_VERSION  # every later migration applied in place
         assert led.current_label("f").keypoints == [[1, 2, 2]]
-        assert led.models()[0]["dataset_version"] is None  # trained before versions existed
+        assert led.models()[0].dataset_version is None  # trained before versions existed
         with led.transaction():
             v, new = led.add_dataset_version("h1", made_by="export", n_frames=1, n_labels=1, params={})
         assert new and v.id == 1 and [m[:3] for m in led.dataset_members(1)] == [("f", 0, 1)]

@@ -143,7 +143,7 @@ def test_a_ledger_written_with_the_old_names_reads_under_the_new(tmp_path):
             )
             led.add_report(1, "r.md", mid, {"pckh": 31.0, "pckh05": 70.0, "test": {"pckh": 29.0, "ci95": [20, 38]}})
         model = led.latest_model()
-        assert model["metrics"] == {"val_pckh@0.1": 31.5} and model["config"]["best_metric"] == "pckh@0.1"
+        assert model.metrics == {"val_pckh@0.1": 31.5} and model.config["best_metric"] == "pckh@0.1"
         s = led.report_summaries()[mid]
         assert (s["pckh@0.1"], s["pckh@0.5"], s["test"]["pckh@0.1_ci95"]) == (31.0, 70.0, [20, 38])
         raw = json.loads(led.raw("SELECT metrics FROM models").fetchone()[0])

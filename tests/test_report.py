@@ -137,22 +137,22 @@ def test_one_figure_everywhere_predict_evaluate_report_timeline_retrain(project,
     va = m.resolve(next(s.path for s in m.sources if s.name == "va"))
     files = [str(LSPET / im["file_name"]) for im in json.loads(va.read_text())["images"]]
     preds = tmp_path / "preds.json"
-    r = CliRunner().invoke(app, ["predict", "--model", model["path"], *files, "--coco", str(va), "--out", str(preds)])
+    r = CliRunner().invoke(app, ["predict", "--model", model.path, *files, "--coco", str(va), "--out", str(preds)])
     assert r.exit_code == 0 and "flip TTA + box refine" in r.output, r.output
     r = CliRunner().invoke(app, ["evaluate", "-m", str(project), "--pred", str(preds), "--gt", str(va), "--json"])
     assert r.exit_code == 0, r.output
     ev = json.loads(r.output)
     for key in ("pckh@0.1", "pckh@0.5", "mean_sms@0.1", "frames", "frames_fallback"):
         assert ev[key] == val[key], key
-    mt = model["metrics"]
+    mt = model.metrics
     assert mt["val_pckh@0.1"] == pytest.approx(val["pckh@0.1"], abs=0.01)
     assert mt["val_pckh@0.5"] == pytest.approx(val["pckh@0.5"], abs=0.01)
     assert mt["val_mean_sms@0.1"] == pytest.approx(val["mean_sms@0.1"], abs=0.01)
-    row = next(t for t in data["timeline"] if t["model"] == model["id"])
+    row = next(t for t in data["timeline"] if t["model"] == model.id)
     assert row["val_mean_sms@0.1"] == pytest.approx(val["mean_sms@0.1"], abs=0.01)
     assert row["val_pckh@0.1"] == pytest.approx(val["pckh@0.1"], abs=0.01)
     # the opt-out is explicit and changes the figures' path, not silently the default
-    r = CliRunner().invoke(app, ["predict", "--model", model["path"], files[0], "--no-refine", "--out", str(preds)])
+    r = CliRunner().invoke(app, ["predict", "--model", model.path, files[0], "--no-refine", "--out", str(preds)])
     assert r.exit_code == 0 and "no refine" in r.output
 
 
@@ -167,14 +167,14 @@ def test_evaluate_on_an_exported_test_split_gives_the_reports_figures(project, t
     r = CliRunner().invoke(app, ["report", "-m", str(project)])
     assert r.exit_code == 0, r.output
     data = _latest_json(m)
-    assert model["dataset_version"] and data["model"]["dataset"]["version"] == model["dataset_version"]
+    assert model.dataset_version and data["model"]["dataset"]["version"] == model.dataset_version
     out = tmp_path / "dataset"
     r = CliRunner().invoke(app, ["export", "-m", str(project), "--splits", "test", "--out", str(out)])
     assert r.exit_code == 0, r.output
     gt = out / "annotations" / "test.json"
     files = [str(out / "images" / im["file_name"]) for im in json.loads(gt.read_text())["images"]]
     preds = tmp_path / "preds.json"
-    r = CliRunner().invoke(app, ["predict", "--model", model["path"], *files, "--coco", str(gt), "--out", str(preds)])
+    r = CliRunner().invoke(app, ["predict", "--model", model.path, *files, "--coco", str(gt), "--out", str(preds)])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["evaluate", "-m", str(project), "--pred", str(preds), "--gt", str(gt), "--json"])
     assert r.exit_code == 0, r.output

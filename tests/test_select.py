@@ -190,7 +190,7 @@ def test_bad_budgets_and_stale_cache(proj, tmp_path):
     assert r.exit_code == 2 and "no frames ingested" in r.output
     m = load_manifest(proj)
     with Ledger(m.workspace_dir) as led:
-        path = led.latest_model()["path"]
+        path = led.latest_model().path
     moved = path + ".moved"
     import os
 
@@ -219,7 +219,7 @@ def test_select_after_a_failed_push_says_so(tmp_path, lspet_coco):
         ingest(m, led)
         with pytest.raises((StudioError, IterateError)):
             select(m, led, 4)  # the round is written, then its push fails
-        first = led.rounds()[-1]["id"]
+        first = led.rounds()[-1].id
         with pytest.raises(IterateError, match=f"round {first} was selected but not fully pushed"):
             select(m, led, 4)
         sel = select(m, led, 4, push=False)
@@ -227,7 +227,7 @@ def test_select_after_a_failed_push_says_so(tmp_path, lspet_coco):
         assert "its push did not finish" in sel.markdown.read_text()
         # the unpushed round keeps its frames (issue "Hardening, third pass", item 12): no frame in two rounds
         again = select(m, led, 4, push=False)
-        rounds = [set(led.round_frame_ids(r["id"])) for r in led.rounds()]
+        rounds = [set(led.round_frame_ids(r.id)) for r in led.rounds()]
         assert len(rounds) == 3 and sum(map(len, rounds)) == len(set().union(*rounds)) == 12
         assert not set(again.frame_ids) & (rounds[0] | rounds[1])
 

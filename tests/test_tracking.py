@@ -57,9 +57,9 @@ def test_retrain_and_report_are_one_mlflow_run(project):
     with Ledger(m.workspace_dir) as led:
         model = led.latest_model()
     tags = run.data.tags
-    assert tags["iterate.model_id"] == str(model["id"]) and tags["iterate.checkpoint"] == model["path"]
-    assert tags["iterate.checkpoint_sha256"] == file_sha256(model["path"])
-    assert run.data.metrics["best_val_pckh_at_0.1"] == pytest.approx(model["metrics"]["val_pckh@0.1"])
+    assert tags["iterate.model_id"] == str(model.id) and tags["iterate.checkpoint"] == model.path
+    assert tags["iterate.checkpoint_sha256"] == file_sha256(model.path)
+    assert run.data.metrics["best_val_pckh_at_0.1"] == pytest.approx(model.metrics["val_pckh@0.1"])
     # the report: its figures and files on the same run, and it names the run
     assert "report_val_pckh_at_0.1" in run.data.metrics and "report_test_pckh_at_0.5" in run.data.metrics
     files = {a.path for a in client.list_artifacts(run.info.run_id, "report-round-00")}
@@ -69,7 +69,7 @@ def test_retrain_and_report_are_one_mlflow_run(project):
     assert f"Tracked as MLflow run `{run.info.run_id}`" in md
     # the dataset version the retrain recorded (issue 32): every labeled frame of every split, named in the model's
     # record, the run and the report
-    assert model["dataset_version"] == 1
+    assert model.dataset_version == 1
     assert (p["dataset.version"], p["dataset.frames"], p["dataset.labels"]) == ("1", "30", "30")
     assert tags["iterate.dataset_version"] == "v1" and len(tags["iterate.dataset_hash"]) == 64
     assert "trained on dataset v1: 12 frames (v1, hash `" in md
@@ -154,7 +154,7 @@ def test_retrain_and_report_are_one_wandb_run_offline(project, tmp_path, monkeyp
     assert not (m.workspace_dir / "mlflow").exists()
     with Ledger(m.workspace_dir) as led:
         model = led.latest_model()
-        rec = led.get(f"tracking_run:{model['id']}")
+        rec = led.get(f"tracking_run:{model.id}")
     assert rec["backend"] == "wandb"
     runs = sorted((m.workspace_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(d.name.endswith(rec["run_id"]) for d in runs)  # retrain, then the report's reopen
@@ -164,11 +164,11 @@ def test_retrain_and_report_are_one_wandb_run_offline(project, tmp_path, monkeyp
     assert [s for s, _ in loss] == [1, 2, 3, 4, 5, 6]  # 12 frames / batch 4 × 2 epochs, by the training step
     assert sum("val_pckh_at_0.1" in h for h in history) == 2  # val every epoch
     best = [h["best_val_pckh_at_0.1"] for h in history if "best_val_pckh_at_0.1" in h]
-    assert best == [pytest.approx(model["metrics"]["val_pckh@0.1"])]
+    assert best == [pytest.approx(model.metrics["val_pckh@0.1"])]
     config = {k: v for x in train if x.HasField("config") for k, v in _items(x.config.update).items()}
     assert config["model.backbone"] == "hrnet_w18_small" and config["train.batch_size"] == 4
-    assert config["labels.train"] == 12 and config["iterate.model_id"] == str(model["id"])
-    assert config["iterate.checkpoint_sha256"] == file_sha256(model["path"])
+    assert config["labels.train"] == 12 and config["iterate.model_id"] == str(model.id)
+    assert config["iterate.checkpoint_sha256"] == file_sha256(model.path)
     assert [x.exit.exit_code for x in train if x.HasField("exit")] == [0]
     rep_hist = [_items(x.history.item) for x in rep if x.HasField("history")]
     assert any("report_val_pckh_at_0.1" in h and "report_test_pckh_at_0.5" in h for h in rep_hist)

@@ -112,7 +112,7 @@ def test_retrain_interrupted_then_resume_continues(tiny_project):
     last = load_file(run_dir / "last.pt")
     assert [h["epoch"] for h in last["history"]] == [0, 1, 2]
     assert last["history"][0]["loss"] == first["history"][0]["loss"]
-    assert out.model_id == 1 and led.latest_model()["n_train"] == 16
+    assert out.model_id == 1 and led.latest_model().n_train == 16
     assert "val_pckh@0.1" in out.metrics and "overfit_pckh@0.1" in out.metrics
     with pytest.raises(Exception, match="nothing to resume"):
         retrain(m, led, resume=True)
@@ -125,7 +125,7 @@ def test_cli_retrain_and_predict(tiny_project, tmp_path):
     assert "val_pckh@0.1" in r.output
     m = load_manifest(tiny_project)
     with Ledger(m.workspace_dir) as led:
-        ck = led.latest_model()["path"]
+        ck = led.latest_model().path
     out = tmp_path / "preds.json"
     imgs = [str(LSPET / "images" / f"im0700{i}.jpg") for i in (1, 2, 3)]
     r = CliRunner().invoke(app, ["predict", "--model", ck, *imgs, "--out", str(out)])
@@ -271,7 +271,7 @@ def test_replay_source_must_exist_and_be_labeled(tmp_path, lspet_coco):
         assert sum(c.labeled for c in chunk_progress(m, led)) == 8
         out = retrain(m, led)
         assert out.metrics["replay_frames"] == 8 and out.metrics["replay_fraction"] == 0.5
-        assert led.models()[-1]["n_train"] == 16
+        assert led.models()[-1].n_train == 16
         from iterate.loop.report import _data_side, _timeline
 
         assert _timeline(led)[-1]["labels"] == 8  # the loop's labels; the replayed frames are counted apart

@@ -152,7 +152,7 @@ def main() -> None:
     m = load_manifest(mpath)
     with Ledger(m.workspace_dir) as led:
         rec = led.latest_model()
-    model, ck = model_from_checkpoint(rec["path"])
+    model, ck = model_from_checkpoint(rec.path)
     codec = DarkCodec(ck["input_size"], ck["heatmap_size"], ck["sigma"])
     held = lspet_samples(7001, HELD_LAST)
     pred = Predictor(model, codec, m.keypoints.flip_index(), flip=True).predict(held).keypoints
@@ -166,16 +166,16 @@ def main() -> None:
         "data": f"LSPET im00001-im{last_train:05d} train, im{last_train + 1:05d}-im{last_val:05d} val (best checkpoint)"
         + (f", only posture in {sorted(postures)}" if postures else ""),
         "held_out": f"LSPET im07001-im{HELD_LAST:05d}, flip TTA + DARK",
-        "epochs": rec["metrics"].get("epochs"),
-        "best_epoch": rec["metrics"].get("best_epoch"),
-        "steps": rec["metrics"].get("steps"),
+        "epochs": rec.metrics.get("epochs"),
+        "best_epoch": rec.metrics.get("best_epoch"),
+        "steps": rec.metrics.get("steps"),
         "train_seconds": round(wall, 1),
         "machine": f"{os.cpu_count()} CPU cores"
         + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else " (no GPU)"),
-        "train_samples_per_s": round((rec["metrics"].get("steps") or 0) * man["train"]["batch_size"] / wall, 1),
+        "train_samples_per_s": round((rec.metrics.get("steps") or 0) * man["train"]["batch_size"] / wall, 1),
         "bare_forward_images_per_s": bare_forward_speed(ck["backbone"], ck["input_size"]),
         "config": ck.get("config", {}),
-        "val": {k: v for k, v in rec["metrics"].items() if k.startswith("val_")},
+        "val": {k: v for k, v in rec.metrics.items() if k.startswith("val_")},
         "held_out_pckh05": s[PCKH05],
         "held_out_pckh01": s[PCKH01],
         "held_out_mean_sms01": s[MEAN_SMS01],

@@ -198,11 +198,11 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
             console.print(st)
         model = ledger.latest_model()
         if model:
-            score = model["metrics"].get(split_key("val", PCKH01))
+            score = model.metrics.get(split_key("val", PCKH01))
             score_s = f"val PCKh@0.1 {score:.1f} %" if isinstance(score, (int, float)) else "not scored"
             n_loop, n_replay = model_frames(model)
             labels = f"{n_loop} train labels" + (f" + {n_replay} replayed" if n_replay else "")
-            console.print(f"model #{model['id']}: {model['path']} ({score_s}, {labels})")
+            console.print(f"model #{model.id}: {model.path} ({score_s}, {labels})")
         elif m.model.base:
             base = m.resolve(m.model.base)
             state = "" if base.is_file() else " — [red]the file is missing[/]"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from iterate.core.ledger import Ledger
+from iterate.core.ledger import Ledger, Model
 from iterate.core.manifest import Manifest
 
 
@@ -30,10 +30,10 @@ def training_frames(m: Manifest, ledger: Ledger) -> tuple[int, int]:
     return len(ids) - n_replay, n_replay
 
 
-def model_frames(model: dict) -> tuple[int, int]:
+def model_frames(model: Model) -> tuple[int, int]:
     """(the loop's labels, replayed frames) a recorded model trained on: its ``n_train`` counts both."""
-    n_replay = int(model["metrics"].get("replay_frames", 0))
-    return model["n_train"] - n_replay, n_replay
+    n_replay = int(model.metrics.get("replay_frames", 0))
+    return model.n_train - n_replay, n_replay
 
 
 def chunk_progress(m: Manifest, ledger: Ledger) -> list[ChunkProgress]:

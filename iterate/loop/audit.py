@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from iterate.core.errors import IterateError
-from iterate.core.ledger import Frame, Label, Ledger
+from iterate.core.ledger import Frame, Label, Ledger, Model
 from iterate.core.manifest import Manifest
-from iterate.loop.models import base_model, base_path, cache_dir, model_name
+from iterate.loop.models import Checkpoint, ScoringModel, base_model, base_path, cache_dir, model_name
 from iterate.loop.pool import labeled_bones
 from iterate.loop.samples import boxes_stamp, frame_samples
 from iterate.loop.settings import from_section, keypoint_spec
@@ -98,21 +98,21 @@ def thresholds(m: Manifest) -> au.Thresholds:
     return from_section(au.Thresholds, m.audit)
 
 
-def _models(m: Manifest, ledger: Ledger) -> tuple[list[dict], dict | None]:
+def _models(m: Manifest, ledger: Ledger) -> tuple[list[Model], Checkpoint | None]:
     """(the ledger's models whose checkpoint exists, oldest first; the base as a scoring model or None)."""
-    models = [md for md in ledger.models() if Path(md["path"]).is_file()]
+    models = [md for md in ledger.models() if Path(md.path).is_file()]
     p = base_path(m)
     return models, base_model(str(p)) if p is not None else None
 
 
 def out_of_sample_model(
-    frame: Frame, first_label_at: float, models: list[dict], base: dict | None, replay: str | None
-) -> dict | None:
+    frame: Frame, first_label_at: float, models: list[Model], base: Checkpoint | None, replay: str | None
+) -> ScoringModel | None:
     """The model that predicts ``frame`` for the audit (the rule in the module's docstring)."""
     if frame.split in ("val", "test"):
         unseen = models
     else:
-        unseen = [md for md in models if md["created_at"] < first_label_at]
+        unseen = [md for md in models if md.created_at < first_label_at]
     if unseen:
         return unseen[-1]
     if base is not None and frame.source != replay:
@@ -121,12 +121,12 @@ def out_of_sample_model(
 
 
 def predict_frames(
-    m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None
+    m: Manifest, ledger: Ledger, model: ScoringModel, frames: list[Frame], progress=None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, K, 2) keypoints and (N, K) confidences of ``frames`` by the checkpoint's own inference path (the one
     `predict` and the report use: flip TTA, box refine), NaN where it has no such joint or the frame is unreadable;
     cached per model in ``<workspace>/cache/<model>/audit.npz``, keyed by the checkpoint's stamp."""
-    ck = Path(model["path"])
+    ck = Path(model.path)
     if not ck.is_file():
         raise IterateError(f"{model_name(model)}: checkpoint {ck} is gone")
     d = cache_dir(m, model)
@@ -165,7 +165,7 @@ def predict_frames(
 
 def kfold_models(
     m: Manifest, ledger: Ledger, frames: list[Frame], folds: int, steps: int
-) -> tuple[list[dict | None], dict]:
+) -> tuple[list[Checkpoint | None], dict]:
     """``folds`` models trained from scratch (``steps`` steps each, the manifest's training settings) on every
     current pool/train label except one fold of ``frames`` → (each frame's fold model, fold → the frame ids it
     left out). Checkpoints under ``<workspace>/cache/kfold/``."""
@@ -179,7 +179,7 @@ def kfold_models(
     pool = labeled_samples(ledger, ("pool", "train"))
     setup = train_setup(m, epochs=10_000)
     left_out: dict = {}
-    made: dict[int, dict] = {}
+    made: dict[int, Checkpoint] = {}
     for j in range(folds):
         out = set(fid for fid, k in fold_of.items() if k == j)
         left_out[j] = sorted(out)
@@ -187,13 +187,11 @@ def kfold_models(
         if not keep or not out:
             continue
         res = train(setup, keep, [], m.workspace_dir / "cache" / "kfold" / f"fold-{j + 1}", max_steps=steps)
-        made[j] = {
-            "id": None,
-            "path": str(res.last),
-            "cache": f"kfold/fold-{j + 1}",
-            "name": f"k-fold model {j + 1}/{folds} ({steps} steps from scratch)",
-            "created_at": 0.0,
-        }
+        made[j] = Checkpoint(
+            path=str(res.last),
+            name=f"k-fold model {j + 1}/{folds} ({steps} steps from scratch)",
+            cache=f"kfold/fold-{j + 1}",
+        )
     return [made.get(fold_of[f.id]) for f in frames], left_out
 
 
@@ -238,7 +236,7 @@ def run_audit(
 
 def _audit_input(
     m: Manifest, ledger: Ledger, only: set[str] | None, folds: int, fold_steps: int
-) -> tuple[list[tuple[Frame, Label]], list[dict], dict | None]:
+) -> tuple[list[tuple[Frame, Label]], list[Model], Checkpoint | None]:
     """The labels to audit (instance 0 of each frame, of ``only``), the ledger's models and the base; refuses
     nothing to audit, bad fold options, and no model to audit with."""
     labeled = [(f, lab) for f, lab in ledger.current_labels() if lab.instance == 0 and (only is None or f.id in only)]
@@ -259,15 +257,15 @@ def _assign_models(
     m: Manifest,
     ledger: Ledger,
     labeled: list[tuple[Frame, Label]],
-    models: list[dict],
-    base: dict | None,
+    models: list[Model],
+    base: Checkpoint | None,
     replay: str | None,
     folds: int,
     fold_steps: int,
-) -> tuple[list[dict | None], str | None]:
+) -> tuple[list[ScoringModel | None], str | None]:
     """Each frame's out-of-sample model (the module's rule; k-fold models for the orphans when ``folds`` ≥ 2), and
     a note on the k-fold models when any were trained."""
-    by: list[dict | None] = []
+    by: list[ScoringModel | None] = []
     for f, _ in labeled:
         first = min(v.created_at for v in ledger.label_history(f.id))
         by.append(out_of_sample_model(f, first, models, base, replay))
@@ -285,7 +283,7 @@ def _assign_models(
 
 
 def _predict_all(
-    m: Manifest, ledger: Ledger, labeled: list[tuple[Frame, Label]], by: list[dict | None], k: int, progress
+    m: Manifest, ledger: Ledger, labeled: list[tuple[Frame, Label]], by: list[ScoringModel | None], k: int, progress
 ) -> tuple[np.ndarray, np.ndarray, Counter]:
     """Each frame's prediction by its model (NaN without one), the joints' confidences, frames per model."""
     n = len(labeled)
@@ -293,10 +291,10 @@ def _predict_all(
     conf = np.zeros((n, k))
     used: Counter = Counter()
     groups: dict[str, list[int]] = {}
-    keyed: dict[str, dict] = {}
+    keyed: dict[str, ScoringModel] = {}
     for i, md in enumerate(by):
         if md is not None:
-            key = md["path"]
+            key = md.path
             groups.setdefault(key, []).append(i)
             keyed[key] = md
     for key, rows in groups.items():
@@ -345,7 +343,7 @@ def _suspect(
     labels: np.ndarray,
     preds: np.ndarray,
     conf: np.ndarray,
-    by: list[dict | None],
+    by: list[ScoringModel | None],
     names: list[str],
 ) -> Suspect:
     f, lab = labeled[fl.frame]

@@ -28,7 +28,7 @@ def round_control(m: Manifest, ledger: Ledger, round_id: int, labeled: dict | No
     """The control of one round (None: no model selected it, its checkpoint is gone, or nothing is labeled yet).
     ``labeled``: frame id → (frame, current label), from :func:`_labeled` (read once for many rounds)."""
     model = round_model(ledger, round_id)
-    if model is None or not Path(model["path"]).is_file():
+    if model is None or not Path(model.path).is_file():
         return None
     labeled = _labeled(ledger) if labeled is None else labeled
     rows = [
@@ -39,17 +39,17 @@ def round_control(m: Manifest, ledger: Ledger, round_id: int, labeled: dict | No
     key = [[f.id, lab.version] for f, lab, _ in rows]
     cached = upgrade(ledger.get(_key(round_id)))  # a control stored with older metric names reads as today's
     digest = boxes_stamp(ledger).get("boxes")
-    if cached and cached.get("labels") == key and cached.get("checkpoint") == model["path"]:
+    if cached and cached.get("labels") == key and cached.get("checkpoint") == model.path:
         if cached.get("boxes") == digest:
             return cached
     boxes = ledger.person_boxes()
     samples = [label_sample(f, lab, boxes.get(f.id)) for f, lab, _ in rows]
-    pred = load_predictor(model["path"], joints=m.keypoints.names).predict(samples)
+    pred = load_predictor(model.path, joints=m.keypoints.names).predict(samples)
     gt, vis = gt_arrays(samples)
     res = selection_control(
         keypoint_spec(m), pred.keypoints, gt, vis, head_boxes(samples), np.array([e for *_, e in rows])
     )
-    res |= {"round": round_id, "model": model_name(model), "checkpoint": model["path"], "labels": key, "boxes": digest}
+    res |= {"round": round_id, "model": model_name(model), "checkpoint": model.path, "labels": key, "boxes": digest}
     with ledger.transaction():
         ledger.set(_key(round_id), res)
     return res
@@ -65,9 +65,9 @@ def update_controls(m: Manifest, ledger: Ledger) -> list[dict]:
     out = []
     labeled = _labeled(ledger)
     for r in ledger.rounds():
-        if r["strategy"] == "random":
+        if r.strategy == "random":
             continue
-        c = round_control(m, ledger, r["id"], labeled)
+        c = round_control(m, ledger, r.id, labeled)
         if c is not None:
             out.append(c)
     return out
@@ -76,7 +76,7 @@ def update_controls(m: Manifest, ledger: Ledger) -> list[dict]:
 def latest_control(ledger: Ledger) -> dict | None:
     """The stored control of the most recent round that has one."""
     for r in reversed(ledger.rounds()):
-        c = ledger.get(_key(r["id"]))
+        c = ledger.get(_key(r.id))
         if c:
             return upgrade(c)
     return None

@@ -73,7 +73,7 @@ def _group(rows) -> dict:
 def cost_data(m: Manifest, ledger: Ledger) -> dict:
     """Every Label Studio label version counted, round by round: for the report's "What this round cost"."""
     rows = ledger.effort_rows()
-    rounds = {r["id"]: r for r in ledger.rounds()}
+    rounds = {r.id: r for r in ledger.rounds()}
     by_round: dict = {}
     for row in rows:
         by_round.setdefault(row[2], []).append(row)
@@ -96,7 +96,7 @@ def cost_data(m: Manifest, ledger: Ledger) -> dict:
             strata[key] = {v: _group(x) for v, x in sorted(groups.items())}
         item = {
             "round": rid,
-            "chunk": rounds.get(rid, {}).get("chunk"),
+            "chunk": rounds[rid].chunk if rid in rounds else None,
             **g,
             "cumulative_hours": round(cum, 3),
             "annotators": {a: _group(x) for a, x in sorted(annot.items())},

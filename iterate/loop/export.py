@@ -165,8 +165,8 @@ def version_models(ledger: Ledger) -> dict[int, list[int]]:
     """dataset version → the models trained on it."""
     out: dict[int, list[int]] = {}
     for md in ledger.models():
-        if md.get("dataset_version"):
-            out.setdefault(int(md["dataset_version"]), []).append(int(md["id"]))
+        if md.dataset_version:
+            out.setdefault(md.dataset_version, []).append(md.id)
     return out
 
 
@@ -367,9 +367,7 @@ def _rounds_info(ledger: Ledger) -> dict[int, str | None]:
     """round id → the model whose keypoints were pushed as its pre-annotations (None: a cold start)."""
     out: dict[int, str | None] = {}
     for r in ledger.rounds():
-        out[int(r["id"])] = (
-            f"model #{r['model_id']}" if r["model_id"] else ("the base model" if r["params"].get("base_path") else None)
-        )
+        out[r.id] = f"model #{r.model_id}" if r.model_id else ("the base model" if r.params.get("base_path") else None)
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, model_frames, training_frames
-from iterate.core.ledger import Ledger
+from iterate.core.ledger import Ledger, Model
 from iterate.core.manifest import Manifest
 from iterate.core.metric_keys import PCKH, PCKH01, PCKH05, ci_key, metric_key, parse, upgrade
 from iterate.loop import tracking
@@ -83,9 +83,15 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
     model = ledger.latest_model()
     run = None
     if model is not None:
-        data["model"] = {k: model[k] for k in ("id", "path", "n_train", "config", "metrics")}
+        data["model"] = {
+            "id": model.id,
+            "path": model.path,
+            "n_train": model.n_train,
+            "config": model.config,
+            "metrics": model.metrics,
+        }
         data["model"]["dataset"] = _dataset(ledger, model)
-        run = tracking.model_run(m, ledger, model["id"])
+        run = tracking.model_run(m, ledger, model.id)
         if run is not None:
             data["model"]["tracking"] = run.describe()
         data.update(_model_side(m, ledger, model, alpha, out_dir, f"round-{n:02d}"))
@@ -97,7 +103,7 @@ def build(m: Manifest, ledger: Ledger, *, round_no: int | None = None, alpha: fl
     md = write_round(out_dir, data)
     write_html(out_dir, data)  # the HTML twin: round-NN.html, index.html, latest.html
     with ledger.transaction():
-        ledger.add_report(n, str(md), model["id"] if model else None, summary(data))
+        ledger.add_report(n, str(md), model.id if model else None, summary(data))
     if run is not None:  # the report's figures and files join the run that trained the model
         s = summary(data)
         figures = {f"report_val_{k}": v for k, v in s.items() if k != "test"}
@@ -133,19 +139,19 @@ def _picked(m: Manifest, ledger: Ledger, out_dir: Path) -> dict | None:
     if not rounds:
         return None
     rnd = rounds[-1]
-    rows = ledger.round_frames(rnd["id"])
+    rows = ledger.round_frames(rnd.id)
     shown = [(r, fid, info, f) for r, (fid, info) in enumerate(rows[:PICKS_SHOWN], 1) if (f := ledger.frame(fid))]
-    model, notes = round_model(ledger, rnd["id"]), []
+    model, notes = round_model(ledger, rnd.id), []
     preds = None
     if model is None:
         notes.append("cold start: no model scored this round, so no pre-annotations were pushed")
-    elif not Path(model["path"]).is_file():
-        notes.append(f"{model_name(model)}'s checkpoint {model['path']} is gone: the frames are shown without it")
+    elif not Path(model.path).is_file():
+        notes.append(f"{model_name(model)}'s checkpoint {model.path} is gone: the frames are shown without it")
         model = None
     elif shown:
-        pr = load_predictor(model["path"], joints=m.keypoints.names)
+        pr = load_predictor(model.path, joints=m.keypoints.names)
         preds = pr.predict(frame_samples(ledger, [f for *_, f in shown])).keypoints
-    if model is not None and not rnd["params"].get("push", True):
+    if model is not None and not rnd.params.get("push", True):
         notes.append("pushed with --no-push: nothing was sent to Label Studio; the skeletons are what a push sends")
     frames = []
     for i, (rank, fid, info, f) in enumerate(shown):
@@ -165,15 +171,15 @@ def _picked(m: Manifest, ledger: Ledger, out_dir: Path) -> dict | None:
     unplaced = np.isnan(readable).any(axis=2).all(axis=0) if len(readable) else []
     rounds_dir = m.workspace_dir / "rounds"
     rel = {
-        key: os.path.relpath(rounds_dir / f"round-{rnd['id']:02d}{ext}", out_dir)
+        key: os.path.relpath(rounds_dir / f"round-{rnd.id:02d}{ext}", out_dir)
         for key, ext in (("why_md", ".md"), ("table_csv", ".csv"), ("scores_plot", "-scores.png"))
-        if (rounds_dir / f"round-{rnd['id']:02d}{ext}").is_file()
+        if (rounds_dir / f"round-{rnd.id:02d}{ext}").is_file()
     }
     return {
-        "round": rnd["id"],
-        "strategy": rnd["strategy"],
+        "round": rnd.id,
+        "strategy": rnd.strategy,
         "pre_annotated_by": model_name(model) if model is not None else None,
-        "checkpoint": model["path"] if model is not None else None,
+        "checkpoint": model.path if model is not None else None,
         "frames_total": len(rows),
         "joints": list(m.keypoints.names),
         "skeleton": [list(e) for e in m.keypoints.skeleton],
@@ -261,11 +267,11 @@ def people_per_split(ledger: Ledger) -> dict[str, dict[str, int]]:
     return out
 
 
-def _dataset(ledger: Ledger, model: dict) -> dict | None:
+def _dataset(ledger: Ledger, model: Model) -> dict | None:
     """The dataset version the model was trained on (recorded by its retrain; None for a model trained before
     versions existed): its number, hash and size."""
-    vid = model.get("dataset_version")
-    v = ledger.dataset_version(int(vid)) if vid else None
+    vid = model.dataset_version
+    v = ledger.dataset_version(vid) if vid else None
     if v is None:
         return None
     return {"version": v.id, "hash": v.content_hash, "frames": v.n_frames, "labels": v.n_labels}
@@ -277,18 +283,18 @@ def _timeline(ledger: Ledger) -> list[dict]:
     hours = hours_by_time(ledger)
     out = []
     for md in ledger.models():
-        mt = md["metrics"]
-        t = tests.get(md["id"], {})
+        mt = md.metrics
+        t = tests.get(md.id, {})
         out.append(
             {
-                "model": md["id"],
+                "model": md.id,
                 "labels": model_frames(md)[0],  # the loop's labels, not replay
                 **{k: mt.get(k) for k in (VAL01, VAL05, VAL_SMS01, OVERFIT)},
                 TEST01: t.get(PCKH01),
                 TEST05: t.get(PCKH05),
-                "created_at": md["created_at"],
+                "created_at": md.created_at,
                 # annotator hours of the labels synced before this model was trained (None: no lead time yet)
-                "annotator_hours": next((h for t, h in reversed(hours) if t <= md["created_at"]), None),
+                "annotator_hours": next((h for t, h in reversed(hours) if t <= md.created_at), None),
             }
         )
     return out
@@ -340,9 +346,9 @@ def _evaluate_split(m: Manifest, samples, p: Predictions, alpha: float, only: li
     return evaluate(keypoint_spec(m), strata(m), es, alpha, also=(parse(m.selection.focus_metric)[1],))
 
 
-def _model_side(m: Manifest, ledger: Ledger, model: dict, alpha: float, out_dir: Path, stem: str) -> dict:
+def _model_side(m: Manifest, ledger: Ledger, model: Model, alpha: float, out_dir: Path, stem: str) -> dict:
     # the checkpoint's own inference path, as `iterate predict` runs it, in the manifest's joints
-    pr = load_predictor(model["path"], joints=m.keypoints.names)
+    pr = load_predictor(model.path, joints=m.keypoints.names)
     out: dict = {"plots": {}, "inference": pr.settings.describe()}
     # the test split never picks a checkpoint or steers selection: its figures are the unbiased ones
     test_samples = labeled_samples(ledger, ("test",))
@@ -418,20 +424,20 @@ def _focus_followup(ledger: Ledger, out_dir: Path, data: dict) -> dict | None:
     """Did the last chunk's focus pay off? The stratum the latest round was steered to, its share of the round's
     labels, and its figure on the unbiased split in the previous report and in this one."""
     rounds = ledger.rounds()
-    focus = rounds[-1]["params"].get("focus") if rounds else None
+    focus = rounds[-1].params.get("focus") if rounds else None
     split = "test" if data.get("test") else "val"
     now = data.get(split)
     prev_file = out_dir / f"round-{data['round'] - 1:02d}.json"
     if not focus or not now or not prev_file.is_file():
         return None
     key, value = focus["key"], max(focus["weights"], key=focus["weights"].get)
-    labels = [ledger.current_label(fid) for fid in ledger.round_frame_ids(rounds[-1]["id"])]
+    labels = [ledger.current_label(fid) for fid in ledger.round_frame_ids(rounds[-1].id)]
     labels = [lab for lab in labels if lab is not None]
     prev = upgrade(json.loads(prev_file.read_text())).get(split) or {}
     before = (prev.get("strata") or {}).get(key, {}).get(value)
     after = (now.get("strata") or {}).get(key, {}).get(value)
     return {
-        "round": rounds[-1]["id"],
+        "round": rounds[-1].id,
         "stratum": f"{key}={value}",
         "split": split,
         "labels": len(labels),

@@ -44,8 +44,8 @@ def split_warnings(ledger: Ledger) -> list[str]:
 def base_checkpoint(m: Manifest, ledger: Ledger) -> Path | None:
     """Warm start: the previous round's model, else the manifest's base checkpoint, else none (from scratch)."""
     prev = ledger.latest_model()
-    if prev is not None and Path(prev["path"]).is_file():
-        return Path(prev["path"])
+    if prev is not None and Path(prev.path).is_file():
+        return Path(prev.path)
     return base_path(m)
 
 
@@ -174,7 +174,7 @@ def _record_model(ledger: Ledger, best: Path, metrics: dict, n_train: int, datas
     with ledger.transaction():
         mid = ledger.add_model(
             str(best),
-            parent_id=parent["id"] if parent else None,
+            parent_id=parent.id if parent else None,
             n_train=n_train,
             config=load_file(best).get("config", {}),
             metrics=metrics,

@@ -33,7 +33,7 @@ from iterate.core.ledger import Frame, Ledger
 from iterate.core.manifest import Manifest
 from iterate.core.score_kinds import CACHE_WIDTH
 from iterate.loop.distributed import barrier, rank_world
-from iterate.loop.models import cache_dir, model_name, round_model, scoring_model
+from iterate.loop.models import ScoringModel, cache_dir, is_base, model_name, round_model, scoring_model
 from iterate.loop.pool import SCORING_BATCH, PoolParts, Scored, build_pool, check_weights, score_samples
 from iterate.loop.samples import boxes_stamp, frame_samples
 from iterate.loop.settings import derived_strata, keypoint_spec, labeling, selection_setup, studio_settings
@@ -75,12 +75,12 @@ SCORING_PATH = (
 )
 
 
-def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], progress=None) -> Scored | None:
+def score_pool(m: Manifest, ledger: Ledger, model: ScoringModel, frames: list[Frame], progress=None) -> Scored | None:
     """Uncertainty scores, keypoints and embeddings of ``frames`` by :data:`SCORING_PATH`, cached per model.
 
     Under torchrun every rank scores its shard of the frames not yet cached and writes it beside the cache; rank 0
     merges the shards into the cache and returns the scores, the other ranks return None."""
-    ck_path = Path(model["path"])
+    ck_path = Path(model.path)
     if not ck_path.is_file():
         raise IterateError(f"{model_name(model)}: checkpoint {ck_path} is gone (stale); run `iterate retrain`")
     d = cache_dir(m, model)
@@ -140,7 +140,7 @@ def score_pool(m: Manifest, ledger: Ledger, model: dict, frames: list[Frame], pr
 _CACHE_FILES = ("index.json", "scores.npy", "kps.npy", "kpconf.npy", "emb.npy")
 
 
-def _cached_ids(d: Path, stamp: dict, model: dict) -> tuple[list[str], list[str]]:
+def _cached_ids(d: Path, stamp: dict, model: ScoringModel) -> tuple[list[str], list[str]]:
     """The frame ids the cache holds for this checkpoint, and a note when it was broken (a kill mid-write, a full
     disk): then it is dropped and everything is scored again."""
     idx_file = d / "index.json"
@@ -330,8 +330,8 @@ def select(
         "focus": pool.focus,
         "notes": notes,
         "seed": seed,
-        "scored_by": None if model is None else ("base" if model.get("base") else f"model-{model['id']}"),
-        "base_path": model["path"] if model and model.get("base") else None,
+        "scored_by": None if model is None else ("base" if is_base(model) else f"model-{model.id}"),
+        "base_path": model.path if model and is_base(model) else None,
     }
     cur_id = _record_round(ledger, cur.index, budget, strategy, model, params, table)
     sel = Selection(
@@ -353,7 +353,7 @@ def _record_round(
             chunk=chunk,
             budget=budget,
             strategy=strategy,
-            model_id=model["id"] if model else None,  # None for the base: it is not a model of the ledger
+            model_id=model.id if model else None,  # None for the base: it is not a model of the ledger
             params=params,
             frames=[
                 (row["frame_id"], {k: v for k, v in row.items() if k not in ("frame_id", "path", "rank")})
@@ -394,7 +394,7 @@ def _check_request(
 def _candidate_pool(
     m: Manifest,
     ledger: Ledger,
-    model: dict | None,
+    model: ScoringModel | None,
     cands: list[Frame],
     strategy: str,
     rng: np.random.Generator,
@@ -416,7 +416,7 @@ def _candidate_pool(
         parts = PoolParts(len(cands), None, lambda: feats)
     else:
         check_weights(setup, history=False)
-        jm = joint_match(model["path"], m.keypoints.names) if Path(model["path"]).is_file() else None
+        jm = joint_match(model.path, m.keypoints.names) if Path(model.path).is_file() else None
         if jm is not None:
             notes.append(
                 f"{model_name(model)} predicts {jm.describe()}: uncertainty is scored over those, and its "
@@ -438,7 +438,7 @@ def _candidate_pool(
     return cands, pool, scored
 
 
-def _pool_parts(m: Manifest, ledger: Ledger, model: dict, cands: list[Frame], scored: Scored, progress, notes):
+def _pool_parts(m: Manifest, ledger: Ledger, model: ScoringModel, cands: list[Frame], scored: Scored, progress, notes):
     """The ledger's answers to what the pool builder may ask: labeled bodies (every split but test), image
     features, labeled embeddings, the report's focus, the candidates' predicted strata."""
 
@@ -484,13 +484,13 @@ def _table(cands: list[Frame], picked: strategies.Picked, scored: Scored | None,
 
 def _unpushed_round(ledger: Ledger) -> int | None:
     for r in reversed(ledger.rounds()):
-        if not r["params"].get("push"):
+        if not r.params.get("push"):
             continue
-        return r["id"] if ledger.round_unhandled(r["id"]) else None
+        return r.id if ledger.round_unhandled(r.id) else None
     return None
 
 
-def _labeled_embeddings(m: Manifest, ledger: Ledger, model: dict) -> np.ndarray | None:
+def _labeled_embeddings(m: Manifest, ledger: Ledger, model: ScoringModel) -> np.ndarray | None:
     """Embeddings of labeled training frames from the cache when they were scored as pool frames."""
     d = cache_dir(m, model)
     if not (d / "index.json").is_file():
@@ -503,14 +503,14 @@ def _labeled_embeddings(m: Manifest, ledger: Ledger, model: dict) -> np.ndarray 
     return np.asarray(np.load(d / "emb.npy", mmap_mode="r")[rows], dtype=np.float32)
 
 
-def _predict_strata(m: Manifest, ledger: Ledger, model: dict, scored: Scored) -> list[dict]:
+def _predict_strata(m: Manifest, ledger: Ledger, model: ScoringModel, scored: Scored) -> list[dict]:
     """Predicted strata of the candidates; the occlusion threshold calibrated on labeled val frames."""
     derive = derived_strata(m)
     sp = StrataPredictor(m.strata, m.keypoints.names, derive)
     val = [(f, lab) for f, lab in ledger.current_labels(("val",)) if lab.instance == 0][:300]
     if val:
         # the calibration is cached with the model's scores: same checkpoint and same val labels → same state
-        ck_path = Path(model["path"])
+        ck_path = Path(model.path)
         key = {
             "checkpoint": str(ck_path),
             "mtime": ck_path.stat().st_mtime,
@@ -524,7 +524,7 @@ def _predict_strata(m: Manifest, ledger: Ledger, model: dict, scored: Scored) ->
             sp = StrataPredictor.from_state(m.strata, m.keypoints.names, cached["state"], derive)
         else:
             # calibrated on the same scoring path as the pool it is applied to
-            pr = load_predictor(model["path"], joints=m.keypoints.names, **SCORING)
+            pr = load_predictor(model.path, joints=m.keypoints.names, **SCORING)
             p = pr.predict(frame_samples(ledger, [f for f, _ in val]))
             sp.fit(p.keypoints, p.scores, p.embeddings, [lab.attributes for _, lab in val])
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -548,14 +548,14 @@ def push_round(m: Manifest, ledger: Ledger, round_id: int, frame_ids: list[str])
     """Push a round's frames with the round's model keypoints (box-refined, flip TTA) as pre-annotations."""
     preds, version = None, None
     model = round_model(ledger, round_id)
-    if model is not None and Path(model["path"]).is_file():
+    if model is not None and Path(model.path).is_file():
         frames = [ledger.frame(fid) for fid in frame_ids]
-        pr = load_predictor(model["path"], joints=m.keypoints.names)
+        pr = load_predictor(model.path, joints=m.keypoints.names)
         p = pr.predict(frame_samples(ledger, frames))
         preds = {  # an unreadable frame has no keypoint at all; a joint the model lacks is NaN, left unplaced
             f.id: (p.keypoints[i], p.scores[i]) for i, f in enumerate(frames) if not np.isnan(p.keypoints[i]).all()
         }
-        version = "iterate-base" if model.get("base") else f"iterate-model-{model['id']}"
+        version = "iterate-base" if is_base(model) else f"iterate-model-{model.id}"
     studio = Studio.from_settings(studio_settings(m))
     try:
         return push(labeling(m), ledger, studio, frame_ids, predictions=preds, round_id=round_id, model_version=version)

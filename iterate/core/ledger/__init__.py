@@ -11,6 +11,8 @@
 * A command that writes takes the command lock (:meth:`Ledger.lock`): on SQLite a lock file in the workspace (the
   whole workspace, one writing command at a time); on PostgreSQL a session advisory lock per command, so different
   commands run at once from different machines while a second run of the same command is told it is busy.
+* Rows come back as typed records (:mod:`iterate.core.ledger.records`: frames, labels, person boxes, dataset
+  versions, models, rounds), re-exported here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,20 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, IntegrityEr
 from sqlalchemy.pool import NullPool
 
 from iterate.core.errors import BusyError, IterateError
+from iterate.core.ledger.records import (
+    DatasetRow,
+    DatasetVersion,
+    Frame,
+    Label,
+    Model,
+    PersonBox,
+    Round,
+    frame_of,
+    label_of,
+    model_of,
+    round_of,
+    version_of,
+)
 from iterate.core.metric_keys import upgrade
 
 SCHEMA_VERSION = 6  # the newest migration (migrations/versions/000N_*.py)
@@ -52,100 +67,6 @@ TABLES = (
     "person_boxes",
     "kv",
 )  # in foreign-key order
-
-
-@dataclass(frozen=True)
-class Frame:
-    id: str
-    path: str
-    source: str
-    video: str | None
-    frame_index: int | None
-    width: int
-    height: int
-    content_hash: str
-    phash: int
-    split: str
-
-
-@dataclass(frozen=True)
-class PersonBox:
-    """A frame's person box from its source's ``person_boxes`` file: the most confident person (x, y, w, h in
-    image pixels; None where the detector found no one) and how many people it found."""
-
-    box: tuple[float, float, float, float] | None
-    score: float | None
-    people: int
-
-
-@dataclass(frozen=True)
-class Label:
-    id: int
-    frame_id: str
-    instance: int
-    version: int
-    keypoints: list[list[float]]
-    bbox: list[float] | None
-    attributes: dict[str, Any]
-    source: str
-    annotator: str | None
-    ls_task_id: int | None
-    ls_annotation_id: int | None
-    created_at: float
-    head_box: list[float] | None = None
-    lead_time: float | None = None  # seconds the annotator spent (Label Studio's lead_time)
-    edits: dict[str, Any] | None = None  # per-joint accounting against the task's pre-annotation (reports/cost.py)
-    reviewed_at: float | None = None  # a review task confirmed this version unchanged (`iterate audit --push`)
-
-
-@dataclass(frozen=True)
-class DatasetVersion:
-    """A recorded dataset version (vN): a set of label versions, its content hash, and the joint schema and strata
-    it exports with (``params``)."""
-
-    id: int
-    created_at: float
-    made_by: str  # export | retrain
-    content_hash: str
-    n_frames: int
-    n_labels: int
-    params: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DatasetRow:
-    """One member of a dataset version with its provenance: the label's selection round (through its Label Studio
-    task, as recorded with the version) and whether it replaced an earlier version with other keypoints."""
-
-    frame: Frame
-    label: Label
-    round_id: int | None
-    reviewed: bool
-
-
-def _label(row) -> Label:
-    return Label(
-        id=row["id"],
-        frame_id=row["frame_id"],
-        instance=row["instance"],
-        version=row["version"],
-        keypoints=json.loads(row["keypoints"]),
-        bbox=json.loads(row["bbox"]) if row["bbox"] else None,
-        attributes=json.loads(row["attributes"]),
-        source=row["source"],
-        annotator=row["annotator"],
-        ls_task_id=row["ls_task_id"],
-        ls_annotation_id=row["ls_annotation_id"],
-        created_at=row["created_at"],
-        head_box=json.loads(row["head_box"]) if row["head_box"] else None,
-        lead_time=row.get("lead_time"),
-        edits=json.loads(row["edits"]) if row.get("edits") else None,
-        reviewed_at=row.get("reviewed_at"),
-    )
-
-
-def _frame(row) -> Frame:
-    return Frame(**{k: row[k] for k in Frame.__dataclass_fields__})
 
 
 # -- URLs -------------------------------------------------------------------------------------------------
@@ -416,7 +337,7 @@ class Ledger:
 
     def frame(self, frame_id: str) -> Frame | None:
         row = self._q("SELECT * FROM frames WHERE id=:id", id=frame_id).mappings().fetchone()
-        return _frame(row) if row else None
+        return frame_of(row) if row else None
 
     def is_retired(self, frame_id: str) -> bool:
         row = self._q("SELECT retired_at FROM frames WHERE id=:id", id=frame_id).fetchone()
@@ -430,7 +351,7 @@ class Ledger:
         if source:
             q += " AND source=:source"
             args["source"] = source
-        return [_frame(r) for r in self._q(q + " ORDER BY id", **args).mappings()]
+        return [frame_of(r) for r in self._q(q + " ORDER BY id", **args).mappings()]
 
     def set_person_boxes(self, source: str, boxes: dict[str, PersonBox]) -> None:
         """The person boxes of ``source``'s frames, replacing the ones it had (re-running an ingest with the same
@@ -571,13 +492,13 @@ class Ledger:
             .mappings()
             .fetchone()
         )
-        return _label(row) if row else None
+        return label_of(row) if row else None
 
     def label_history(self, frame_id: str, instance: int = 0) -> list[Label]:
         rows = self._q(
             "SELECT * FROM labels WHERE frame_id=:f AND instance=:i ORDER BY version", f=frame_id, i=instance
         ).mappings()
-        return [_label(r) for r in rows]
+        return [label_of(r) for r in rows]
 
     def current_labels(self, splits: tuple[str, ...] | None = None) -> list[tuple[Frame, Label]]:
         """Newest version of every labeled (frame, instance), optionally restricted to splits."""
@@ -593,7 +514,7 @@ class Ledger:
             stmt = stmt.bindparams(sa.bindparam("splits", expanding=True))
             args["splits"] = list(splits)
         rows = self._conn.execute(stmt, args).mappings().fetchall()
-        return [(_frame({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), _label(r)) for r in rows]
+        return [(frame_of({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), label_of(r)) for r in rows]
 
     # -- dataset versions ---------------------------------------------------------------------------
     _CURRENT = (
@@ -644,7 +565,7 @@ class Ledger:
         where, args = self._current_where(splits, exclude_source)
         fcols = ", ".join(f"f.{c} AS f_{c}" for c in Frame.__dataclass_fields__)
         for r in self._stream(f"SELECT l.*, {fcols}{where} ORDER BY l.frame_id, l.instance", args):
-            yield _frame({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), _label(r)
+            yield frame_of({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__}), label_of(r)
 
     def iter_current_label_texts(
         self, splits: tuple[str, ...] | None = None, *, exclude_source: str | None = None
@@ -675,7 +596,7 @@ class Ledger:
         :meth:`transaction` in which :meth:`iter_current_labels` computed the hash over the same arguments."""
         old = self._q("SELECT * FROM dataset_versions WHERE content_hash=:h", h=content_hash).mappings().fetchone()
         if old is not None:
-            return _version(old), False
+            return version_of(old), False
         vid = int(
             self._q(
                 "INSERT INTO dataset_versions (created_at, made_by, content_hash, n_frames, n_labels, params)"
@@ -705,10 +626,10 @@ class Ledger:
 
     def dataset_version(self, version_id: int) -> DatasetVersion | None:
         row = self._q("SELECT * FROM dataset_versions WHERE id=:v", v=version_id).mappings().fetchone()
-        return _version(row) if row else None
+        return version_of(row) if row else None
 
     def dataset_versions(self) -> list[DatasetVersion]:
-        return [_version(r) for r in self._q("SELECT * FROM dataset_versions ORDER BY id").mappings()]
+        return [version_of(r) for r in self._q("SELECT * FROM dataset_versions ORDER BY id").mappings()]
 
     def dataset_rows(self, version_id: int, splits: tuple[str, ...] | None = None) -> Iterator[DatasetRow]:
         """The members of a dataset version (of ``splits``, all when None) with their provenance, streamed in
@@ -727,8 +648,8 @@ class Ledger:
             args["splits"] = list(splits)
         sql += " ORDER BY f.split, f.source, f.path, l.frame_id, l.instance"
         for r in self._stream(sql, args):
-            frame = _frame({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__})
-            yield DatasetRow(frame, _label(r), r["d_round_id"], bool(r["d_reviewed"]))
+            frame = frame_of({k: r[f"f_{k}"] for k in Frame.__dataclass_fields__})
+            yield DatasetRow(frame, label_of(r), r["d_round_id"], bool(r["d_reviewed"]))
 
     def dataset_members(self, version_id: int) -> Iterator[tuple[str, int, int, str, str, str]]:
         """(frame id, instance, label version, frame path, source, split) of every member of a dataset version, in
@@ -854,7 +775,7 @@ class Ledger:
         out = []
         for r in rows:
             f = Frame(**{c: r[f"f_{c}"] for c in Frame.__dataclass_fields__})
-            out.append((f, _label(r), r["t_round"]))
+            out.append((f, label_of(r), r["t_round"]))
         return out
 
     def set_task_status(self, project_id: int, task_id: int, status: str, note: str | None = None) -> None:
@@ -899,12 +820,16 @@ class Ledger:
             ).scalar()
         )
 
-    def latest_model(self) -> dict | None:
+    def latest_model(self) -> Model | None:
         row = self._q("SELECT * FROM models ORDER BY id DESC LIMIT 1").mappings().fetchone()
-        return _model(row) if row else None
+        return model_of(row) if row else None
 
-    def models(self) -> list[dict]:
-        return [_model(r) for r in self._q("SELECT * FROM models ORDER BY id").mappings()]
+    def model(self, model_id: int) -> Model | None:
+        row = self._q("SELECT * FROM models WHERE id=:m", m=model_id).mappings().fetchone()
+        return model_of(row) if row else None
+
+    def models(self) -> list[Model]:
+        return [model_of(r) for r in self._q("SELECT * FROM models ORDER BY id").mappings()]
 
     def add_report(self, round_no: int, path: str, model_id: int | None, summary: dict) -> int:
         """Record a written gap report. Call inside :meth:`transaction`."""
@@ -970,9 +895,9 @@ class Ledger:
             )
         return rid
 
-    def round(self, round_id: int) -> dict | None:
+    def round(self, round_id: int) -> Round | None:
         row = self._q("SELECT * FROM rounds WHERE id=:r", r=round_id).mappings().fetchone()
-        return dict(row) | {"params": json.loads(row["params"])} if row else None
+        return round_of(row) if row else None
 
     def round_unhandled(self, round_id: int) -> int:
         """Frames of a round with neither a task nor a label (a push that did not finish)."""
@@ -985,9 +910,8 @@ class Ledger:
             ).scalar()
         )
 
-    def rounds(self) -> list[dict]:
-        rows = self._q("SELECT * FROM rounds ORDER BY id").mappings()
-        return [dict(r) | {"params": json.loads(r["params"])} for r in rows]
+    def rounds(self) -> list[Round]:
+        return [round_of(r) for r in self._q("SELECT * FROM rounds ORDER BY id").mappings()]
 
     # -- whole-ledger copy ---------------------------------------------------------------------------
     def table_counts(self) -> dict[str, int]:
@@ -1047,18 +971,6 @@ def _damaged(where: str, e: Exception) -> IterateError:
 def _reason(e: Exception) -> str:
     orig = getattr(e, "orig", None) or e
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-
-
-def _version(row) -> DatasetVersion:
-    d = dict(row)
-    return DatasetVersion(**{**d, "params": json.loads(d["params"])})
-
-
-def _model(row) -> dict:
-    d = dict(row)
-    d["config"] = upgrade(json.loads(d["config"]))  # its best_metric
-    d["metrics"] = upgrade(json.loads(d["metrics"]))  # older metric names read as today's
-    return d
 
 
 def _to_signed(h: int) -> int:

@@ -85,34 +85,7 @@ def manifest_text(project: str, coco: Path | None = None, preset: str | None = N
     if coco is not None:
         sources = f"  - {{kind: coco, path: {_quoted(str(coco))}, split: train}}"
     if coco is not None and preset is None:
-        try:
-            d = json.loads(coco.read_text())
-            cat = d["categories"][0]
-            names = [str(n) for n in cat["keypoints"]]
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
-            raise IterateError(f"{coco}: no categories[0].keypoints to take the schema from") from None
-        known = next((p for p in PRESETS.values() if sorted(p["names"]) == sorted(names)), None)
-        if known is not None:  # a known joint set: its pairs, chains and normaliser, in the file's order
-            schema = dict(known, names=names)
-        else:
-            skel = [
-                [names[a - 1], names[b - 1]]
-                for a, b in cat.get("skeleton", [])
-                if 0 < a <= len(names) and 0 < b <= len(names)
-            ]
-            head = [n for n in ("neck", "head_top") if n in names]
-            schema = {
-                "names": names,
-                "flip_pairs": guess_flip_pairs(names),
-                "skeleton": skel,
-                "height_joints": names,
-                "height_chain": [],
-                "normalizer": {
-                    "kind": "head_segment" if len(head) == 2 else "person_box",
-                    "joints": head if len(head) == 2 else [],
-                    "factor": 1.0,
-                },
-            }
+        schema = _schema_of(coco)
     flow = lambda x: yaml.safe_dump(x, default_flow_style=True, width=10_000).strip()  # noqa: E731
     nm = schema["normalizer"]
     man, mod, ls = Manifest.model_fields, ModelSettings(), LabelStudioSection()
@@ -136,6 +109,39 @@ def manifest_text(project: str, coco: Path | None = None, preset: str | None = N
         norm_joints=flow(nm["joints"]),
         norm_factor=nm["factor"],
     )
+
+
+def _schema_of(coco: Path) -> dict:
+    """The joint schema of a COCO file's categories[0]: a known joint set's pairs, chains and normaliser in the
+    file's order, else one guessed from the names (flip pairs by left/right names, its skeleton, a head segment when
+    it has neck and head top)."""
+    from iterate.core.presets import PRESETS
+
+    try:
+        d = json.loads(coco.read_text())
+        cat = d["categories"][0]
+        names = [str(n) for n in cat["keypoints"]]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        raise IterateError(f"{coco}: no categories[0].keypoints to take the schema from") from None
+    known = next((p for p in PRESETS.values() if sorted(p["names"]) == sorted(names)), None)
+    if known is not None:
+        return dict(known, names=names)
+    skel = [
+        [names[a - 1], names[b - 1]] for a, b in cat.get("skeleton", []) if 0 < a <= len(names) and 0 < b <= len(names)
+    ]
+    head = [n for n in ("neck", "head_top") if n in names]
+    return {
+        "names": names,
+        "flip_pairs": guess_flip_pairs(names),
+        "skeleton": skel,
+        "height_joints": names,
+        "height_chain": [],
+        "normalizer": {
+            "kind": "head_segment" if len(head) == 2 else "person_box",
+            "joints": head if len(head) == 2 else [],
+            "factor": 1.0,
+        },
+    }
 
 
 def write_manifest(

@@ -52,6 +52,7 @@ case "${1:-}" in
     "$VENV/bin/ruff" format --check .
     "$VENV/bin/ruff" check .
     "$VENV/bin/lint-imports"
+    "$VENV/bin/python" scripts/long_functions.py >/dev/null || { "$VENV/bin/python" scripts/long_functions.py; exit 1; }
     ;;
   *)
     echo "usage: bash scripts/run.sh demo|test|lint" >&2

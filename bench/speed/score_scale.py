@@ -39,7 +39,7 @@ def _frames(n: int):
 
 def worker(n: int, ws: str, out: str) -> None:
     """One configuration: score the pool into a fresh cache under ``ws``; rank 0 writes its wall time to ``out``."""
-    from iterate.core.ledger import Ledger
+    from iterate.core.ledger import Ledger, Model
     from iterate.loop.distributed import barrier, rank_world
     from iterate.loop.select import score_pool
 
@@ -49,7 +49,8 @@ def worker(n: int, ws: str, out: str) -> None:
     led = Ledger(m.workspace_dir)  # the frames' person boxes (none here) are read from the project's ledger
     barrier()
     t0 = time.perf_counter()
-    scored = score_pool(m, led, {"id": 1, "path": str(BASE)}, frames)
+    model = Model(id=1, created_at=0.0, path=str(BASE), parent_id=None, n_train=0, config={}, metrics={})
+    scored = score_pool(m, led, model, frames)
     led.close()
     if rank == 0:
         dt = time.perf_counter() - t0

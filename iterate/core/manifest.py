@@ -530,8 +530,8 @@ class AuditSettings(_Strict):
     disagreement: float = Field(
         3.0,
         gt=0,
-        description="flag a labeled joint whose distance to the prediction, over the model's usual error at that "
-        "joint and in that frame, × its confidence × (1 + half its bones' robust z) ≥ this",
+        description="flag a labeled joint whose distance to the prediction / the frame's median distance × its "
+        "confidence × (1 + half its bones' robust z) ≥ this",
     )
     swap: float = Field(
         0.5,

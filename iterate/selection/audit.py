@@ -4,10 +4,10 @@ Every test compares a frame's label (x, y, v) with a prediction (x, y, confidenc
 on that frame, in units of the frame's PCKh normaliser ``l``:
 
 * ``disagreement``: a labeled joint's distance to the prediction measured against the model's own error, which
-  is large and correlated within a frame: / that joint's median distance over the audited frames, / the frame's
-  median of those ratios (at least ``FRAME_FLOOR``), × the model's confidence in the joint, × (1 + ``BONE_WEIGHT``
-  × the robust z-score of the joint's least unusual labeled bone, when the bone test runs): a joint labeled off
-  its place stands out of its frame and bends every bone it ends;
+  is large and shared by a frame's joints: / the median distance of the frame's joints (at least
+  ``FRAME_FLOOR``), × the model's confidence in the joint, × (1 + ``BONE_WEIGHT`` × the robust z-score of the
+  joint's least unusual labeled bone, when the bone test runs): a joint labeled off its place stands out of its
+  frame and bends every bone it ends;
 * ``swap``: a limb (a shoulder or hip pair and the pairs beyond it, :func:`limb_body`) labeled left for right:
   how far the label's torso is crossed (−cos of its shoulders' left → right against its hips', a test of the
   label alone, given to the torso limb the model blames) + how much better the prediction fits the label with the
@@ -47,8 +47,7 @@ SWAP_COST = 10 / 3  # a limb's cost gain per left/right pair (Σ confidence × d
 COST_CAP = 1.0  # a joint's distance / l counts at most this much in a limb's cost: a wild joint does not decide
 ROOTS = ("shoulder", "hip")  # joint names that root a torso limb
 BONE_WEIGHT = 0.5  # a joint's disagreement × (1 + this × the robust z-score of its least unusual bone)
-FRAME_FLOOR = 0.25  # a frame's typical relative error counts as at least this (a frame the model got right)
-MIN_TYPICAL = 20  # frames a joint needs for its own typical error; fewer: that of every joint
+FRAME_FLOOR = 0.1  # a frame's median distance (in l) counts as at least this (a frame the model got right)
 
 
 @dataclass(frozen=True)
@@ -166,19 +165,16 @@ def _model_flags(
 
 
 def disagreement(c: np.ndarray, ok: np.ndarray, d: np.ndarray, bone: np.ndarray | None = None) -> np.ndarray:
-    """(N, K) each joint's distance to the prediction (``d``, in ``l``) against what the model's error usually is:
-    / that joint's median over the audited frames (an ankle is harder than a neck), / the median of the frame's
-    joints so scaled (at least ``FRAME_FLOOR``: a frame the model got wrong everywhere says little of one joint),
-    × the confidence, × (1 + ``BONE_WEIGHT`` × ``bone``, the label's own bone evidence) where given."""
+    """(N, K) each joint's distance to the prediction (``d``, in ``l``) against the model's error in that frame: /
+    the median distance of the frame's joints (at least ``FRAME_FLOOR``: a frame the model got wrong everywhere
+    says little of one joint), × the confidence, × (1 + ``BONE_WEIGHT`` × ``bone``, the label's own bone evidence)
+    where given. Nothing but the frame itself and the bone test's reference decides it, so a flag does not come
+    and go as other frames are added, corrected or retired."""
     rr = np.where(ok, d, np.nan)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a frame or a joint with nothing to compare: NaN
-        overall = np.nanmedian(rr) if ok.any() else 1.0
-        typical = np.nanmedian(rr, 0) if ok.any() else np.ones(d.shape[1])
-        typical = np.where(np.isfinite(typical) & (ok.sum(0) >= MIN_TYPICAL), typical, overall)
-        rel = rr / np.maximum(typical, 1e-6)
-        frame = np.nanmedian(rel, 1)
-    out = rel / np.maximum(np.nan_to_num(frame, nan=1.0), FRAME_FLOOR)[:, None] * c
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a frame with nothing to compare: NaN
+        frame = np.nanmedian(rr, 1)
+    out = rr / np.maximum(np.nan_to_num(frame, nan=1.0), FRAME_FLOOR)[:, None] * c
     if bone is not None:
         out = out * (1 + BONE_WEIGHT * bone)
     return np.where(ok, out, 0.0)

@@ -206,8 +206,8 @@ def _read_flipped(xy, lab, p, c, has, d, l, flip_pairs) -> tuple[np.ndarray, ...
 def _swap_flags(xy, lab, p, c, has, l, flip_pairs, body: Body | None, t: Thresholds) -> tuple[list[Flag], np.ndarray]:
     """Limbs labeled the wrong way round → a flag per left/right pair of each, and (N, K) the joints they explain.
     A limb's score: how much better the prediction explains the label with the limb exchanged
-    (:func:`limb_gains`) / ``SWAP_COST``, plus how far the label's torso is crossed (:func:`torso_crossing`), which
-    goes to the torso limb the model blames more (to each without a prediction)."""
+    (:func:`limb_gains`) / (``SWAP_COST`` × its pairs), plus how far the label's torso is crossed
+    (:func:`torso_crossing`), which goes to the torso limb the model blames more (to each on a tie: no prediction)."""
     body = body or Body(tuple((pr,) for pr in flip_pairs), ())
     gain = limb_gains(xy, p, c, lab, has, l, body.limbs)  # (N, L), NaN where the model has nothing to say
     cross = torso_crossing(xy, lab, body)  # (N, L), zero off the torso

@@ -173,3 +173,44 @@ def test_kfold_models_predict_the_frames_no_model_is_out_of_sample_for(tmp_path,
     assert any("predicted by 2 k-fold models trained from scratch for 2 steps" in n for n in res.notes)
     r = CliRunner().invoke(app, ["audit", "-m", str(p), "--folds", "1"])
     assert r.exit_code == 2 and "--folds must be 0 (none) or at least 2" in r.output
+
+
+def test_limbs_hang_off_the_torso_and_a_crossed_torso_needs_no_model():
+    """A limb is a shoulder or hip pair with the same-side joints hanging off it alone (the COCO eyes and ears,
+    which touch the nose, are a limb of their own); a label whose shoulders run against its hips is a swap
+    without any prediction."""
+    from iterate.selection import audit as au
+
+    coco = ["nose", "left_eye", "right_eye", "left_ear", "right_ear"]
+    coco += [f"{s}_{j}" for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle") for s in ("left", "right")]
+    edges = [(15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9)]
+    edges += [(8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)]
+    pairs = [(2 + 2 * i, 1 + 2 * i) for i in range(8)]  # right first: the body orders them
+    body = au.limb_body(coco, pairs, edges)
+    named = [{coco[a].split("_", 1)[1] for a, _ in limb} for limb in body.limbs]
+    assert named == [{"shoulder", "elbow", "wrist"}, {"hip", "knee", "ankle"}, {"eye", "ear"}]
+    assert body.torso == (0, 1) and all(coco[a].startswith("left") for limb in body.limbs for a, _ in limb)
+    idx = {n: i for i, n in enumerate(LSP_NAMES)}
+    lsp_pairs = [(idx[f"left_{j}"], idx[f"right_{j}"]) for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle")]
+    lsp_edges = [
+        (idx[f"{s}_{a}"], idx[f"{s}_{b}"])
+        for s in ("left", "right")
+        for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle"), ("hip", "shoulder"))
+    ]
+    lsp = au.limb_body(LSP_NAMES, lsp_pairs, lsp_edges)
+    kp = np.zeros((1, len(LSP_NAMES), 3))
+    kp[0, :, 2] = 2
+    for s, x in (("left", 60.0), ("right", 40.0)):  # a front view: the person's left on the image's right
+        for j, y in (("shoulder", 20), ("elbow", 35), ("wrist", 50), ("hip", 55), ("knee", 75), ("ankle", 95)):
+            kp[0, idx[f"{s}_{j}"], :2] = x, y
+    kp[0, idx["neck"], :2], kp[0, idx["head_top"], :2] = (50, 15), (50, 0)
+    clean = au.audit(kp, None, None, np.array([15.0]), np.array([[100, 100]]), lsp_pairs, None, body=lsp)
+    assert not clean
+    swapped = kp.copy()
+    for j in ("shoulder", "elbow", "wrist"):
+        swapped[0, [idx[f"left_{j}"], idx[f"right_{j}"]]] = swapped[0, [idx[f"right_{j}"], idx[f"left_{j}"]]]
+    assert au.torso_crossing(swapped[..., :2], swapped[..., 2] > 0, lsp).max() == pytest.approx(1.0)
+    flags = au.audit(swapped, None, None, np.array([15.0]), np.array([[100, 100]]), lsp_pairs, None, body=lsp)
+    assert {f.reason for f in flags} == {"swap"} and {("left_shoulder", "right_shoulder")} <= {
+        (LSP_NAMES[f.joints[0]], LSP_NAMES[f.joints[1]]) for f in flags
+    }  # no model to say which: the arm and the leg are both named

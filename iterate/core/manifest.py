@@ -542,19 +542,27 @@ class AuditSettings(_Strict):
     held-out LSPET) bury a joint moved by under 2 ``l``; docs/audit.md."""
 
     disagreement: float = Field(
-        1.0,
+        3.0,
         gt=0,
-        description="flag a labeled joint whose distance to the prediction / l × the model's confidence ≥ this",
+        description="flag a labeled joint whose distance to the prediction / the frame's median distance × its "
+        "confidence × (1 + half its bones' robust z) ≥ this",
     )
     swap: float = Field(
-        0.5, gt=0, description="flag a left/right pair whose distance gain when exchanged / 2 / l × confidence ≥ this"
+        0.5,
+        gt=0,
+        description="flag a limb whose label crosses the torso (−cos of shoulders against hips) + the prediction's "
+        "cost gain when the limb is exchanged / (10/3 per pair) ≥ this",
     )
     implausible_z: float = Field(
         6.0, gt=0, description="flag a bone whose log length / person size is this many robust SDs from the labels'"
     )
     coincident: float = Field(0.05, ge=0, description="flag two labeled joints closer than this × l")
     missing_conf: float = Field(
-        0.6, gt=0, le=1, description="flag an unlabeled joint the model places inside the image with this confidence"
+        0.6,
+        gt=0,
+        le=1,
+        description="flag an unlabeled joint the model places inside the image with this confidence × the share of "
+        "its skeleton neighbours labeled",
     )
     min_bodies: int = Field(20, ge=2, description="labeled bodies the bone test needs before it judges any")
 

@@ -333,7 +333,8 @@ def _flags(
     sizes = np.array([[f.width, f.height] for f, _ in labeled], np.float64)
     edges, ref_bones, seen = labeled_bones(spec, np.concatenate([xy, vis[..., None]], -1))
     pairs = [(names.index(a), names.index(b)) for a, b in spec.flip_pairs]
-    flags = au.audit(labels, preds, conf, norm, sizes, pairs, (edges, ref_bones, ref_bones, seen), t)
+    body = au.limb_body(names, pairs, edges)
+    flags = au.audit(labels, preds, conf, norm, sizes, pairs, (edges, ref_bones, ref_bones, seen), t, body=body)
     return flags, seen
 
 

@@ -128,6 +128,16 @@ def average_precision(scores: np.ndarray, positive: np.ndarray, n_positive: int)
     return float((prec * hits).sum() / n_positive)
 
 
+def default_severity(s, t: Thresholds) -> float:
+    """A flag of the run at near-zero thresholds, scored as the defaults would: its score over its default
+    threshold (a bone's z over ``implausible_z``; a coincidence's severity needs no threshold)."""
+    default = {"disagreement": t.disagreement, "swap": t.swap, "missing": t.missing_conf}
+    if s.reason in default:
+        return s.score / default[s.reason]
+    bone = s.severity > s.score  # a bone flag: its z over the near-zero threshold; a coincidence: severity = score
+    return s.score / t.implausible_z if bone else s.severity
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--first", type=int, default=7001)
@@ -215,11 +225,9 @@ def main() -> None:
             sum(i in (pos_frames if kind == "swap" else pos) for i in items) / max(len(items), 1), 4
         )
     # frames to open, most severe first (every score over its default threshold), to catch 90 % of the injected
-    default = {"disagreement": t.disagreement, "swap": t.swap, "missing": t.missing_conf}
     sev: dict[int, float] = {}
     for s in every.suspects:
-        v = s.score / default[s.reason] if s.reason in default else s.severity
-        sev[iid(s)] = max(sev.get(iid(s), 0), v)
+        sev[iid(s)] = max(sev.get(iid(s), 0), default_severity(s, t))
     order = sorted(sev, key=lambda i: -sev[i])
     need = int(np.ceil(0.9 * len(truth)))
     caught, opened = 0, None

@@ -13,12 +13,16 @@ from typer.testing import CliRunner
 
 from iterate.cli import app
 from iterate.core.ledger import Frame, Ledger, Model
-from iterate.core.manifest import load_manifest
+from iterate.core.manifest import AuditSettings, load_manifest
 from iterate.loop.audit import out_of_sample_model, run_audit
 from iterate.loop.ingest import ingest
 from iterate.loop.models import base_model
+from iterate.loop.settings import from_section
+from iterate.selection import audit as au
 
 from conftest import LSP_NAMES, LSPET, REPO, lsp_manifest, lspet_subset
+
+DEFAULTS = from_section(au.Thresholds, AuditSettings())  # the manifest's default thresholds
 
 BASE = str(REPO / "model/weights/lspet_w18s_128.pt")
 SWAPPED, MOVED, CLEAN = 7010, 7049, 7002
@@ -179,7 +183,6 @@ def test_limbs_hang_off_the_torso_and_a_crossed_torso_needs_no_model():
     """A limb is a shoulder or hip pair with the same-side joints hanging off it alone (the COCO eyes and ears,
     which touch the nose, are a limb of their own); a label whose shoulders run against its hips is a swap
     without any prediction."""
-    from iterate.selection import audit as au
 
     coco = ["nose", "left_eye", "right_eye", "left_ear", "right_ear"]
     coco += [f"{s}_{j}" for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle") for s in ("left", "right")]
@@ -204,13 +207,13 @@ def test_limbs_hang_off_the_torso_and_a_crossed_torso_needs_no_model():
         for j, y in (("shoulder", 20), ("elbow", 35), ("wrist", 50), ("hip", 55), ("knee", 75), ("ankle", 95)):
             kp[0, idx[f"{s}_{j}"], :2] = x, y
     kp[0, idx["neck"], :2], kp[0, idx["head_top"], :2] = (50, 15), (50, 0)
-    clean = au.audit(kp, None, None, np.array([15.0]), np.array([[100, 100]]), lsp_pairs, None, body=lsp)
+    clean = au.audit(kp, None, None, np.array([15.0]), np.array([[100, 100]]), lsp_pairs, None, DEFAULTS, body=lsp)
     assert not clean
     swapped = kp.copy()
     for j in ("shoulder", "elbow", "wrist"):
         swapped[0, [idx[f"left_{j}"], idx[f"right_{j}"]]] = swapped[0, [idx[f"right_{j}"], idx[f"left_{j}"]]]
     assert au.torso_crossing(swapped[..., :2], swapped[..., 2] > 0, lsp).max() == pytest.approx(1.0)
-    flags = au.audit(swapped, None, None, np.array([15.0]), np.array([[100, 100]]), lsp_pairs, None, body=lsp)
+    flags = au.audit(swapped, None, None, np.array([15.0]), np.array([[100, 100]]), lsp_pairs, None, DEFAULTS, body=lsp)
     assert {f.reason for f in flags} == {"swap"} and {("left_shoulder", "right_shoulder")} <= {
         (LSP_NAMES[f.joints[0]], LSP_NAMES[f.joints[1]]) for f in flags
     }  # no model to say which: the arm and the leg are both named

@@ -84,6 +84,8 @@ OTHER = {
     "freeze": "all_but_stage4",
     "weights": {"confidence": 2.0, "flip": 0.0},
     "augment": {"n": 0},
+    "best_metric": "pckh@0.5",
+    "focus_metric": "mean_sms@0.1",
 }
 
 

@@ -146,7 +146,7 @@ def test_models_and_rounds_come_back_as_typed_records(tmp_path, ledger_url):
         assert led.latest_model() is None and led.models() == [] and led.rounds() == [] and led.round(1) is None
         with led.transaction():
             led.add_frame(_frame(1))
-            m1 = led.add_model("a.pt", parent_id=None, n_train=4, config={"lr": 0.1}, metrics={"val_pckh01": 50.0})
+            m1 = led.add_model("a.pt", parent_id=None, n_train=4, config={"lr": 0.1}, metrics={"val_pckh@0.1": 50.0})
             m2 = led.add_model(
                 "b.pt", parent_id=m1, n_train=9, config={}, metrics={"replay_frames": 2}, dataset_version=None
             )
@@ -163,7 +163,7 @@ def test_models_and_rounds_come_back_as_typed_records(tmp_path, ledger_url):
         assert isinstance(model, Model) and model.id == m2 and model.parent_id == m1 and model.path == "b.pt"
         assert model.n_train == 9 and model.metrics == {"replay_frames": 2} and model.dataset_version is None
         assert [md.id for md in led.models()] == [m1, m2] and led.models()[0].config == {"lr": 0.1}
-        assert led.models()[0].metrics["val_pckh01"] == 50.0 and led.model(m1) == led.models()[0]
+        assert led.models()[0].metrics["val_pckh@0.1"] == 50.0 and led.model(m1) == led.models()[0]
         assert led.model(99) is None
         rnd = led.round(rid)
         assert isinstance(rnd, Round) and led.rounds() == [rnd]

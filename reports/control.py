@@ -15,7 +15,7 @@ import numpy as np
 from iterate.core.metric_keys import PCKH01, PCKH05, ci_key, parse
 from iterate.core.schema import KeypointSpec
 from reports.evaluation import fmt
-from reports.metrics import N_BOOT, frame_interval, normalisers, pck_hits, summarise
+from reports.metrics import N_BOOT, bootstrap_rows, frame_interval, normalisers, pck_hits, summarise
 
 MIN_EXPLORED = 5  # fewer random frames than this: no interval, no difference, no verdict
 
@@ -41,8 +41,7 @@ def difference_interval(
     if not len(ka) or not len(kb):
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    ia = rng.integers(0, len(ka), size=(n_boot, len(ka)))
-    ib = rng.integers(0, len(kb), size=(n_boot, len(kb)))
+    ia, ib = bootstrap_rows(len(ka), n_boot, rng=rng), bootstrap_rows(len(kb), n_boot, rng=rng)
     d = ka[ia].sum(1) / na[ia].sum(1) - kb[ib].sum(1) / nb[ib].sum(1)
     lo, hi = np.quantile(d, [0.025, 0.975])
     return 100 * float(lo), 100 * float(hi)

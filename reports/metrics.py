@@ -169,6 +169,14 @@ def mean_sms(hits: np.ndarray, height_joints: list[int]) -> float:
     return float(per.mean()) if len(per) else float("nan")
 
 
+def bootstrap_rows(n: int, n_boot: int = N_BOOT, seed: int = 0, rng: np.random.Generator | None = None) -> np.ndarray:
+    """(n_boot, n) row indices drawn with replacement: the one bootstrap of the product. Frames for an evaluation's
+    interval (:func:`frame_interval`, chunked), each group of the in-loop control, the seeds of a simulation. Seeded
+    (``seed``), or drawn from ``rng`` to continue one stream."""
+    rng = np.random.default_rng(seed) if rng is None else rng
+    return rng.integers(0, n, size=(n_boot, n))
+
+
 def frame_interval(hits: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """95 % interval (in %) of pooled PCKh by a seeded bootstrap over frames (vectorised, chunked)."""
     h = np.asarray(hits, dtype=np.float64)
@@ -183,7 +191,7 @@ def frame_interval(hits: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level:
     stats = np.empty(n_boot)
     step = max(1, min(n_boot, 4_000_000 // m))  # resamples per chunk: bounded memory at any N
     for s in range(0, n_boot, step):
-        idx = rng.integers(0, m, size=(min(step, n_boot - s), m))
+        idx = bootstrap_rows(m, min(step, n_boot - s), rng=rng)
         stats[s : s + len(idx)] = k[idx].sum(1) / n[idx].sum(1)
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return (100 * float(lo), 100 * float(hi))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05, upgrade
+from reports.metrics import bootstrap_rows
 
 COLD = "cold_start"  # `full` whose first chunk is a cold start (image features), as if no base were given
 N_BOOT = 2000
@@ -77,7 +78,7 @@ def paired_difference(a: dict, arm_a: str, b: dict, arm_b: str) -> dict:
 
 def _boot_idx(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """Resampled seed indices (n_boot, n): the same draws for every paired statistic of one summary."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    return bootstrap_rows(n, n_boot, seed)
 
 
 def _ci(stats: np.ndarray) -> list[float | None]:

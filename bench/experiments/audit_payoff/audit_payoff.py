@@ -43,7 +43,7 @@ from model.codec import DarkCodec
 from model.data import Sample
 from model.evaluate import gt_arrays, head_boxes, predictor
 from model.train import train
-from reports.metrics import normalisers, pck_hits
+from reports.metrics import bootstrap_rows, normalisers, pck_hits
 
 import _common
 from _common import LSPET, bare_forward_speed, lspet_samples, write_result
@@ -146,7 +146,7 @@ def main() -> None:
             hits[arm] = per_frame_hits(m, str(res.last), test)
             print(f"{arm}: {res.steps} steps in {res.seconds:.0f} s", flush=True)
     n = len(next(iter(hits.values()))["0.5"])
-    rows = np.random.default_rng(0).integers(0, n, (N_BOOT, n))
+    rows = bootstrap_rows(n, N_BOOT)
     fig: dict = {}
     details: dict = {
         "train": f"LSPET im{args.train_first:05d}-im{args.train_last:05d}",

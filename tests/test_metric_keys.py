@@ -109,6 +109,18 @@ def test_the_manifest_takes_the_new_names_and_the_old_ones_with_one_note(tmp_pat
     r = CliRunner().invoke(app, ["status", "-m", str(p)])
     assert r.exit_code == 0, r.output
     assert "train.best_metric: 'pckh05' is the old name" in r.output.replace("\n", " ")
+    # the note goes to stderr: a command's --json output stays one JSON object
+    gt = REPO / "demo_data" / "test.coco.json"
+    preds = tmp_path / "preds.json"
+    coco = json.loads(gt.read_text())
+    preds.write_text(
+        json.dumps(
+            [{"image_id": a["image_id"], "keypoints": a["keypoints"], "score": 1.0} for a in coco["annotations"]]
+        )
+    )
+    r = CliRunner().invoke(app, ["evaluate", "-m", str(p), "--pred", str(preds), "--gt", str(gt), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["pckh@0.1"] == 100.0 and "old name" in r.stderr
     m = load_manifest(
         _manifest(tmp_path, train={"best_metric": "mean_sms@0.1"}, selection={"focus_metric": "pckh@0.2"})
     )

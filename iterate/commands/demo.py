@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from iterate.commands._options import DEFAULT, ManifestOpt, console
-from iterate.core.manifest import check_workspace, load_manifest
+from iterate.commands._options import DEFAULT, ManifestOpt, console, read_manifest
+from iterate.core.manifest import check_workspace
 from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05
 
 
@@ -69,7 +69,7 @@ def demo(
         raise IterateError("--steps and --minutes: give one of them (rounds by steps, or by a wall-time cap)")
 
     t0 = time.time()
-    m = load_manifest(manifest)
+    m = read_manifest(manifest)
     # the demo never touches the manifest's workspace: it works in a folder of its own that it marks as its own
     m.workspace = str((workspace if workspace is not None else demo_workspace(m)).expanduser().resolve())
     check_workspace(m, manifest)

@@ -9,10 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, progress_bar
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, progress_bar, read_manifest
 from iterate.core.errors import IterateError
 from iterate.core.images import printable
-from iterate.core.manifest import load_manifest
 from iterate.core.metric_keys import PCKH01, PCKH05
 
 if TYPE_CHECKING:
@@ -245,7 +244,7 @@ def predict(
         box_head=box_head,
         refine_passes=refine_passes,
         batch_size=batch_size,
-        joints=load_manifest(manifest, check_sources=False).keypoints.names if manifest else None,
+        joints=read_manifest(manifest, check_sources=False).keypoints.names if manifest else None,
         localise=localise,
         bbox_file=bbox_file,
         detector=(detector_arch, detector, detector_score) if detector else None,

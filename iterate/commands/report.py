@@ -9,9 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, read_manifest
 from iterate.core import metric_keys
-from iterate.core.manifest import load_manifest
 
 
 def _pct(x) -> str:
@@ -31,7 +30,7 @@ def evaluate(
     """
     from iterate.loop.report import evaluate_files
 
-    m = load_manifest(manifest, check_sources=False)
+    m = read_manifest(manifest, check_sources=False)
     res = evaluate_files(m, pred, gt, alpha)
     if as_json:
         typer.echo(json.dumps(res))

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from iterate.commands._options import DEFAULT, ManifestOpt, console
+from iterate.commands._options import DEFAULT, ManifestOpt, console, read_manifest
 from iterate.core.errors import IterateError
-from iterate.core.manifest import load_manifest
 
 StrategiesOpt = Annotated[
     str,
@@ -52,7 +51,7 @@ def simulate(
     """
     from iterate.loop.simulate import COLD, SimConfig, coco_samples, run
 
-    m = load_manifest(manifest, check_sources=False)
+    m = read_manifest(manifest, check_sources=False)
     seed_list = _seeds(seeds)
     if steps <= 0:
         raise IterateError("--steps must be a positive number of training steps")

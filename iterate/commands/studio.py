@@ -9,8 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project
-from iterate.core.manifest import load_manifest
+from iterate.commands._options import DEFAULT, ManifestOpt, console, open_project, read_manifest
 
 studio_app = typer.Typer(help="Run a local Label Studio and answer tasks with an oracle.", no_args_is_help=True)
 
@@ -24,7 +23,7 @@ def start(manifest: ManifestOpt = DEFAULT) -> None:
     from annotation.server import DEFAULT_USER
     from iterate.loop.studio import start_server
 
-    m = load_manifest(manifest)
+    m = read_manifest(manifest)
     with console.status("starting Label Studio (the first start runs migrations, about a minute)…"):
         st = start_server(m)
     console.print(
@@ -43,7 +42,7 @@ def stop(manifest: ManifestOpt = DEFAULT) -> None:
     """
     from iterate.loop.studio import stop_server
 
-    m = load_manifest(manifest)
+    m = read_manifest(manifest)
     said = {
         "stopped": "stopped",
         "stale": "the pid file was stale (its process is not this workspace's Label Studio): removed it, stopped nothing",
@@ -60,7 +59,7 @@ def status(manifest: ManifestOpt = DEFAULT) -> None:
     """
     from iterate.loop.studio import server_status
 
-    m = load_manifest(manifest)
+    m = read_manifest(manifest)
     st = server_status(m)
     console.print(f"{st.url}: {'up' if st.running else 'down'}" + (f" (local pid {st.pid})" if st.pid else ""))
 

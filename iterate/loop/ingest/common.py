@@ -225,18 +225,25 @@ def _flush(ledger: Ledger, pending: list[tuple[Frame, Path | None, bytes | None]
     pending.clear()
 
 
+def _same_picture(ledger, src, s, twin: str | None, where: str) -> bool:
+    """True (counted and listed in ``s``) when a registered frame ``twin`` holds the same picture and keeps it: a
+    held-out split's frame always; another frame unless this source's fixed split takes it over from the pool."""
+    if twin is not None and _is_held_out(ledger, src, twin):
+        s.held_out += 1
+        s.dropped.append(f"{where} (the same picture as {ledger.frame(twin).split} frame {twin})")
+        return True
+    if twin is not None and not _fixed_over_pool(ledger, src, twin):
+        s.duplicates += 1
+        s.dropped.append(f"{where} (the same picture as frame {twin})")
+        return True
+    return False
+
+
 def _dropped(m, ledger, src, s, by_hash, index, item: tuple[Path, int | None], chash: str, h: int) -> bool:
     """True (counted and listed in ``s``) when the picture is not registered: the same picture is dropped anywhere
     (a fixed split's copy wins over the pool's); a near-duplicate only among one video's frames, judged on the
     foreground (image folders keep every distinct picture: `select`'s k-center on embeddings spreads them)."""
-    twin = by_hash.get(chash)
-    if twin is not None and _is_held_out(ledger, src, twin):
-        s.held_out += 1
-        s.dropped.append(f"{_where(*item)} (the same picture as {ledger.frame(twin).split} frame {twin})")
-        return True
-    if twin is not None and not _fixed_over_pool(ledger, src, twin):
-        s.duplicates += 1
-        s.dropped.append(f"{_where(*item)} (the same picture as frame {twin})")
+    if _same_picture(ledger, src, s, by_hash.get(chash), _where(*item)):
         return True
     if index is not None and index.is_duplicate(h):
         s.duplicates += 1
@@ -288,14 +295,7 @@ def _register_image(
         return skip(why)
     data, img = dec
     chash = hashlib.sha1(data).hexdigest()
-    twin = by_hash.get(chash)
-    if twin is not None and _is_held_out(ledger, src, twin):
-        s.held_out += 1
-        s.dropped.append(f"{printable(p)} (the same picture as {ledger.frame(twin).split} frame {twin})")
-        return None
-    if twin is not None and not _fixed_over_pool(ledger, src, twin):
-        s.duplicates += 1
-        s.dropped.append(f"{printable(p)} (the same picture as frame {twin})")
+    if _same_picture(ledger, src, s, by_hash.get(chash), printable(p)):
         return None
     h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
     ledger.add_frame(

@@ -136,7 +136,7 @@ def test_evaluate_refuses_bad_predictions_and_scores_nan_as_misses(tmp_path, goo
         nan[0]["keypoints"][3 * j] = float("nan")
     r = run(json.dumps(nan), extra=("--json",))
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     assert res["frames"] == full["frames"] and res["joints"] == full["joints"]
     assert res["pckh@0.5"] == pytest.approx(full["pckh@0.5"] - 100 * 2 / full["joints"], abs=0.01)
 

@@ -169,7 +169,7 @@ def test_evaluate_cli_on_coco_results(tmp_path):
         app, ["evaluate", "-m", str(REPO / "data_manifest.yaml"), "--pred", str(pp), "--gt", str(gt_path), "--json"]
     )
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     assert {"pckh@0.1", "mean_sms@0.1", "per_joint", "strata"} <= set(res)
     assert 0 < res["pckh@0.1"] < res["pckh@0.5"] <= 100  # 1 px off: more within half a head than within 0.1
     r = CliRunner().invoke(

@@ -69,7 +69,7 @@ def test_results_numbered_by_position_are_refused_against_other_ids(val):
     assert r.exit_code == 0, r.output
     r = _evaluate(val, out, path)
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     assert res["frames"] == 20
     assert any("paired with the labels by image id and file name" in n for n in res["notes"]), res["notes"]
     assert res["pckh@0.5"] > 20  # the shipped base on its own people, paired right (reversed it scored ~1 %)

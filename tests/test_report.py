@@ -34,7 +34,7 @@ def project(tmp_path_factory, lspet_coco):
         tmp,
         srcs,
         train={"epochs": 1, "batch_size": 8, "warmup_steps": 1},
-        selection={"focus_metric": "pckh05", "dedup_hamming": 0},
+        selection={"focus_metric": "pckh@0.5", "dedup_hamming": 0},
     )
     m = load_manifest(p)
     with Ledger(m.workspace_dir) as led:
@@ -141,7 +141,7 @@ def test_one_figure_everywhere_predict_evaluate_report_timeline_retrain(project,
     assert r.exit_code == 0 and "flip TTA + box refine" in r.output, r.output
     r = CliRunner().invoke(app, ["evaluate", "-m", str(project), "--pred", str(preds), "--gt", str(va), "--json"])
     assert r.exit_code == 0, r.output
-    ev = json.loads(r.output)
+    ev = json.loads(r.stdout)
     for key in ("pckh@0.1", "pckh@0.5", "mean_sms@0.1", "frames", "frames_fallback"):
         assert ev[key] == val[key], key
     mt = model.metrics
@@ -178,7 +178,7 @@ def test_evaluate_on_an_exported_test_split_gives_the_reports_figures(project, t
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["evaluate", "-m", str(project), "--pred", str(preds), "--gt", str(gt), "--json"])
     assert r.exit_code == 0, r.output
-    ev = json.loads(r.output)
+    ev = json.loads(r.stdout)
     for key in ("pckh@0.1", "pckh@0.5", "mean_sms@0.1", "frames", "frames_fallback"):
         assert ev[key] == data["test"][key], key
 

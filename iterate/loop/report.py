@@ -13,7 +13,7 @@ import numpy as np
 from iterate.core.chunks import chunk_progress, current_chunk, labels_per_stratum, model_frames, training_frames
 from iterate.core.ledger import Ledger, Model
 from iterate.core.manifest import Manifest
-from iterate.core.metric_keys import PCKH, PCKH01, PCKH05, ci_key, metric_key, parse, upgrade
+from iterate.core.metric_keys import PCKH, PCKH01, PCKH05, ci_key, metric_key, upgrade
 from iterate.loop import tracking
 from iterate.loop.control import update_controls
 from iterate.loop.cost import cost_data, hours_by_time
@@ -343,7 +343,7 @@ def _evaluate_split(m: Manifest, samples, p: Predictions, alpha: float, only: li
     """``only``: score just these joints (the others count as not labeled), e.g. those a base checkpoint predicts."""
     gt, vis, attrs, hb = _split_arrays(samples)
     es = EvalSet(p.keypoints, gt, vis, attrs, [s.frame_id for s in samples], head_boxes=hb, scores=p.scores, only=only)
-    return evaluate(keypoint_spec(m), strata(m), es, alpha, also=(parse(m.selection.focus_metric)[1],))
+    return evaluate(keypoint_spec(m), strata(m), es, alpha, also=(selection_setup(m).focus_alpha,))
 
 
 def _model_side(m: Manifest, ledger: Ledger, model: Model, alpha: float, out_dir: Path, stem: str) -> dict:
@@ -453,7 +453,7 @@ def _worst_sheet(m: Manifest, samples, p: Predictions, out: dict, alpha: float, 
     drawn, ``worst_note`` says why, for the report to print."""
     gt, vis, attrs, hb = _split_arrays(samples)
     spec = keypoint_spec(m)
-    a = parse(m.selection.focus_metric)[1]
+    a = selection_setup(m).focus_alpha
     scores = frame_scores(spec, p.keypoints, gt, vis, hb, a)
     chosen, of = worst_frames(out["focus"], scores, attrs), "strata"
     if not chosen:

@@ -27,6 +27,7 @@ from iterate.core.manifest import (
     ModelSettings,
     TrainSettings,
 )
+from iterate.core.metric_keys import parse
 from iterate.core.schema import KeypointSpec
 from iterate.core.strata import Derivation, fill_derived
 from model.config import AugmentConfig, ModelConfig, TrainConfig, TrainSetup
@@ -135,6 +136,11 @@ class SelectionSetup:
     video_gap: int
     focus_metric: str
     feature_seed: int  # the seed of the cold start's image-feature PCA
+
+    @property
+    def focus_alpha(self) -> float:
+        """The α the focus metric is computed at: evaluations that feed the focus compute their figures there too."""
+        return parse(self.focus_metric)[1]
 
 
 def selection_setup(m: Manifest) -> SelectionSetup:

@@ -22,7 +22,7 @@ import numpy as np
 from iterate.core.coco import ann_key, coco_keypoints, read_coco
 from iterate.core.errors import IterateError
 from iterate.core.manifest import Manifest
-from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05, parse
+from iterate.core.metric_keys import MEAN_SMS01, PCKH01, PCKH05
 from iterate.core.score_kinds import PASS_SCORES
 from iterate.loop.pool import SCORING_BATCH, PoolParts, Scored, build_pool, score_samples
 from iterate.loop.scoring import score
@@ -78,8 +78,8 @@ def _evaluate(m: Manifest, model, codec, samples):
     es = EvalSet(
         p.keypoints, gt, vis, [s.attributes for s in samples], list(range(len(samples))), head_boxes=head_boxes(samples)
     )
-    focus_alpha = parse(selection_setup(m).focus_metric)[1]  # the focus metric's figure, as the report has it
-    return evaluate(keypoint_spec(m), strata_of(m), es, also=(focus_alpha,)), p
+    # the focus metric's figure, as the report has it
+    return evaluate(keypoint_spec(m), strata_of(m), es, also=(selection_setup(m).focus_alpha,)), p
 
 
 def _focus(m: Manifest, model, codec, ck_path, val, pool_kps, pool_conf, pool_emb) -> tuple[dict | None, list[dict]]:

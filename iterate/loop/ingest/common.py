@@ -297,21 +297,7 @@ def _register_image(
     chash = hashlib.sha1(data).hexdigest()
     if _same_picture(ledger, src, s, by_hash.get(chash), printable(p)):
         return None
-    h = dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-    ledger.add_frame(
-        Frame(
-            id=fid,
-            path=str(p.resolve()),
-            source=src.label,
-            video=None,
-            frame_index=None,
-            width=img.shape[1],
-            height=img.shape[0],
-            content_hash=chash,
-            phash=h,
-            split=src.split,
-        )
-    )
+    ledger.add_frame(_new_frame(m, src, fid, p, None, img, chash, dhash(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))))
     by_hash[chash] = fid
     s.added += 1
     return fid
